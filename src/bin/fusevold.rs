@@ -1,0 +1,50 @@
+//! `fusevold POOL MOUNTPOINT`: serve a pool in the foreground.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Serve a fusevol pool: every volume becomes a regular file under MOUNTPOINT.
+///
+/// Runs in the foreground until SIGINT or SIGTERM, then unmounts, writes a checkpoint and
+/// exits 0. Creates POOL with the default arrays (three sparse 4 GiB arrays, tier "fast") if
+/// it does not exist yet, and MOUNTPOINT if it is missing. Logging: RUST_LOG=info|debug|warn.
+/// Drive the pool with `fusevol -p POOL ...` (control socket POOL/control.sock).
+#[derive(Parser, Debug)]
+#[command(name = "fusevold", version)]
+struct Args {
+    /// Pool directory (created with the default arrays if missing).
+    pool: PathBuf,
+    /// Where to mount the volumes (created if missing).
+    mountpoint: PathBuf,
+    /// FUSE worker threads, each with its own cloned /dev/fuse descriptor.
+    #[arg(long, default_value_t = 4)]
+    threads: usize,
+    /// Let users other than the daemon's own open the volume files (mount option allow_other).
+    #[arg(long)]
+    allow_other: bool,
+    /// Milliseconds between background flushes of the metadata log and the array files.
+    #[arg(long, default_value_t = 1000)]
+    flush_ms: u64,
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let a = Args::parse();
+    let opts = fusevol::daemon::DaemonOptions {
+        pool: a.pool,
+        mountpoint: a.mountpoint,
+        threads: a.threads,
+        allow_other: a.allow_other,
+        flush_interval: Duration::from_millis(a.flush_ms.max(10)),
+    };
+    match fusevol::daemon::run(opts) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fusevold: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

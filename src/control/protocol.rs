@@ -1,0 +1,164 @@
+//! The control protocol spoken on `<POOL>/control.sock`.
+//!
+//! One request per connection line: the client writes one JSON object followed by `\n`, the
+//! daemon answers with one JSON object followed by `\n`. A connection may carry several
+//! request/response exchanges in sequence. Requests are tagged by `op`:
+//!
+//! ```text
+//! {"op":"volume_create","name":"vol0","size":1073741824,"tier":null}
+//! {"ok":true,"data":{...VolumeInfo...},"warnings":["pool is overcommitted ..."]}
+//! {"ok":false,"error":{"code":"exists","message":"volume 'vol0' already exists"}}
+//! ```
+//!
+//! The types here are the whole contract between `fusevold` and `fusevol`; both sides use them.
+
+use serde::{Deserialize, Serialize};
+
+/// A request from the CLI to the daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// Liveness check; answers `PoolInfo`.
+    Ping,
+    /// Pool summary; answers `PoolInfo`.
+    PoolInfo,
+    /// All arrays; answers `Vec<ArrayInfo>`.
+    ArrayList,
+    /// Add an array file to the live pool; answers `ArrayInfo`.
+    ArrayAdd {
+        name: String,
+        size: u64,
+        tier: String,
+    },
+    /// Create a volume; answers `VolumeInfo` (warnings when the pool is overcommitted).
+    VolumeCreate {
+        name: String,
+        size: u64,
+        #[serde(default)]
+        tier: Option<String>,
+    },
+    /// All volumes; answers `Vec<VolumeInfo>`.
+    VolumeList,
+    /// One volume; answers `VolumeInfo`.
+    VolumeInfo { name: String },
+    /// Grow or shrink a volume; answers `VolumeInfo`.
+    VolumeResize { name: String, size: u64 },
+    /// Delete a volume and free its extents; answers `null`.
+    VolumeDelete { name: String },
+    /// Write a checkpoint of the metadata now and sync everything; answers `null`.
+    Sync,
+}
+
+/// Everything the daemon answers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Response {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+}
+
+/// A failed request: a stable machine-readable code and a message naming the thing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+/// Error classes; the CLI maps them to exit codes in one place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The request could not be parsed or is not a known operation.
+    Protocol,
+    /// An argument is invalid (bad name, size, tier ...).
+    Invalid,
+    /// The named thing does not exist.
+    NotFound,
+    /// The named thing already exists.
+    Exists,
+    /// The thing is in use (open volume, ...).
+    Busy,
+    /// Not enough space in the pool.
+    NoSpace,
+    /// An I/O error on a pool file.
+    Io,
+}
+
+/// One array of the pool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArrayInfo {
+    pub id: u32,
+    pub name: String,
+    pub tier: String,
+    /// Path of the backing image file.
+    pub path: String,
+    /// Data capacity in bytes.
+    pub capacity: u64,
+    /// Bytes held by allocated extents.
+    pub used: u64,
+    /// Bytes still free for allocation.
+    pub free: u64,
+    /// Bytes the backing file really occupies on its file system (like `du`).
+    pub on_disk: u64,
+}
+
+/// One volume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeInfo {
+    pub id: u64,
+    pub name: String,
+    /// Size in bytes, as the volume file shows it.
+    pub size: u64,
+    pub tier: String,
+    /// Bytes of allocated extents mapped by this volume.
+    pub allocated: u64,
+    /// Creation time, seconds since the Unix epoch.
+    pub created: u64,
+    /// Number of open file handles on the volume file.
+    pub open_handles: u64,
+    /// How many extents the volume has on each array (array name, extents).
+    pub extents_per_array: Vec<(String, u64)>,
+}
+
+/// Pool summary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolInfo {
+    pub pool_id: String,
+    pub path: String,
+    pub mountpoint: String,
+    pub extent_size: u64,
+    pub capacity: u64,
+    pub used: u64,
+    pub free: u64,
+    /// Sum of all volume sizes.
+    pub provisioned: u64,
+    pub arrays: Vec<ArrayInfo>,
+    pub volumes: u64,
+}
+
+impl Response {
+    pub fn success(data: serde_json::Value, warnings: Vec<String>) -> Self {
+        Response {
+            ok: true,
+            data: Some(data),
+            warnings,
+            error: None,
+        }
+    }
+
+    pub fn failure(code: ErrorCode, message: impl Into<String>) -> Self {
+        Response {
+            ok: false,
+            data: None,
+            warnings: Vec::new(),
+            error: Some(ErrorBody {
+                code,
+                message: message.into(),
+            }),
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! `fusevold`: serve one pool — lock it, recover it, mount it, answer the control socket,
+//! flush in the background, and unmount cleanly on SIGINT/SIGTERM.
+
+mod handler;
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use fuser::{Config, INodeNo, MountOption, Session};
+use nix::fcntl::{Flock, FlockArg};
+use nix::sys::signal::{SigSet, Signal};
+
+pub use handler::Handler;
+
+use crate::fuse::{volume_ino, FuseFs};
+use crate::pool::{create_pool, Pool, PoolError, PoolSpec};
+
+#[derive(Debug, Clone)]
+pub struct DaemonOptions {
+    pub pool: PathBuf,
+    pub mountpoint: PathBuf,
+    /// FUSE worker threads (each with its own cloned /dev/fuse fd).
+    pub threads: usize,
+    /// Let other users open the volume files (mount option allow_other).
+    pub allow_other: bool,
+    /// Seconds between background flushes of the metadata log and array files.
+    pub flush_interval: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+    #[error("pool {pool} is already served by another fusevold ({holder}); one daemon per pool")]
+    Locked { pool: PathBuf, holder: String },
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> DaemonError + 'a {
+    move |source| DaemonError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Take the pool's lock file; the pid of the holder is written into it.
+fn lock_pool(dir: &Path) -> Result<Flock<fs::File>, DaemonError> {
+    let path = Pool::lock_path(dir);
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io_err("open lock file", &path))?;
+    match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+        Ok(mut lock) => {
+            lock.set_len(0)
+                .map_err(io_err("truncate lock file", &path))?;
+            writeln!(lock, "{}", std::process::id()).map_err(io_err("write lock file", &path))?;
+            Ok(lock)
+        }
+        Err((_, _)) => {
+            let holder = fs::read_to_string(&path)
+                .ok()
+                .map(|s| format!("pid {}", s.trim()))
+                .unwrap_or_else(|| "unknown pid".into());
+            Err(DaemonError::Locked {
+                pool: dir.to_path_buf(),
+                holder,
+            })
+        }
+    }
+}
+
+/// A FUSE mount left behind by a killed daemon answers ENOTCONN; detach it.
+fn clear_stale_mount(mnt: &Path) {
+    if let Err(e) = fs::metadata(mnt) {
+        if e.raw_os_error() == Some(libc::ENOTCONN) {
+            log::warn!(
+                "{}: stale FUSE mount from a dead daemon; detaching it",
+                mnt.display()
+            );
+            let _ = nix::mount::umount2(mnt, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+/// Create the pool with the default arrays when `dir` does not hold one yet.
+pub fn ensure_pool(dir: &Path) -> Result<(), DaemonError> {
+    if dir.join(crate::meta::CHECKPOINT_FILE).exists() {
+        return Ok(());
+    }
+    log::info!(
+        "{} holds no pool; creating one with the default arrays",
+        dir.display()
+    );
+    create_pool(dir, &PoolSpec::default())?;
+    Ok(())
+}
+
+pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
+    ensure_pool(&opts.pool)?;
+    let pool_dir = fs::canonicalize(&opts.pool).map_err(io_err("resolve", &opts.pool))?;
+    let lock = lock_pool(&pool_dir)?;
+
+    // Signals go to one thread that waits for them; every thread spawned from here on
+    // inherits the blocked mask.
+    let mut sigs = SigSet::empty();
+    sigs.add(Signal::SIGINT);
+    sigs.add(Signal::SIGTERM);
+    sigs.add(Signal::SIGHUP);
+    sigs.thread_block().map_err(|e| DaemonError::Io {
+        op: "block signals in",
+        path: pool_dir.clone(),
+        source: e.into(),
+    })?;
+
+    let pool = Pool::open(&pool_dir)?;
+
+    clear_stale_mount(&opts.mountpoint);
+    fs::create_dir_all(&opts.mountpoint).map_err(io_err("create mountpoint", &opts.mountpoint))?;
+    let mnt = fs::canonicalize(&opts.mountpoint).map_err(io_err("resolve", &opts.mountpoint))?;
+
+    let mut config = Config::default();
+    config.mount_options = vec![
+        MountOption::FSName(format!("fusevol:{}", pool_dir.display())),
+        MountOption::Subtype("fusevol".into()),
+        MountOption::NoAtime,
+    ];
+    if opts.allow_other {
+        config.acl = fuser::SessionACL::All;
+    }
+    config.n_threads = Some(opts.threads.max(1));
+    config.clone_fd = true;
+    let mut session = Session::new(FuseFs::new(pool.clone()), &mnt, &config)
+        .map_err(io_err("mount FUSE at", &mnt))?;
+    log::info!("mounted {} at {}", pool_dir.display(), mnt.display());
+
+    let notifier = session.notifier();
+    pool.set_listener(Box::new(move |id| {
+        // Resized or deleted outside the file: drop the kernel's cached size and pages.
+        let _ = notifier.inval_inode(INodeNo(volume_ino(id)), 0, 0);
+    }));
+
+    let server = crate::control::server::serve(
+        &pool_dir.join(crate::pool::SOCKET_FILE),
+        Arc::new(Handler {
+            pool: pool.clone(),
+            mountpoint: mnt.display().to_string(),
+        }),
+    )
+    .map_err(io_err("listen on control socket in", &pool_dir))?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let flusher = {
+        let (pool, stop, every) = (pool.clone(), stop.clone(), opts.flush_interval);
+        thread::Builder::new()
+            .name("flusher".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Acquire) {
+                    thread::sleep(every.min(Duration::from_millis(200)));
+                    if let Err(e) = pool
+                        .sync()
+                        .and_then(|_| pool.maybe_checkpoint().map(|_| ()))
+                    {
+                        log::error!("background flush: {e}");
+                        thread::sleep(Duration::from_secs(1));
+                    }
+                }
+            })
+            .expect("spawn flusher")
+    };
+
+    let mut unmounter = session.unmount_callable();
+    let mnt2 = mnt.clone();
+    thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Ok(sig) = sigs.wait() {
+                log::info!("{sig:?}: unmounting {}", mnt2.display());
+                if let Err(e) = unmounter.unmount() {
+                    log::warn!("unmount {}: {e}; detaching it lazily", mnt2.display());
+                    let _ = nix::mount::umount2(&mnt2, nix::mount::MntFlags::MNT_DETACH);
+                }
+            }
+        })
+        .expect("spawn signal thread");
+
+    let served = session.run();
+    stop.store(true, Ordering::Release);
+    server.stop();
+    let _ = flusher.join();
+    let result = pool.checkpoint();
+    drop(lock);
+    served.map_err(io_err("serve FUSE at", &mnt))?;
+    result?;
+    log::info!("pool {} closed cleanly", pool_dir.display());
+    Ok(())
+}

@@ -1,0 +1,470 @@
+//! The `fuser` adapter: a root directory whose regular files are the volumes.
+//!
+//! This is the only place that turns errors into errno values. It holds no state of its
+//! own beyond what the kernel protocol needs; every operation goes to the volume façade.
+
+use std::cell::RefCell;
+use std::ffi::OsStr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty,
+    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, WriteFlags,
+};
+
+use crate::pool::{Pool, PoolError};
+use crate::volume::{IoError, Volume};
+
+pub const ROOT_INO: u64 = 1;
+/// Volume `id` is inode `VOLUME_INO_BASE + id`.
+pub const VOLUME_INO_BASE: u64 = 16;
+/// The kernel caps one request at 1 MiB.
+pub const MAX_REQUEST: u32 = 1 << 20;
+const TTL: Duration = Duration::from_secs(1);
+
+pub fn volume_ino(id: u64) -> u64 {
+    VOLUME_INO_BASE + id
+}
+
+pub struct FuseFs {
+    pool: Arc<Pool>,
+    uid: u32,
+    gid: u32,
+    mounted_at: SystemTime,
+}
+
+thread_local! {
+    /// One read buffer per worker thread, reused for every request.
+    static READ_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+fn errno_of(e: &IoError) -> Errno {
+    Errno::from_i32(e.errno())
+}
+
+fn pool_errno(e: &PoolError) -> Errno {
+    Errno::from_i32(match e {
+        PoolError::Invalid(_) => libc::EINVAL,
+        PoolError::NotFound(_) => libc::ENOENT,
+        PoolError::Exists(_) => libc::EEXIST,
+        PoolError::Busy(_) => libc::EBUSY,
+        PoolError::NoSpace(_) => libc::ENOSPC,
+        _ => libc::EIO,
+    })
+}
+
+impl FuseFs {
+    pub fn new(pool: Arc<Pool>) -> FuseFs {
+        FuseFs {
+            pool,
+            uid: nix::unistd::getuid().as_raw(),
+            gid: nix::unistd::getgid().as_raw(),
+            mounted_at: SystemTime::now(),
+        }
+    }
+
+    fn volume(&self, ino: INodeNo) -> Option<Arc<Volume>> {
+        let ino = ino.0;
+        if ino < VOLUME_INO_BASE {
+            return None;
+        }
+        self.pool.volume_by_id(ino - VOLUME_INO_BASE)
+    }
+
+    fn root_attr(&self) -> FileAttr {
+        FileAttr {
+            ino: INodeNo(ROOT_INO),
+            size: 0,
+            blocks: 0,
+            atime: self.mounted_at,
+            mtime: self.mounted_at,
+            ctime: self.mounted_at,
+            crtime: self.mounted_at,
+            kind: FileType::Directory,
+            perm: 0o755,
+            nlink: 2,
+            uid: self.uid,
+            gid: self.gid,
+            rdev: 0,
+            blksize: 4096,
+            flags: 0,
+        }
+    }
+
+    fn volume_attr(&self, v: &Volume) -> FileAttr {
+        let created = UNIX_EPOCH + Duration::from_secs(v.created);
+        FileAttr {
+            ino: INodeNo(volume_ino(v.id)),
+            size: v.size(),
+            blocks: v.mapped_extents() * self.pool.extent_size / 512,
+            atime: created,
+            mtime: created,
+            ctime: created,
+            crtime: created,
+            kind: FileType::RegularFile,
+            perm: 0o600,
+            nlink: 1,
+            uid: self.uid,
+            gid: self.gid,
+            rdev: 0,
+            blksize: 4096,
+            flags: 0,
+        }
+    }
+}
+
+impl Filesystem for FuseFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // Asynchronous direct I/O: libaio on the volume file keeps many requests in flight.
+        if let Err(missing) = config.add_capabilities(InitFlags::FUSE_ASYNC_DIO) {
+            log::warn!("kernel lacks {missing:?}; O_DIRECT aio will run one request at a time");
+        }
+        // O_TRUNC arrives with the open instead of as a truncate to 0, and is ignored there:
+        // a volume behaves like a block device (`dd of=vol` keeps its size).
+        let _ = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC);
+        if let Err(max) = config.set_max_write(MAX_REQUEST) {
+            let _ = config.set_max_write(max);
+        }
+        let _ = config.set_max_readahead(MAX_REQUEST);
+        let _ = config.set_max_background(64);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        if parent.0 != ROOT_INO {
+            return reply.error(Errno::ENOENT);
+        }
+        let Some(name) = name.to_str() else {
+            return reply.error(Errno::ENOENT);
+        };
+        match self.pool.volume(name) {
+            Some(v) => reply.entry(&TTL, &self.volume_attr(&v), fuser::Generation(0)),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        if ino.0 == ROOT_INO {
+            return reply.attr(&TTL, &self.root_attr());
+        }
+        match self.volume(ino) {
+            Some(v) => reply.attr(&TTL, &self.volume_attr(&v)),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
+        size: Option<u64>,
+        _atime: Option<fuser::TimeOrNow>,
+        _mtime: Option<fuser::TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        if ino.0 == ROOT_INO {
+            return reply.attr(&TTL, &self.root_attr());
+        }
+        let Some(v) = self.volume(ino) else {
+            return reply.error(Errno::ENOENT);
+        };
+        // Mode, owner and times are fixed; only the size can change, and only upwards:
+        // `truncate -s` grows a volume. Shrinking through the file is refused (EPERM) because
+        // ordinary tools truncate as a side effect (`dd seek=N` without conv=notrunc) and a
+        // storage array must not lose data on that; shrink with `fusevol volume resize`.
+        if let Some(size) = size {
+            if size < v.size() {
+                log::warn!(
+                    "refused truncate of volume '{}' from {} to {size} bytes: shrink with `fusevol volume resize`",
+                    v.name,
+                    v.size()
+                );
+                return reply.error(Errno::EPERM);
+            }
+            if size != v.size() {
+                if let Err(e) = self.pool.resize(&v, size) {
+                    log::warn!("truncate of volume '{}' to {size}: {e}", v.name);
+                    return reply.error(pool_errno(&e));
+                }
+            }
+        }
+        reply.attr(&TTL, &self.volume_attr(&v))
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let Some(v) = self.volume(ino) else {
+            return reply.error(Errno::ENOENT);
+        };
+        v.opened();
+        // Parallel direct writers are safe: the data path locks per extent, not per file.
+        reply.opened(FileHandle(v.id), FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES)
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        if let Some(v) = self.volume(ino) {
+            v.closed();
+        }
+        reply.ok()
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let Some(v) = self.volume(ino) else {
+            return reply.error(Errno::ENOENT);
+        };
+        READ_BUF.with(|b| {
+            let mut buf = b.borrow_mut();
+            if buf.len() < size as usize {
+                buf.resize(size as usize, 0);
+            }
+            match self.pool.read(&v, offset, &mut buf[..size as usize]) {
+                Ok(n) => reply.data(&buf[..n]),
+                Err(e) => {
+                    log::error!("{e}");
+                    reply.error(errno_of(&e))
+                }
+            }
+        })
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let Some(v) = self.volume(ino) else {
+            return reply.error(Errno::ENOENT);
+        };
+        match self.pool.write(&v, offset, data) {
+            Ok(n) => reply.written(n as u32),
+            Err(e) => {
+                match &e {
+                    IoError::BeyondEnd { .. } => log::debug!("{e}"),
+                    IoError::NoSpace { .. } => log::warn!("{e}"),
+                    _ => log::error!("{e}"),
+                }
+                reply.error(errno_of(&e))
+            }
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lo: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        // Nothing is buffered in the daemon: every write already reached the array files.
+        reply.ok()
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        let Some(v) = self.volume(ino) else {
+            return reply.error(Errno::ENOENT);
+        };
+        match self.pool.fsync_volume(&v) {
+            Ok(()) => reply.ok(),
+            Err(e) => {
+                log::error!("{e}");
+                reply.error(errno_of(&e))
+            }
+        }
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        let Some(v) = self.volume(ino) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let keep = mode & libc::FALLOC_FL_KEEP_SIZE != 0;
+        let known =
+            libc::FALLOC_FL_KEEP_SIZE | libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_ZERO_RANGE;
+        if mode & !known != 0 {
+            return reply.error(Errno::from_i32(libc::EOPNOTSUPP));
+        }
+        let res = if mode & (libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_ZERO_RANGE) != 0 {
+            self.pool.discard(&v, offset, length)
+        } else {
+            // Allocation: a volume does not grow by fallocate; past the end is refused
+            // unless KEEP_SIZE asks only for the part inside.
+            let size = v.size();
+            let end = offset.saturating_add(length);
+            if end > size && !keep {
+                return reply.error(Errno::from_i32(libc::EFBIG));
+            }
+            if offset >= size {
+                return reply.ok();
+            }
+            self.pool.allocate(&v, offset, end.min(size) - offset)
+        };
+        match res {
+            Ok(()) => reply.ok(),
+            Err(e) => {
+                log::warn!("fallocate mode {mode:#x} on volume '{}': {e}", v.name);
+                reply.error(errno_of(&e))
+            }
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        if ino.0 != ROOT_INO {
+            return reply.error(Errno::ENOTDIR);
+        }
+        let mut entries: Vec<(u64, FileType, String)> = vec![
+            (ROOT_INO, FileType::Directory, ".".into()),
+            (ROOT_INO, FileType::Directory, "..".into()),
+        ];
+        for v in self.pool.volume_list() {
+            entries.push((volume_ino(v.id), FileType::RegularFile, v.name.clone()));
+        }
+        for (i, (ino, kind, name)) in entries.into_iter().enumerate().skip(offset as usize) {
+            if reply.add(INodeNo(ino), (i + 1) as u64, kind, name) {
+                break;
+            }
+        }
+        reply.ok()
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let info = self.pool.array_infos();
+        let cap: u64 = info.iter().map(|a| a.capacity).sum();
+        let free: u64 = info.iter().map(|a| a.free).sum();
+        let nvol = self.pool.volume_list().len() as u64;
+        reply.statfs(
+            cap / 4096,
+            free / 4096,
+            free / 4096,
+            nvol,
+            0,
+            4096,
+            255,
+            4096,
+        )
+    }
+
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: fuser::ReplyXattr,
+    ) {
+        reply.error(Errno::from_i32(libc::ENODATA))
+    }
+
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: fuser::ReplyXattr) {
+        if size == 0 {
+            reply.size(0)
+        } else {
+            reply.data(&[])
+        }
+    }
+
+    // The namespace is managed with the CLI: files cannot be made or removed in the mount.
+    fn mknod(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        reply.error(Errno::EPERM)
+    }
+
+    fn mkdir(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        reply.error(Errno::EPERM)
+    }
+
+    fn unlink(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::EPERM)
+    }
+
+    fn rmdir(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::EPERM)
+    }
+
+    fn create(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _flags: i32,
+        reply: fuser::ReplyCreate,
+    ) {
+        reply.error(Errno::EPERM)
+    }
+}

@@ -1,0 +1,189 @@
+//! The metadata log writer and checkpoint rotation.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use super::{MetaError, CHECKPOINT_FILE, LOG_FILE};
+use crate::format::{Checkpoint, LogHeader, MetaRecord};
+
+/// Write `bytes` to `dir/name` atomically: temporary file, fsync, rename, fsync the directory.
+pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), MetaError> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let dst = dir.join(name);
+    let mut f = File::create(&tmp).map_err(|e| MetaError::io("create", &tmp, e))?;
+    f.write_all(bytes)
+        .map_err(|e| MetaError::io("write", &tmp, e))?;
+    f.sync_all().map_err(|e| MetaError::io("fsync", &tmp, e))?;
+    fs::rename(&tmp, &dst).map_err(|e| MetaError::io("rename", &dst, e))?;
+    sync_dir(dir)
+}
+
+pub fn sync_dir(dir: &Path) -> Result<(), MetaError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| MetaError::io("fsync directory", dir, e))
+}
+
+/// Write a checkpoint file atomically.
+pub fn write_checkpoint(dir: &Path, ckpt: &Checkpoint) -> Result<(), MetaError> {
+    write_atomic(dir, CHECKPOINT_FILE, &ckpt.encode())
+}
+
+/// Appends records to `meta.log`. Appends go to the page cache at once (so a daemon crash
+/// loses nothing appended); `sync` makes them durable against a machine crash.
+pub struct MetaLog {
+    dir: PathBuf,
+    path: PathBuf,
+    file: File,
+    pool_id: u64,
+    epoch: u64,
+    len: u64,
+    /// Bytes appended since the last successful sync.
+    unsynced: u64,
+    /// A failed fsync of the log is never retried as if it worked: the log stays failed.
+    failed: bool,
+    scratch: Vec<u8>,
+}
+
+impl MetaLog {
+    /// Open an existing log for appending at `valid_len` (recovery found the valid end there;
+    /// anything after it is a torn tail and is cut off).
+    pub fn open(
+        dir: &Path,
+        pool_id: u64,
+        epoch: u64,
+        valid_len: u64,
+    ) -> Result<MetaLog, MetaError> {
+        let path = dir.join(LOG_FILE);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| MetaError::io("open", &path, e))?;
+        let actual = file
+            .metadata()
+            .map_err(|e| MetaError::io("stat", &path, e))?
+            .len();
+        if actual != valid_len {
+            file.set_len(valid_len)
+                .map_err(|e| MetaError::io("truncate torn tail of", &path, e))?;
+            file.sync_all()
+                .map_err(|e| MetaError::io("fsync", &path, e))?;
+        }
+        Ok(MetaLog {
+            dir: dir.to_path_buf(),
+            path,
+            file,
+            pool_id,
+            epoch,
+            len: valid_len,
+            unsynced: 0,
+            failed: false,
+            scratch: Vec::with_capacity(4096),
+        })
+    }
+
+    /// Create a fresh, empty log for `epoch` (atomically replacing any old one).
+    pub fn create(dir: &Path, pool_id: u64, epoch: u64) -> Result<MetaLog, MetaError> {
+        let header = LogHeader { pool_id, epoch }.encode();
+        write_atomic(dir, LOG_FILE, &header)?;
+        Self::open(dir, pool_id, epoch, header.len() as u64)
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len <= crate::format::meta_record::LOG_HEADER_SIZE as u64
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Append one record (to the page cache). The caller applies it to memory while still
+    /// holding the lock that guards this log.
+    pub fn append(&mut self, rec: &MetaRecord) -> Result<(), MetaError> {
+        if self.failed {
+            return Err(MetaError::io(
+                "append to",
+                &self.path,
+                std::io::Error::other("an earlier fsync of the metadata log failed"),
+            ));
+        }
+        fail::fail_point!("meta::append", |_| Err(MetaError::io(
+            "append to",
+            &self.path,
+            std::io::Error::other("failpoint meta::append")
+        )));
+        self.scratch.clear();
+        rec.encode_frame(&mut self.scratch);
+        self.file
+            .write_all_at(&self.scratch, self.len)
+            .map_err(|e| MetaError::io("append to", &self.path, e))?;
+        self.len += self.scratch.len() as u64;
+        self.unsynced += self.scratch.len() as u64;
+        Ok(())
+    }
+
+    /// A handle for syncing without holding the log's lock (see `Pool::sync`).
+    pub fn sync_handle(&self) -> Result<File, MetaError> {
+        self.file
+            .try_clone()
+            .map_err(|e| MetaError::io("dup", &self.path, e))
+    }
+
+    pub fn has_unsynced(&self) -> bool {
+        self.unsynced > 0
+    }
+
+    /// Record that everything up to now was synced through a handle (or fail for good).
+    pub fn mark_synced(
+        &mut self,
+        upto_unsynced: u64,
+        result: std::io::Result<()>,
+    ) -> Result<(), MetaError> {
+        match result {
+            Ok(()) => {
+                self.unsynced = self.unsynced.saturating_sub(upto_unsynced);
+                Ok(())
+            }
+            Err(e) => {
+                self.failed = true;
+                Err(MetaError::io("fsync", &self.path, e))
+            }
+        }
+    }
+
+    pub fn unsynced(&self) -> u64 {
+        self.unsynced
+    }
+
+    pub fn failed(&self) -> bool {
+        self.failed
+    }
+
+    /// Write checkpoint `state` (its epoch must be this log's epoch + 1) and start a new log.
+    pub fn rotate(&mut self, state: &Checkpoint) -> Result<(), MetaError> {
+        assert_eq!(
+            state.epoch,
+            self.epoch + 1,
+            "checkpoint epoch must follow the log"
+        );
+        write_checkpoint(&self.dir, state)?;
+        fail::fail_point!("meta::between_checkpoint_and_log", |_| Err(MetaError::io(
+            "rotate",
+            &self.path,
+            std::io::Error::other("failpoint meta::between_checkpoint_and_log")
+        )));
+        *self = MetaLog::create(&self.dir, self.pool_id, state.epoch)?;
+        Ok(())
+    }
+}

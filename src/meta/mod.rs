@@ -1,0 +1,66 @@
+//! Metadata persistence: an append-only log of checksummed records plus checkpoints.
+//!
+//! * Every change to arrays, volumes or extent maps is one `MetaRecord`, appended to
+//!   `<POOL>/meta.log` *and* applied to memory while the pool's metadata lock is held, so a
+//!   checkpoint taken under that lock never misses or duplicates a record.
+//! * A checkpoint (`<POOL>/checkpoint`) holds the whole state at epoch E; the log that
+//!   follows it has a header with the same epoch. Rotation writes checkpoint E+1 first, then a
+//!   fresh log E+1: a crash between the two leaves a log of epoch E, which recovery ignores
+//!   because the checkpoint already contains all of it.
+//! * Recovery (`recover`) is the one replay routine; the offline checker (`check_pool`) and the
+//!   daemon both use it. Policy: a torn tail (an incomplete or bad last frame with nothing valid
+//!   after it) is cut off with a warning naming the file and offset; any other bad record stops
+//!   recovery with an error naming the file and offset.
+
+mod check;
+mod log;
+mod recovery;
+mod replay;
+
+use std::io;
+use std::path::PathBuf;
+
+pub use check::{check_pool, CheckReport};
+pub use log::{sync_dir, write_checkpoint, MetaLog};
+pub use recovery::{recover, Recovered};
+pub use replay::apply;
+
+use crate::format::FormatError;
+
+pub const CHECKPOINT_FILE: &str = "checkpoint";
+pub const LOG_FILE: &str = "meta.log";
+
+/// Failures of the metadata layer; each names the file (and offset where one applies).
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("{path} at offset {offset}: {source}")]
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        source: FormatError,
+    },
+    #[error("{path} at offset {offset}: record does not apply: {detail}")]
+    Inconsistent {
+        path: PathBuf,
+        offset: u64,
+        detail: String,
+    },
+    #[error("{path}: {detail}")]
+    Mismatch { path: PathBuf, detail: String },
+}
+
+impl MetaError {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        MetaError::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+}

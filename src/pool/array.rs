@@ -1,0 +1,172 @@
+//! One array: a backing image file with a header and a data area of fixed-size extents.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::PoolError;
+use crate::format::array_header::{ArrayHeader, ARRAY_HEADER_SIZE, DATA_OFFSET};
+use crate::sys;
+
+pub struct Array {
+    pub id: u32,
+    pub name: String,
+    pub tier: String,
+    pub path: PathBuf,
+    pub file: File,
+    pub extent_size: u64,
+    pub capacity_extents: u64,
+    data_offset: u64,
+    /// Set by every data write; cleared just before an fdatasync.
+    dirty: AtomicBool,
+    /// A failed fdatasync is never retried as if it worked: every later sync reports it.
+    sync_failed: AtomicBool,
+}
+
+/// Create a new array file: sparse, header written and synced.
+pub fn create_array_file(path: &Path, header: &ArrayHeader) -> Result<(), PoolError> {
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| PoolError::io("create array file", path, e))?;
+    f.set_len(header.data_offset + header.capacity)
+        .map_err(|e| PoolError::io("size array file", path, e))?;
+    f.write_all_at(&header.encode(), 0)
+        .map_err(|e| PoolError::io("write array header", path, e))?;
+    f.sync_all()
+        .map_err(|e| PoolError::io("fsync array file", path, e))?;
+    Ok(())
+}
+
+/// Read and verify the header of an array file. Errors name the file and offset.
+pub fn read_header(path: &Path) -> Result<(File, ArrayHeader), PoolError> {
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| PoolError::io("open array file", path, e))?;
+    let mut buf = vec![0u8; ARRAY_HEADER_SIZE];
+    let n = read_full(&f, &mut buf, 0).map_err(|e| PoolError::io("read array header", path, e))?;
+    let h = ArrayHeader::decode(&buf[..n]).map_err(|source| {
+        let offset = match source {
+            crate::format::FormatError::BadChecksum { .. } => (ARRAY_HEADER_SIZE - 4) as u64,
+            _ => 0,
+        };
+        PoolError::BadHeader {
+            path: path.to_path_buf(),
+            offset,
+            source,
+        }
+    })?;
+    Ok((f, h))
+}
+
+fn read_full(f: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        let n = f.read_at(&mut buf[done..], offset + done as u64)?;
+        if n == 0 {
+            break;
+        }
+        done += n;
+    }
+    Ok(done)
+}
+
+impl Array {
+    pub fn new(file: File, path: PathBuf, h: &ArrayHeader) -> Array {
+        Array {
+            id: h.array_id,
+            name: h.name.clone(),
+            tier: h.tier.clone(),
+            path,
+            file,
+            extent_size: h.extent_size,
+            capacity_extents: h.capacity / h.extent_size,
+            data_offset: h.data_offset,
+            dirty: AtomicBool::new(false),
+            sync_failed: AtomicBool::new(false),
+        }
+    }
+
+    /// Byte offset in the file of `offset` inside extent `index`.
+    pub fn file_offset(&self, index: u64, offset: u64) -> u64 {
+        self.data_offset + index * self.extent_size + offset
+    }
+
+    /// Read `buf.len()` bytes at `offset` inside extent `index`; bytes past the file end are zero.
+    pub fn read(&self, index: u64, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        fail::fail_point!("array::read", |_| Err(io::Error::from_raw_os_error(
+            libc::EIO
+        )));
+        let n = read_full(&self.file, buf, self.file_offset(index, offset))?;
+        buf[n..].fill(0);
+        Ok(())
+    }
+
+    pub fn write(&self, index: u64, offset: u64, data: &[u8]) -> io::Result<()> {
+        fail::fail_point!("array::write", |_| Err(io::Error::from_raw_os_error(
+            libc::EIO
+        )));
+        self.dirty.store(true, Ordering::Release);
+        self.file
+            .write_all_at(data, self.file_offset(index, offset))
+    }
+
+    /// Deallocate a byte range inside one extent (reads return zeros afterwards).
+    pub fn punch(&self, index: u64, offset: u64, len: u64) -> io::Result<()> {
+        self.dirty.store(true, Ordering::Release);
+        sys::punch_hole(&self.file, self.file_offset(index, offset), len)
+    }
+
+    /// fdatasync if anything was written since the last sync. A failure sticks.
+    pub fn sync(&self) -> io::Result<()> {
+        if self.sync_failed.load(Ordering::Acquire) {
+            return Err(io::Error::other(format!(
+                "an earlier fsync of array file {} failed; its data may be lost",
+                self.path.display()
+            )));
+        }
+        if !self.dirty.swap(false, Ordering::AcqRel) {
+            return Ok(());
+        }
+        fail::fail_point!("array::sync", |_| {
+            self.sync_failed.store(true, Ordering::Release);
+            Err(io::Error::from_raw_os_error(libc::EIO))
+        });
+        self.file.sync_data().inspect_err(|_| {
+            self.sync_failed.store(true, Ordering::Release);
+        })
+    }
+
+    /// Bytes the file occupies on its file system.
+    pub fn on_disk(&self) -> u64 {
+        self.file.metadata().map(|m| m.blocks() * 512).unwrap_or(0)
+    }
+
+    /// The extents that hold any data according to the file system (SEEK_DATA).
+    pub fn extents_with_data(&self) -> io::Result<Vec<u64>> {
+        let start = self.data_offset;
+        let end = self.data_offset + self.capacity_extents * self.extent_size;
+        let mut out = Vec::new();
+        for (a, b) in sys::data_regions(&self.file, start, end)? {
+            let first = (a - start) / self.extent_size;
+            let last = (b - start).div_ceil(self.extent_size);
+            for i in first..last {
+                if out.last() != Some(&i) {
+                    out.push(i);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Default data offset for new arrays.
+pub const fn default_data_offset() -> u64 {
+    DATA_OFFSET
+}

@@ -1,0 +1,259 @@
+//! The pool: its arrays, the extent allocator, the metadata log and the volumes.
+//!
+//! Lock order (outermost first): `io_gate` → `meta` → `volumes` → a volume's `map` → `alloc`
+//! → `arrays`. `io_gate` is only ever taken on the I/O entry points (shared) and by
+//! `Pool::sync` (exclusive, to drain I/O that may still use a freed extent), never while
+//! another of these locks is held.
+
+pub mod alloc;
+pub mod array;
+pub(crate) mod create;
+pub(crate) mod open;
+
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+
+pub use alloc::Allocator;
+pub use array::Array;
+pub use create::{create_pool, ArraySpec, PoolSpec, DEFAULT_EXTENT_SIZE};
+
+use crate::format::{ArrayRec, Checkpoint, FormatError, Phys, VolumeRec};
+use crate::meta::{MetaError, MetaLog};
+use crate::volume::Volume;
+
+pub const ARRAYS_DIR: &str = "arrays";
+pub const LOCK_FILE: &str = "pool.lock";
+pub const SOCKET_FILE: &str = "control.sock";
+/// Write a checkpoint when the log grows past this.
+pub const CHECKPOINT_LOG_BYTES: u64 = 64 << 20;
+
+/// Errors of pool-level operations. Messages name the pool file, volume or array concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("array file {path} header at offset {offset}: {source}")]
+    BadHeader {
+        path: PathBuf,
+        offset: u64,
+        source: FormatError,
+    },
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Exists(String),
+    #[error("{0}")]
+    Busy(String),
+    #[error("{0}")]
+    NoSpace(String),
+    #[error("{0}")]
+    Inconsistent(String),
+}
+
+impl PoolError {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        PoolError::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Volumes by id and by name.
+#[derive(Default)]
+pub struct Volumes {
+    pub by_id: HashMap<u64, Arc<Volume>>,
+    pub by_name: HashMap<String, u64>,
+}
+
+impl Volumes {
+    pub fn get(&self, name: &str) -> Option<&Arc<Volume>> {
+        self.by_name.get(name).and_then(|id| self.by_id.get(id))
+    }
+}
+
+type Listener = Box<dyn Fn(u64) + Send + Sync>;
+
+pub struct Pool {
+    pub dir: PathBuf,
+    pub pool_id: u64,
+    pub extent_size: u64,
+    pub(crate) io_gate: RwLock<()>,
+    pub(crate) meta: Mutex<MetaLog>,
+    pub(crate) volumes: RwLock<Volumes>,
+    pub(crate) alloc: Mutex<Allocator>,
+    pub(crate) arrays: RwLock<Vec<Option<Arc<Array>>>>,
+    pub(crate) next_volume_id: Mutex<u64>,
+    /// Serializes `sync` callers so frees are promoted once per durable log prefix.
+    sync_lock: Mutex<()>,
+    /// Told the id of a volume whose size or content changed outside its file (resize by CLI).
+    listener: RwLock<Option<Listener>>,
+}
+
+impl Pool {
+    pub fn array(&self, id: u32) -> Option<Arc<Array>> {
+        self.arrays.read().get(id as usize).cloned().flatten()
+    }
+
+    pub fn arrays(&self) -> Vec<Arc<Array>> {
+        self.arrays.read().iter().flatten().cloned().collect()
+    }
+
+    pub fn set_listener(&self, f: Listener) {
+        *self.listener.write() = Some(f);
+    }
+
+    pub(crate) fn notify(&self, volume_id: u64) {
+        if let Some(f) = self.listener.read().as_ref() {
+            f(volume_id);
+        }
+    }
+
+    pub fn volume(&self, name: &str) -> Option<Arc<Volume>> {
+        self.volumes.read().get(name).cloned()
+    }
+
+    pub fn volume_by_id(&self, id: u64) -> Option<Arc<Volume>> {
+        self.volumes.read().by_id.get(&id).cloned()
+    }
+
+    /// All volumes, sorted by name.
+    pub fn volume_list(&self) -> Vec<Arc<Volume>> {
+        let mut v: Vec<Arc<Volume>> = self.volumes.read().by_id.values().cloned().collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// Make everything acknowledged so far durable: array data first, then the metadata log
+    /// (data before the pointer to it), then recycle extents whose free records are now
+    /// durable. A failed fsync is reported, never retried as if it had worked.
+    pub fn sync(&self) -> Result<(), PoolError> {
+        let _one = self.sync_lock.lock();
+        for a in self.arrays() {
+            a.sync()
+                .map_err(|e| PoolError::io("fdatasync array file", &a.path, e))?;
+        }
+        // Take what is pending *before* syncing: those extents were freed by records already
+        // appended, so the sync below makes their free records durable.
+        let (handle, unsynced, pending) = {
+            let log = self.meta.lock();
+            let pending = self.alloc.lock().take_pending();
+            (log.sync_handle()?, log.unsynced(), pending)
+        };
+        let res = if unsynced > 0 || !pending.is_empty() {
+            fail::fail_point!("pool::sync_log", |_| Err(PoolError::io(
+                "fdatasync",
+                self.dir.join(crate::meta::LOG_FILE),
+                io::Error::from_raw_os_error(libc::EIO)
+            )));
+            handle.sync_data()
+        } else {
+            Ok(())
+        };
+        let res = self.meta.lock().mark_synced(unsynced, res);
+        if let Err(e) = res {
+            // Put the extents back so they are never reused on the strength of a failed sync.
+            self.alloc.lock().restore_pending(pending);
+            return Err(e.into());
+        }
+        if !pending.is_empty() {
+            self.recycle(pending)?;
+        }
+        Ok(())
+    }
+
+    /// Punch freed extents and return them to the allocator. Waits for in-flight I/O first:
+    /// a reader or writer may have looked up one of these extents before it was unmapped.
+    fn recycle(&self, pending: Vec<Phys>) -> Result<(), PoolError> {
+        drop(self.io_gate.write());
+        for p in &pending {
+            let a = self.array(p.array).ok_or_else(|| {
+                PoolError::Inconsistent(format!("freed extent {p:?} has no array"))
+            })?;
+            a.punch(p.index, 0, self.extent_size)
+                .map_err(|e| PoolError::io("punch freed extent in", &a.path, e))?;
+        }
+        self.alloc.lock().make_free(&pending);
+        Ok(())
+    }
+
+    /// The whole metadata state as a checkpoint of the given epoch. Call with `meta` held.
+    pub(crate) fn snapshot_state(&self, epoch: u64) -> Checkpoint {
+        let arrays = self
+            .arrays()
+            .iter()
+            .map(|a| ArrayRec {
+                id: a.id,
+                name: a.name.clone(),
+                tier: a.tier.clone(),
+                capacity: a.capacity_extents * a.extent_size,
+                file: a
+                    .path
+                    .strip_prefix(&self.dir)
+                    .unwrap_or(&a.path)
+                    .to_string_lossy()
+                    .into_owned(),
+            })
+            .collect();
+        let volumes = self
+            .volume_list()
+            .iter()
+            .map(|v| VolumeRec {
+                id: v.id,
+                name: v.name.clone(),
+                size: v.size(),
+                tier: v.tier.clone(),
+                created: v.created,
+                map: v
+                    .map
+                    .read()
+                    .iter_mapped()
+                    .map(|(l, p)| (l, p.pack()))
+                    .collect(),
+            })
+            .collect();
+        Checkpoint {
+            pool_id: self.pool_id,
+            epoch,
+            extent_size: self.extent_size,
+            next_volume_id: *self.next_volume_id.lock(),
+            arrays,
+            volumes,
+        }
+    }
+
+    /// Write a checkpoint and start a new log. Everything is synced first.
+    pub fn checkpoint(&self) -> Result<(), PoolError> {
+        self.sync()?;
+        let mut log = self.meta.lock();
+        let state = self.snapshot_state(log.epoch() + 1);
+        log.rotate(&state)?;
+        Ok(())
+    }
+
+    /// Checkpoint when the log has grown large (called by the daemon's flusher).
+    pub fn maybe_checkpoint(&self) -> Result<bool, PoolError> {
+        if self.meta.lock().len() < CHECKPOINT_LOG_BYTES {
+            return Ok(false);
+        }
+        self.checkpoint()?;
+        Ok(true)
+    }
+
+    pub fn lock_path(dir: &Path) -> PathBuf {
+        dir.join(LOCK_FILE)
+    }
+}

@@ -1,0 +1,311 @@
+//! Volume and array administration: create, delete, resize, describe.
+
+use std::sync::Arc;
+
+use super::Volume;
+use crate::control::protocol::{ArrayInfo, PoolInfo, VolumeInfo};
+use crate::extent_map::Entry;
+use crate::format::MetaRecord;
+use crate::pool::{create, Pool, PoolError};
+use crate::{names, units};
+
+/// Largest volume: 1 PiB.
+pub const MAX_VOLUME_SIZE: u64 = 1 << 50;
+const SECTOR: u64 = 512;
+
+fn check_size(name: &str, size: u64) -> Result<(), PoolError> {
+    if size == 0 || size % SECTOR != 0 || size > MAX_VOLUME_SIZE {
+        return Err(PoolError::Invalid(format!(
+            "volume '{name}': size {size} must be a positive multiple of {SECTOR} bytes, at most {}",
+            units::format_size(MAX_VOLUME_SIZE)
+        )));
+    }
+    Ok(())
+}
+
+impl Pool {
+    fn default_tier(&self) -> String {
+        let arrays = self.arrays();
+        if arrays.iter().any(|a| a.tier == "fast") {
+            "fast".into()
+        } else {
+            arrays
+                .first()
+                .map(|a| a.tier.clone())
+                .unwrap_or_else(|| "fast".into())
+        }
+    }
+
+    /// Create a volume. Warnings say when the pool (tier) is overcommitted.
+    pub fn create_volume(
+        &self,
+        name: &str,
+        size: u64,
+        tier: Option<&str>,
+    ) -> Result<(Arc<Volume>, Vec<String>), PoolError> {
+        names::validate("volume", name).map_err(PoolError::Invalid)?;
+        check_size(name, size)?;
+        let tier = tier
+            .map(str::to_string)
+            .unwrap_or_else(|| self.default_tier());
+        if !self.alloc.lock().has_tier(&tier) {
+            return Err(PoolError::Invalid(format!(
+                "volume '{name}': no array has tier '{tier}'"
+            )));
+        }
+        let mut log = self.meta.lock();
+        let mut vols = self.volumes.write();
+        if vols.by_name.contains_key(name) {
+            return Err(PoolError::Exists(format!("volume '{name}' already exists")));
+        }
+        let id = {
+            let mut next = self.next_volume_id.lock();
+            let id = *next;
+            *next += 1;
+            id
+        };
+        let created = create::now_secs();
+        log.append(&MetaRecord::VolumeCreate {
+            id,
+            name: name.to_string(),
+            size,
+            tier: tier.clone(),
+            created,
+        })?;
+        let vol = Arc::new(Volume::new(
+            id,
+            name.to_string(),
+            tier.clone(),
+            size,
+            created,
+        ));
+        vols.by_name.insert(name.to_string(), id);
+        vols.by_id.insert(id, vol.clone());
+        let provisioned: u64 = vols
+            .by_id
+            .values()
+            .filter(|v| v.tier == tier)
+            .map(|v| v.size())
+            .sum();
+        drop(vols);
+        drop(log);
+        let capacity = self.alloc.lock().capacity_extents(Some(&tier)) * self.extent_size;
+        let mut warnings = Vec::new();
+        if provisioned > capacity {
+            warnings.push(format!(
+                "tier '{tier}' is overcommitted: volumes provision {} on {} of arrays; writes fail with ENOSPC when the arrays fill up",
+                units::format_size(provisioned),
+                units::format_size(capacity)
+            ));
+        }
+        log::info!(
+            "created volume '{name}' ({} on tier {tier})",
+            units::format_size(size)
+        );
+        Ok((vol, warnings))
+    }
+
+    fn volume_or_err(&self, name: &str) -> Result<Arc<Volume>, PoolError> {
+        self.volume(name)
+            .ok_or_else(|| PoolError::NotFound(format!("volume '{name}' does not exist")))
+    }
+
+    /// Delete a volume and free its extents. Refused while the volume file is open.
+    pub fn delete_volume(&self, name: &str) -> Result<(), PoolError> {
+        let mut log = self.meta.lock();
+        let mut vols = self.volumes.write();
+        let vol = vols
+            .get(name)
+            .cloned()
+            .ok_or_else(|| PoolError::NotFound(format!("volume '{name}' does not exist")))?;
+        let open = vol.open_handles();
+        if open > 0 {
+            return Err(PoolError::Busy(format!(
+                "volume '{name}' is open ({open} handles); close it (umount, losetup -d) first"
+            )));
+        }
+        log.append(&MetaRecord::VolumeDelete { id: vol.id })?;
+        vols.by_name.remove(name);
+        vols.by_id.remove(&vol.id);
+        let map = vol.map.read();
+        let mut al = self.alloc.lock();
+        for (_, p) in map.iter_mapped() {
+            // Reusable only after the delete record is durable and the extent punched.
+            al.decref(p);
+        }
+        drop(al);
+        drop(map);
+        drop(vols);
+        drop(log);
+        self.notify(vol.id);
+        log::info!("deleted volume '{name}'");
+        Ok(())
+    }
+
+    /// Grow or shrink a volume. Shrinking frees the extents past the new end and zeroes the
+    /// tail of the last one, so growing again shows zeros.
+    pub fn resize_volume(&self, name: &str, size: u64) -> Result<Arc<Volume>, PoolError> {
+        check_size(name, size)?;
+        let vol = self.volume_or_err(name)?;
+        self.resize(&vol, size)?;
+        self.notify(vol.id);
+        Ok(vol)
+    }
+
+    pub(crate) fn resize(&self, vol: &Volume, size: u64) -> Result<(), PoolError> {
+        check_size(&vol.name, size)?;
+        let es = self.extent_size;
+        let keep = size.div_ceil(es);
+        loop {
+            let log_guard = self.meta.lock();
+            let mut map = vol.map.write();
+            if map.any_pending_from(keep.saturating_sub(1)) {
+                drop(map);
+                drop(log_guard);
+                vol.wait_pending();
+                continue;
+            }
+            let mut log = log_guard;
+            log.append(&MetaRecord::VolumeResize { id: vol.id, size })?;
+            let old = vol.size();
+            vol.set_size(size);
+            if size < old {
+                // Zero the tail of the new last extent so that growing later shows zeros.
+                if size % es != 0 {
+                    if let Entry::Mapped(p) = map.get(size / es) {
+                        let a = self.array(p.array).expect("mapped extent has an array");
+                        let inner = size % es;
+                        a.punch(p.index, inner, es - inner)
+                            .map_err(|e| PoolError::io("punch tail of", &a.path, e))?;
+                    }
+                }
+                let removed = map.truncate(keep);
+                let mut al = self.alloc.lock();
+                for (_, p) in removed {
+                    al.decref(p);
+                }
+            }
+            log::info!(
+                "resized volume '{}' from {} to {}",
+                vol.name,
+                units::format_size(old),
+                units::format_size(size)
+            );
+            return Ok(());
+        }
+    }
+
+    pub fn volume_info(&self, vol: &Volume) -> VolumeInfo {
+        let mut per_array: Vec<(u32, u64)> = Vec::new();
+        let mapped = {
+            let map = vol.map.read();
+            for (_, p) in map.iter_mapped() {
+                match per_array.iter_mut().find(|(a, _)| *a == p.array) {
+                    Some(e) => e.1 += 1,
+                    None => per_array.push((p.array, 1)),
+                }
+            }
+            map.mapped()
+        };
+        per_array.sort();
+        VolumeInfo {
+            id: vol.id,
+            name: vol.name.clone(),
+            size: vol.size(),
+            tier: vol.tier.clone(),
+            allocated: mapped * self.extent_size,
+            created: vol.created,
+            open_handles: vol.open_handles(),
+            extents_per_array: per_array
+                .into_iter()
+                .map(|(id, n)| {
+                    let name = self.array(id).map(|a| a.name.clone()).unwrap_or_default();
+                    (name, n)
+                })
+                .collect(),
+        }
+    }
+
+    pub fn volume_info_by_name(&self, name: &str) -> Result<VolumeInfo, PoolError> {
+        let v = self.volume_or_err(name)?;
+        Ok(self.volume_info(&v))
+    }
+
+    pub fn array_infos(&self) -> Vec<ArrayInfo> {
+        let al = self.alloc.lock();
+        self.arrays()
+            .iter()
+            .map(|a| {
+                let (used, free) = al.usage(a.id);
+                ArrayInfo {
+                    id: a.id,
+                    name: a.name.clone(),
+                    tier: a.tier.clone(),
+                    path: a.path.display().to_string(),
+                    capacity: a.capacity_extents * a.extent_size,
+                    used: used * a.extent_size,
+                    free: free * a.extent_size,
+                    on_disk: a.on_disk(),
+                }
+            })
+            .collect()
+    }
+
+    /// Add an array file to the live pool.
+    pub fn add_array(&self, name: &str, size: u64, tier: &str) -> Result<ArrayInfo, PoolError> {
+        let mut log = self.meta.lock();
+        if self.arrays().iter().any(|a| a.name == name) {
+            return Err(PoolError::Exists(format!("array '{name}' already exists")));
+        }
+        let id = self.arrays.read().len().max(1) as u32;
+        let spec = create::ArraySpec {
+            name: name.to_string(),
+            size,
+            tier: tier.to_string(),
+        };
+        // The file and its header are durable before the record that adds it.
+        let rec = create::new_array(&self.dir, self.pool_id, id, self.extent_size, &spec)?;
+        crate::meta::sync_dir(&self.dir.join(crate::pool::ARRAYS_DIR))?;
+        log.append(&MetaRecord::ArrayAdd(rec.clone()))?;
+        let path = self.dir.join(&rec.file);
+        let (file, h) = crate::pool::array::read_header(&path)?;
+        let array = Arc::new(crate::pool::Array::new(file, path, &h));
+        self.alloc
+            .lock()
+            .add_array(id, tier, array.capacity_extents);
+        {
+            let mut arrays = self.arrays.write();
+            if arrays.len() <= id as usize {
+                arrays.resize(id as usize + 1, None);
+            }
+            arrays[id as usize] = Some(array);
+        }
+        drop(log);
+        log::info!(
+            "added array '{name}' ({} on tier {tier})",
+            units::format_size(size)
+        );
+        Ok(self
+            .array_infos()
+            .into_iter()
+            .find(|a| a.id == id)
+            .expect("just added"))
+    }
+
+    pub fn pool_info(&self, mountpoint: &str) -> PoolInfo {
+        let arrays = self.array_infos();
+        let vols = self.volume_list();
+        PoolInfo {
+            pool_id: format!("{:016x}", self.pool_id),
+            path: self.dir.display().to_string(),
+            mountpoint: mountpoint.to_string(),
+            extent_size: self.extent_size,
+            capacity: arrays.iter().map(|a| a.capacity).sum(),
+            used: arrays.iter().map(|a| a.used).sum(),
+            free: arrays.iter().map(|a| a.free).sum(),
+            provisioned: vols.iter().map(|v| v.size()).sum(),
+            volumes: vols.len() as u64,
+            arrays,
+        }
+    }
+}
