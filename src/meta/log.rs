@@ -111,13 +111,7 @@ impl MetaLog {
     /// Append one record (to the page cache). The caller applies it to memory while still
     /// holding the lock that guards this log.
     pub fn append(&mut self, rec: &MetaRecord) -> Result<(), MetaError> {
-        if self.failed {
-            return Err(MetaError::io(
-                "append to",
-                &self.path,
-                std::io::Error::other("an earlier fsync of the metadata log failed"),
-            ));
-        }
+        self.check_healthy()?;
         fail::fail_point!("meta::append", |_| Err(MetaError::io(
             "append to",
             &self.path,
@@ -166,8 +160,16 @@ impl MetaLog {
         self.unsynced
     }
 
-    pub fn failed(&self) -> bool {
-        self.failed
+    /// Err once an fsync of this log has failed: durability can no longer be promised.
+    pub fn check_healthy(&self) -> Result<(), MetaError> {
+        if self.failed {
+            return Err(MetaError::io(
+                "fsync",
+                &self.path,
+                std::io::Error::other("an earlier fsync of the metadata log failed; restart the daemon after fixing the file system"),
+            ));
+        }
+        Ok(())
     }
 
     /// Write checkpoint `state` (its epoch must be this log's epoch + 1) and start a new log.

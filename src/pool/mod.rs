@@ -150,16 +150,18 @@ impl Pool {
         // appended, so the sync below makes their free records durable.
         let (handle, unsynced, pending) = {
             let log = self.meta.lock();
+            log.check_healthy()?;
             let pending = self.alloc.lock().take_pending();
             (log.sync_handle()?, log.unsynced(), pending)
         };
         let res = if unsynced > 0 || !pending.is_empty() {
-            fail::fail_point!("pool::sync_log", |_| Err(PoolError::io(
-                "fdatasync",
-                self.dir.join(crate::meta::LOG_FILE),
-                io::Error::from_raw_os_error(libc::EIO)
-            )));
-            handle.sync_data()
+            let fsync_log = || -> io::Result<()> {
+                fail::fail_point!("pool::sync_log", |_| Err(io::Error::from_raw_os_error(
+                    libc::EIO
+                )));
+                handle.sync_data()
+            };
+            fsync_log()
         } else {
             Ok(())
         };

@@ -1,0 +1,170 @@
+//! Crash and error paths driven by named failpoints (`cargo test --features failpoints`).
+#![cfg(feature = "failpoints")]
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use fusevol::pool::{create_pool, ArraySpec, Pool, PoolSpec};
+
+const ES: u64 = 64 << 10;
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn new_pool(dir: &Path) -> Arc<Pool> {
+    let spec = PoolSpec {
+        arrays: (0..2)
+            .map(|i| ArraySpec {
+                name: format!("a{i}"),
+                size: 4 << 20,
+                tier: "fast".into(),
+            })
+            .collect(),
+        extent_size: ES,
+    };
+    create_pool(dir, &spec).unwrap();
+    Pool::open(dir).unwrap()
+}
+
+fn read_all(pool: &Pool, name: &str) -> Vec<u8> {
+    let v = pool.volume(name).unwrap();
+    let mut b = vec![0; v.size() as usize];
+    pool.read(&v, 0, &mut b).unwrap();
+    b
+}
+
+fn used(pool: &Pool) -> u64 {
+    pool.array_infos().iter().map(|a| a.used).sum()
+}
+
+#[test]
+fn failed_data_write_to_fresh_extent_leaks_nothing() {
+    let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let d = tempfile::tempdir().unwrap();
+    let pool = new_pool(&d.path().join("p"));
+    let (v, _) = pool.create_volume("v", 1 << 20, None).unwrap();
+    pool.write(&v, 0, &[7u8; 4096]).unwrap();
+    let before = used(&pool);
+    fail::cfg("array::write", "return").unwrap();
+    let e = pool.write(&v, 3 * ES, &[9u8; 4096]).unwrap_err();
+    fail::remove("array::write");
+    assert_eq!(e.errno(), libc::EIO, "{e}");
+    assert!(e.to_string().contains("volume 'v'"), "{e}");
+    assert_eq!(v.mapped_extents(), 1, "the failed extent is not mapped");
+    pool.sync().unwrap();
+    assert_eq!(
+        used(&pool),
+        before,
+        "the abandoned extent went back to the free list"
+    );
+    let img = read_all(&pool, "v");
+    assert!(img[..4096].iter().all(|&b| b == 7));
+    assert!(img[4096..].iter().all(|&b| b == 0));
+    drop(pool);
+    assert!(fusevol::meta::check_pool(&d.path().join("p"))
+        .unwrap()
+        .is_clean());
+}
+
+#[test]
+fn failed_metadata_append_publishes_nothing() {
+    let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("p");
+    let pool = new_pool(&dir);
+    let (v, _) = pool.create_volume("v", 1 << 20, None).unwrap();
+    fail::cfg("meta::append", "return").unwrap();
+    assert!(pool.write(&v, 0, &[5u8; 8192]).is_err());
+    assert!(pool.create_volume("w", 1 << 20, None).is_err());
+    fail::remove("meta::append");
+    assert_eq!(v.mapped_extents(), 0);
+    assert!(pool.volume("w").is_none());
+    // The data written before the failed record is never visible, now or after recovery.
+    assert!(read_all(&pool, "v").iter().all(|&b| b == 0));
+    drop(pool);
+    let pool = Pool::open(&dir).unwrap();
+    assert!(read_all(&pool, "v").iter().all(|&b| b == 0));
+    // Recovery scrubbed the orphaned extent: nothing is left holding data.
+    drop(pool);
+    let r = fusevol::meta::check_pool(&dir).unwrap();
+    assert!(r.is_clean(), "{r}");
+    assert_eq!(r.free_extents_with_data, 0, "{r}");
+}
+
+#[test]
+fn failed_log_fsync_is_sticky_and_keeps_freed_extents() {
+    let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("p");
+    let pool = new_pool(&dir);
+    let (v, _) = pool.create_volume("v", 1 << 20, None).unwrap();
+    pool.write(&v, 0, &vec![3u8; (2 * ES) as usize]).unwrap();
+    pool.sync().unwrap();
+    pool.discard(&v, 0, ES).unwrap();
+    fail::cfg("pool::sync_log", "return").unwrap();
+    assert!(pool.fsync_volume(&v).is_err());
+    fail::remove("pool::sync_log");
+    // Never carry on as if a failed fsync had worked.
+    let again = pool.fsync_volume(&v).unwrap_err();
+    assert_eq!(again.errno(), libc::EIO);
+    // The freed extent was not recycled on the strength of the failed sync.
+    assert_eq!(used(&pool), 2 * ES);
+    assert!(
+        pool.write(&v, 5 * ES, &[1u8; 512]).is_err(),
+        "no new metadata after a failed log fsync"
+    );
+    drop(pool);
+    let pool = Pool::open(&dir).unwrap();
+    let img = read_all(&pool, "v");
+    assert!(img[ES as usize..2 * ES as usize].iter().all(|&b| b == 3));
+}
+
+#[test]
+fn failed_array_fsync_is_sticky() {
+    let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let d = tempfile::tempdir().unwrap();
+    let pool = new_pool(&d.path().join("p"));
+    let (v, _) = pool.create_volume("v", 1 << 20, None).unwrap();
+    pool.write(&v, 0, &[1u8; 4096]).unwrap();
+    fail::cfg("array::sync", "return").unwrap();
+    assert!(pool.fsync_volume(&v).is_err());
+    fail::remove("array::sync");
+    pool.write(&v, 0, &[2u8; 4096]).unwrap();
+    let e = pool.fsync_volume(&v).unwrap_err();
+    assert!(e.to_string().contains("earlier fsync"), "{e}");
+}
+
+#[test]
+fn crash_between_checkpoint_and_new_log_recovers() {
+    let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("p");
+    let pool = new_pool(&dir);
+    let (v, _) = pool.create_volume("v", 1 << 20, None).unwrap();
+    pool.write(&v, 100, b"hello").unwrap();
+    fail::cfg("meta::between_checkpoint_and_log", "return").unwrap();
+    assert!(pool.checkpoint().is_err());
+    fail::remove("meta::between_checkpoint_and_log");
+    drop(pool);
+    let pool = Pool::open(&dir).unwrap();
+    let img = read_all(&pool, "v");
+    assert_eq!(&img[100..105], b"hello");
+    let (w, _) = pool.create_volume("w", 1 << 20, None).unwrap();
+    pool.write(&w, 0, b"after").unwrap();
+    drop(pool);
+    let pool = Pool::open(&dir).unwrap();
+    assert_eq!(&read_all(&pool, "w")[..5], b"after");
+}
+
+#[test]
+fn array_read_error_is_eio_naming_the_file() {
+    let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let d = tempfile::tempdir().unwrap();
+    let pool = new_pool(&d.path().join("p"));
+    let (v, _) = pool.create_volume("v", 1 << 20, None).unwrap();
+    pool.write(&v, 0, &[1u8; 4096]).unwrap();
+    fail::cfg("array::read", "return").unwrap();
+    let mut b = vec![0u8; 4096];
+    let e = pool.read(&v, 0, &mut b).unwrap_err();
+    fail::remove("array::read");
+    assert_eq!(e.errno(), libc::EIO);
+    assert!(e.to_string().contains(".img"), "{e}");
+}
