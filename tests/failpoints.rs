@@ -19,6 +19,7 @@ fn new_pool(dir: &Path) -> Arc<Pool> {
             })
             .collect(),
         extent_size: ES,
+        volumes: vec![],
     };
     create_pool(dir, &spec).unwrap();
     Pool::open(dir).unwrap()

@@ -90,6 +90,7 @@ fn run(dir: &Path, ops: Vec<Op>) {
             })
             .collect(),
         extent_size: ES,
+        volumes: vec![],
     };
     create_pool(dir, &spec).unwrap();
     let mut pool: Arc<Pool> = Pool::open(dir).unwrap();

@@ -9,8 +9,8 @@ use clap::Parser;
 /// Serve a fusevol pool: every volume becomes a regular file under MOUNTPOINT.
 ///
 /// Runs in the foreground until SIGINT or SIGTERM, then unmounts, writes a checkpoint and
-/// exits 0. Creates POOL with the default arrays (three sparse 4 GiB arrays, tier "fast") if
-/// it does not exist yet, and MOUNTPOINT if it is missing. Logging: RUST_LOG=info|debug|warn.
+/// exits 0. Creates POOL with the default arrays (three sparse 4 GiB arrays, tier "fast") and
+/// one thin 8 GiB volume `vol0` if POOL holds no pool yet, and MOUNTPOINT if it is missing. Logging: RUST_LOG=info|debug|warn.
 /// Drive the pool with `fusevol -p POOL ...` (control socket POOL/control.sock).
 #[derive(Parser, Debug)]
 #[command(name = "fusevold", version)]

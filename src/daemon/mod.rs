@@ -18,7 +18,7 @@ use nix::sys::signal::{SigSet, Signal};
 pub use handler::Handler;
 
 use crate::fuse::{volume_ino, FuseFs};
-use crate::pool::{create_pool, Pool, PoolError, PoolSpec};
+use crate::pool::{create_pool, default_pool_with_volume, Pool, PoolError};
 
 #[derive(Debug, Clone)]
 pub struct DaemonOptions {
@@ -97,16 +97,16 @@ fn clear_stale_mount(mnt: &Path) {
     }
 }
 
-/// Create the pool with the default arrays when `dir` does not hold one yet.
+/// Create the pool with the default arrays and volume `vol0` when `dir` does not hold one yet.
 pub fn ensure_pool(dir: &Path) -> Result<(), DaemonError> {
     if dir.join(crate::meta::CHECKPOINT_FILE).exists() {
         return Ok(());
     }
     log::info!(
-        "{} holds no pool; creating one with the default arrays",
+        "{} holds no pool; creating one with the default arrays and volume vol0",
         dir.display()
     );
-    create_pool(dir, &PoolSpec::default())?;
+    create_pool(dir, &default_pool_with_volume())?;
     Ok(())
 }
 

@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::array::{create_array_file, default_data_offset};
 use super::{PoolError, ARRAYS_DIR};
-use crate::format::{ArrayHeader, ArrayRec, Checkpoint};
+use crate::format::{ArrayHeader, ArrayRec, Checkpoint, VolumeRec};
 use crate::meta::{write_checkpoint, MetaLog};
 use crate::{names, units};
 
@@ -45,6 +45,17 @@ impl ArraySpec {
 pub struct PoolSpec {
     pub arrays: Vec<ArraySpec>,
     pub extent_size: u64,
+    /// Volumes (name, size in bytes, on the first array's tier) present from the start.
+    pub volumes: Vec<(String, u64)>,
+}
+
+/// The embedded default of `fusevold` on a fresh pool directory: the default arrays and one
+/// thin 8 GiB volume, `vol0`, ready to use.
+pub fn default_pool_with_volume() -> PoolSpec {
+    PoolSpec {
+        volumes: vec![("vol0".into(), 8 << 30)],
+        ..PoolSpec::default()
+    }
 }
 
 impl Default for PoolSpec {
@@ -59,6 +70,7 @@ impl Default for PoolSpec {
                 })
                 .collect(),
             extent_size: DEFAULT_EXTENT_SIZE,
+            volumes: Vec::new(),
         }
     }
 }
@@ -155,13 +167,25 @@ pub fn create_pool(dir: &Path, spec: &PoolSpec) -> Result<(), PoolError> {
         arrays.push(new_array(dir, pool_id, i as u32 + 1, spec.extent_size, a)?);
     }
     crate::meta::sync_dir(&dir.join(ARRAYS_DIR))?;
+    let mut volumes = Vec::new();
+    for (i, (name, size)) in spec.volumes.iter().enumerate() {
+        names::validate("volume", name).map_err(PoolError::Invalid)?;
+        volumes.push(VolumeRec {
+            id: i as u64 + 1,
+            name: name.clone(),
+            size: *size,
+            tier: spec.arrays[0].tier.clone(),
+            created: now_secs(),
+            map: Default::default(),
+        });
+    }
     let ckpt = Checkpoint {
         pool_id,
         epoch: 1,
         extent_size: spec.extent_size,
-        next_volume_id: 1,
+        next_volume_id: volumes.len() as u64 + 1,
         arrays,
-        volumes: Vec::new(),
+        volumes,
     };
     write_checkpoint(dir, &ckpt)?;
     MetaLog::create(dir, pool_id, 1)?;

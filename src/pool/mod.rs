@@ -19,7 +19,7 @@ use parking_lot::{Mutex, RwLock};
 
 pub use alloc::Allocator;
 pub use array::Array;
-pub use create::{create_pool, ArraySpec, PoolSpec, DEFAULT_EXTENT_SIZE};
+pub use create::{create_pool, default_pool_with_volume, ArraySpec, PoolSpec, DEFAULT_EXTENT_SIZE};
 
 use crate::format::{ArrayRec, Checkpoint, FormatError, Phys, VolumeRec};
 use crate::meta::{MetaError, MetaLog};
