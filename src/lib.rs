@@ -16,6 +16,7 @@ pub mod fuse;
 pub mod meta;
 pub mod names;
 pub mod pool;
+pub mod snapshot;
 pub mod sys;
 pub mod units;
 pub mod volume;

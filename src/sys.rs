@@ -34,6 +34,42 @@ fn write_zeros(file: &File, mut offset: u64, mut len: u64) -> io::Result<()> {
     Ok(())
 }
 
+/// Copy `len` bytes between files with copy_file_range (in-kernel; a reflink where the file
+/// system can), falling back to read + write.
+pub fn copy_range(src: &File, src_off: u64, dst: &File, dst_off: u64, len: u64) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let (mut so, mut dof, mut left) = (src_off as i64, dst_off as i64, len as usize);
+    while left > 0 {
+        match nix::fcntl::copy_file_range(src, Some(&mut so), dst, Some(&mut dof), left) {
+            Ok(0) => break,
+            Ok(n) => left -= n,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(
+                nix::errno::Errno::EXDEV
+                | nix::errno::Errno::ENOSYS
+                | nix::errno::Errno::EOPNOTSUPP
+                | nix::errno::Errno::EINVAL,
+            ) => break,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if left > 0 {
+        // Past the end of the source (never written: zeros) or no copy_file_range here.
+        let mut buf = vec![0u8; left];
+        let mut got = 0;
+        while got < left {
+            let n = src.read_at(&mut buf[got..], so as u64 + got as u64)?;
+            if n == 0 {
+                buf[got..].fill(0);
+                break;
+            }
+            got += n;
+        }
+        dst.write_all_at(&buf, dof as u64)?;
+    }
+    Ok(())
+}
+
 /// The data regions of `file` in `[start, end)`, found with SEEK_DATA / SEEK_HOLE.
 pub fn data_regions(file: &File, start: u64, end: u64) -> io::Result<Vec<(u64, u64)>> {
     let fd = file.as_raw_fd();

@@ -43,8 +43,31 @@ pub enum Request {
     VolumeInfo { name: String },
     /// Grow or shrink a volume; answers `VolumeInfo`.
     VolumeResize { name: String, size: u64 },
-    /// Delete a volume and free its extents; answers `null`.
-    VolumeDelete { name: String },
+    /// Delete a volume and free its extents; answers `null`. A volume with snapshots is
+    /// refused unless `recursive` (then its snapshots go first).
+    VolumeDelete {
+        name: String,
+        #[serde(default)]
+        recursive: bool,
+    },
+    /// Take a snapshot of a volume; answers `SnapshotInfo`.
+    SnapshotCreate { volume: String, name: String },
+    /// Snapshots of one volume, or of all volumes; answers `Vec<SnapshotInfo>` (oldest first).
+    SnapshotList {
+        #[serde(default)]
+        volume: Option<String>,
+    },
+    /// Delete a snapshot and free the extents only it held; answers `null`.
+    SnapshotDelete { volume: String, name: String },
+    /// Return a volume to a snapshot's content; refused while the volume file is open.
+    /// Answers `VolumeInfo`.
+    SnapshotRollback { volume: String, name: String },
+    /// A new writable volume starting as the snapshot, sharing its extents; answers `VolumeInfo`.
+    SnapshotClone {
+        volume: String,
+        name: String,
+        new_volume: String,
+    },
     /// Write a checkpoint of the metadata now and sync everything; answers `null`.
     Sync,
 }
@@ -122,6 +145,24 @@ pub struct VolumeInfo {
     pub open_handles: u64,
     /// How many extents the volume has on each array (array name, extents).
     pub extents_per_array: Vec<(String, u64)>,
+}
+
+/// One snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotInfo {
+    pub id: u64,
+    pub volume: String,
+    pub name: String,
+    /// Creation time, seconds since the Unix epoch.
+    pub created: u64,
+    /// Size of the volume when the snapshot was taken.
+    pub size: u64,
+    /// Bytes held only by this snapshot (freed when it is deleted).
+    pub exclusive: u64,
+    /// Bytes this snapshot shares with its volume, other snapshots or clones.
+    pub shared: u64,
+    /// Path of the read-only file in the mount.
+    pub path: String,
 }
 
 /// Pool summary.

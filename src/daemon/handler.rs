@@ -52,9 +52,33 @@ impl Handler {
                 let v = p.resize_volume(&name, size)?;
                 ok(p.volume_info(&v), vec![])
             }
-            Request::VolumeDelete { name } => {
-                p.delete_volume(&name)?;
+            Request::VolumeDelete { name, recursive } => {
+                p.delete_volume(&name, recursive)?;
                 ok(json!(null), vec![])
+            }
+            Request::SnapshotCreate { volume, name } => {
+                let s = p.create_snapshot(&volume, &name)?;
+                ok(p.snapshot_info(&s, &self.mountpoint), vec![])
+            }
+            Request::SnapshotList { volume } => ok(
+                p.snapshot_infos(volume.as_deref(), &self.mountpoint)?,
+                vec![],
+            ),
+            Request::SnapshotDelete { volume, name } => {
+                p.delete_snapshot(&volume, &name)?;
+                ok(json!(null), vec![])
+            }
+            Request::SnapshotRollback { volume, name } => {
+                let v = p.rollback_snapshot(&volume, &name)?;
+                ok(p.volume_info(&v), vec![])
+            }
+            Request::SnapshotClone {
+                volume,
+                name,
+                new_volume,
+            } => {
+                let v = p.clone_snapshot(&volume, &name, &new_volume)?;
+                ok(p.volume_info(&v), vec![])
             }
             Request::Sync => {
                 p.checkpoint()?;

@@ -1,31 +1,65 @@
-//! A volume's extent map: logical extent → physical extent, in memory.
+//! Extent maps: logical extent → physical extent, in memory, shared copy-on-write.
 //!
-//! The map *describes*; the caller does the I/O. `plan` cuts a byte range into per-extent
-//! pieces and says for each where its bytes live, holding no lock itself; the volume layer
-//! holds the map's lock only for the lookup.
+//! The map *describes*; the caller does the I/O. `pieces` cuts a byte range into per-extent
+//! pieces; `get` says where one lives; the volume layer holds a map's lock only for lookups.
 //!
-//! Storage is a two-level table of packed entries (8 bytes per mapped extent, chunks of 512
-//! entries allocated on first use), so a sparse volume costs little and a fully mapped 1 TiB
-//! volume with 256 KiB extents costs 32 MiB.
+//! Storage is a two-level table: chunks of 512 packed entries (8 bytes each), allocated on
+//! first use and reference-counted (`Arc`). A snapshot or clone is a *copy of the chunk
+//! pointers* — O(size / 128 MiB at 256 KiB extents), microseconds for 64 GiB — and a chunk is
+//! copied the first time a shared table changes it.
+//!
+//! Reference counts of physical extents (kept by the allocator) count **distinct chunk
+//! objects** that contain the extent. So sharing a chunk costs no count updates; copying a
+//! shared chunk adds one reference to every extent in it; dropping the last pointer to a
+//! chunk removes one from each. An extent is shared (must be copied before it is written)
+//! when its count is above one or the chunk holding it is shared.
+
+use std::sync::Arc;
 
 use crate::format::Phys;
 
-const CHUNK: usize = 512;
+pub const CHUNK: usize = 512;
 const HOLE: u64 = 0;
-const PENDING: u64 = u64::MAX;
 
-/// One entry of the map.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Entry {
-    Hole,
-    /// An extent is being allocated and written for this slot; its record is not logged yet.
-    Pending,
-    Mapped(Phys),
+pub type Chunk = [u64; CHUNK];
+
+/// Where reference-count changes go. The allocator implements it; replay uses `NoRefs`.
+pub trait RefCounts {
+    fn incref(&mut self, p: Phys);
+    fn decref(&mut self, p: Phys);
 }
 
-#[derive(Default)]
+/// Ignores counts (replay rebuilds them from the final tables).
+pub struct NoRefs;
+
+impl RefCounts for NoRefs {
+    fn incref(&mut self, _p: Phys) {}
+    fn decref(&mut self, _p: Phys) {}
+}
+
+fn decode(raw: u64) -> Option<Phys> {
+    match raw {
+        HOLE => None,
+        v => Some(Phys::unpack(v - 1)),
+    }
+}
+
+fn encode(p: Option<Phys>) -> u64 {
+    p.map_or(HOLE, |p| p.pack() + 1)
+}
+
+/// What a lookup found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lookup {
+    pub phys: Option<Phys>,
+    /// The chunk holding the entry is shared with another table (snapshot, clone).
+    pub chunk_shared: bool,
+}
+
+#[derive(Default, Clone)]
 pub struct ExtentTable {
-    chunks: Vec<Option<Box<[u64; CHUNK]>>>,
+    chunks: Vec<Option<Arc<Chunk>>>,
+    /// Mapped entries of this table (kept current so `stat` costs nothing).
     mapped: u64,
 }
 
@@ -34,39 +68,47 @@ impl ExtentTable {
         Self::default()
     }
 
-    pub fn get(&self, lext: u64) -> Entry {
+    pub fn get(&self, lext: u64) -> Option<Phys> {
+        self.lookup(lext).phys
+    }
+
+    pub fn lookup(&self, lext: u64) -> Lookup {
         let (c, i) = ((lext as usize) / CHUNK, (lext as usize) % CHUNK);
-        let raw = match self.chunks.get(c) {
-            Some(Some(ch)) => ch[i],
-            _ => HOLE,
-        };
-        match raw {
-            HOLE => Entry::Hole,
-            PENDING => Entry::Pending,
-            v => Entry::Mapped(Phys::unpack(v - 1)),
+        match self.chunks.get(c) {
+            Some(Some(ch)) => Lookup {
+                phys: decode(ch[i]),
+                chunk_shared: Arc::strong_count(ch) > 1,
+            },
+            _ => Lookup {
+                phys: None,
+                chunk_shared: false,
+            },
         }
     }
 
-    /// Set an entry; returns the previous one.
-    pub fn set(&mut self, lext: u64, e: Entry) -> Entry {
-        let prev = self.get(lext);
-        let raw = match e {
-            Entry::Hole => HOLE,
-            Entry::Pending => PENDING,
-            Entry::Mapped(p) => p.pack() + 1,
-        };
+    /// Set an entry; returns the previous one. When the chunk is shared it is copied first
+    /// and every extent in the copy gains a reference. The counts of `e` and of the previous
+    /// entry are the caller's business (a fresh extent arrives with its one reference).
+    pub fn set(&mut self, lext: u64, e: Option<Phys>, rc: &mut dyn RefCounts) -> Option<Phys> {
         let (c, i) = ((lext as usize) / CHUNK, (lext as usize) % CHUNK);
-        if raw == HOLE && !matches!(self.chunks.get(c), Some(Some(_))) {
-            return prev;
+        if e.is_none() && !matches!(self.chunks.get(c), Some(Some(_))) {
+            return None;
         }
         if self.chunks.len() <= c {
             self.chunks.resize_with(c + 1, || None);
         }
-        let ch = self.chunks[c].get_or_insert_with(|| Box::new([HOLE; CHUNK]));
-        ch[i] = raw;
-        let was = matches!(prev, Entry::Mapped(_));
-        let is = matches!(e, Entry::Mapped(_));
-        match (was, is) {
+        let slot = self.chunks[c].get_or_insert_with(|| Arc::new([HOLE; CHUNK]));
+        if Arc::strong_count(slot) > 1 {
+            for &raw in slot.iter() {
+                if let Some(p) = decode(raw) {
+                    rc.incref(p);
+                }
+            }
+        }
+        let ch = Arc::make_mut(slot);
+        let prev = decode(ch[i]);
+        ch[i] = encode(e);
+        match (prev.is_some(), e.is_some()) {
             (false, true) => self.mapped += 1,
             (true, false) => self.mapped -= 1,
             _ => {}
@@ -74,7 +116,7 @@ impl ExtentTable {
         prev
     }
 
-    /// Number of mapped (not pending) extents.
+    /// Number of mapped entries.
     pub fn mapped(&self) -> u64 {
         self.mapped
     }
@@ -85,36 +127,73 @@ impl ExtentTable {
             ch.iter().flat_map(move |ch| {
                 ch.iter()
                     .enumerate()
-                    .filter_map(move |(i, &raw)| match raw {
-                        HOLE | PENDING => None,
-                        v => Some(((c * CHUNK + i) as u64, Phys::unpack(v - 1))),
-                    })
+                    .filter_map(move |(i, &raw)| decode(raw).map(|p| ((c * CHUNK + i) as u64, p)))
             })
         })
     }
 
-    /// Is any slot at or after `from` pending?
-    pub fn any_pending_from(&self, from: u64) -> bool {
-        self.chunks.iter().enumerate().any(|(c, ch)| {
-            ch.as_ref().is_some_and(|ch| {
-                ch.iter()
-                    .enumerate()
-                    .any(|(i, &raw)| raw == PENDING && (c * CHUNK + i) as u64 >= from)
-            })
-        })
+    /// The chunk objects, by chunk index (for checkpoints and reference counting).
+    pub fn chunks(&self) -> impl Iterator<Item = (usize, &Arc<Chunk>)> + '_ {
+        self.chunks
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| c.as_ref().map(|c| (i, c)))
     }
 
-    /// Remove every mapping at or after `from`; returns what was removed.
-    pub fn truncate(&mut self, from: u64) -> Vec<(u64, Phys)> {
-        let removed: Vec<(u64, Phys)> = self.iter_mapped().filter(|&(l, _)| l >= from).collect();
-        for &(l, _) in &removed {
-            self.set(l, Entry::Hole);
+    /// Install a chunk object (checkpoint loading).
+    pub fn put_chunk(&mut self, index: usize, chunk: Arc<Chunk>) {
+        if self.chunks.len() <= index {
+            self.chunks.resize_with(index + 1, || None);
         }
-        let keep_chunks = (from as usize).div_ceil(CHUNK);
-        if self.chunks.len() > keep_chunks && !self.any_pending_from(from) {
-            self.chunks.truncate(keep_chunks);
+        self.mapped += chunk.iter().filter(|&&r| r != HOLE).count() as u64;
+        if let Some(old) = self.chunks[index].replace(chunk) {
+            self.mapped -= old.iter().filter(|&&r| r != HOLE).count() as u64;
         }
-        removed
+    }
+
+    /// Remove every mapping at or after `from`; dropped references go to `rc`.
+    pub fn truncate(&mut self, from: u64, rc: &mut dyn RefCounts) {
+        let first_whole = (from as usize).div_ceil(CHUNK);
+        // The partial chunk: clear its tail entry by entry.
+        let upto = (first_whole * CHUNK) as u64;
+        for l in from..upto.min((self.chunks.len() * CHUNK) as u64) {
+            if self.get(l).is_some() {
+                if let Some(p) = self.set(l, None, rc) {
+                    rc.decref(p);
+                }
+            }
+        }
+        if self.chunks.len() > first_whole {
+            for ch in self.chunks.drain(first_whole..).flatten() {
+                self.mapped -= ch.iter().filter(|&&r| r != HOLE).count() as u64;
+                release_chunk(ch, rc);
+            }
+        }
+    }
+
+    /// Drop the whole table; extents of chunks nobody else holds lose their reference.
+    pub fn release(self, rc: &mut dyn RefCounts) {
+        for ch in self.chunks.into_iter().flatten() {
+            release_chunk(ch, rc);
+        }
+    }
+
+    /// Does this table hold the same chunk object at `index` as `other`?
+    pub fn same_chunk(&self, other: &ExtentTable, index: usize) -> bool {
+        match (self.chunks.get(index), other.chunks.get(index)) {
+            (Some(Some(a)), Some(Some(b))) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+fn release_chunk(ch: Arc<Chunk>, rc: &mut dyn RefCounts) {
+    if let Ok(ch) = Arc::try_unwrap(ch) {
+        for raw in ch {
+            if let Some(p) = decode(raw) {
+                rc.decref(p);
+            }
+        }
     }
 }
 
@@ -164,7 +243,26 @@ pub fn pieces(offset: u64, len: u64, extent_size: u64) -> impl Iterator<Item = P
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use std::collections::BTreeMap;
+    use std::collections::{BTreeMap, HashMap};
+
+    /// Counts references like the allocator does.
+    #[derive(Default)]
+    struct Counts(HashMap<Phys, i64>);
+    impl RefCounts for Counts {
+        fn incref(&mut self, p: Phys) {
+            *self.0.entry(p).or_default() += 1;
+        }
+        fn decref(&mut self, p: Phys) {
+            *self.0.entry(p).or_default() -= 1;
+        }
+    }
+
+    fn ph(v: u64) -> Phys {
+        Phys {
+            array: (v % 3) as u32 + 1,
+            index: v,
+        }
+    }
 
     #[test]
     fn pieces_cover_the_range() {
@@ -183,34 +281,57 @@ mod tests {
         assert!(v[1].is_whole(256));
     }
 
+    #[test]
+    fn snapshot_shares_until_written() {
+        let mut rc = Counts::default();
+        let mut live = ExtentTable::new();
+        for l in 0..10 {
+            live.set(l, Some(ph(l)), &mut rc);
+            rc.incref(ph(l));
+        }
+        let snap = live.clone();
+        assert!(live.lookup(3).chunk_shared);
+        let prev = live.set(3, Some(ph(100)), &mut rc);
+        rc.incref(ph(100));
+        rc.decref(prev.unwrap());
+        assert_eq!(snap.get(3), Some(ph(3)));
+        assert_eq!(live.get(3), Some(ph(100)));
+        assert!(!live.lookup(3).chunk_shared);
+        // Untouched extents are now in two chunk objects.
+        assert_eq!(rc.0[&ph(4)], 2);
+        assert_eq!(rc.0[&ph(3)], 1);
+        snap.release(&mut rc);
+        assert_eq!(rc.0[&ph(4)], 1);
+        assert_eq!(rc.0[&ph(3)], 0);
+    }
+
     proptest! {
         #[test]
-        fn table_matches_a_btreemap(ops in proptest::collection::vec((0u64..3000, 0u8..4, 0u64..1000), 1..300)) {
+        fn table_matches_a_btreemap(ops in proptest::collection::vec((0u64..3000, 0u8..5, 0u64..1000), 1..300)) {
             let mut t = ExtentTable::new();
-            let mut m: BTreeMap<u64, Entry> = BTreeMap::new();
+            let mut m: BTreeMap<u64, Phys> = BTreeMap::new();
+            let mut snaps: Vec<(ExtentTable, BTreeMap<u64, Phys>)> = Vec::new();
             for (l, kind, v) in ops {
-                let e = match kind {
-                    0 => Entry::Hole,
-                    1 => Entry::Pending,
-                    _ => Entry::Mapped(Phys { array: (v % 3) as u32 + 1, index: v }),
-                };
-                if kind == 3 && l > 10 {
-                    let from = l / 2;
-                    let removed = t.truncate(from);
-                    let expect: Vec<(u64, Phys)> = m.iter().filter_map(|(&k, &e)| match e { Entry::Mapped(p) if k >= from => Some((k, p)), _ => None }).collect();
-                    prop_assert_eq!(removed, expect);
-                    m.retain(|&k, e| k < from || *e == Entry::Pending);
-                    continue;
+                match kind {
+                    0 => { t.set(l, None, &mut NoRefs); m.remove(&l); }
+                    1 => { snaps.push((t.clone(), m.clone())); }
+                    2 => {
+                        let from = l / 2;
+                        t.truncate(from, &mut NoRefs);
+                        m.retain(|&k, _| k < from);
+                    }
+                    _ => {
+                        let prev = t.set(l, Some(ph(v)), &mut NoRefs);
+                        prop_assert_eq!(prev, m.insert(l, ph(v)));
+                    }
                 }
-                let prev = t.set(l, e);
-                let mprev = m.insert(l, e).unwrap_or(Entry::Hole);
-                prop_assert_eq!(prev, mprev);
             }
-            for (&k, &e) in &m {
-                prop_assert_eq!(t.get(k), e);
+            for (table, model) in snaps.iter().chain(std::iter::once(&(t.clone(), m.clone()))) {
+                let got: Vec<(u64, Phys)> = table.iter_mapped().collect();
+                let want: Vec<(u64, Phys)> = model.iter().map(|(&k, &v)| (k, v)).collect();
+                prop_assert_eq!(got, want);
+                prop_assert_eq!(table.mapped(), model.len() as u64);
             }
-            let count = m.values().filter(|e| matches!(e, Entry::Mapped(_))).count() as u64;
-            prop_assert_eq!(t.mapped(), count);
         }
     }
 }

@@ -1,7 +1,5 @@
 //! Checkpoint: the whole metadata state at one moment, written as one file.
 
-use std::collections::BTreeMap;
-
 use super::codec::{Dec, Enc};
 use super::{verify_crc, FormatError};
 
@@ -36,7 +34,16 @@ impl ArrayRec {
     }
 }
 
-/// One volume: its attributes and its extent map (logical extent → packed `Phys`).
+/// One chunk of an extent table: its non-hole entries as (slot 0..512, packed `Phys` + 1).
+/// Tables that share a chunk in memory share it here too (by chunk id = index).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ChunkRec {
+    pub entries: Vec<(u16, u64)>,
+}
+
+/// A table as (chunk index in the table, chunk id in `Checkpoint::chunks`).
+pub type TableRec = Vec<(u64, u64)>;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VolumeRec {
     pub id: u64,
@@ -44,7 +51,20 @@ pub struct VolumeRec {
     pub size: u64,
     pub tier: String,
     pub created: u64,
-    pub map: BTreeMap<u64, u64>,
+    /// The volume this one was cloned from (0: none); sharing extents is legal only inside
+    /// such a family.
+    pub origin: u64,
+    pub table: TableRec,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotRec {
+    pub id: u64,
+    pub volume: u64,
+    pub name: String,
+    pub created: u64,
+    pub size: u64,
+    pub table: TableRec,
 }
 
 /// The pool's metadata state. Recovery = the last checkpoint + the log records after it.
@@ -54,42 +74,55 @@ pub struct Checkpoint {
     /// Incremented by every checkpoint; the log that follows carries the same epoch.
     pub epoch: u64,
     pub extent_size: u64,
-    pub next_volume_id: u64,
+    /// Next id for a volume or snapshot (one id space).
+    pub next_id: u64,
     pub arrays: Vec<ArrayRec>,
+    pub chunks: Vec<ChunkRec>,
     pub volumes: Vec<VolumeRec>,
+    pub snapshots: Vec<SnapshotRec>,
 }
 
 // Format: checkpoint file `checkpoint`, written whole (tmp + fsync + rename + fsync dir).
-//   0  magic          8  b"FVCKPT\0\0"
-//   8  version        u32 (1)
-//  12  reserved       u32 (0)
-//  16  pool_id        u64
-//  24  epoch          u64
-//  32  extent_size    u64
-//  40  next_volume_id u64
-//  48  array count    u64, then per array: id u32, name str, tier str, capacity u64, file str
-//  ..  volume count   u64, then per volume: id u64, name str, size u64, tier str, created u64,
-//                     run count u64, then per run: lext u64, phys u64, len u64
-//                     (lext+i → phys+i for i < len; runs never cross arrays)
-//  end crc32c         u32 over every byte before it
-// (str = u16 length + UTF-8 bytes)
+//   0  magic        8  b"FVCKPT\0\0"
+//   8  version      u32 (1)
+//  12  reserved     u32 (0)
+//  16  pool_id      u64
+//  24  epoch        u64
+//  32  extent_size  u64
+//  40  next_id      u64
+//  48  arrays       u64 count, then per array: id u32, name str, tier str, capacity u64, file str
+//  ..  chunks       u64 count, then per chunk: u64 n, then n × (slot u16 as u64, packed phys+1 u64)
+//  ..  volumes      u64 count, then per volume: id u64, name str, size u64, tier str,
+//                   created u64, origin u64, table
+//  ..  snapshots    u64 count, then per snapshot: id u64, volume u64, name str, created u64,
+//                   size u64, table
+//  end crc32c       u32 over every byte before it
+// (str = u16 length + UTF-8 bytes; table = u64 n, then n × (chunk index u64, chunk id u64))
 const MAGIC: &[u8; 8] = b"FVCKPT\0\0";
 const VERSION: u32 = 1;
+const SLOTS: u64 = 512;
 
-/// Coalesce a map into runs of consecutive logical and physical extents.
-fn runs(map: &BTreeMap<u64, u64>) -> Vec<(u64, u64, u64)> {
-    let mut out: Vec<(u64, u64, u64)> = Vec::new();
-    for (&l, &p) in map {
-        if let Some(last) = out.last_mut() {
-            let same_array = (last.1 >> super::Phys::INDEX_BITS) == (p >> super::Phys::INDEX_BITS);
-            if last.0 + last.2 == l && last.1 + last.2 == p && same_array {
-                last.2 += 1;
-                continue;
-            }
-        }
-        out.push((l, p, 1));
+fn enc_table(e: &mut Enc, t: &TableRec) {
+    e.u64(t.len() as u64);
+    for &(i, c) in t {
+        e.u64(i).u64(c);
     }
-    out
+}
+
+fn dec_table(d: &mut Dec<'_>, nchunks: usize) -> Result<TableRec, FormatError> {
+    let n = d.count(16)?;
+    let mut t = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (i, c) = (d.u64()?, d.u64()?);
+        if c as usize >= nchunks {
+            return Err(FormatError::Invalid {
+                what: "checkpoint",
+                detail: format!("table refers to chunk {c} of {nchunks}"),
+            });
+        }
+        t.push((i, c));
+    }
+    Ok(t)
 }
 
 impl Checkpoint {
@@ -101,10 +134,17 @@ impl Checkpoint {
             .u64(self.pool_id)
             .u64(self.epoch)
             .u64(self.extent_size)
-            .u64(self.next_volume_id)
+            .u64(self.next_id)
             .u64(self.arrays.len() as u64);
         for a in &self.arrays {
             a.encode(&mut e);
+        }
+        e.u64(self.chunks.len() as u64);
+        for c in &self.chunks {
+            e.u64(c.entries.len() as u64);
+            for &(slot, raw) in &c.entries {
+                e.u64(slot as u64).u64(raw);
+            }
         }
         e.u64(self.volumes.len() as u64);
         for v in &self.volumes {
@@ -112,12 +152,18 @@ impl Checkpoint {
                 .str(&v.name)
                 .u64(v.size)
                 .str(&v.tier)
-                .u64(v.created);
-            let rs = runs(&v.map);
-            e.u64(rs.len() as u64);
-            for (l, p, n) in rs {
-                e.u64(l).u64(p).u64(n);
-            }
+                .u64(v.created)
+                .u64(v.origin);
+            enc_table(&mut e, &v.table);
+        }
+        e.u64(self.snapshots.len() as u64);
+        for s in &self.snapshots {
+            e.u64(s.id)
+                .u64(s.volume)
+                .str(&s.name)
+                .u64(s.created)
+                .u64(s.size);
+            enc_table(&mut e, &s.table);
         }
         let crc = crc32c::crc32c(&e.buf);
         e.u32(crc);
@@ -152,41 +198,50 @@ impl Checkpoint {
             pool_id: d.u64()?,
             epoch: d.u64()?,
             extent_size: d.u64()?,
-            next_volume_id: d.u64()?,
+            next_id: d.u64()?,
             ..Default::default()
         };
         let na = d.count(16)?;
         for _ in 0..na {
             c.arrays.push(ArrayRec::decode(&mut d)?);
         }
-        let nv = d.count(32)?;
-        for _ in 0..nv {
-            let id = d.u64()?;
-            let name = d.str()?;
-            let size = d.u64()?;
-            let tier = d.str()?;
-            let created = d.u64()?;
-            let nr = d.count(24)?;
-            let mut map = BTreeMap::new();
-            for _ in 0..nr {
-                let (l, p, n) = (d.u64()?, d.u64()?, d.u64()?);
-                if n > (1 << 40) {
+        let nc = d.count(8)?;
+        for _ in 0..nc {
+            let n = d.count(16)?;
+            let mut entries = Vec::with_capacity(n);
+            for _ in 0..n {
+                let (slot, raw) = (d.u64()?, d.u64()?);
+                if slot >= SLOTS || raw == 0 {
                     return Err(FormatError::Invalid {
                         what: WHAT,
-                        detail: format!("run of {n} extents at logical extent {l}"),
+                        detail: format!("chunk entry slot {slot} value {raw}"),
                     });
                 }
-                for i in 0..n {
-                    map.insert(l + i, p + i);
-                }
+                entries.push((slot as u16, raw));
             }
+            c.chunks.push(ChunkRec { entries });
+        }
+        let nv = d.count(32)?;
+        for _ in 0..nv {
             c.volumes.push(VolumeRec {
-                id,
-                name,
-                size,
-                tier,
-                created,
-                map,
+                id: d.u64()?,
+                name: d.str()?,
+                size: d.u64()?,
+                tier: d.str()?,
+                created: d.u64()?,
+                origin: d.u64()?,
+                table: dec_table(&mut d, nc)?,
+            });
+        }
+        let ns = d.count(32)?;
+        for _ in 0..ns {
+            c.snapshots.push(SnapshotRec {
+                id: d.u64()?,
+                volume: d.u64()?,
+                name: d.str()?,
+                created: d.u64()?,
+                size: d.u64()?,
+                table: dec_table(&mut d, nc)?,
             });
         }
         if d.remaining() != 0 {
@@ -204,17 +259,11 @@ mod tests {
     use super::*;
 
     fn sample() -> Checkpoint {
-        let mut map = BTreeMap::new();
-        for i in 0..10 {
-            map.insert(i, (1u64 << 40) + 100 + i);
-        }
-        map.insert(50, 7);
-        map.insert(51, (2u64 << 40) + 8);
         Checkpoint {
             pool_id: 42,
             epoch: 3,
             extent_size: 1 << 18,
-            next_volume_id: 9,
+            next_id: 9,
             arrays: vec![ArrayRec {
                 id: 1,
                 name: "a".into(),
@@ -222,23 +271,36 @@ mod tests {
                 capacity: 1 << 30,
                 file: "arrays/a.img".into(),
             }],
+            chunks: vec![
+                ChunkRec {
+                    entries: vec![(0, 5), (511, (1 << 40) + 9)],
+                },
+                ChunkRec { entries: vec![] },
+            ],
             volumes: vec![VolumeRec {
                 id: 8,
                 name: "v".into(),
                 size: 1 << 30,
                 tier: "fast".into(),
                 created: 1,
-                map,
+                origin: 0,
+                table: vec![(0, 0), (3, 1)],
+            }],
+            snapshots: vec![SnapshotRec {
+                id: 9,
+                volume: 8,
+                name: "s".into(),
+                created: 2,
+                size: 1 << 30,
+                table: vec![(0, 0)],
             }],
         }
     }
 
     #[test]
-    fn round_trip_and_runs() {
+    fn round_trip() {
         let c = sample();
-        let b = c.encode();
-        assert_eq!(Checkpoint::decode(&b).unwrap(), c);
-        assert_eq!(runs(&c.volumes[0].map).len(), 3);
+        assert_eq!(Checkpoint::decode(&c.encode()).unwrap(), c);
     }
 
     #[test]

@@ -106,6 +106,28 @@ pub enum MetaRecord {
         volume: u64,
         lexts: Vec<u64>,
     },
+    /// A snapshot of `volume` as it is at this point of the log.
+    SnapshotCreate {
+        id: u64,
+        volume: u64,
+        name: String,
+        created: u64,
+    },
+    SnapshotDelete {
+        id: u64,
+    },
+    /// `volume` takes the content (and size) of snapshot `snapshot`.
+    SnapshotRollback {
+        volume: u64,
+        snapshot: u64,
+    },
+    /// A new volume starting as snapshot `snapshot`.
+    VolumeClone {
+        id: u64,
+        name: String,
+        snapshot: u64,
+        created: u64,
+    },
 }
 
 impl MetaRecord {
@@ -117,6 +139,10 @@ impl MetaRecord {
             MetaRecord::VolumeResize { .. } => 4,
             MetaRecord::MapSet { .. } => 5,
             MetaRecord::Unmap { .. } => 6,
+            MetaRecord::SnapshotCreate { .. } => 7,
+            MetaRecord::SnapshotDelete { .. } => 8,
+            MetaRecord::SnapshotRollback { .. } => 9,
+            MetaRecord::VolumeClone { .. } => 10,
         }
     }
 
@@ -154,6 +180,28 @@ impl MetaRecord {
                 for l in lexts {
                     e.u64(*l);
                 }
+            }
+            MetaRecord::SnapshotCreate {
+                id,
+                volume,
+                name,
+                created,
+            } => {
+                e.u64(*id).u64(*volume).str(name).u64(*created);
+            }
+            MetaRecord::SnapshotDelete { id } => {
+                e.u64(*id);
+            }
+            MetaRecord::SnapshotRollback { volume, snapshot } => {
+                e.u64(*volume).u64(*snapshot);
+            }
+            MetaRecord::VolumeClone {
+                id,
+                name,
+                snapshot,
+                created,
+            } => {
+                e.u64(*id).str(name).u64(*snapshot).u64(*created);
             }
         }
         out.extend_from_slice(&e.buf);
@@ -200,6 +248,23 @@ impl MetaRecord {
                 }
                 MetaRecord::Unmap { volume, lexts }
             }
+            7 => MetaRecord::SnapshotCreate {
+                id: d.u64()?,
+                volume: d.u64()?,
+                name: d.str()?,
+                created: d.u64()?,
+            },
+            8 => MetaRecord::SnapshotDelete { id: d.u64()? },
+            9 => MetaRecord::SnapshotRollback {
+                volume: d.u64()?,
+                snapshot: d.u64()?,
+            },
+            10 => MetaRecord::VolumeClone {
+                id: d.u64()?,
+                name: d.str()?,
+                snapshot: d.u64()?,
+                created: d.u64()?,
+            },
             other => {
                 return Err(FormatError::UnknownType {
                     what: WHAT,
@@ -290,6 +355,23 @@ mod tests {
             MetaRecord::Unmap {
                 volume: 7,
                 lexts: vec![3, 4, 5],
+            },
+            MetaRecord::SnapshotCreate {
+                id: 8,
+                volume: 7,
+                name: "s".into(),
+                created: 9,
+            },
+            MetaRecord::SnapshotDelete { id: 8 },
+            MetaRecord::SnapshotRollback {
+                volume: 7,
+                snapshot: 8,
+            },
+            MetaRecord::VolumeClone {
+                id: 10,
+                name: "c".into(),
+                snapshot: 8,
+                created: 11,
             },
         ]
     }

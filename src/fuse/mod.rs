@@ -15,17 +15,32 @@ use fuser::{
 };
 
 use crate::pool::{Pool, PoolError};
+use crate::snapshot::Snapshot;
 use crate::volume::{IoError, Volume};
 
 pub const ROOT_INO: u64 = 1;
-/// Volume `id` is inode `VOLUME_INO_BASE + id`.
+/// `<MOUNTPOINT>/.snapshots`
+pub const SNAPROOT_INO: u64 = 2;
+pub const SNAPROOT_NAME: &str = ".snapshots";
+/// Volume or snapshot `id` (one id space) is inode `VOLUME_INO_BASE + id`.
 pub const VOLUME_INO_BASE: u64 = 16;
+/// `.snapshots/<VOL>` of volume `id` is inode `SNAPDIR_INO_BASE + id`.
+pub const SNAPDIR_INO_BASE: u64 = 1 << 48;
 /// The kernel caps one request at 1 MiB.
 pub const MAX_REQUEST: u32 = 1 << 20;
 const TTL: Duration = Duration::from_secs(1);
 
 pub fn volume_ino(id: u64) -> u64 {
     VOLUME_INO_BASE + id
+}
+
+/// What an inode is.
+enum Node {
+    Root,
+    SnapRoot,
+    SnapDir(Arc<Volume>),
+    Volume(Arc<Volume>),
+    Snapshot(Arc<Snapshot>),
 }
 
 pub struct FuseFs {
@@ -66,16 +81,65 @@ impl FuseFs {
     }
 
     fn volume(&self, ino: INodeNo) -> Option<Arc<Volume>> {
-        let ino = ino.0;
-        if ino < VOLUME_INO_BASE {
-            return None;
+        match self.node(ino) {
+            Some(Node::Volume(v)) => Some(v),
+            _ => None,
         }
-        self.pool.volume_by_id(ino - VOLUME_INO_BASE)
     }
 
-    fn root_attr(&self) -> FileAttr {
+    fn node(&self, ino: INodeNo) -> Option<Node> {
+        match ino.0 {
+            ROOT_INO => Some(Node::Root),
+            SNAPROOT_INO => Some(Node::SnapRoot),
+            i if i >= SNAPDIR_INO_BASE => self
+                .pool
+                .volume_by_id(i - SNAPDIR_INO_BASE)
+                .map(Node::SnapDir),
+            i if i >= VOLUME_INO_BASE => {
+                let id = i - VOLUME_INO_BASE;
+                match self.pool.volume_by_id(id) {
+                    Some(v) => Some(Node::Volume(v)),
+                    None => self.pool.snapshot_by_id(id).map(Node::Snapshot),
+                }
+            }
+            _ => None,
+        }
+    }
+
+    fn attr(&self, node: &Node) -> FileAttr {
+        match node {
+            Node::Root => self.dir_attr(ROOT_INO),
+            Node::SnapRoot => self.dir_attr(SNAPROOT_INO),
+            Node::SnapDir(v) => self.dir_attr(SNAPDIR_INO_BASE + v.id),
+            Node::Volume(v) => self.volume_attr(v),
+            Node::Snapshot(s) => self.snapshot_attr(s),
+        }
+    }
+
+    fn snapshot_attr(&self, s: &Snapshot) -> FileAttr {
+        let created = UNIX_EPOCH + Duration::from_secs(s.created);
         FileAttr {
-            ino: INodeNo(ROOT_INO),
+            ino: INodeNo(volume_ino(s.id)),
+            size: s.size,
+            blocks: s.mapped_extents() * self.pool.extent_size / 512,
+            atime: created,
+            mtime: created,
+            ctime: created,
+            crtime: created,
+            kind: FileType::RegularFile,
+            perm: 0o400,
+            nlink: 1,
+            uid: self.uid,
+            gid: self.gid,
+            rdev: 0,
+            blksize: 4096,
+            flags: 0,
+        }
+    }
+
+    fn dir_attr(&self, ino: u64) -> FileAttr {
+        FileAttr {
+            ino: INodeNo(ino),
             size: 0,
             blocks: 0,
             atime: self.mounted_at,
@@ -83,7 +147,7 @@ impl FuseFs {
             ctime: self.mounted_at,
             crtime: self.mounted_at,
             kind: FileType::Directory,
-            perm: 0o755,
+            perm: if ino == ROOT_INO { 0o755 } else { 0o555 },
             nlink: 2,
             uid: self.uid,
             gid: self.gid,
@@ -133,24 +197,30 @@ impl Filesystem for FuseFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        if parent.0 != ROOT_INO {
-            return reply.error(Errno::ENOENT);
-        }
         let Some(name) = name.to_str() else {
             return reply.error(Errno::ENOENT);
         };
-        match self.pool.volume(name) {
-            Some(v) => reply.entry(&TTL, &self.volume_attr(&v), fuser::Generation(0)),
+        let found = match self.node(parent) {
+            Some(Node::Root) if name == SNAPROOT_NAME => Some(Node::SnapRoot),
+            Some(Node::Root) => self.pool.volume(name).map(Node::Volume),
+            Some(Node::SnapRoot) => self.pool.volume(name).map(Node::SnapDir),
+            Some(Node::SnapDir(v)) => self
+                .pool
+                .snapshots_of(v.id)
+                .into_iter()
+                .find(|s| s.name == name)
+                .map(Node::Snapshot),
+            _ => None,
+        };
+        match found {
+            Some(n) => reply.entry(&TTL, &self.attr(&n), fuser::Generation(0)),
             None => reply.error(Errno::ENOENT),
         }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        if ino.0 == ROOT_INO {
-            return reply.attr(&TTL, &self.root_attr());
-        }
-        match self.volume(ino) {
-            Some(v) => reply.attr(&TTL, &self.volume_attr(&v)),
+        match self.node(ino) {
+            Some(n) => reply.attr(&TTL, &self.attr(&n)),
             None => reply.error(Errno::ENOENT),
         }
     }
@@ -173,11 +243,11 @@ impl Filesystem for FuseFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        if ino.0 == ROOT_INO {
-            return reply.attr(&TTL, &self.root_attr());
-        }
-        let Some(v) = self.volume(ino) else {
-            return reply.error(Errno::ENOENT);
+        let v = match self.node(ino) {
+            Some(Node::Volume(v)) => v,
+            Some(Node::Snapshot(_)) if size.is_some() => return reply.error(Errno::EROFS),
+            Some(n) => return reply.attr(&TTL, &self.attr(&n)),
+            None => return reply.error(Errno::ENOENT),
         };
         // Mode, owner and times are fixed; only the size can change, and only upwards:
         // `truncate -s` grows a volume. Shrinking through the file is refused (EPERM) because
@@ -202,13 +272,23 @@ impl Filesystem for FuseFs {
         reply.attr(&TTL, &self.volume_attr(&v))
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let Some(v) = self.volume(ino) else {
-            return reply.error(Errno::ENOENT);
-        };
-        v.opened();
-        // Parallel direct writers are safe: the data path locks per extent, not per file.
-        reply.opened(FileHandle(v.id), FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES)
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        match self.node(ino) {
+            Some(Node::Volume(v)) => {
+                v.opened();
+                // Parallel direct writers are safe: the data path locks per extent.
+                reply.opened(FileHandle(v.id), FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES)
+            }
+            Some(Node::Snapshot(s)) => {
+                if flags.0 & libc::O_ACCMODE != libc::O_RDONLY {
+                    return reply.error(Errno::EROFS);
+                }
+                s.opened();
+                reply.opened(FileHandle(s.id), FopenFlags::empty())
+            }
+            Some(_) => reply.error(Errno::EISDIR),
+            None => reply.error(Errno::ENOENT),
+        }
     }
 
     fn release(
@@ -221,8 +301,10 @@ impl Filesystem for FuseFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        if let Some(v) = self.volume(ino) {
-            v.closed();
+        match self.node(ino) {
+            Some(Node::Volume(v)) => v.closed(),
+            Some(Node::Snapshot(s)) => s.closed(),
+            _ => {}
         }
         reply.ok()
     }
@@ -238,15 +320,20 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let Some(v) = self.volume(ino) else {
-            return reply.error(Errno::ENOENT);
-        };
+        let node = self.node(ino);
         READ_BUF.with(|b| {
             let mut buf = b.borrow_mut();
             if buf.len() < size as usize {
                 buf.resize(size as usize, 0);
             }
-            match self.pool.read(&v, offset, &mut buf[..size as usize]) {
+            let dst = &mut buf[..size as usize];
+            let res = match &node {
+                Some(Node::Volume(v)) => self.pool.read(v, offset, dst),
+                Some(Node::Snapshot(s)) => self.pool.read_snapshot(s, offset, dst),
+                Some(_) => return reply.error(Errno::EISDIR),
+                None => return reply.error(Errno::ENOENT),
+            };
+            match res {
                 Ok(n) => reply.data(&buf[..n]),
                 Err(e) => {
                     log::error!("{e}");
@@ -268,8 +355,10 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let Some(v) = self.volume(ino) else {
-            return reply.error(Errno::ENOENT);
+        let v = match self.node(ino) {
+            Some(Node::Volume(v)) => v,
+            Some(Node::Snapshot(_)) => return reply.error(Errno::EROFS),
+            _ => return reply.error(Errno::ENOENT),
         };
         match self.pool.write(&v, offset, data) {
             Ok(n) => reply.written(n as u32),
@@ -326,8 +415,10 @@ impl Filesystem for FuseFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        let Some(v) = self.volume(ino) else {
-            return reply.error(Errno::ENOENT);
+        let v = match self.node(ino) {
+            Some(Node::Volume(v)) => v,
+            Some(Node::Snapshot(_)) => return reply.error(Errno::EROFS),
+            _ => return reply.error(Errno::ENOENT),
         };
         let keep = mode & libc::FALLOC_FL_KEEP_SIZE != 0;
         let known =
@@ -367,15 +458,35 @@ impl Filesystem for FuseFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        if ino.0 != ROOT_INO {
-            return reply.error(Errno::ENOTDIR);
-        }
+        let (me, parent) = match self.node(ino) {
+            Some(Node::Root) => (ROOT_INO, ROOT_INO),
+            Some(Node::SnapRoot) => (SNAPROOT_INO, ROOT_INO),
+            Some(Node::SnapDir(v)) => (SNAPDIR_INO_BASE + v.id, SNAPROOT_INO),
+            Some(_) => return reply.error(Errno::ENOTDIR),
+            None => return reply.error(Errno::ENOENT),
+        };
         let mut entries: Vec<(u64, FileType, String)> = vec![
-            (ROOT_INO, FileType::Directory, ".".into()),
-            (ROOT_INO, FileType::Directory, "..".into()),
+            (me, FileType::Directory, ".".into()),
+            (parent, FileType::Directory, "..".into()),
         ];
-        for v in self.pool.volume_list() {
-            entries.push((volume_ino(v.id), FileType::RegularFile, v.name.clone()));
+        match self.node(ino) {
+            Some(Node::Root) => {
+                entries.push((SNAPROOT_INO, FileType::Directory, SNAPROOT_NAME.into()));
+                for v in self.pool.volume_list() {
+                    entries.push((volume_ino(v.id), FileType::RegularFile, v.name.clone()));
+                }
+            }
+            Some(Node::SnapRoot) => {
+                for v in self.pool.volume_list() {
+                    entries.push((SNAPDIR_INO_BASE + v.id, FileType::Directory, v.name.clone()));
+                }
+            }
+            Some(Node::SnapDir(v)) => {
+                for s in self.pool.snapshots_of(v.id) {
+                    entries.push((volume_ino(s.id), FileType::RegularFile, s.name.clone()));
+                }
+            }
+            _ => {}
         }
         for (i, (ino, kind, name)) in entries.into_iter().enumerate().skip(offset as usize) {
             if reply.add(INodeNo(ino), (i + 1) as u64, kind, name) {

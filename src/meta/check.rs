@@ -16,7 +16,13 @@ pub struct CheckReport {
     pub epoch: u64,
     pub arrays: usize,
     pub volumes: usize,
+    pub snapshots: usize,
+    /// Extents mapped by the volumes.
     pub mapped_extents: u64,
+    /// Extents with at least one reference (volumes, snapshots, clones).
+    pub used_extents: u64,
+    /// Extents referenced by more than one chunk object (shared after copy-on-write).
+    pub shared_extents: u64,
     pub records_replayed: u64,
     /// Free extents that still hold bytes (the daemon punches them at start).
     pub free_extents_with_data: u64,
@@ -39,8 +45,13 @@ impl fmt::Display for CheckReport {
         )?;
         writeln!(
             f,
-            "  {} arrays, {} volumes, {} mapped extents, {} log records replayed",
-            self.arrays, self.volumes, self.mapped_extents, self.records_replayed
+            "  {} arrays, {} volumes, {} snapshots, {} log records replayed",
+            self.arrays, self.volumes, self.snapshots, self.records_replayed
+        )?;
+        writeln!(
+            f,
+            "  extents: {} mapped by volumes, {} in use, {} shared",
+            self.mapped_extents, self.used_extents, self.shared_extents
         )?;
         if self.free_extents_with_data > 0 {
             writeln!(
@@ -83,8 +94,21 @@ pub fn check_pool(dir: &Path) -> Result<CheckReport, MetaError> {
     };
     let st = &loaded.recovered.state;
     let mut free_with_data = 0;
+    let (mut used, mut shared) = (0, 0);
     let mut warnings = loaded.recovered.warnings.clone();
-    for (file, h, path) in &loaded.arrays {
+    let mut problems = loaded.problems.clone();
+    problems.extend(crate::pool::open::cross_family_sharing(st));
+    for (file, h, path, refs) in &loaded.arrays {
+        for i in 0..h.capacity / h.extent_size {
+            match refs.get(i) {
+                0 => {}
+                1 => used += 1,
+                _ => {
+                    used += 1;
+                    shared += 1
+                }
+            }
+        }
         let end = h.data_offset + h.capacity;
         match crate::sys::data_regions(file, h.data_offset, end) {
             Ok(regions) => {
@@ -110,10 +134,13 @@ pub fn check_pool(dir: &Path) -> Result<CheckReport, MetaError> {
         epoch: st.epoch,
         arrays: st.arrays.len(),
         volumes: st.volumes.len(),
-        mapped_extents: st.volumes.iter().map(|v| v.map.len() as u64).sum(),
+        snapshots: st.snapshots.len(),
+        mapped_extents: st.volumes.iter().map(|v| v.table.mapped()).sum(),
+        used_extents: used,
+        shared_extents: shared,
         records_replayed: loaded.recovered.replayed,
         free_extents_with_data: free_with_data,
         warnings,
-        problems: loaded.problems,
+        problems,
     })
 }

@@ -16,6 +16,7 @@ mod check;
 mod log;
 mod recovery;
 mod replay;
+pub mod state;
 
 use std::io;
 use std::path::PathBuf;
@@ -24,6 +25,7 @@ pub use check::{check_pool, CheckReport};
 pub use log::{sync_dir, write_checkpoint, MetaLog};
 pub use recovery::{recover, Recovered};
 pub use replay::apply;
+pub use state::{SnapState, State, VolState};
 
 use crate::format::FormatError;
 

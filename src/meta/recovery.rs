@@ -3,14 +3,13 @@
 use std::fs;
 use std::path::Path;
 
-use super::{apply, MetaError, CHECKPOINT_FILE, LOG_FILE};
+use super::{apply, MetaError, State, CHECKPOINT_FILE, LOG_FILE};
 use crate::format::meta_record::LOG_HEADER_SIZE;
 use crate::format::{Checkpoint, LogHeader, RecordFrame};
 
 /// What recovery found.
-#[derive(Debug)]
 pub struct Recovered {
-    pub state: Checkpoint,
+    pub state: State,
     /// Records replayed from the log.
     pub replayed: u64,
     /// Where the valid part of the log ends (a torn tail after it is to be cut off).
@@ -27,11 +26,13 @@ pub struct Recovered {
 pub fn recover(dir: &Path) -> Result<Recovered, MetaError> {
     let ck_path = dir.join(CHECKPOINT_FILE);
     let ck_bytes = fs::read(&ck_path).map_err(|e| MetaError::io("read", &ck_path, e))?;
-    let mut state = Checkpoint::decode(&ck_bytes).map_err(|source| MetaError::Corrupt {
-        path: ck_path.clone(),
-        offset: 0,
-        source,
-    })?;
+    let mut state = State::from_checkpoint(Checkpoint::decode(&ck_bytes).map_err(|source| {
+        MetaError::Corrupt {
+            path: ck_path.clone(),
+            offset: 0,
+            source,
+        }
+    })?);
 
     let log_path = dir.join(LOG_FILE);
     let mut warnings = Vec::new();
@@ -162,7 +163,7 @@ mod tests {
             pool_id: 1,
             epoch: 1,
             extent_size: 4096,
-            next_volume_id: 1,
+            next_id: 1,
             ..Default::default()
         };
         write_checkpoint(d.path(), &ck).unwrap();
@@ -210,7 +211,7 @@ mod tests {
         let mut b = fs::read(&p).unwrap();
         b[LOG_HEADER_SIZE + 12] ^= 0xff;
         fs::write(&p, &b).unwrap();
-        let e = recover(d.path()).unwrap_err().to_string();
+        let e = recover(d.path()).err().unwrap().to_string();
         assert!(e.contains("meta.log"), "{e}");
         assert!(e.contains(&format!("offset {LOG_HEADER_SIZE}")), "{e}");
     }
@@ -230,7 +231,7 @@ mod tests {
         let (d, _log) = setup();
         let mut r = recover(d.path()).unwrap();
         r.state.epoch = 2;
-        write_checkpoint(d.path(), &r.state).unwrap();
+        write_checkpoint(d.path(), &r.state.to_checkpoint()).unwrap();
         let r2 = recover(d.path()).unwrap();
         assert!(!r2.log_usable);
         assert_eq!(r2.state.volumes.len(), 5);

@@ -1,8 +1,10 @@
-//! Applying one record to the plain state: the single definition of what a record means.
+//! Applying one record to the recovered state: the single definition of what a record means.
 
-use crate::format::{Checkpoint, MetaRecord, VolumeRec};
+use super::state::{SnapState, State, VolState};
+use crate::extent_map::NoRefs;
+use crate::format::{MetaRecord, Phys};
 
-fn volume_mut<'a>(state: &'a mut Checkpoint, id: u64) -> Result<&'a mut VolumeRec, String> {
+fn volume_mut(state: &mut State, id: u64) -> Result<&mut VolState, String> {
     state
         .volumes
         .iter_mut()
@@ -10,8 +12,23 @@ fn volume_mut<'a>(state: &'a mut Checkpoint, id: u64) -> Result<&'a mut VolumeRe
         .ok_or_else(|| format!("volume id {id} does not exist"))
 }
 
+fn snapshot(state: &State, id: u64) -> Result<&SnapState, String> {
+    state
+        .snapshots
+        .iter()
+        .find(|s| s.id == id)
+        .ok_or_else(|| format!("snapshot id {id} does not exist"))
+}
+
+fn check_new_id(state: &State, id: u64) -> Result<(), String> {
+    if state.volumes.iter().any(|v| v.id == id) || state.snapshots.iter().any(|s| s.id == id) {
+        return Err(format!("id {id} is already in use"));
+    }
+    Ok(())
+}
+
 /// Apply `rec` to `state`. Errors describe why the record cannot follow the state.
-pub fn apply(state: &mut Checkpoint, rec: &MetaRecord) -> Result<(), String> {
+pub fn apply(state: &mut State, rec: &MetaRecord) -> Result<(), String> {
     match rec {
         MetaRecord::ArrayAdd(a) => {
             if state
@@ -30,20 +47,25 @@ pub fn apply(state: &mut Checkpoint, rec: &MetaRecord) -> Result<(), String> {
             tier,
             created,
         } => {
-            if state.volumes.iter().any(|v| v.id == *id || v.name == *name) {
-                return Err(format!("volume {name} (id {id}) already exists"));
+            check_new_id(state, *id)?;
+            if state.volumes.iter().any(|v| v.name == *name) {
+                return Err(format!("volume {name} already exists"));
             }
-            state.volumes.push(VolumeRec {
+            state.volumes.push(VolState {
                 id: *id,
                 name: name.clone(),
                 size: *size,
                 tier: tier.clone(),
                 created: *created,
-                map: Default::default(),
+                origin: 0,
+                table: Default::default(),
             });
-            state.next_volume_id = state.next_volume_id.max(id + 1);
+            state.next_id = state.next_id.max(id + 1);
         }
         MetaRecord::VolumeDelete { id } => {
+            if state.snapshots.iter().any(|s| s.volume == *id) {
+                return Err(format!("volume id {id} deleted while it has snapshots"));
+            }
             let before = state.volumes.len();
             state.volumes.retain(|v| v.id != *id);
             if state.volumes.len() == before {
@@ -54,8 +76,7 @@ pub fn apply(state: &mut Checkpoint, rec: &MetaRecord) -> Result<(), String> {
             let es = state.extent_size;
             let v = volume_mut(state, *id)?;
             v.size = *size;
-            let keep = size.div_ceil(es);
-            v.map.retain(|&l, _| l < keep);
+            v.table.truncate(size.div_ceil(es), &mut NoRefs);
         }
         MetaRecord::MapSet { volume, entries } => {
             let es = state.extent_size;
@@ -67,14 +88,93 @@ pub fn apply(state: &mut Checkpoint, rec: &MetaRecord) -> Result<(), String> {
                         "volume id {volume}: logical extent {l} beyond the volume end"
                     ));
                 }
-                v.map.insert(l, p);
+                v.table.set(l, Some(Phys::unpack(p)), &mut NoRefs);
             }
         }
         MetaRecord::Unmap { volume, lexts } => {
             let v = volume_mut(state, *volume)?;
-            for l in lexts {
-                v.map.remove(l);
+            for &l in lexts {
+                v.table.set(l, None, &mut NoRefs);
             }
+        }
+        MetaRecord::SnapshotCreate {
+            id,
+            volume,
+            name,
+            created,
+        } => {
+            check_new_id(state, *id)?;
+            if state
+                .snapshots
+                .iter()
+                .any(|s| s.volume == *volume && s.name == *name)
+            {
+                return Err(format!(
+                    "snapshot {name} of volume id {volume} already exists"
+                ));
+            }
+            let v = volume_mut(state, *volume)?;
+            let snap = SnapState {
+                id: *id,
+                volume: *volume,
+                name: name.clone(),
+                created: *created,
+                size: v.size,
+                table: v.table.clone(),
+            };
+            state.snapshots.push(snap);
+            state.next_id = state.next_id.max(id + 1);
+        }
+        MetaRecord::SnapshotDelete { id } => {
+            let before = state.snapshots.len();
+            state.snapshots.retain(|s| s.id != *id);
+            if state.snapshots.len() == before {
+                return Err(format!("snapshot id {id} does not exist"));
+            }
+        }
+        MetaRecord::SnapshotRollback {
+            volume,
+            snapshot: sid,
+        } => {
+            let s = snapshot(state, *sid)?;
+            if s.volume != *volume {
+                return Err(format!(
+                    "snapshot id {sid} does not belong to volume id {volume}"
+                ));
+            }
+            let (table, size) = (s.table.clone(), s.size);
+            let v = volume_mut(state, *volume)?;
+            v.table = table;
+            v.size = size;
+        }
+        MetaRecord::VolumeClone {
+            id,
+            name,
+            snapshot: sid,
+            created,
+        } => {
+            check_new_id(state, *id)?;
+            if state.volumes.iter().any(|v| v.name == *name) {
+                return Err(format!("volume {name} already exists"));
+            }
+            let s = snapshot(state, *sid)?;
+            let tier = state
+                .volumes
+                .iter()
+                .find(|v| v.id == s.volume)
+                .map(|v| v.tier.clone())
+                .ok_or_else(|| format!("snapshot id {sid} has no volume"))?;
+            let v = VolState {
+                id: *id,
+                name: name.clone(),
+                size: s.size,
+                tier,
+                created: *created,
+                origin: s.volume,
+                table: s.table.clone(),
+            };
+            state.volumes.push(v);
+            state.next_id = state.next_id.max(id + 1);
         }
     }
     Ok(())
@@ -84,12 +184,16 @@ pub fn apply(state: &mut Checkpoint, rec: &MetaRecord) -> Result<(), String> {
 mod tests {
     use super::*;
 
-    fn base() -> Checkpoint {
-        Checkpoint {
+    fn base() -> State {
+        State {
             extent_size: 4096,
-            next_volume_id: 1,
+            next_id: 1,
             ..Default::default()
         }
+    }
+
+    fn p(i: u64) -> u64 {
+        Phys { array: 1, index: i }.pack()
     }
 
     #[test]
@@ -106,12 +210,12 @@ mod tests {
             },
         )
         .unwrap();
-        assert_eq!(s.next_volume_id, 2);
+        assert_eq!(s.next_id, 2);
         apply(
             &mut s,
             &MetaRecord::MapSet {
                 volume: 1,
-                entries: vec![(0, 5), (9, 6)],
+                entries: vec![(0, p(5)), (9, p(6))],
             },
         )
         .unwrap();
@@ -119,12 +223,27 @@ mod tests {
             &mut s,
             &MetaRecord::MapSet {
                 volume: 1,
-                entries: vec![(10, 7)]
+                entries: vec![(10, p(7))]
             }
         )
         .is_err());
+        apply(
+            &mut s,
+            &MetaRecord::SnapshotCreate {
+                id: 2,
+                volume: 1,
+                name: "s".into(),
+                created: 0,
+            },
+        )
+        .unwrap();
         apply(&mut s, &MetaRecord::VolumeResize { id: 1, size: 8192 }).unwrap();
-        assert_eq!(s.volumes[0].map.len(), 1);
+        assert_eq!(s.volumes[0].table.mapped(), 1);
+        assert_eq!(
+            s.snapshots[0].table.mapped(),
+            2,
+            "the snapshot keeps its extents"
+        );
         apply(
             &mut s,
             &MetaRecord::Unmap {
@@ -133,8 +252,34 @@ mod tests {
             },
         )
         .unwrap();
-        assert!(s.volumes[0].map.is_empty());
+        assert_eq!(s.volumes[0].table.mapped(), 0);
+        assert!(
+            apply(&mut s, &MetaRecord::VolumeDelete { id: 1 }).is_err(),
+            "snapshots first"
+        );
+        let mut s2 = s.clone();
+        apply(
+            &mut s2,
+            &MetaRecord::SnapshotRollback {
+                volume: 1,
+                snapshot: 2,
+            },
+        )
+        .unwrap();
+        assert_eq!(s2.volumes[0].size, 40960);
+        assert_eq!(s2.volumes[0].table.mapped(), 2);
+        apply(
+            &mut s,
+            &MetaRecord::VolumeClone {
+                id: 3,
+                name: "c".into(),
+                snapshot: 2,
+                created: 0,
+            },
+        )
+        .unwrap();
+        assert_eq!(s.volumes[1].table.get(9), Some(Phys::unpack(p(6))));
+        apply(&mut s, &MetaRecord::SnapshotDelete { id: 2 }).unwrap();
         apply(&mut s, &MetaRecord::VolumeDelete { id: 1 }).unwrap();
-        assert!(apply(&mut s, &MetaRecord::VolumeDelete { id: 1 }).is_err());
     }
 }

@@ -4,17 +4,72 @@
 //! count drops to zero goes to `pending_free`, not to the free list. It becomes reusable only
 //! after the record that freed it is durable in the metadata log *and* its old bytes were
 //! punched out, so they can never be read through another volume.
+//!
+//! Counts live in `RefTable`s shared with the arrays, so the data path reads them without
+//! taking the allocator's lock; they are changed only under that lock.
 
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use crate::extent_map::RefCounts;
 use crate::format::Phys;
 
-#[derive(Debug, Default)]
+const SEG: usize = 4096;
+
+/// Reference counts of one array's extents, allocated in segments on first use.
+pub struct RefTable {
+    segs: Box<[OnceLock<Box<[AtomicU32]>>]>,
+}
+
+impl RefTable {
+    fn new(capacity: u64) -> RefTable {
+        let n = (capacity as usize).div_ceil(SEG);
+        RefTable {
+            segs: (0..n).map(|_| OnceLock::new()).collect(),
+        }
+    }
+
+    pub fn get(&self, index: u64) -> u32 {
+        let (s, i) = (index as usize / SEG, index as usize % SEG);
+        match self.segs.get(s).and_then(|s| s.get()) {
+            Some(seg) => seg[i].load(Ordering::Acquire),
+            None => 0,
+        }
+    }
+
+    fn seg(&self, index: u64) -> &AtomicU32 {
+        let (s, i) = (index as usize / SEG, index as usize % SEG);
+        let seg = self.segs[s].get_or_init(|| (0..SEG).map(|_| AtomicU32::new(0)).collect());
+        &seg[i]
+    }
+
+    /// Add one; returns the new count.
+    fn inc(&self, index: u64) -> u32 {
+        self.seg(index).fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// Take one away; returns the new count.
+    fn dec(&self, index: u64) -> u32 {
+        let c = self.seg(index);
+        let old = c.load(Ordering::Acquire);
+        assert!(old > 0, "extent {index} freed twice");
+        c.fetch_sub(1, Ordering::AcqRel) - 1
+    }
+
+    fn set(&self, index: u64, v: u32) {
+        self.seg(index).store(v, Ordering::Release);
+    }
+}
+
 struct ArrayAlloc {
     tier: String,
     capacity: u64,
-    /// Reference count per extent below the high-water mark.
-    refs: Vec<u32>,
+    refs: Arc<RefTable>,
+    /// Extents at or above this index were never handed out since the pool was opened.
+    hwm: u64,
     /// Extents below the high-water mark with no reference, already punched.
     free: Vec<u64>,
+    /// Extents referenced or waiting in `pending_free`.
     used: u64,
 }
 
@@ -22,13 +77,13 @@ impl ArrayAlloc {
     fn take(&mut self) -> Option<u64> {
         let idx = match self.free.pop() {
             Some(i) => i,
-            None if (self.refs.len() as u64) < self.capacity => {
-                self.refs.push(0);
-                self.refs.len() as u64 - 1
+            None if self.hwm < self.capacity => {
+                self.hwm += 1;
+                self.hwm - 1
             }
             None => return None,
         };
-        self.refs[idx as usize] = 1;
+        self.refs.set(idx, 1);
         self.used += 1;
         Some(idx)
     }
@@ -38,25 +93,31 @@ impl ArrayAlloc {
     }
 }
 
-/// Allocation state of the whole pool. Guarded by one mutex; it is only touched when extents
+/// Allocation state of the whole pool. Guarded by one mutex; it is only taken when extents
 /// are allocated or freed, never on the read/overwrite path.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Allocator {
     arrays: Vec<Option<ArrayAlloc>>,
     pending_free: Vec<Phys>,
 }
 
 impl Allocator {
-    pub fn add_array(&mut self, id: u32, tier: &str, capacity_extents: u64) {
+    /// Register an array; returns its reference-count table (shared with the `Array`).
+    pub fn add_array(&mut self, id: u32, tier: &str, capacity_extents: u64) -> Arc<RefTable> {
         let i = id as usize;
         if self.arrays.len() <= i {
             self.arrays.resize_with(i + 1, || None);
         }
+        let refs = Arc::new(RefTable::new(capacity_extents));
         self.arrays[i] = Some(ArrayAlloc {
             tier: tier.to_string(),
             capacity: capacity_extents,
-            ..Default::default()
+            refs: refs.clone(),
+            hwm: 0,
+            free: Vec::new(),
+            used: 0,
         });
+        refs
     }
 
     fn array_mut(&mut self, id: u32) -> &mut ArrayAlloc {
@@ -71,9 +132,9 @@ impl Allocator {
         matches!(self.arrays.get(p.array as usize), Some(Some(a)) if p.index < a.capacity)
     }
 
-    /// Allocate one extent for a volume of `tier`. Placement: the arrays of that tier take
-    /// logical extents round-robin (`hint` is the logical extent number), so a volume is
-    /// spread over all of them; a full array passes its turn to the next.
+    /// Allocate one extent (with one reference) for a volume of `tier`. Placement: the arrays
+    /// of that tier take logical extents round-robin (`hint` is the logical extent number),
+    /// so a volume is spread over all of them; a full array passes its turn to the next.
     pub fn alloc(&mut self, tier: &str, hint: u64) -> Option<Phys> {
         let candidates: Vec<u32> = self
             .arrays
@@ -84,9 +145,6 @@ impl Allocator {
                 _ => None,
             })
             .collect();
-        if candidates.is_empty() {
-            return None;
-        }
         let n = candidates.len() as u64;
         for k in 0..n {
             let id = candidates[((hint + k) % n) as usize];
@@ -97,49 +155,28 @@ impl Allocator {
         None
     }
 
-    /// Count one more reference (recovery rebuilding counts from the maps; sharing).
-    pub fn incref(&mut self, p: Phys) -> u32 {
-        let a = self.array_mut(p.array);
-        let i = p.index as usize;
-        if a.refs.len() <= i {
-            a.refs.resize(i + 1, 0);
-        }
-        if a.refs[i] == 0 {
-            a.used += 1;
-        }
-        a.refs[i] += 1;
-        a.refs[i]
-    }
-
-    /// Drop one reference; at zero the extent waits in `pending_free`.
-    pub fn decref(&mut self, p: Phys) -> u32 {
-        let a = self.array_mut(p.array);
-        let r = &mut a.refs[p.index as usize];
-        assert!(*r > 0, "extent {p:?} freed twice");
-        *r -= 1;
-        let left = *r;
-        if left == 0 {
-            // Still counted as used until it is punched and returned by `make_free`.
-            self.pending_free.push(p);
-        }
-        left
-    }
-
     pub fn refcount(&self, p: Phys) -> u32 {
         match self.arrays.get(p.array as usize) {
-            Some(Some(a)) => a.refs.get(p.index as usize).copied().unwrap_or(0),
+            Some(Some(a)) => a.refs.get(p.index),
             _ => 0,
         }
     }
 
-    /// After recovery: every extent below the high-water mark with no reference is free.
-    /// (The caller punched any data found in them first.)
+    /// After recovery: every extent with no reference is free (the caller punched any data
+    /// found in them first).
     pub fn rebuild_free_lists(&mut self) {
         for a in self.arrays.iter_mut().flatten() {
-            a.free = (0..a.refs.len() as u64)
-                .rev()
-                .filter(|&i| a.refs[i as usize] == 0)
-                .collect();
+            let mut hwm = 0;
+            let mut used = 0;
+            for i in 0..a.capacity {
+                if a.refs.get(i) > 0 {
+                    hwm = i + 1;
+                    used += 1;
+                }
+            }
+            a.hwm = hwm;
+            a.used = used;
+            a.free = (0..hwm).rev().filter(|&i| a.refs.get(i) == 0).collect();
         }
     }
 
@@ -148,31 +185,29 @@ impl Allocator {
         std::mem::take(&mut self.pending_free)
     }
 
-    /// Return a reserved extent that was never written or recorded: it is still clean.
-    pub fn unreserve(&mut self, p: Phys) {
-        let a = self.array_mut(p.array);
-        debug_assert_eq!(a.refs[p.index as usize], 1);
-        a.refs[p.index as usize] = 0;
-        a.used -= 1;
-        a.free.push(p.index);
-    }
-
     /// Put back extents whose free record could not be made durable.
     pub fn restore_pending(&mut self, mut list: Vec<Phys>) {
         self.pending_free.append(&mut list);
     }
 
-    pub fn pending_count(&self) -> usize {
-        self.pending_free.len()
+    /// Return a reserved extent that was never written or recorded: it is still clean.
+    pub fn unreserve(&mut self, p: Phys) {
+        let a = self.array_mut(p.array);
+        debug_assert_eq!(a.refs.get(p.index), 1);
+        a.refs.set(p.index, 0);
+        a.used -= 1;
+        a.free.push(p.index);
     }
 
-    /// Return punched extents to the free lists.
+    /// Return punched extents to the free lists. An extent that gained a reference again in
+    /// the meantime (it cannot, but be safe) stays out.
     pub fn make_free(&mut self, list: &[Phys]) {
         for &p in list {
             let a = self.array_mut(p.array);
-            debug_assert_eq!(a.refs[p.index as usize], 0);
-            a.used -= 1;
-            a.free.push(p.index);
+            if a.refs.get(p.index) == 0 {
+                a.used -= 1;
+                a.free.push(p.index);
+            }
         }
     }
 
@@ -182,16 +217,6 @@ impl Allocator {
             Some(Some(a)) => (a.used, a.free_count()),
             _ => (0, 0),
         }
-    }
-
-    /// Free extents over all arrays of a tier (all tiers when `None`).
-    pub fn free_extents(&self, tier: Option<&str>) -> u64 {
-        self.arrays
-            .iter()
-            .flatten()
-            .filter(|a| tier.is_none_or(|t| a.tier == t))
-            .map(|a| a.free_count())
-            .sum()
     }
 
     pub fn capacity_extents(&self, tier: Option<&str>) -> u64 {
@@ -205,6 +230,21 @@ impl Allocator {
 
     pub fn has_tier(&self, tier: &str) -> bool {
         self.arrays.iter().flatten().any(|a| a.tier == tier)
+    }
+}
+
+impl RefCounts for Allocator {
+    /// One more chunk object holds `p` (recovery rebuilding counts; a shared chunk copied).
+    fn incref(&mut self, p: Phys) {
+        self.array_mut(p.array).refs.inc(p.index);
+    }
+
+    /// One reference fewer; at zero the extent waits in `pending_free`.
+    fn decref(&mut self, p: Phys) {
+        if self.array_mut(p.array).refs.dec(p.index) == 0 {
+            // Still counted as used until it is punched and returned by `make_free`.
+            self.pending_free.push(p);
+        }
     }
 }
 
@@ -232,7 +272,7 @@ mod tests {
         let mut a = Allocator::default();
         a.add_array(1, "fast", 1);
         let p = a.alloc("fast", 0).unwrap();
-        assert_eq!(a.decref(p), 0);
+        a.decref(p);
         assert!(
             a.alloc("fast", 0).is_none(),
             "pending extent must not be reused"
@@ -255,5 +295,18 @@ mod tests {
         }
         assert_eq!(seen.len(), 9);
         assert!(!seen.contains(&4));
+    }
+
+    #[test]
+    fn shared_extent_needs_every_reference_dropped() {
+        let mut a = Allocator::default();
+        a.add_array(1, "fast", 4);
+        let p = a.alloc("fast", 0).unwrap();
+        a.incref(p);
+        assert_eq!(a.refcount(p), 2);
+        a.decref(p);
+        assert!(a.take_pending().is_empty());
+        a.decref(p);
+        assert_eq!(a.take_pending(), vec![p]);
     }
 }

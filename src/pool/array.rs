@@ -19,6 +19,8 @@ pub struct Array {
     pub extent_size: u64,
     pub capacity_extents: u64,
     data_offset: u64,
+    /// Reference counts of this array's extents (shared with the allocator, read lock-free).
+    pub refs: std::sync::Arc<super::alloc::RefTable>,
     /// Set by every data write; cleared just before an fdatasync.
     dirty: AtomicBool,
     /// A failed fdatasync is never retried as if it worked: every later sync reports it.
@@ -78,7 +80,12 @@ fn read_full(f: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
 }
 
 impl Array {
-    pub fn new(file: File, path: PathBuf, h: &ArrayHeader) -> Array {
+    pub fn new(
+        file: File,
+        path: PathBuf,
+        h: &ArrayHeader,
+        refs: std::sync::Arc<super::alloc::RefTable>,
+    ) -> Array {
         Array {
             id: h.array_id,
             name: h.name.clone(),
@@ -88,6 +95,7 @@ impl Array {
             extent_size: h.extent_size,
             capacity_extents: h.capacity / h.extent_size,
             data_offset: h.data_offset,
+            refs,
             dirty: AtomicBool::new(false),
             sync_failed: AtomicBool::new(false),
         }
@@ -115,6 +123,29 @@ impl Array {
         self.dirty.store(true, Ordering::Release);
         self.file
             .write_all_at(data, self.file_offset(index, offset))
+    }
+
+    /// Copy `len` bytes at `offset` of extent `src` (this array) to the same offset of extent
+    /// `dst_index` in array `dst`, inside the kernel (copy_file_range) where it can.
+    pub fn copy_to(
+        &self,
+        src: u64,
+        dst: &Array,
+        dst_index: u64,
+        offset: u64,
+        len: u64,
+    ) -> io::Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        dst.dirty.store(true, Ordering::Release);
+        crate::sys::copy_range(
+            &self.file,
+            self.file_offset(src, offset),
+            &dst.file,
+            dst.file_offset(dst_index, offset),
+            len,
+        )
     }
 
     /// Deallocate a byte range inside one extent (reads return zeros afterwards).

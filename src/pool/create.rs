@@ -176,16 +176,19 @@ pub fn create_pool(dir: &Path, spec: &PoolSpec) -> Result<(), PoolError> {
             size: *size,
             tier: spec.arrays[0].tier.clone(),
             created: now_secs(),
-            map: Default::default(),
+            origin: 0,
+            table: Vec::new(),
         });
     }
     let ckpt = Checkpoint {
         pool_id,
         epoch: 1,
         extent_size: spec.extent_size,
-        next_volume_id: volumes.len() as u64 + 1,
+        next_id: volumes.len() as u64 + 1,
         arrays,
+        chunks: Vec::new(),
         volumes,
+        snapshots: Vec::new(),
     };
     write_checkpoint(dir, &ckpt)?;
     MetaLog::create(dir, pool_id, 1)?;

@@ -21,8 +21,9 @@ pub use alloc::Allocator;
 pub use array::Array;
 pub use create::{create_pool, default_pool_with_volume, ArraySpec, PoolSpec, DEFAULT_EXTENT_SIZE};
 
-use crate::format::{ArrayRec, Checkpoint, FormatError, Phys, VolumeRec};
-use crate::meta::{MetaError, MetaLog};
+use crate::format::{ArrayRec, FormatError, Phys};
+use crate::meta::{MetaError, MetaLog, SnapState, State, VolState};
+use crate::snapshot::Snapshot;
 use crate::volume::Volume;
 
 pub const ARRAYS_DIR: &str = "arrays";
@@ -85,6 +86,32 @@ impl Volumes {
     }
 }
 
+/// Snapshots by id; names are unique per volume.
+#[derive(Default)]
+pub struct Snapshots {
+    pub by_id: HashMap<u64, Arc<Snapshot>>,
+}
+
+impl Snapshots {
+    pub fn get(&self, volume: u64, name: &str) -> Option<&Arc<Snapshot>> {
+        self.by_id
+            .values()
+            .find(|s| s.volume == volume && s.name == name)
+    }
+
+    /// Snapshots of one volume, oldest first.
+    pub fn of_volume(&self, volume: u64) -> Vec<Arc<Snapshot>> {
+        let mut v: Vec<Arc<Snapshot>> = self
+            .by_id
+            .values()
+            .filter(|s| s.volume == volume)
+            .cloned()
+            .collect();
+        v.sort_by_key(|s| s.id);
+        v
+    }
+}
+
 type Listener = Box<dyn Fn(u64) + Send + Sync>;
 
 pub struct Pool {
@@ -94,12 +121,15 @@ pub struct Pool {
     pub(crate) io_gate: RwLock<()>,
     pub(crate) meta: Mutex<MetaLog>,
     pub(crate) volumes: RwLock<Volumes>,
+    pub(crate) snapshots: RwLock<Snapshots>,
     pub(crate) alloc: Mutex<Allocator>,
     pub(crate) arrays: RwLock<Vec<Option<Arc<Array>>>>,
-    pub(crate) next_volume_id: Mutex<u64>,
+    /// Next id for a volume or snapshot (one id space, never reused).
+    pub(crate) next_id: Mutex<u64>,
     /// Serializes `sync` callers so frees are promoted once per durable log prefix.
     sync_lock: Mutex<()>,
-    /// Told the id of a volume whose size or content changed outside its file (resize by CLI).
+    /// Told the id of a volume or snapshot whose size or content changed outside its file
+    /// (resize by CLI, rollback, delete), so the kernel drops what it cached.
     listener: RwLock<Option<Listener>>,
 }
 
@@ -192,8 +222,9 @@ impl Pool {
         Ok(())
     }
 
-    /// The whole metadata state as a checkpoint of the given epoch. Call with `meta` held.
-    pub(crate) fn snapshot_state(&self, epoch: u64) -> Checkpoint {
+    /// The whole metadata state at the given epoch. Call with `meta` held. Tables are
+    /// copied by sharing their chunks, so this is cheap.
+    pub(crate) fn snapshot_state(&self, epoch: u64) -> State {
         let arrays = self
             .arrays()
             .iter()
@@ -213,28 +244,46 @@ impl Pool {
         let volumes = self
             .volume_list()
             .iter()
-            .map(|v| VolumeRec {
+            .map(|v| VolState {
                 id: v.id,
                 name: v.name.clone(),
                 size: v.size(),
                 tier: v.tier.clone(),
                 created: v.created,
-                map: v
-                    .map
-                    .read()
-                    .iter_mapped()
-                    .map(|(l, p)| (l, p.pack()))
-                    .collect(),
+                origin: v.origin,
+                table: v.map.read().clone(),
             })
             .collect();
-        Checkpoint {
+        let mut snaps: Vec<Arc<Snapshot>> = self.snapshots.read().by_id.values().cloned().collect();
+        snaps.sort_by_key(|s| s.id);
+        let snapshots = snaps
+            .iter()
+            .map(|s| SnapState {
+                id: s.id,
+                volume: s.volume,
+                name: s.name.clone(),
+                created: s.created,
+                size: s.size,
+                table: s.table.read().clone(),
+            })
+            .collect();
+        State {
             pool_id: self.pool_id,
             epoch,
             extent_size: self.extent_size,
-            next_volume_id: *self.next_volume_id.lock(),
+            next_id: *self.next_id.lock(),
             arrays,
             volumes,
+            snapshots,
         }
+    }
+
+    /// A fresh id for a volume or snapshot. Call with `meta` held.
+    pub(crate) fn take_id(&self) -> u64 {
+        let mut next = self.next_id.lock();
+        let id = *next;
+        *next += 1;
+        id
     }
 
     /// Write a checkpoint and start a new log. Everything is synced first.
@@ -242,7 +291,7 @@ impl Pool {
         self.sync()?;
         let mut log = self.meta.lock();
         let state = self.snapshot_state(log.epoch() + 1);
-        log.rotate(&state)?;
+        log.rotate(&state.to_checkpoint())?;
         Ok(())
     }
 

@@ -1,32 +1,36 @@
 //! Opening a pool: recovery, array headers, reference counts, scrubbing free extents.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 
+use super::alloc::RefTable;
 use super::array::{read_header, Array};
-use super::{Allocator, Pool, PoolError, Volumes};
-use crate::format::{ArrayHeader, Checkpoint, Phys};
-use crate::meta::{recover, MetaLog, Recovered};
+use super::{Allocator, Pool, PoolError, Snapshots, Volumes};
+use crate::extent_map::{Chunk, RefCounts};
+use crate::format::{ArrayHeader, Phys};
+use crate::meta::{recover, MetaLog, Recovered, State};
+use crate::snapshot::Snapshot;
 use crate::volume::Volume;
 
 /// The pool's state after recovery, checked against the array files.
 pub(crate) struct Loaded {
     pub recovered: Recovered,
-    pub arrays: Vec<(File, ArrayHeader, std::path::PathBuf)>,
+    pub arrays: Vec<(File, ArrayHeader, PathBuf, Arc<RefTable>)>,
     pub alloc: Allocator,
     /// Problems found; `Pool::open` refuses to serve when there are any.
     pub problems: Vec<String>,
 }
 
 /// Recover the metadata, read every array header, and rebuild reference counts from the
-/// maps. Shared by the daemon and the offline checker. Nothing on disk is changed.
+/// tables: one reference per distinct chunk object holding an extent. Shared by the daemon
+/// and the offline checker. Nothing on disk is changed.
 pub(crate) fn load(dir: &Path) -> Result<Loaded, PoolError> {
     let recovered = recover(dir)?;
-    let st: &Checkpoint = &recovered.state;
+    let st: &State = &recovered.state;
     let mut problems = Vec::new();
     let mut arrays = Vec::new();
     let mut alloc = Allocator::default();
@@ -60,35 +64,41 @@ pub(crate) fn load(dir: &Path) -> Result<Loaded, PoolError> {
                 format!("{}/{}", h.capacity, h.extent_size),
             ));
         }
-        alloc.add_array(rec.id, &rec.tier, h.capacity / h.extent_size);
-        arrays.push((file, h, path));
+        let refs = alloc.add_array(rec.id, &rec.tier, h.capacity / h.extent_size);
+        arrays.push((file, h, path, refs));
     }
-    // Every physical extent is owned by exactly one volume slot (snapshots will share later).
-    let mut owner: HashMap<u64, (u64, u64)> = HashMap::new();
-    for v in &st.volumes {
-        let limit = v.size.div_ceil(st.extent_size);
-        for (&l, &packed) in &v.map {
-            let p = Phys::unpack(packed);
-            if !alloc.contains(p) {
-                problems.push(format!(
-                    "volume '{}' logical extent {l} points to array {} extent {}, which does not exist",
-                    v.name, p.array, p.index
-                ));
+    let mut seen: HashSet<*const Chunk> = HashSet::new();
+    let names = table_names(st);
+    for (table, name) in st.tables().zip(&names) {
+        for (ci, ch) in table.chunks() {
+            if !seen.insert(Arc::as_ptr(ch)) {
                 continue;
             }
-            if l >= limit {
-                problems.push(format!(
-                    "volume '{}' maps logical extent {l} beyond its size {}",
-                    v.name, v.size
-                ));
+            for (slot, &raw) in ch.iter().enumerate() {
+                if raw == 0 {
+                    continue;
+                }
+                let p = Phys::unpack(raw - 1);
+                if alloc.contains(p) {
+                    alloc.incref(p);
+                } else {
+                    problems.push(format!(
+                        "{name} logical extent {} points to array {} extent {}, which does not exist",
+                        ci * crate::extent_map::CHUNK + slot,
+                        p.array,
+                        p.index
+                    ));
+                }
             }
-            if let Some((ov, ol)) = owner.insert(packed, (v.id, l)) {
-                problems.push(format!(
-                    "array {} extent {} is mapped twice: volume id {ov} extent {ol} and volume '{}' extent {l}",
-                    p.array, p.index, v.name
-                ));
-            }
-            alloc.incref(p);
+        }
+    }
+    for v in &st.volumes {
+        let limit = v.size.div_ceil(st.extent_size);
+        if let Some((l, _)) = v.table.iter_mapped().find(|&(l, _)| l >= limit) {
+            problems.push(format!(
+                "volume '{}' maps logical extent {l} beyond its size {}",
+                v.name, v.size
+            ));
         }
     }
     Ok(Loaded {
@@ -97,6 +107,80 @@ pub(crate) fn load(dir: &Path) -> Result<Loaded, PoolError> {
         alloc,
         problems,
     })
+}
+
+/// A name for every table of `State::tables`, in the same order (for messages).
+pub(crate) fn table_names(st: &State) -> Vec<String> {
+    let vol_name = |id: u64| {
+        st.volumes
+            .iter()
+            .find(|v| v.id == id)
+            .map(|v| v.name.clone())
+            .unwrap_or_else(|| format!("#{id}"))
+    };
+    st.volumes
+        .iter()
+        .map(|v| format!("volume '{}'", v.name))
+        .chain(
+            st.snapshots
+                .iter()
+                .map(|s| format!("snapshot '{}' of volume '{}'", s.name, vol_name(s.volume))),
+        )
+        .collect()
+}
+
+/// Extents shared between unrelated volumes: each volume with its snapshots and its clones
+/// (transitively) is one family; an extent found in two families is owned twice.
+pub(crate) fn cross_family_sharing(st: &State) -> Vec<String> {
+    // Union-find over volume ids.
+    let mut parent: HashMap<u64, u64> = st.volumes.iter().map(|v| (v.id, v.id)).collect();
+    fn find(parent: &mut HashMap<u64, u64>, x: u64) -> u64 {
+        let p = *parent.get(&x).unwrap_or(&x);
+        if p == x {
+            return x;
+        }
+        let r = find(parent, p);
+        parent.insert(x, r);
+        r
+    }
+    for v in &st.volumes {
+        if v.origin != 0 && parent.contains_key(&v.origin) {
+            let (a, b) = (find(&mut parent, v.id), find(&mut parent, v.origin));
+            parent.insert(a, b);
+        }
+    }
+    let mut owner: HashMap<Phys, (u64, String)> = HashMap::new();
+    let mut problems = Vec::new();
+    let names = table_names(st);
+    let families: Vec<u64> = st
+        .volumes
+        .iter()
+        .map(|v| v.id)
+        .chain(st.snapshots.iter().map(|s| s.volume))
+        .collect();
+    let mut done: HashSet<(*const Chunk, u64)> = HashSet::new();
+    for ((table, name), vid) in st.tables().zip(&names).zip(families) {
+        let fam = find(&mut parent, vid);
+        for (_, ch) in table.chunks() {
+            if !done.insert((Arc::as_ptr(ch), fam)) {
+                continue;
+            }
+            for &raw in ch.iter().filter(|&&r| r != 0) {
+                let p = Phys::unpack(raw - 1);
+                match owner.get(&p) {
+                    Some((f, other)) if *f != fam => problems.push(format!(
+                        "array {} extent {} is mapped by unrelated {} and {}",
+                        p.array, p.index, other, name
+                    )),
+                    Some(_) => {}
+                    None => {
+                        owner.insert(p, (fam, name.clone()));
+                    }
+                }
+            }
+        }
+    }
+    problems
 }
 
 impl Pool {
@@ -121,7 +205,7 @@ impl Pool {
         let st = recovered.state;
         let arrays: Vec<Arc<Array>> = arrays
             .into_iter()
-            .map(|(f, h, path)| Arc::new(Array::new(f, path, &h)))
+            .map(|(f, h, path, refs)| Arc::new(Array::new(f, path, &h, refs)))
             .collect();
         // Scrub: a free extent may still hold bytes (an allocation that crashed before its
         // record, or a free whose punch did not happen). Punch them before anything reuses it.
@@ -131,11 +215,7 @@ impl Pool {
                 .extents_with_data()
                 .map_err(|e| PoolError::io("scan array file", &a.path, e))?;
             for idx in with_data {
-                if alloc.refcount(Phys {
-                    array: a.id,
-                    index: idx,
-                }) == 0
-                {
+                if a.refs.get(idx) == 0 {
                     a.punch(idx, 0, a.extent_size)
                         .map_err(|e| PoolError::io("punch free extent in", &a.path, e))?;
                     scrubbed += 1;
@@ -148,16 +228,15 @@ impl Pool {
             log::info!("scrubbed {scrubbed} free extents that still held data");
         }
         alloc.rebuild_free_lists();
+        let log_path = dir.join(crate::meta::LOG_FILE);
         let log = if recovered.log_usable {
-            if recovered.log_valid_len
-                < std::fs::metadata(dir.join(crate::meta::LOG_FILE))
-                    .map(|m| m.len())
-                    .unwrap_or(0)
-            {
+            let on_disk = std::fs::metadata(&log_path).map(|m| m.len()).unwrap_or(0);
+            if recovered.log_valid_len < on_disk {
                 log::warn!(
-                    "{}: cutting the torn tail at offset {}",
-                    dir.join(crate::meta::LOG_FILE).display(),
-                    recovered.log_valid_len
+                    "{}: cutting the torn tail at offset {} ({} bytes)",
+                    log_path.display(),
+                    recovered.log_valid_len,
+                    on_disk - recovered.log_valid_len
                 );
             }
             MetaLog::open(dir, st.pool_id, st.epoch, recovered.log_valid_len)?
@@ -165,10 +244,13 @@ impl Pool {
             MetaLog::create(dir, st.pool_id, st.epoch)?
         };
         let mut vols = Volumes::default();
-        for v in &st.volumes {
-            let vol = Arc::new(Volume::from_rec(v));
+        for v in st.volumes {
             vols.by_name.insert(v.name.clone(), v.id);
-            vols.by_id.insert(v.id, vol);
+            vols.by_id.insert(v.id, Arc::new(Volume::from_state(v)));
+        }
+        let mut snaps = Snapshots::default();
+        for s in st.snapshots {
+            snaps.by_id.insert(s.id, Arc::new(Snapshot::from_state(s)));
         }
         let mut slots: Vec<Option<Arc<Array>>> = Vec::new();
         for a in arrays {
@@ -179,11 +261,12 @@ impl Pool {
             slots[i] = Some(a);
         }
         log::info!(
-            "pool {} (id {:016x}) open: {} arrays, {} volumes, {} log records replayed",
+            "pool {} (id {:016x}) open: {} arrays, {} volumes, {} snapshots, {} log records replayed",
             dir.display(),
             st.pool_id,
             st.arrays.len(),
-            st.volumes.len(),
+            vols.by_id.len(),
+            snaps.by_id.len(),
             recovered.replayed
         );
         Ok(Arc::new(Pool {
@@ -193,9 +276,10 @@ impl Pool {
             io_gate: RwLock::new(()),
             meta: Mutex::new(log),
             volumes: RwLock::new(vols),
+            snapshots: RwLock::new(snaps),
             alloc: Mutex::new(alloc),
             arrays: RwLock::new(slots),
-            next_volume_id: Mutex::new(st.next_volume_id),
+            next_id: Mutex::new(st.next_id),
             sync_lock: Mutex::new(()),
             listener: RwLock::new(None),
         }))

@@ -4,7 +4,6 @@ use std::sync::Arc;
 
 use super::Volume;
 use crate::control::protocol::{ArrayInfo, PoolInfo, VolumeInfo};
-use crate::extent_map::Entry;
 use crate::format::MetaRecord;
 use crate::pool::{create, Pool, PoolError};
 use crate::{names, units};
@@ -58,12 +57,7 @@ impl Pool {
         if vols.by_name.contains_key(name) {
             return Err(PoolError::Exists(format!("volume '{name}' already exists")));
         }
-        let id = {
-            let mut next = self.next_volume_id.lock();
-            let id = *next;
-            *next += 1;
-            id
-        };
+        let id = self.take_id();
         let created = create::now_secs();
         log.append(&MetaRecord::VolumeCreate {
             id,
@@ -110,36 +104,63 @@ impl Pool {
             .ok_or_else(|| PoolError::NotFound(format!("volume '{name}' does not exist")))
     }
 
-    /// Delete a volume and free its extents. Refused while the volume file is open.
-    pub fn delete_volume(&self, name: &str) -> Result<(), PoolError> {
+    /// Delete a volume and free its extents. Refused while the volume file is open, and
+    /// while it has snapshots unless `recursive` (then they are deleted first).
+    pub fn delete_volume(&self, name: &str, recursive: bool) -> Result<(), PoolError> {
+        let vol = self.volume_or_err(name)?;
+        let snaps = self.snapshots.read().of_volume(vol.id);
+        if !snaps.is_empty() {
+            if !recursive {
+                return Err(PoolError::Busy(format!(
+                    "volume '{name}' has {} snapshots ({}); delete them first or use --recursive",
+                    snaps.len(),
+                    snaps
+                        .iter()
+                        .map(|s| s.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+            if vol.open_handles() > 0 {
+                return Err(Self::busy_open(name, vol.open_handles()));
+            }
+            for s in &snaps {
+                self.delete_snapshot(name, &s.name)?;
+            }
+        }
         let mut log = self.meta.lock();
         let mut vols = self.volumes.write();
-        let vol = vols
-            .get(name)
-            .cloned()
-            .ok_or_else(|| PoolError::NotFound(format!("volume '{name}' does not exist")))?;
-        let open = vol.open_handles();
-        if open > 0 {
+        if !vols.by_id.contains_key(&vol.id) {
+            return Err(PoolError::NotFound(format!(
+                "volume '{name}' does not exist"
+            )));
+        }
+        if vol.open_handles() > 0 {
+            return Err(Self::busy_open(name, vol.open_handles()));
+        }
+        if !self.snapshots.read().of_volume(vol.id).is_empty() {
             return Err(PoolError::Busy(format!(
-                "volume '{name}' is open ({open} handles); close it (umount, losetup -d) first"
+                "volume '{name}' gained a snapshot while being deleted"
             )));
         }
         log.append(&MetaRecord::VolumeDelete { id: vol.id })?;
         vols.by_name.remove(name);
         vols.by_id.remove(&vol.id);
-        let map = vol.map.read();
-        let mut al = self.alloc.lock();
-        for (_, p) in map.iter_mapped() {
-            // Reusable only after the delete record is durable and the extent punched.
-            al.decref(p);
-        }
-        drop(al);
-        drop(map);
+        // Extents nobody else holds are reusable only after the delete record is durable
+        // and they are punched (Pool::sync).
+        let table = std::mem::take(&mut *vol.map.write());
+        table.release(&mut *self.alloc.lock());
         drop(vols);
         drop(log);
         self.notify(vol.id);
         log::info!("deleted volume '{name}'");
         Ok(())
+    }
+
+    pub(crate) fn busy_open(name: &str, handles: u64) -> PoolError {
+        PoolError::Busy(format!(
+            "volume '{name}' is open ({handles} handles); close it (umount, losetup -d) first"
+        ))
     }
 
     /// Grow or shrink a volume. Shrinking frees the extents past the new end and zeroes the
@@ -156,43 +177,37 @@ impl Pool {
         check_size(&vol.name, size)?;
         let es = self.extent_size;
         let keep = size.div_ceil(es);
+        let _io = vol.io_lock.write();
+        let old = vol.size();
+        if size < old && size % es != 0 {
+            // Zero the tail of the new last extent first, so that growing later shows zeros
+            // (through copy-on-write if a snapshot shares it).
+            self.discard_locked(vol, size, es - size % es)
+                .map_err(|e| PoolError::Inconsistent(e.to_string()))?;
+        }
         loop {
-            let log_guard = self.meta.lock();
+            let mut log = self.meta.lock();
             let mut map = vol.map.write();
-            if map.any_pending_from(keep.saturating_sub(1)) {
+            if vol.any_pending_from(keep.saturating_sub(1)) {
                 drop(map);
-                drop(log_guard);
+                drop(log);
                 vol.wait_pending();
                 continue;
             }
-            let mut log = log_guard;
             log.append(&MetaRecord::VolumeResize { id: vol.id, size })?;
-            let old = vol.size();
             vol.set_size(size);
             if size < old {
-                // Zero the tail of the new last extent so that growing later shows zeros.
-                if size % es != 0 {
-                    if let Entry::Mapped(p) = map.get(size / es) {
-                        let a = self.array(p.array).expect("mapped extent has an array");
-                        let inner = size % es;
-                        a.punch(p.index, inner, es - inner)
-                            .map_err(|e| PoolError::io("punch tail of", &a.path, e))?;
-                    }
-                }
-                let removed = map.truncate(keep);
-                let mut al = self.alloc.lock();
-                for (_, p) in removed {
-                    al.decref(p);
-                }
+                map.truncate(keep, &mut *self.alloc.lock());
             }
-            log::info!(
-                "resized volume '{}' from {} to {}",
-                vol.name,
-                units::format_size(old),
-                units::format_size(size)
-            );
-            return Ok(());
+            break;
         }
+        log::info!(
+            "resized volume '{}' from {} to {}",
+            vol.name,
+            units::format_size(old),
+            units::format_size(size)
+        );
+        Ok(())
     }
 
     pub fn volume_info(&self, vol: &Volume) -> VolumeInfo {
@@ -269,10 +284,11 @@ impl Pool {
         log.append(&MetaRecord::ArrayAdd(rec.clone()))?;
         let path = self.dir.join(&rec.file);
         let (file, h) = crate::pool::array::read_header(&path)?;
-        let array = Arc::new(crate::pool::Array::new(file, path, &h));
-        self.alloc
+        let refs = self
+            .alloc
             .lock()
-            .add_array(id, tier, array.capacity_extents);
+            .add_array(id, tier, h.capacity / h.extent_size);
+        let array = Arc::new(crate::pool::Array::new(file, path, &h, refs));
         {
             let mut arrays = self.arrays.write();
             if arrays.len() <= id as usize {

@@ -1,10 +1,12 @@
-//! Data path: read, write, discard, allocate, fsync.
+//! Data path: read, write (with copy-on-write of shared extents), discard, allocate, fsync.
 
 use std::io;
 use std::path::PathBuf;
 
+use parking_lot::RwLock;
+
 use super::Volume;
-use crate::extent_map::{pieces, Entry, Piece};
+use crate::extent_map::{pieces, ExtentTable, Piece, RefCounts};
 use crate::format::{MetaRecord, Phys};
 use crate::meta::MetaError;
 use crate::pool::{Pool, PoolError};
@@ -56,24 +58,34 @@ impl IoError {
     }
 }
 
-/// A piece of a request and where its bytes live.
+/// Where a piece's bytes live now.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Where {
+    Hole,
+    /// Held by this volume alone: written in place.
+    Owned(Phys),
+    /// Shared with a snapshot or clone: copied to a new extent before it is written.
+    Shared(Phys),
+}
+
 #[derive(Clone, Copy)]
 struct Placed {
     piece: Piece,
-    phys: Option<Phys>,
+    at: Where,
+    /// The extent reserved for a hole or a copy-on-write.
+    fresh: Option<Phys>,
 }
 
-/// Result of looking a request up.
-enum Lookup {
-    Ready,
-    /// Some slot is being allocated by another request; wait and look again.
-    Busy,
+impl Placed {
+    fn needs_extent(&self) -> bool {
+        matches!(self.at, Where::Hole | Where::Shared(_))
+    }
 }
 
 impl Pool {
     fn array_err(
         &self,
-        vol: &Volume,
+        name: &str,
         op: &'static str,
         p: Phys,
         inner: u64,
@@ -84,7 +96,7 @@ impl Pool {
             None => (PathBuf::from(format!("<array {}>", p.array)), 0),
         };
         IoError::Array {
-            volume: vol.name.clone(),
+            volume: name.to_string(),
             op,
             path,
             offset,
@@ -92,113 +104,152 @@ impl Pool {
         }
     }
 
-    fn lookup(&self, vol: &Volume, offset: u64, len: u64, out: &mut Vec<Placed>) -> Lookup {
-        out.clear();
-        let map = vol.map.read();
-        for piece in pieces(offset, len, self.extent_size) {
-            let phys = match map.get(piece.lext) {
-                Entry::Mapped(p) => Some(p),
-                Entry::Hole => None,
-                Entry::Pending => return Lookup::Busy,
-            };
-            out.push(Placed { piece, phys });
+    fn meta_err(vol: &Volume) -> impl FnOnce(MetaError) -> IoError + '_ {
+        move |source| IoError::Meta {
+            volume: vol.name.clone(),
+            source,
         }
-        Lookup::Ready
     }
 
-    /// Read `buf.len()` bytes at `offset` (fewer at the end of the volume). Holes read as zeros.
-    pub fn read(&self, vol: &Volume, offset: u64, buf: &mut [u8]) -> Result<usize, IoError> {
-        let size = vol.size();
+    /// Is the extent held by anything besides this table's one chunk?
+    fn is_shared(&self, p: Phys, chunk_shared: bool) -> bool {
+        chunk_shared || self.array(p.array).is_some_and(|a| a.refs.get(p.index) > 1)
+    }
+
+    fn classify(&self, map: &ExtentTable, piece: Piece) -> Placed {
+        let lk = map.lookup(piece.lext);
+        let at = match lk.phys {
+            None => Where::Hole,
+            Some(p) if self.is_shared(p, lk.chunk_shared) => Where::Shared(p),
+            Some(p) => Where::Owned(p),
+        };
+        Placed {
+            piece,
+            at,
+            fresh: None,
+        }
+    }
+
+    /// Read from any extent table (a volume's or a snapshot's). Holes read as zeros.
+    pub(crate) fn read_table(
+        &self,
+        table: &RwLock<ExtentTable>,
+        size: u64,
+        name: &str,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<usize, IoError> {
         if offset >= size {
             return Ok(0);
         }
         let len = (buf.len() as u64).min(size - offset);
         let _gate = self.io_gate.read_recursive();
-        let mut plan = Vec::with_capacity(4);
-        // A pending slot reads as a hole: its write has not been acknowledged yet.
+        let mut plan: Vec<(Piece, Option<Phys>)> = Vec::with_capacity(4);
         {
-            let map = vol.map.read();
+            let map = table.read();
             for piece in pieces(offset, len, self.extent_size) {
-                let phys = match map.get(piece.lext) {
-                    Entry::Mapped(p) => Some(p),
-                    _ => None,
-                };
-                plan.push(Placed { piece, phys });
+                plan.push((piece, map.get(piece.lext)));
             }
         }
-        for pl in &plan {
-            let dst = &mut buf[pl.piece.buf_offset..pl.piece.buf_offset + pl.piece.len as usize];
-            match pl.phys {
+        for (piece, phys) in plan {
+            let dst = &mut buf[piece.buf_offset..piece.buf_offset + piece.len as usize];
+            match phys {
                 None => dst.fill(0),
                 Some(p) => {
                     let a = self.array(p.array).expect("mapped extent has an array");
-                    a.read(p.index, pl.piece.offset, dst)
-                        .map_err(|e| self.array_err(vol, "read", p, pl.piece.offset, e))?;
+                    a.read(p.index, piece.offset, dst)
+                        .map_err(|e| self.array_err(name, "read", p, piece.offset, e))?;
                 }
             }
         }
         Ok(len as usize)
     }
 
-    /// Reserve extents for the holes in `plan`: mark them `Pending` and fill in `phys`.
-    /// Returns the reserved (logical, physical) pairs, or `None` if another request is
-    /// allocating one of the slots (look up again).
-    fn reserve(
-        &self,
-        vol: &Volume,
-        plan: &mut [Placed],
-    ) -> Result<Option<Vec<(u64, Phys)>>, IoError> {
-        let mut map = vol.map.write();
-        let limit = vol.size().div_ceil(self.extent_size);
-        for pl in plan.iter_mut().filter(|pl| pl.phys.is_none()) {
-            match map.get(pl.piece.lext) {
-                Entry::Pending => return Ok(None),
-                Entry::Mapped(p) => pl.phys = Some(p),
-                Entry::Hole => {}
+    /// Read `buf.len()` bytes at `offset` (fewer at the end of the volume).
+    pub fn read(&self, vol: &Volume, offset: u64, buf: &mut [u8]) -> Result<usize, IoError> {
+        self.read_table(&vol.map, vol.size(), &vol.name, offset, buf)
+    }
+
+    /// Look the range up and reserve extents for its holes and shared extents. Waits out
+    /// other requests that are allocating the same slots. Returns the plan; pieces with
+    /// `fresh` set are pending in the volume until `commit` or `abandon`.
+    fn plan_write(&self, vol: &Volume, offset: u64, len: u64) -> Result<Vec<Placed>, IoError> {
+        loop {
+            let mut plan: Vec<Placed> = {
+                let map = vol.map.read();
+                pieces(offset, len, self.extent_size)
+                    .map(|pc| self.classify(&map, pc))
+                    .collect()
+            };
+            if !plan.iter().any(Placed::needs_extent) {
+                return Ok(plan);
             }
-            if pl.piece.lext >= limit {
-                return Err(IoError::BeyondEnd {
-                    volume: vol.name.clone(),
-                    offset: pl.piece.lext * self.extent_size,
-                    size: vol.size(),
-                });
+            let map = vol.map.write();
+            if vol.any_pending(plan.iter().map(|pl| pl.piece.lext)) {
+                drop(map);
+                vol.wait_pending();
+                continue;
             }
-        }
-        let mut fresh: Vec<(u64, Phys)> = Vec::new();
-        {
+            // Look again under the write lock: another request may have published meanwhile.
+            for pl in plan.iter_mut() {
+                *pl = self.classify(&map, pl.piece);
+            }
+            let limit = vol.size().div_ceil(self.extent_size);
             let mut al = self.alloc.lock();
-            for pl in plan.iter_mut().filter(|pl| pl.phys.is_none()) {
-                if fresh.iter().any(|&(l, _)| l == pl.piece.lext) {
-                    continue;
-                }
-                match al.alloc(&vol.tier, pl.piece.lext) {
-                    Some(p) => fresh.push((pl.piece.lext, p)),
+            let mut reserved: Vec<Phys> = Vec::new();
+            for pl in plan.iter_mut().filter(|pl| pl.needs_extent()) {
+                let got = if pl.piece.lext < limit {
+                    al.alloc(&vol.tier, pl.piece.lext)
+                } else {
+                    None
+                };
+                match got {
+                    Some(n) => {
+                        pl.fresh = Some(n);
+                        reserved.push(n);
+                    }
                     None => {
                         // Never written: the extents go straight back, clean.
-                        for &(_, p) in &fresh {
-                            al.unreserve(p);
+                        for &n in &reserved {
+                            al.unreserve(n);
+                        }
+                        let offset = pl.piece.lext * self.extent_size + pl.piece.offset;
+                        if pl.piece.lext >= limit {
+                            return Err(IoError::BeyondEnd {
+                                volume: vol.name.clone(),
+                                offset,
+                                size: vol.size(),
+                            });
                         }
                         return Err(IoError::NoSpace {
                             volume: vol.name.clone(),
                             tier: vol.tier.clone(),
-                            offset: pl.piece.lext * self.extent_size + pl.piece.offset,
+                            offset,
                         });
                     }
                 }
             }
+            drop(al);
+            let lexts: Vec<u64> = plan
+                .iter()
+                .filter(|pl| pl.fresh.is_some())
+                .map(|pl| pl.piece.lext)
+                .collect();
+            vol.mark_pending(&lexts);
+            drop(map);
+            return Ok(plan);
         }
-        for pl in plan.iter_mut().filter(|pl| pl.phys.is_none()) {
-            let p = fresh.iter().find(|&&(l, _)| l == pl.piece.lext).unwrap().1;
-            pl.phys = Some(p);
-        }
-        for &(l, _) in &fresh {
-            map.set(l, Entry::Pending);
-        }
-        Ok(Some(fresh))
     }
 
-    /// Publish reserved extents whose data is written: record first, then the map.
-    fn commit(&self, vol: &Volume, fresh: &[(u64, Phys)]) -> Result<(), IoError> {
+    /// Publish the reserved extents of `plan`: record first, then the map.
+    fn commit(&self, vol: &Volume, plan: &[Placed]) -> Result<(), IoError> {
+        let fresh: Vec<(u64, Phys)> = plan
+            .iter()
+            .filter_map(|pl| pl.fresh.map(|n| (pl.piece.lext, n)))
+            .collect();
+        if fresh.is_empty() {
+            return Ok(());
+        }
         let mut log = self.meta.lock();
         // Crash-ordering: the data of every extent in `fresh` was written before this record
         // is appended (data before the pointer to it). A freshly allocated extent was punched
@@ -208,54 +259,59 @@ impl Pool {
             volume: vol.id,
             entries: fresh.iter().map(|&(l, p)| (l, p.pack())).collect(),
         })
-        .map_err(|source| IoError::Meta {
-            volume: vol.name.clone(),
-            source,
-        })?;
+        .map_err(Self::meta_err(vol))?;
         let mut map = vol.map.write();
-        for &(l, p) in fresh {
-            map.set(l, Entry::Mapped(p));
+        let mut al = self.alloc.lock();
+        for &(l, n) in &fresh {
+            // The old extent (copy-on-write) loses this table's reference; a snapshot keeps it.
+            if let Some(old) = map.set(l, Some(n), &mut *al) {
+                al.decref(old);
+            }
         }
         Ok(())
     }
 
-    /// Give up reserved extents after a failure. They may hold partial data, so they go
-    /// through the pending-free path and are punched before reuse.
-    fn abandon(&self, vol: &Volume, fresh: &[(u64, Phys)]) {
-        {
-            let mut map = vol.map.write();
-            for &(l, _) in fresh {
-                map.set(l, Entry::Hole);
-            }
-        }
+    /// Give up the reserved extents of `plan` after a failure. They may hold partial data,
+    /// so they go through the pending-free path and are punched before reuse.
+    fn abandon(&self, plan: &[Placed]) {
         let mut al = self.alloc.lock();
-        for &(_, p) in fresh {
-            al.decref(p);
+        for n in plan.iter().filter_map(|pl| pl.fresh) {
+            al.decref(n);
         }
     }
 
-    /// Look up `[offset, offset+len)` and reserve its holes, waiting out concurrent
-    /// allocations of the same slots.
-    fn plan_write(
-        &self,
-        vol: &Volume,
-        offset: u64,
-        len: u64,
-        plan: &mut Vec<Placed>,
-    ) -> Result<Vec<(u64, Phys)>, IoError> {
-        loop {
-            if let Lookup::Busy = self.lookup(vol, offset, len, plan) {
-                vol.wait_pending();
-                continue;
+    fn pending_of(plan: &[Placed]) -> Vec<u64> {
+        plan.iter()
+            .filter(|pl| pl.fresh.is_some())
+            .map(|pl| pl.piece.lext)
+            .collect()
+    }
+
+    /// Do the data I/O of a planned write.
+    fn write_planned(&self, vol: &Volume, plan: &[Placed], data: &[u8]) -> Result<(), IoError> {
+        let es = self.extent_size;
+        for pl in plan {
+            let pc = pl.piece;
+            let target = match (pl.at, pl.fresh) {
+                (Where::Owned(p), None) => p,
+                (_, Some(n)) => n,
+                (at, None) => unreachable!("piece at {at:?} without an extent"),
+            };
+            if let (Where::Shared(old), Some(n)) = (pl.at, pl.fresh) {
+                // Copy-on-write: bring over the bytes this write does not cover.
+                let src = self.array(old.array).expect("mapped extent has an array");
+                let dst = self.array(n.array).expect("reserved extent has an array");
+                let tail = pc.offset + pc.len;
+                src.copy_to(old.index, &dst, n.index, 0, pc.offset)
+                    .and_then(|_| src.copy_to(old.index, &dst, n.index, tail, es - tail))
+                    .map_err(|e| self.array_err(&vol.name, "copy-on-write", n, 0, e))?;
             }
-            if plan.iter().all(|pl| pl.phys.is_some()) {
-                return Ok(Vec::new());
-            }
-            match self.reserve(vol, plan)? {
-                Some(fresh) => return Ok(fresh),
-                None => vol.wait_pending(),
-            }
+            let a = self.array(target.array).expect("extent has an array");
+            let src = &data[pc.buf_offset..pc.buf_offset + pc.len as usize];
+            a.write(target.index, pc.offset, src)
+                .map_err(|e| self.array_err(&vol.name, "write", target, pc.offset, e))?;
         }
+        Ok(())
     }
 
     /// Write `data` at `offset`. A write crossing the end of the volume is cut short; one
@@ -271,29 +327,17 @@ impl Pool {
         }
         let len = (data.len() as u64).min(size - offset);
         let _gate = self.io_gate.read_recursive();
-        let mut plan = Vec::with_capacity(4);
-        let fresh = self.plan_write(vol, offset, len, &mut plan)?;
-        for pl in &plan {
-            let p = pl.phys.expect("planned");
-            let a = self.array(p.array).expect("mapped extent has an array");
-            let src = &data[pl.piece.buf_offset..pl.piece.buf_offset + pl.piece.len as usize];
-            if let Err(e) = a.write(p.index, pl.piece.offset, src) {
-                if !fresh.is_empty() {
-                    self.abandon(vol, &fresh);
-                    vol.wake_pending();
-                }
-                return Err(self.array_err(vol, "write", p, pl.piece.offset, e));
-            }
+        let _io = vol.io_lock.read_recursive();
+        let plan = self.plan_write(vol, offset, len)?;
+        let mut res = self.write_planned(vol, &plan, data);
+        if res.is_ok() {
+            res = self.commit(vol, &plan);
         }
-        if !fresh.is_empty() {
-            let res = self.commit(vol, &fresh);
-            if res.is_err() {
-                self.abandon(vol, &fresh);
-            }
-            vol.wake_pending();
-            res?;
+        if res.is_err() {
+            self.abandon(&plan);
         }
-        Ok(len as usize)
+        vol.clear_pending(&Self::pending_of(&plan));
+        res.map(|_| len as usize)
     }
 
     /// Make `[offset, offset+len)` read as zeros and free the extents it covers whole
@@ -303,30 +347,64 @@ impl Pool {
         if offset >= size || len == 0 {
             return Ok(());
         }
+        let _io = vol.io_lock.read_recursive();
+        self.discard_locked(vol, offset, len)
+    }
+
+    /// `discard` for a caller that holds the volume's `io_lock` (shared or exclusive).
+    pub(crate) fn discard_locked(
+        &self,
+        vol: &Volume,
+        offset: u64,
+        len: u64,
+    ) -> Result<(), IoError> {
+        let size = vol.size();
+        if offset >= size || len == 0 {
+            return Ok(());
+        }
         let len = len.min(size - offset);
         let _gate = self.io_gate.read_recursive();
         let es = self.extent_size;
-        let mut plan = Vec::new();
-        loop {
-            if let Lookup::Busy = self.lookup(vol, offset, len, &mut plan) {
-                vol.wait_pending();
-                continue;
-            }
-            break;
-        }
-        // Partial extents: punch the bytes inside the physical extent.
-        for pl in plan.iter().filter(|pl| !pl.piece.is_whole(es)) {
-            if let Some(p) = pl.phys {
-                let a = self.array(p.array).expect("mapped extent has an array");
-                a.punch(p.index, pl.piece.offset, pl.piece.len)
-                    .map_err(|e| self.array_err(vol, "punch", p, pl.piece.offset, e))?;
+        let all: Vec<Piece> = pieces(offset, len, es).collect();
+        // Partial extents: punch in place when owned; a shared one is rewritten with zeros
+        // through copy-on-write so the snapshot keeps its bytes.
+        for pc in all.iter().filter(|pc| !pc.is_whole(es)) {
+            loop {
+                let at = self.classify(&vol.map.read(), *pc).at;
+                if vol.any_pending([pc.lext]) {
+                    vol.wait_pending();
+                    continue;
+                }
+                match at {
+                    Where::Hole => {}
+                    Where::Owned(p) => {
+                        let a = self.array(p.array).expect("mapped extent has an array");
+                        a.punch(p.index, pc.offset, pc.len)
+                            .map_err(|e| self.array_err(&vol.name, "punch", p, pc.offset, e))?;
+                    }
+                    Where::Shared(_) => {
+                        let zeros = vec![0u8; pc.len as usize];
+                        let at = pc.lext * es + pc.offset;
+                        let plan = self.plan_write(vol, at, pc.len)?;
+                        let mut res = self.write_planned(vol, &plan, &zeros);
+                        if res.is_ok() {
+                            res = self.commit(vol, &plan);
+                        }
+                        if res.is_err() {
+                            self.abandon(&plan);
+                        }
+                        vol.clear_pending(&Self::pending_of(&plan));
+                        res?;
+                    }
+                }
+                break;
             }
         }
         // Whole extents: unmap them (record first), then drop their references.
-        let whole: Vec<u64> = plan
+        let whole: Vec<u64> = all
             .iter()
-            .filter(|pl| pl.piece.is_whole(es) && pl.phys.is_some())
-            .map(|pl| pl.piece.lext)
+            .filter(|pc| pc.is_whole(es))
+            .map(|pc| pc.lext)
             .collect();
         if whole.is_empty() {
             return Ok(());
@@ -334,43 +412,40 @@ impl Pool {
         loop {
             let mut log = self.meta.lock();
             let mut map = vol.map.write();
-            if whole.iter().any(|&l| map.get(l) == Entry::Pending) {
+            if vol.any_pending(whole.iter().copied()) {
                 drop(map);
                 drop(log);
                 vol.wait_pending();
                 continue;
             }
-            let gone: Vec<(u64, Phys)> = whole
+            let gone: Vec<u64> = whole
                 .iter()
-                .filter_map(|&l| match map.get(l) {
-                    Entry::Mapped(p) => Some((l, p)),
-                    _ => None,
-                })
+                .copied()
+                .filter(|&l| map.get(l).is_some())
                 .collect();
             if gone.is_empty() {
                 return Ok(());
             }
             log.append(&MetaRecord::Unmap {
                 volume: vol.id,
-                lexts: gone.iter().map(|&(l, _)| l).collect(),
+                lexts: gone.clone(),
             })
-            .map_err(|source| IoError::Meta {
-                volume: vol.name.clone(),
-                source,
-            })?;
+            .map_err(Self::meta_err(vol))?;
             let mut al = self.alloc.lock();
-            for &(l, p) in &gone {
-                map.set(l, Entry::Hole);
+            for &l in &gone {
                 // Crash-ordering: the extent is reusable only after this Unmap record is
                 // durable and the extent is punched (Pool::sync / Pool::recycle).
-                al.decref(p);
+                if let Some(p) = map.set(l, None, &mut *al) {
+                    al.decref(p);
+                }
             }
             return Ok(());
         }
     }
 
     /// Allocate extents for every hole in the range (`fallocate` mode 0): later writes there
-    /// cannot fail for lack of space. Fresh extents read as zeros.
+    /// cannot fail for lack of space (unless the extent is shared with a snapshot). Fresh
+    /// extents read as zeros.
     pub fn allocate(&self, vol: &Volume, offset: u64, len: u64) -> Result<(), IoError> {
         let size = vol.size();
         if offset.checked_add(len).is_none_or(|end| end > size) {
@@ -381,21 +456,30 @@ impl Pool {
             });
         }
         let _gate = self.io_gate.read_recursive();
-        // One extent-sized step at a time keeps reservations small on huge ranges.
+        let _io = vol.io_lock.read_recursive();
         let step = self.extent_size * 64;
         let mut pos = offset;
-        let mut plan = Vec::new();
         while pos < offset + len {
             let n = step.min(offset + len - pos);
-            let fresh = self.plan_write(vol, pos, n, &mut plan)?;
-            if !fresh.is_empty() {
-                let res = self.commit(vol, &fresh);
-                if res.is_err() {
-                    self.abandon(vol, &fresh);
+            let mut plan = self.plan_write(vol, pos, n)?;
+            // Only holes: a shared extent keeps its data and is copied when written.
+            let mut al = self.alloc.lock();
+            let mut skipped = Vec::new();
+            for pl in plan.iter_mut() {
+                if let (Where::Shared(_), Some(f)) = (pl.at, pl.fresh) {
+                    al.unreserve(f);
+                    pl.fresh = None;
+                    skipped.push(pl.piece.lext);
                 }
-                vol.wake_pending();
-                res?;
             }
+            drop(al);
+            vol.clear_pending(&skipped);
+            let res = self.commit(vol, &plan);
+            if res.is_err() {
+                self.abandon(&plan);
+            }
+            vol.clear_pending(&Self::pending_of(&plan));
+            res?;
             pos += n;
         }
         Ok(())

@@ -1,12 +1,14 @@
 //! The volume façade: what the FUSE adapter and the control socket call.
 //!
-//! A write flows: look up the extents (map read lock) → reserve extents for holes (map write
-//! lock + allocator, slots marked `Pending`) → write the data to the arrays (no lock held) →
-//! append the `MapSet` record and publish the mapping (metadata lock, then map write lock).
+//! A write flows: look up the extents (map read lock) → reserve new extents for holes and for
+//! shared extents (copy-on-write), marking those slots pending (map write lock + allocator)
+//! → copy the untouched part of a shared extent and write the data (no lock held) → append
+//! the `MapSet` record and publish the new mapping (metadata lock, then map write lock).
 
 mod admin;
 mod io;
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -14,18 +16,25 @@ use parking_lot::{Condvar, Mutex, RwLock};
 
 pub use io::IoError;
 
-use crate::extent_map::{Entry, ExtentTable};
-use crate::format::{Phys, VolumeRec};
+use crate::extent_map::ExtentTable;
+use crate::meta::VolState;
 
 pub struct Volume {
     pub id: u64,
     pub name: String,
     pub tier: String,
     pub created: u64,
+    /// The volume this one was cloned from (0: none).
+    pub origin: u64,
     size: AtomicU64,
     pub(crate) map: RwLock<ExtentTable>,
     pub(crate) open_handles: AtomicU64,
-    pending_lock: Mutex<()>,
+    /// Writes and discards hold this shared for their whole duration; snapshot, rollback and
+    /// clone take it exclusively, so a snapshot never catches a write half done.
+    pub(crate) io_lock: RwLock<()>,
+    /// Logical extents whose new extent is being written (reserved, not yet published).
+    /// A second writer to such a slot waits; readers keep seeing the old mapping.
+    pending: Mutex<HashSet<u64>>,
     pending_cv: Condvar,
 }
 
@@ -36,22 +45,20 @@ impl Volume {
             name,
             tier,
             created,
+            origin: 0,
             size: AtomicU64::new(size),
             map: RwLock::new(ExtentTable::new()),
             open_handles: AtomicU64::new(0),
-            pending_lock: Mutex::new(()),
+            io_lock: RwLock::new(()),
+            pending: Mutex::new(HashSet::new()),
             pending_cv: Condvar::new(),
         }
     }
 
-    pub(crate) fn from_rec(v: &VolumeRec) -> Volume {
-        let vol = Volume::new(v.id, v.name.clone(), v.tier.clone(), v.size, v.created);
-        {
-            let mut m = vol.map.write();
-            for (&l, &p) in &v.map {
-                m.set(l, Entry::Mapped(Phys::unpack(p)));
-            }
-        }
+    pub(crate) fn from_state(v: VolState) -> Volume {
+        let mut vol = Volume::new(v.id, v.name, v.tier, v.size, v.created);
+        vol.origin = v.origin;
+        *vol.map.get_mut() = v.table;
         vol
     }
 
@@ -79,14 +86,34 @@ impl Volume {
         self.open_handles.fetch_sub(1, Ordering::AcqRel);
     }
 
-    /// Wait (briefly) for a pending allocation in this volume to be published or abandoned.
-    pub(crate) fn wait_pending(&self) {
-        let mut g = self.pending_lock.lock();
-        self.pending_cv.wait_for(&mut g, Duration::from_millis(5));
+    /// Is any of these slots being allocated by another request?
+    pub(crate) fn any_pending(&self, lexts: impl IntoIterator<Item = u64>) -> bool {
+        let p = self.pending.lock();
+        !p.is_empty() && lexts.into_iter().any(|l| p.contains(&l))
     }
 
-    pub(crate) fn wake_pending(&self) {
-        let _g = self.pending_lock.lock();
+    /// Is any slot at or after `from` being allocated?
+    pub(crate) fn any_pending_from(&self, from: u64) -> bool {
+        self.pending.lock().iter().any(|&l| l >= from)
+    }
+
+    pub(crate) fn mark_pending(&self, lexts: &[u64]) {
+        self.pending.lock().extend(lexts.iter().copied());
+    }
+
+    pub(crate) fn clear_pending(&self, lexts: &[u64]) {
+        let mut p = self.pending.lock();
+        for l in lexts {
+            p.remove(l);
+        }
         self.pending_cv.notify_all();
+    }
+
+    /// Wait (briefly) for a pending allocation to be published or abandoned.
+    pub(crate) fn wait_pending(&self) {
+        let mut g = self.pending.lock();
+        if !g.is_empty() {
+            self.pending_cv.wait_for(&mut g, Duration::from_millis(5));
+        }
     }
 }

@@ -1,0 +1,172 @@
+//! The metadata state as recovery builds it: arrays, volumes and snapshots with their extent
+//! tables (sharing chunks exactly as the running daemon does).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::extent_map::{Chunk, ExtentTable, CHUNK};
+use crate::format::{ArrayRec, Checkpoint, ChunkRec, SnapshotRec, TableRec, VolumeRec};
+
+#[derive(Clone)]
+pub struct VolState {
+    pub id: u64,
+    pub name: String,
+    pub size: u64,
+    pub tier: String,
+    pub created: u64,
+    pub origin: u64,
+    pub table: ExtentTable,
+}
+
+#[derive(Clone)]
+pub struct SnapState {
+    pub id: u64,
+    pub volume: u64,
+    pub name: String,
+    pub created: u64,
+    pub size: u64,
+    pub table: ExtentTable,
+}
+
+#[derive(Clone, Default)]
+pub struct State {
+    pub pool_id: u64,
+    pub epoch: u64,
+    pub extent_size: u64,
+    pub next_id: u64,
+    pub arrays: Vec<ArrayRec>,
+    pub volumes: Vec<VolState>,
+    pub snapshots: Vec<SnapState>,
+}
+
+/// Writes tables into a checkpoint, each distinct chunk object once.
+#[derive(Default)]
+pub struct ChunkWriter {
+    ids: HashMap<*const Chunk, u64>,
+    pub chunks: Vec<ChunkRec>,
+}
+
+impl ChunkWriter {
+    pub fn table(&mut self, t: &ExtentTable) -> TableRec {
+        t.chunks()
+            .map(|(index, ch)| {
+                let key = Arc::as_ptr(ch);
+                let id = *self.ids.entry(key).or_insert_with(|| {
+                    self.chunks.push(ChunkRec {
+                        entries: ch
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, &raw)| raw != 0)
+                            .map(|(slot, &raw)| (slot as u16, raw))
+                            .collect(),
+                    });
+                    self.chunks.len() as u64 - 1
+                });
+                (index as u64, id)
+            })
+            .collect()
+    }
+}
+
+fn load_table(rec: &TableRec, chunks: &[Arc<Chunk>]) -> ExtentTable {
+    let mut t = ExtentTable::new();
+    for &(index, id) in rec {
+        t.put_chunk(index as usize, chunks[id as usize].clone());
+    }
+    t
+}
+
+impl State {
+    pub fn from_checkpoint(c: Checkpoint) -> State {
+        let chunks: Vec<Arc<Chunk>> = c
+            .chunks
+            .iter()
+            .map(|cr| {
+                let mut ch = [0u64; CHUNK];
+                for &(slot, raw) in &cr.entries {
+                    ch[slot as usize] = raw;
+                }
+                Arc::new(ch)
+            })
+            .collect();
+        State {
+            pool_id: c.pool_id,
+            epoch: c.epoch,
+            extent_size: c.extent_size,
+            next_id: c.next_id,
+            arrays: c.arrays,
+            volumes: c
+                .volumes
+                .iter()
+                .map(|v| VolState {
+                    id: v.id,
+                    name: v.name.clone(),
+                    size: v.size,
+                    tier: v.tier.clone(),
+                    created: v.created,
+                    origin: v.origin,
+                    table: load_table(&v.table, &chunks),
+                })
+                .collect(),
+            snapshots: c
+                .snapshots
+                .iter()
+                .map(|s| SnapState {
+                    id: s.id,
+                    volume: s.volume,
+                    name: s.name.clone(),
+                    created: s.created,
+                    size: s.size,
+                    table: load_table(&s.table, &chunks),
+                })
+                .collect(),
+        }
+    }
+
+    pub fn to_checkpoint(&self) -> Checkpoint {
+        let mut w = ChunkWriter::default();
+        let volumes = self
+            .volumes
+            .iter()
+            .map(|v| VolumeRec {
+                id: v.id,
+                name: v.name.clone(),
+                size: v.size,
+                tier: v.tier.clone(),
+                created: v.created,
+                origin: v.origin,
+                table: w.table(&v.table),
+            })
+            .collect();
+        let snapshots = self
+            .snapshots
+            .iter()
+            .map(|s| SnapshotRec {
+                id: s.id,
+                volume: s.volume,
+                name: s.name.clone(),
+                created: s.created,
+                size: s.size,
+                table: w.table(&s.table),
+            })
+            .collect();
+        Checkpoint {
+            pool_id: self.pool_id,
+            epoch: self.epoch,
+            extent_size: self.extent_size,
+            next_id: self.next_id,
+            arrays: self.arrays.clone(),
+            chunks: w.chunks,
+            volumes,
+            snapshots,
+        }
+    }
+
+    /// Every table of the pool, volumes first.
+    pub fn tables(&self) -> impl Iterator<Item = &ExtentTable> {
+        self.volumes
+            .iter()
+            .map(|v| &v.table)
+            .chain(self.snapshots.iter().map(|s| &s.table))
+    }
+}
