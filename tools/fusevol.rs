@@ -16,6 +16,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 use fusevol::control::client::error_code_name;
+use fusevol::control::protocol::SnapshotInfo;
 use fusevol::control::{ArrayInfo, Client, ClientError, ErrorBody, PoolInfo, Request, VolumeInfo};
 use fusevol::units::{format_size, parse_size};
 
@@ -55,16 +56,21 @@ EXAMPLES
   fusevol volume create vm1 --size 20G
   fusevol volume list
   fusevol --json volume info vm1
+  fusevol snapshot create vm1 pre-upgrade    # read-only: /mnt/fusevol/.snapshots/vm1/pre-upgrade
+  fusevol snapshot list vm1
+  fusevol snapshot rollback vm1 pre-upgrade  # with vm1's file closed (umount, losetup -d)
   fusevol check /srv/pool        # with fusevold stopped";
 
-/// Manage a fusevol storage pool: arrays, volumes and the daemon that serves them.
+/// Manage a fusevol storage pool: arrays, volumes, snapshots and the daemon serving them.
 #[derive(Parser)]
 #[command(
     name = "fusevol",
     version,
-    about = "Manage a fusevol storage pool: arrays, volumes and the daemon that serves them",
-    long_about = "Manage a fusevol storage pool: arrays, volumes and the daemon that serves them.\n\n\
-        fusevold serves a pool directory and shows every volume as a file in its FUSE mount; \
+    about = "Manage a fusevol storage pool: arrays, volumes, snapshots and the daemon serving them",
+    long_about = "Manage a fusevol storage pool: arrays, volumes, snapshots and the daemon serving \
+        them.\n\n\
+        fusevold serves a pool directory and shows every volume as a file in its FUSE mount (and \
+        every snapshot as a read-only file under .snapshots/<VOL>/); \
         this tool creates and checks pools offline, and drives a running fusevold through the \
         pool's control socket.",
     after_help = AFTER_HELP,
@@ -111,6 +117,9 @@ enum Command {
     /// Create, list, inspect, resize and delete volumes
     #[command(subcommand)]
     Volume(VolumeCmd),
+    /// Take, list, delete, roll back to and clone snapshots of volumes
+    #[command(subcommand)]
+    Snapshot(SnapshotCmd),
     /// Write a metadata checkpoint and flush all arrays to stable storage
     Sync,
     /// Check that a fusevold is serving the pool and answering
@@ -191,10 +200,68 @@ enum VolumeCmd {
         #[arg(long, value_name = "SIZE", value_parser = parse_size)]
         size: u64,
     },
-    /// Delete a volume and free its extents
+    /// Delete a volume and free its extents (refused while it has snapshots, unless --recursive)
     Delete {
         /// Volume name
         name: String,
+        /// Delete the volume's snapshots first, then the volume
+        #[arg(short = 'r', long)]
+        recursive: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum SnapshotCmd {
+    /// Take a snapshot of a volume; it appears read-only as
+    /// <MOUNTPOINT>/.snapshots/<VOL>/<SNAP>
+    Create {
+        /// Volume to snapshot
+        #[arg(value_name = "VOL")]
+        volume: String,
+        /// Name of the new snapshot (unique per volume)
+        #[arg(value_name = "SNAP")]
+        name: String,
+    },
+    /// List snapshots, of one volume or of all, oldest first, with the space they hold
+    ///
+    /// EXCLUSIVE is the space held only by the snapshot (freed when it is deleted); SHARED is
+    /// the space it shares with its volume, other snapshots or clones.
+    List {
+        /// Only the snapshots of this volume [default: all volumes]
+        #[arg(value_name = "VOL")]
+        volume: Option<String>,
+    },
+    /// Delete a snapshot and free the extents only it held (refused while its file is open)
+    Delete {
+        /// Volume the snapshot belongs to
+        #[arg(value_name = "VOL")]
+        volume: String,
+        /// Snapshot name
+        #[arg(value_name = "SNAP")]
+        name: String,
+    },
+    /// Return a volume to a snapshot's content and size; refused while the volume file is
+    /// open: close it first (umount, losetup -d)
+    Rollback {
+        /// Volume to roll back
+        #[arg(value_name = "VOL")]
+        volume: String,
+        /// Snapshot to return to
+        #[arg(value_name = "SNAP")]
+        name: String,
+    },
+    /// Create a new writable volume that starts as a snapshot (sharing its extents); it appears
+    /// as <MOUNTPOINT>/<NEWVOL>
+    Clone {
+        /// Volume the snapshot belongs to
+        #[arg(value_name = "VOL")]
+        volume: String,
+        /// Snapshot to clone
+        #[arg(value_name = "SNAP")]
+        name: String,
+        /// Name of the new volume
+        #[arg(value_name = "NEWVOL")]
+        new_volume: String,
     },
 }
 
@@ -365,6 +432,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Array(cmd) => array(&ctx, cmd),
         Command::Pool(PoolCmd::Info) => ctx.request(Request::PoolInfo, show_pool),
         Command::Volume(cmd) => volume(&ctx, cmd),
+        Command::Snapshot(cmd) => snapshot(&ctx, cmd),
         Command::Sync => ctx.request(Request::Sync, |()| println!("synced")),
         Command::Ping => ctx.request(Request::Ping, |info: PoolInfo| {
             println!(
@@ -528,13 +596,113 @@ fn volume(ctx: &Ctx, cmd: VolumeCmd) -> Result<(), Failure> {
                 )
             })
         }
-        VolumeCmd::Delete { name } => {
+        VolumeCmd::Delete { name, recursive } => {
             let shown = name.clone();
-            ctx.request(Request::VolumeDelete { name }, move |()| {
-                println!("deleted volume {shown}")
+            ctx.request(Request::VolumeDelete { name, recursive }, move |()| {
+                if recursive {
+                    println!("deleted volume {shown} and its snapshots")
+                } else {
+                    println!("deleted volume {shown}")
+                }
             })
         }
     }
+}
+
+fn snapshot(ctx: &Ctx, cmd: SnapshotCmd) -> Result<(), Failure> {
+    match cmd {
+        SnapshotCmd::Create { volume, name } => ctx.request(
+            Request::SnapshotCreate { volume, name },
+            |s: SnapshotInfo| {
+                println!(
+                    "created snapshot {} of volume {} at {}: {}",
+                    s.name,
+                    s.volume,
+                    format_time(s.created),
+                    s.path
+                )
+            },
+        ),
+        SnapshotCmd::List { volume } => {
+            let of = volume.clone();
+            ctx.request(
+                Request::SnapshotList { volume },
+                move |snaps: Vec<SnapshotInfo>| match (&of, snaps.is_empty()) {
+                    (Some(vol), true) => println!("no snapshots of volume {vol}"),
+                    (None, true) => println!("no snapshots"),
+                    // The daemon answers oldest first.
+                    _ => print!("{}", snapshot_table(&snaps)),
+                },
+            )
+        }
+        SnapshotCmd::Delete { volume, name } => {
+            let shown = format!("deleted snapshot {name} of volume {volume}");
+            ctx.request(Request::SnapshotDelete { volume, name }, move |()| {
+                println!("{shown}")
+            })
+        }
+        SnapshotCmd::Rollback { volume, name } => {
+            let snap = name.clone();
+            ctx.request(
+                Request::SnapshotRollback { volume, name },
+                move |v: VolumeInfo| {
+                    println!(
+                        "rolled back volume {} to snapshot {snap}: {} ({} bytes)",
+                        v.name,
+                        format_size(v.size),
+                        v.size
+                    )
+                },
+            )
+        }
+        SnapshotCmd::Clone {
+            volume,
+            name,
+            new_volume,
+        } => {
+            let from = format!("snapshot {name} of volume {volume}");
+            ctx.request(
+                Request::SnapshotClone {
+                    volume,
+                    name,
+                    new_volume,
+                },
+                move |v: VolumeInfo| {
+                    println!(
+                        "created volume {} from {from}: {}, tier {}",
+                        v.name,
+                        format_size(v.size),
+                        v.tier
+                    )
+                },
+            )
+        }
+    }
+}
+
+fn snapshot_table(snaps: &[SnapshotInfo]) -> String {
+    let rows = snaps
+        .iter()
+        .map(|s| {
+            vec![
+                s.volume.clone(),
+                s.name.clone(),
+                format_time(s.created),
+                format_size(s.size),
+                format_size(s.exclusive),
+                format_size(s.shared),
+            ]
+        })
+        .collect();
+    let header = [
+        ("VOLUME", L),
+        ("SNAPSHOT", L),
+        ("CREATED", L),
+        ("SIZE", R),
+        ("EXCLUSIVE", R),
+        ("SHARED", R),
+    ];
+    table(&header, rows)
 }
 
 fn show_pool(p: PoolInfo) {
@@ -782,6 +950,7 @@ mod tests {
             &["fusevol", "volume", "info", "v"],
             &["fusevol", "volume", "resize", "v", "--size", "1G"],
             &["fusevol", "volume", "delete", "v"],
+            &["fusevol", "snapshot", "list"],
             &["fusevol", "array", "list"],
             &["fusevol", "pool", "info"],
             &["fusevol", "sync"],
@@ -789,6 +958,142 @@ mod tests {
         ] {
             Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
         }
+    }
+
+    #[test]
+    fn parses_volume_delete_and_snapshot_commands() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(args)
+                .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+                .command
+        };
+        for (args, want) in [
+            (&["fusevol", "volume", "delete", "v"][..], false),
+            (&["fusevol", "volume", "delete", "v", "--recursive"], true),
+            (&["fusevol", "volume", "delete", "-r", "v"], true),
+        ] {
+            match parse(args) {
+                Command::Volume(VolumeCmd::Delete { name, recursive }) => {
+                    assert_eq!(name, "v", "{args:?}");
+                    assert_eq!(recursive, want, "{args:?}");
+                }
+                _ => panic!("wrong command: {args:?}"),
+            }
+        }
+        match parse(&["fusevol", "snapshot", "create", "v0", "s1"]) {
+            Command::Snapshot(SnapshotCmd::Create { volume, name }) => {
+                assert_eq!((volume.as_str(), name.as_str()), ("v0", "s1"));
+            }
+            _ => panic!("wrong command"),
+        }
+        match parse(&["fusevol", "snapshot", "list"]) {
+            Command::Snapshot(SnapshotCmd::List { volume }) => assert_eq!(volume, None),
+            _ => panic!("wrong command"),
+        }
+        match parse(&["fusevol", "--json", "snapshot", "list", "v0"]) {
+            Command::Snapshot(SnapshotCmd::List { volume }) => {
+                assert_eq!(volume.as_deref(), Some("v0"))
+            }
+            _ => panic!("wrong command"),
+        }
+        match parse(&["fusevol", "snapshot", "delete", "v0", "s1", "-p", "/p"]) {
+            Command::Snapshot(SnapshotCmd::Delete { volume, name }) => {
+                assert_eq!((volume.as_str(), name.as_str()), ("v0", "s1"));
+            }
+            _ => panic!("wrong command"),
+        }
+        match parse(&["fusevol", "snapshot", "rollback", "v0", "s1"]) {
+            Command::Snapshot(SnapshotCmd::Rollback { volume, name }) => {
+                assert_eq!((volume.as_str(), name.as_str()), ("v0", "s1"));
+            }
+            _ => panic!("wrong command"),
+        }
+        match parse(&["fusevol", "snapshot", "clone", "v0", "s1", "v1"]) {
+            Command::Snapshot(SnapshotCmd::Clone {
+                volume,
+                name,
+                new_volume,
+            }) => {
+                assert_eq!(
+                    (volume.as_str(), name.as_str(), new_volume.as_str()),
+                    ("v0", "s1", "v1")
+                );
+            }
+            _ => panic!("wrong command"),
+        }
+    }
+
+    #[test]
+    fn rejects_bad_snapshot_usage() {
+        for args in [
+            &["fusevol", "snapshot"][..],
+            &["fusevol", "snapshot", "create", "v0"],
+            &["fusevol", "snapshot", "create", "v0", "s1", "extra"],
+            &["fusevol", "snapshot", "list", "v0", "v1"],
+            &["fusevol", "snapshot", "delete", "v0"],
+            &["fusevol", "snapshot", "rollback", "v0"],
+            &["fusevol", "snapshot", "clone", "v0", "s1"],
+            &["fusevol", "snapshot", "frobnicate"],
+            &["fusevol", "volume", "delete", "v", "--recursive=maybe"],
+            &["fusevol", "volume", "delete"],
+        ] {
+            let err = Cli::try_parse_from(args).err().expect("must fail");
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn snapshot_table_lists_in_the_given_order() {
+        let snap = |volume: &str, name: &str, created, exclusive| SnapshotInfo {
+            id: 0,
+            volume: volume.into(),
+            name: name.into(),
+            created,
+            size: 1 << 30,
+            exclusive,
+            shared: 1 << 20,
+            path: format!("/m/.snapshots/{volume}/{name}"),
+        };
+        let out = snapshot_table(&[
+            snap("vm1", "old", 0, 0),
+            snap("vm10", "new", 1_700_000_000, 3 << 20),
+        ]);
+        let (gib, mib, three_mib, zero) = (
+            format_size(1 << 30),
+            format_size(1 << 20),
+            format_size(3 << 20),
+            format_size(0),
+        );
+        let expected = table(
+            &[
+                ("VOLUME", L),
+                ("SNAPSHOT", L),
+                ("CREATED", L),
+                ("SIZE", R),
+                ("EXCLUSIVE", R),
+                ("SHARED", R),
+            ],
+            vec![
+                vec![
+                    "vm1".into(),
+                    "old".into(),
+                    "1970-01-01 00:00:00 UTC".into(),
+                    gib.clone(),
+                    zero,
+                    mib.clone(),
+                ],
+                vec![
+                    "vm10".into(),
+                    "new".into(),
+                    "2023-11-14 22:13:20 UTC".into(),
+                    gib,
+                    three_mib,
+                    mib,
+                ],
+            ],
+        );
+        assert_eq!(out, expected);
+        assert!(out.starts_with("VOLUME  SNAPSHOT  CREATED "), "{out}");
     }
 
     #[test]

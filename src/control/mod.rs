@@ -15,7 +15,9 @@ pub mod protocol;
 pub mod server;
 
 pub use client::{Client, ClientError, DEFAULT_TIMEOUT};
-pub use protocol::{ArrayInfo, ErrorBody, ErrorCode, PoolInfo, Request, Response, VolumeInfo};
+pub use protocol::{
+    ArrayInfo, ErrorBody, ErrorCode, PoolInfo, Request, Response, SnapshotInfo, VolumeInfo,
+};
 pub use server::{serve, ControlHandler, ServerHandle, MAX_REQUEST_LINE};
 
 /// File name of the control socket inside a pool directory.

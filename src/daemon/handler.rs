@@ -58,7 +58,7 @@ impl Handler {
             }
             Request::SnapshotCreate { volume, name } => {
                 let s = p.create_snapshot(&volume, &name)?;
-                ok(p.snapshot_info(&s, &self.mountpoint), vec![])
+                ok(p.fresh_snapshot_info(&s, &self.mountpoint), vec![])
             }
             Request::SnapshotList { volume } => ok(
                 p.snapshot_infos(volume.as_deref(), &self.mountpoint)?,

@@ -244,6 +244,24 @@ impl Pool {
         self.read_table(&snap.table, snap.size, &snap.name, offset, buf)
     }
 
+    /// Info of a snapshot just taken: it shares everything with its volume, so no scan.
+    pub fn fresh_snapshot_info(&self, snap: &Snapshot, mountpoint: &str) -> SnapshotInfo {
+        let vol_name = self
+            .volume_by_id(snap.volume)
+            .map(|v| v.name.clone())
+            .unwrap_or_default();
+        SnapshotInfo {
+            id: snap.id,
+            volume: vol_name.clone(),
+            name: snap.name.clone(),
+            created: snap.created,
+            size: snap.size,
+            exclusive: 0,
+            shared: snap.mapped_extents() * self.extent_size,
+            path: format!("{mountpoint}/.snapshots/{vol_name}/{}", snap.name),
+        }
+    }
+
     pub fn snapshot_info(&self, snap: &Snapshot, mountpoint: &str) -> SnapshotInfo {
         let vol_name = self
             .volume_by_id(snap.volume)
