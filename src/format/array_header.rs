@@ -96,7 +96,7 @@ impl ArrayHeader {
             tier: d.str()?,
         };
         if h.extent_size == 0
-            || h.capacity % h.extent_size != 0
+            || !h.capacity.is_multiple_of(h.extent_size)
             || h.data_offset < ARRAY_HEADER_SIZE as u64
         {
             return Err(FormatError::Invalid {

@@ -406,9 +406,8 @@ mod tests {
         for i in 0..buf.len() {
             let mut c = buf.clone();
             c[i] ^= 1;
-            match RecordFrame::parse(&c) {
-                RecordFrame::Record(..) => panic!("flip at {i} not detected"),
-                _ => {}
+            if let RecordFrame::Record(..) = RecordFrame::parse(&c) {
+                panic!("flip at {i} not detected")
             }
         }
     }

@@ -13,7 +13,7 @@ pub const MAX_VOLUME_SIZE: u64 = 1 << 50;
 const SECTOR: u64 = 512;
 
 fn check_size(name: &str, size: u64) -> Result<(), PoolError> {
-    if size == 0 || size % SECTOR != 0 || size > MAX_VOLUME_SIZE {
+    if size == 0 || !size.is_multiple_of(SECTOR) || size > MAX_VOLUME_SIZE {
         return Err(PoolError::Invalid(format!(
             "volume '{name}': size {size} must be a positive multiple of {SECTOR} bytes, at most {}",
             units::format_size(MAX_VOLUME_SIZE)
@@ -179,7 +179,7 @@ impl Pool {
         let keep = size.div_ceil(es);
         let _io = vol.io_lock.write();
         let old = vol.size();
-        if size < old && size % es != 0 {
+        if size < old && !size.is_multiple_of(es) {
             // Zero the tail of the new last extent first, so that growing later shows zeros
             // (through copy-on-write if a snapshot shares it).
             self.discard_locked(vol, size, es - size % es)
