@@ -118,7 +118,7 @@ fi
 
 # ---------------------------------------------------------------- work dir and cleanup
 mkdir -p "$BASE"
-FSTYPE=$(stat -f -c %T "$BASE")
+FSTYPE=$(findmnt -rn -o FSTYPE --target "$BASE" | head -1)
 case "$FSTYPE" in
     tmpfs|ramfs) [ "${BENCH_ALLOW_TMPFS:-0}" = 1 ] ||
         die "BENCH_DIR=$BASE is on $FSTYPE: put it on a disk file system (or BENCH_ALLOW_TMPFS=1)" ;;
@@ -327,12 +327,13 @@ machine_info() {
 - fio: $(fio --version); qemu-storage-daemon: $(qemu-storage-daemon --version 2>/dev/null | head -1 | awk '{print $3}' || echo n/a)
 - fusevol: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo "no commit") $( [ -n "$(git -C "$ROOT" status --porcelain 2>/dev/null | head -1)" ] && echo "(work tree has uncommitted changes)")
 - size per target: $SIZE ($SIZE_B bytes); jobs: ${RUNTIME}s + ${RAMP}s ramp, median of $REPEAT run(s); write jobs end_fsync=$END_FSYNC; page cache dropped before every job: $( [ "$CAN_DROP" = 1 ] && echo yes || echo NO)
-- targets: $TARGETS
+- targets: $TARGETS; load average at start: $LOAD_START, at end: $(cut -d' ' -f1-3 /proc/loadavg)
 EOF
 }
 
 # ---------------------------------------------------------------- run
-log "work dir $W ($FSTYPE), size $SIZE, targets: $TARGETS"
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+log "work dir $W ($FSTYPE), size $SIZE, targets: $TARGETS, load average $LOAD_START"
 for t in $TARGETS; do "setup_$t"; done
 for t in $TARGETS; do
     log "filling $t (${FILE[$t]}) with a sequential 1 MiB O_DIRECT write of $SIZE"
@@ -400,10 +401,10 @@ notes = """Notes:
 - sync + drop_caches before every job. Buffered reads through FUSE may still use the kernel page cache of the
   FUSE file (fusevol, unless it opens files with direct_io) and the page cache of the backing files (all
   targets): a 12 s time-based job re-reads the file when it finishes a pass, so passes after the first may
-  be served from memory — for every target alike. qemu's fuse export opens its file with direct_io (seen:
-  reading it does not grow the page cache by its size), so buffered I/O on it bypasses the page cache of
-  the FUSE file and each 1 MiB buffered call becomes synchronous requests to qemu; its qcow2 file is still
-  read and written through the host page cache (qemu's default cache.direct=off).
+  be served from memory — for every target alike. qemu's fuse export (10.0, libfuse, one thread) keeps no
+  FUSE page cache across opens and its buffered writes are write-through: every 1 MiB write is copied into
+  the page cache and sent to qemu synchronously; its qcow2 file is read and written through the host page
+  cache (qemu's default cache.direct=off), as fusevol's arrays and the raw file are.
 - Write jobs include a final fsync in their time (end_fsync), so no target gains by leaving dirty pages."""
 print()
 print(info)

@@ -259,7 +259,7 @@ fn run(dir: &Path, ops: Vec<Op>) {
     let pool = Pool::open(dir).unwrap();
     verify(&pool, &m);
     // Space accounting: after deleting every snapshot and volume and a sync, nothing is used.
-    for ((v, s), _) in &m.snaps {
+    for (v, s) in m.snaps.keys() {
         pool.delete_snapshot(v, s).unwrap();
     }
     for v in m.vols.keys() {

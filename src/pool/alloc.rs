@@ -185,6 +185,11 @@ impl Allocator {
         std::mem::take(&mut self.pending_free)
     }
 
+    /// Extents freed but not yet reusable (their record is not known durable).
+    pub fn pending_count(&self) -> usize {
+        self.pending_free.len()
+    }
+
     /// Put back extents whose free record could not be made durable.
     pub fn restore_pending(&mut self, mut list: Vec<Phys>) {
         self.pending_free.append(&mut list);

@@ -316,7 +316,20 @@ impl Pool {
 
     /// Write `data` at `offset`. A write crossing the end of the volume is cut short; one
     /// starting at or after the end fails with `BeyondEnd` (ENOSPC, as on a block device).
+    /// When the pool is full but freed extents wait for their records to become durable, the
+    /// write makes them durable (a sync) and tries once more, so a discard or delete gives
+    /// space back at once.
     pub fn write(&self, vol: &Volume, offset: u64, data: &[u8]) -> Result<usize, IoError> {
+        match self.write_once(vol, offset, data) {
+            Err(IoError::NoSpace { .. }) if self.alloc.lock().pending_count() > 0 => {
+                self.fsync_volume(vol)?;
+                self.write_once(vol, offset, data)
+            }
+            r => r,
+        }
+    }
+
+    fn write_once(&self, vol: &Volume, offset: u64, data: &[u8]) -> Result<usize, IoError> {
         let size = vol.size();
         if offset >= size {
             return Err(IoError::BeyondEnd {

@@ -925,7 +925,7 @@ impl Rng {
 
 /// Fill `buf` with the pattern of stream `seed` at absolute byte `offset` (8-byte aligned).
 pub fn fill_pattern(seed: u64, offset: u64, buf: &mut [u8]) {
-    assert!(offset % 8 == 0 && buf.len() % 8 == 0);
+    assert!(offset.is_multiple_of(8) && buf.len().is_multiple_of(8));
     let base = offset / 8;
     for (i, w) in buf.chunks_exact_mut(8).enumerate() {
         let v = splitmix64(seed.wrapping_mul(0xD6E8_FEB8_6659_FD93) ^ (base + i as u64));

@@ -1,0 +1,295 @@
+//! Damaged pool files: a corrupt array header or a corrupt record in the middle of meta.log
+//! stops the daemon with an error naming the file and offset (and changes nothing); a torn
+//! tail of meta.log is cut off with a warning naming the offset, and the daemon starts.
+
+mod common;
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use common::*;
+
+const ARRAYS: &[&str] = &["a0:64M", "a1:64M", "a2:64M"];
+/// meta.log layout (src/format/meta_record.rs): a 64-byte header, then frames of
+/// len u32 | crc32c u32 | type u8 | payload[len].
+const LOG_HEADER: u64 = 64;
+const FRAME_HEADER: u64 = 9;
+
+fn flip(path: &Path, offset: u64) {
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, offset).unwrap();
+    b[0] ^= 0x40;
+    f.write_all_at(&b, offset).unwrap();
+    f.sync_all().unwrap();
+}
+
+/// (start offset, payload length, type) of every whole frame in meta.log.
+fn frames(log: &[u8]) -> Vec<(u64, u64, u8)> {
+    let mut out = Vec::new();
+    let mut pos = LOG_HEADER;
+    while pos + FRAME_HEADER <= log.len() as u64 {
+        let p = pos as usize;
+        let len = u32::from_le_bytes(log[p..p + 4].try_into().unwrap()) as u64;
+        let next = pos + FRAME_HEADER + len;
+        if next > log.len() as u64 {
+            break;
+        }
+        out.push((pos, len, log[p + 8]));
+        pos = next;
+    }
+    out
+}
+
+/// A pool whose meta.log holds records after the last checkpoint: `fusevol sync` (new log),
+/// then volumes with data, then kill -9 (no checkpoint at shutdown).
+fn pool_with_log_records() -> TestPool {
+    let mut p = TestPool::new(ARRAYS, "256K");
+    p.create_volume("base", "32M");
+    write_pattern(&p.vol("base"), 100, 0, 4 * MIB, true);
+    p.cli_ok(&["sync"]);
+    for i in 0..4u64 {
+        let name = format!("rec{i}");
+        p.create_volume(&name, "32M");
+        write_pattern(&p.vol(&name), 200 + i, i * MIB, 2 * MIB, true);
+    }
+    p.kill9();
+    p.clear_dead_mount();
+    p
+}
+
+fn verify_data(p: &TestPool) {
+    verify_pattern(&p.vol("base"), 100, 0, 4 * MIB, true);
+    for i in 0..4u64 {
+        verify_pattern(&p.vol(&format!("rec{i}")), 200 + i, i * MIB, 2 * MIB, true);
+    }
+}
+
+fn assert_names(stderr: &str, file: &str, offsets: &[u64], what: &str) {
+    assert!(
+        stderr.contains(file),
+        "{what}: the error should name the file {file}:\n{stderr}"
+    );
+    let named = offsets_named(stderr);
+    assert!(
+        named.iter().any(|o| offsets.contains(o)),
+        "{what}: the message should name the offset (one of {offsets:?}); offsets named: {named:?}\n{stderr}"
+    );
+}
+
+#[test]
+fn corrupt_array_header_stops_the_daemon_naming_file_and_offset() {
+    let mut p = TestPool::new(ARRAYS, "256K");
+    p.create_volume("v", "64M");
+    write_pattern(&p.vol("v"), 1, 0, 8 * MIB, true);
+    p.stop();
+    let files = p.array_files();
+    assert_eq!(files.len(), 3, "{files:?}");
+    // The magic, a field inside the header, zero padding, the CRC itself.
+    for (i, off) in [0u64, 20, 100, 4000, 4093].into_iter().enumerate() {
+        let file = &files[i % files.len()];
+        let before = fs::read(file).unwrap()[..4096].to_vec();
+        flip(file, off);
+        let e = p.start_expect_failure(&[]);
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        // The offset named may be the header's (0), the flipped byte's or the checksum's.
+        assert_names(
+            &e.stderr,
+            &name,
+            &[0, off, 4092],
+            &format!("array header byte {off} of {name} flipped"),
+        );
+        let chk = p.check();
+        assert!(
+            !chk.status.success(),
+            "fusevol check passed a corrupt header ({name} byte {off}): {}",
+            describe(&chk)
+        );
+        assert!(
+            (text(&chk.stdout) + &text(&chk.stderr)).contains(&name),
+            "check should name {name}: {}",
+            describe(&chk)
+        );
+        // Nothing was "repaired" behind our back.
+        let mut now = fs::read(file).unwrap()[..4096].to_vec();
+        now[off as usize] ^= 0x40;
+        assert!(now == before, "the refused start changed {name}'s header");
+        flip(file, off);
+    }
+    p.start();
+    verify_pattern(&p.vol("v"), 1, 0, 8 * MIB, true);
+    p.stop();
+    p.check_clean();
+}
+
+#[test]
+fn corrupt_record_in_middle_of_meta_log_stops_the_daemon() {
+    let mut p = pool_with_log_records();
+    let log_path = p.pool().join("meta.log");
+    let log = fs::read(&log_path).unwrap();
+    let fr = frames(&log);
+    assert!(
+        fr.len() >= 6,
+        "meta.log should hold several records after the sync, found {} in {} bytes",
+        fr.len(),
+        log.len()
+    );
+    let tail = fr.last().unwrap();
+    assert_eq!(
+        tail.0 + FRAME_HEADER + tail.1,
+        log.len() as u64,
+        "meta.log does not parse as header + frames"
+    );
+
+    // 1. A payload byte of the second record.
+    let (start, len, _) = fr[1];
+    let off = if len > 0 {
+        start + FRAME_HEADER + len / 2
+    } else {
+        start + 8
+    };
+    flip(&log_path, off);
+    let e = p.start_expect_failure(&[]);
+    assert_names(&e.stderr, "meta.log", &[start, off], "payload byte flipped");
+    let now = fs::read(&log_path).unwrap();
+    assert_eq!(
+        now.len(),
+        log.len(),
+        "a refused start must not truncate meta.log"
+    );
+    let chk = p.check();
+    assert!(!chk.status.success(), "check passed: {}", describe(&chk));
+    assert!(
+        (text(&chk.stdout) + &text(&chk.stderr)).contains("meta.log"),
+        "{}",
+        describe(&chk)
+    );
+    flip(&log_path, off);
+
+    // 2. The CRC of a record in the middle.
+    let (start, _, _) = fr[fr.len() / 2];
+    flip(&log_path, start + 5);
+    let e = p.start_expect_failure(&[]);
+    assert_names(
+        &e.stderr,
+        "meta.log",
+        &[start, start + 5],
+        "record CRC flipped",
+    );
+    assert_eq!(fs::read(&log_path).unwrap().len(), log.len());
+    flip(&log_path, start + 5);
+
+    // 3. The length field of an early record, made to overrun the file: this must not be
+    //    mistaken for a torn tail (valid records follow it).
+    let (start, _, _) = fr[2];
+    let f = OpenOptions::new().write(true).open(&log_path).unwrap();
+    f.write_all_at(&(1u32 << 22).to_le_bytes(), start).unwrap();
+    drop(f);
+    let e = p.start_expect_failure(&[]);
+    assert_names(&e.stderr, "meta.log", &[start], "record length overrunning");
+    assert_eq!(
+        fs::read(&log_path).unwrap().len(),
+        log.len(),
+        "a bad length in the middle was treated as a torn tail and cut off"
+    );
+    fs::write(&log_path, &log).unwrap();
+
+    // Restored: the daemon starts and everything is there.
+    p.start();
+    verify_data(&p);
+    p.stop();
+    p.check_clean();
+}
+
+#[test]
+fn garbage_after_the_last_record_is_cut_with_a_warning() {
+    let mut p = pool_with_log_records();
+    let log_path = p.pool().join("meta.log");
+    let len0 = fs::metadata(&log_path).unwrap().len();
+    let mut rng = Rng::from_env("garbage");
+    let mut junk = vec![0u8; 100];
+    for b in junk.iter_mut() {
+        *b = (rng.next_u64() | 1) as u8;
+    }
+    OpenOptions::new()
+        .append(true)
+        .open(&log_path)
+        .unwrap()
+        .write_all(&junk)
+        .unwrap();
+    p.rust_log = "warn".into();
+    p.start();
+    let log = p.daemon_log();
+    assert_names(&log, "meta.log", &[len0], "garbage appended");
+    assert!(
+        log.to_lowercase().contains("warn"),
+        "the torn tail should be a warning: {log}"
+    );
+    verify_data(&p);
+    // New records after the cut work and survive.
+    p.create_volume("after", "32M");
+    write_pattern(&p.vol("after"), 300, 0, MIB, true);
+    p.kill9();
+    p.clear_dead_mount();
+    p.check_clean();
+    p.start();
+    verify_data(&p);
+    verify_pattern(&p.vol("after"), 300, 0, MIB, true);
+    p.stop();
+    p.check_clean();
+}
+
+#[test]
+fn truncated_last_record_is_cut_with_a_warning() {
+    let mut p = TestPool::new(ARRAYS, "256K");
+    p.create_volume("base", "32M");
+    write_pattern(&p.vol("base"), 100, 0, 4 * MIB, true);
+    p.cli_ok(&["sync"]);
+    for i in 0..4u64 {
+        let name = format!("rec{i}");
+        p.create_volume(&name, "32M");
+        write_pattern(&p.vol(&name), 200 + i, i * MIB, 2 * MIB, true);
+    }
+    // The last record: creating a volume that nothing else depends on.
+    p.create_volume("last", "32M");
+    p.kill9();
+    p.clear_dead_mount();
+    let log_path = p.pool().join("meta.log");
+    let log = fs::read(&log_path).unwrap();
+    let fr = frames(&log);
+    let &(start, len, _) = fr.last().expect("records in meta.log");
+    assert_eq!(start + FRAME_HEADER + len, log.len() as u64);
+    let cut = start + (FRAME_HEADER + len) / 2;
+    let f = OpenOptions::new().write(true).open(&log_path).unwrap();
+    f.set_len(cut).unwrap();
+    drop(f);
+    let chk = p.check();
+    assert!(
+        chk.status.success(),
+        "a torn tail is a warning for check, not a problem: {}",
+        describe(&chk)
+    );
+    p.rust_log = "warn".into();
+    p.start();
+    let dlog = p.daemon_log();
+    assert_names(&dlog, "meta.log", &[start], "last record truncated");
+    verify_data(&p);
+    // The torn record was the volume creation: it is gone, cleanly.
+    let names: Vec<String> = p
+        .cli_json(&["volume", "list"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap().to_string())
+        .collect();
+    assert!(!names.contains(&"last".to_string()), "{names:?}");
+    assert_eq!(names.len(), 5, "{names:?}");
+    p.stop();
+    p.check_clean();
+}
