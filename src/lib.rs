@@ -14,6 +14,7 @@ pub mod extent_map;
 pub mod format;
 pub mod fuse;
 pub mod meta;
+pub mod mirror;
 pub mod names;
 pub mod pool;
 pub mod snapshot;

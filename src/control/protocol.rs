@@ -70,6 +70,50 @@ pub enum Request {
     },
     /// Write a checkpoint of the metadata now and sync everything; answers `null`.
     Sync,
+    /// Pair `pvol` (P-VOL) with `svol` (S-VOL, at least as large; created on the fly with
+    /// `create_svol`, on `svol_tier` if given). Starts the initial copy (state COPY).
+    /// `rate`: background copy limit in bytes per second (0 or none: the daemon default).
+    /// Answers `PairInfo`.
+    PairCreate {
+        pvol: String,
+        svol: String,
+        #[serde(default)]
+        create_svol: bool,
+        #[serde(default)]
+        svol_tier: Option<String>,
+        #[serde(default)]
+        group: Option<String>,
+        #[serde(default)]
+        rate: Option<u64>,
+    },
+    /// Split the pairs of the named P-VOLs and/or of a group at one instant. Steady (default):
+    /// waits until every pair is PAIR, then splits. Quick: splits at once; the rest of the
+    /// copy runs in the background and the S-VOL only ever shows the split-time image.
+    /// Answers `Vec<PairInfo>`.
+    PairSplit {
+        #[serde(default)]
+        pvols: Vec<String>,
+        #[serde(default)]
+        group: Option<String>,
+        #[serde(default)]
+        quick: bool,
+    },
+    /// Resynchronize a split or suspended pair: P→S (COPY(RS)), or S→P with `restore`
+    /// (COPY(RS-R)); only regions changed on either side are copied. Answers `PairInfo`.
+    PairResync {
+        pvol: String,
+        #[serde(default)]
+        restore: bool,
+        #[serde(default)]
+        rate: Option<u64>,
+    },
+    /// Dissolve a pair (back to SMPL); both volumes keep their data. Answers `null`.
+    PairDelete { pvol: String },
+    /// Pairs, all or the one of `pvol`; answers `Vec<PairInfo>`.
+    PairStatus {
+        #[serde(default)]
+        pvol: Option<String>,
+    },
 }
 
 /// Everything the daemon answers.
@@ -163,6 +207,33 @@ pub struct SnapshotInfo {
     pub shared: u64,
     /// Path of the read-only file in the mount.
     pub path: String,
+}
+
+/// One pair (local split mirror).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PairInfo {
+    pub id: u64,
+    pub pvol: String,
+    pub svol: String,
+    pub group: Option<String>,
+    /// SMPL, COPY, PAIR, PSUS, COPY(RS), COPY(RS-R) or PSUE.
+    pub state: String,
+    /// Progress of the running copy in percent (100 when nothing is left to copy).
+    pub progress: f64,
+    /// Bytes the running copy still has to copy.
+    pub bytes_left: u64,
+    /// Measured copy rate, bytes per second (0 when no copy runs).
+    pub rate: u64,
+    /// Copy rate limit, bytes per second.
+    pub rate_limit: u64,
+    /// Bytes changed on either side since the split (what a resync or restore copies).
+    pub diff_bytes: u64,
+    /// A quick split's background copy is still filling the S-VOL.
+    pub quick_split_copying: bool,
+    /// The S-VOL's extents are on arrays that hold none of the P-VOL's.
+    pub separate_arrays: bool,
+    /// Why the pair is PSUE, or the last error.
+    pub error: Option<String>,
 }
 
 /// Pool summary.

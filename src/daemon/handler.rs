@@ -80,6 +80,54 @@ impl Handler {
                 let v = p.clone_snapshot(&volume, &name, &new_volume)?;
                 ok(p.volume_info(&v), vec![])
             }
+            Request::PairCreate {
+                pvol,
+                svol,
+                create_svol,
+                svol_tier,
+                group,
+                rate,
+            } => {
+                let pair = p.create_pair(
+                    &pvol,
+                    &svol,
+                    create_svol,
+                    svol_tier.as_deref(),
+                    group.as_deref(),
+                    rate,
+                )?;
+                let mut warnings = Vec::new();
+                if !pair.separate_arrays {
+                    warnings.push(format!(
+                        "S-VOL '{svol}' shares arrays with P-VOL '{pvol}': losing one array file can lose both copies (add arrays, or put the S-VOL on another tier)"
+                    ));
+                }
+                ok(p.pair_info(&pair), warnings)
+            }
+            Request::PairSplit {
+                pvols,
+                group,
+                quick,
+            } => {
+                let pairs = p.split_pairs(&pvols, group.as_deref(), quick)?;
+                ok(
+                    pairs.iter().map(|x| p.pair_info(x)).collect::<Vec<_>>(),
+                    vec![],
+                )
+            }
+            Request::PairResync {
+                pvol,
+                restore,
+                rate,
+            } => {
+                let pair = p.resync_pair(&pvol, restore, rate)?;
+                ok(p.pair_info(&pair), vec![])
+            }
+            Request::PairDelete { pvol } => {
+                p.delete_pair(&pvol)?;
+                ok(json!(null), vec![])
+            }
+            Request::PairStatus { pvol } => ok(p.pair_infos(pvol.as_deref())?, vec![]),
             Request::Sync => {
                 p.checkpoint()?;
                 ok(json!(null), vec![])

@@ -202,6 +202,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     stop.store(true, Ordering::Release);
     server.stop();
     let _ = flusher.join();
+    pool.shutdown();
     let result = pool.checkpoint();
     drop(lock);
     served.map_err(io_err("serve FUSE at", &mnt))?;

@@ -67,6 +67,23 @@ pub struct SnapshotRec {
     pub table: TableRec,
 }
 
+/// One pair (split mirror) with its bitmaps as runs (start region, count).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PairRec {
+    pub id: u64,
+    pub pvol: u64,
+    pub svol: u64,
+    pub group: String,
+    pub state: u8,
+    pub rate: u64,
+    pub error: String,
+    /// Snapshot of the P-VOL a quick split's copy reads from (0: none).
+    pub split_snap: u64,
+    pub todo: Vec<(u64, u64)>,
+    pub p_dirty: Vec<(u64, u64)>,
+    pub s_dirty: Vec<(u64, u64)>,
+}
+
 /// The pool's metadata state. Recovery = the last checkpoint + the log records after it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Checkpoint {
@@ -80,6 +97,7 @@ pub struct Checkpoint {
     pub chunks: Vec<ChunkRec>,
     pub volumes: Vec<VolumeRec>,
     pub snapshots: Vec<SnapshotRec>,
+    pub pairs: Vec<PairRec>,
 }
 
 // Format: checkpoint file `checkpoint`, written whole (tmp + fsync + rename + fsync dir).
@@ -96,6 +114,9 @@ pub struct Checkpoint {
 //                   created u64, origin u64, table
 //  ..  snapshots    u64 count, then per snapshot: id u64, volume u64, name str, created u64,
 //                   size u64, table
+//  ..  pairs        u64 count, then per pair: id u64, pvol u64, svol u64, group str, state u8,
+//                   rate u64, error str, split_snap u64, todo runs, p_dirty runs, s_dirty runs
+//                   (runs = u64 n, then n × (start u64, count u64))
 //  end crc32c       u32 over every byte before it
 // (str = u16 length + UTF-8 bytes; table = u64 n, then n × (chunk index u64, chunk id u64))
 const MAGIC: &[u8; 8] = b"FVCKPT\0\0";
@@ -107,6 +128,29 @@ fn enc_table(e: &mut Enc, t: &TableRec) {
     for &(i, c) in t {
         e.u64(i).u64(c);
     }
+}
+
+fn enc_runs(e: &mut Enc, r: &[(u64, u64)]) {
+    e.u64(r.len() as u64);
+    for &(a, n) in r {
+        e.u64(a).u64(n);
+    }
+}
+
+fn dec_runs(d: &mut Dec<'_>) -> Result<Vec<(u64, u64)>, FormatError> {
+    let n = d.count(16)?;
+    let mut r = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (a, len) = (d.u64()?, d.u64()?);
+        if len > 1 << 40 || a.checked_add(len).is_none() {
+            return Err(FormatError::Invalid {
+                what: "checkpoint",
+                detail: format!("bitmap run {a}+{len}"),
+            });
+        }
+        r.push((a, len));
+    }
+    Ok(r)
 }
 
 fn dec_table(d: &mut Dec<'_>, nchunks: usize) -> Result<TableRec, FormatError> {
@@ -164,6 +208,20 @@ impl Checkpoint {
                 .u64(s.created)
                 .u64(s.size);
             enc_table(&mut e, &s.table);
+        }
+        e.u64(self.pairs.len() as u64);
+        for p in &self.pairs {
+            e.u64(p.id)
+                .u64(p.pvol)
+                .u64(p.svol)
+                .str(&p.group)
+                .u8(p.state)
+                .u64(p.rate)
+                .str(&p.error)
+                .u64(p.split_snap);
+            enc_runs(&mut e, &p.todo);
+            enc_runs(&mut e, &p.p_dirty);
+            enc_runs(&mut e, &p.s_dirty);
         }
         let crc = crc32c::crc32c(&e.buf);
         e.u32(crc);
@@ -244,6 +302,22 @@ impl Checkpoint {
                 table: dec_table(&mut d, nc)?,
             });
         }
+        let np = d.count(40)?;
+        for _ in 0..np {
+            c.pairs.push(PairRec {
+                id: d.u64()?,
+                pvol: d.u64()?,
+                svol: d.u64()?,
+                group: d.str()?,
+                state: d.u8()?,
+                rate: d.u64()?,
+                error: d.str()?,
+                split_snap: d.u64()?,
+                todo: dec_runs(&mut d)?,
+                p_dirty: dec_runs(&mut d)?,
+                s_dirty: dec_runs(&mut d)?,
+            });
+        }
         if d.remaining() != 0 {
             return Err(FormatError::Invalid {
                 what: WHAT,
@@ -293,6 +367,19 @@ mod tests {
                 created: 2,
                 size: 1 << 30,
                 table: vec![(0, 0)],
+            }],
+            pairs: vec![PairRec {
+                id: 10,
+                pvol: 8,
+                svol: 11,
+                group: "g".into(),
+                state: 3,
+                rate: 100,
+                error: String::new(),
+                split_snap: 9,
+                todo: vec![(0, 5)],
+                p_dirty: vec![(7, 1), (9, 2)],
+                s_dirty: vec![],
             }],
         }
     }

@@ -128,6 +128,49 @@ pub enum MetaRecord {
         snapshot: u64,
         created: u64,
     },
+    /// Pair `pvol` → `svol`; state COPY. The regions to copy are those mapped in either
+    /// volume at this point of the log.
+    PairCreate {
+        id: u64,
+        pvol: u64,
+        svol: u64,
+        group: String,
+        rate: u64,
+    },
+    /// These pairs split at one instant (PSUS); difference bitmaps start empty. For a quick
+    /// split, `snaps` names the snapshot of each P-VOL taken at the split that the rest of
+    /// the copy reads from.
+    PairSplit {
+        pairs: Vec<u64>,
+        snaps: Vec<(u64, u64)>,
+    },
+    /// Resync (P→S) or restore (S→P): the changed regions join the regions to copy.
+    PairResync {
+        id: u64,
+        restore: bool,
+        rate: u64,
+    },
+    /// A state change decided by the daemon (copy complete → PAIR, error → PSUE).
+    PairState {
+        id: u64,
+        state: u8,
+        error: String,
+    },
+    /// Regions copied (their data was synced before this record).
+    PairCopied {
+        id: u64,
+        regions: Vec<u64>,
+    },
+    /// Regions changed on one side (0 = P-VOL, 1 = S-VOL) since the split; made durable
+    /// before the write that changes them.
+    PairDirty {
+        id: u64,
+        side: u8,
+        regions: Vec<u64>,
+    },
+    PairDelete {
+        id: u64,
+    },
 }
 
 impl MetaRecord {
@@ -143,6 +186,13 @@ impl MetaRecord {
             MetaRecord::SnapshotDelete { .. } => 8,
             MetaRecord::SnapshotRollback { .. } => 9,
             MetaRecord::VolumeClone { .. } => 10,
+            MetaRecord::PairCreate { .. } => 11,
+            MetaRecord::PairSplit { .. } => 12,
+            MetaRecord::PairResync { .. } => 13,
+            MetaRecord::PairState { .. } => 14,
+            MetaRecord::PairCopied { .. } => 15,
+            MetaRecord::PairDirty { .. } => 16,
+            MetaRecord::PairDelete { .. } => 17,
         }
     }
 
@@ -202,6 +252,46 @@ impl MetaRecord {
                 created,
             } => {
                 e.u64(*id).str(name).u64(*snapshot).u64(*created);
+            }
+            MetaRecord::PairCreate {
+                id,
+                pvol,
+                svol,
+                group,
+                rate,
+            } => {
+                e.u64(*id).u64(*pvol).u64(*svol).str(group).u64(*rate);
+            }
+            MetaRecord::PairSplit { pairs, snaps } => {
+                e.u64(pairs.len() as u64);
+                for p in pairs {
+                    e.u64(*p);
+                }
+                e.u64(snaps.len() as u64);
+                for (p, s) in snaps {
+                    e.u64(*p).u64(*s);
+                }
+            }
+            MetaRecord::PairResync { id, restore, rate } => {
+                e.u64(*id).u8(*restore as u8).u64(*rate);
+            }
+            MetaRecord::PairState { id, state, error } => {
+                e.u64(*id).u8(*state).str(error);
+            }
+            MetaRecord::PairCopied { id, regions } => {
+                e.u64(*id).u64(regions.len() as u64);
+                for r in regions {
+                    e.u64(*r);
+                }
+            }
+            MetaRecord::PairDirty { id, side, regions } => {
+                e.u64(*id).u8(*side).u64(regions.len() as u64);
+                for r in regions {
+                    e.u64(*r);
+                }
+            }
+            MetaRecord::PairDelete { id } => {
+                e.u64(*id);
             }
         }
         out.extend_from_slice(&e.buf);
@@ -265,6 +355,56 @@ impl MetaRecord {
                 snapshot: d.u64()?,
                 created: d.u64()?,
             },
+            11 => MetaRecord::PairCreate {
+                id: d.u64()?,
+                pvol: d.u64()?,
+                svol: d.u64()?,
+                group: d.str()?,
+                rate: d.u64()?,
+            },
+            12 => {
+                let n = d.count(8)?;
+                let mut pairs = Vec::with_capacity(n);
+                for _ in 0..n {
+                    pairs.push(d.u64()?);
+                }
+                let n = d.count(16)?;
+                let mut snaps = Vec::with_capacity(n);
+                for _ in 0..n {
+                    snaps.push((d.u64()?, d.u64()?));
+                }
+                MetaRecord::PairSplit { pairs, snaps }
+            }
+            13 => MetaRecord::PairResync {
+                id: d.u64()?,
+                restore: d.u8()? != 0,
+                rate: d.u64()?,
+            },
+            14 => MetaRecord::PairState {
+                id: d.u64()?,
+                state: d.u8()?,
+                error: d.str()?,
+            },
+            15 => {
+                let id = d.u64()?;
+                let n = d.count(8)?;
+                let mut regions = Vec::with_capacity(n);
+                for _ in 0..n {
+                    regions.push(d.u64()?);
+                }
+                MetaRecord::PairCopied { id, regions }
+            }
+            16 => {
+                let id = d.u64()?;
+                let side = d.u8()?;
+                let n = d.count(8)?;
+                let mut regions = Vec::with_capacity(n);
+                for _ in 0..n {
+                    regions.push(d.u64()?);
+                }
+                MetaRecord::PairDirty { id, side, regions }
+            }
+            17 => MetaRecord::PairDelete { id: d.u64()? },
             other => {
                 return Err(FormatError::UnknownType {
                     what: WHAT,
@@ -373,6 +513,37 @@ mod tests {
                 snapshot: 8,
                 created: 11,
             },
+            MetaRecord::PairCreate {
+                id: 12,
+                pvol: 7,
+                svol: 10,
+                group: "g".into(),
+                rate: 1 << 20,
+            },
+            MetaRecord::PairSplit {
+                pairs: vec![12, 13],
+                snaps: vec![(12, 14)],
+            },
+            MetaRecord::PairResync {
+                id: 12,
+                restore: true,
+                rate: 5,
+            },
+            MetaRecord::PairState {
+                id: 12,
+                state: 6,
+                error: "disk".into(),
+            },
+            MetaRecord::PairCopied {
+                id: 12,
+                regions: vec![1, 2, 3],
+            },
+            MetaRecord::PairDirty {
+                id: 12,
+                side: 1,
+                regions: vec![9],
+            },
+            MetaRecord::PairDelete { id: 12 },
         ]
     }
 

@@ -9,7 +9,7 @@ pub mod codec;
 pub mod meta_record;
 
 pub use array_header::ArrayHeader;
-pub use checkpoint::{ArrayRec, Checkpoint, ChunkRec, SnapshotRec, TableRec, VolumeRec};
+pub use checkpoint::{ArrayRec, Checkpoint, ChunkRec, PairRec, SnapshotRec, TableRec, VolumeRec};
 pub use meta_record::{LogHeader, MetaRecord, RecordFrame};
 
 /// Decoding failures; the callers add the file name and offset.

@@ -263,7 +263,9 @@ impl Filesystem for FuseFs {
                 return reply.error(Errno::EPERM);
             }
             if size != v.size() {
-                if let Err(e) = self.pool.resize(&v, size) {
+                if let Err(e) =
+                    Pool::refuse_paired(&v, "resized").and_then(|_| self.pool.resize(&v, size))
+                {
                     log::warn!("truncate of volume '{}' to {size}: {e}", v.name);
                     return reply.error(pool_errno(&e));
                 }

@@ -25,7 +25,7 @@ pub use check::{check_pool, CheckReport};
 pub use log::{sync_dir, write_checkpoint, MetaLog};
 pub use recovery::{recover, Recovered};
 pub use replay::apply;
-pub use state::{SnapState, State, VolState};
+pub use state::{PairSt, SnapState, State, VolState};
 
 use crate::format::FormatError;
 

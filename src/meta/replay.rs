@@ -1,8 +1,10 @@
 //! Applying one record to the recovered state: the single definition of what a record means.
 
-use super::state::{SnapState, State, VolState};
+use super::state::{PairSt, SnapState, State, VolState};
 use crate::extent_map::NoRefs;
 use crate::format::{MetaRecord, Phys};
+use crate::mirror::bitmap::Bitmap;
+use crate::mirror::PairState;
 
 fn volume_mut(state: &mut State, id: u64) -> Result<&mut VolState, String> {
     state
@@ -18,6 +20,18 @@ fn snapshot(state: &State, id: u64) -> Result<&SnapState, String> {
         .iter()
         .find(|s| s.id == id)
         .ok_or_else(|| format!("snapshot id {id} does not exist"))
+}
+
+fn pair_mut(state: &mut State, id: u64) -> Result<&mut PairSt, String> {
+    state
+        .pairs
+        .iter_mut()
+        .find(|p| p.id == id)
+        .ok_or_else(|| format!("pair id {id} does not exist"))
+}
+
+fn in_pair(state: &State, vol: u64) -> bool {
+    state.pairs.iter().any(|p| p.pvol == vol || p.svol == vol)
 }
 
 fn check_new_id(state: &State, id: u64) -> Result<(), String> {
@@ -63,6 +77,9 @@ pub fn apply(state: &mut State, rec: &MetaRecord) -> Result<(), String> {
             state.next_id = state.next_id.max(id + 1);
         }
         MetaRecord::VolumeDelete { id } => {
+            if in_pair(state, *id) {
+                return Err(format!("volume id {id} deleted while it is paired"));
+            }
             if state.snapshots.iter().any(|s| s.volume == *id) {
                 return Err(format!("volume id {id} deleted while it has snapshots"));
             }
@@ -175,6 +192,119 @@ pub fn apply(state: &mut State, rec: &MetaRecord) -> Result<(), String> {
             };
             state.volumes.push(v);
             state.next_id = state.next_id.max(id + 1);
+        }
+        MetaRecord::PairCreate {
+            id,
+            pvol,
+            svol,
+            group,
+            rate,
+        } => {
+            check_new_id(state, *id)?;
+            if in_pair(state, *pvol) || in_pair(state, *svol) || pvol == svol {
+                return Err(format!("volume id {pvol} or {svol} is already paired"));
+            }
+            let mut todo = Bitmap::new();
+            for vid in [*pvol, *svol] {
+                let v = state
+                    .volumes
+                    .iter()
+                    .find(|v| v.id == vid)
+                    .ok_or_else(|| format!("volume id {vid} does not exist"))?;
+                for (l, _) in v.table.iter_mapped() {
+                    todo.set(l);
+                }
+            }
+            state.pairs.push(PairSt {
+                id: *id,
+                pvol: *pvol,
+                svol: *svol,
+                group: group.clone(),
+                state: PairState::Copy as u8,
+                rate: *rate,
+                todo,
+                ..Default::default()
+            });
+            state.next_id = state.next_id.max(id + 1);
+        }
+        MetaRecord::PairSplit { pairs, snaps } => {
+            for id in pairs {
+                let snap = snaps.iter().find(|(p, _)| p == id).map_or(0, |&(_, s)| s);
+                if snap != 0 {
+                    snapshot(state, snap)?;
+                }
+                let p = pair_mut(state, *id)?;
+                if snap == 0 && !p.todo.is_empty() {
+                    return Err(format!(
+                        "pair id {id}: steady split with regions left to copy"
+                    ));
+                }
+                p.state = PairState::Psus as u8;
+                p.split_snap = snap;
+                p.p_dirty.clear_all();
+                p.s_dirty.clear_all();
+                p.error.clear();
+            }
+        }
+        MetaRecord::PairResync { id, restore, rate } => {
+            let p = pair_mut(state, *id)?;
+            p.state = if *restore {
+                PairState::CopyRsR as u8
+            } else {
+                PairState::CopyRs as u8
+            };
+            let (pd, sd) = (
+                std::mem::take(&mut p.p_dirty),
+                std::mem::take(&mut p.s_dirty),
+            );
+            p.todo.union_with(&pd);
+            p.todo.union_with(&sd);
+            p.split_snap = 0;
+            p.rate = *rate;
+            p.error.clear();
+        }
+        MetaRecord::PairState {
+            id,
+            state: st,
+            error,
+        } => {
+            let p = pair_mut(state, *id)?;
+            if PairState::from_u8(*st).is_none() {
+                return Err(format!("pair id {id}: unknown state {st}"));
+            }
+            if *st == PairState::Pair as u8 && !p.todo.is_empty() {
+                return Err(format!("pair id {id}: PAIR with regions left to copy"));
+            }
+            if *st == PairState::Psus as u8 {
+                // A quick split's copy finished: it no longer reads from the snapshot.
+                p.split_snap = 0;
+            }
+            p.state = *st;
+            p.error = error.clone();
+        }
+        MetaRecord::PairCopied { id, regions } => {
+            let p = pair_mut(state, *id)?;
+            for &r in regions {
+                p.todo.clear(r);
+            }
+        }
+        MetaRecord::PairDirty { id, side, regions } => {
+            let p = pair_mut(state, *id)?;
+            let b = if *side == 0 {
+                &mut p.p_dirty
+            } else {
+                &mut p.s_dirty
+            };
+            for &r in regions {
+                b.set(r);
+            }
+        }
+        MetaRecord::PairDelete { id } => {
+            let before = state.pairs.len();
+            state.pairs.retain(|p| p.id != *id);
+            if state.pairs.len() == before {
+                return Err(format!("pair id {id} does not exist"));
+            }
         }
     }
     Ok(())

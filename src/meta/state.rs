@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::extent_map::{Chunk, ExtentTable, CHUNK};
-use crate::format::{ArrayRec, Checkpoint, ChunkRec, SnapshotRec, TableRec, VolumeRec};
+use crate::format::{ArrayRec, Checkpoint, ChunkRec, PairRec, SnapshotRec, TableRec, VolumeRec};
+use crate::mirror::bitmap::Bitmap;
 
 #[derive(Clone)]
 pub struct VolState {
@@ -28,6 +29,24 @@ pub struct SnapState {
     pub table: ExtentTable,
 }
 
+/// A pair as recovery knows it. `state` uses the codes of `mirror::PairState`.
+#[derive(Clone, Default)]
+pub struct PairSt {
+    pub id: u64,
+    pub pvol: u64,
+    pub svol: u64,
+    pub group: String,
+    pub state: u8,
+    pub rate: u64,
+    pub error: String,
+    pub split_snap: u64,
+    /// Regions the running (or suspended) copy still has to copy.
+    pub todo: Bitmap,
+    /// Regions changed on the P-VOL / S-VOL since the split.
+    pub p_dirty: Bitmap,
+    pub s_dirty: Bitmap,
+}
+
 #[derive(Clone, Default)]
 pub struct State {
     pub pool_id: u64,
@@ -37,6 +56,7 @@ pub struct State {
     pub arrays: Vec<ArrayRec>,
     pub volumes: Vec<VolState>,
     pub snapshots: Vec<SnapState>,
+    pub pairs: Vec<PairSt>,
 }
 
 /// Writes tables into a checkpoint, each distinct chunk object once.
@@ -120,6 +140,23 @@ impl State {
                     table: load_table(&s.table, &chunks),
                 })
                 .collect(),
+            pairs: c
+                .pairs
+                .iter()
+                .map(|p| PairSt {
+                    id: p.id,
+                    pvol: p.pvol,
+                    svol: p.svol,
+                    group: p.group.clone(),
+                    state: p.state,
+                    rate: p.rate,
+                    error: p.error.clone(),
+                    split_snap: p.split_snap,
+                    todo: Bitmap::from_runs(&p.todo),
+                    p_dirty: Bitmap::from_runs(&p.p_dirty),
+                    s_dirty: Bitmap::from_runs(&p.s_dirty),
+                })
+                .collect(),
         }
     }
 
@@ -159,6 +196,23 @@ impl State {
             chunks: w.chunks,
             volumes,
             snapshots,
+            pairs: self
+                .pairs
+                .iter()
+                .map(|p| PairRec {
+                    id: p.id,
+                    pvol: p.pvol,
+                    svol: p.svol,
+                    group: p.group.clone(),
+                    state: p.state,
+                    rate: p.rate,
+                    error: p.error.clone(),
+                    split_snap: p.split_snap,
+                    todo: p.todo.runs(),
+                    p_dirty: p.p_dirty.runs(),
+                    s_dirty: p.s_dirty.runs(),
+                })
+                .collect(),
         }
     }
 

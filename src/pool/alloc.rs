@@ -136,12 +136,19 @@ impl Allocator {
     /// of that tier take logical extents round-robin (`hint` is the logical extent number),
     /// so a volume is spread over all of them; a full array passes its turn to the next.
     pub fn alloc(&mut self, tier: &str, hint: u64) -> Option<Phys> {
+        self.alloc_in(tier, hint, None)
+    }
+
+    /// `alloc`, restricted to the `allowed` arrays when given.
+    pub fn alloc_in(&mut self, tier: &str, hint: u64, allowed: Option<&[u32]>) -> Option<Phys> {
         let candidates: Vec<u32> = self
             .arrays
             .iter()
             .enumerate()
             .filter_map(|(i, a)| match a {
-                Some(a) if a.tier == tier => Some(i as u32),
+                Some(a) if a.tier == tier && allowed.is_none_or(|l| l.contains(&(i as u32))) => {
+                    Some(i as u32)
+                }
                 _ => None,
             })
             .collect();
@@ -231,6 +238,18 @@ impl Allocator {
             .filter(|a| tier.is_none_or(|t| a.tier == t))
             .map(|a| a.capacity)
             .sum()
+    }
+
+    /// Ids of the arrays of a tier.
+    pub fn tier_arrays(&self, tier: &str) -> Vec<u32> {
+        self.arrays
+            .iter()
+            .enumerate()
+            .filter_map(|(i, a)| match a {
+                Some(a) if a.tier == tier => Some(i as u32),
+                _ => None,
+            })
+            .collect()
     }
 
     pub fn has_tier(&self, tier: &str) -> bool {

@@ -189,6 +189,7 @@ pub fn create_pool(dir: &Path, spec: &PoolSpec) -> Result<(), PoolError> {
         chunks: Vec::new(),
         volumes,
         snapshots: Vec::new(),
+        pairs: Vec::new(),
     };
     write_checkpoint(dir, &ckpt)?;
     MetaLog::create(dir, pool_id, 1)?;

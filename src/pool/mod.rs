@@ -122,6 +122,9 @@ pub struct Pool {
     pub(crate) meta: Mutex<MetaLog>,
     pub(crate) volumes: RwLock<Volumes>,
     pub(crate) snapshots: RwLock<Snapshots>,
+    pub(crate) pairs: RwLock<crate::mirror::Pairs>,
+    /// Set at shutdown: background copiers stop.
+    pub(crate) stopping: std::sync::atomic::AtomicBool,
     pub(crate) alloc: Mutex<Allocator>,
     pub(crate) arrays: RwLock<Vec<Option<Arc<Array>>>>,
     /// Next id for a volume or snapshot (one id space, never reused).
@@ -267,6 +270,28 @@ impl Pool {
                 table: s.table.read().clone(),
             })
             .collect();
+        let mut pairs: Vec<Arc<crate::mirror::Pair>> =
+            self.pairs.read().by_id.values().cloned().collect();
+        pairs.sort_by_key(|p| p.id);
+        let pairs = pairs
+            .iter()
+            .map(|p| {
+                let m = p.st.lock();
+                crate::meta::PairSt {
+                    id: p.id,
+                    pvol: p.pvol.id,
+                    svol: p.svol.id,
+                    group: p.group.clone(),
+                    state: m.state as u8,
+                    rate: m.rate_limit,
+                    error: m.error.clone().unwrap_or_default(),
+                    split_snap: m.split_snap.as_ref().map_or(0, |s| s.id),
+                    todo: m.todo.clone(),
+                    p_dirty: m.p_dirty.clone(),
+                    s_dirty: m.s_dirty.clone(),
+                }
+            })
+            .collect();
         State {
             pool_id: self.pool_id,
             epoch,
@@ -275,6 +300,7 @@ impl Pool {
             arrays,
             volumes,
             snapshots,
+            pairs,
         }
     }
 

@@ -202,7 +202,8 @@ impl Pool {
                 problems.join("\n  ")
             )));
         }
-        let st = recovered.state;
+        let mut st = recovered.state;
+        let pairs = std::mem::take(&mut st.pairs);
         let arrays: Vec<Arc<Array>> = arrays
             .into_iter()
             .map(|(f, h, path, refs)| Arc::new(Array::new(f, path, &h, refs)))
@@ -269,7 +270,7 @@ impl Pool {
             snaps.by_id.len(),
             recovered.replayed
         );
-        Ok(Arc::new(Pool {
+        let pool = Arc::new(Pool {
             dir: dir.to_path_buf(),
             pool_id: st.pool_id,
             extent_size: st.extent_size,
@@ -277,11 +278,15 @@ impl Pool {
             meta: Mutex::new(log),
             volumes: RwLock::new(vols),
             snapshots: RwLock::new(snaps),
+            pairs: RwLock::new(Default::default()),
+            stopping: std::sync::atomic::AtomicBool::new(false),
             alloc: Mutex::new(alloc),
             arrays: RwLock::new(slots),
             next_id: Mutex::new(st.next_id),
             sync_lock: Mutex::new(()),
             listener: RwLock::new(None),
-        }))
+        });
+        pool.attach_pairs(pairs)?;
+        Ok(pool)
     }
 }

@@ -103,10 +103,25 @@ impl Pool {
         // Drain the writes in flight and hold new ones for the few microseconds of the copy.
         let _io = vol.io_lock.write();
         let mut log = self.meta.lock();
+        let snap = self.snapshot_locked(&mut log, &vol, name)?;
+        drop(log);
+        log::info!("snapshot '{name}' of volume '{volume}' taken");
+        Ok(snap)
+    }
+
+    /// Take a snapshot; the caller holds the volume's `io_lock` exclusively and the metadata
+    /// lock (`log`).
+    pub(crate) fn snapshot_locked(
+        &self,
+        log: &mut crate::meta::MetaLog,
+        vol: &Volume,
+        name: &str,
+    ) -> Result<Arc<Snapshot>, PoolError> {
         let mut snaps = self.snapshots.write();
         if snaps.get(vol.id, name).is_some() {
             return Err(PoolError::Exists(format!(
-                "volume '{volume}' already has a snapshot '{name}'"
+                "volume '{}' already has a snapshot '{name}'",
+                vol.name
             )));
         }
         let id = self.take_id();
@@ -127,13 +142,34 @@ impl Pool {
             open_handles: AtomicU64::new(0),
         });
         snaps.by_id.insert(id, snap.clone());
-        drop(snaps);
-        drop(log);
-        log::info!("snapshot '{name}' of volume '{volume}' taken");
         Ok(snap)
     }
 
-    /// Delete a snapshot; extents only it held are freed. Refused while its file is open.
+    /// Delete a snapshot; the caller holds the metadata lock (`log`).
+    pub(crate) fn delete_snapshot_logged(
+        &self,
+        log: &mut crate::meta::MetaLog,
+        snap: &Snapshot,
+    ) -> Result<(), PoolError> {
+        let mut snaps = self.snapshots.write();
+        if !snaps.by_id.contains_key(&snap.id) {
+            return Err(PoolError::NotFound(format!(
+                "snapshot '{}' is gone",
+                snap.name
+            )));
+        }
+        log.append(&MetaRecord::SnapshotDelete { id: snap.id })?;
+        snaps.by_id.remove(&snap.id);
+        // Freed extents become reusable only after this record is durable (Pool::sync).
+        let table = std::mem::take(&mut *snap.table.write());
+        table.release(&mut *self.alloc.lock());
+        drop(snaps);
+        self.notify(snap.id);
+        Ok(())
+    }
+
+    /// Delete a snapshot; extents only it held are freed. Refused while its file is open,
+    /// and for the snapshot a quick split's copy still reads from.
     pub fn delete_snapshot(&self, volume: &str, name: &str) -> Result<(), PoolError> {
         let snap = self.snapshot(volume, name)?;
         if snap.open_handles() > 0 {
@@ -142,23 +178,14 @@ impl Pool {
                 snap.open_handles()
             )));
         }
-        let mut log = self.meta.lock();
-        let mut snaps = self.snapshots.write();
-        if snaps.by_id.remove(&snap.id).is_none() {
-            return Err(PoolError::NotFound(format!(
-                "volume '{volume}' has no snapshot '{name}'"
+        if name.starts_with(crate::mirror::SPLIT_SNAPSHOT_PREFIX) {
+            return Err(PoolError::Busy(format!(
+                "snapshot '{name}' of volume '{volume}' belongs to a quick split of its pair; it goes when the split's copy completes"
             )));
         }
-        if let Err(e) = log.append(&MetaRecord::SnapshotDelete { id: snap.id }) {
-            snaps.by_id.insert(snap.id, snap.clone());
-            return Err(e.into());
-        }
-        // Freed extents become reusable only after this record is durable (Pool::sync).
-        let table = std::mem::take(&mut *snap.table.write());
-        table.release(&mut *self.alloc.lock());
-        drop(snaps);
+        let mut log = self.meta.lock();
+        self.delete_snapshot_logged(&mut log, &snap)?;
         drop(log);
-        self.notify(snap.id);
         log::info!("snapshot '{name}' of volume '{volume}' deleted");
         Ok(())
     }
@@ -168,6 +195,7 @@ impl Pool {
     pub fn rollback_snapshot(&self, volume: &str, name: &str) -> Result<Arc<Volume>, PoolError> {
         let vol = self.volume_named(volume)?;
         let snap = self.snapshot_of(&vol, name)?;
+        Self::refuse_paired(&vol, "rolled back")?;
         if vol.open_handles() > 0 {
             return Err(PoolError::Busy(format!(
                 "volume '{volume}' is open ({} handles); close it (umount, losetup -d) before a rollback",

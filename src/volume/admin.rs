@@ -108,6 +108,7 @@ impl Pool {
     /// while it has snapshots unless `recursive` (then they are deleted first).
     pub fn delete_volume(&self, name: &str, recursive: bool) -> Result<(), PoolError> {
         let vol = self.volume_or_err(name)?;
+        Self::refuse_paired(&vol, "deleted")?;
         let snaps = self.snapshots.read().of_volume(vol.id);
         if !snaps.is_empty() {
             if !recursive {
@@ -157,6 +158,16 @@ impl Pool {
         Ok(())
     }
 
+    pub(crate) fn refuse_paired(vol: &Volume, what: &str) -> Result<(), PoolError> {
+        if let Some((pair, _)) = vol.pair() {
+            return Err(PoolError::Busy(format!(
+                "volume '{}' is in the pair {} → {}; it cannot be {what} until `fusevol pair delete {}`",
+                vol.name, pair.pvol.name, pair.svol.name, pair.pvol.name
+            )));
+        }
+        Ok(())
+    }
+
     pub(crate) fn busy_open(name: &str, handles: u64) -> PoolError {
         PoolError::Busy(format!(
             "volume '{name}' is open ({handles} handles); close it (umount, losetup -d) first"
@@ -168,6 +179,7 @@ impl Pool {
     pub fn resize_volume(&self, name: &str, size: u64) -> Result<Arc<Volume>, PoolError> {
         check_size(name, size)?;
         let vol = self.volume_or_err(name)?;
+        Self::refuse_paired(&vol, "resized")?;
         self.resize(&vol, size)?;
         self.notify(vol.id);
         Ok(vol)

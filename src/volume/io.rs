@@ -42,6 +42,8 @@ pub enum IoError {
     Sync { volume: String, source: PoolError },
     #[error("volume '{volume}': {detail}")]
     Invalid { volume: String, detail: String },
+    #[error("volume '{volume}' is read-only: {why}")]
+    ReadOnly { volume: String, why: String },
 }
 
 impl IoError {
@@ -53,6 +55,7 @@ impl IoError {
                 libc::ENOSPC
             }
             IoError::Invalid { .. } => libc::EINVAL,
+            IoError::ReadOnly { .. } => libc::EROFS,
             _ => libc::EIO,
         }
     }
@@ -167,6 +170,19 @@ impl Pool {
 
     /// Read `buf.len()` bytes at `offset` (fewer at the end of the volume).
     pub fn read(&self, vol: &Volume, offset: u64, buf: &mut [u8]) -> Result<usize, IoError> {
+        match vol.pair() {
+            Some((pair, role)) => self.mirror_read(&pair, role, vol, offset, buf),
+            None => self.read_plain(vol, offset, buf),
+        }
+    }
+
+    /// Read the volume's own extents, whatever its pair does.
+    pub(crate) fn read_plain(
+        &self,
+        vol: &Volume,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<usize, IoError> {
         self.read_table(&vol.map, vol.size(), &vol.name, offset, buf)
     }
 
@@ -195,11 +211,12 @@ impl Pool {
                 *pl = self.classify(&map, pl.piece);
             }
             let limit = vol.size().div_ceil(self.extent_size);
+            let allowed = vol.allowed_arrays.read().clone();
             let mut al = self.alloc.lock();
             let mut reserved: Vec<Phys> = Vec::new();
             for pl in plan.iter_mut().filter(|pl| pl.needs_extent()) {
                 let got = if pl.piece.lext < limit {
-                    al.alloc(&vol.tier, pl.piece.lext)
+                    al.alloc_in(&vol.tier, pl.piece.lext, allowed.as_deref())
                 } else {
                     None
                 };
@@ -320,6 +337,27 @@ impl Pool {
     /// write makes them durable (a sync) and tries once more, so a discard or delete gives
     /// space back at once.
     pub fn write(&self, vol: &Volume, offset: u64, data: &[u8]) -> Result<usize, IoError> {
+        // The pair is looked at under the volume's io_lock: pair create and split change it
+        // under the exclusive lock, so a write is either mirrored or not, never half.
+        let _io = vol.io_lock.read_recursive();
+        match vol.pair() {
+            Some((pair, role)) => {
+                let (off, len) = (offset, data.len() as u64);
+                self.mirrored(&pair, role, vol, off, len, |v| {
+                    self.write_plain(v, offset, data)
+                })
+            }
+            None => self.write_plain(vol, offset, data),
+        }
+    }
+
+    /// Write to the volume's own extents (no pair logic).
+    pub(crate) fn write_plain(
+        &self,
+        vol: &Volume,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<usize, IoError> {
         match self.write_once(vol, offset, data) {
             Err(IoError::NoSpace { .. }) if self.alloc.lock().pending_count() > 0 => {
                 self.fsync_volume(vol)?;
@@ -361,7 +399,14 @@ impl Pool {
             return Ok(());
         }
         let _io = vol.io_lock.read_recursive();
-        self.discard_locked(vol, offset, len)
+        match vol.pair() {
+            Some((pair, role)) => {
+                self.mirrored(&pair, role, vol, offset, len.min(size - offset), |v| {
+                    self.discard_locked(v, offset, len)
+                })
+            }
+            None => self.discard_locked(vol, offset, len),
+        }
     }
 
     /// `discard` for a caller that holds the volume's `io_lock` (shared or exclusive).
@@ -460,6 +505,21 @@ impl Pool {
     /// cannot fail for lack of space (unless the extent is shared with a snapshot). Fresh
     /// extents read as zeros.
     pub fn allocate(&self, vol: &Volume, offset: u64, len: u64) -> Result<(), IoError> {
+        let _io = vol.io_lock.read_recursive();
+        match vol.pair() {
+            Some((pair, role)) => self.mirrored(&pair, role, vol, offset, len, |v| {
+                self.allocate_plain(v, offset, len)
+            }),
+            None => self.allocate_plain(vol, offset, len),
+        }
+    }
+
+    pub(crate) fn allocate_plain(
+        &self,
+        vol: &Volume,
+        offset: u64,
+        len: u64,
+    ) -> Result<(), IoError> {
         let size = vol.size();
         if offset.checked_add(len).is_none_or(|end| end > size) {
             return Err(IoError::BeyondEnd {

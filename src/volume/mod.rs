@@ -18,6 +18,8 @@ pub use io::IoError;
 
 use crate::extent_map::ExtentTable;
 use crate::meta::VolState;
+use crate::mirror::{Pair, Role};
+use std::sync::Arc;
 
 pub struct Volume {
     pub id: u64,
@@ -36,6 +38,10 @@ pub struct Volume {
     /// A second writer to such a slot waits; readers keep seeing the old mapping.
     pending: Mutex<HashSet<u64>>,
     pending_cv: Condvar,
+    /// The pair this volume is in, and its side.
+    pub(crate) pair: RwLock<Option<(Arc<Pair>, Role)>>,
+    /// Arrays new extents may go to (a paired volume keeps off its partner's arrays).
+    pub(crate) allowed_arrays: RwLock<Option<Vec<u32>>>,
 }
 
 impl Volume {
@@ -52,7 +58,14 @@ impl Volume {
             io_lock: RwLock::new(()),
             pending: Mutex::new(HashSet::new()),
             pending_cv: Condvar::new(),
+            pair: RwLock::new(None),
+            allowed_arrays: RwLock::new(None),
         }
+    }
+
+    /// The volume's pair and role, if it is paired.
+    pub fn pair(&self) -> Option<(Arc<Pair>, Role)> {
+        self.pair.read().clone()
     }
 
     pub(crate) fn from_state(v: VolState) -> Volume {

@@ -1,0 +1,224 @@
+//! The background copier of a pair: initial copy, resync, restore, and a quick split's fill.
+
+use std::sync::{Arc, Weak};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::{Pair, PairState};
+use crate::format::MetaRecord;
+use crate::pool::Pool;
+
+/// Copy progress is recorded after this many regions or this long, whichever comes first.
+const BATCH_REGIONS: usize = 64;
+const BATCH_TIME: Duration = Duration::from_millis(500);
+
+/// What the copy reads from and writes to, decided from the state each step.
+enum Mode {
+    PtoS,
+    StoP,
+    SnapToS(Arc<crate::snapshot::Snapshot>),
+    Idle,
+}
+
+fn mode(pair: &Pair) -> Mode {
+    let m = pair.st.lock();
+    match m.state {
+        PairState::Copy | PairState::CopyRs => Mode::PtoS,
+        PairState::CopyRsR => Mode::StoP,
+        PairState::Psus => match &m.split_snap {
+            Some(s) => Mode::SnapToS(s.clone()),
+            None => Mode::Idle,
+        },
+        PairState::Pair | PairState::Psue => Mode::Idle,
+    }
+}
+
+/// Start the copier of `pair` unless one is running.
+pub(crate) fn ensure(pool: &Arc<Pool>, pair: &Arc<Pair>) {
+    let mut w = pair.worker.lock();
+    if w.as_ref().is_some_and(|h| !h.is_finished()) {
+        return;
+    }
+    if let Some(h) = w.take() {
+        let _ = h.join();
+    }
+    let (weak, p) = (Arc::downgrade(pool), pair.clone());
+    *w = Some(
+        thread::Builder::new()
+            .name(format!("copy-{}", pair.pvol.name))
+            .spawn(move || run(weak, p))
+            .expect("spawn copier"),
+    );
+}
+
+struct Throttle {
+    since: Instant,
+    bytes: u64,
+}
+
+impl Throttle {
+    fn take(&mut self, bytes: u64, limit: u64) {
+        if limit == 0 {
+            return;
+        }
+        self.bytes += bytes;
+        let due = Duration::from_secs_f64(self.bytes as f64 / limit as f64);
+        let el = self.since.elapsed();
+        if due > el {
+            thread::sleep(due - el);
+        }
+        if el > Duration::from_secs(2) {
+            self.since = Instant::now();
+            self.bytes = 0;
+        }
+    }
+}
+
+fn run(weak: Weak<Pool>, pair: Arc<Pair>) {
+    let mut cursor = 0u64;
+    let mut batch: Vec<u64> = Vec::new();
+    let mut last_flush = Instant::now();
+    let mut throttle = Throttle {
+        since: Instant::now(),
+        bytes: 0,
+    };
+    {
+        let mut m = pair.st.lock();
+        m.copy_total = m.todo.count();
+        m.rate_window = (Instant::now(), 0);
+    }
+    loop {
+        let Some(pool) = weak.upgrade() else { return };
+        if pair.stopped() || pool.stopping.load(std::sync::atomic::Ordering::Acquire) {
+            let _ = flush(&pool, &pair, &mut batch);
+            return;
+        }
+        let mode = mode(&pair);
+        if let Mode::Idle = mode {
+            let _ = flush(&pool, &pair, &mut batch);
+            return;
+        }
+        let next = {
+            let m = pair.st.lock();
+            let mut n = m.todo.next_from(cursor);
+            // Regions copied but not yet recorded stay in `todo` until the flush.
+            while let Some(r) = n {
+                if batch.contains(&r) {
+                    n = m.todo.next_from(r + 1);
+                } else {
+                    break;
+                }
+            }
+            n
+        };
+        let Some(region) = next else {
+            if let Err(e) = flush(&pool, &pair, &mut batch) {
+                pool.suspend(&pair, format!("recording copy progress: {e}"));
+                return;
+            }
+            if cursor > 0 {
+                cursor = 0;
+                continue;
+            }
+            finish(&pool, &pair);
+            return;
+        };
+        let limit = pair.st.lock().rate_limit;
+        throttle.take(pool.extent_size, limit);
+        let res = {
+            let _g = pair.lock_regions([region]);
+            if !pair.st.lock().todo.contains(region) {
+                Ok(())
+            } else {
+                match &mode {
+                    Mode::PtoS => pool.copy_region(&pair, &pair.pvol, None, &pair.svol, region),
+                    Mode::StoP => pool.copy_region(&pair, &pair.svol, None, &pair.pvol, region),
+                    Mode::SnapToS(s) => {
+                        pool.copy_region(&pair, &pair.pvol, Some(s), &pair.svol, region)
+                    }
+                    Mode::Idle => Ok(()),
+                }
+            }
+        };
+        if let Err(e) = res {
+            let _ = flush(&pool, &pair, &mut batch);
+            if let Mode::SnapToS(_) = mode {
+                log::error!("pair {}: quick split copy: {e}", pair.pvol.name);
+                pair.st.lock().error = Some(e.to_string());
+            } else {
+                pool.suspend(&pair, format!("copy of region {region}: {e}"));
+            }
+            return;
+        }
+        batch.push(region);
+        cursor = region + 1;
+        if batch.len() >= BATCH_REGIONS || last_flush.elapsed() >= BATCH_TIME {
+            if let Err(e) = flush(&pool, &pair, &mut batch) {
+                pool.suspend(&pair, format!("recording copy progress: {e}"));
+                return;
+            }
+            last_flush = Instant::now();
+        }
+    }
+}
+
+/// Make the copied data durable, then record the regions as copied.
+fn flush(pool: &Pool, pair: &Pair, batch: &mut Vec<u64>) -> Result<(), crate::pool::PoolError> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    fail::fail_point!("mirror::before_progress", |_| Err(
+        crate::pool::PoolError::Invalid("failpoint mirror::before_progress".into())
+    ));
+    pool.sync()?;
+    pool.meta.lock().append(&MetaRecord::PairCopied {
+        id: pair.id,
+        regions: batch.clone(),
+    })?;
+    let mut m = pair.st.lock();
+    for &r in batch.iter() {
+        m.todo.clear(r);
+    }
+    batch.clear();
+    Ok(())
+}
+
+/// Nothing left to copy: record the state the copy leads to.
+fn finish(pool: &Pool, pair: &Pair) {
+    let mut log = pool.meta.lock();
+    let mut m = pair.st.lock();
+    if !m.todo.is_empty() {
+        return;
+    }
+    let next = match m.state {
+        PairState::Copy | PairState::CopyRs | PairState::CopyRsR => PairState::Pair,
+        PairState::Psus if m.split_snap.is_some() => PairState::Psus,
+        _ => return,
+    };
+    if let Err(e) = log.append(&MetaRecord::PairState {
+        id: pair.id,
+        state: next as u8,
+        error: String::new(),
+    }) {
+        log::error!("pair {}: recording {}: {e}", pair.pvol.name, next.name());
+        return;
+    }
+    let snap = m.split_snap.take();
+    m.error = None;
+    m.rate = 0;
+    pair.set_state(&mut m, next);
+    drop(m);
+    if let Some(s) = snap {
+        // The quick split's image is all in the S-VOL now: its snapshot can go.
+        if let Err(e) = pool.delete_snapshot_logged(&mut log, &s) {
+            log::error!("pair {}: deleting split snapshot: {e}", pair.pvol.name);
+        }
+    }
+    drop(log);
+    log::info!(
+        "pair {} → {}: {}",
+        pair.pvol.name,
+        pair.svol.name,
+        next.name()
+    );
+}

@@ -1,0 +1,514 @@
+//! Pair operations: create, split (steady, quick, group), resync, restore, delete, status.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{copier, Pair, PairMut, PairState, Role, DEFAULT_COPY_RATE, SPLIT_SNAPSHOT_PREFIX};
+use crate::control::protocol::PairInfo;
+use crate::format::MetaRecord;
+use crate::meta::PairSt;
+use crate::mirror::bitmap::Bitmap;
+use crate::pool::{Pool, PoolError};
+use crate::volume::Volume;
+
+/// How long a steady split waits for the copy before giving up.
+const STEADY_SPLIT_WAIT: Duration = Duration::from_secs(24 * 3600);
+
+impl Pool {
+    fn vol_or_err(&self, name: &str) -> Result<Arc<Volume>, PoolError> {
+        self.volume(name)
+            .ok_or_else(|| PoolError::NotFound(format!("volume '{name}' does not exist")))
+    }
+
+    /// The pair whose P-VOL is `pvol`.
+    pub fn pair_of(&self, pvol: &str) -> Result<Arc<Pair>, PoolError> {
+        let v = self.vol_or_err(pvol)?;
+        self.pairs.read().of_pvol(v.id).cloned().ok_or_else(|| {
+            PoolError::NotFound(format!("volume '{pvol}' is not the P-VOL of a pair"))
+        })
+    }
+
+    /// Placement: the S-VOL keeps to arrays of its tier that hold none of the P-VOL's
+    /// extents, and the P-VOL keeps off those. Returns whether such arrays exist.
+    fn place_pair(&self, p: &Volume, s: &Volume) -> bool {
+        let p_arrays: std::collections::HashSet<u32> =
+            p.map.read().iter_mapped().map(|(_, ph)| ph.array).collect();
+        let al = self.alloc.lock();
+        let s_set: Vec<u32> = al
+            .tier_arrays(&s.tier)
+            .into_iter()
+            .filter(|a| !p_arrays.contains(a))
+            .collect();
+        if s_set.is_empty() {
+            return false;
+        }
+        let p_set: Vec<u32> = al
+            .tier_arrays(&p.tier)
+            .into_iter()
+            .filter(|a| !s_set.contains(a))
+            .collect();
+        *s.allowed_arrays.write() = Some(s_set);
+        if !p_set.is_empty() {
+            *p.allowed_arrays.write() = Some(p_set);
+        }
+        true
+    }
+
+    fn attach(&self, pair: &Arc<Pair>) {
+        *pair.pvol.pair.write() = Some((pair.clone(), Role::Primary));
+        *pair.svol.pair.write() = Some((pair.clone(), Role::Secondary));
+        self.pairs.write().by_id.insert(pair.id, pair.clone());
+    }
+
+    /// Pair `pvol` with `svol` and start the initial copy.
+    #[allow(clippy::too_many_arguments)]
+    pub fn create_pair(
+        self: &Arc<Self>,
+        pvol: &str,
+        svol: &str,
+        create_svol: bool,
+        svol_tier: Option<&str>,
+        group: Option<&str>,
+        rate: Option<u64>,
+    ) -> Result<Arc<Pair>, PoolError> {
+        let p = self.vol_or_err(pvol)?;
+        if let Some(g) = group {
+            crate::names::validate("group", g).map_err(PoolError::Invalid)?;
+        }
+        let s = match self.volume(svol) {
+            Some(s) => s,
+            None if create_svol => {
+                let tier = svol_tier.unwrap_or(&p.tier);
+                self.create_volume(svol, p.size(), Some(tier))?.0
+            }
+            None => {
+                return Err(PoolError::NotFound(format!(
+                    "volume '{svol}' does not exist (use --create-svol to create it)"
+                )))
+            }
+        };
+        if p.id == s.id {
+            return Err(PoolError::Invalid(
+                "a volume cannot be paired with itself".into(),
+            ));
+        }
+        for v in [&p, &s] {
+            if v.pair().is_some() {
+                return Err(PoolError::Busy(format!(
+                    "volume '{}' is already in a pair",
+                    v.name
+                )));
+            }
+        }
+        if s.size() < p.size() {
+            return Err(PoolError::Invalid(format!(
+                "S-VOL '{svol}' ({} bytes) is smaller than P-VOL '{pvol}' ({} bytes)",
+                s.size(),
+                p.size()
+            )));
+        }
+        let separate = self.place_pair(&p, &s);
+        // Writes to the P-VOL are drained while the pair comes into being: every write
+        // after this point is mirrored.
+        let _pio = p.io_lock.write();
+        let _sio = s.io_lock.write();
+        let mut log = self.meta.lock();
+        let id = self.take_id();
+        let rate = rate.filter(|&r| r > 0).unwrap_or(DEFAULT_COPY_RATE);
+        let group = group.unwrap_or("").to_string();
+        log.append(&MetaRecord::PairCreate {
+            id,
+            pvol: p.id,
+            svol: s.id,
+            group: group.clone(),
+            rate,
+        })?;
+        let mut todo = Bitmap::new();
+        for v in [&p, &s] {
+            for (l, _) in v.map.read().iter_mapped() {
+                todo.set(l);
+            }
+        }
+        let pair = Arc::new(Pair::new(
+            id,
+            p.clone(),
+            s.clone(),
+            group,
+            separate,
+            PairMut {
+                state: PairState::Copy,
+                copy_total: todo.count(),
+                todo,
+                p_dirty: Bitmap::new(),
+                s_dirty: Bitmap::new(),
+                split_snap: None,
+                error: None,
+                rate_limit: rate,
+                rate: 0,
+                rate_window: (Instant::now(), 0),
+            },
+        ));
+        self.attach(&pair);
+        drop(log);
+        copier::ensure(self, &pair);
+        log::info!(
+            "pair {pvol} → {svol} created (COPY){}",
+            if separate {
+                ""
+            } else {
+                "; the S-VOL shares arrays with the P-VOL"
+            }
+        );
+        Ok(pair)
+    }
+
+    /// Split pairs at one instant (see `Request::PairSplit`).
+    pub fn split_pairs(
+        self: &Arc<Self>,
+        pvols: &[String],
+        group: Option<&str>,
+        quick: bool,
+    ) -> Result<Vec<Arc<Pair>>, PoolError> {
+        let mut pairs: Vec<Arc<Pair>> = Vec::new();
+        for pv in pvols {
+            pairs.push(self.pair_of(pv)?);
+        }
+        if let Some(g) = group {
+            let members: Vec<Arc<Pair>> = self
+                .pairs
+                .read()
+                .by_id
+                .values()
+                .filter(|p| p.group == g)
+                .cloned()
+                .collect();
+            if members.is_empty() {
+                return Err(PoolError::NotFound(format!("no pair is in group '{g}'")));
+            }
+            pairs.extend(members);
+        }
+        if pairs.is_empty() {
+            return Err(PoolError::Invalid("name P-VOLs or a group to split".into()));
+        }
+        pairs.sort_by_key(|p| p.id);
+        pairs.dedup_by_key(|p| p.id);
+        let deadline = Instant::now() + STEADY_SPLIT_WAIT;
+        loop {
+            if !quick {
+                // Steady: wait until every pair is in sync.
+                for p in &pairs {
+                    let mut m = p.st.lock();
+                    while m.state == PairState::Copy
+                        || m.state == PairState::CopyRs
+                        || m.state == PairState::CopyRsR
+                    {
+                        if p.changed.wait_until(&mut m, deadline).timed_out() {
+                            return Err(PoolError::Busy(format!(
+                                "pair {} is still {} after waiting",
+                                p.pvol.name,
+                                m.state.name()
+                            )));
+                        }
+                    }
+                }
+            }
+            // All P-VOLs stop writing at one instant.
+            let guards: Vec<_> = pairs.iter().map(|p| p.pvol.io_lock.write()).collect();
+            let ok = |s: PairState| {
+                if quick {
+                    matches!(s, PairState::Copy | PairState::Pair | PairState::CopyRs)
+                } else {
+                    s == PairState::Pair
+                }
+            };
+            if let Some(bad) = pairs.iter().find(|p| !ok(p.state())) {
+                let s = bad.state();
+                if !quick && matches!(s, PairState::Copy | PairState::CopyRs | PairState::CopyRsR) {
+                    drop(guards);
+                    continue; // went back to copying meanwhile: wait again
+                }
+                return Err(PoolError::Busy(format!(
+                    "pair {} is {}; it can be split from {}",
+                    bad.pvol.name,
+                    s.name(),
+                    if quick {
+                        "COPY, PAIR or COPY(RS)"
+                    } else {
+                        "PAIR (or COPY with --quick)"
+                    }
+                )));
+            }
+            let mut log = self.meta.lock();
+            let mut snaps = Vec::new();
+            for p in &pairs {
+                let needs_copy = !p.st.lock().todo.is_empty();
+                if needs_copy {
+                    let name = format!("{SPLIT_SNAPSHOT_PREFIX}{}", p.id);
+                    let s = self.snapshot_locked(&mut log, &p.pvol, &name)?;
+                    snaps.push((p.id, s));
+                }
+            }
+            log.append(&MetaRecord::PairSplit {
+                pairs: pairs.iter().map(|p| p.id).collect(),
+                snaps: snaps.iter().map(|(p, s)| (*p, s.id)).collect(),
+            })?;
+            for p in &pairs {
+                let mut m = p.st.lock();
+                m.p_dirty.clear_all();
+                m.s_dirty.clear_all();
+                m.error = None;
+                m.split_snap = snaps
+                    .iter()
+                    .find(|(id, _)| *id == p.id)
+                    .map(|(_, s)| s.clone());
+                p.set_state(&mut m, PairState::Psus);
+            }
+            drop(log);
+            drop(guards);
+            for p in &pairs {
+                copier::ensure(self, p);
+                log::info!(
+                    "pair {} → {} split ({})",
+                    p.pvol.name,
+                    p.svol.name,
+                    if quick { "quick" } else { "steady" }
+                );
+            }
+            return Ok(pairs);
+        }
+    }
+
+    /// Resync (P→S) or restore (S→P) a split or suspended pair.
+    pub fn resync_pair(
+        self: &Arc<Self>,
+        pvol: &str,
+        restore: bool,
+        rate: Option<u64>,
+    ) -> Result<Arc<Pair>, PoolError> {
+        let pair = self.pair_of(pvol)?;
+        self.resync_locked(&pair, restore, rate)?;
+        if restore {
+            // P-VOL reads of regions not yet restored come from the S-VOL from now on.
+            self.notify(pair.pvol.id);
+        }
+        copier::ensure(self, &pair);
+        log::info!(
+            "pair {pvol}: {}",
+            if restore {
+                "restore (COPY(RS-R))"
+            } else {
+                "resync (COPY(RS))"
+            }
+        );
+        Ok(pair)
+    }
+
+    fn resync_locked(
+        &self,
+        pair: &Arc<Pair>,
+        restore: bool,
+        rate: Option<u64>,
+    ) -> Result<(), PoolError> {
+        let pvol = &pair.pvol.name;
+        let _pio = pair.pvol.io_lock.write();
+        let _sio = pair.svol.io_lock.write();
+        let mut log = self.meta.lock();
+        let mut m = pair.st.lock();
+        if !matches!(m.state, PairState::Psus | PairState::Psue) {
+            return Err(PoolError::Busy(format!(
+                "pair {pvol} is {}; resync needs PSUS or PSUE",
+                m.state.name()
+            )));
+        }
+        if restore && m.split_snap.is_some() {
+            return Err(PoolError::Busy(format!(
+                "pair {pvol}: the quick split's copy is still filling the S-VOL; restore once it completes"
+            )));
+        }
+        let rate = rate.filter(|&r| r > 0).unwrap_or(m.rate_limit);
+        log.append(&MetaRecord::PairResync {
+            id: pair.id,
+            restore,
+            rate,
+        })?;
+        let (pd, sd) = (
+            std::mem::take(&mut m.p_dirty),
+            std::mem::take(&mut m.s_dirty),
+        );
+        m.todo.union_with(&pd);
+        m.todo.union_with(&sd);
+        m.copy_total = m.todo.count();
+        m.rate_limit = rate;
+        m.error = None;
+        let snap = m.split_snap.take();
+        pair.set_state(
+            &mut m,
+            if restore {
+                PairState::CopyRsR
+            } else {
+                PairState::CopyRs
+            },
+        );
+        drop(m);
+        if let Some(s) = snap {
+            self.delete_snapshot_logged(&mut log, &s)?;
+        }
+        Ok(())
+    }
+
+    /// Dissolve a pair; both volumes keep their data.
+    pub fn delete_pair(&self, pvol: &str) -> Result<(), PoolError> {
+        let pair = self.pair_of(pvol)?;
+        pair.stop.store(true, std::sync::atomic::Ordering::Release);
+        if let Some(h) = pair.worker.lock().take() {
+            let _ = h.join();
+        }
+        let _pio = pair.pvol.io_lock.write();
+        let _sio = pair.svol.io_lock.write();
+        let mut log = self.meta.lock();
+        log.append(&MetaRecord::PairDelete { id: pair.id })?;
+        let snap = pair.st.lock().split_snap.take();
+        if let Some(s) = snap {
+            self.delete_snapshot_logged(&mut log, &s)?;
+        }
+        drop(log);
+        *pair.pvol.pair.write() = None;
+        *pair.svol.pair.write() = None;
+        *pair.pvol.allowed_arrays.write() = None;
+        *pair.svol.allowed_arrays.write() = None;
+        self.pairs.write().by_id.remove(&pair.id);
+        self.notify(pair.pvol.id);
+        self.notify(pair.svol.id);
+        log::info!(
+            "pair {} → {} deleted (SMPL)",
+            pair.pvol.name,
+            pair.svol.name
+        );
+        Ok(())
+    }
+
+    pub fn pair_info(&self, pair: &Pair) -> PairInfo {
+        let m = pair.st.lock();
+        let es = self.extent_size;
+        let left = m.todo.count();
+        let copying = matches!(
+            m.state,
+            PairState::Copy | PairState::CopyRs | PairState::CopyRsR
+        ) || m.split_snap.is_some();
+        let progress = if !copying || m.copy_total == 0 {
+            100.0
+        } else {
+            100.0 * (m.copy_total.saturating_sub(left)) as f64 / m.copy_total as f64
+        };
+        let mut diff = m.p_dirty.clone();
+        diff.union_with(&m.s_dirty);
+        PairInfo {
+            id: pair.id,
+            pvol: pair.pvol.name.clone(),
+            svol: pair.svol.name.clone(),
+            group: (!pair.group.is_empty()).then(|| pair.group.clone()),
+            state: m.state.name().to_string(),
+            progress: (progress * 10.0).round() / 10.0,
+            bytes_left: if copying { left * es } else { 0 },
+            rate: if copying { m.rate } else { 0 },
+            rate_limit: m.rate_limit,
+            diff_bytes: diff.count() * es,
+            quick_split_copying: m.split_snap.is_some(),
+            separate_arrays: pair.separate_arrays,
+            error: m.error.clone(),
+        }
+    }
+
+    pub fn pair_infos(&self, pvol: Option<&str>) -> Result<Vec<PairInfo>, PoolError> {
+        match pvol {
+            Some(pv) => {
+                let p = self.pair_of(pv)?;
+                Ok(vec![self.pair_info(&p)])
+            }
+            None => {
+                let mut all: Vec<Arc<Pair>> = self.pairs.read().by_id.values().cloned().collect();
+                all.sort_by_key(|p| p.id);
+                Ok(all.iter().map(|p| self.pair_info(p)).collect())
+            }
+        }
+    }
+
+    /// After recovery: rebuild the pairs, attach them to their volumes, restart copies.
+    pub(crate) fn attach_pairs(self: &Arc<Self>, pairs: Vec<PairSt>) -> Result<(), PoolError> {
+        let mut split_snaps = Vec::new();
+        for ps in pairs {
+            let (Some(p), Some(s)) = (self.volume_by_id(ps.pvol), self.volume_by_id(ps.svol))
+            else {
+                return Err(PoolError::Inconsistent(format!(
+                    "pair id {} names a missing volume",
+                    ps.id
+                )));
+            };
+            let state = PairState::from_u8(ps.state).ok_or_else(|| {
+                PoolError::Inconsistent(format!("pair id {} has state {}", ps.id, ps.state))
+            })?;
+            let split_snap = match ps.split_snap {
+                0 => None,
+                id => Some(self.snapshot_by_id(id).ok_or_else(|| {
+                    PoolError::Inconsistent(format!(
+                        "pair id {} names missing snapshot {id}",
+                        ps.id
+                    ))
+                })?),
+            };
+            if let Some(s) = &split_snap {
+                split_snaps.push(s.id);
+            }
+            let separate = self.place_pair(&p, &s);
+            let pair = Arc::new(Pair::new(
+                ps.id,
+                p,
+                s,
+                ps.group,
+                separate,
+                PairMut {
+                    state,
+                    copy_total: ps.todo.count(),
+                    todo: ps.todo,
+                    p_dirty: ps.p_dirty,
+                    s_dirty: ps.s_dirty,
+                    split_snap,
+                    error: (!ps.error.is_empty()).then_some(ps.error),
+                    rate_limit: ps.rate,
+                    rate: 0,
+                    rate_window: (Instant::now(), 0),
+                },
+            ));
+            self.attach(&pair);
+            copier::ensure(self, &pair);
+        }
+        // A quick split cut off by a crash between its snapshot and its split record leaves
+        // a snapshot nobody reads from: remove it.
+        let orphans: Vec<_> = self
+            .snapshots
+            .read()
+            .by_id
+            .values()
+            .filter(|s| s.name.starts_with(SPLIT_SNAPSHOT_PREFIX) && !split_snaps.contains(&s.id))
+            .cloned()
+            .collect();
+        for s in orphans {
+            log::warn!("removing orphaned split snapshot '{}'", s.name);
+            let mut log = self.meta.lock();
+            self.delete_snapshot_logged(&mut log, &s)?;
+        }
+        Ok(())
+    }
+
+    /// Stop the background copiers (daemon shutdown). Their progress is recorded.
+    pub fn shutdown(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::Release);
+        let pairs: Vec<Arc<Pair>> = self.pairs.read().by_id.values().cloned().collect();
+        for p in pairs {
+            if let Some(h) = p.worker.lock().take() {
+                let _ = h.join();
+            }
+        }
+    }
+}
