@@ -1,10 +1,19 @@
 //! A growable set of region numbers (one bit per extent-sized region).
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct Bitmap {
     words: Vec<u64>,
     count: u64,
 }
+
+/// Equal when the same bits are set (however many zero words either carries).
+impl PartialEq for Bitmap {
+    fn eq(&self, other: &Self) -> bool {
+        self.count == other.count && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Bitmap {}
 
 impl Bitmap {
     pub fn new() -> Self {
