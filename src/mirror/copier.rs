@@ -74,9 +74,27 @@ impl Throttle {
     }
 }
 
+impl Mode {
+    /// Same source and destination (and the same split snapshot)?
+    fn same(&self, other: &Mode) -> bool {
+        match (self, other) {
+            (Mode::PtoS, Mode::PtoS) | (Mode::StoP, Mode::StoP) | (Mode::Idle, Mode::Idle) => true,
+            (Mode::SnapToS(a), Mode::SnapToS(b)) => a.id == b.id,
+            _ => false,
+        }
+    }
+}
+
+/// The copy loop. Each region is copied holding both volumes' `io_lock` shared and the
+/// region's stripe lock: split, resync and delete (which take the io_locks exclusively)
+/// therefore never change the pair in the middle of a region. Copied regions are recorded in
+/// batches; a batch belongs to one mode and is dropped (copied again later) if the mode
+/// changes before it is recorded — a region filled from the split image must not count as
+/// copied for a resync that follows.
 fn run(weak: Weak<Pool>, pair: Arc<Pair>) {
     let mut cursor = 0u64;
     let mut batch: Vec<u64> = Vec::new();
+    let mut batch_mode = Mode::Idle;
     let mut last_flush = Instant::now();
     let mut throttle = Throttle {
         since: Instant::now(),
@@ -89,13 +107,15 @@ fn run(weak: Weak<Pool>, pair: Arc<Pair>) {
     }
     loop {
         let Some(pool) = weak.upgrade() else { return };
-        if pair.stopped() || pool.stopping.load(std::sync::atomic::Ordering::Acquire) {
-            let _ = flush(&pool, &pair, &mut batch);
-            return;
+        let stopping = pair.stopped() || pool.stopping.load(std::sync::atomic::Ordering::Acquire);
+        let cur = mode(&pair);
+        if !cur.same(&batch_mode) {
+            batch.clear();
+            cursor = 0;
+            batch_mode = cur;
         }
-        let mode = mode(&pair);
-        if let Mode::Idle = mode {
-            let _ = flush(&pool, &pair, &mut batch);
+        if stopping || matches!(batch_mode, Mode::Idle) {
+            let _ = flush_checked(&pool, &pair, &batch_mode, &mut batch);
             return;
         }
         let next = {
@@ -112,7 +132,7 @@ fn run(weak: Weak<Pool>, pair: Arc<Pair>) {
             n
         };
         let Some(region) = next else {
-            if let Err(e) = flush(&pool, &pair, &mut batch) {
+            if let Err(e) = flush_checked(&pool, &pair, &batch_mode, &mut batch) {
                 pool.suspend(&pair, format!("recording copy progress: {e}"));
                 return;
             }
@@ -125,12 +145,17 @@ fn run(weak: Weak<Pool>, pair: Arc<Pair>) {
         };
         let limit = pair.st.lock().rate_limit;
         throttle.take(pool.extent_size, limit);
+        let _pio = pair.pvol.io_lock.read_recursive();
+        let _sio = pair.svol.io_lock.read_recursive();
+        if !mode(&pair).same(&batch_mode) {
+            continue;
+        }
         let res = {
             let _g = pair.lock_regions([region]);
             if !pair.st.lock().todo.contains(region) {
                 Ok(())
             } else {
-                match &mode {
+                match &batch_mode {
                     Mode::PtoS => pool.copy_region(&pair, &pair.pvol, None, &pair.svol, region),
                     Mode::StoP => pool.copy_region(&pair, &pair.svol, None, &pair.pvol, region),
                     Mode::SnapToS(s) => {
@@ -142,7 +167,7 @@ fn run(weak: Weak<Pool>, pair: Arc<Pair>) {
         };
         if let Err(e) = res {
             let _ = flush(&pool, &pair, &mut batch);
-            if let Mode::SnapToS(_) = mode {
+            if let Mode::SnapToS(_) = batch_mode {
                 log::error!("pair {}: quick split copy: {e}", pair.pvol.name);
                 pair.st.lock().error = Some(e.to_string());
             } else {
@@ -160,6 +185,22 @@ fn run(weak: Weak<Pool>, pair: Arc<Pair>) {
             last_flush = Instant::now();
         }
     }
+}
+
+/// `flush`, holding both io_locks and only if the pair is still in the batch's mode.
+fn flush_checked(
+    pool: &Pool,
+    pair: &Pair,
+    batch_mode: &Mode,
+    batch: &mut Vec<u64>,
+) -> Result<(), crate::pool::PoolError> {
+    let _pio = pair.pvol.io_lock.read_recursive();
+    let _sio = pair.svol.io_lock.read_recursive();
+    if !mode(pair).same(batch_mode) && !matches!(mode(pair), Mode::Idle) {
+        batch.clear();
+        return Ok(());
+    }
+    flush(pool, pair, batch)
 }
 
 /// Make the copied data durable, then record the regions as copied.

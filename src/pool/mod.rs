@@ -1,9 +1,10 @@
 //! The pool: its arrays, the extent allocator, the metadata log and the volumes.
 //!
-//! Lock order (outermost first): `io_gate` → `meta` → `volumes` → a volume's `map` → `alloc`
-//! → `arrays`. `io_gate` is only ever taken on the I/O entry points (shared) and by
-//! `Pool::sync` (exclusive, to drain I/O that may still use a freed extent), never while
-//! another of these locks is held.
+//! Lock order (outermost first): a volume's `io_lock` (P-VOL before S-VOL) → a pair's region
+//! stripes → `io_gate` → `meta` → `volumes` → a volume's `map` → `alloc` → `arrays`.
+//! `io_gate` is taken shared (recursively) by every data access and exclusively only by
+//! `Pool::recycle`, to drain I/O that may still use a freed extent; nobody waits for anything
+//! else while holding it shared.
 
 pub mod alloc;
 pub mod array;
