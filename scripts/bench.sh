@@ -395,6 +395,11 @@ lat_rows = [[job] + [fmt(statistics.median(lat[(t, job)])) if (t, job) in lat el
                      for t in ("raw", "qemu", "fusevol")] for job in jobs if "4K" in job]
 lat_md = "\n".join(["| " + " | ".join(lat_head) + " |", "|" + "|".join("---" for _ in lat_head) + "|"]
                    + ["| " + " | ".join(r) + " |" for r in lat_rows])
+runs_head = ["job"] + ["%s (every run)" % t for t in ("raw", "qemu", "fusevol")]
+runs_rows = [[job] + [" / ".join(fmt(v) for v in vals[(t, job)]) if (t, job) in vals else "-"
+                      for t in ("raw", "qemu", "fusevol")] for job in jobs]
+runs_md = "\n".join(["| " + " | ".join(runs_head) + " |", "|" + "|".join("---" for _ in runs_head) + "|"]
+                    + ["| " + " | ".join(r) + " |" for r in runs_rows])
 notes = """Notes:
 - MB/s = 10^6 bytes/s (1 MiB jobs); IOPS for 4 KiB jobs. Ratios are fusevol divided by the other target.
 - Every target was sparse/thin, then filled once by a sequential 1 MiB O_DIRECT write of its whole size.
@@ -415,11 +420,19 @@ print("Mean completion latency of the 4 KiB jobs (µs):")
 lw = [max(len(str(x)) for x in col) for col in zip(lat_head, *lat_rows)]
 for r in [lat_head] + lat_rows:
     print("  ".join(str(c).ljust(lw[i]) for i, c in enumerate(r)).rstrip())
+if max(len(v) for v in vals.values()) > 1:
+    print()
+    print("Every run (the table shows the median):")
+    rw = [max(len(str(x)) for x in col) for col in zip(runs_head, *runs_rows)]
+    for r in [runs_head] + runs_rows:
+        print("  ".join(str(c).ljust(rw[i]) for i, c in enumerate(r)).rstrip())
 print()
 print(notes)
 if out:
     with open(out, "w") as fh:
         fh.write("# fusevol benchmark run\n\n" + info + "\n\n" + md + "\n\nMean completion latency of the 4 KiB jobs:\n\n"
-                 + lat_md + "\n\n" + notes + "\n")
+                 + lat_md + "\n\n"
+                 + ("Every run (the table shows the median):\n\n" + runs_md + "\n\n" if max(len(v) for v in vals.values()) > 1 else "")
+                 + notes + "\n")
     print("\nmarkdown written to " + out)
 EOF

@@ -7,22 +7,27 @@
 //! the answer's `data` on stdout for scripts. Exit codes are decided in one place,
 //! [`exit_code`], and documented in `--help`.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 use fusevol::control::client::error_code_name;
 use fusevol::control::protocol::SnapshotInfo;
-use fusevol::control::{ArrayInfo, Client, ClientError, ErrorBody, PoolInfo, Request, VolumeInfo};
+use fusevol::control::{
+    ArrayInfo, Client, ClientError, ErrorBody, ErrorCode, PairInfo, PoolInfo, Request, VolumeInfo,
+};
 use fusevol::units::{format_size, parse_size};
 
 const AFTER_HELP: &str = "\
 Exit status: 0 ok, 1 the daemon refused the request (or check found problems), 2 usage error, \
-3 cannot reach the daemon, 4 local error. See --help for details.";
+3 cannot reach the daemon, 4 local error, 5 a pair wait timed out, 6 the pair is PSUE. \
+See --help for details.";
 
 const AFTER_LONG_HELP: &str = "\
 FINDING THE POOL
@@ -39,15 +44,28 @@ OUTPUT
   that answer nothing); an error is printed to stdout as
   {\"error\":{\"code\":\"<code>\",\"message\":\"<message>\"}} and the exit status is non-zero.
   Daemon error codes: protocol, invalid, not_found, exists, busy, no_space, io. Client-side codes:
-  no_daemon, connect, timeout, connection, closed, bad_response, usage, local.
+  no_daemon, connect, timeout, connection, closed, bad_response, usage, local, wait_timeout,
+  pair_suspended, pair_changed.
+
+PAIRS
+  A pair is a local split mirror: the S-VOL follows the P-VOL (states COPY, then PAIR) until it
+  is split (PSUS) and keeps the P-VOL's image of that instant; resync copies only what changed
+  (COPY(RS), or COPY(RS-R) to restore the P-VOL from the S-VOL). PSUE: suspended by an error.
+  Rates are bytes per second with size units: --rate 200M = 200 MiB/s. `pair create --wait` and
+  `pair resync --wait` show the copy's progress until the pair is PAIR; a steady `pair split`
+  waits for the copy inside the daemon, with no answer timeout unless --timeout is given.
 
 EXIT STATUS
   0  success
-  1  the daemon reported an error (any error code), or `check` found problems
+  1  the daemon reported an error (any error code), or `check` found problems, or the pair
+     was split or deleted by another command during `--wait`
   2  usage error: bad or missing arguments (including a bad --array spec), no pool given
   3  cannot reach the daemon: no control socket, connection refused or lost, timeout,
      unintelligible answer
   4  local error: `init` or `check` could not do their work (pool exists, I/O, not a pool)
+  5  `pair wait` timed out before the pair reached the state
+  6  the pair is PSUE (suspended by an error) while `pair wait` or `--wait` waited for
+     another state
 
 EXAMPLES
   fusevol init /srv/pool --array a0:16G:fast --array a1:64G:slow --extent-size 1M
@@ -59,6 +77,11 @@ EXAMPLES
   fusevol snapshot create vm1 pre-upgrade    # read-only: /mnt/fusevol/.snapshots/vm1/pre-upgrade
   fusevol snapshot list vm1
   fusevol snapshot rollback vm1 pre-upgrade  # with vm1's file closed (umount, losetup -d)
+  fusevol pair create vm1 vm1-bk --create-svol --svol-tier slow --rate 200M --wait
+  fusevol pair split vm1         # vm1-bk keeps vm1's image of this instant (read-only)
+  fusevol pair status
+  fusevol pair resync vm1 --wait # copy only what changed since the split, back to PAIR
+  fusevol pair wait vm1 --state PAIR --timeout 3600
   fusevol check /srv/pool        # with fusevold stopped";
 
 /// Manage a fusevol storage pool: arrays, volumes, snapshots and the daemon serving them.
@@ -66,9 +89,10 @@ EXAMPLES
 #[command(
     name = "fusevol",
     version,
-    about = "Manage a fusevol storage pool: arrays, volumes, snapshots and the daemon serving them",
-    long_about = "Manage a fusevol storage pool: arrays, volumes, snapshots and the daemon serving \
-        them.\n\n\
+    about = "Manage a fusevol storage pool: arrays, volumes, snapshots, pairs and the daemon \
+        serving them",
+    long_about = "Manage a fusevol storage pool: arrays, volumes, snapshots, pairs (split \
+        mirrors) and the daemon serving them.\n\n\
         fusevold serves a pool directory and shows every volume as a file in its FUSE mount (and \
         every snapshot as a read-only file under .snapshots/<VOL>/); \
         this tool creates and checks pools offline, and drives a running fusevold through the \
@@ -94,9 +118,10 @@ struct Cli {
     #[arg(long, global = true)]
     json: bool,
 
-    /// Seconds to wait for the daemon's answer (0: wait forever)
-    #[arg(long, global = true, value_name = "SECS", default_value_t = 600)]
-    timeout: u64,
+    /// Seconds to wait for the daemon's answer (0: wait forever) [default: 600; a steady
+    /// `pair split`: forever]
+    #[arg(long, global = true, value_name = "SECS")]
+    timeout: Option<u64>,
 
     #[command(subcommand)]
     command: Command,
@@ -120,6 +145,15 @@ enum Command {
     /// Take, list, delete, roll back to and clone snapshots of volumes
     #[command(subcommand)]
     Snapshot(SnapshotCmd),
+    /// Pair volumes as split mirrors: create, split, resync, delete, status, wait
+    ///
+    /// A pair mirrors a P-VOL onto an S-VOL inside the pool. States: COPY (initial copy
+    /// running), PAIR (mirrored: writes go to both), PSUS (split: the S-VOL keeps the P-VOL's
+    /// image of the split instant, read-only), COPY(RS) (resync P-VOL to S-VOL, changed regions
+    /// only), COPY(RS-R) (restore: S-VOL to P-VOL), PSUE (suspended by an error); an unpaired
+    /// volume is SMPL.
+    #[command(subcommand)]
+    Pair(PairCmd),
     /// Write a metadata checkpoint and flush all arrays to stable storage
     Sync,
     /// Check that a fusevold is serving the pool and answering
@@ -265,6 +299,125 @@ enum SnapshotCmd {
     },
 }
 
+#[derive(Subcommand)]
+enum PairCmd {
+    /// Pair PVOL with SVOL (at least as large) and start the initial copy (state COPY)
+    Create {
+        /// The P-VOL: the volume to mirror
+        #[arg(value_name = "PVOL")]
+        pvol: String,
+        /// The S-VOL: the mirror; its content is overwritten
+        #[arg(value_name = "SVOL")]
+        svol: String,
+        /// Create SVOL, as large as PVOL
+        #[arg(long)]
+        create_svol: bool,
+        /// Tier of the S-VOL created with --create-svol [default: the pool's choice]
+        #[arg(long, value_name = "TIER", requires = "create_svol")]
+        svol_tier: Option<String>,
+        /// Put the pair in this group (a group is split at one instant)
+        #[arg(long, value_name = "NAME")]
+        group: Option<String>,
+        /// Copy rate limit per second, e.g. 200M = 200 MiB/s [default: the daemon's]
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        rate: Option<u64>,
+        /// Show the copy's progress and return when the pair is PAIR (exit 6 if it is PSUE)
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Split pairs at one instant: named P-VOLs and/or a whole group (state PSUS)
+    ///
+    /// Steady (default): the daemon waits until every pair is PAIR, then splits; there is no
+    /// answer timeout unless --timeout is given. Quick: splits at once; the rest of the copy
+    /// runs in the background and the S-VOL only ever shows the split-time image.
+    Split {
+        /// P-VOLs of the pairs to split
+        #[arg(value_name = "PVOL", required_unless_present = "group")]
+        pvols: Vec<String>,
+        /// Split every pair of this group
+        #[arg(long, value_name = "NAME")]
+        group: Option<String>,
+        /// Split at once, without waiting for the copy to finish
+        #[arg(long)]
+        quick: bool,
+    },
+    /// Resynchronize a split or suspended pair, copying only changed regions
+    Resync {
+        /// The P-VOL of the pair
+        #[arg(value_name = "PVOL")]
+        pvol: String,
+        /// Copy S-VOL to P-VOL instead (COPY(RS-R)): return the P-VOL to the split-time image
+        #[arg(long)]
+        restore: bool,
+        /// Copy rate limit per second, e.g. 200M = 200 MiB/s [default: the daemon's]
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        rate: Option<u64>,
+        /// Show the copy's progress and return when the pair is PAIR (exit 6 if it is PSUE)
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Dissolve a pair (both volumes become SMPL and keep their data)
+    Delete {
+        /// The P-VOL of the pair
+        #[arg(value_name = "PVOL")]
+        pvol: String,
+    },
+    /// Show pairs, all or the one of PVOL: state, copy progress, bytes left, rate, differences
+    ///
+    /// LEFT is what the running copy still has to copy; DIFF is what changed on either side
+    /// since the split (what a resync or restore copies).
+    Status {
+        /// Only the pair of this P-VOL [default: all pairs]
+        #[arg(value_name = "PVOL")]
+        pvol: Option<String>,
+    },
+    /// Wait until a pair reaches a state (exit 5 on timeout, 6 if the pair is PSUE)
+    Wait {
+        /// The P-VOL of the pair
+        #[arg(value_name = "PVOL")]
+        pvol: String,
+        /// State to wait for: SMPL (no pair), COPY, PAIR, PSUS, COPY(RS) or COPY-RS,
+        /// COPY(RS-R) or COPY-RS-R, PSUE; case-insensitive
+        #[arg(long, value_name = "STATE", value_parser = parse_pair_state)]
+        state: String,
+        /// Give up after SECS seconds (exit 5); 0: wait forever [default: wait forever]
+        #[arg(long, value_name = "SECS")]
+        timeout: Option<u64>,
+    },
+}
+
+/// Pair state names as the daemon reports them; SMPL is a volume without a pair.
+const PAIR_STATES: [&str; 7] = [
+    "SMPL",
+    "COPY",
+    "PAIR",
+    "PSUS",
+    "COPY(RS)",
+    "COPY(RS-R)",
+    "PSUE",
+];
+
+/// A state name as typed (any case; `COPY-RS`, `COPY-RS-R` for the parenthesized names) as the
+/// daemon spells it.
+fn parse_pair_state(text: &str) -> Result<String, String> {
+    let upper = text.trim().to_ascii_uppercase().replace('_', "-");
+    let name = match upper.as_str() {
+        "COPY-RS" => "COPY(RS)",
+        "COPY-RS-R" => "COPY(RS-R)",
+        other => other,
+    };
+    PAIR_STATES
+        .iter()
+        .find(|s| **s == name)
+        .map(|s| s.to_string())
+        .ok_or_else(|| {
+            format!(
+                "unknown pair state '{text}' (expected one of {}; or COPY-RS, COPY-RS-R)",
+                PAIR_STATES.join(", ")
+            )
+        })
+}
+
 /// Why a command did not succeed. Every failure ends up in [`exit_code`] and [`report`].
 enum Failure {
     /// The daemon answered with an error.
@@ -277,6 +430,12 @@ enum Failure {
     Unreachable(ClientError),
     /// An offline command (`init`, `check`) failed.
     Local(String),
+    /// `pair wait` gave up: the pair did not reach the state in time.
+    WaitTimeout(String),
+    /// The pair is PSUE while waiting for another state.
+    PairSuspended(String),
+    /// `--wait`: the pair was split or deleted meanwhile and will not reach PAIR.
+    PairChanged(String),
 }
 
 impl From<ClientError> for Failure {
@@ -292,10 +451,12 @@ impl From<ClientError> for Failure {
 fn exit_code(outcome: &Result<(), Failure>) -> ExitCode {
     ExitCode::from(match outcome {
         Ok(()) => 0,
-        Err(Failure::Daemon(_) | Failure::Unclean { .. }) => 1,
+        Err(Failure::Daemon(_) | Failure::Unclean { .. } | Failure::PairChanged(_)) => 1,
         Err(Failure::Usage(_)) => 2,
         Err(Failure::Unreachable(_)) => 3,
         Err(Failure::Local(_)) => 4,
+        Err(Failure::WaitTimeout(_)) => 5,
+        Err(Failure::PairSuspended(_)) => 6,
     })
 }
 
@@ -313,6 +474,9 @@ fn report(failure: &Failure, json_mode: bool) {
         Failure::Usage(msg) => ("usage", msg.clone()),
         Failure::Unreachable(e) => (e.code(), e.to_string()),
         Failure::Local(msg) => ("local", msg.clone()),
+        Failure::WaitTimeout(msg) => ("wait_timeout", msg.clone()),
+        Failure::PairSuspended(msg) => ("pair_suspended", msg.clone()),
+        Failure::PairChanged(msg) => ("pair_changed", msg.clone()),
     };
     if json_mode {
         println!(
@@ -366,11 +530,21 @@ fn clap_failure(e: clap::Error) -> ExitCode {
 }
 
 /// What every command needs: where the pool is and how to print.
+#[derive(Clone)]
 struct Ctx {
     pool: Option<PathBuf>,
     json: bool,
+    /// Answer timeout (`Duration::ZERO`: none).
     timeout: Duration,
+    /// --timeout as given, if it was.
+    timeout_given: Option<u64>,
 }
+
+/// The answer timeout when --timeout is not given.
+const DEFAULT_TIMEOUT_SECS: u64 = 600;
+
+/// How often `pair wait` and `--wait` ask for the pair's state.
+const POLL_INTERVAL: Duration = Duration::from_millis(200);
 
 impl Ctx {
     /// The pool from an explicit argument, else -p/--pool or FUSEVOL_POOL.
@@ -424,7 +598,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
     let ctx = Ctx {
         pool: cli.pool,
         json: cli.json,
-        timeout: Duration::from_secs(cli.timeout),
+        timeout: Duration::from_secs(cli.timeout.unwrap_or(DEFAULT_TIMEOUT_SECS)),
+        timeout_given: cli.timeout,
     };
     match cli.command {
         Command::Init(args) => init(&ctx, args),
@@ -433,6 +608,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Pool(PoolCmd::Info) => ctx.request(Request::PoolInfo, show_pool),
         Command::Volume(cmd) => volume(&ctx, cmd),
         Command::Snapshot(cmd) => snapshot(&ctx, cmd),
+        Command::Pair(cmd) => pair(&ctx, cmd),
         Command::Sync => ctx.request(Request::Sync, |()| println!("synced")),
         Command::Ping => ctx.request(Request::Ping, |info: PoolInfo| {
             println!(
@@ -678,6 +854,345 @@ fn snapshot(ctx: &Ctx, cmd: SnapshotCmd) -> Result<(), Failure> {
             )
         }
     }
+}
+
+fn pair(ctx: &Ctx, cmd: PairCmd) -> Result<(), Failure> {
+    match cmd {
+        PairCmd::Create {
+            pvol,
+            svol,
+            create_svol,
+            svol_tier,
+            group,
+            rate,
+            wait,
+        } => {
+            let req = Request::PairCreate {
+                pvol,
+                svol,
+                create_svol,
+                svol_tier,
+                group,
+                rate,
+            };
+            pair_change(ctx, req, wait, |p| {
+                let group = match &p.group {
+                    Some(g) => format!(" in group {g}"),
+                    None => String::new(),
+                };
+                format!(
+                    "paired volume {} (P-VOL) with {} (S-VOL){group}: {}, {} to copy{}",
+                    p.pvol,
+                    p.svol,
+                    p.state,
+                    format_size(p.bytes_left),
+                    rate_limit_text(p.rate_limit)
+                )
+            })
+        }
+        PairCmd::Split {
+            pvols,
+            group,
+            quick,
+        } => {
+            if pvols.is_empty() && group.is_none() {
+                return Err(Failure::Usage(
+                    "pair split needs at least one PVOL or --group NAME".into(),
+                ));
+            }
+            let req = Request::PairSplit {
+                pvols,
+                group,
+                quick,
+            };
+            let mut ctx = ctx.clone();
+            if !quick && ctx.timeout_given.is_none() {
+                // A steady split answers once the copies are done: no answer timeout.
+                ctx.timeout = Duration::ZERO;
+            }
+            ctx.request(req, move |pairs: Vec<PairInfo>| show_split(&pairs, quick))
+        }
+        PairCmd::Resync {
+            pvol,
+            restore,
+            rate,
+            wait,
+        } => {
+            let req = Request::PairResync {
+                pvol,
+                restore,
+                rate,
+            };
+            pair_change(ctx, req, wait, move |p| {
+                let direction = if restore {
+                    "restoring P-VOL from S-VOL"
+                } else {
+                    "resyncing S-VOL from P-VOL"
+                };
+                format!(
+                    "{direction} of pair {} -> {}: {}, {} to copy{}",
+                    p.pvol,
+                    p.svol,
+                    p.state,
+                    format_size(p.bytes_left),
+                    rate_limit_text(p.rate_limit)
+                )
+            })
+        }
+        PairCmd::Delete { pvol } => {
+            let shown = format!("deleted the pair of volume {pvol}; both volumes keep their data");
+            ctx.request(Request::PairDelete { pvol }, move |()| println!("{shown}"))
+        }
+        PairCmd::Status { pvol } => {
+            let of = pvol.clone();
+            ctx.request(
+                Request::PairStatus { pvol },
+                move |pairs: Vec<PairInfo>| match (&of, pairs.is_empty()) {
+                    (Some(vol), true) => println!("volume {vol} is not paired (SMPL)"),
+                    (None, true) => println!("no pairs"),
+                    _ => print!("{}", pair_table(&pairs)),
+                },
+            )
+        }
+        PairCmd::Wait {
+            pvol,
+            state,
+            timeout,
+        } => {
+            // `--timeout` after `wait` is this one; before `pair` it is the global one, which
+            // then bounds the wait as well.
+            let limit = timeout.or(ctx.timeout_given).filter(|&secs| secs > 0);
+            pair_wait(ctx, &pvol, &state, limit)
+        }
+    }
+}
+
+/// Send a request answering `PairInfo` (create, resync). Without `wait`, show the answer; with
+/// it, follow the copy (a progress bar when stdout is a terminal and not `--json`) until the
+/// pair is PAIR and show the final status.
+fn pair_change(
+    ctx: &Ctx,
+    req: Request,
+    wait: bool,
+    describe: impl FnOnce(&PairInfo) -> String,
+) -> Result<(), Failure> {
+    if !wait {
+        return ctx.request(req, |p: PairInfo| println!("{}", describe(&p)));
+    }
+    let mut client = ctx.client()?;
+    let (first, warnings) = client.call_ok::<PairInfo>(&req)?;
+    print_warnings(&warnings);
+    if !ctx.json {
+        println!("{}", describe(&first));
+    }
+    let bar = (!ctx.json && std::io::stdout().is_terminal()).then(|| progress_bar(&first));
+    let outcome = follow_copy(&mut client, first, bar.as_ref());
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    let last = outcome?;
+    if ctx.json {
+        print_json(&serde_json::to_value(&last).unwrap_or(Value::Null));
+    } else {
+        print!("{}", pair_table(std::slice::from_ref(&last)));
+    }
+    Ok(())
+}
+
+/// Poll the pair until it is PAIR; PSUE, a split or a delete meanwhile end the wait.
+fn follow_copy(
+    client: &mut Client,
+    mut info: PairInfo,
+    bar: Option<&ProgressBar>,
+) -> Result<PairInfo, Failure> {
+    let pvol = info.pvol.clone();
+    loop {
+        if let Some(bar) = bar {
+            update_bar(bar, &info);
+        }
+        match info.state.as_str() {
+            "PAIR" => return Ok(info),
+            "PSUE" => return Err(Failure::PairSuspended(suspended_message(&info))),
+            "COPY" | "COPY(RS)" | "COPY(RS-R)" => {}
+            other => {
+                return Err(Failure::PairChanged(format!(
+                    "pair {pvol} is {other} (split by another command?) and will not reach PAIR"
+                )))
+            }
+        }
+        std::thread::sleep(POLL_INTERVAL);
+        info = fetch_pair(client, &pvol)?.ok_or_else(|| {
+            Failure::PairChanged(format!(
+                "pair {pvol} was deleted by another command before reaching PAIR"
+            ))
+        })?;
+    }
+}
+
+/// `pair wait`: poll until the pair of `pvol` is in `want` (SMPL: no pair).
+fn pair_wait(ctx: &Ctx, pvol: &str, want: &str, limit: Option<u64>) -> Result<(), Failure> {
+    let mut client = ctx.client()?;
+    let start = Instant::now();
+    let deadline = limit.map(|secs| start + Duration::from_secs(secs));
+    loop {
+        let info = match fetch_pair(&mut client, pvol) {
+            Ok(info) => info,
+            // Waiting for a pair to go away: a volume the daemon does not know has no pair.
+            Err(ClientError::Daemon(body))
+                if body.code == ErrorCode::NotFound && want == "SMPL" =>
+            {
+                None
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let state = info.as_ref().map_or("SMPL", |p| p.state.as_str());
+        if state == want {
+            if ctx.json {
+                print_json(&serde_json::to_value(&info).unwrap_or(Value::Null));
+            } else {
+                println!("pair {pvol} is {state}");
+            }
+            return Ok(());
+        }
+        if let Some(p) = info.as_ref().filter(|p| p.state == "PSUE") {
+            return Err(Failure::PairSuspended(format!(
+                "{} (waiting for {want})",
+                suspended_message(p)
+            )));
+        }
+        let now = Instant::now();
+        if let (Some(deadline), Some(secs)) = (deadline, limit) {
+            if now >= deadline {
+                return Err(Failure::WaitTimeout(format!(
+                    "timed out after {secs} s waiting for pair {pvol} to reach {want} (it is {state})"
+                )));
+            }
+            std::thread::sleep(POLL_INTERVAL.min(deadline - now));
+        } else {
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
+}
+
+/// The pair of `pvol`, or `None` if it has none.
+fn fetch_pair(client: &mut Client, pvol: &str) -> Result<Option<PairInfo>, ClientError> {
+    let (pairs, _warnings) = client.call_ok::<Vec<PairInfo>>(&Request::PairStatus {
+        pvol: Some(pvol.to_string()),
+    })?;
+    Ok(pairs.into_iter().find(|p| p.pvol == pvol))
+}
+
+fn suspended_message(p: &PairInfo) -> String {
+    format!(
+        "pair {} is PSUE (suspended by an error): {}",
+        p.pvol,
+        p.error.as_deref().unwrap_or("no error reported")
+    )
+}
+
+fn progress_bar(info: &PairInfo) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(1000), ProgressDrawTarget::stderr());
+    let style = ProgressStyle::with_template("{prefix} {elapsed:>4} [{bar:30}] {msg}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+    bar.set_style(style);
+    bar.set_prefix(format!("{} -> {}", info.pvol, info.svol));
+    update_bar(&bar, info);
+    bar.enable_steady_tick(Duration::from_millis(500));
+    bar
+}
+
+fn update_bar(bar: &ProgressBar, info: &PairInfo) {
+    bar.set_position((info.progress.clamp(0.0, 100.0) * 10.0).round() as u64);
+    bar.set_message(progress_text(info));
+}
+
+/// `COPY  42.0%  1.2 GiB left  120.0 MiB/s`
+fn progress_text(info: &PairInfo) -> String {
+    format!(
+        "{} {:5.1}%  {} left  {}",
+        info.state,
+        info.progress,
+        format_size(info.bytes_left),
+        format_rate(info.rate)
+    )
+}
+
+fn show_split(pairs: &[PairInfo], quick: bool) {
+    if pairs.is_empty() {
+        println!("no pairs to split");
+        return;
+    }
+    let how = if quick {
+        "; the S-VOLs show the split-time image while the copy completes in the background"
+    } else {
+        ""
+    };
+    println!(
+        "split {} pair{} at one instant{how}",
+        pairs.len(),
+        if pairs.len() == 1 { "" } else { "s" }
+    );
+    print!("{}", pair_table(pairs));
+}
+
+fn pair_table(pairs: &[PairInfo]) -> String {
+    let rows = pairs
+        .iter()
+        .map(|p| {
+            let mut notes = Vec::new();
+            if let Some(e) = &p.error {
+                notes.push(e.clone());
+            }
+            if p.quick_split_copying {
+                notes.push("quick split copying".to_string());
+            }
+            if !p.separate_arrays {
+                notes.push("S-VOL shares arrays with P-VOL".to_string());
+            }
+            vec![
+                p.pvol.clone(),
+                p.svol.clone(),
+                p.group.clone().unwrap_or_else(|| "-".into()),
+                p.state.clone(),
+                format!("{:.1}%", p.progress),
+                format_size(p.bytes_left),
+                if p.rate == 0 {
+                    "-".into()
+                } else {
+                    format_rate(p.rate)
+                },
+                format_size(p.diff_bytes),
+                notes.join("; "),
+            ]
+        })
+        .collect();
+    let header = [
+        ("PVOL", L),
+        ("SVOL", L),
+        ("GROUP", L),
+        ("STATE", L),
+        ("PROGRESS", R),
+        ("LEFT", R),
+        ("RATE", R),
+        ("DIFF", R),
+        ("NOTE", L),
+    ];
+    table(&header, rows)
+}
+
+/// ` at up to 200.0 MiB/s`, or nothing without a limit.
+fn rate_limit_text(limit: u64) -> String {
+    if limit == 0 {
+        String::new()
+    } else {
+        format!(" at up to {}", format_rate(limit))
+    }
+}
+
+/// Bytes per second for people: `120.0 MiB/s`.
+fn format_rate(bytes_per_sec: u64) -> String {
+    format!("{}/s", format_size(bytes_per_sec))
 }
 
 fn snapshot_table(snaps: &[SnapshotInfo]) -> String {
@@ -1137,6 +1652,387 @@ mod tests {
         assert_eq!(
             code(Err(Failure::Local("l".into()))),
             format!("{:?}", ExitCode::from(4))
+        );
+        assert_eq!(
+            code(Err(Failure::PairChanged("c".into()))),
+            format!("{:?}", ExitCode::from(1))
+        );
+        assert_eq!(
+            code(Err(Failure::WaitTimeout("t".into()))),
+            format!("{:?}", ExitCode::from(5))
+        );
+        assert_eq!(
+            code(Err(Failure::PairSuspended("s".into()))),
+            format!("{:?}", ExitCode::from(6))
+        );
+    }
+
+    #[test]
+    fn parses_pair_commands() {
+        let parse =
+            |args: &[&str]| Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        match parse(&[
+            "fusevol",
+            "pair",
+            "create",
+            "v0",
+            "v0s",
+            "--create-svol",
+            "--svol-tier",
+            "slow",
+            "--group",
+            "g1",
+            "--rate",
+            "200M",
+            "--wait",
+        ])
+        .command
+        {
+            Command::Pair(PairCmd::Create {
+                pvol,
+                svol,
+                create_svol,
+                svol_tier,
+                group,
+                rate,
+                wait,
+            }) => {
+                assert_eq!((pvol.as_str(), svol.as_str()), ("v0", "v0s"));
+                assert!(create_svol && wait);
+                assert_eq!(svol_tier.as_deref(), Some("slow"));
+                assert_eq!(group.as_deref(), Some("g1"));
+                assert_eq!(rate, Some(200 << 20));
+            }
+            _ => panic!("wrong command"),
+        }
+        match parse(&["fusevol", "pair", "create", "v0", "v1"]).command {
+            Command::Pair(PairCmd::Create {
+                create_svol,
+                svol_tier,
+                group,
+                rate,
+                wait,
+                ..
+            }) => {
+                assert!(!create_svol && !wait);
+                assert_eq!((svol_tier, group, rate), (None, None, None));
+            }
+            _ => panic!("wrong command"),
+        }
+        match parse(&["fusevol", "pair", "split", "v0", "v1", "--quick"]).command {
+            Command::Pair(PairCmd::Split {
+                pvols,
+                group,
+                quick,
+            }) => {
+                assert_eq!(pvols, vec!["v0", "v1"]);
+                assert_eq!(group, None);
+                assert!(quick);
+            }
+            _ => panic!("wrong command"),
+        }
+        match parse(&["fusevol", "pair", "split", "--group", "g1"]).command {
+            Command::Pair(PairCmd::Split {
+                pvols,
+                group,
+                quick,
+            }) => {
+                assert!(pvols.is_empty());
+                assert_eq!(group.as_deref(), Some("g1"));
+                assert!(!quick);
+            }
+            _ => panic!("wrong command"),
+        }
+        match parse(&[
+            "fusevol",
+            "pair",
+            "resync",
+            "v0",
+            "--restore",
+            "--rate",
+            "1G",
+        ])
+        .command
+        {
+            Command::Pair(PairCmd::Resync {
+                pvol,
+                restore,
+                rate,
+                wait,
+            }) => {
+                assert_eq!(pvol, "v0");
+                assert!(restore && !wait);
+                assert_eq!(rate, Some(1 << 30));
+            }
+            _ => panic!("wrong command"),
+        }
+        match parse(&["fusevol", "pair", "resync", "v0", "--wait"]).command {
+            Command::Pair(PairCmd::Resync {
+                restore,
+                rate,
+                wait,
+                ..
+            }) => {
+                assert!(!restore && wait);
+                assert_eq!(rate, None);
+            }
+            _ => panic!("wrong command"),
+        }
+        match parse(&["fusevol", "pair", "delete", "v0"]).command {
+            Command::Pair(PairCmd::Delete { pvol }) => assert_eq!(pvol, "v0"),
+            _ => panic!("wrong command"),
+        }
+        match parse(&["fusevol", "pair", "status"]).command {
+            Command::Pair(PairCmd::Status { pvol }) => assert_eq!(pvol, None),
+            _ => panic!("wrong command"),
+        }
+        match parse(&["fusevol", "--json", "pair", "status", "v0"]).command {
+            Command::Pair(PairCmd::Status { pvol }) => assert_eq!(pvol.as_deref(), Some("v0")),
+            _ => panic!("wrong command"),
+        }
+        // No timeout: wait forever; the global answer timeout stays unset.
+        let cli = parse(&["fusevol", "pair", "wait", "v0", "--state", "copy-rs-r"]);
+        assert_eq!(cli.timeout, None);
+        match cli.command {
+            Command::Pair(PairCmd::Wait {
+                pvol,
+                state,
+                timeout,
+            }) => {
+                assert_eq!(pvol, "v0");
+                assert_eq!(state, "COPY(RS-R)");
+                assert_eq!(timeout, None);
+            }
+            _ => panic!("wrong command"),
+        }
+        let cli = parse(&[
+            "fusevol",
+            "pair",
+            "wait",
+            "v0",
+            "--state",
+            "PAIR",
+            "--timeout",
+            "30",
+        ]);
+        assert_eq!(
+            cli.timeout,
+            Some(30),
+            "the wait's limit bounds each answer too"
+        );
+        match cli.command {
+            Command::Pair(PairCmd::Wait { state, timeout, .. }) => {
+                assert_eq!(state, "PAIR");
+                assert_eq!(timeout, Some(30));
+            }
+            _ => panic!("wrong command"),
+        }
+        // Before the subcommand, --timeout is the same option.
+        let cli = parse(&[
+            "fusevol",
+            "--timeout",
+            "7",
+            "pair",
+            "wait",
+            "v0",
+            "--state",
+            "psus",
+        ]);
+        assert_eq!(cli.timeout, Some(7));
+        match cli.command {
+            Command::Pair(PairCmd::Wait { state, timeout, .. }) => {
+                assert_eq!(state, "PSUS");
+                assert_eq!(timeout, Some(7));
+            }
+            _ => panic!("wrong command"),
+        }
+        let cli = parse(&["fusevol", "pair", "split", "v0", "--timeout", "9"]);
+        assert_eq!(cli.timeout, Some(9));
+        assert_eq!(parse(&["fusevol", "volume", "list"]).timeout, None);
+    }
+
+    #[test]
+    fn rejects_bad_pair_usage() {
+        for args in [
+            &["fusevol", "pair"][..],
+            &["fusevol", "pair", "create", "v0"],
+            &["fusevol", "pair", "create", "v0", "v1", "--rate", "fast"],
+            &[
+                "fusevol",
+                "pair",
+                "create",
+                "v0",
+                "v1",
+                "--svol-tier",
+                "slow",
+            ],
+            &["fusevol", "pair", "split"],
+            &["fusevol", "pair", "split", "--quick"],
+            &["fusevol", "pair", "resync"],
+            &["fusevol", "pair", "resync", "v0", "--rate", "12X"],
+            &["fusevol", "pair", "delete"],
+            &["fusevol", "pair", "delete", "v0", "v1"],
+            &["fusevol", "pair", "status", "v0", "v1"],
+            &["fusevol", "pair", "wait", "v0"],
+            &["fusevol", "pair", "wait", "--state", "PAIR"],
+            &["fusevol", "pair", "wait", "v0", "--state", "SPLIT"],
+            &[
+                "fusevol",
+                "pair",
+                "wait",
+                "v0",
+                "--state",
+                "PAIR",
+                "--timeout",
+                "soon",
+            ],
+            &["fusevol", "pair", "frobnicate"],
+        ] {
+            let err = Cli::try_parse_from(args).err().expect("must fail");
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn normalizes_pair_state_names() {
+        for (input, want) in [
+            ("SMPL", "SMPL"),
+            ("smpl", "SMPL"),
+            ("copy", "COPY"),
+            ("Pair", "PAIR"),
+            ("psus", "PSUS"),
+            ("PSUE", "PSUE"),
+            ("COPY(RS)", "COPY(RS)"),
+            ("copy(rs)", "COPY(RS)"),
+            ("COPY-RS", "COPY(RS)"),
+            ("copy-rs", "COPY(RS)"),
+            ("copy_rs", "COPY(RS)"),
+            ("COPY(RS-R)", "COPY(RS-R)"),
+            ("copy(rs-r)", "COPY(RS-R)"),
+            ("COPY-RS-R", "COPY(RS-R)"),
+            ("copy-rs-r", "COPY(RS-R)"),
+            (" pair ", "PAIR"),
+        ] {
+            assert_eq!(parse_pair_state(input).as_deref(), Ok(want), "{input}");
+        }
+        for bad in [
+            "",
+            "SPLIT",
+            "COPY(RS",
+            "COPY-R",
+            "COPYRS",
+            "PAIRED",
+            "COPY(RS)-R",
+        ] {
+            let err = parse_pair_state(bad).expect_err(bad);
+            assert!(err.contains("unknown pair state"), "{bad}: {err}");
+        }
+        // Every name the daemon reports parses to itself.
+        for state in PAIR_STATES {
+            assert_eq!(parse_pair_state(state).as_deref(), Ok(state));
+        }
+    }
+
+    #[test]
+    fn pair_table_shows_progress_rates_and_notes() {
+        let pair = |pvol: &str, state: &str| PairInfo {
+            id: 1,
+            pvol: pvol.into(),
+            svol: format!("{pvol}s"),
+            group: None,
+            state: state.into(),
+            progress: 100.0,
+            bytes_left: 0,
+            rate: 0,
+            rate_limit: 200 << 20,
+            diff_bytes: 0,
+            quick_split_copying: false,
+            separate_arrays: true,
+            error: None,
+        };
+        let copying = PairInfo {
+            group: Some("g1".into()),
+            progress: 42.25,
+            bytes_left: 3 << 30,
+            rate: 120 << 20,
+            ..pair("vm1", "COPY")
+        };
+        let split = PairInfo {
+            diff_bytes: 5 << 20,
+            quick_split_copying: true,
+            separate_arrays: false,
+            ..pair("vm2", "PSUS")
+        };
+        let broken = PairInfo {
+            error: Some("I/O error on array a1".into()),
+            ..pair("vm3", "PSUE")
+        };
+        let out = pair_table(&[copying, split, broken]);
+        let expected = table(
+            &[
+                ("PVOL", L),
+                ("SVOL", L),
+                ("GROUP", L),
+                ("STATE", L),
+                ("PROGRESS", R),
+                ("LEFT", R),
+                ("RATE", R),
+                ("DIFF", R),
+                ("NOTE", L),
+            ],
+            vec![
+                vec![
+                    "vm1".into(),
+                    "vm1s".into(),
+                    "g1".into(),
+                    "COPY".into(),
+                    "42.2%".into(),
+                    "3.0 GiB".into(),
+                    "120.0 MiB/s".into(),
+                    "0 B".into(),
+                    String::new(),
+                ],
+                vec![
+                    "vm2".into(),
+                    "vm2s".into(),
+                    "-".into(),
+                    "PSUS".into(),
+                    "100.0%".into(),
+                    "0 B".into(),
+                    "-".into(),
+                    "5.0 MiB".into(),
+                    "quick split copying; S-VOL shares arrays with P-VOL".into(),
+                ],
+                vec![
+                    "vm3".into(),
+                    "vm3s".into(),
+                    "-".into(),
+                    "PSUE".into(),
+                    "100.0%".into(),
+                    "0 B".into(),
+                    "-".into(),
+                    "0 B".into(),
+                    "I/O error on array a1".into(),
+                ],
+            ],
+        );
+        assert_eq!(out, expected);
+        assert!(
+            out.starts_with("PVOL  SVOL  GROUP  STATE  PROGRESS "),
+            "{out}"
+        );
+        assert_eq!(format_rate(120 << 20), "120.0 MiB/s");
+        assert_eq!(rate_limit_text(0), "");
+        assert_eq!(rate_limit_text(200 << 20), " at up to 200.0 MiB/s");
+        let copying = PairInfo {
+            progress: 42.0,
+            bytes_left: 3 << 30,
+            rate: 120 << 20,
+            ..pair("vm1", "COPY")
+        };
+        assert_eq!(
+            progress_text(&copying),
+            "COPY  42.0%  3.0 GiB left  120.0 MiB/s"
         );
     }
 

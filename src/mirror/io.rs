@@ -155,13 +155,7 @@ impl Pool {
                         self.restore_first(pair, &regions)?;
                     }
                     let r = op(vol)?;
-                    let dual = (|| -> Result<T, IoError> {
-                        fail::fail_point!("mirror::svol_write", |_| Err(IoError::Invalid {
-                            volume: pair.svol.name.clone(),
-                            detail: "failpoint mirror::svol_write".into(),
-                        }));
-                        op(&pair.svol)
-                    })();
+                    let dual = self.svol_op(pair, &op);
                     if let Err(e) = dual {
                         self.suspend(
                             pair,
@@ -173,6 +167,19 @@ impl Pool {
                 }
             },
         }
+    }
+
+    /// The S-VOL half of a dual write (failpoint `mirror::svol_write` fails it).
+    fn svol_op<T>(
+        &self,
+        pair: &Pair,
+        op: &impl Fn(&Volume) -> Result<T, IoError>,
+    ) -> Result<T, IoError> {
+        fail::fail_point!("mirror::svol_write", |_| Err(IoError::Invalid {
+            volume: pair.svol.name.clone(),
+            detail: "failpoint mirror::svol_write".into(),
+        }));
+        op(&pair.svol)
     }
 
     /// COPY(RS-R): before the P-VOL's region changes, bring the S-VOL's data back into it.
