@@ -278,8 +278,14 @@ impl Filesystem for FuseFs {
         match self.node(ino) {
             Some(Node::Volume(v)) => {
                 v.opened();
-                // Parallel direct writers are safe: the data path locks per extent.
-                reply.opened(FileHandle(v.id), FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES)
+                // Parallel direct writers are safe: the data path locks per extent. The kernel
+                // honours FOPEN_PARALLEL_DIRECT_WRITES only on the direct-io path, so an
+                // O_DIRECT open gets FOPEN_DIRECT_IO too (it bypasses the page cache anyway).
+                let mut f = FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES;
+                if flags.0 & libc::O_DIRECT != 0 {
+                    f |= FopenFlags::FOPEN_DIRECT_IO;
+                }
+                reply.opened(FileHandle(v.id), f)
             }
             Some(Node::Snapshot(s)) => {
                 if flags.0 & libc::O_ACCMODE != libc::O_RDONLY {

@@ -176,10 +176,28 @@ impl Pool {
     /// durable. A failed fsync is reported, never retried as if it had worked.
     pub fn sync(&self) -> Result<(), PoolError> {
         let _one = self.sync_lock.lock();
+        self.sync_arrays()?;
+        self.sync_meta_locked()
+    }
+
+    /// The background flush: make the metadata log durable and recycle freed extents, but
+    /// leave array data to the kernel's writeback (an fsync forces it). Data written without
+    /// an fsync may be lost in a machine crash, as with any file; a slot whose record became
+    /// durable before its data reads zeros (rule 1), never another volume's bytes.
+    pub fn sync_metadata(&self) -> Result<(), PoolError> {
+        let _one = self.sync_lock.lock();
+        self.sync_meta_locked()
+    }
+
+    fn sync_arrays(&self) -> Result<(), PoolError> {
         for a in self.arrays() {
             a.sync()
                 .map_err(|e| PoolError::io("fdatasync array file", &a.path, e))?;
         }
+        Ok(())
+    }
+
+    fn sync_meta_locked(&self) -> Result<(), PoolError> {
         // Take what is pending *before* syncing: those extents were freed by records already
         // appended, so the sync below makes their free records durable.
         let (handle, unsynced, pending) = {
@@ -222,6 +240,8 @@ impl Pool {
             a.punch(p.index, 0, self.extent_size)
                 .map_err(|e| PoolError::io("punch freed extent in", &a.path, e))?;
         }
+        // The punches are durable before any extent can be reused by another volume.
+        self.sync_arrays()?;
         self.alloc.lock().make_free(&pending);
         Ok(())
     }
