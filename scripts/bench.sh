@@ -436,3 +436,14 @@ if out:
                  + notes + "\n")
     print("\nmarkdown written to " + out)
 EOF
+
+# ---------------------------------------------------------------- copy functions
+# Snapshots and pairs (scripts/bench-copy.sh) after the fio comparison; BENCH_COPY=0 skips.
+if [ "${BENCH_COPY:-1}" = 1 ] && has_target fusevol; then
+    cleanup
+    trap - EXIT
+    copy_args=()
+    [ "$QUICK" = 1 ] && copy_args+=(--quick)
+    [ -n "$OUT" ] && copy_args+=(--out "${OUT%.md}-copy.md")
+    BENCH_FUSEVOL_BIN="${BENCH_FUSEVOL_BIN:-target/release}" bash "$(dirname "$0")/bench-copy.sh" "${copy_args[@]}"
+fi

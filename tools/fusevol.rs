@@ -544,7 +544,7 @@ struct Ctx {
 const DEFAULT_TIMEOUT_SECS: u64 = 600;
 
 /// How often `pair wait` and `--wait` ask for the pair's state.
-const POLL_INTERVAL: Duration = Duration::from_millis(200);
+const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
 impl Ctx {
     /// The pool from an explicit argument, else -p/--pool or FUSEVOL_POOL.

@@ -211,7 +211,13 @@ fn flush(pool: &Pool, pair: &Pair, batch: &mut Vec<u64>) -> Result<(), crate::po
     fail::fail_point!("mirror::before_progress", |_| Err(
         crate::pool::PoolError::Invalid("failpoint mirror::before_progress".into())
     ));
-    pool.sync()?;
+    // The destination's arrays (a pair keeps the two volumes on separate arrays when it can).
+    let dst = match pair.st.lock().state {
+        PairState::CopyRsR => &pair.pvol,
+        _ => &pair.svol,
+    };
+    let arrays = dst.allowed_arrays.read().clone();
+    pool.sync_some(arrays.as_deref())?;
     pool.meta.lock().append(&MetaRecord::PairCopied {
         id: pair.id,
         regions: batch.clone(),

@@ -190,11 +190,27 @@ impl Pool {
     }
 
     fn sync_arrays(&self) -> Result<(), PoolError> {
+        self.sync_arrays_in(None)
+    }
+
+    /// fdatasync the written arrays among `only` (all when `None`).
+    fn sync_arrays_in(&self, only: Option<&[u32]>) -> Result<(), PoolError> {
         for a in self.arrays() {
+            if only.is_some_and(|l| !l.contains(&a.id)) {
+                continue;
+            }
             a.sync()
                 .map_err(|e| PoolError::io("fdatasync array file", &a.path, e))?;
         }
         Ok(())
+    }
+
+    /// Like `sync`, but only the arrays in `only` are flushed (with the metadata log): a
+    /// pair's copier makes its destination durable without forcing the host's other data.
+    pub(crate) fn sync_some(&self, only: Option<&[u32]>) -> Result<(), PoolError> {
+        let _one = self.sync_lock.lock();
+        self.sync_arrays_in(only)?;
+        self.sync_meta_locked()
     }
 
     fn sync_meta_locked(&self) -> Result<(), PoolError> {
