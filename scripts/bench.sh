@@ -440,7 +440,7 @@ EOF
 # ---------------------------------------------------------------- copy functions
 # Snapshots and pairs (scripts/bench-copy.sh) after the fio comparison; BENCH_COPY=0 skips.
 if [ "${BENCH_COPY:-1}" = 1 ] && has_target fusevol; then
-    cleanup
+    (cleanup) || true   # stop this script's daemons now (cleanup exits, hence the subshell)
     trap - EXIT
     copy_args=()
     [ "$QUICK" = 1 ] && copy_args+=(--quick)

@@ -303,3 +303,33 @@ fn svol_write_error_suspends_and_resync_repairs() {
     );
     pool.shutdown();
 }
+
+/// In PAIR, a P-VOL read that fails on its array is served from the S-VOL.
+#[cfg(feature = "failpoints")]
+#[test]
+fn pvol_read_error_in_pair_is_served_from_svol() {
+    let _s = serial();
+    let d = tempfile::tempdir().unwrap();
+    let pool = pool_at(&d.path().join("p"));
+    pool.create_volume("p", SIZE, Some("fast")).unwrap();
+    let mut pm = vec![0u8; SIZE as usize];
+    write(&pool, &mut pm, "p", 0, 300_000, 9);
+    pool.create_pair("p", "s", true, Some("backup"), None, None)
+        .unwrap();
+    wait_state(&pool, "p", PairState::Pair);
+    let v = pool.volume("p").unwrap();
+    let mut buf = vec![0u8; 300_000];
+    // The next array read fails once: the P-VOL's; the retry on the S-VOL succeeds.
+    fail::cfg("array::read", "1*return").unwrap();
+    let n = pool.read(&v, 0, &mut buf).unwrap();
+    fail::remove("array::read");
+    assert_eq!(n, buf.len());
+    same(&buf, &pm[..300_000], "P read served from S");
+    // Unpaired, the same error reaches the caller.
+    pool.delete_pair("p").unwrap();
+    fail::cfg("array::read", "1*return").unwrap();
+    let e = pool.read(&v, 0, &mut buf).unwrap_err();
+    fail::remove("array::read");
+    assert_eq!(e.errno(), libc::EIO);
+    pool.shutdown();
+}

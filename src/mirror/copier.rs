@@ -9,8 +9,8 @@ use crate::format::MetaRecord;
 use crate::pool::Pool;
 
 /// Copy progress is recorded after this many regions or this long, whichever comes first.
-const BATCH_REGIONS: usize = 64;
-const BATCH_TIME: Duration = Duration::from_millis(500);
+const BATCH_REGIONS: usize = 1024;
+const BATCH_TIME: Duration = Duration::from_secs(5);
 
 /// What the copy reads from and writes to, decided from the state each step.
 enum Mode {

@@ -35,8 +35,8 @@ use crate::snapshot::Snapshot;
 use crate::volume::Volume;
 use bitmap::Bitmap;
 
-/// Default background copy limit: 256 MiB/s.
-pub const DEFAULT_COPY_RATE: u64 = 256 << 20;
+/// Default background copy limit: 128 MiB/s.
+pub const DEFAULT_COPY_RATE: u64 = 128 << 20;
 const STRIPES: usize = 256;
 /// Prefix of the snapshots a quick split takes (not valid as a user's snapshot name).
 pub const SPLIT_SNAPSHOT_PREFIX: &str = ".split-";
