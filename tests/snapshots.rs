@@ -295,7 +295,7 @@ fn ext4_snapshot_while_writing_is_crash_consistent() {
 /// each restart every surviving snapshot still holds its image and the pool checks clean.
 #[test]
 fn kill9_during_snapshot_operations() {
-    let mut p = TestPool::new(&["a0:256M", "a1:256M"], "64K");
+    let mut p = TestPool::new(&["a0:1G", "a1:1G"], "64K");
     p.set_budget(Duration::from_secs(600));
     p.create_volume("v", "8M");
     let mut rng = Rng::new(0x5eed_5a95);
@@ -315,7 +315,9 @@ fn kill9_during_snapshot_operations() {
         let cli = p.handle();
         let vol = p.vol("v");
         let mut in_flight = Vec::new();
-        while std::time::Instant::now() < deadline {
+        let mut iterations = 0;
+        while std::time::Instant::now() < deadline && iterations < 60 {
+            iterations += 1;
             seq += 1;
             let b = rng.range(0, 8);
             write_pattern(&vol, seq, b * MIB, MIB as usize);
@@ -325,7 +327,8 @@ fn kill9_during_snapshot_operations() {
             if out.status.success() {
                 snaps.push((name, current.clone()));
             }
-            if snaps.len() > 4 && rng.range(0, 3) == 0 {
+            // Keep at most 8 snapshots (each holds up to 8 MiB), deleting at random.
+            if snaps.len() > 8 || (snaps.len() > 4 && rng.range(0, 3) == 0) {
                 let i = rng.range(0, snaps.len() as u64) as usize;
                 let (name, _) = snaps.remove(i);
                 let out = cli.cli(&["snapshot", "delete", "v", &name]);

@@ -111,6 +111,7 @@ fn run(weak: Weak<Pool>, pair: Arc<Pair>) {
         let cur = mode(&pair);
         if !cur.same(&batch_mode) {
             batch.clear();
+            pair.st.lock().copied_unrecorded.clear_all();
             cursor = 0;
             batch_mode = cur;
         }
@@ -155,14 +156,20 @@ fn run(weak: Weak<Pool>, pair: Arc<Pair>) {
             if !pair.st.lock().todo.contains(region) {
                 Ok(())
             } else {
-                match &batch_mode {
+                let r = match &batch_mode {
                     Mode::PtoS => pool.copy_region(&pair, &pair.pvol, None, &pair.svol, region),
                     Mode::StoP => pool.copy_region(&pair, &pair.svol, None, &pair.pvol, region),
                     Mode::SnapToS(s) => {
                         pool.copy_region(&pair, &pair.pvol, Some(s), &pair.svol, region)
                     }
                     Mode::Idle => Ok(()),
+                };
+                if r.is_ok() {
+                    // Still under the region lock: from here on host writes to this region
+                    // go to the S-VOL too (see `mirrored`).
+                    pair.st.lock().copied_unrecorded.set(region);
                 }
+                r
             }
         };
         if let Err(e) = res {
@@ -198,6 +205,7 @@ fn flush_checked(
     let _sio = pair.svol.io_lock.read_recursive();
     if !mode(pair).same(batch_mode) && !matches!(mode(pair), Mode::Idle) {
         batch.clear();
+        pair.st.lock().copied_unrecorded.clear_all();
         return Ok(());
     }
     flush(pool, pair, batch)
@@ -225,6 +233,7 @@ fn flush(pool: &Pool, pair: &Pair, batch: &mut Vec<u64>) -> Result<(), crate::po
     let mut m = pair.st.lock();
     for &r in batch.iter() {
         m.todo.clear(r);
+        m.copied_unrecorded.clear(r);
     }
     batch.clear();
     Ok(())

@@ -155,6 +155,19 @@ impl Pool {
                         self.restore_first(pair, &regions)?;
                     }
                     let r = op(vol)?;
+                    // COPY / COPY(RS): a region the copy has not reached yet is copied from the
+                    // P-VOL later, under this same region lock, so writing it to the S-VOL now
+                    // would only allocate there for nothing. (After a crash it is still in
+                    // `todo`, because only recorded copies leave it.)
+                    if matches!(state, PairState::Copy | PairState::CopyRs) {
+                        let m = pair.st.lock();
+                        if regions
+                            .iter()
+                            .all(|&x| m.todo.contains(x) && !m.copied_unrecorded.contains(x))
+                        {
+                            return Ok(r);
+                        }
+                    }
                     let dual = self.svol_op(pair, &op);
                     if let Err(e) = dual {
                         self.suspend(

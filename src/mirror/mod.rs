@@ -107,6 +107,8 @@ pub(crate) struct PairMut {
     /// Measured copy rate, bytes per second.
     pub rate: u64,
     pub rate_window: (Instant, u64),
+    /// Regions the copier has copied but not yet recorded (still in `todo`).
+    pub copied_unrecorded: Bitmap,
 }
 
 impl PairMut {

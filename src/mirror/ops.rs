@@ -146,6 +146,7 @@ impl Pool {
                 rate_limit: rate,
                 rate: 0,
                 rate_window: (Instant::now(), 0),
+                copied_unrecorded: Bitmap::new(),
             },
         ));
         self.attach(&pair);
@@ -477,6 +478,7 @@ impl Pool {
                     rate_limit: ps.rate,
                     rate: 0,
                     rate_window: (Instant::now(), 0),
+                    copied_unrecorded: Bitmap::new(),
                 },
             ));
             self.attach(&pair);
