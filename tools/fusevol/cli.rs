@@ -1,0 +1,457 @@
+//! The command line: clap definitions of every command, their help texts and parsers.
+//! The pair commands are defined in [`pair`].
+
+mod pair;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use fusevol::units::parse_size;
+
+pub(crate) use pair::PairCmd;
+
+const AFTER_HELP: &str = "\
+Exit status: 0 ok, 1 the daemon refused the request (or check found problems), 2 usage error, \
+3 cannot reach the daemon, 4 local error, 5 a pair wait timed out, 6 the pair is PSUE. \
+See --help for details.";
+
+const AFTER_LONG_HELP: &str = "\
+FINDING THE POOL
+  Commands that talk to the daemon need the pool directory, from -p/--pool or the FUSEVOL_POOL
+  environment variable; they reach fusevold through <POOL>/control.sock. `init` and `check`
+  work offline on the pool files and take the pool as an argument (or from -p/FUSEVOL_POOL).
+
+SIZES
+  Binary units, case-insensitive, `B`/`iB` optional: 4G = 4GiB = 4096M, 64K, 1.5G, or plain bytes.
+
+OUTPUT
+  Text by default: tables with human sizes; warnings go to stderr as `warning: ...`, errors as
+  `error: ...`. With --json the answer's data is printed to stdout as JSON (`null` for commands
+  that answer nothing); an error is printed to stdout as
+  {\"error\":{\"code\":\"<code>\",\"message\":\"<message>\"}} and the exit status is non-zero.
+  Daemon error codes: protocol, invalid, not_found, exists, busy, no_space, io. Client-side codes:
+  no_daemon, connect, timeout, connection, closed, bad_response, usage, local, wait_timeout,
+  pair_suspended, pair_changed.
+
+PAIRS
+  A pair is a local split mirror: the S-VOL follows the P-VOL (states COPY, then PAIR) until it
+  is split (PSUS) and keeps the P-VOL's image of that instant; resync copies only what changed
+  (COPY(RS), or COPY(RS-R) to restore the P-VOL from the S-VOL). PSUE: suspended by an error.
+  Rates are bytes per second with size units: --rate 200M = 200 MiB/s. `pair create --wait` and
+  `pair resync --wait` show the copy's progress until the pair is PAIR; a steady `pair split`
+  waits for the copy inside the daemon, with no answer timeout unless --timeout is given.
+
+EXIT STATUS
+  0  success
+  1  the daemon reported an error (any error code), or `check` found problems, or the pair
+     was split or deleted by another command during `--wait`
+  2  usage error: bad or missing arguments (including a bad --array spec), no pool given
+  3  cannot reach the daemon: no control socket, connection refused or lost, timeout,
+     unintelligible answer
+  4  local error: `init` or `check` could not do their work (pool exists, I/O, not a pool)
+  5  `pair wait` timed out before the pair reached the state
+  6  the pair is PSUE (suspended by an error) while `pair wait` or `--wait` waited for
+     another state
+
+EXAMPLES
+  fusevol init /srv/pool --array a0:16G:fast --array a1:64G:slow --extent-size 1M
+  fusevold /srv/pool /mnt/fusevol &
+  export FUSEVOL_POOL=/srv/pool
+  fusevol volume create vm1 --size 20G
+  fusevol volume list
+  fusevol --json volume info vm1
+  fusevol snapshot create vm1 pre-upgrade    # read-only: /mnt/fusevol/.snapshots/vm1/pre-upgrade
+  fusevol snapshot list vm1
+  fusevol snapshot rollback vm1 pre-upgrade  # with vm1's file closed (umount, losetup -d)
+  fusevol pair create vm1 vm1-bk --create-svol --svol-tier slow --rate 200M --wait
+  fusevol pair split vm1         # vm1-bk keeps vm1's image of this instant (read-only)
+  fusevol pair status
+  fusevol pair resync vm1 --wait # copy only what changed since the split, back to PAIR
+  fusevol pair wait vm1 --state PAIR --timeout 3600
+  fusevol check /srv/pool        # with fusevold stopped";
+
+/// Manage a fusevol storage pool: arrays, volumes, snapshots and the daemon serving them.
+#[derive(Parser)]
+#[command(
+    name = "fusevol",
+    version,
+    about = "Manage a fusevol storage pool: arrays, volumes, snapshots, pairs and the daemon \
+        serving them",
+    long_about = "Manage a fusevol storage pool: arrays, volumes, snapshots, pairs (split \
+        mirrors) and the daemon serving them.\n\n\
+        fusevold serves a pool directory and shows every volume as a file in its FUSE mount (and \
+        every snapshot as a read-only file under .snapshots/<VOL>/); \
+        this tool creates and checks pools offline, and drives a running fusevold through the \
+        pool's control socket.",
+    after_help = AFTER_HELP,
+    after_long_help = AFTER_LONG_HELP,
+    propagate_version = true,
+    subcommand_required = true,
+    arg_required_else_help = true
+)]
+pub(crate) struct Cli {
+    /// Pool directory served by fusevold
+    #[arg(
+        short = 'p',
+        long,
+        env = "FUSEVOL_POOL",
+        global = true,
+        value_name = "POOL"
+    )]
+    pub(crate) pool: Option<PathBuf>,
+
+    /// Print machine-readable JSON on stdout (data, or {"error":{...}})
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+
+    /// Seconds to wait for the daemon's answer (0: wait forever) [default: 600; a steady
+    /// `pair split`: forever]
+    #[arg(long, global = true, value_name = "SECS")]
+    pub(crate) timeout: Option<u64>,
+
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// Create a new pool directory with its arrays (offline: no daemon needed)
+    Init(InitArgs),
+    /// Check a pool's metadata and allocation for consistency (offline: stop fusevold first)
+    Check(CheckArgs),
+    /// Add arrays (backing image files) to the served pool, or list them
+    #[command(subcommand)]
+    Array(ArrayCmd),
+    /// Show the served pool: capacity, use, provisioning, arrays
+    #[command(subcommand)]
+    Pool(PoolCmd),
+    /// Create, list, inspect, resize and delete volumes
+    #[command(subcommand)]
+    Volume(VolumeCmd),
+    /// Take, list, delete, roll back to and clone snapshots of volumes
+    #[command(subcommand)]
+    Snapshot(SnapshotCmd),
+    /// Pair volumes as split mirrors: create, split, resync, delete, status, wait
+    ///
+    /// A pair mirrors a P-VOL onto an S-VOL inside the pool. States: COPY (initial copy
+    /// running), PAIR (mirrored: writes go to both), PSUS (split: the S-VOL keeps the P-VOL's
+    /// image of the split instant, read-only), COPY(RS) (resync P-VOL to S-VOL, changed regions
+    /// only), COPY(RS-R) (restore: S-VOL to P-VOL), PSUE (suspended by an error); an unpaired
+    /// volume is SMPL.
+    #[command(subcommand)]
+    Pair(PairCmd),
+    /// Write a metadata checkpoint and flush all arrays to stable storage
+    Sync,
+    /// Check that a fusevold is serving the pool and answering
+    Ping,
+}
+
+#[derive(Args)]
+pub(crate) struct InitArgs {
+    /// Directory to create the pool in [default: -p/--pool or FUSEVOL_POOL]
+    #[arg(value_name = "POOL")]
+    pub(crate) pool_dir: Option<PathBuf>,
+
+    /// An array to create, as NAME:SIZE[:TIER] (e.g. a0:16G:fast); repeat for more.
+    /// Without any: three arrays of 4 GiB, tier fast
+    #[arg(long = "array", value_name = "NAME:SIZE[:TIER]")]
+    pub(crate) arrays: Vec<String>,
+
+    /// Allocation unit of the pool, fixed at creation (e.g. 1M)
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub(crate) extent_size: Option<u64>,
+}
+
+#[derive(Args)]
+pub(crate) struct CheckArgs {
+    /// Pool directory to check [default: -p/--pool or FUSEVOL_POOL]
+    #[arg(value_name = "POOL")]
+    pub(crate) pool_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ArrayCmd {
+    /// Create a new array file in the pool and start allocating from it
+    Add {
+        /// Name of the new array
+        name: String,
+        /// Data capacity of the array (the file is sparse)
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        size: u64,
+        /// Tier the array belongs to (volumes ask for a tier)
+        #[arg(long, value_name = "TIER", default_value = "fast")]
+        tier: String,
+    },
+    /// List the arrays with capacity, use and space taken on disk
+    List,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum PoolCmd {
+    /// Show the pool's identity, mount point, capacity, use, provisioning and arrays
+    Info,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum VolumeCmd {
+    /// Create a volume; it appears as <MOUNTPOINT>/<NAME>
+    Create {
+        /// Volume name (also its file name in the mount)
+        name: String,
+        /// Size of the volume (thin: space is allocated on first write)
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        size: u64,
+        /// Place the volume's extents on arrays of this tier [default: the pool's choice]
+        #[arg(long, value_name = "TIER")]
+        tier: Option<String>,
+    },
+    /// List all volumes with size, allocation and tier
+    List,
+    /// Show one volume in detail, including its extents per array
+    Info {
+        /// Volume name
+        name: String,
+    },
+    /// Grow or shrink a volume
+    Resize {
+        /// Volume name
+        name: String,
+        /// New size
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        size: u64,
+    },
+    /// Delete a volume and free its extents (refused while it has snapshots, unless --recursive)
+    Delete {
+        /// Volume name
+        name: String,
+        /// Delete the volume's snapshots first, then the volume
+        #[arg(short = 'r', long)]
+        recursive: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum SnapshotCmd {
+    /// Take a snapshot of a volume; it appears read-only as
+    /// <MOUNTPOINT>/.snapshots/<VOL>/<SNAP>
+    Create {
+        /// Volume to snapshot
+        #[arg(value_name = "VOL")]
+        volume: String,
+        /// Name of the new snapshot (unique per volume)
+        #[arg(value_name = "SNAP")]
+        name: String,
+    },
+    /// List snapshots, of one volume or of all, oldest first, with the space they hold
+    ///
+    /// EXCLUSIVE is the space held only by the snapshot (freed when it is deleted); SHARED is
+    /// the space it shares with its volume, other snapshots or clones.
+    List {
+        /// Only the snapshots of this volume [default: all volumes]
+        #[arg(value_name = "VOL")]
+        volume: Option<String>,
+    },
+    /// Delete a snapshot and free the extents only it held (refused while its file is open)
+    Delete {
+        /// Volume the snapshot belongs to
+        #[arg(value_name = "VOL")]
+        volume: String,
+        /// Snapshot name
+        #[arg(value_name = "SNAP")]
+        name: String,
+    },
+    /// Return a volume to a snapshot's content and size; refused while the volume file is
+    /// open: close it first (umount, losetup -d)
+    Rollback {
+        /// Volume to roll back
+        #[arg(value_name = "VOL")]
+        volume: String,
+        /// Snapshot to return to
+        #[arg(value_name = "SNAP")]
+        name: String,
+    },
+    /// Create a new writable volume that starts as a snapshot (sharing its extents); it appears
+    /// as <MOUNTPOINT>/<NEWVOL>
+    Clone {
+        /// Volume the snapshot belongs to
+        #[arg(value_name = "VOL")]
+        volume: String,
+        /// Snapshot to clone
+        #[arg(value_name = "SNAP")]
+        name: String,
+        /// Name of the new volume
+        #[arg(value_name = "NEWVOL")]
+        new_volume: String,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+    use std::path::Path;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_the_documented_interface() {
+        let cli = Cli::try_parse_from([
+            "fusevol",
+            "init",
+            "/p",
+            "--array",
+            "a0:1G:fast",
+            "--array",
+            "a1:2G",
+            "--extent-size",
+            "1M",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Init(a) => {
+                assert_eq!(a.pool_dir.as_deref(), Some(Path::new("/p")));
+                assert_eq!(a.arrays, vec!["a0:1G:fast", "a1:2G"]);
+                assert_eq!(a.extent_size, Some(1 << 20));
+            }
+            _ => panic!("wrong command"),
+        }
+        let cli = Cli::try_parse_from([
+            "fusevol", "volume", "create", "v0", "--size", "4G", "--tier", "slow", "-p", "/p",
+            "--json",
+        ])
+        .unwrap();
+        assert!(cli.json);
+        assert_eq!(cli.pool.as_deref(), Some(Path::new("/p")));
+        match cli.command {
+            Command::Volume(VolumeCmd::Create { name, size, tier }) => {
+                assert_eq!(name, "v0");
+                assert_eq!(size, 4 << 30);
+                assert_eq!(tier.as_deref(), Some("slow"));
+            }
+            _ => panic!("wrong command"),
+        }
+        let cli = Cli::try_parse_from([
+            "fusevol", "--pool", "/q", "array", "add", "a9", "--size", "8G",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Array(ArrayCmd::Add { tier, size, .. }) => {
+                assert_eq!(tier, "fast");
+                assert_eq!(size, 8 << 30);
+            }
+            _ => panic!("wrong command"),
+        }
+        for args in [
+            &["fusevol", "volume", "list"][..],
+            &["fusevol", "volume", "info", "v"],
+            &["fusevol", "volume", "resize", "v", "--size", "1G"],
+            &["fusevol", "volume", "delete", "v"],
+            &["fusevol", "snapshot", "list"],
+            &["fusevol", "array", "list"],
+            &["fusevol", "pool", "info"],
+            &["fusevol", "sync"],
+            &["fusevol", "check", "/p", "--json"],
+        ] {
+            Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        }
+    }
+
+    #[test]
+    fn parses_volume_delete_and_snapshot_commands() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(args)
+                .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+                .command
+        };
+        for (args, want) in [
+            (&["fusevol", "volume", "delete", "v"][..], false),
+            (&["fusevol", "volume", "delete", "v", "--recursive"], true),
+            (&["fusevol", "volume", "delete", "-r", "v"], true),
+        ] {
+            match parse(args) {
+                Command::Volume(VolumeCmd::Delete { name, recursive }) => {
+                    assert_eq!(name, "v", "{args:?}");
+                    assert_eq!(recursive, want, "{args:?}");
+                }
+                _ => panic!("wrong command: {args:?}"),
+            }
+        }
+        match parse(&["fusevol", "snapshot", "create", "v0", "s1"]) {
+            Command::Snapshot(SnapshotCmd::Create { volume, name }) => {
+                assert_eq!((volume.as_str(), name.as_str()), ("v0", "s1"));
+            }
+            _ => panic!("wrong command"),
+        }
+        match parse(&["fusevol", "snapshot", "list"]) {
+            Command::Snapshot(SnapshotCmd::List { volume }) => assert_eq!(volume, None),
+            _ => panic!("wrong command"),
+        }
+        match parse(&["fusevol", "--json", "snapshot", "list", "v0"]) {
+            Command::Snapshot(SnapshotCmd::List { volume }) => {
+                assert_eq!(volume.as_deref(), Some("v0"))
+            }
+            _ => panic!("wrong command"),
+        }
+        match parse(&["fusevol", "snapshot", "delete", "v0", "s1", "-p", "/p"]) {
+            Command::Snapshot(SnapshotCmd::Delete { volume, name }) => {
+                assert_eq!((volume.as_str(), name.as_str()), ("v0", "s1"));
+            }
+            _ => panic!("wrong command"),
+        }
+        match parse(&["fusevol", "snapshot", "rollback", "v0", "s1"]) {
+            Command::Snapshot(SnapshotCmd::Rollback { volume, name }) => {
+                assert_eq!((volume.as_str(), name.as_str()), ("v0", "s1"));
+            }
+            _ => panic!("wrong command"),
+        }
+        match parse(&["fusevol", "snapshot", "clone", "v0", "s1", "v1"]) {
+            Command::Snapshot(SnapshotCmd::Clone {
+                volume,
+                name,
+                new_volume,
+            }) => {
+                assert_eq!(
+                    (volume.as_str(), name.as_str(), new_volume.as_str()),
+                    ("v0", "s1", "v1")
+                );
+            }
+            _ => panic!("wrong command"),
+        }
+    }
+
+    #[test]
+    fn rejects_bad_snapshot_usage() {
+        for args in [
+            &["fusevol", "snapshot"][..],
+            &["fusevol", "snapshot", "create", "v0"],
+            &["fusevol", "snapshot", "create", "v0", "s1", "extra"],
+            &["fusevol", "snapshot", "list", "v0", "v1"],
+            &["fusevol", "snapshot", "delete", "v0"],
+            &["fusevol", "snapshot", "rollback", "v0"],
+            &["fusevol", "snapshot", "clone", "v0", "s1"],
+            &["fusevol", "snapshot", "frobnicate"],
+            &["fusevol", "volume", "delete", "v", "--recursive=maybe"],
+            &["fusevol", "volume", "delete"],
+        ] {
+            let err = Cli::try_parse_from(args).err().expect("must fail");
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn rejects_bad_usage() {
+        for args in [
+            &["fusevol", "volume", "create", "v"][..],
+            &["fusevol", "volume", "create", "v", "--size", "12X"],
+            &["fusevol", "volume", "frobnicate"],
+            &["fusevol", "init", "/p", "--extent-size", "lots"],
+        ] {
+            let err = Cli::try_parse_from(args).err().expect("must fail");
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+        }
+    }
+}

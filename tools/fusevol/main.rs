@@ -1,0 +1,145 @@
+//! `fusevol` — the command-line interface to a fusevol pool.
+//!
+//! `init` and `check` work on the pool files directly (no daemon); every other command sends
+//! one request to the `fusevold` serving the pool, through `<POOL>/control.sock`.
+//!
+//! Output: text for people (aligned tables, human sizes; warnings on stderr), or with `--json`
+//! the answer's `data` on stdout for scripts. Exit codes are decided in one place,
+//! [`exit_code`], and documented in `--help`.
+
+mod cli;
+mod exit;
+mod output;
+mod pair;
+mod pool;
+mod snapshot;
+mod volume;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use fusevol::control::{Client, PoolInfo, Request};
+
+use cli::{Cli, Command, PoolCmd};
+use exit::{exit_code, report, Failure};
+use output::{print_json, print_warnings};
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return clap_failure(e),
+    };
+    let json_mode = cli.json;
+    let outcome = run(cli);
+    if let Err(failure) = &outcome {
+        report(failure, json_mode);
+    }
+    exit_code(&outcome)
+}
+
+/// Help and version are not failures; anything else clap rejects is a usage error.
+fn clap_failure(e: clap::Error) -> ExitCode {
+    if e.exit_code() == 0 {
+        let _ = e.print();
+        return ExitCode::SUCCESS;
+    }
+    let json_mode = std::env::args_os().any(|a| a == "--json");
+    if !json_mode {
+        let _ = e.print(); // clap's own message, with usage and hints, on stderr
+    }
+    let message = e.render().to_string();
+    let message = message
+        .trim()
+        .trim_start_matches("error: ")
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string();
+    let outcome = Err(Failure::Usage(message));
+    if json_mode {
+        if let Err(f) = &outcome {
+            report(f, true);
+        }
+    }
+    exit_code(&outcome)
+}
+
+/// What every command needs: where the pool is and how to print.
+#[derive(Clone)]
+struct Ctx {
+    pool: Option<PathBuf>,
+    json: bool,
+    /// Answer timeout (`Duration::ZERO`: none).
+    timeout: Duration,
+    /// --timeout as given, if it was.
+    timeout_given: Option<u64>,
+}
+
+/// The answer timeout when --timeout is not given.
+const DEFAULT_TIMEOUT_SECS: u64 = 600;
+
+impl Ctx {
+    /// The pool from an explicit argument, else -p/--pool or FUSEVOL_POOL.
+    fn pool<'a>(&'a self, explicit: Option<&'a Path>) -> Result<&'a Path, Failure> {
+        explicit.or(self.pool.as_deref()).ok_or_else(|| {
+            Failure::Usage("no pool given: use -p/--pool <POOL> or set FUSEVOL_POOL".into())
+        })
+    }
+
+    fn client(&self) -> Result<Client, Failure> {
+        let mut client = Client::connect(self.pool(None)?)?;
+        client.set_timeout(self.timeout);
+        Ok(client)
+    }
+
+    /// Send `req`; print the data as JSON in `--json` mode, else decode it as `T` and hand it
+    /// to `show`. Warnings go to stderr either way.
+    fn request<T: DeserializeOwned>(
+        &self,
+        req: Request,
+        show: impl FnOnce(T),
+    ) -> Result<(), Failure> {
+        let mut client = self.client()?;
+        if self.json {
+            let (data, warnings) = client.call_ok::<Value>(&req)?;
+            print_warnings(&warnings);
+            print_json(&data);
+        } else {
+            let (data, warnings) = client.call_ok::<T>(&req)?;
+            print_warnings(&warnings);
+            show(data);
+        }
+        Ok(())
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    let ctx = Ctx {
+        pool: cli.pool,
+        json: cli.json,
+        timeout: Duration::from_secs(cli.timeout.unwrap_or(DEFAULT_TIMEOUT_SECS)),
+        timeout_given: cli.timeout,
+    };
+    match cli.command {
+        Command::Init(args) => pool::init(&ctx, args),
+        Command::Check(args) => pool::check(&ctx, args),
+        Command::Array(cmd) => pool::array(&ctx, cmd),
+        Command::Pool(PoolCmd::Info) => ctx.request(Request::PoolInfo, pool::show_pool),
+        Command::Volume(cmd) => volume::volume(&ctx, cmd),
+        Command::Snapshot(cmd) => snapshot::snapshot(&ctx, cmd),
+        Command::Pair(cmd) => pair::pair(&ctx, cmd),
+        Command::Sync => ctx.request(Request::Sync, |()| println!("synced")),
+        Command::Ping => ctx.request(Request::Ping, |info: PoolInfo| {
+            println!(
+                "fusevold is serving pool {} at {}",
+                info.path, info.mountpoint
+            )
+        }),
+    }
+}

@@ -1,0 +1,109 @@
+//! The `volume` commands.
+
+use fusevol::control::{Request, VolumeInfo};
+use fusevol::units::format_size;
+
+use crate::cli::VolumeCmd;
+use crate::exit::Failure;
+use crate::output::{format_time, key_values, percent, table, L, R};
+use crate::Ctx;
+
+pub(crate) fn volume(ctx: &Ctx, cmd: VolumeCmd) -> Result<(), Failure> {
+    match cmd {
+        VolumeCmd::Create { name, size, tier } => ctx.request(
+            Request::VolumeCreate { name, size, tier },
+            |v: VolumeInfo| {
+                println!(
+                    "created volume {}: {}, tier {}",
+                    v.name,
+                    format_size(v.size),
+                    v.tier
+                )
+            },
+        ),
+        VolumeCmd::List => ctx.request(Request::VolumeList, |vols: Vec<VolumeInfo>| {
+            if vols.is_empty() {
+                println!("no volumes");
+                return;
+            }
+            let rows = vols
+                .iter()
+                .map(|v| {
+                    vec![
+                        v.name.clone(),
+                        format_size(v.size),
+                        format_size(v.allocated),
+                        percent(v.allocated, v.size),
+                        v.tier.clone(),
+                        v.open_handles.to_string(),
+                        format_time(v.created),
+                    ]
+                })
+                .collect();
+            let header = [
+                ("NAME", L),
+                ("SIZE", R),
+                ("ALLOCATED", R),
+                ("ALLOC%", R),
+                ("TIER", L),
+                ("OPEN", R),
+                ("CREATED", L),
+            ];
+            print!("{}", table(&header, rows));
+        }),
+        VolumeCmd::Info { name } => ctx.request(Request::VolumeInfo { name }, show_volume),
+        VolumeCmd::Resize { name, size } => {
+            ctx.request(Request::VolumeResize { name, size }, |v: VolumeInfo| {
+                println!(
+                    "volume {} is now {} ({} bytes)",
+                    v.name,
+                    format_size(v.size),
+                    v.size
+                )
+            })
+        }
+        VolumeCmd::Delete { name, recursive } => {
+            let shown = name.clone();
+            ctx.request(Request::VolumeDelete { name, recursive }, move |()| {
+                if recursive {
+                    println!("deleted volume {shown} and its snapshots")
+                } else {
+                    println!("deleted volume {shown}")
+                }
+            })
+        }
+    }
+}
+
+fn show_volume(v: VolumeInfo) {
+    let extents = if v.extents_per_array.is_empty() {
+        "none".to_string()
+    } else {
+        v.extents_per_array
+            .iter()
+            .map(|(array, n)| format!("{array}: {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let fields = [
+        ("name", v.name.clone()),
+        ("id", v.id.to_string()),
+        (
+            "size",
+            format!("{} ({} bytes)", format_size(v.size), v.size),
+        ),
+        ("tier", v.tier.clone()),
+        (
+            "allocated",
+            format!(
+                "{} ({} of size)",
+                format_size(v.allocated),
+                percent(v.allocated, v.size)
+            ),
+        ),
+        ("created", format_time(v.created)),
+        ("open handles", v.open_handles.to_string()),
+        ("extents", extents),
+    ];
+    print!("{}", key_values(&fields));
+}
