@@ -172,7 +172,7 @@ impl Pool {
     /// and for the snapshot a quick split's copy still reads from.
     pub fn delete_snapshot(&self, volume: &str, name: &str) -> Result<(), PoolError> {
         let snap = self.snapshot(volume, name)?;
-        if snap.open_handles() > 0 {
+        if Self::wait_released(|| snap.open_handles()) > 0 {
             return Err(PoolError::Busy(format!(
                 "snapshot '{name}' of volume '{volume}' is open ({} handles); close it first",
                 snap.open_handles()
@@ -196,7 +196,7 @@ impl Pool {
         let vol = self.volume_named(volume)?;
         let snap = self.snapshot_of(&vol, name)?;
         Self::refuse_paired(&vol, "rolled back")?;
-        if vol.open_handles() > 0 {
+        if Self::wait_released(|| vol.open_handles()) > 0 {
             return Err(PoolError::Busy(format!(
                 "volume '{volume}' is open ({} handles); close it (umount, losetup -d) before a rollback",
                 vol.open_handles()

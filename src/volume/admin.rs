@@ -109,6 +109,7 @@ impl Pool {
     pub fn delete_volume(&self, name: &str, recursive: bool) -> Result<(), PoolError> {
         let vol = self.volume_or_err(name)?;
         Self::refuse_paired(&vol, "deleted")?;
+        Self::wait_released(|| vol.open_handles());
         let snaps = self.snapshots.read().of_volume(vol.id);
         if !snaps.is_empty() {
             if !recursive {
@@ -122,7 +123,7 @@ impl Pool {
                         .join(", ")
                 )));
             }
-            if vol.open_handles() > 0 {
+            if Self::wait_released(|| vol.open_handles()) > 0 {
                 return Err(Self::busy_open(name, vol.open_handles()));
             }
             for s in &snaps {
@@ -166,6 +167,20 @@ impl Pool {
             )));
         }
         Ok(())
+    }
+
+    /// Wait briefly for `handles()` to reach zero. The kernel sends a file's RELEASE after
+    /// `close()` has returned, so a delete issued right after closing could otherwise see the
+    /// file still open.
+    pub(crate) fn wait_released(handles: impl Fn() -> u64) -> u64 {
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            let n = handles();
+            if n == 0 || std::time::Instant::now() >= end {
+                return n;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
 
     pub(crate) fn busy_open(name: &str, handles: u64) -> PoolError {
