@@ -442,17 +442,7 @@ impl Pool {
                     }
                     Where::Shared(_) => {
                         let zeros = vec![0u8; pc.len as usize];
-                        let at = pc.lext * es + pc.offset;
-                        let plan = self.plan_write(vol, at, pc.len)?;
-                        let mut res = self.write_planned(vol, &plan, &zeros);
-                        if res.is_ok() {
-                            res = self.commit(vol, &plan);
-                        }
-                        if res.is_err() {
-                            self.abandon(&plan);
-                        }
-                        vol.clear_pending(&Self::pending_of(&plan));
-                        res?;
+                        self.write_once(vol, pc.lext * es + pc.offset, &zeros)?;
                     }
                 }
                 break;
