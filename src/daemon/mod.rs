@@ -182,6 +182,8 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
             })
             .expect("spawn flusher")
     };
+    // Completes partial extents (sub-extent copy-on-write) in the background.
+    pool.start_filler();
 
     let mut unmounter = session.unmount_callable();
     let mnt2 = mnt.clone();

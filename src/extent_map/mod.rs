@@ -14,6 +14,8 @@
 //! chunk removes one from each. An extent is shared (must be copied before it is written)
 //! when its count is above one or the chunk holding it is shared.
 
+pub mod partial;
+
 use std::sync::Arc;
 
 use crate::format::Phys;

@@ -84,6 +84,57 @@ pub struct PairRec {
     pub s_dirty: Vec<(u64, u64)>,
 }
 
+/// A partial extent (sub-extent copy-on-write): `ext` (packed `Phys`) holds its own data only
+/// in the 4 KiB blocks set in `valid` (bit b of word b/64); the others read from `src`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PartialRec {
+    pub ext: u64,
+    pub src: u64,
+    pub valid: Vec<u64>,
+}
+
+/// The most words a block bitmap may have (64 MiB extents / 4 KiB blocks / 64 bits).
+pub const MAX_BITMAP_WORDS: usize = 256;
+
+pub(crate) fn enc_words(e: &mut Enc, w: &[u64]) {
+    e.u64(w.len() as u64);
+    for &x in w {
+        e.u64(x);
+    }
+}
+
+pub(crate) fn dec_words(d: &mut Dec<'_>) -> Result<Vec<u64>, FormatError> {
+    let n = d.count(8)?;
+    if n == 0 || n > MAX_BITMAP_WORDS {
+        return Err(FormatError::Invalid {
+            what: "block bitmap",
+            detail: format!("{n} words"),
+        });
+    }
+    (0..n).map(|_| d.u64()).collect()
+}
+
+impl PartialRec {
+    pub(crate) fn encode(&self, e: &mut Enc) {
+        e.u64(self.ext).u64(self.src);
+        enc_words(e, &self.valid);
+    }
+    pub(crate) fn decode(d: &mut Dec<'_>) -> Result<PartialRec, FormatError> {
+        let r = PartialRec {
+            ext: d.u64()?,
+            src: d.u64()?,
+            valid: dec_words(d)?,
+        };
+        if r.ext == r.src {
+            return Err(FormatError::Invalid {
+                what: "partial extent",
+                detail: format!("extent {:#x} is its own source", r.ext),
+            });
+        }
+        Ok(r)
+    }
+}
+
 /// The pool's metadata state. Recovery = the last checkpoint + the log records after it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Checkpoint {
@@ -98,11 +149,13 @@ pub struct Checkpoint {
     pub volumes: Vec<VolumeRec>,
     pub snapshots: Vec<SnapshotRec>,
     pub pairs: Vec<PairRec>,
+    /// Partial extents (version 2; a version-1 checkpoint has none).
+    pub partials: Vec<PartialRec>,
 }
 
 // Format: checkpoint file `checkpoint`, written whole (tmp + fsync + rename + fsync dir).
 //   0  magic        8  b"FVCKPT\0\0"
-//   8  version      u32 (1)
+//   8  version      u32 (2; version 1 is read too: it ends after the pairs)
 //  12  reserved     u32 (0)
 //  16  pool_id      u64
 //  24  epoch        u64
@@ -117,10 +170,12 @@ pub struct Checkpoint {
 //  ..  pairs        u64 count, then per pair: id u64, pvol u64, svol u64, group str, state u8,
 //                   rate u64, error str, split_snap u64, todo runs, p_dirty runs, s_dirty runs
 //                   (runs = u64 n, then n × (start u64, count u64))
+//  ..  partials     (version 2) u64 count, then per partial extent: ext u64 (packed phys),
+//                   src u64 (packed phys), valid words (u64 n, 1 ≤ n ≤ 256, then n × u64)
 //  end crc32c       u32 over every byte before it
 // (str = u16 length + UTF-8 bytes; table = u64 n, then n × (chunk index u64, chunk id u64))
 const MAGIC: &[u8; 8] = b"FVCKPT\0\0";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 const SLOTS: u64 = 512;
 
 fn enc_table(e: &mut Enc, t: &TableRec) {
@@ -223,6 +278,10 @@ impl Checkpoint {
             enc_runs(&mut e, &p.p_dirty);
             enc_runs(&mut e, &p.s_dirty);
         }
+        e.u64(self.partials.len() as u64);
+        for p in &self.partials {
+            p.encode(&mut e);
+        }
         let crc = crc32c::crc32c(&e.buf);
         e.u32(crc);
         e.buf
@@ -245,7 +304,7 @@ impl Checkpoint {
         verify_crc(WHAT, body, stored)?;
         let mut d = Dec::new(&body[8..], WHAT);
         let version = d.u32()?;
-        if version != VERSION {
+        if version != VERSION && version != 1 {
             return Err(FormatError::BadVersion {
                 what: WHAT,
                 version,
@@ -318,6 +377,12 @@ impl Checkpoint {
                 s_dirty: dec_runs(&mut d)?,
             });
         }
+        if version >= 2 {
+            let n = d.count(32)?;
+            for _ in 0..n {
+                c.partials.push(PartialRec::decode(&mut d)?);
+            }
+        }
         if d.remaining() != 0 {
             return Err(FormatError::Invalid {
                 what: WHAT,
@@ -381,6 +446,11 @@ mod tests {
                 p_dirty: vec![(7, 1), (9, 2)],
                 s_dirty: vec![],
             }],
+            partials: vec![PartialRec {
+                ext: 77,
+                src: (2 << 40) + 5,
+                valid: vec![0x11, 1 << 63],
+            }],
         }
     }
 
@@ -399,5 +469,38 @@ mod tests {
             assert!(Checkpoint::decode(&c).is_err(), "flip at {i}");
         }
         assert!(Checkpoint::decode(&b[..b.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn version_1_still_decodes() {
+        let mut c = sample();
+        c.partials.clear();
+        let mut b = c.encode();
+        // A version-1 file is the same without the (empty) partials section.
+        b.truncate(b.len() - 12);
+        b[8..12].copy_from_slice(&1u32.to_le_bytes());
+        let crc = crc32c::crc32c(&b);
+        b.extend_from_slice(&crc.to_le_bytes());
+        assert_eq!(Checkpoint::decode(&b).unwrap(), c);
+    }
+
+    #[test]
+    fn partial_rec_is_validated() {
+        let mut e = Enc::new();
+        PartialRec {
+            ext: 5,
+            src: 5,
+            valid: vec![1],
+        }
+        .encode(&mut e);
+        assert!(PartialRec::decode(&mut Dec::new(&e.buf, "t")).is_err());
+        let mut e = Enc::new();
+        PartialRec {
+            ext: 5,
+            src: 6,
+            valid: vec![],
+        }
+        .encode(&mut e);
+        assert!(PartialRec::decode(&mut Dec::new(&e.buf, "t")).is_err());
     }
 }

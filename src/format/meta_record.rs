@@ -1,5 +1,6 @@
 //! Metadata log: file header and the records appended after it.
 
+use super::checkpoint::{dec_words, enc_words, PartialRec};
 use super::codec::{Dec, Enc};
 use super::{verify_crc, ArrayRec, FormatError};
 
@@ -171,6 +172,25 @@ pub enum MetaRecord {
     PairDelete {
         id: u64,
     },
+    /// Like `MapSet`, and the extents in `partials` start *partial* (sub-extent copy-on-write):
+    /// only their `valid` 4 KiB blocks hold data, the others read from `src`, which gains a
+    /// reference. The data of every valid block was written before this record.
+    MapSetPartial {
+        volume: u64,
+        entries: Vec<(u64, u64)>,
+        partials: Vec<PartialRec>,
+    },
+    /// More blocks of partial extent `ext` (packed `Phys`) hold their own data (written before
+    /// this record). When every block is valid the extent is complete and drops its source.
+    PartialValid {
+        ext: u64,
+        valid: Vec<u64>,
+    },
+    /// The filler copied every missing block of these partial extents and synced the arrays
+    /// before this record: they are complete and drop the reference on their sources.
+    PartialDone {
+        exts: Vec<u64>,
+    },
 }
 
 impl MetaRecord {
@@ -193,6 +213,10 @@ impl MetaRecord {
             MetaRecord::PairCopied { .. } => 15,
             MetaRecord::PairDirty { .. } => 16,
             MetaRecord::PairDelete { .. } => 17,
+            // Kinds 18–39 are reserved for the journal/replication records.
+            MetaRecord::MapSetPartial { .. } => 40,
+            MetaRecord::PartialValid { .. } => 41,
+            MetaRecord::PartialDone { .. } => 42,
         }
     }
 
@@ -292,6 +316,30 @@ impl MetaRecord {
             }
             MetaRecord::PairDelete { id } => {
                 e.u64(*id);
+            }
+            MetaRecord::MapSetPartial {
+                volume,
+                entries,
+                partials,
+            } => {
+                e.u64(*volume).u64(entries.len() as u64);
+                for (l, p) in entries {
+                    e.u64(*l).u64(*p);
+                }
+                e.u64(partials.len() as u64);
+                for p in partials {
+                    p.encode(&mut e);
+                }
+            }
+            MetaRecord::PartialValid { ext, valid } => {
+                e.u64(*ext);
+                enc_words(&mut e, valid);
+            }
+            MetaRecord::PartialDone { exts } => {
+                e.u64(exts.len() as u64);
+                for x in exts {
+                    e.u64(*x);
+                }
             }
         }
         out.extend_from_slice(&e.buf);
@@ -405,6 +453,36 @@ impl MetaRecord {
                 MetaRecord::PairDirty { id, side, regions }
             }
             17 => MetaRecord::PairDelete { id: d.u64()? },
+            40 => {
+                let volume = d.u64()?;
+                let n = d.count(16)?;
+                let mut entries = Vec::with_capacity(n);
+                for _ in 0..n {
+                    entries.push((d.u64()?, d.u64()?));
+                }
+                let n = d.count(24)?;
+                let mut partials = Vec::with_capacity(n);
+                for _ in 0..n {
+                    partials.push(PartialRec::decode(&mut d)?);
+                }
+                MetaRecord::MapSetPartial {
+                    volume,
+                    entries,
+                    partials,
+                }
+            }
+            41 => MetaRecord::PartialValid {
+                ext: d.u64()?,
+                valid: dec_words(&mut d)?,
+            },
+            42 => {
+                let n = d.count(8)?;
+                let mut exts = Vec::with_capacity(n);
+                for _ in 0..n {
+                    exts.push(d.u64()?);
+                }
+                MetaRecord::PartialDone { exts }
+            }
             other => {
                 return Err(FormatError::UnknownType {
                     what: WHAT,
@@ -544,6 +622,20 @@ mod tests {
                 regions: vec![9],
             },
             MetaRecord::PairDelete { id: 12 },
+            MetaRecord::MapSetPartial {
+                volume: 7,
+                entries: vec![(0, 1), (3, 9)],
+                partials: vec![PartialRec {
+                    ext: 9,
+                    src: 1 << 41,
+                    valid: vec![0x8001],
+                }],
+            },
+            MetaRecord::PartialValid {
+                ext: 9,
+                valid: vec![0x10, 0],
+            },
+            MetaRecord::PartialDone { exts: vec![9, 10] },
         ]
     }
 
@@ -569,8 +661,14 @@ mod tests {
 
     #[test]
     fn torn_and_corrupt_frames() {
+        for i in [4, 17, 18, 19] {
+            torn_and_corrupt(&samples()[i]);
+        }
+    }
+
+    fn torn_and_corrupt(rec: &MetaRecord) {
         let mut buf = Vec::new();
-        samples()[4].encode_frame(&mut buf);
+        rec.encode_frame(&mut buf);
         for cut in 0..buf.len() {
             assert_eq!(RecordFrame::parse(&buf[..cut]), RecordFrame::Incomplete);
         }

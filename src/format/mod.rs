@@ -9,7 +9,9 @@ pub mod codec;
 pub mod meta_record;
 
 pub use array_header::ArrayHeader;
-pub use checkpoint::{ArrayRec, Checkpoint, ChunkRec, PairRec, SnapshotRec, TableRec, VolumeRec};
+pub use checkpoint::{
+    ArrayRec, Checkpoint, ChunkRec, PairRec, PartialRec, SnapshotRec, TableRec, VolumeRec,
+};
 pub use meta_record::{LogHeader, MetaRecord, RecordFrame};
 
 /// Decoding failures; the callers add the file name and offset.

@@ -23,6 +23,10 @@ pub struct CheckReport {
     pub used_extents: u64,
     /// Extents referenced by more than one chunk object (shared after copy-on-write).
     pub shared_extents: u64,
+    /// Partial extents (sub-extent copy-on-write) waiting for the filler; each holds a
+    /// reference on its source, verified to exist, not to be partial itself and to belong
+    /// to the same family.
+    pub partial_extents: u64,
     pub records_replayed: u64,
     /// Free extents that still hold bytes (the daemon punches them at start).
     pub free_extents_with_data: u64,
@@ -50,8 +54,8 @@ impl fmt::Display for CheckReport {
         )?;
         writeln!(
             f,
-            "  extents: {} mapped by volumes, {} in use, {} shared",
-            self.mapped_extents, self.used_extents, self.shared_extents
+            "  extents: {} mapped by volumes, {} in use, {} shared, {} partial",
+            self.mapped_extents, self.used_extents, self.shared_extents, self.partial_extents
         )?;
         if self.free_extents_with_data > 0 {
             writeln!(
@@ -138,6 +142,7 @@ pub fn check_pool(dir: &Path) -> Result<CheckReport, MetaError> {
         mapped_extents: st.volumes.iter().map(|v| v.table.mapped()).sum(),
         used_extents: used,
         shared_extents: shared,
+        partial_extents: loaded.partials.len() as u64,
         records_replayed: loaded.recovered.replayed,
         free_extents_with_data: free_with_data,
         warnings,

@@ -26,13 +26,13 @@ pub struct Recovered {
 pub fn recover(dir: &Path) -> Result<Recovered, MetaError> {
     let ck_path = dir.join(CHECKPOINT_FILE);
     let ck_bytes = fs::read(&ck_path).map_err(|e| MetaError::io("read", &ck_path, e))?;
-    let mut state = State::from_checkpoint(Checkpoint::decode(&ck_bytes).map_err(|source| {
-        MetaError::Corrupt {
-            path: ck_path.clone(),
-            offset: 0,
-            source,
-        }
-    })?);
+    let corrupt = |source| MetaError::Corrupt {
+        path: ck_path.clone(),
+        offset: 0,
+        source,
+    };
+    let mut state =
+        State::from_checkpoint(Checkpoint::decode(&ck_bytes).map_err(corrupt)?).map_err(corrupt)?;
 
     let log_path = dir.join(LOG_FILE);
     let mut warnings = Vec::new();

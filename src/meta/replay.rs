@@ -1,6 +1,7 @@
 //! Applying one record to the recovered state: the single definition of what a record means.
 
-use super::state::{PairSt, SnapState, State, VolState};
+use super::state::{partial_from_rec, PairSt, SnapState, State, VolState};
+use crate::extent_map::partial::{BlockBits, BLOCK};
 use crate::extent_map::NoRefs;
 use crate::format::{MetaRecord, Phys};
 use crate::mirror::bitmap::Bitmap;
@@ -106,6 +107,68 @@ pub fn apply(state: &mut State, rec: &MetaRecord) -> Result<(), String> {
                     ));
                 }
                 v.table.set(l, Some(Phys::unpack(p)), &mut NoRefs);
+            }
+            // Freshly allocated extents: any entry left for them is dead (see State).
+            for &(_, p) in entries {
+                state.partials.remove(&Phys::unpack(p));
+            }
+        }
+        MetaRecord::MapSetPartial {
+            volume,
+            entries,
+            partials,
+        } => {
+            apply(
+                state,
+                &MetaRecord::MapSet {
+                    volume: *volume,
+                    entries: entries.clone(),
+                },
+            )?;
+            for r in partials {
+                let (n, e) = partial_from_rec(state.extent_size, r)?;
+                if e.src == n {
+                    return Err(format!("partial extent {n:?} is its own source"));
+                }
+                if !entries.iter().any(|&(_, p)| p == r.ext) {
+                    return Err(format!(
+                        "partial extent {n:?} is not among the extents the record maps"
+                    ));
+                }
+                if e.valid.all() || e.valid.is_empty() {
+                    return Err(format!(
+                        "partial extent {n:?} starts with {} of {} blocks valid",
+                        e.valid.count(),
+                        e.valid.nblocks()
+                    ));
+                }
+                if state.partials.contains_key(&e.src) {
+                    return Err(format!(
+                        "partial extent {n:?} has a partial source {:?}",
+                        e.src
+                    ));
+                }
+                state.partials.insert(n, e);
+            }
+        }
+        MetaRecord::PartialValid { ext, valid } => {
+            let n = Phys::unpack(*ext);
+            let bits = BlockBits::from_words((state.extent_size / BLOCK) as usize, valid.clone())?;
+            let e = state
+                .partials
+                .get_mut(&n)
+                .ok_or_else(|| format!("extent {n:?} is not partial"))?;
+            e.valid.union_with(&bits);
+            if e.valid.all() {
+                state.partials.remove(&n);
+            }
+        }
+        MetaRecord::PartialDone { exts } => {
+            for &x in exts {
+                let n = Phys::unpack(x);
+                if state.partials.remove(&n).is_none() {
+                    return Err(format!("extent {n:?} is not partial"));
+                }
             }
         }
         MetaRecord::Unmap { volume, lexts } => {
@@ -411,5 +474,73 @@ mod tests {
         assert_eq!(s.volumes[1].table.get(9), Some(Phys::unpack(p(6))));
         apply(&mut s, &MetaRecord::SnapshotDelete { id: 2 }).unwrap();
         apply(&mut s, &MetaRecord::VolumeDelete { id: 1 }).unwrap();
+    }
+
+    #[test]
+    fn partial_extents_start_fill_and_end() {
+        use crate::format::PartialRec;
+        let mut s = base();
+        s.extent_size = 64 << 10; // 16 blocks
+        apply(
+            &mut s,
+            &MetaRecord::VolumeCreate {
+                id: 1,
+                name: "v".into(),
+                size: 1 << 20,
+                tier: "fast".into(),
+                created: 0,
+            },
+        )
+        .unwrap();
+        let rec = |ext: u64, src: u64, valid: u64| MetaRecord::MapSetPartial {
+            volume: 1,
+            entries: vec![(0, p(ext))],
+            partials: vec![PartialRec {
+                ext: p(ext),
+                src: p(src),
+                valid: vec![valid],
+            }],
+        };
+        assert!(apply(&mut s, &rec(5, 5, 1)).is_err(), "own source");
+        assert!(apply(&mut s, &rec(5, 4, 0xffff)).is_err(), "complete");
+        assert!(
+            apply(&mut s, &rec(5, 4, 1 << 16)).is_err(),
+            "bit past the end"
+        );
+        apply(&mut s, &rec(5, 4, 1)).unwrap();
+        assert!(apply(&mut s, &rec(6, 5, 1)).is_err(), "a chain");
+        let valid = |v: u64| MetaRecord::PartialValid {
+            ext: p(5),
+            valid: vec![v],
+        };
+        apply(&mut s, &valid(2)).unwrap();
+        assert_eq!(s.partials[&Phys::unpack(p(5))].valid.count(), 2);
+        apply(&mut s, &valid(0xfffc)).unwrap();
+        assert!(s.partials.is_empty(), "every block valid: complete");
+        assert!(apply(&mut s, &valid(1)).is_err());
+        apply(&mut s, &rec(7, 4, 1)).unwrap();
+        apply(&mut s, &MetaRecord::PartialDone { exts: vec![p(7)] }).unwrap();
+        assert!(s.partials.is_empty());
+        // A dead entry (its extent unmapped, never completed) goes when the extent is mapped
+        // afresh.
+        apply(&mut s, &rec(8, 4, 1)).unwrap();
+        apply(
+            &mut s,
+            &MetaRecord::Unmap {
+                volume: 1,
+                lexts: vec![0],
+            },
+        )
+        .unwrap();
+        assert_eq!(s.partials.len(), 1);
+        apply(
+            &mut s,
+            &MetaRecord::MapSet {
+                volume: 1,
+                entries: vec![(1, p(8))],
+            },
+        )
+        .unwrap();
+        assert!(s.partials.is_empty());
     }
 }

@@ -1,11 +1,15 @@
 //! The metadata state as recovery builds it: arrays, volumes and snapshots with their extent
 //! tables (sharing chunks exactly as the running daemon does).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use crate::extent_map::partial::{BlockBits, PartialExt, BLOCK};
 use crate::extent_map::{Chunk, ExtentTable, CHUNK};
-use crate::format::{ArrayRec, Checkpoint, ChunkRec, PairRec, SnapshotRec, TableRec, VolumeRec};
+use crate::format::{
+    ArrayRec, Checkpoint, ChunkRec, FormatError, PairRec, PartialRec, Phys, SnapshotRec, TableRec,
+    VolumeRec,
+};
 use crate::mirror::bitmap::Bitmap;
 
 #[derive(Clone)]
@@ -57,6 +61,11 @@ pub struct State {
     pub volumes: Vec<VolState>,
     pub snapshots: Vec<SnapState>,
     pub pairs: Vec<PairSt>,
+    /// Partial extents by their physical extent. Replay keeps an entry until a record ends it
+    /// (`PartialDone`, the last `PartialValid`, or the extent mapped afresh by `MapSet`), even
+    /// after every table dropped the extent: such a dead entry is ignored when the pool is
+    /// loaded (`pool::open::load` keeps only entries whose extent a table still maps).
+    pub partials: BTreeMap<Phys, PartialExt>,
 }
 
 /// Writes tables into a checkpoint, each distinct chunk object once.
@@ -96,8 +105,29 @@ fn load_table(rec: &TableRec, chunks: &[Arc<Chunk>]) -> ExtentTable {
     t
 }
 
+/// A partial extent from its record, checked against the pool's extent size.
+pub fn partial_from_rec(extent_size: u64, r: &PartialRec) -> Result<(Phys, PartialExt), String> {
+    let valid = BlockBits::from_words((extent_size / BLOCK) as usize, r.valid.clone())?;
+    Ok((
+        Phys::unpack(r.ext),
+        PartialExt {
+            src: Phys::unpack(r.src),
+            valid,
+        },
+    ))
+}
+
 impl State {
-    pub fn from_checkpoint(c: Checkpoint) -> State {
+    pub fn from_checkpoint(c: Checkpoint) -> Result<State, FormatError> {
+        let mut partials = BTreeMap::new();
+        for r in &c.partials {
+            let (n, e) =
+                partial_from_rec(c.extent_size, r).map_err(|detail| FormatError::Invalid {
+                    what: "checkpoint",
+                    detail,
+                })?;
+            partials.insert(n, e);
+        }
         let chunks: Vec<Arc<Chunk>> = c
             .chunks
             .iter()
@@ -109,7 +139,7 @@ impl State {
                 Arc::new(ch)
             })
             .collect();
-        State {
+        Ok(State {
             pool_id: c.pool_id,
             epoch: c.epoch,
             extent_size: c.extent_size,
@@ -157,7 +187,8 @@ impl State {
                     s_dirty: Bitmap::from_runs(&p.s_dirty),
                 })
                 .collect(),
-        }
+            partials,
+        })
     }
 
     pub fn to_checkpoint(&self) -> Checkpoint {
@@ -211,6 +242,15 @@ impl State {
                     todo: p.todo.runs(),
                     p_dirty: p.p_dirty.runs(),
                     s_dirty: p.s_dirty.runs(),
+                })
+                .collect(),
+            partials: self
+                .partials
+                .iter()
+                .map(|(n, e)| PartialRec {
+                    ext: n.pack(),
+                    src: e.src.pack(),
+                    valid: e.valid.words().to_vec(),
                 })
                 .collect(),
         }

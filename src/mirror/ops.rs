@@ -512,5 +512,6 @@ impl Pool {
                 let _ = h.join();
             }
         }
+        self.stop_filler();
     }
 }

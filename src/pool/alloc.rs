@@ -11,6 +11,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use crate::extent_map::partial::Partials;
 use crate::extent_map::RefCounts;
 use crate::format::Phys;
 
@@ -99,6 +100,9 @@ impl ArrayAlloc {
 pub struct Allocator {
     arrays: Vec<Option<ArrayAlloc>>,
     pending_free: Vec<Phys>,
+    /// The pool's partial extents: when a partial extent loses its last reference its entry
+    /// goes too, and with it the reference on its source.
+    partials: Option<Arc<Partials>>,
 }
 
 impl Allocator {
@@ -125,6 +129,11 @@ impl Allocator {
             .get_mut(id as usize)
             .and_then(|a| a.as_mut())
             .unwrap_or_else(|| panic!("allocator has no array {id}"))
+    }
+
+    /// Attach the pool's partial-extent table (see `decref`).
+    pub fn set_partials(&mut self, p: Arc<Partials>) {
+        self.partials = Some(p);
     }
 
     /// Is `p` inside a known array?
@@ -263,11 +272,17 @@ impl RefCounts for Allocator {
         self.array_mut(p.array).refs.inc(p.index);
     }
 
-    /// One reference fewer; at zero the extent waits in `pending_free`.
+    /// One reference fewer; at zero the extent waits in `pending_free`. A partial extent
+    /// that loses its last reference drops its entry and its reference on the source (the
+    /// record that dropped the extent is the one that ends its partial state; replay ignores
+    /// entries of unreferenced extents).
     fn decref(&mut self, p: Phys) {
         if self.array_mut(p.array).refs.dec(p.index) == 0 {
             // Still counted as used until it is punched and returned by `make_free`.
             self.pending_free.push(p);
+            if let Some(e) = self.partials.clone().and_then(|t| t.remove(p)) {
+                self.decref(e.src);
+            }
         }
     }
 }
@@ -332,5 +347,33 @@ mod tests {
         assert!(a.take_pending().is_empty());
         a.decref(p);
         assert_eq!(a.take_pending(), vec![p]);
+    }
+
+    #[test]
+    fn freeing_a_partial_extent_frees_its_source_reference() {
+        use crate::extent_map::partial::{BlockBits, PartialExt};
+        let mut a = Allocator::default();
+        a.add_array(1, "fast", 4);
+        let t = Arc::new(Partials::new(64 << 10));
+        a.set_partials(t.clone());
+        let o = a.alloc("fast", 0).unwrap();
+        let n = a.alloc("fast", 0).unwrap();
+        a.incref(o);
+        t.insert(
+            n,
+            PartialExt {
+                src: o,
+                valid: BlockBits::new(16),
+            },
+        );
+        a.decref(o);
+        assert_eq!(
+            a.refcount(o),
+            1,
+            "the partial extent still holds its source"
+        );
+        a.decref(n);
+        assert!(t.is_empty());
+        assert_eq!(a.take_pending(), vec![n, o]);
     }
 }

@@ -190,6 +190,7 @@ pub fn create_pool(dir: &Path, spec: &PoolSpec) -> Result<(), PoolError> {
         volumes,
         snapshots: Vec::new(),
         pairs: Vec::new(),
+        partials: Vec::new(),
     };
     write_checkpoint(dir, &ckpt)?;
     MetaLog::create(dir, pool_id, 1)?;

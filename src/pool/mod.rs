@@ -127,6 +127,10 @@ pub struct Pool {
     /// Set at shutdown: background copiers stop.
     pub(crate) stopping: std::sync::atomic::AtomicBool,
     pub(crate) alloc: Mutex<Allocator>,
+    /// Partial extents (sub-extent copy-on-write); see `extent_map::partial`.
+    pub(crate) partials: Arc<crate::extent_map::partial::Partials>,
+    /// The background filler of partial extents (daemon only; tests call `fill_step`).
+    pub(crate) filler: Mutex<Option<std::thread::JoinHandle<()>>>,
     pub(crate) arrays: RwLock<Vec<Option<Arc<Array>>>>,
     /// Next id for a volume or snapshot (one id space, never reused).
     pub(crate) next_id: Mutex<u64>,
@@ -189,12 +193,12 @@ impl Pool {
         self.sync_meta_locked()
     }
 
-    fn sync_arrays(&self) -> Result<(), PoolError> {
+    pub(crate) fn sync_arrays(&self) -> Result<(), PoolError> {
         self.sync_arrays_in(None)
     }
 
     /// fdatasync the written arrays among `only` (all when `None`).
-    fn sync_arrays_in(&self, only: Option<&[u32]>) -> Result<(), PoolError> {
+    pub(crate) fn sync_arrays_in(&self, only: Option<&[u32]>) -> Result<(), PoolError> {
         for a in self.arrays() {
             if only.is_some_and(|l| !l.contains(&a.id)) {
                 continue;
@@ -338,6 +342,7 @@ impl Pool {
             volumes,
             snapshots,
             pairs,
+            partials: self.partials.entries(),
         }
     }
 

@@ -1,6 +1,6 @@
 //! Opening a pool: recovery, array headers, reference counts, scrubbing free extents.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,6 +10,7 @@ use parking_lot::{Mutex, RwLock};
 use super::alloc::RefTable;
 use super::array::{read_header, Array};
 use super::{Allocator, Pool, PoolError, Snapshots, Volumes};
+use crate::extent_map::partial::{PartialExt, Partials};
 use crate::extent_map::{Chunk, RefCounts};
 use crate::format::{ArrayHeader, Phys};
 use crate::meta::{recover, MetaLog, Recovered, State};
@@ -21,6 +22,8 @@ pub(crate) struct Loaded {
     pub recovered: Recovered,
     pub arrays: Vec<(File, ArrayHeader, PathBuf, Arc<RefTable>)>,
     pub alloc: Allocator,
+    /// The live partial extents (their sources hold a reference each in `alloc`).
+    pub partials: Arc<Partials>,
     /// Problems found; `Pool::open` refuses to serve when there are any.
     pub problems: Vec<String>,
 }
@@ -92,6 +95,32 @@ pub(crate) fn load(dir: &Path) -> Result<Loaded, PoolError> {
             }
         }
     }
+    // Partial extents: an entry is live while a table maps its extent (replay keeps entries
+    // of extents that were dropped since; they are ignored here). A live entry holds one
+    // reference on its source, which must exist and must not be partial itself.
+    let live: BTreeMap<Phys, PartialExt> = st
+        .partials
+        .iter()
+        .filter(|(n, _)| alloc.contains(**n) && alloc.refcount(**n) > 0)
+        .map(|(n, e)| (*n, e.clone()))
+        .collect();
+    for (n, e) in &live {
+        if !alloc.contains(e.src) {
+            problems.push(format!(
+                "partial extent (array {} extent {}) reads from array {} extent {}, which does not exist",
+                n.array, n.index, e.src.array, e.src.index
+            ));
+        } else if live.contains_key(&e.src) {
+            problems.push(format!(
+                "partial extent (array {} extent {}) reads from array {} extent {}, which is partial itself",
+                n.array, n.index, e.src.array, e.src.index
+            ));
+        } else {
+            alloc.incref(e.src);
+        }
+    }
+    let partials = Arc::new(Partials::from_entries(st.extent_size, live));
+    alloc.set_partials(partials.clone());
     for v in &st.volumes {
         let limit = v.size.div_ceil(st.extent_size);
         if let Some((l, _)) = v.table.iter_mapped().find(|&(l, _)| l >= limit) {
@@ -105,6 +134,7 @@ pub(crate) fn load(dir: &Path) -> Result<Loaded, PoolError> {
         recovered,
         arrays,
         alloc,
+        partials,
         problems,
     })
 }
@@ -180,6 +210,17 @@ pub(crate) fn cross_family_sharing(st: &State) -> Vec<String> {
             }
         }
     }
+    // A partial extent's source belongs to the family of the tables that map the extent.
+    for (n, e) in &st.partials {
+        if let (Some((fn_, name_n)), Some((fs, name_s))) = (owner.get(n), owner.get(&e.src)) {
+            if fn_ != fs {
+                problems.push(format!(
+                    "array {} extent {} (partial, mapped by {}) reads from array {} extent {}, mapped by unrelated {}",
+                    n.array, n.index, name_n, e.src.array, e.src.index, name_s
+                ));
+            }
+        }
+    }
     problems
 }
 
@@ -190,6 +231,7 @@ impl Pool {
             recovered,
             arrays,
             mut alloc,
+            partials,
             problems,
         } = load(dir)?;
         for w in &recovered.warnings {
@@ -262,12 +304,13 @@ impl Pool {
             slots[i] = Some(a);
         }
         log::info!(
-            "pool {} (id {:016x}) open: {} arrays, {} volumes, {} snapshots, {} log records replayed",
+            "pool {} (id {:016x}) open: {} arrays, {} volumes, {} snapshots, {} partial extents, {} log records replayed",
             dir.display(),
             st.pool_id,
             st.arrays.len(),
             vols.by_id.len(),
             snaps.by_id.len(),
+            partials.len(),
             recovered.replayed
         );
         let pool = Arc::new(Pool {
@@ -281,6 +324,8 @@ impl Pool {
             pairs: RwLock::new(Default::default()),
             stopping: std::sync::atomic::AtomicBool::new(false),
             alloc: Mutex::new(alloc),
+            partials,
+            filler: Mutex::new(None),
             arrays: RwLock::new(slots),
             next_id: Mutex::new(st.next_id),
             sync_lock: Mutex::new(()),

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use parking_lot::RwLock;
 
 use super::Volume;
+use crate::extent_map::partial::{touched, BlockBits, PartialExt, BLOCK};
 use crate::extent_map::{pieces, ExtentTable, Piece, RefCounts};
 use crate::format::{MetaRecord, Phys};
 use crate::meta::MetaError;
@@ -71,12 +72,46 @@ enum Where {
     Shared(Phys),
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Placed {
     piece: Piece,
     at: Where,
     /// The extent reserved for a hole or a copy-on-write.
     fresh: Option<Phys>,
+    /// Sub-extent copy-on-write of a shared extent the write covers in part.
+    cow: Option<Cow>,
+}
+
+/// Where the new extent of a sub-extent copy-on-write reads the blocks it does not hold.
+#[derive(Clone)]
+pub(super) struct Cow {
+    /// The source: never partial itself. Holds one reference from the plan until commit
+    /// (where it becomes the partial entry's) or abandon.
+    pub(super) src: Phys,
+    /// When the old extent was partial: it, and its valid blocks, carried over into the new
+    /// extent (the source is then the old extent's source).
+    pub(super) carry: Option<(Phys, BlockBits)>,
+}
+
+impl Cow {
+    /// Where block `b` of the old extent's content lives.
+    pub(super) fn block_home(&self, b: usize) -> Phys {
+        match &self.carry {
+            Some((old, valid)) if valid.get(b) => *old,
+            _ => self.src,
+        }
+    }
+
+    /// The new extent's valid blocks after a write of `[offset, offset+len)`.
+    pub(super) fn valid_after(&self, nblocks: usize, offset: u64, len: u64) -> BlockBits {
+        let mut v = match &self.carry {
+            Some((_, bits)) => bits.clone(),
+            None => BlockBits::new(nblocks),
+        };
+        let (f, l) = touched(offset, len);
+        v.set_range(f, l);
+        v
+    }
 }
 
 impl Placed {
@@ -86,7 +121,7 @@ impl Placed {
 }
 
 impl Pool {
-    fn array_err(
+    pub(super) fn array_err(
         &self,
         name: &str,
         op: &'static str,
@@ -130,6 +165,7 @@ impl Pool {
             piece,
             at,
             fresh: None,
+            cow: None,
         }
     }
 
@@ -158,14 +194,61 @@ impl Pool {
             let dst = &mut buf[piece.buf_offset..piece.buf_offset + piece.len as usize];
             match phys {
                 None => dst.fill(0),
-                Some(p) => {
-                    let a = self.array(p.array).expect("mapped extent has an array");
-                    a.read(p.index, piece.offset, dst)
-                        .map_err(|e| self.array_err(name, "read", p, piece.offset, e))?;
-                }
+                Some(p) => match self.partials.get(p) {
+                    Some(e) => self.read_partial(name, p, &e, piece.offset, dst)?,
+                    None => self.read_at(name, p, piece.offset, dst)?,
+                },
             }
         }
         Ok(len as usize)
+    }
+
+    pub(super) fn read_at(
+        &self,
+        name: &str,
+        p: Phys,
+        offset: u64,
+        dst: &mut [u8],
+    ) -> Result<(), IoError> {
+        let a = self.array(p.array).expect("mapped extent has an array");
+        a.read(p.index, offset, dst)
+            .map_err(|e| self.array_err(name, "read", p, offset, e))
+    }
+
+    pub(super) fn write_at(
+        &self,
+        name: &str,
+        p: Phys,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), IoError> {
+        let a = self.array(p.array).expect("extent has an array");
+        a.write(p.index, offset, data)
+            .map_err(|e| self.array_err(name, "write", p, offset, e))
+    }
+
+    /// Read part of a partial extent: its valid blocks from itself, the others from its
+    /// source. (The caller holds `io_gate`, so the source is not recycled meanwhile even if
+    /// the extent completes.)
+    fn read_partial(
+        &self,
+        name: &str,
+        p: Phys,
+        e: &PartialExt,
+        offset: u64,
+        dst: &mut [u8],
+    ) -> Result<(), IoError> {
+        let end = offset + dst.len() as u64;
+        let (f, l) = touched(offset, dst.len() as u64);
+        for (valid, from) in [(true, p), (false, e.src)] {
+            for (a, b) in e.valid.runs(valid, f, l) {
+                let lo = (a as u64 * BLOCK).max(offset);
+                let hi = (b as u64 * BLOCK).min(end);
+                let part = &mut dst[(lo - offset) as usize..(hi - offset) as usize];
+                self.read_at(name, from, lo, part)?;
+            }
+        }
+        Ok(())
     }
 
     /// Read `buf.len()` bytes at `offset` (fewer at the end of the volume).
@@ -214,6 +297,8 @@ impl Pool {
             let allowed = vol.allowed_arrays.read().clone();
             let mut al = self.alloc.lock();
             let mut reserved: Vec<Phys> = Vec::new();
+            let mut holds: Vec<Phys> = Vec::new();
+            let es = self.extent_size;
             for pl in plan.iter_mut().filter(|pl| pl.needs_extent()) {
                 let got = if pl.piece.lext < limit {
                     al.alloc_in(&vol.tier, pl.piece.lext, allowed.as_deref())
@@ -224,11 +309,34 @@ impl Pool {
                     Some(n) => {
                         pl.fresh = Some(n);
                         reserved.push(n);
+                        if let Where::Shared(old) = pl.at {
+                            if !pl.piece.is_whole(es) {
+                                // Sub-extent copy-on-write. Looked up under the allocator
+                                // lock, which every change of the partial table holds, so
+                                // the source cannot lose its last reference before ours.
+                                let cow = match self.partials.get(old) {
+                                    Some(e) => Cow {
+                                        src: e.src,
+                                        carry: Some((old, e.valid)),
+                                    },
+                                    None => Cow {
+                                        src: old,
+                                        carry: None,
+                                    },
+                                };
+                                al.incref(cow.src);
+                                holds.push(cow.src);
+                                pl.cow = Some(cow);
+                            }
+                        }
                     }
                     None => {
                         // Never written: the extents go straight back, clean.
                         for &n in &reserved {
                             al.unreserve(n);
+                        }
+                        for &h in &holds {
+                            al.decref(h);
                         }
                         let offset = pl.piece.lext * self.extent_size + pl.piece.offset;
                         if pl.piece.lext >= limit {
@@ -267,16 +375,53 @@ impl Pool {
         if fresh.is_empty() {
             return Ok(());
         }
+        // Sub-extent copies-on-write: partial unless the write made every block valid.
+        let nblocks = self.partials.nblocks();
+        let mut partial: Vec<(Phys, PartialExt)> = Vec::new();
+        let mut release: Vec<Phys> = Vec::new();
+        for pl in plan {
+            if let (Some(cow), Some(n)) = (&pl.cow, pl.fresh) {
+                let valid = cow.valid_after(nblocks, pl.piece.offset, pl.piece.len);
+                if valid.all() {
+                    release.push(cow.src);
+                } else {
+                    partial.push((
+                        n,
+                        PartialExt {
+                            src: cow.src,
+                            valid,
+                        },
+                    ));
+                }
+            }
+        }
+        let entries: Vec<(u64, u64)> = fresh.iter().map(|&(l, p)| (l, p.pack())).collect();
         let mut log = self.meta.lock();
-        // Crash-ordering: the data of every extent in `fresh` was written before this record
-        // is appended (data before the pointer to it). A freshly allocated extent was punched
-        // or never written, so if the record reaches the disk before the data after a machine
-        // crash, the slot reads zeros, never another volume's old bytes.
-        log.append(&MetaRecord::MapSet {
-            volume: vol.id,
-            entries: fresh.iter().map(|&(l, p)| (l, p.pack())).collect(),
-        })
-        .map_err(Self::meta_err(vol))?;
+        // Crash-ordering: the data of every extent in `fresh` (of every valid block of a
+        // partial one) was written before this record is appended (data before the pointer
+        // to it). A freshly allocated extent was punched or never written, so if the record
+        // reaches the disk before the data after a machine crash, the slot reads zeros, never
+        // another volume's old bytes.
+        let rec = if partial.is_empty() {
+            MetaRecord::MapSet {
+                volume: vol.id,
+                entries,
+            }
+        } else {
+            MetaRecord::MapSetPartial {
+                volume: vol.id,
+                entries,
+                partials: partial
+                    .iter()
+                    .map(|(n, e)| crate::format::PartialRec {
+                        ext: n.pack(),
+                        src: e.src.pack(),
+                        valid: e.valid.words().to_vec(),
+                    })
+                    .collect(),
+            }
+        };
+        log.append(&rec).map_err(Self::meta_err(vol))?;
         let mut map = vol.map.write();
         let mut al = self.alloc.lock();
         for &(l, n) in &fresh {
@@ -284,6 +429,13 @@ impl Pool {
             if let Some(old) = map.set(l, Some(n), &mut *al) {
                 al.decref(old);
             }
+        }
+        // The plan's reference on each source becomes its partial extent's.
+        for (n, e) in partial {
+            self.partials.insert(n, e);
+        }
+        for src in release {
+            al.decref(src);
         }
         Ok(())
     }
@@ -294,6 +446,9 @@ impl Pool {
         let mut al = self.alloc.lock();
         for n in plan.iter().filter_map(|pl| pl.fresh) {
             al.decref(n);
+        }
+        for cow in plan.iter().filter_map(|pl| pl.cow.as_ref()) {
+            al.decref(cow.src);
         }
     }
 
@@ -306,27 +461,21 @@ impl Pool {
 
     /// Do the data I/O of a planned write.
     fn write_planned(&self, vol: &Volume, plan: &[Placed], data: &[u8]) -> Result<(), IoError> {
-        let es = self.extent_size;
         for pl in plan {
             let pc = pl.piece;
-            let target = match (pl.at, pl.fresh) {
-                (Where::Owned(p), None) => p,
-                (_, Some(n)) => n,
-                (at, None) => unreachable!("piece at {at:?} without an extent"),
-            };
-            if let (Where::Shared(old), Some(n)) = (pl.at, pl.fresh) {
-                // Copy-on-write: bring over the bytes this write does not cover.
-                let src = self.array(old.array).expect("mapped extent has an array");
-                let dst = self.array(n.array).expect("reserved extent has an array");
-                let tail = pc.offset + pc.len;
-                src.copy_to(old.index, &dst, n.index, 0, pc.offset)
-                    .and_then(|_| src.copy_to(old.index, &dst, n.index, tail, es - tail))
-                    .map_err(|e| self.array_err(&vol.name, "copy-on-write", n, 0, e))?;
-            }
-            let a = self.array(target.array).expect("extent has an array");
             let src = &data[pc.buf_offset..pc.buf_offset + pc.len as usize];
-            a.write(target.index, pc.offset, src)
-                .map_err(|e| self.array_err(&vol.name, "write", target, pc.offset, e))?;
+            match (pl.at, pl.fresh) {
+                (Where::Owned(p), None) => self.write_owned(&vol.name, p, pc, src)?,
+                (_, Some(n)) => {
+                    if let Some(cow) = &pl.cow {
+                        // Sub-extent copy-on-write: only the blocks this write touches (and a
+                        // partial old extent's own blocks) go into the new extent.
+                        self.cow_prepare(&vol.name, n, cow, pc)?;
+                    }
+                    self.write_at(&vol.name, n, pc.offset, src)?;
+                }
+                (at, None) => unreachable!("piece at {at:?} without an extent"),
+            }
         }
         Ok(())
     }
@@ -435,6 +584,12 @@ impl Pool {
                 }
                 match at {
                     Where::Hole => {}
+                    Where::Owned(p) if self.partials.contains(p) => {
+                        // Its invalid blocks read from the source: write zeros, which makes
+                        // them the extent's own.
+                        let zeros = vec![0u8; pc.len as usize];
+                        self.write_once(vol, pc.lext * es + pc.offset, &zeros)?;
+                    }
                     Where::Owned(p) => {
                         let a = self.array(p.array).expect("mapped extent has an array");
                         a.punch(p.index, pc.offset, pc.len)
@@ -532,6 +687,9 @@ impl Pool {
                 if let (Where::Shared(_), Some(f)) = (pl.at, pl.fresh) {
                     al.unreserve(f);
                     pl.fresh = None;
+                    if let Some(cow) = pl.cow.take() {
+                        al.decref(cow.src);
+                    }
                     skipped.push(pl.piece.lext);
                 }
             }

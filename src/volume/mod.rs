@@ -6,7 +6,9 @@
 //! the `MapSet` record and publish the new mapping (metadata lock, then map write lock).
 
 mod admin;
+mod fill;
 mod io;
+mod subcow;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
