@@ -169,3 +169,69 @@ fn array_read_error_is_eio_naming_the_file() {
     assert_eq!(e.errno(), libc::EIO);
     assert!(e.to_string().contains(".img"), "{e}");
 }
+
+/// The filler of partial extents (sub-extent copy-on-write): a crash after its copy and
+/// before its record, and a failed array sync, both leave the extent partial — no record,
+/// the images unchanged, the sync failure sticky — and a later step completes it.
+#[test]
+fn filler_crash_or_failed_sync_keeps_the_extent_partial() {
+    let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("p");
+    let pool = new_pool(&dir);
+    let (v, _) = pool.create_volume("v", 4 * ES, None).unwrap();
+    let base: Vec<u8> = (0..4 * ES).map(|i| (i / 4096) as u8 | 1).collect();
+    pool.write(&v, 0, &base).unwrap();
+    pool.create_snapshot("v", "s").unwrap();
+    pool.write(&v, ES + 4096, &[0xee; 4096]).unwrap();
+    pool.write(&v, 2 * ES + 100, &[0xdd; 50]).unwrap();
+    let mut img = base.clone();
+    img[(ES + 4096) as usize..(ES + 8192) as usize].fill(0xee);
+    img[(2 * ES + 100) as usize..(2 * ES + 150) as usize].fill(0xdd);
+    assert_eq!(pool.partial_extents(), 2);
+    let check = |pool: &Pool| {
+        assert!(read_all(pool, "v") == img, "volume image");
+        let s = pool.snapshot("v", "s").unwrap();
+        let mut b = vec![0u8; base.len()];
+        pool.read_snapshot(&s, 0, &mut b).unwrap();
+        assert!(b == base, "snapshot image");
+    };
+
+    // Killed after copying and syncing, before the record.
+    fail::cfg("filler::before_done", "return").unwrap();
+    assert!(pool.fill_step(10).is_err());
+    fail::remove("filler::before_done");
+    assert_eq!(pool.partial_extents(), 2);
+    check(&pool);
+    drop(pool); // as a kill -9: no checkpoint
+    let pool = Pool::open(&dir).unwrap();
+    assert_eq!(pool.partial_extents(), 2, "no record ended the partial state");
+    check(&pool);
+
+    // A failed array sync: no record, and every later fsync reports it.
+    fail::cfg("array::sync", "return").unwrap();
+    let e = pool.fill_step(10).unwrap_err();
+    fail::remove("array::sync");
+    assert!(e.to_string().contains("fdatasync"), "{e}");
+    assert_eq!(pool.partial_extents(), 2);
+    check(&pool);
+    assert!(pool.sync().is_err(), "a failed fsync is never retried as if it worked");
+    drop(pool);
+    let r = fusevol::meta::check_pool(&dir).unwrap();
+    assert!(r.is_clean() && r.partial_extents == 2, "{r}");
+
+    let pool = Pool::open(&dir).unwrap();
+    check(&pool);
+    assert_eq!(pool.fill_step(10).unwrap(), 2);
+    assert_eq!(pool.partial_extents(), 0);
+    check(&pool);
+    pool.delete_snapshot("v", "s").unwrap();
+    pool.sync().unwrap();
+    assert_eq!(used(&pool), 4 * ES, "the sources were freed");
+    drop(pool);
+    let r = fusevol::meta::check_pool(&dir).unwrap();
+    assert!(
+        r.is_clean() && r.partial_extents == 0 && r.free_extents_with_data == 0,
+        "{r}"
+    );
+}
