@@ -391,3 +391,69 @@ fn partial_extent_life_cycle() {
 fn v_of(pool: &Pool) -> Arc<fusevol::volume::Volume> {
     pool.volume("v").unwrap()
 }
+
+/// `check` (and open) verify the back-references of partial extents: a source that does not
+/// exist, and a source mapped by an unrelated volume, are reported.
+#[test]
+fn check_reports_bad_partial_back_references() {
+    use fusevol::format::{MetaRecord, PartialRec, Phys};
+    for case in ["missing", "unrelated"] {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("pool");
+        let spec = PoolSpec {
+            arrays: vec![ArraySpec {
+                name: "a0".into(),
+                size: 4 << 20,
+                tier: "fast".into(),
+            }],
+            extent_size: ES,
+            volumes: vec![],
+        };
+        create_pool(&dir, &spec).unwrap();
+        let pool = Pool::open(&dir).unwrap();
+        for name in ["a", "b"] {
+            let (v, _) = pool.create_volume(name, 2 * ES, None).unwrap();
+            pool.write(&v, 0, &vec![1u8; (2 * ES) as usize]).unwrap();
+        }
+        pool.sync().unwrap();
+        drop(pool);
+        let r = fusevol::meta::recover(&dir).unwrap();
+        let st = &r.state;
+        let a = st.volumes.iter().find(|v| v.name == "a").unwrap();
+        let b = st.volumes.iter().find(|v| v.name == "b").unwrap();
+        let src = match case {
+            "missing" => Phys {
+                array: st.arrays[0].id,
+                index: 1 << 20,
+            },
+            _ => b.table.get(0).unwrap(),
+        };
+        let n = Phys {
+            array: st.arrays[0].id,
+            index: 50,
+        };
+        let mut log =
+            fusevol::meta::MetaLog::open(&dir, st.pool_id, st.epoch, r.log_valid_len).unwrap();
+        log.append(&MetaRecord::MapSetPartial {
+            volume: a.id,
+            entries: vec![(1, n.pack())],
+            partials: vec![PartialRec {
+                ext: n.pack(),
+                src: src.pack(),
+                valid: vec![1],
+            }],
+        })
+        .unwrap();
+        drop(log);
+        let rep = fusevol::meta::check_pool(&dir).unwrap();
+        let want = if case == "missing" {
+            "does not exist"
+        } else {
+            "unrelated"
+        };
+        assert!(
+            !rep.is_clean() && rep.problems.iter().any(|p| p.contains(want)),
+            "{case}: {rep}"
+        );
+    }
+}
