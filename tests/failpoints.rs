@@ -205,7 +205,11 @@ fn filler_crash_or_failed_sync_keeps_the_extent_partial() {
     check(&pool);
     drop(pool); // as a kill -9: no checkpoint
     let pool = Pool::open(&dir).unwrap();
-    assert_eq!(pool.partial_extents(), 2, "no record ended the partial state");
+    assert_eq!(
+        pool.partial_extents(),
+        2,
+        "no record ended the partial state"
+    );
     check(&pool);
 
     // A failed array sync: no record, and every later fsync reports it.
@@ -215,7 +219,10 @@ fn filler_crash_or_failed_sync_keeps_the_extent_partial() {
     assert!(e.to_string().contains("fdatasync"), "{e}");
     assert_eq!(pool.partial_extents(), 2);
     check(&pool);
-    assert!(pool.sync().is_err(), "a failed fsync is never retried as if it worked");
+    assert!(
+        pool.sync().is_err(),
+        "a failed fsync is never retried as if it worked"
+    );
     drop(pool);
     let r = fusevol::meta::check_pool(&dir).unwrap();
     assert!(r.is_clean() && r.partial_extents == 2, "{r}");
