@@ -457,3 +457,121 @@ fn check_reports_bad_partial_back_references() {
         );
     }
 }
+
+/// Writers, the filler and snapshots at once: three threads write (block-aligned or not) to
+/// their own 4 KiB blocks of one volume, a fourth runs filler steps, a fifth takes snapshots.
+/// The volume ends with every thread's last bytes (the filler never copied a source block
+/// over a newer one), and every block of every snapshot is one of the contents that block had.
+#[test]
+fn writers_filler_and_snapshots_race() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
+    const BLK: usize = 4096;
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("pool");
+    let spec = PoolSpec {
+        arrays: (0..2)
+            .map(|i| ArraySpec {
+                name: format!("a{i}"),
+                size: 16 << 20,
+                tier: "fast".into(),
+            })
+            .collect(),
+        extent_size: ES,
+        volumes: vec![],
+    };
+    create_pool(&dir, &spec).unwrap();
+    let pool = Pool::open(&dir).unwrap();
+    let size = 32 * ES as usize;
+    let nblk = size / BLK;
+    let (v, _) = pool.create_volume("v", size as u64, None).unwrap();
+    let init = pattern(size, 1, 0);
+    pool.write(&v, 0, &init).unwrap();
+    // Every content each block had, in order.
+    let history: Vec<Mutex<Vec<Vec<u8>>>> = (0..nblk)
+        .map(|b| Mutex::new(vec![init[b * BLK..(b + 1) * BLK].to_vec()]))
+        .collect();
+    let stop = AtomicBool::new(false);
+    let snaps: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        let writers: Vec<_> = (0..3usize)
+            .map(|t| {
+                let (pool, v, history) = (&pool, &v, &history);
+                s.spawn(move || {
+                    let mut x = 0x1234_5678u64 + t as u64;
+                    let mut rnd = |n: u64| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        x % n
+                    };
+                    for i in 0..600u64 {
+                        let b = (rnd((nblk / 3) as u64) as usize) * 3 + t;
+                        let (off, len) = if rnd(3) == 0 {
+                            let o = rnd(BLK as u64 - 1);
+                            (o, 1 + rnd(BLK as u64 - o))
+                        } else {
+                            (0, BLK as u64)
+                        };
+                        let data = pattern(len as usize, (i as u8) ^ (t as u8 * 85), off);
+                        let at = (b * BLK) as u64 + off;
+                        // Only this thread writes block b: its history is exact.
+                        let mut h = history[b].lock().unwrap();
+                        pool.write(v, at, &data).unwrap();
+                        let mut next = h.last().unwrap().clone();
+                        next[off as usize..(off + len) as usize].copy_from_slice(&data);
+                        h.push(next);
+                    }
+                })
+            })
+            .collect();
+        s.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                pool.fill_step(2).unwrap();
+            }
+        });
+        s.spawn(|| {
+            for k in 0..12 {
+                std::thread::sleep(std::time::Duration::from_millis(3));
+                let name = format!("s{k}");
+                pool.create_snapshot("v", &name).unwrap();
+                snaps.lock().unwrap().push(name);
+            }
+        });
+        for w in writers {
+            w.join().unwrap();
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    let check = |pool: &Pool| {
+        let v = pool.volume("v").unwrap();
+        let mut img = vec![0u8; size];
+        pool.read(&v, 0, &mut img).unwrap();
+        for b in 0..nblk {
+            let h = history[b].lock().unwrap();
+            assert!(
+                img[b * BLK..(b + 1) * BLK] == h.last().unwrap()[..],
+                "volume block {b} is not its last write"
+            );
+        }
+        for name in snaps.lock().unwrap().iter() {
+            let s = pool.snapshot("v", name).unwrap();
+            pool.read_snapshot(&s, 0, &mut img).unwrap();
+            for b in 0..nblk {
+                let h = history[b].lock().unwrap();
+                assert!(
+                    h.iter().any(|c| img[b * BLK..(b + 1) * BLK] == c[..]),
+                    "snapshot {name} block {b} never had this content"
+                );
+            }
+        }
+    };
+    check(&pool);
+    drop(pool);
+    let r = fusevol::meta::check_pool(&dir).unwrap();
+    assert!(r.is_clean(), "{r}");
+    let pool = Pool::open(&dir).unwrap();
+    check(&pool);
+    while pool.fill_step(8).unwrap() > 0 {}
+    check(&pool);
+}

@@ -2,8 +2,10 @@
 //!
 //! A write flows: look up the extents (map read lock) → reserve new extents for holes and for
 //! shared extents (copy-on-write), marking those slots pending (map write lock + allocator)
-//! → copy the untouched part of a shared extent and write the data (no lock held) → append
-//! the `MapSet` record and publish the new mapping (metadata lock, then map write lock).
+//! → write the data (no lock held; for a shared extent written in part, only the 4 KiB blocks
+//! it touches, completed from the old extent: `subcow`) → append the `MapSet` (or
+//! `MapSetPartial`) record and publish the new mapping (metadata lock, then map write lock).
+//! `fill` completes partial extents in the background.
 
 mod admin;
 mod fill;
