@@ -3,7 +3,9 @@
 //! A snapshot is a copy of its volume's extent table made by sharing the table's chunks
 //! (`ExtentTable::clone`): no data moves and no reference count changes, so taking one costs
 //! a few microseconds whatever the volume's size. The volume's first write to a shared extent
-//! after that copies it (`volume/io.rs`); the snapshot keeps the old extent. Deleting a
+//! after that goes to a new extent holding only the 4 KiB blocks written, which reads its
+//! other blocks from the old one until the filler has copied them (`volume/subcow.rs`,
+//! `extent_map/partial.rs`); the snapshot keeps the old extent. Deleting a
 //! snapshot drops its chunk pointers; extents no other table holds are freed.
 //!
 //! Consistency: `create` takes the volume's `io_lock` exclusively, so no write is half done
