@@ -242,3 +242,35 @@ fn filler_crash_or_failed_sync_keeps_the_extent_partial() {
         "{r}"
     );
 }
+
+/// A write to an invalid block of a partial extent while the filler is copying that extent
+/// waits for the copy (the extent's stripe lock), so the copy never lands on the newer block.
+#[test]
+fn filler_copy_never_overwrites_a_racing_write() {
+    let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let d = tempfile::tempdir().unwrap();
+    let pool = new_pool(&d.path().join("p"));
+    let (v, _) = pool.create_volume("v", 2 * ES, None).unwrap();
+    pool.write(&v, 0, &vec![1u8; (2 * ES) as usize]).unwrap();
+    pool.create_snapshot("v", "s").unwrap();
+    pool.write(&v, 0, &[2u8; 4096]).unwrap();
+    assert_eq!(pool.partial_extents(), 1);
+    fail::cfg("filler::before_copy", "sleep(300)").unwrap();
+    std::thread::scope(|s| {
+        let filler = s.spawn(|| pool.fill_step(1).unwrap());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        // Block 5 is still invalid: this write races the filler's copy of it.
+        pool.write(&v, 5 * 4096, &[3u8; 4096]).unwrap();
+        assert_eq!(filler.join().unwrap(), 1);
+    });
+    fail::remove("filler::before_copy");
+    assert_eq!(pool.partial_extents(), 0);
+    let img = read_all(&pool, "v");
+    assert!(img[..4096].iter().all(|&b| b == 2));
+    assert!(img[4096..5 * 4096].iter().all(|&b| b == 1));
+    assert!(
+        img[5 * 4096..6 * 4096].iter().all(|&b| b == 3),
+        "the filler copied the snapshot's block over the newer write"
+    );
+    assert!(img[6 * 4096..].iter().all(|&b| b == 1));
+}

@@ -59,6 +59,8 @@ impl Pool {
                     )))
                 }
             };
+            // (Tests pause here to let a writer race the copy: it must wait for the lock.)
+            fail::fail_point!("filler::before_copy");
             for (a, b) in e.valid.runs(false, 0, e.valid.nblocks()) {
                 let (off, len) = (a as u64 * BLOCK, (b - a) as u64 * BLOCK);
                 src.copy_to(e.src.index, &dst, n.index, off, len)
