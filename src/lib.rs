@@ -13,6 +13,7 @@ pub mod daemon;
 pub mod extent_map;
 pub mod format;
 pub mod fuse;
+pub mod journal;
 pub mod meta;
 pub mod mirror;
 pub mod names;

@@ -6,6 +6,7 @@
 pub mod array_header;
 pub mod checkpoint;
 pub mod codec;
+pub mod journal;
 pub mod meta_record;
 
 pub use array_header::ArrayHeader;
@@ -15,7 +16,7 @@ pub use checkpoint::{
 pub use meta_record::{LogHeader, MetaRecord, RecordFrame};
 
 /// Decoding failures; the callers add the file name and offset.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum FormatError {
     #[error("bad magic in {what}")]
     BadMagic { what: &'static str },

@@ -1,0 +1,540 @@
+//! Write journal of a journal group: segment header, records, and the files the two sites
+//! exchange in the remote directory (manifest, acknowledgement).
+
+use super::codec::{Dec, Enc};
+use super::{verify_crc, FormatError};
+
+// Format: journal segment header, SEGMENT_HEADER_SIZE (64) bytes at offset 0 of a segment.
+//   0  magic      8  b"FVJSEG\0\0"
+//   8  version    u32 (1)
+//  12  reserved   u32 (0)
+//  16  group      u64   the group's unique id (not its name)
+//  24  epoch      u64   the group's epoch (a takeover starts a new one)
+//  32  first_seq  u64   sequence number of the first record in the segment
+//  40  created    u64   nanoseconds since the Unix epoch
+//  48  zero padding up to 60
+//  60  crc32c     u32   over bytes 0..60
+pub const SEGMENT_HEADER_SIZE: usize = 64;
+const SEG_MAGIC: &[u8; 8] = b"FVJSEG\0\0";
+const SEG_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentHeader {
+    pub group: u64,
+    pub epoch: u64,
+    pub first_seq: u64,
+    pub created: u64,
+}
+
+impl SegmentHeader {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut e = Enc::with_capacity(SEGMENT_HEADER_SIZE);
+        e.bytes(SEG_MAGIC)
+            .u32(SEG_VERSION)
+            .u32(0)
+            .u64(self.group)
+            .u64(self.epoch)
+            .u64(self.first_seq)
+            .u64(self.created);
+        let mut buf = e.buf;
+        buf.resize(SEGMENT_HEADER_SIZE - 4, 0);
+        let crc = crc32c::crc32c(&buf);
+        buf.extend_from_slice(&crc.to_le_bytes());
+        buf
+    }
+
+    pub fn decode(buf: &[u8]) -> Result<SegmentHeader, FormatError> {
+        const WHAT: &str = "journal segment header";
+        if buf.len() < SEGMENT_HEADER_SIZE {
+            return Err(FormatError::Truncated {
+                what: WHAT,
+                need: SEGMENT_HEADER_SIZE,
+                have: buf.len(),
+            });
+        }
+        if &buf[..8] != SEG_MAGIC {
+            return Err(FormatError::BadMagic { what: WHAT });
+        }
+        let stored = u32::from_le_bytes(buf[60..64].try_into().unwrap());
+        verify_crc(WHAT, &buf[..60], stored)?;
+        let mut d = Dec::new(&buf[8..60], WHAT);
+        let version = d.u32()?;
+        if version != SEG_VERSION {
+            return Err(FormatError::BadVersion {
+                what: WHAT,
+                version,
+            });
+        }
+        d.u32()?;
+        Ok(SegmentHeader {
+            group: d.u64()?,
+            epoch: d.u64()?,
+            first_seq: d.u64()?,
+            created: d.u64()?,
+        })
+    }
+}
+
+/// What a journal record does at the other site.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordKind {
+    /// Host write: the payload is the data of `[offset, offset+length)`.
+    Write = 1,
+    /// Discard: `[offset, offset+length)` reads as zeros.
+    Zero = 2,
+    /// Initial copy of one allocated extent: like `Write`.
+    Base = 3,
+    /// The initial copy of `volume` is complete.
+    BaseDone = 4,
+    /// `volume` joins the group; payload = its name, `length` = its size.
+    VolumeAdd = 5,
+    /// `volume` now has size `length`.
+    VolumeResize = 6,
+    /// `volume` leaves the group.
+    VolumeRemove = 7,
+    /// A group snapshot; payload = its name. Every volume is snapshotted at this point.
+    Marker = 8,
+    /// Closes a segment: `seq` = the last record's sequence number, `offset` = the number of
+    /// records. It has no sequence number of its own.
+    Seal = 9,
+}
+
+impl RecordKind {
+    fn from_u8(v: u8) -> Result<RecordKind, FormatError> {
+        use RecordKind::*;
+        Ok(match v {
+            1 => Write,
+            2 => Zero,
+            3 => Base,
+            4 => BaseDone,
+            5 => VolumeAdd,
+            6 => VolumeResize,
+            7 => VolumeRemove,
+            8 => Marker,
+            9 => Seal,
+            kind => {
+                return Err(FormatError::UnknownType {
+                    what: "journal record",
+                    kind,
+                })
+            }
+        })
+    }
+
+    /// Does the payload carry volume data of `length` bytes?
+    pub fn carries_data(self) -> bool {
+        matches!(self, RecordKind::Write | RecordKind::Base)
+    }
+}
+
+// Format: journal record, RECORD_HEADER_SIZE (72) bytes then the payload, back to back after
+// the segment header.
+//   0  magic        u32  0x4345524a (b"JREC")
+//   4  kind         u8   RecordKind
+//   5  reserved     3 bytes (0)
+//   8  group        u64
+//  16  epoch        u64
+//  24  seq          u64
+//  32  time         u64  nanoseconds since the Unix epoch, when the primary accepted it
+//  40  volume       u64  the primary's volume id
+//  48  offset       u64
+//  56  length       u64  bytes of the volume the record covers (see RecordKind)
+//  64  payload_len  u32
+//  68  crc32c       u32  over bytes 0..68 and the payload
+//  72  payload
+pub const RECORD_HEADER_SIZE: usize = 72;
+const REC_MAGIC: u32 = u32::from_le_bytes(*b"JREC");
+/// Sanity bound on a payload (a FUSE write is at most 1 MiB; an extent at most 64 MiB).
+pub const MAX_PAYLOAD: usize = 64 << 20;
+
+/// The fixed part of a journal record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordHead {
+    pub kind: RecordKind,
+    pub group: u64,
+    pub epoch: u64,
+    pub seq: u64,
+    pub time: u64,
+    pub volume: u64,
+    pub offset: u64,
+    pub length: u64,
+}
+
+impl RecordHead {
+    /// The header bytes for this record with `payload` (which is written right after it).
+    pub fn encode(&self, payload: &[u8]) -> [u8; RECORD_HEADER_SIZE] {
+        let mut e = Enc::with_capacity(RECORD_HEADER_SIZE);
+        e.u32(REC_MAGIC)
+            .u8(self.kind as u8)
+            .bytes(&[0; 3])
+            .u64(self.group)
+            .u64(self.epoch)
+            .u64(self.seq)
+            .u64(self.time)
+            .u64(self.volume)
+            .u64(self.offset)
+            .u64(self.length)
+            .u32(payload.len() as u32);
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&e.buf), payload);
+        e.u32(crc);
+        e.buf.try_into().expect("record header is 72 bytes")
+    }
+}
+
+/// One decoded record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalRecord {
+    pub head: RecordHead,
+    pub payload: Vec<u8>,
+}
+
+impl JournalRecord {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(RECORD_HEADER_SIZE + self.payload.len());
+        v.extend_from_slice(&self.head.encode(&self.payload));
+        v.extend_from_slice(&self.payload);
+        v
+    }
+
+    /// Decode the record at the start of `buf`; returns it and the bytes it took.
+    pub fn decode(buf: &[u8]) -> Result<(JournalRecord, usize), FormatError> {
+        const WHAT: &str = "journal record";
+        if buf.len() < RECORD_HEADER_SIZE {
+            return Err(FormatError::Truncated {
+                what: WHAT,
+                need: RECORD_HEADER_SIZE,
+                have: buf.len(),
+            });
+        }
+        let mut d = Dec::new(&buf[..RECORD_HEADER_SIZE], WHAT);
+        if d.u32()? != REC_MAGIC {
+            return Err(FormatError::BadMagic { what: WHAT });
+        }
+        let kind_raw = d.u8()?;
+        d.bytes(3)?;
+        let (group, epoch, seq, time) = (d.u64()?, d.u64()?, d.u64()?, d.u64()?);
+        let (volume, offset, length) = (d.u64()?, d.u64()?, d.u64()?);
+        let plen = d.u32()? as usize;
+        let stored = d.u32()?;
+        if plen > MAX_PAYLOAD {
+            return Err(FormatError::Invalid {
+                what: WHAT,
+                detail: format!("payload length {plen}"),
+            });
+        }
+        let end = RECORD_HEADER_SIZE + plen;
+        if buf.len() < end {
+            return Err(FormatError::Truncated {
+                what: WHAT,
+                need: end,
+                have: buf.len(),
+            });
+        }
+        let payload = &buf[RECORD_HEADER_SIZE..end];
+        let computed = crc32c::crc32c_append(crc32c::crc32c(&buf[..68]), payload);
+        if computed != stored {
+            return Err(FormatError::BadChecksum {
+                what: WHAT,
+                stored,
+                computed,
+            });
+        }
+        let kind = RecordKind::from_u8(kind_raw)?;
+        if kind.carries_data() && plen as u64 != length {
+            return Err(FormatError::Invalid {
+                what: WHAT,
+                detail: format!("{kind:?} of {length} bytes carries {plen}"),
+            });
+        }
+        let head = RecordHead {
+            kind,
+            group,
+            epoch,
+            seq,
+            time,
+            volume,
+            offset,
+            length,
+        };
+        Ok((
+            JournalRecord {
+                head,
+                payload: payload.to_vec(),
+            },
+            end,
+        ))
+    }
+
+    /// The name carried by a `VolumeAdd` or `Marker` record.
+    pub fn name(&self) -> Result<String, FormatError> {
+        let mut d = Dec::new(&self.payload, "journal record name");
+        d.str()
+    }
+
+    /// A name payload for `VolumeAdd` / `Marker`.
+    pub fn name_payload(name: &str) -> Vec<u8> {
+        let mut e = Enc::new();
+        e.str(name);
+        e.buf
+    }
+}
+
+// Format: remote acknowledgement file `ack` in the group's remote directory, written whole
+// by the secondary (tmp + fsync + rename + fsync dir).
+//   0  magic    8  b"FVJACK\0\0"
+//   8  version  u32 (1)
+//  12  reserved u32
+//  16  group    u64
+//  24  epoch    u64
+//  32  applied  u64   every record up to this sequence number is applied and durable
+//  40  time     u64   the applied record's primary time (ns since the Unix epoch)
+//  48  acked_at u64   when the secondary wrote this file (ns)
+//  56  pad to 60, crc32c u32 over bytes 0..60
+pub const ACK_SIZE: usize = 64;
+const ACK_MAGIC: &[u8; 8] = b"FVJACK\0\0";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Ack {
+    pub group: u64,
+    pub epoch: u64,
+    pub applied: u64,
+    pub time: u64,
+    pub acked_at: u64,
+}
+
+impl Ack {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut e = Enc::with_capacity(ACK_SIZE);
+        e.bytes(ACK_MAGIC)
+            .u32(1)
+            .u32(0)
+            .u64(self.group)
+            .u64(self.epoch)
+            .u64(self.applied)
+            .u64(self.time)
+            .u64(self.acked_at);
+        let mut buf = e.buf;
+        buf.resize(ACK_SIZE - 4, 0);
+        let crc = crc32c::crc32c(&buf);
+        buf.extend_from_slice(&crc.to_le_bytes());
+        buf
+    }
+
+    pub fn decode(buf: &[u8]) -> Result<Ack, FormatError> {
+        const WHAT: &str = "journal acknowledgement";
+        if buf.len() != ACK_SIZE {
+            return Err(FormatError::Truncated {
+                what: WHAT,
+                need: ACK_SIZE,
+                have: buf.len(),
+            });
+        }
+        if &buf[..8] != ACK_MAGIC {
+            return Err(FormatError::BadMagic { what: WHAT });
+        }
+        let stored = u32::from_le_bytes(buf[60..64].try_into().unwrap());
+        verify_crc(WHAT, &buf[..60], stored)?;
+        let mut d = Dec::new(&buf[8..60], WHAT);
+        let version = d.u32()?;
+        if version != 1 {
+            return Err(FormatError::BadVersion {
+                what: WHAT,
+                version,
+            });
+        }
+        d.u32()?;
+        Ok(Ack {
+            group: d.u64()?,
+            epoch: d.u64()?,
+            applied: d.u64()?,
+            time: d.u64()?,
+            acked_at: d.u64()?,
+        })
+    }
+}
+
+// Format: group manifest file `manifest` in the group's remote directory, written whole by
+// the primary (tmp + fsync + rename + fsync dir); the secondary attaches by reading it.
+//   0  magic     8  b"FVJMAN\0\0"
+//   8  version   u32 (1)
+//  12  reserved  u32
+//  16  group     u64   unique id
+//  24  epoch     u64
+//  32  pool      u64   the primary pool's id
+//  40  created   u64   ns since the Unix epoch
+//  48  name      str   (u16 length + UTF-8)
+//  ..  crc32c    u32   over every byte before it
+const MAN_MAGIC: &[u8; 8] = b"FVJMAN\0\0";
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Manifest {
+    pub group: u64,
+    pub epoch: u64,
+    pub pool: u64,
+    pub created: u64,
+    pub name: String,
+}
+
+impl Manifest {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut e = Enc::new();
+        e.bytes(MAN_MAGIC)
+            .u32(1)
+            .u32(0)
+            .u64(self.group)
+            .u64(self.epoch)
+            .u64(self.pool)
+            .u64(self.created)
+            .str(&self.name);
+        let crc = crc32c::crc32c(&e.buf);
+        e.u32(crc);
+        e.buf
+    }
+
+    pub fn decode(buf: &[u8]) -> Result<Manifest, FormatError> {
+        const WHAT: &str = "group manifest";
+        if buf.len() < 12 {
+            return Err(FormatError::Truncated {
+                what: WHAT,
+                need: 12,
+                have: buf.len(),
+            });
+        }
+        if &buf[..8] != MAN_MAGIC {
+            return Err(FormatError::BadMagic { what: WHAT });
+        }
+        let body = &buf[..buf.len() - 4];
+        let stored = u32::from_le_bytes(buf[buf.len() - 4..].try_into().unwrap());
+        verify_crc(WHAT, body, stored)?;
+        let mut d = Dec::new(&body[8..], WHAT);
+        let version = d.u32()?;
+        if version != 1 {
+            return Err(FormatError::BadVersion {
+                what: WHAT,
+                version,
+            });
+        }
+        d.u32()?;
+        let m = Manifest {
+            group: d.u64()?,
+            epoch: d.u64()?,
+            pool: d.u64()?,
+            created: d.u64()?,
+            name: d.str()?,
+        };
+        if d.remaining() != 0 {
+            return Err(FormatError::Invalid {
+                what: WHAT,
+                detail: format!("{} trailing bytes", d.remaining()),
+            });
+        }
+        Ok(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(kind: RecordKind, seq: u64, length: u64) -> RecordHead {
+        RecordHead {
+            kind,
+            group: 0xfeed,
+            epoch: 3,
+            seq,
+            time: 1_700_000_000_000_000_000,
+            volume: 17,
+            offset: 4096,
+            length,
+        }
+    }
+
+    #[test]
+    fn record_roundtrip_and_every_flipped_byte_is_refused() {
+        let rec = JournalRecord {
+            head: head(RecordKind::Write, 42, 5),
+            payload: b"hello".to_vec(),
+        };
+        let bytes = rec.encode();
+        let (back, used) = JournalRecord::decode(&bytes).unwrap();
+        assert_eq!(back, rec);
+        assert_eq!(used, bytes.len());
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0x40;
+            assert!(JournalRecord::decode(&b).is_err(), "flip at {i} accepted");
+        }
+        for cut in 0..bytes.len() {
+            assert!(JournalRecord::decode(&bytes[..cut]).is_err(), "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn data_records_must_carry_their_length() {
+        let rec = JournalRecord {
+            head: head(RecordKind::Base, 1, 8),
+            payload: vec![1; 4],
+        };
+        assert!(JournalRecord::decode(&rec.encode()).is_err());
+        let zero = JournalRecord {
+            head: head(RecordKind::Zero, 2, 1 << 20),
+            payload: vec![],
+        };
+        assert_eq!(JournalRecord::decode(&zero.encode()).unwrap().0, zero);
+    }
+
+    #[test]
+    fn names_roundtrip() {
+        let rec = JournalRecord {
+            head: head(RecordKind::Marker, 9, 0),
+            payload: JournalRecord::name_payload("nightly"),
+        };
+        let (back, _) = JournalRecord::decode(&rec.encode()).unwrap();
+        assert_eq!(back.name().unwrap(), "nightly");
+    }
+
+    #[test]
+    fn headers_ack_and_manifest_detect_damage() {
+        let h = SegmentHeader {
+            group: 1,
+            epoch: 2,
+            first_seq: 3,
+            created: 4,
+        };
+        let a = Ack {
+            group: 1,
+            epoch: 2,
+            applied: 99,
+            time: 5,
+            acked_at: 6,
+        };
+        let m = Manifest {
+            group: 1,
+            epoch: 2,
+            pool: 7,
+            created: 8,
+            name: "db".into(),
+        };
+        let hb = h.encode();
+        let ab = a.encode();
+        let mb = m.encode();
+        assert_eq!(SegmentHeader::decode(&hb).unwrap(), h);
+        assert_eq!(Ack::decode(&ab).unwrap(), a);
+        assert_eq!(Manifest::decode(&mb).unwrap(), m);
+        for i in 0..hb.len() {
+            let mut b = hb.clone();
+            b[i] ^= 1;
+            assert!(SegmentHeader::decode(&b).is_err(), "header flip {i}");
+        }
+        for i in 0..ab.len() {
+            let mut b = ab.clone();
+            b[i] ^= 1;
+            assert!(Ack::decode(&b).is_err(), "ack flip {i}");
+        }
+        for i in 0..mb.len() {
+            let mut b = mb.clone();
+            b[i] ^= 1;
+            assert!(Manifest::decode(&b).is_err(), "manifest flip {i}");
+        }
+    }
+}

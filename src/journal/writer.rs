@@ -1,0 +1,620 @@
+//! Appending to the journal: sequence numbers, segments sealed by size and by age, sync,
+//! recovery of a torn tail at open, and purge of segments the secondary has acknowledged.
+
+use std::collections::VecDeque;
+use std::fs::{self, File, OpenOptions};
+use std::io::IoSlice;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use super::reader::{read_segment, record_size};
+use super::{now_ns, JournalError, SEGMENT_SUFFIX};
+use crate::format::journal::{RecordHead, RecordKind, SegmentHeader, SEGMENT_HEADER_SIZE};
+
+/// When a segment is sealed.
+#[derive(Debug, Clone, Copy)]
+pub struct JournalConfig {
+    /// Seal once a segment holds this many bytes.
+    pub segment_bytes: u64,
+    /// Seal a non-empty segment this long after its first record (bounds the lag).
+    pub seal_age: Duration,
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        JournalConfig {
+            segment_bytes: 16 << 20,
+            seal_age: Duration::from_millis(200),
+        }
+    }
+}
+
+/// A closed segment, ready to ship.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedSegment {
+    pub path: PathBuf,
+    pub name: String,
+    pub first: u64,
+    pub last: u64,
+    pub bytes: u64,
+    /// Primary time of the first record (ns).
+    pub first_time: u64,
+}
+
+/// Counters for `group status`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JournalStats {
+    /// Last sequence number handed out (0: none yet).
+    pub written: u64,
+    /// Last sequence number in a sealed segment.
+    pub sealed: u64,
+    /// Bytes held in segment files (sealed and open).
+    pub bytes: u64,
+    pub segments: u64,
+    /// Primary time of the oldest record still held (ns; 0 when none).
+    pub oldest_time: u64,
+}
+
+struct OpenSegment {
+    file: File,
+    path: PathBuf,
+    name: String,
+    first: u64,
+    len: u64,
+    opened: Instant,
+    first_time: u64,
+}
+
+struct Inner {
+    cur: Option<OpenSegment>,
+    next_seq: u64,
+    sealed: VecDeque<SealedSegment>,
+    /// Sealed segment files not yet fdatasynced.
+    unsynced: Vec<(PathBuf, File)>,
+    sealed_upto: u64,
+    bytes: u64,
+}
+
+/// The writer of one group's journal. Appends are serialized: the sequence order is the
+/// order of the bytes in the files.
+pub struct Journal {
+    dir: PathBuf,
+    group: u64,
+    epoch: u64,
+    cfg: Mutex<JournalConfig>,
+    inner: Mutex<Inner>,
+}
+
+/// The file name of the segment starting at `first`.
+pub fn segment_name(first: u64) -> String {
+    format!("{first:020}{SEGMENT_SUFFIX}")
+}
+
+/// Segment files in `dir` as (first seq, path), in sequence order.
+pub(crate) fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, JournalError> {
+    let mut out = Vec::new();
+    let rd = fs::read_dir(dir).map_err(|e| JournalError::io("list", dir, e))?;
+    for ent in rd {
+        let ent = ent.map_err(|e| JournalError::io("list", dir, e))?;
+        let name = ent.file_name();
+        let name = name.to_string_lossy();
+        if let Some(stem) = name.strip_suffix(SEGMENT_SUFFIX) {
+            if let Ok(first) = stem.parse::<u64>() {
+                out.push((first, ent.path()));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+impl Journal {
+    /// Open (or start) the journal in `dir`. Sequence numbers continue after the last valid
+    /// record found, and never go below `min_next` (records before it may have been purged).
+    /// A torn tail of the last segment is cut off with a warning naming file and offset, and
+    /// that segment is sealed; damage in any earlier segment is an error.
+    pub fn open(
+        dir: &Path,
+        group: u64,
+        epoch: u64,
+        min_next: u64,
+        cfg: JournalConfig,
+    ) -> Result<Journal, JournalError> {
+        fs::create_dir_all(dir).map_err(|e| JournalError::io("create directory", dir, e))?;
+        let segs = list_segments(dir)?;
+        let mut inner = Inner {
+            cur: None,
+            next_seq: min_next.max(1),
+            sealed: VecDeque::new(),
+            unsynced: Vec::new(),
+            sealed_upto: min_next.max(1) - 1,
+            bytes: 0,
+        };
+        let n = segs.len();
+        for (i, (first, path)) in segs.into_iter().enumerate() {
+            let seg = read_segment(&path, Some((group, epoch)))?;
+            if seg.header.first_seq != first {
+                return Err(JournalError::Invalid {
+                    path,
+                    offset: 0,
+                    detail: format!("header says first sequence {}", seg.header.first_seq),
+                });
+            }
+            let last_one = i + 1 == n;
+            if let Some(d) = &seg.damage {
+                if !last_one || seg.sealed {
+                    return Err(JournalError::Damaged {
+                        path,
+                        offset: d.offset,
+                        source: d.error.clone(),
+                    });
+                }
+                log::warn!(
+                    "journal segment {}: torn tail at offset {} cut off ({})",
+                    path.display(),
+                    d.offset,
+                    d.error
+                );
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(|e| JournalError::io("open", &path, e))?;
+                f.set_len(seg.valid_len)
+                    .map_err(|e| JournalError::io("truncate", &path, e))?;
+            }
+            let Some(last) = seg.last_seq() else {
+                // Created but never written: nothing to keep.
+                fs::remove_file(&path).map_err(|e| JournalError::io("remove", &path, e))?;
+                continue;
+            };
+            if last + 1 < inner.next_seq && !last_one {
+                // Older than what the caller says is kept: a purge was interrupted.
+                fs::remove_file(&path).map_err(|e| JournalError::io("remove", &path, e))?;
+                continue;
+            }
+            let name = segment_name(first);
+            let mut bytes = seg.valid_len;
+            if !seg.sealed {
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(|e| JournalError::io("open", &path, e))?;
+                bytes += write_seal(
+                    &f,
+                    &path,
+                    group,
+                    epoch,
+                    last,
+                    seg.records.len() as u64,
+                    bytes,
+                )?;
+                inner.unsynced.push((path.clone(), f));
+            }
+            inner.next_seq = inner.next_seq.max(last + 1);
+            inner.sealed_upto = inner.sealed_upto.max(last);
+            inner.bytes += bytes;
+            inner.sealed.push_back(SealedSegment {
+                path,
+                name,
+                first,
+                last,
+                bytes,
+                first_time: seg.records[0].head.time,
+            });
+        }
+        Ok(Journal {
+            dir: dir.to_path_buf(),
+            group,
+            epoch,
+            cfg: Mutex::new(cfg),
+            inner: Mutex::new(inner),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn group(&self) -> u64 {
+        self.group
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    pub fn config(&self) -> JournalConfig {
+        *self.cfg.lock()
+    }
+
+    pub fn set_config(&self, cfg: JournalConfig) {
+        *self.cfg.lock() = cfg;
+    }
+
+    /// Append one record; returns its sequence number. The bytes are in the page cache when
+    /// this returns (a daemon crash loses nothing); `sync` makes them durable.
+    pub fn append(
+        &self,
+        kind: RecordKind,
+        volume: u64,
+        offset: u64,
+        length: u64,
+        payload: &[u8],
+    ) -> Result<u64, JournalError> {
+        debug_assert!(kind != RecordKind::Seal);
+        let cfg = self.config();
+        let mut g = self.inner.lock();
+        let seq = g.next_seq;
+        let time = now_ns();
+        if g.cur.is_none() {
+            let name = segment_name(seq);
+            let path = self.dir.join(&name);
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&path)
+                .map_err(|e| JournalError::io("create journal segment", &path, e))?;
+            let hdr = SegmentHeader {
+                group: self.group,
+                epoch: self.epoch,
+                first_seq: seq,
+                created: time,
+            };
+            file.write_all_at(&hdr.encode(), 0)
+                .map_err(|e| JournalError::io("write journal segment", &path, e))?;
+            g.bytes += SEGMENT_HEADER_SIZE as u64;
+            g.cur = Some(OpenSegment {
+                file,
+                path,
+                name,
+                first: seq,
+                len: SEGMENT_HEADER_SIZE as u64,
+                opened: Instant::now(),
+                first_time: time,
+            });
+        }
+        let head = RecordHead {
+            kind,
+            group: self.group,
+            epoch: self.epoch,
+            seq,
+            time,
+            volume,
+            offset,
+            length,
+        };
+        let hbytes = head.encode(payload);
+        let cur = g.cur.as_mut().expect("open segment");
+        write_vectored_at(&cur.file, &[&hbytes, payload], cur.len)
+            .map_err(|e| JournalError::io("append to journal segment", &cur.path, e))?;
+        let size = record_size(payload.len());
+        cur.len += size;
+        let full = cur.len >= cfg.segment_bytes;
+        g.bytes += size;
+        g.next_seq = seq + 1;
+        if full {
+            self.seal_locked(&mut g)?;
+        }
+        Ok(seq)
+    }
+
+    fn seal_locked(&self, g: &mut Inner) -> Result<(), JournalError> {
+        let Some(cur) = g.cur.take() else {
+            return Ok(());
+        };
+        let last = g.next_seq - 1;
+        let count = last + 1 - cur.first;
+        let added = write_seal(
+            &cur.file, &cur.path, self.group, self.epoch, last, count, cur.len,
+        )?;
+        g.bytes += added;
+        g.sealed_upto = last;
+        g.sealed.push_back(SealedSegment {
+            path: cur.path.clone(),
+            name: cur.name,
+            first: cur.first,
+            last,
+            bytes: cur.len + added,
+            first_time: cur.first_time,
+        });
+        g.unsynced.push((cur.path, cur.file));
+        Ok(())
+    }
+
+    /// Seal the open segment now, whatever its size or age.
+    pub fn seal(&self) -> Result<(), JournalError> {
+        let mut g = self.inner.lock();
+        self.seal_locked(&mut g)
+    }
+
+    /// Seal the open segment if its first record is older than the seal age.
+    pub fn seal_if_old(&self) -> Result<bool, JournalError> {
+        let age = self.config().seal_age;
+        let mut g = self.inner.lock();
+        match &g.cur {
+            Some(c) if c.opened.elapsed() >= age => {
+                self.seal_locked(&mut g)?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// Make every record appended so far durable (fdatasync of the segments written).
+    pub fn sync(&self) -> Result<(), JournalError> {
+        let (unsynced, cur) = {
+            let mut g = self.inner.lock();
+            let cur = match &g.cur {
+                Some(c) => Some((
+                    c.path.clone(),
+                    c.file
+                        .try_clone()
+                        .map_err(|e| JournalError::io("dup", &c.path, e))?,
+                )),
+                None => None,
+            };
+            (std::mem::take(&mut g.unsynced), cur)
+        };
+        for (path, f) in unsynced.iter().chain(cur.iter()) {
+            f.sync_data()
+                .map_err(|e| JournalError::io("fdatasync journal segment", path, e))?;
+        }
+        Ok(())
+    }
+
+    /// Sealed segments holding records after `seq`, oldest first.
+    pub fn sealed_after(&self, seq: u64) -> Vec<SealedSegment> {
+        let g = self.inner.lock();
+        g.sealed.iter().filter(|s| s.last > seq).cloned().collect()
+    }
+
+    /// Delete the sealed segments whose every record is at or before `seq`. Returns the
+    /// number of bytes freed.
+    pub fn purge_upto(&self, seq: u64) -> Result<u64, JournalError> {
+        let mut freed = 0;
+        loop {
+            let seg = {
+                let mut g = self.inner.lock();
+                match g.sealed.front() {
+                    Some(s) if s.last <= seq => {
+                        let s = g.sealed.pop_front().expect("front");
+                        g.bytes -= s.bytes;
+                        g.unsynced.retain(|(p, _)| p != &s.path);
+                        s
+                    }
+                    _ => break,
+                }
+            };
+            match fs::remove_file(&seg.path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(JournalError::io("remove journal segment", &seg.path, e)),
+            }
+            freed += seg.bytes;
+        }
+        Ok(freed)
+    }
+
+    pub fn stats(&self) -> JournalStats {
+        let g = self.inner.lock();
+        let oldest_time = g
+            .sealed
+            .front()
+            .map(|s| s.first_time)
+            .or(g.cur.as_ref().map(|c| c.first_time))
+            .unwrap_or(0);
+        JournalStats {
+            written: g.next_seq - 1,
+            sealed: g.sealed_upto,
+            bytes: g.bytes,
+            segments: g.sealed.len() as u64 + g.cur.is_some() as u64,
+            oldest_time,
+        }
+    }
+}
+
+/// Write the seal record at `at`; returns its size.
+fn write_seal(
+    f: &File,
+    path: &Path,
+    group: u64,
+    epoch: u64,
+    last: u64,
+    count: u64,
+    at: u64,
+) -> Result<u64, JournalError> {
+    let head = RecordHead {
+        kind: RecordKind::Seal,
+        group,
+        epoch,
+        seq: last,
+        time: now_ns(),
+        volume: 0,
+        offset: count,
+        length: 0,
+    };
+    f.write_all_at(&head.encode(&[]), at)
+        .map_err(|e| JournalError::io("seal journal segment", path, e))?;
+    Ok(record_size(0))
+}
+
+/// pwritev of all `parts` at `offset`, looping over short writes.
+fn write_vectored_at(f: &File, parts: &[&[u8]], mut offset: u64) -> std::io::Result<()> {
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    let mut done = 0usize;
+    while done < total {
+        // Build the slices that remain after `done` bytes.
+        let mut skip = done;
+        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(parts.len());
+        for p in parts {
+            if skip >= p.len() {
+                skip -= p.len();
+                continue;
+            }
+            slices.push(IoSlice::new(&p[skip..]));
+            skip = 0;
+        }
+        let n = nix::sys::uio::pwritev(f, &slices, offset as i64).map_err(std::io::Error::from)?;
+        if n == 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::WriteZero));
+        }
+        done += n;
+        offset += n as u64;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::{read_sealed, read_segment, JournalError};
+
+    const G: u64 = 0xabc;
+
+    fn cfg(bytes: u64) -> JournalConfig {
+        JournalConfig {
+            segment_bytes: bytes,
+            seal_age: Duration::from_millis(50),
+        }
+    }
+
+    #[test]
+    fn appends_seal_by_size_and_read_back_in_order() {
+        let t = tempfile::tempdir().unwrap();
+        let j = Journal::open(t.path(), G, 1, 1, cfg(1000)).unwrap();
+        for i in 0..20u64 {
+            let data = vec![i as u8; 100];
+            assert_eq!(
+                j.append(RecordKind::Write, 5, i * 100, 100, &data).unwrap(),
+                i + 1
+            );
+        }
+        let st = j.stats();
+        assert_eq!(st.written, 20);
+        assert!(st.sealed >= 5 && st.sealed < 20, "{st:?}");
+        let sealed = j.sealed_after(0);
+        assert!(sealed.len() >= 2);
+        let mut next = 1;
+        for s in &sealed {
+            let seg = read_sealed(&s.path, (G, 1)).unwrap();
+            assert_eq!(seg.header.first_seq, s.first);
+            for r in &seg.records {
+                assert_eq!(r.head.seq, next);
+                assert_eq!(r.payload, vec![(next - 1) as u8; 100]);
+                next += 1;
+            }
+            assert_eq!(seg.last_seq(), Some(s.last));
+        }
+        // A foreign group or epoch is refused by name.
+        assert!(matches!(
+            read_sealed(&sealed[0].path, (G, 2)),
+            Err(JournalError::Foreign { .. })
+        ));
+        assert!(matches!(
+            read_sealed(&sealed[0].path, (G + 1, 1)),
+            Err(JournalError::Foreign { .. })
+        ));
+    }
+
+    #[test]
+    fn seal_by_age_only_when_old_and_not_empty() {
+        let t = tempfile::tempdir().unwrap();
+        let j = Journal::open(t.path(), G, 1, 1, cfg(1 << 30)).unwrap();
+        assert!(!j.seal_if_old().unwrap());
+        j.append(RecordKind::Zero, 1, 0, 4096, &[]).unwrap();
+        assert!(!j.seal_if_old().unwrap());
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(j.seal_if_old().unwrap());
+        assert_eq!(j.stats().sealed, 1);
+        assert_eq!(j.sealed_after(0).len(), 1);
+        assert!(j.sealed_after(1).is_empty());
+    }
+
+    #[test]
+    fn torn_tail_is_cut_and_sequence_continues() {
+        let t = tempfile::tempdir().unwrap();
+        {
+            let j = Journal::open(t.path(), G, 1, 1, cfg(1 << 30)).unwrap();
+            for i in 0..5u64 {
+                j.append(RecordKind::Write, 1, i * 8, 8, &[i as u8; 8])
+                    .unwrap();
+            }
+            // The daemon dies with segment 1 open.
+        }
+        let path = t.path().join(segment_name(1));
+        let len = fs::metadata(&path).unwrap().len();
+        // Tear the last record in half.
+        OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(len - 20)
+            .unwrap();
+        let j = Journal::open(t.path(), G, 1, 1, cfg(1 << 30)).unwrap();
+        assert_eq!(j.stats().written, 4);
+        let seg = read_sealed(&path, (G, 1)).unwrap();
+        assert_eq!(seg.last_seq(), Some(4));
+        assert_eq!(j.append(RecordKind::Write, 1, 0, 1, &[9]).unwrap(), 5);
+        j.seal().unwrap();
+        let s2 = read_sealed(&t.path().join(segment_name(5)), (G, 1)).unwrap();
+        assert_eq!(s2.records.len(), 1);
+    }
+
+    #[test]
+    fn damage_in_a_sealed_segment_is_an_error_naming_the_offset() {
+        let t = tempfile::tempdir().unwrap();
+        {
+            let j = Journal::open(t.path(), G, 1, 1, cfg(200)).unwrap();
+            for i in 0..6u64 {
+                j.append(RecordKind::Write, 1, i, 100, &[7; 100]).unwrap();
+            }
+        }
+        let first = t.path().join(segment_name(1));
+        let mut b = fs::read(&first).unwrap();
+        let at = SEGMENT_HEADER_SIZE + 80;
+        b[at] ^= 0xff;
+        fs::write(&first, &b).unwrap();
+        let err = Journal::open(t.path(), G, 1, 1, cfg(200)).err().unwrap();
+        let msg = err.to_string();
+        assert!(msg.contains(&first.display().to_string()), "{msg}");
+        assert!(
+            msg.contains(&format!("offset {SEGMENT_HEADER_SIZE}")),
+            "{msg}"
+        );
+        let r = read_segment(&first, None).unwrap();
+        assert!(r.records.is_empty() && r.damage.is_some());
+        assert!(read_sealed(&first, (G, 1)).is_err());
+    }
+
+    #[test]
+    fn purge_frees_only_acknowledged_segments_and_reopen_keeps_numbers() {
+        let t = tempfile::tempdir().unwrap();
+        let j = Journal::open(t.path(), G, 1, 1, cfg(300)).unwrap();
+        for i in 0..10u64 {
+            j.append(RecordKind::Write, 1, i, 100, &[1; 100]).unwrap();
+        }
+        j.seal().unwrap();
+        let before = j.stats();
+        let segs = j.sealed_after(0);
+        let cut = segs[1].last;
+        let freed = j.purge_upto(cut).unwrap();
+        assert_eq!(freed, segs[0].bytes + segs[1].bytes);
+        assert_eq!(j.stats().bytes, before.bytes - freed);
+        assert!(!segs[0].path.exists() && segs[2].path.exists());
+        assert_eq!(j.sealed_after(0)[0].first, cut + 1);
+        drop(j);
+        let j = Journal::open(t.path(), G, 1, cut + 1, cfg(300)).unwrap();
+        assert_eq!(j.stats().written, 10);
+        assert_eq!(j.append(RecordKind::Zero, 1, 0, 1, &[]).unwrap(), 11);
+        // All purged: numbering still continues from the caller's floor.
+        let t2 = tempfile::tempdir().unwrap();
+        let j2 = Journal::open(t2.path(), G, 1, 500, cfg(300)).unwrap();
+        assert_eq!(j2.append(RecordKind::Zero, 1, 0, 1, &[]).unwrap(), 500);
+        j.sync().unwrap();
+    }
+}
