@@ -18,6 +18,7 @@ pub mod meta;
 pub mod mirror;
 pub mod names;
 pub mod pool;
+pub mod replication;
 pub mod snapshot;
 pub mod sys;
 pub mod units;

@@ -236,6 +236,47 @@ pub struct PairInfo {
     pub error: Option<String>,
 }
 
+/// One journal group (consistency group replicated through a remote directory), as seen
+/// from this side.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupInfo {
+    pub name: String,
+    /// "primary" (journals and ships) or "secondary" (applies).
+    pub role: String,
+    /// primary: "initial-copy", "replicating", "remote-error";
+    /// secondary: "initial-copy" (inconsistent until it ends), "consistent", "error".
+    pub state: String,
+    pub epoch: u64,
+    /// The group's volumes (names in this pool).
+    pub volumes: Vec<String>,
+    /// The remote directory (the group's files are in `<remote>/<name>/`).
+    pub remote: String,
+    /// Last sequence number written to the journal (primary) or seen in the remote
+    /// directory (secondary).
+    pub written: u64,
+    /// Last sequence number in a sealed segment.
+    pub sealed: u64,
+    /// Last sequence number published to the remote directory.
+    pub shipped: u64,
+    /// Last sequence number applied and durable at the secondary.
+    pub applied: u64,
+    /// Last sequence number the secondary acknowledged (what the primary may purge).
+    pub acknowledged: u64,
+    /// Records, journal bytes and seconds the secondary is behind.
+    pub lag_records: u64,
+    pub lag_bytes: u64,
+    pub lag_seconds: f64,
+    /// Bytes of journal segments held in this pool, the limit, and what is left.
+    pub journal_bytes: u64,
+    pub journal_limit: u64,
+    pub journal_free: u64,
+    /// The secondary image is a consistent image of the primary at `applied`.
+    pub consistent: bool,
+    /// When the secondary became consistent (seconds since the Unix epoch).
+    pub consistent_since: Option<u64>,
+    pub last_error: Option<String>,
+}
+
 /// Pool summary.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PoolInfo {
