@@ -1,0 +1,248 @@
+//! The remote directory of a group, `<remote>/<group>/`: published segments
+//! (`<first_seq:020>.jseg`), the primary's `manifest` and the secondary's `ack`. Every file
+//! appears whole: written under a temporary name, fsynced, renamed, and the directory fsynced.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::format::journal::{Ack, Manifest};
+use crate::journal::SEGMENT_SUFFIX;
+
+pub const MANIFEST_FILE: &str = "manifest";
+pub const ACK_FILE: &str = "ack";
+
+/// `<remote>/<group>`.
+pub fn group_dir(remote: &Path, group: &str) -> PathBuf {
+    remote.join(group)
+}
+
+/// Make `<remote>/<group>` exist. The remote directory itself must exist: when it is gone
+/// (unmounted, removed) nothing is created in its place.
+pub fn ensure_group_dir(remote: &Path, group: &str) -> io::Result<PathBuf> {
+    if !remote.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("remote directory {} is not there", remote.display()),
+        ));
+    }
+    let dir = group_dir(remote, group);
+    match fs::create_dir(&dir) {
+        Ok(()) => sync_dir(remote)?,
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    Ok(dir)
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Throttles a byte stream to a rate (0: unlimited).
+pub struct RateLimit {
+    bytes_per_sec: u64,
+    start: Instant,
+    sent: u64,
+}
+
+impl RateLimit {
+    pub fn new(bytes_per_sec: u64) -> RateLimit {
+        RateLimit {
+            bytes_per_sec,
+            start: Instant::now(),
+            sent: 0,
+        }
+    }
+
+    /// Account for `n` bytes; sleeps until they fit in the rate.
+    pub fn take(&mut self, n: u64) {
+        if self.bytes_per_sec == 0 {
+            return;
+        }
+        self.sent += n;
+        let due = Duration::from_secs_f64(self.sent as f64 / self.bytes_per_sec as f64);
+        let el = self.start.elapsed();
+        if due > el {
+            std::thread::sleep(due - el);
+        }
+        // Forget old history so an idle period does not allow a burst later.
+        if el > Duration::from_secs(2) {
+            self.start = Instant::now();
+            self.sent = 0;
+        }
+    }
+}
+
+/// Write `bytes` as `dir/name` whole.
+pub fn write_whole(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let res = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, dir.join(name))?;
+        sync_dir(dir)
+    })();
+    if res.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    res
+}
+
+/// Copy the local segment `src` into `dir` as `name`, whole, at most at the limiter's rate.
+/// On failure the temporary file is removed (a full remote gets its space back).
+pub fn publish(src: &Path, dir: &Path, name: &str, limit: &mut RateLimit) -> io::Result<u64> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let res = (|| {
+        let mut input = File::open(src)?;
+        let mut out = File::create(&tmp)?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut total = 0u64;
+        loop {
+            let n = input.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            limit.take(n as u64);
+            out.write_all(&buf[..n])?;
+            total += n as u64;
+        }
+        out.sync_all()?;
+        fs::rename(&tmp, dir.join(name))?;
+        sync_dir(dir)?;
+        Ok(total)
+    })();
+    if res.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    res
+}
+
+/// Published segments in `dir` as (first seq, path), in sequence order. Temporary files are
+/// not listed.
+pub fn list_published(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+    let mut out = Vec::new();
+    for ent in fs::read_dir(dir)? {
+        let ent = ent?;
+        let name = ent.file_name();
+        let name = name.to_string_lossy();
+        if let Some(stem) = name.strip_suffix(SEGMENT_SUFFIX) {
+            if let Ok(first) = stem.parse::<u64>() {
+                out.push((first, ent.path()));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn bad(path: &Path, e: impl std::fmt::Display) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("{}: {e}", path.display()),
+    )
+}
+
+/// The acknowledgement in `dir`, if there is one.
+pub fn read_ack(dir: &Path) -> io::Result<Option<Ack>> {
+    let path = dir.join(ACK_FILE);
+    match fs::read(&path) {
+        Ok(b) => Ack::decode(&b).map(Some).map_err(|e| bad(&path, e)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+pub fn write_ack(dir: &Path, ack: &Ack) -> io::Result<()> {
+    write_whole(dir, ACK_FILE, &ack.encode())
+}
+
+pub fn read_manifest(dir: &Path) -> io::Result<Manifest> {
+    let path = dir.join(MANIFEST_FILE);
+    let b = fs::read(&path)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    Manifest::decode(&b).map_err(|e| bad(&path, e))
+}
+
+pub fn write_manifest(dir: &Path, m: &Manifest) -> io::Result<()> {
+    write_whole(dir, MANIFEST_FILE, &m.encode())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_is_whole_and_listed_in_order() {
+        let t = tempfile::tempdir().unwrap();
+        let src = t.path().join("src");
+        fs::write(&src, vec![5u8; 3 << 20]).unwrap();
+        let remote = t.path().join("remote");
+        assert!(
+            ensure_group_dir(&remote, "g").is_err(),
+            "missing remote must not be created"
+        );
+        fs::create_dir(&remote).unwrap();
+        let dir = ensure_group_dir(&remote, "g").unwrap();
+        let mut lim = RateLimit::new(0);
+        publish(&src, &dir, "00000000000000000010.jseg", &mut lim).unwrap();
+        publish(&src, &dir, "00000000000000000002.jseg", &mut lim).unwrap();
+        fs::write(dir.join(".00000000000000000020.jseg.tmp"), b"partial").unwrap();
+        let l = list_published(&dir).unwrap();
+        assert_eq!(l.iter().map(|x| x.0).collect::<Vec<_>>(), vec![2, 10]);
+        assert_eq!(fs::read(&l[0].1).unwrap(), fs::read(&src).unwrap());
+    }
+
+    #[test]
+    fn rate_limit_slows_publishing() {
+        let t = tempfile::tempdir().unwrap();
+        let src = t.path().join("src");
+        fs::write(&src, vec![1u8; 2 << 20]).unwrap();
+        let mut lim = RateLimit::new(8 << 20);
+        let t0 = Instant::now();
+        publish(&src, t.path(), "x.jseg", &mut lim).unwrap();
+        assert!(
+            t0.elapsed() >= Duration::from_millis(200),
+            "{:?}",
+            t0.elapsed()
+        );
+    }
+
+    #[test]
+    fn failed_publish_leaves_no_temporary() {
+        let t = tempfile::tempdir().unwrap();
+        let missing = t.path().join("nope");
+        let mut lim = RateLimit::new(0);
+        assert!(publish(&missing, t.path(), "a.jseg", &mut lim).is_err());
+        assert_eq!(fs::read_dir(t.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn ack_and_manifest_roundtrip_and_damage_is_reported() {
+        let t = tempfile::tempdir().unwrap();
+        assert_eq!(read_ack(t.path()).unwrap(), None);
+        let a = Ack {
+            group: 1,
+            epoch: 1,
+            applied: 77,
+            time: 2,
+            acked_at: 3,
+        };
+        write_ack(t.path(), &a).unwrap();
+        assert_eq!(read_ack(t.path()).unwrap(), Some(a));
+        let m = Manifest {
+            group: 9,
+            epoch: 1,
+            pool: 4,
+            created: 5,
+            name: "g".into(),
+        };
+        write_manifest(t.path(), &m).unwrap();
+        assert_eq!(read_manifest(t.path()).unwrap(), m);
+        fs::write(t.path().join(ACK_FILE), b"garbage").unwrap();
+        let e = read_ack(t.path()).unwrap_err().to_string();
+        assert!(e.contains("ack"), "{e}");
+    }
+}
