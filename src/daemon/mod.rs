@@ -184,6 +184,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     };
     // Completes partial extents (sub-extent copy-on-write) in the background.
     pool.start_filler();
+    pool.start_groups();
 
     let mut unmounter = session.unmount_callable();
     let mnt2 = mnt.clone();

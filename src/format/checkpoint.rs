@@ -151,11 +151,112 @@ pub struct Checkpoint {
     pub pairs: Vec<PairRec>,
     /// Partial extents (version 2; a version-1 checkpoint has none).
     pub partials: Vec<PartialRec>,
+    /// Journal groups (version 3; older checkpoints have none).
+    pub groups: Vec<GroupRec>,
+}
+
+/// A journal group as this pool knows it (either side).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GroupRec {
+    /// Unique id shared by both sites (also in every journal record).
+    pub uid: u64,
+    pub name: String,
+    /// 1 = primary, 2 = secondary.
+    pub role: u8,
+    pub epoch: u64,
+    pub remote: String,
+    /// (local volume id, primary volume id); equal on the primary.
+    pub volumes: Vec<(u64, u64)>,
+    /// Primary: every record up to this one is in durable volume data (redo starts after it).
+    /// Secondary: every record up to this one is applied and durable.
+    pub synced: u64,
+    /// The last acknowledged sequence number.
+    pub acked: u64,
+    /// Primary time (ns) of record `synced` on the secondary; 0 on the primary.
+    pub synced_time: u64,
+    /// Primary volume ids whose initial (base) copy is not complete.
+    pub base_pending: Vec<u64>,
+    /// When the secondary became consistent (seconds since the Unix epoch; 0: not yet).
+    pub consistent_since: u64,
+    pub segment_bytes: u64,
+    pub seal_age_ms: u64,
+    /// Shipping rate limit in bytes per second (0: none).
+    pub rate: u64,
+    pub journal_limit: u64,
+}
+
+impl GroupRec {
+    pub(crate) fn encode(&self, e: &mut Enc) {
+        e.u64(self.uid)
+            .str(&self.name)
+            .u8(self.role)
+            .u64(self.epoch)
+            .str(&self.remote)
+            .u64(self.volumes.len() as u64);
+        for &(l, p) in &self.volumes {
+            e.u64(l).u64(p);
+        }
+        e.u64(self.synced)
+            .u64(self.acked)
+            .u64(self.synced_time)
+            .u64(self.base_pending.len() as u64);
+        for &v in &self.base_pending {
+            e.u64(v);
+        }
+        e.u64(self.consistent_since)
+            .u64(self.segment_bytes)
+            .u64(self.seal_age_ms)
+            .u64(self.rate)
+            .u64(self.journal_limit);
+    }
+
+    pub(crate) fn decode(d: &mut Dec<'_>) -> Result<GroupRec, FormatError> {
+        let uid = d.u64()?;
+        let name = d.str()?;
+        let role = d.u8()?;
+        if role != 1 && role != 2 {
+            return Err(FormatError::Invalid {
+                what: "group record",
+                detail: format!("role {role}"),
+            });
+        }
+        let epoch = d.u64()?;
+        let remote = d.str()?;
+        let n = d.count(16)?;
+        let mut volumes = Vec::with_capacity(n);
+        for _ in 0..n {
+            volumes.push((d.u64()?, d.u64()?));
+        }
+        let (synced, acked, synced_time) = (d.u64()?, d.u64()?, d.u64()?);
+        let n = d.count(8)?;
+        let mut base_pending = Vec::with_capacity(n);
+        for _ in 0..n {
+            base_pending.push(d.u64()?);
+        }
+        Ok(GroupRec {
+            uid,
+            name,
+            role,
+            epoch,
+            remote,
+            volumes,
+            synced,
+            acked,
+            synced_time,
+            base_pending,
+            consistent_since: d.u64()?,
+            segment_bytes: d.u64()?,
+            seal_age_ms: d.u64()?,
+            rate: d.u64()?,
+            journal_limit: d.u64()?,
+        })
+    }
 }
 
 // Format: checkpoint file `checkpoint`, written whole (tmp + fsync + rename + fsync dir).
 //   0  magic        8  b"FVCKPT\0\0"
-//   8  version      u32 (2; version 1 is read too: it ends after the pairs)
+//   8  version      u32 (3; versions 1 and 2 are read too: they end after the pairs and
+//                   after the partials)
 //  12  reserved     u32 (0)
 //  16  pool_id      u64
 //  24  epoch        u64
@@ -172,10 +273,15 @@ pub struct Checkpoint {
 //                   (runs = u64 n, then n × (start u64, count u64))
 //  ..  partials     (version 2) u64 count, then per partial extent: ext u64 (packed phys),
 //                   src u64 (packed phys), valid words (u64 n, 1 ≤ n ≤ 256, then n × u64)
+//  ..  groups       (version 3) u64 count, then per group (GroupRec::encode): uid u64,
+//                   name str, role u8, epoch u64, remote str, volumes (u64 n, n × (local u64,
+//                   primary u64)), synced u64, acked u64, synced_time u64, base_pending
+//                   (u64 n, n × u64), consistent_since u64, segment_bytes u64,
+//                   seal_age_ms u64, rate u64, journal_limit u64
 //  end crc32c       u32 over every byte before it
 // (str = u16 length + UTF-8 bytes; table = u64 n, then n × (chunk index u64, chunk id u64))
 const MAGIC: &[u8; 8] = b"FVCKPT\0\0";
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
 const SLOTS: u64 = 512;
 
 fn enc_table(e: &mut Enc, t: &TableRec) {
@@ -282,6 +388,10 @@ impl Checkpoint {
         for p in &self.partials {
             p.encode(&mut e);
         }
+        e.u64(self.groups.len() as u64);
+        for g in &self.groups {
+            g.encode(&mut e);
+        }
         let crc = crc32c::crc32c(&e.buf);
         e.u32(crc);
         e.buf
@@ -304,7 +414,7 @@ impl Checkpoint {
         verify_crc(WHAT, body, stored)?;
         let mut d = Dec::new(&body[8..], WHAT);
         let version = d.u32()?;
-        if version != VERSION && version != 1 {
+        if !(1..=VERSION).contains(&version) {
             return Err(FormatError::BadVersion {
                 what: WHAT,
                 version,
@@ -383,6 +493,12 @@ impl Checkpoint {
                 c.partials.push(PartialRec::decode(&mut d)?);
             }
         }
+        if version >= 3 {
+            let n = d.count(64)?;
+            for _ in 0..n {
+                c.groups.push(GroupRec::decode(&mut d)?);
+            }
+        }
         if d.remaining() != 0 {
             return Err(FormatError::Invalid {
                 what: WHAT,
@@ -451,6 +567,23 @@ mod tests {
                 src: (2 << 40) + 5,
                 valid: vec![0x11, 1 << 63],
             }],
+            groups: vec![GroupRec {
+                uid: 0xdead,
+                name: "db".into(),
+                role: 2,
+                epoch: 1,
+                remote: "/mnt/dr".into(),
+                volumes: vec![(8, 3)],
+                synced: 100,
+                acked: 90,
+                synced_time: 5,
+                base_pending: vec![3],
+                consistent_since: 0,
+                segment_bytes: 1 << 24,
+                seal_age_ms: 200,
+                rate: 0,
+                journal_limit: 1 << 30,
+            }],
         }
     }
 
@@ -475,9 +608,10 @@ mod tests {
     fn version_1_still_decodes() {
         let mut c = sample();
         c.partials.clear();
+        c.groups.clear();
         let mut b = c.encode();
-        // A version-1 file is the same without the (empty) partials section.
-        b.truncate(b.len() - 12);
+        // A version-1 file is the same without the (empty) partials and groups sections.
+        b.truncate(b.len() - 20);
         b[8..12].copy_from_slice(&1u32.to_le_bytes());
         let crc = crc32c::crc32c(&b);
         b.extend_from_slice(&crc.to_le_bytes());

@@ -2,7 +2,7 @@
 
 use super::checkpoint::{dec_words, enc_words, PartialRec};
 use super::codec::{Dec, Enc};
-use super::{verify_crc, ArrayRec, FormatError};
+use super::{verify_crc, ArrayRec, FormatError, GroupRec};
 
 // Format: metadata log header, LOG_HEADER_SIZE (64) bytes at offset 0 of `meta.log`.
 //   0  magic    8  b"FVMLOG\0\0"
@@ -172,6 +172,12 @@ pub enum MetaRecord {
     PairDelete {
         id: u64,
     },
+    /// A journal group was created or attached, or its state changed (the whole record).
+    GroupPut(GroupRec),
+    /// The group with this uid is gone (its volumes stay).
+    GroupDelete {
+        uid: u64,
+    },
     /// Like `MapSet`, and the extents in `partials` start *partial* (sub-extent copy-on-write):
     /// only their `valid` 4 KiB blocks hold data, the others read from `src`, which gains a
     /// reference. The data of every valid block was written before this record.
@@ -213,7 +219,9 @@ impl MetaRecord {
             MetaRecord::PairCopied { .. } => 15,
             MetaRecord::PairDirty { .. } => 16,
             MetaRecord::PairDelete { .. } => 17,
-            // Kinds 18–39 are reserved for the journal/replication records.
+            MetaRecord::GroupPut(_) => 18,
+            MetaRecord::GroupDelete { .. } => 19,
+            // Kinds 20–39 are reserved for more journal/replication records.
             MetaRecord::MapSetPartial { .. } => 40,
             MetaRecord::PartialValid { .. } => 41,
             MetaRecord::PartialDone { .. } => 42,
@@ -316,6 +324,10 @@ impl MetaRecord {
             }
             MetaRecord::PairDelete { id } => {
                 e.u64(*id);
+            }
+            MetaRecord::GroupPut(g) => g.encode(&mut e),
+            MetaRecord::GroupDelete { uid } => {
+                e.u64(*uid);
             }
             MetaRecord::MapSetPartial {
                 volume,
@@ -453,6 +465,8 @@ impl MetaRecord {
                 MetaRecord::PairDirty { id, side, regions }
             }
             17 => MetaRecord::PairDelete { id: d.u64()? },
+            18 => MetaRecord::GroupPut(GroupRec::decode(&mut d)?),
+            19 => MetaRecord::GroupDelete { uid: d.u64()? },
             40 => {
                 let volume = d.u64()?;
                 let n = d.count(16)?;
@@ -636,6 +650,19 @@ mod tests {
                 valid: vec![0x10, 0],
             },
             MetaRecord::PartialDone { exts: vec![9, 10] },
+            MetaRecord::GroupPut(GroupRec {
+                uid: 5,
+                name: "g".into(),
+                role: 1,
+                epoch: 1,
+                remote: "/r".into(),
+                volumes: vec![(1, 1)],
+                synced: 3,
+                acked: 2,
+                base_pending: vec![1],
+                ..Default::default()
+            }),
+            MetaRecord::GroupDelete { uid: 5 },
         ]
     }
 
@@ -661,7 +688,7 @@ mod tests {
 
     #[test]
     fn torn_and_corrupt_frames() {
-        for i in [4, 17, 18, 19] {
+        for i in [4, 17, 18, 19, 20, 21] {
             torn_and_corrupt(&samples()[i]);
         }
     }

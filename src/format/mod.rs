@@ -11,7 +11,7 @@ pub mod meta_record;
 
 pub use array_header::ArrayHeader;
 pub use checkpoint::{
-    ArrayRec, Checkpoint, ChunkRec, PairRec, PartialRec, SnapshotRec, TableRec, VolumeRec,
+    ArrayRec, Checkpoint, ChunkRec, GroupRec, PairRec, PartialRec, SnapshotRec, TableRec, VolumeRec,
 };
 pub use meta_record::{LogHeader, MetaRecord, RecordFrame};
 

@@ -112,25 +112,29 @@ pub(crate) fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, JournalEr
 }
 
 impl Journal {
-    /// Open (or start) the journal in `dir`. Sequence numbers continue after the last valid
-    /// record found, and never go below `min_next` (records before it may have been purged).
+    /// Open (or start) the journal in `dir`. Segments wholly before `keep_from` are leftovers
+    /// of an interrupted purge and are removed. Sequence numbers continue after the last
+    /// valid record found, and never go below `next_at_least` (records before it may have
+    /// been purged, or shipped from a segment a machine crash lost).
     /// A torn tail of the last segment is cut off with a warning naming file and offset, and
     /// that segment is sealed; damage in any earlier segment is an error.
     pub fn open(
         dir: &Path,
         group: u64,
         epoch: u64,
-        min_next: u64,
+        keep_from: u64,
+        next_at_least: u64,
         cfg: JournalConfig,
     ) -> Result<Journal, JournalError> {
+        let min_next = keep_from.max(1);
         fs::create_dir_all(dir).map_err(|e| JournalError::io("create directory", dir, e))?;
         let segs = list_segments(dir)?;
         let mut inner = Inner {
             cur: None,
-            next_seq: min_next.max(1),
+            next_seq: min_next,
             sealed: VecDeque::new(),
             unsynced: Vec::new(),
-            sealed_upto: min_next.max(1) - 1,
+            sealed_upto: min_next - 1,
             bytes: 0,
         };
         let n = segs.len();
@@ -205,6 +209,8 @@ impl Journal {
                 first_time: seg.records[0].head.time,
             });
         }
+        inner.next_seq = inner.next_seq.max(next_at_least);
+        inner.sealed_upto = inner.sealed_upto.max(inner.next_seq - 1);
         Ok(Journal {
             dir: dir.to_path_buf(),
             group,
@@ -486,7 +492,7 @@ mod tests {
     #[test]
     fn appends_seal_by_size_and_read_back_in_order() {
         let t = tempfile::tempdir().unwrap();
-        let j = Journal::open(t.path(), G, 1, 1, cfg(1000)).unwrap();
+        let j = Journal::open(t.path(), G, 1, 1, 1, cfg(1000)).unwrap();
         for i in 0..20u64 {
             let data = vec![i as u8; 100];
             assert_eq!(
@@ -524,7 +530,7 @@ mod tests {
     #[test]
     fn seal_by_age_only_when_old_and_not_empty() {
         let t = tempfile::tempdir().unwrap();
-        let j = Journal::open(t.path(), G, 1, 1, cfg(1 << 30)).unwrap();
+        let j = Journal::open(t.path(), G, 1, 1, 1, cfg(1 << 30)).unwrap();
         assert!(!j.seal_if_old().unwrap());
         j.append(RecordKind::Zero, 1, 0, 4096, &[]).unwrap();
         assert!(!j.seal_if_old().unwrap());
@@ -539,7 +545,7 @@ mod tests {
     fn torn_tail_is_cut_and_sequence_continues() {
         let t = tempfile::tempdir().unwrap();
         {
-            let j = Journal::open(t.path(), G, 1, 1, cfg(1 << 30)).unwrap();
+            let j = Journal::open(t.path(), G, 1, 1, 1, cfg(1 << 30)).unwrap();
             for i in 0..5u64 {
                 j.append(RecordKind::Write, 1, i * 8, 8, &[i as u8; 8])
                     .unwrap();
@@ -555,7 +561,7 @@ mod tests {
             .unwrap()
             .set_len(len - 20)
             .unwrap();
-        let j = Journal::open(t.path(), G, 1, 1, cfg(1 << 30)).unwrap();
+        let j = Journal::open(t.path(), G, 1, 1, 1, cfg(1 << 30)).unwrap();
         assert_eq!(j.stats().written, 4);
         let seg = read_sealed(&path, (G, 1)).unwrap();
         assert_eq!(seg.last_seq(), Some(4));
@@ -569,7 +575,7 @@ mod tests {
     fn damage_in_a_sealed_segment_is_an_error_naming_the_offset() {
         let t = tempfile::tempdir().unwrap();
         {
-            let j = Journal::open(t.path(), G, 1, 1, cfg(200)).unwrap();
+            let j = Journal::open(t.path(), G, 1, 1, 1, cfg(200)).unwrap();
             for i in 0..6u64 {
                 j.append(RecordKind::Write, 1, i, 100, &[7; 100]).unwrap();
             }
@@ -579,7 +585,7 @@ mod tests {
         let at = SEGMENT_HEADER_SIZE + 80;
         b[at] ^= 0xff;
         fs::write(&first, &b).unwrap();
-        let err = Journal::open(t.path(), G, 1, 1, cfg(200)).err().unwrap();
+        let err = Journal::open(t.path(), G, 1, 1, 1, cfg(200)).err().unwrap();
         let msg = err.to_string();
         assert!(msg.contains(&first.display().to_string()), "{msg}");
         assert!(
@@ -594,7 +600,7 @@ mod tests {
     #[test]
     fn purge_frees_only_acknowledged_segments_and_reopen_keeps_numbers() {
         let t = tempfile::tempdir().unwrap();
-        let j = Journal::open(t.path(), G, 1, 1, cfg(300)).unwrap();
+        let j = Journal::open(t.path(), G, 1, 1, 1, cfg(300)).unwrap();
         for i in 0..10u64 {
             j.append(RecordKind::Write, 1, i, 100, &[1; 100]).unwrap();
         }
@@ -608,12 +614,12 @@ mod tests {
         assert!(!segs[0].path.exists() && segs[2].path.exists());
         assert_eq!(j.sealed_after(0)[0].first, cut + 1);
         drop(j);
-        let j = Journal::open(t.path(), G, 1, cut + 1, cfg(300)).unwrap();
+        let j = Journal::open(t.path(), G, 1, cut + 1, cut + 1, cfg(300)).unwrap();
         assert_eq!(j.stats().written, 10);
         assert_eq!(j.append(RecordKind::Zero, 1, 0, 1, &[]).unwrap(), 11);
         // All purged: numbering still continues from the caller's floor.
         let t2 = tempfile::tempdir().unwrap();
-        let j2 = Journal::open(t2.path(), G, 1, 500, cfg(300)).unwrap();
+        let j2 = Journal::open(t2.path(), G, 1, 500, 500, cfg(300)).unwrap();
         assert_eq!(j2.append(RecordKind::Zero, 1, 0, 1, &[]).unwrap(), 500);
         j.sync().unwrap();
     }

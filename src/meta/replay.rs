@@ -362,6 +362,29 @@ pub fn apply(state: &mut State, rec: &MetaRecord) -> Result<(), String> {
                 b.set(r);
             }
         }
+        MetaRecord::GroupPut(g) => {
+            if let Some(&(v, _)) = g
+                .volumes
+                .iter()
+                .find(|(v, _)| !state.volumes.iter().any(|x| x.id == *v))
+            {
+                return Err(format!(
+                    "group '{}' names volume {v}, which does not exist",
+                    g.name
+                ));
+            }
+            match state.groups.iter_mut().find(|x| x.uid == g.uid) {
+                Some(x) => *x = g.clone(),
+                None => state.groups.push(g.clone()),
+            }
+        }
+        MetaRecord::GroupDelete { uid } => {
+            let before = state.groups.len();
+            state.groups.retain(|g| g.uid != *uid);
+            if state.groups.len() == before {
+                return Err(format!("group {uid:#x} does not exist"));
+            }
+        }
         MetaRecord::PairDelete { id } => {
             let before = state.pairs.len();
             state.pairs.retain(|p| p.id != *id);

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use crate::extent_map::partial::{BlockBits, PartialExt, BLOCK};
 use crate::extent_map::{Chunk, ExtentTable, CHUNK};
 use crate::format::{
-    ArrayRec, Checkpoint, ChunkRec, FormatError, PairRec, PartialRec, Phys, SnapshotRec, TableRec,
-    VolumeRec,
+    ArrayRec, Checkpoint, ChunkRec, FormatError, GroupRec, PairRec, PartialRec, Phys, SnapshotRec,
+    TableRec, VolumeRec,
 };
 use crate::mirror::bitmap::Bitmap;
 
@@ -66,6 +66,8 @@ pub struct State {
     /// after every table dropped the extent: such a dead entry is ignored when the pool is
     /// loaded (`pool::open::load` keeps only entries whose extent a table still maps).
     pub partials: BTreeMap<Phys, PartialExt>,
+    /// Journal groups, as their last `GroupPut` left them.
+    pub groups: Vec<GroupRec>,
 }
 
 /// Writes tables into a checkpoint, each distinct chunk object once.
@@ -188,6 +190,7 @@ impl State {
                 })
                 .collect(),
             partials,
+            groups: c.groups.clone(),
         })
     }
 
@@ -253,6 +256,7 @@ impl State {
                     valid: e.valid.words().to_vec(),
                 })
                 .collect(),
+            groups: self.groups.clone(),
         }
     }
 

@@ -87,6 +87,8 @@ impl Pool {
                 )))
             }
         };
+        Self::refuse_grouped(&p, "paired")?;
+        Self::refuse_grouped(&s, "paired")?;
         if p.id == s.id {
             return Err(PoolError::Invalid(
                 "a volume cannot be paired with itself".into(),
@@ -513,5 +515,6 @@ impl Pool {
             }
         }
         self.stop_filler();
+        self.stop_groups();
     }
 }

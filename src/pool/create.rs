@@ -191,6 +191,7 @@ pub fn create_pool(dir: &Path, spec: &PoolSpec) -> Result<(), PoolError> {
         snapshots: Vec::new(),
         pairs: Vec::new(),
         partials: Vec::new(),
+        groups: Vec::new(),
     };
     write_checkpoint(dir, &ckpt)?;
     MetaLog::create(dir, pool_id, 1)?;

@@ -132,6 +132,8 @@ pub struct Pool {
     /// The background filler of partial extents (daemon only; tests call `fill_step`).
     pub(crate) filler: Mutex<Option<std::thread::JoinHandle<()>>>,
     pub(crate) arrays: RwLock<Vec<Option<Arc<Array>>>>,
+    /// Journal groups by uid.
+    pub(crate) groups: RwLock<HashMap<u64, Arc<crate::replication::group::Group>>>,
     /// Next id for a volume or snapshot (one id space, never reused).
     pub(crate) next_id: Mutex<u64>,
     /// Serializes `sync` callers so frees are promoted once per durable log prefix.
@@ -180,7 +182,10 @@ impl Pool {
     /// durable. A failed fsync is reported, never retried as if it had worked.
     pub fn sync(&self) -> Result<(), PoolError> {
         let _one = self.sync_lock.lock();
+        // Journal before data: the journal of a group is durable before the arrays are.
+        let done = self.sync_journals()?;
         self.sync_arrays()?;
+        self.note_synced(done)?;
         self.sync_meta_locked()
     }
 
@@ -333,7 +338,16 @@ impl Pool {
                 }
             })
             .collect();
+        let mut groups: Vec<crate::format::GroupRec> = self
+            .groups
+            .read()
+            .values()
+            .filter(|g| !g.is_gone())
+            .map(|g| g.rec.lock().clone())
+            .collect();
+        groups.sort_by_key(|g| g.uid);
         State {
+            groups,
             pool_id: self.pool_id,
             epoch,
             extent_size: self.extent_size,

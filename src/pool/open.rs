@@ -246,6 +246,7 @@ impl Pool {
         }
         let mut st = recovered.state;
         let pairs = std::mem::take(&mut st.pairs);
+        let groups = std::mem::take(&mut st.groups);
         let arrays: Vec<Arc<Array>> = arrays
             .into_iter()
             .map(|(f, h, path, refs)| Arc::new(Array::new(f, path, &h, refs)))
@@ -327,11 +328,13 @@ impl Pool {
             partials,
             filler: Mutex::new(None),
             arrays: RwLock::new(slots),
+            groups: RwLock::new(Default::default()),
             next_id: Mutex::new(st.next_id),
             sync_lock: Mutex::new(()),
             listener: RwLock::new(None),
         });
         pool.attach_pairs(pairs)?;
+        pool.attach_groups(groups)?;
         Ok(pool)
     }
 }

@@ -7,5 +7,8 @@
 //! strictly in sequence order, makes the data and its applied sequence number durable, and
 //! writes the acknowledgement file.
 
+mod apply;
+pub mod group;
 pub mod ops;
 pub mod remote;
+mod ship;

@@ -1,53 +1,516 @@
-//! Pool-level group operations (what the control socket calls).
+//! Pool-level group operations (what the control socket calls) and start-up.
 
 use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
+use super::apply::{redo, start_applier};
+use super::group::{Group, JOURNALS_DIR, ROLE_PRIMARY, ROLE_SECONDARY};
+use super::remote;
+use super::ship::{start_base_copy, start_shipper};
 use crate::control::GroupInfo;
+use crate::format::journal::{JournalRecord, RecordKind};
+use crate::format::{GroupRec, MetaRecord};
+use crate::journal::{now_ns, Journal, JournalConfig};
+use crate::names;
 use crate::pool::{Pool, PoolError};
+use crate::volume::Volume;
+
+/// Default limit of the journal a primary holds (status shows use against it).
+pub const DEFAULT_JOURNAL_LIMIT: u64 = 4 << 30;
+
+fn new_uid(pool_id: u64, name: &str) -> u64 {
+    let mut x = now_ns() ^ pool_id.rotate_left(17) ^ (std::process::id() as u64) << 32;
+    for b in name.bytes() {
+        x = (x ^ b as u64).wrapping_mul(0x100_0000_01b3);
+    }
+    x | 1
+}
+
+fn not_found(name: &str) -> PoolError {
+    PoolError::NotFound(format!("journal group '{name}' does not exist"))
+}
 
 impl Pool {
+    fn journal_dir(&self, name: &str) -> std::path::PathBuf {
+        self.dir.join(JOURNALS_DIR).join(name)
+    }
+
+    fn open_journal(&self, rec: &GroupRec) -> Result<Journal, PoolError> {
+        let cfg = JournalConfig {
+            segment_bytes: rec.segment_bytes,
+            seal_age: std::time::Duration::from_millis(rec.seal_age_ms),
+        };
+        Journal::open(
+            &self.journal_dir(&rec.name),
+            rec.uid,
+            rec.epoch,
+            rec.synced.min(rec.acked) + 1,
+            rec.synced.max(rec.acked) + 1,
+            cfg,
+        )
+        .map_err(|e| PoolError::Inconsistent(format!("group '{}': {e}", rec.name)))
+    }
+
+    fn grouped_volume(&self, name: &str) -> Result<Arc<Volume>, PoolError> {
+        let v = self
+            .volume(name)
+            .ok_or_else(|| PoolError::NotFound(format!("volume '{name}' does not exist")))?;
+        Self::refuse_paired(&v, "put in a journal group")?;
+        if let Some(g) = v.group() {
+            return Err(PoolError::Busy(format!(
+                "volume '{name}' is already in journal group '{}'",
+                g.name
+            )));
+        }
+        Ok(v)
+    }
+
     /// Put `volumes` in a new journal group replicated to `<remote>/<name>/`.
     pub fn group_create(
-        &self,
+        self: &Arc<Self>,
         name: &str,
         volumes: &[String],
-        remote: &Path,
+        remote_dir: &Path,
     ) -> Result<(), PoolError> {
-        let _ = (name, volumes, remote);
-        Err(PoolError::Invalid("group create: not built yet".into()))
+        names::validate("group", name).map_err(PoolError::Invalid)?;
+        if volumes.is_empty() {
+            return Err(PoolError::Invalid(format!(
+                "group '{name}': name at least one volume"
+            )));
+        }
+        if !remote_dir.is_absolute() || !remote_dir.is_dir() {
+            return Err(PoolError::Invalid(format!(
+                "group '{name}': remote directory {} is not an existing absolute directory",
+                remote_dir.display()
+            )));
+        }
+        if self.group_by_name(name).is_some() {
+            return Err(PoolError::Exists(format!(
+                "journal group '{name}' already exists"
+            )));
+        }
+        let vols = volumes
+            .iter()
+            .map(|v| self.grouped_volume(v))
+            .collect::<Result<Vec<_>, _>>()?;
+        let rec = GroupRec {
+            uid: new_uid(self.pool_id, name),
+            name: name.to_string(),
+            role: ROLE_PRIMARY,
+            epoch: 1,
+            remote: remote_dir.to_string_lossy().into_owned(),
+            volumes: vols.iter().map(|v| (v.id, v.id)).collect(),
+            base_pending: vols.iter().map(|v| v.id).collect(),
+            segment_bytes: JournalConfig::default().segment_bytes,
+            seal_age_ms: JournalConfig::default().seal_age.as_millis() as u64,
+            journal_limit: DEFAULT_JOURNAL_LIMIT,
+            ..Default::default()
+        };
+        // The manifest first: a secondary can attach as soon as this returns.
+        let m = crate::format::journal::Manifest {
+            group: rec.uid,
+            epoch: rec.epoch,
+            pool: self.pool_id,
+            created: now_ns(),
+            name: name.to_string(),
+        };
+        remote::ensure_group_dir(remote_dir, name)
+            .and_then(|d| remote::write_manifest(&d, &m))
+            .map_err(|e| {
+                PoolError::Invalid(format!(
+                    "group '{name}': cannot publish in {}: {e}",
+                    remote_dir.display()
+                ))
+            })?;
+        let _ = std::fs::remove_dir_all(self.journal_dir(name));
+        let journal = self.open_journal(&rec)?;
+        let g = Arc::new(Group::new(rec.clone(), Some(journal)));
+        // Every volume joins at one instant: its writes are journaled from here on.
+        let guards: Vec<_> = vols.iter().map(|v| v.io_lock.write()).collect();
+        self.meta.lock().append(&MetaRecord::GroupPut(rec))?;
+        self.groups.write().insert(g.uid, g.clone());
+        for v in &vols {
+            g.journal()
+                .append(
+                    RecordKind::VolumeAdd,
+                    v.id,
+                    0,
+                    v.size(),
+                    &JournalRecord::name_payload(&v.name),
+                )
+                .map_err(|e| PoolError::Invalid(e.to_string()))?;
+            *v.group.write() = Some(g.clone());
+        }
+        drop(guards);
+        self.sync()?;
+        start_shipper(self, &g);
+        start_base_copy(self, &g);
+        log::info!(
+            "journal group '{name}' created with {} volumes, replicated to {}",
+            vols.len(),
+            remote_dir.display()
+        );
+        Ok(())
     }
 
     /// Attach this pool as the secondary of the group published in `<remote>/<name>/`.
-    pub fn group_attach(&self, name: &str, remote: &Path) -> Result<(), PoolError> {
-        let _ = (name, remote);
-        Err(PoolError::Invalid("group attach: not built yet".into()))
+    pub fn group_attach(self: &Arc<Self>, name: &str, remote_dir: &Path) -> Result<(), PoolError> {
+        names::validate("group", name).map_err(PoolError::Invalid)?;
+        if self.group_by_name(name).is_some() {
+            return Err(PoolError::Exists(format!(
+                "journal group '{name}' already exists in this pool"
+            )));
+        }
+        let dir = remote::group_dir(remote_dir, name);
+        let m = remote::read_manifest(&dir).map_err(|e| {
+            PoolError::NotFound(format!(
+                "group '{name}': no primary has published it in {}: {e}",
+                remote_dir.display()
+            ))
+        })?;
+        if m.name != name {
+            return Err(PoolError::Invalid(format!(
+                "group '{name}': the manifest in {} is for group '{}'",
+                dir.display(),
+                m.name
+            )));
+        }
+        if m.pool == self.pool_id {
+            return Err(PoolError::Invalid(format!(
+                "group '{name}': this pool is the group's primary"
+            )));
+        }
+        let rec = GroupRec {
+            uid: m.group,
+            name: name.to_string(),
+            role: ROLE_SECONDARY,
+            epoch: m.epoch,
+            remote: remote_dir.to_string_lossy().into_owned(),
+            ..Default::default()
+        };
+        let g = Arc::new(Group::new(rec.clone(), None));
+        self.meta.lock().append(&MetaRecord::GroupPut(rec))?;
+        self.groups.write().insert(g.uid, g.clone());
+        self.sync()?;
+        start_applier(self, &g);
+        log::info!(
+            "attached as secondary of journal group '{name}' in {}",
+            remote_dir.display()
+        );
+        Ok(())
     }
 
-    pub fn group_add_volume(&self, name: &str, volume: &str) -> Result<(), PoolError> {
-        let _ = (name, volume);
-        Err(PoolError::Invalid("not built yet".into()))
+    fn primary_group(&self, name: &str) -> Result<Arc<Group>, PoolError> {
+        let g = self.group_by_name(name).ok_or_else(|| not_found(name))?;
+        if !g.is_primary() {
+            return Err(PoolError::Invalid(format!(
+                "journal group '{name}' is a secondary here; do this on the primary"
+            )));
+        }
+        Ok(g)
+    }
+
+    pub fn group_add_volume(self: &Arc<Self>, name: &str, volume: &str) -> Result<(), PoolError> {
+        let g = self.primary_group(name)?;
+        let v = self.grouped_volume(volume)?;
+        {
+            let _io = v.io_lock.write();
+            {
+                let mut r = g.rec.lock();
+                r.volumes.push((v.id, v.id));
+                r.base_pending.push(v.id);
+            }
+            self.put_group(&g)?;
+            g.journal()
+                .append(
+                    RecordKind::VolumeAdd,
+                    v.id,
+                    0,
+                    v.size(),
+                    &JournalRecord::name_payload(&v.name),
+                )
+                .map_err(|e| PoolError::Invalid(e.to_string()))?;
+            *v.group.write() = Some(g.clone());
+        }
+        let running = g
+            .base_worker
+            .lock()
+            .as_ref()
+            .is_some_and(|h| !h.is_finished());
+        if !running {
+            start_base_copy(self, &g);
+        }
+        Ok(())
     }
 
     pub fn group_remove_volume(&self, name: &str, volume: &str) -> Result<(), PoolError> {
-        let _ = (name, volume);
-        Err(PoolError::Invalid("not built yet".into()))
+        let g = self.primary_group(name)?;
+        let v = self
+            .volume(volume)
+            .filter(|v| v.group().is_some_and(|x| x.uid == g.uid))
+            .ok_or_else(|| {
+                PoolError::NotFound(format!(
+                    "volume '{volume}' is not in journal group '{name}'"
+                ))
+            })?;
+        let _io = v.io_lock.write();
+        g.journal()
+            .append(RecordKind::VolumeRemove, v.id, 0, 0, &[])
+            .map_err(|e| PoolError::Invalid(e.to_string()))?;
+        {
+            let mut r = g.rec.lock();
+            r.volumes.retain(|(l, _)| *l != v.id);
+            r.base_pending.retain(|x| *x != v.id);
+        }
+        self.put_group(&g)?;
+        *v.group.write() = None;
+        Ok(())
     }
 
     /// Snapshot every volume of the group at one instant and put a marker in the journal.
     pub fn group_snapshot(&self, name: &str, snap: &str) -> Result<(), PoolError> {
-        let _ = (name, snap);
-        Err(PoolError::Invalid("not built yet".into()))
+        names::validate("snapshot", snap).map_err(PoolError::Invalid)?;
+        let g = self.primary_group(name)?;
+        let mut ids: Vec<u64> = g.rec.lock().volumes.iter().map(|(l, _)| *l).collect();
+        ids.sort_unstable();
+        let vols: Vec<Arc<Volume>> = ids.iter().filter_map(|&i| self.volume_by_id(i)).collect();
+        for v in &vols {
+            if self.snapshots.read().get(v.id, snap).is_some() {
+                return Err(PoolError::Exists(format!(
+                    "volume '{}' already has a snapshot '{snap}'",
+                    v.name
+                )));
+            }
+        }
+        let guards: Vec<_> = vols.iter().map(|v| v.io_lock.write()).collect();
+        g.journal()
+            .append(
+                RecordKind::Marker,
+                0,
+                0,
+                0,
+                &JournalRecord::name_payload(snap),
+            )
+            .map_err(|e| PoolError::Invalid(e.to_string()))?;
+        let mut log = self.meta.lock();
+        for v in &vols {
+            self.snapshot_locked(&mut log, v, snap)?;
+        }
+        drop(log);
+        drop(guards);
+        log::info!(
+            "group '{name}': snapshot '{snap}' of {} volumes",
+            vols.len()
+        );
+        Ok(())
     }
 
     /// Stop journaling (primary) or applying (secondary); the volumes stay, writable.
     pub fn group_delete(&self, name: &str) -> Result<(), PoolError> {
-        let _ = name;
-        Err(PoolError::Invalid("not built yet".into()))
+        let g = self.group_by_name(name).ok_or_else(|| not_found(name))?;
+        self.meta
+            .lock()
+            .append(&MetaRecord::GroupDelete { uid: g.uid })?;
+        g.gone.store(true, Ordering::Release);
+        self.groups.write().remove(&g.uid);
+        for v in self.volume_list() {
+            if v.group().is_some_and(|x| x.uid == g.uid) {
+                let _io = v.io_lock.write();
+                *v.group.write() = None;
+            }
+        }
+        for h in [g.worker.lock().take(), g.base_worker.lock().take()]
+            .into_iter()
+            .flatten()
+        {
+            let _ = h.join();
+        }
+        self.sync()?;
+        if g.is_primary() {
+            let _ = std::fs::remove_dir_all(self.journal_dir(name));
+        }
+        log::info!("journal group '{name}' deleted");
+        Ok(())
+    }
+
+    fn info_of(&self, g: &Group) -> GroupInfo {
+        let r = g.rec.lock().clone();
+        let rt = g.rt.lock().clone();
+        let now = now_ns();
+        let mut volumes: Vec<String> = r
+            .volumes
+            .iter()
+            .filter_map(|(l, _)| self.volume_by_id(*l).map(|v| v.name.clone()))
+            .collect();
+        volumes.sort();
+        if g.is_primary() {
+            let st = g.journal().stats();
+            let lag_records = st.written.saturating_sub(r.acked);
+            // Segments still held although acknowledged (the redo floor keeps them).
+            let acked_bytes: u64 = g
+                .journal()
+                .sealed_after(0)
+                .iter()
+                .filter(|s| s.last <= r.acked)
+                .map(|s| s.bytes)
+                .sum();
+            let oldest = g
+                .journal()
+                .sealed_after(r.acked)
+                .first()
+                .map(|s| s.first_time)
+                .unwrap_or(st.oldest_time);
+            let lag_seconds = if lag_records == 0 || oldest == 0 {
+                0.0
+            } else {
+                now.saturating_sub(oldest) as f64 / 1e9
+            };
+            let state = if rt.last_error.is_some() {
+                "remote-error"
+            } else if !r.base_pending.is_empty() {
+                "initial-copy"
+            } else {
+                "replicating"
+            };
+            GroupInfo {
+                name: g.name.clone(),
+                role: "primary".into(),
+                state: state.into(),
+                epoch: r.epoch,
+                volumes,
+                remote: r.remote.clone(),
+                written: st.written,
+                sealed: st.sealed,
+                shipped: rt.shipped,
+                applied: r.acked,
+                acknowledged: r.acked,
+                lag_records,
+                lag_bytes: st.bytes.saturating_sub(acked_bytes),
+                lag_seconds,
+                journal_bytes: st.bytes,
+                journal_limit: r.journal_limit,
+                journal_free: r.journal_limit.saturating_sub(st.bytes),
+                consistent: r.base_pending.is_empty(),
+                consistent_since: None,
+                last_error: rt.last_error,
+            }
+        } else {
+            let written = rt.remote_written.max(r.synced);
+            let lag_records = written - r.synced;
+            let lag_seconds = if lag_records == 0 || r.synced_time == 0 {
+                0.0
+            } else {
+                now.saturating_sub(r.synced_time) as f64 / 1e9
+            };
+            let consistent = r.consistent_since != 0 && r.base_pending.is_empty();
+            let state = if rt.last_error.is_some() {
+                "error"
+            } else if consistent {
+                "consistent"
+            } else {
+                "initial-copy"
+            };
+            GroupInfo {
+                name: g.name.clone(),
+                role: "secondary".into(),
+                state: state.into(),
+                epoch: r.epoch,
+                volumes,
+                remote: r.remote.clone(),
+                written,
+                sealed: written,
+                shipped: written,
+                applied: r.synced,
+                acknowledged: r.acked,
+                lag_records,
+                lag_bytes: rt.remote_bytes,
+                lag_seconds,
+                journal_bytes: 0,
+                journal_limit: 0,
+                journal_free: 0,
+                consistent,
+                consistent_since: consistent.then_some(r.consistent_since),
+                last_error: rt.last_error,
+            }
+        }
     }
 
     /// One group or all of them, sorted by name.
     pub fn group_info(&self, name: Option<&str>) -> Result<Vec<GroupInfo>, PoolError> {
-        let _ = name;
-        Ok(Vec::new())
+        let mut gs: Vec<Arc<Group>> = self.groups.read().values().cloned().collect();
+        gs.sort_by(|a, b| a.name.cmp(&b.name));
+        if let Some(n) = name {
+            gs.retain(|g| g.name == n);
+            if gs.is_empty() {
+                return Err(not_found(n));
+            }
+        }
+        Ok(gs.iter().map(|g| self.info_of(g)).collect())
+    }
+
+    /// At open: rebuild the groups, redo the primary journals' tails, start the workers.
+    pub(crate) fn attach_groups(self: &Arc<Self>, recs: Vec<GroupRec>) -> Result<(), PoolError> {
+        for rec in recs {
+            let journal = if rec.role == ROLE_PRIMARY {
+                Some(self.open_journal(&rec)?)
+            } else {
+                None
+            };
+            let g = Arc::new(Group::new(rec.clone(), journal));
+            for (l, _) in &rec.volumes {
+                let v = self.volume_by_id(*l).ok_or_else(|| {
+                    PoolError::Inconsistent(format!(
+                        "journal group '{}' names missing volume {l}",
+                        rec.name
+                    ))
+                })?;
+                *v.group.write() = Some(g.clone());
+            }
+            self.groups.write().insert(g.uid, g.clone());
+            if g.is_primary() {
+                let n = redo(self, &g)?;
+                if n > 0 {
+                    log::warn!(
+                        "group '{}': redid {n} journal records after sequence {} into the volumes",
+                        g.name,
+                        rec.synced
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Start the groups' shippers, base copiers and appliers (the daemon calls this once
+    /// the mount is ready; tests call it on a library pool).
+    pub fn start_groups(self: &Arc<Self>) {
+        let gs: Vec<Arc<Group>> = self.groups.read().values().cloned().collect();
+        for g in gs {
+            if g.worker.lock().is_some() {
+                continue;
+            }
+            if g.is_primary() {
+                start_shipper(self, &g);
+                if !g.rec.lock().base_pending.is_empty() {
+                    start_base_copy(self, &g);
+                }
+            } else {
+                start_applier(self, &g);
+            }
+        }
+    }
+
+    /// Stop the group workers (part of shutdown).
+    pub(crate) fn stop_groups(&self) {
+        let gs: Vec<Arc<Group>> = self.groups.read().values().cloned().collect();
+        for g in gs {
+            for h in [g.worker.lock().take(), g.base_worker.lock().take()]
+                .into_iter()
+                .flatten()
+            {
+                let _ = h.join();
+            }
+        }
     }
 }

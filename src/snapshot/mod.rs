@@ -198,6 +198,7 @@ impl Pool {
         let vol = self.volume_named(volume)?;
         let snap = self.snapshot_of(&vol, name)?;
         Self::refuse_paired(&vol, "rolled back")?;
+        Self::refuse_grouped(&vol, "rolled back")?;
         if Self::wait_released(|| vol.open_handles()) > 0 {
             return Err(PoolError::Busy(format!(
                 "volume '{volume}' is open ({} handles); close it (umount, losetup -d) before a rollback",

@@ -109,6 +109,7 @@ impl Pool {
     pub fn delete_volume(&self, name: &str, recursive: bool) -> Result<(), PoolError> {
         let vol = self.volume_or_err(name)?;
         Self::refuse_paired(&vol, "deleted")?;
+        Self::refuse_grouped(&vol, "deleted")?;
         Self::wait_released(|| vol.open_handles());
         let snaps = self.snapshots.read().of_volume(vol.id);
         if !snaps.is_empty() {
@@ -159,6 +160,16 @@ impl Pool {
         Ok(())
     }
 
+    pub(crate) fn refuse_grouped(vol: &Volume, what: &str) -> Result<(), PoolError> {
+        if let Some(g) = vol.group() {
+            return Err(PoolError::Busy(format!(
+                "volume '{}' is in journal group '{}'; it cannot be {what} until `fusevol group remove {} {}` (or `group delete`)",
+                vol.name, g.name, g.name, vol.name
+            )));
+        }
+        Ok(())
+    }
+
     pub(crate) fn refuse_paired(vol: &Volume, what: &str) -> Result<(), PoolError> {
         if let Some((pair, _)) = vol.pair() {
             return Err(PoolError::Busy(format!(
@@ -195,7 +206,37 @@ impl Pool {
         check_size(name, size)?;
         let vol = self.volume_or_err(name)?;
         Self::refuse_paired(&vol, "resized")?;
+        let group = vol.group();
+        if let Some(g) = &group {
+            if !g.is_primary() {
+                return Err(PoolError::Busy(format!(
+                    "volume '{name}' is the secondary of journal group '{}'; it is resized by the primary",
+                    g.name
+                )));
+            }
+        }
+        // The other site grows before any write can reach the new space, and shrinks after
+        // the last write to the old space.
+        let journal = |g: &crate::replication::group::Group| {
+            g.journal()
+                .append(
+                    crate::format::journal::RecordKind::VolumeResize,
+                    vol.id,
+                    0,
+                    size,
+                    &[],
+                )
+                .map(|_| ())
+                .map_err(|e| PoolError::Invalid(format!("volume '{name}': journal: {e}")))
+        };
+        let grow = size >= vol.size();
+        if let (Some(g), true) = (&group, grow) {
+            journal(g)?;
+        }
         self.resize(&vol, size)?;
+        if let (Some(g), false) = (&group, grow) {
+            journal(g)?;
+        }
         self.notify(vol.id);
         Ok(vol)
     }

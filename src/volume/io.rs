@@ -489,6 +489,10 @@ impl Pool {
         // The pair is looked at under the volume's io_lock: pair create and split change it
         // under the exclusive lock, so a write is either mirrored or not, never half.
         let _io = vol.io_lock.read_recursive();
+        if let Some(g) = vol.group() {
+            Self::refuse_replica(vol, &g)?;
+            return self.journaled_write(&g, vol, offset, data);
+        }
         match vol.pair() {
             Some((pair, role)) => {
                 let (off, len) = (offset, data.len() as u64);
@@ -498,6 +502,20 @@ impl Pool {
             }
             None => self.write_plain(vol, offset, data),
         }
+    }
+
+    /// A secondary's volumes change only through the applier.
+    fn refuse_replica(vol: &Volume, g: &crate::replication::group::Group) -> Result<(), IoError> {
+        if g.is_primary() {
+            return Ok(());
+        }
+        Err(IoError::ReadOnly {
+            volume: vol.name.clone(),
+            why: format!(
+                "it is the secondary of journal group '{}' (read-only while attached)",
+                g.name
+            ),
+        })
     }
 
     /// Write to the volume's own extents (no pair logic).
@@ -548,6 +566,10 @@ impl Pool {
             return Ok(());
         }
         let _io = vol.io_lock.read_recursive();
+        if let Some(g) = vol.group() {
+            Self::refuse_replica(vol, &g)?;
+            return self.journaled_discard(&g, vol, offset, len);
+        }
         match vol.pair() {
             Some((pair, role)) => {
                 self.mirrored(&pair, role, vol, offset, len.min(size - offset), |v| {
@@ -651,6 +673,9 @@ impl Pool {
     /// extents read as zeros.
     pub fn allocate(&self, vol: &Volume, offset: u64, len: u64) -> Result<(), IoError> {
         let _io = vol.io_lock.read_recursive();
+        if let Some(g) = vol.group() {
+            Self::refuse_replica(vol, &g)?;
+        }
         match vol.pair() {
             Some((pair, role)) => self.mirrored(&pair, role, vol, offset, len, |v| {
                 self.allocate_plain(v, offset, len)

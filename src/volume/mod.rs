@@ -46,6 +46,9 @@ pub struct Volume {
     pub(crate) pair: RwLock<Option<(Arc<Pair>, Role)>>,
     /// Arrays new extents may go to (a paired volume keeps off its partner's arrays).
     pub(crate) allowed_arrays: RwLock<Option<Vec<u32>>>,
+    /// The journal group this volume is in (primary: writes are journaled; secondary: the
+    /// volume is read-only while the group applies).
+    pub(crate) group: RwLock<Option<Arc<crate::replication::group::Group>>>,
 }
 
 impl Volume {
@@ -64,7 +67,13 @@ impl Volume {
             pending_cv: Condvar::new(),
             pair: RwLock::new(None),
             allowed_arrays: RwLock::new(None),
+            group: RwLock::new(None),
         }
+    }
+
+    /// The journal group of the volume, if any.
+    pub fn group(&self) -> Option<Arc<crate::replication::group::Group>> {
+        self.group.read().clone()
     }
 
     /// The volume's pair and role, if it is paired.

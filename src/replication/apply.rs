@@ -1,0 +1,268 @@
+//! The secondary's applier (strict sequence order, gap hold, durable applied number, ack)
+//! and the primary's redo of its journal tail after a crash.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::group::{Group, ROLE_SECONDARY};
+use super::remote;
+use crate::format::journal::{Ack, JournalRecord, RecordKind};
+use crate::journal::{now_ns, read_sealed};
+use crate::pool::{Pool, PoolError};
+use crate::volume::Volume;
+
+const TICK: Duration = Duration::from_millis(20);
+const RETRY: Duration = Duration::from_millis(500);
+
+/// Start the applier of a secondary group.
+pub(crate) fn start_applier(pool: &Arc<Pool>, g: &Arc<Group>) {
+    let (pool, g2) = (Arc::downgrade(pool), g.clone());
+    let h = std::thread::Builder::new()
+        .name(format!("apply-{}", g.name))
+        .spawn(move || loop {
+            let Some(pool) = pool.upgrade() else { return };
+            if pool.stopping.load(Ordering::Acquire) || g2.is_gone() {
+                return;
+            }
+            let pause = match apply_available(&pool, &g2) {
+                Ok(true) => Duration::ZERO,
+                Ok(false) => TICK,
+                Err(e) => {
+                    g2.set_error(Some(e));
+                    RETRY
+                }
+            };
+            drop(pool);
+            std::thread::sleep(pause);
+        })
+        .expect("spawn applier");
+    *g.worker.lock() = Some(h);
+}
+
+/// Apply the next published segment, if it is there. Ok(true): something was applied.
+fn apply_available(pool: &Pool, g: &Group) -> Result<bool, String> {
+    let dir = remote::group_dir(&g.remote, &g.name);
+    let list =
+        remote::list_published(&dir).map_err(|e| format!("listing {}: {e}", dir.display()))?;
+    let (applied, epoch) = {
+        let r = g.rec.lock();
+        (r.synced, r.epoch)
+    };
+    let want = applied + 1;
+    {
+        let mut rt = g.rt.lock();
+        rt.remote_bytes = 0;
+        if let Some((first, p)) = list.last() {
+            rt.remote_written = rt.remote_written.max(first.saturating_sub(1));
+            let _ = p;
+        }
+        for (first, p) in &list {
+            if *first > applied {
+                rt.remote_bytes += std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+            }
+        }
+    }
+    // The segment holding `want`: the last one starting at or before it.
+    let Some((first, path)) = list.iter().rev().find(|(f, _)| *f <= want).cloned() else {
+        if let Some((f, _)) = list.first() {
+            if *f > want {
+                return Err(format!(
+                    "waiting for sequence number {want}: the remote directory starts at {f} (a gap; nothing after it is applied)"
+                ));
+            }
+        }
+        g.set_error(None);
+        return Ok(false);
+    };
+    let seg = read_sealed(&path, (g.uid, epoch)).map_err(|e| e.to_string())?;
+    let last = seg.last_seq().unwrap_or(first);
+    {
+        let mut rt = g.rt.lock();
+        rt.remote_written = rt.remote_written.max(last);
+    }
+    if last < want {
+        // Already applied (re-shipped after a restart): drop it once acknowledged.
+        let _ = std::fs::remove_file(&path);
+        return Ok(true);
+    }
+    let mut last_time = 0;
+    for rec in seg.records.iter().filter(|r| r.head.seq >= want) {
+        if pool.stopping.load(Ordering::Acquire) || g.is_gone() {
+            return Ok(false);
+        }
+        apply_record(pool, g, rec).map_err(|e| {
+            format!(
+                "{} sequence number {}: {e}; nothing after it is applied",
+                path.display(),
+                rec.head.seq
+            )
+        })?;
+        last_time = rec.head.time;
+    }
+    // Data first, then the applied number (idempotent redo covers a crash in between).
+    pool.sync().map_err(|e| format!("sync: {e}"))?;
+    {
+        let mut r = g.rec.lock();
+        r.synced = last;
+        r.synced_time = last_time;
+        r.acked = last;
+    }
+    pool.put_group(g).map_err(|e| e.to_string())?;
+    pool.sync_metadata().map_err(|e| format!("sync: {e}"))?;
+    let ack = Ack {
+        group: g.uid,
+        epoch,
+        applied: last,
+        time: last_time,
+        acked_at: now_ns(),
+    };
+    remote::write_ack(&dir, &ack).map_err(|e| format!("writing acknowledgement: {e}"))?;
+    let _ = std::fs::remove_file(&path);
+    g.set_error(None);
+    Ok(true)
+}
+
+fn local_volume(g: &Group, pool: &Pool, primary_vol: u64) -> Option<Arc<Volume>> {
+    let r = g.rec.lock();
+    r.volumes
+        .iter()
+        .find(|(_, p)| *p == primary_vol)
+        .and_then(|(l, _)| pool.volume_by_id(*l))
+}
+
+/// Apply one record to the secondary's volumes.
+fn apply_record(pool: &Pool, g: &Group, rec: &JournalRecord) -> Result<(), String> {
+    let h = &rec.head;
+    match h.kind {
+        RecordKind::VolumeAdd => {
+            let name = rec.name().map_err(|e| e.to_string())?;
+            if let Some(v) = local_volume(g, pool, h.volume) {
+                if v.size() != h.length {
+                    pool.resize(&v, h.length).map_err(|e| e.to_string())?;
+                }
+            } else {
+                let vol = match pool.volume(&name) {
+                    Some(v) if v.group().is_some_and(|x| x.uid == g.uid) => v,
+                    Some(_) => return Err(format!(
+                        "volume '{name}' already exists in this pool and is not part of the group"
+                    )),
+                    None => {
+                        pool.create_volume(&name, h.length, None)
+                            .map_err(|e| e.to_string())?
+                            .0
+                    }
+                };
+                *vol.group.write() = pool.groups.read().get(&g.uid).cloned();
+                let mut r = g.rec.lock();
+                r.volumes.push((vol.id, h.volume));
+                if !r.base_pending.contains(&h.volume) {
+                    r.base_pending.push(h.volume);
+                }
+                r.consistent_since = 0;
+            }
+            drop_lock_and_put(pool, g)?;
+        }
+        RecordKind::VolumeRemove => {
+            if let Some(v) = local_volume(g, pool, h.volume) {
+                *v.group.write() = None;
+            }
+            g.rec.lock().volumes.retain(|(_, p)| *p != h.volume);
+            drop_lock_and_put(pool, g)?;
+        }
+        RecordKind::VolumeResize => {
+            let v = need(g, pool, h.volume)?;
+            pool.resize(&v, h.length).map_err(|e| e.to_string())?;
+        }
+        RecordKind::Write | RecordKind::Base => {
+            let v = need(g, pool, h.volume)?;
+            let _io = v.io_lock.read_recursive();
+            pool.write_plain(&v, h.offset, &rec.payload)
+                .map_err(|e| e.to_string())?;
+        }
+        RecordKind::Zero => {
+            let v = need(g, pool, h.volume)?;
+            let _io = v.io_lock.read_recursive();
+            pool.discard_locked(&v, h.offset, h.length)
+                .map_err(|e| e.to_string())?;
+        }
+        RecordKind::BaseDone => {
+            {
+                let mut r = g.rec.lock();
+                r.base_pending.retain(|&v| v != h.volume);
+                if r.base_pending.is_empty() && r.consistent_since == 0 {
+                    r.consistent_since = now_ns() / 1_000_000_000;
+                }
+            }
+            drop_lock_and_put(pool, g)?;
+        }
+        RecordKind::Marker => {
+            let name = rec.name().map_err(|e| e.to_string())?;
+            let vols: Vec<u64> = g.rec.lock().volumes.iter().map(|(l, _)| *l).collect();
+            for id in vols {
+                let Some(v) = pool.volume_by_id(id) else {
+                    continue;
+                };
+                if pool.snapshots.read().get(v.id, &name).is_some() {
+                    continue;
+                }
+                let _io = v.io_lock.write();
+                let mut log = pool.meta.lock();
+                pool.snapshot_locked(&mut log, &v, &name)
+                    .map_err(|e| e.to_string())?;
+            }
+            log::info!("group '{}': snapshot '{name}' taken at its marker", g.name);
+        }
+        RecordKind::Seal => {}
+    }
+    Ok(())
+}
+
+fn drop_lock_and_put(pool: &Pool, g: &Group) -> Result<(), String> {
+    pool.put_group(g).map_err(|e| e.to_string())
+}
+
+fn need(g: &Group, pool: &Pool, primary_vol: u64) -> Result<Arc<Volume>, String> {
+    local_volume(g, pool, primary_vol)
+        .ok_or_else(|| format!("record for volume #{primary_vol}, which the group does not have"))
+}
+
+/// After a crash of the primary: replay into the volumes every local journal record after
+/// the redo floor, so the volumes hold everything the journal (and so the secondary) holds.
+pub(crate) fn redo(pool: &Pool, g: &Group) -> Result<u64, PoolError> {
+    debug_assert!(g.role != ROLE_SECONDARY);
+    let floor = g.rec.lock().synced;
+    let epoch = g.rec.lock().epoch;
+    let mut n = 0;
+    for seg in g.journal().sealed_after(floor) {
+        let s = read_sealed(&seg.path, (g.uid, epoch))
+            .map_err(|e| PoolError::Inconsistent(e.to_string()))?;
+        for rec in s.records.iter().filter(|r| r.head.seq > floor) {
+            let h = &rec.head;
+            let Some(v) = pool.volume_by_id(h.volume) else {
+                continue;
+            };
+            let res = match h.kind {
+                RecordKind::Write => {
+                    let _io = v.io_lock.read_recursive();
+                    pool.write_plain(&v, h.offset, &rec.payload).map(|_| ())
+                }
+                RecordKind::Zero => {
+                    let _io = v.io_lock.read_recursive();
+                    pool.discard_locked(&v, h.offset, h.length)
+                }
+                _ => continue,
+            };
+            res.map_err(|e| {
+                PoolError::Inconsistent(format!(
+                    "group '{}': redo of {} sequence number {}: {e}",
+                    g.name,
+                    seg.path.display(),
+                    h.seq
+                ))
+            })?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}

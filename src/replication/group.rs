@@ -1,0 +1,285 @@
+//! A journal group at run time, and the journaled write path of the primary.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use parking_lot::{Mutex, MutexGuard};
+
+use crate::format::journal::RecordKind;
+use crate::format::GroupRec;
+use crate::journal::{Journal, JournalError};
+use crate::pool::{Pool, PoolError};
+use crate::volume::{IoError, Volume};
+
+pub const ROLE_PRIMARY: u8 = 1;
+pub const ROLE_SECONDARY: u8 = 2;
+/// Local journal segments live in `<POOL>/journals/<GROUP>/`.
+pub const JOURNALS_DIR: &str = "journals";
+const STRIPES: usize = 64;
+
+/// What the background thread of a group last saw (not persistent).
+#[derive(Default, Clone)]
+pub struct Runtime {
+    /// Last sequence number published to the remote directory (primary) or seen there
+    /// (secondary).
+    pub shipped: u64,
+    pub remote_written: u64,
+    pub remote_bytes: u64,
+    pub last_error: Option<String>,
+}
+
+pub struct Group {
+    pub uid: u64,
+    pub name: String,
+    pub role: u8,
+    pub remote: PathBuf,
+    /// The persistent part; every change is logged as a `GroupPut`.
+    pub(crate) rec: Mutex<GroupRec>,
+    /// The primary's journal.
+    pub(crate) journal: Option<Journal>,
+    /// A write holds the stripes of its extents from its journal append to the end of its
+    /// data write, so overlapping writes reach the volume in journal order.
+    stripes: Vec<Mutex<()>>,
+    /// Sequence numbers whose data write is still running.
+    inflight: Mutex<BTreeSet<u64>>,
+    pub(crate) rt: Mutex<Runtime>,
+    pub(crate) gone: AtomicBool,
+    pub(crate) worker: Mutex<Option<JoinHandle<()>>>,
+    pub(crate) base_worker: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Group {
+    pub(crate) fn new(rec: GroupRec, journal: Option<Journal>) -> Group {
+        Group {
+            uid: rec.uid,
+            name: rec.name.clone(),
+            role: rec.role,
+            remote: PathBuf::from(&rec.remote),
+            rec: Mutex::new(rec),
+            journal,
+            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            inflight: Mutex::new(BTreeSet::new()),
+            rt: Mutex::new(Runtime::default()),
+            gone: AtomicBool::new(false),
+            worker: Mutex::new(None),
+            base_worker: Mutex::new(None),
+        }
+    }
+
+    pub fn is_primary(&self) -> bool {
+        self.role == ROLE_PRIMARY
+    }
+
+    pub(crate) fn is_gone(&self) -> bool {
+        self.gone.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn journal(&self) -> &Journal {
+        self.journal.as_ref().expect("primary group has a journal")
+    }
+
+    /// Lock the stripes of logical extents `[first, last]` in index order.
+    pub(crate) fn lock_range(&self, first: u64, last: u64) -> Vec<MutexGuard<'_, ()>> {
+        let mut idx: Vec<usize> = (first..=last.min(first + STRIPES as u64))
+            .map(|l| (l % STRIPES as u64) as usize)
+            .collect();
+        idx.sort_unstable();
+        idx.dedup();
+        idx.into_iter().map(|i| self.stripes[i].lock()).collect()
+    }
+
+    /// Every record up to the returned number has finished its data write.
+    pub(crate) fn completed(&self) -> u64 {
+        let written = self.journal().stats().written;
+        let g = self.inflight.lock();
+        match g.first() {
+            Some(&s) => s - 1,
+            None => written,
+        }
+    }
+
+    fn append(
+        &self,
+        vol: &Volume,
+        kind: RecordKind,
+        off: u64,
+        len: u64,
+        data: &[u8],
+    ) -> Result<u64, IoError> {
+        let seq = {
+            // The in-flight entry is made under the same lock order as the append, so
+            // `completed` never runs ahead of a write that has its number.
+            let mut fl = self.inflight.lock();
+            let seq = self
+                .journal()
+                .append(kind, vol.id, off, len, data)
+                .map_err(|e| journal_err(vol, e))?;
+            fl.insert(seq);
+            seq
+        };
+        Ok(seq)
+    }
+
+    fn done(&self, seq: u64) {
+        self.inflight.lock().remove(&seq);
+    }
+
+    pub(crate) fn set_error(&self, msg: Option<String>) {
+        if let Some(m) = &msg {
+            if self.rt.lock().last_error.as_ref() != Some(m) {
+                log::warn!("group '{}': {m}", self.name);
+            }
+        }
+        self.rt.lock().last_error = msg;
+    }
+}
+
+fn journal_err(vol: &Volume, e: JournalError) -> IoError {
+    IoError::Invalid {
+        volume: vol.name.clone(),
+        detail: format!("journal: {e}"),
+    }
+}
+
+impl Pool {
+    pub(crate) fn group_by_name(&self, name: &str) -> Option<Arc<Group>> {
+        self.groups
+            .read()
+            .values()
+            .find(|g| g.name == name)
+            .cloned()
+    }
+
+    /// Log the group's record (its state changed).
+    pub(crate) fn put_group(&self, g: &Group) -> Result<(), PoolError> {
+        let rec = g.rec.lock().clone();
+        self.meta
+            .lock()
+            .append(&crate::format::MetaRecord::GroupPut(rec))?;
+        Ok(())
+    }
+
+    /// A write to a volume of a primary group: the journal record first (write-ahead), then
+    /// the data, with the extents' stripes held across both.
+    pub(crate) fn journaled_write(
+        &self,
+        g: &Group,
+        vol: &Volume,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<usize, IoError> {
+        let size = vol.size();
+        if offset >= size {
+            return Err(IoError::BeyondEnd {
+                volume: vol.name.clone(),
+                offset,
+                size,
+            });
+        }
+        let len = (data.len() as u64).min(size - offset);
+        if len == 0 {
+            return Ok(0);
+        }
+        let data = &data[..len as usize];
+        let es = self.extent_size;
+        let _st = g.lock_range(offset / es, (offset + len - 1) / es);
+        let seq = g.append(vol, RecordKind::Write, offset, len, data)?;
+        let res = self.write_plain(vol, offset, data);
+        if res.is_err() {
+            self.journal_correction(g, vol, offset, len);
+        }
+        g.done(seq);
+        res
+    }
+
+    /// A discard of a journaled volume (the other site zeroes the same range).
+    pub(crate) fn journaled_discard(
+        &self,
+        g: &Group,
+        vol: &Volume,
+        offset: u64,
+        len: u64,
+    ) -> Result<(), IoError> {
+        let size = vol.size();
+        if offset >= size || len == 0 {
+            return Ok(());
+        }
+        let len = len.min(size - offset);
+        let es = self.extent_size;
+        let _st = g.lock_range(offset / es, (offset + len - 1) / es);
+        let seq = g.append(vol, RecordKind::Zero, offset, len, &[])?;
+        let res = self.discard_locked(vol, offset, len);
+        if res.is_err() {
+            self.journal_correction(g, vol, offset, len);
+        }
+        g.done(seq);
+        res
+    }
+
+    /// After a failed data write the volume may hold part of it: journal what it holds now,
+    /// so the other site ends up with the same bytes.
+    fn journal_correction(&self, g: &Group, vol: &Volume, offset: u64, len: u64) {
+        let mut pos = offset;
+        while pos < offset + len {
+            let n = (offset + len - pos).min(1 << 20);
+            let mut buf = vec![0u8; n as usize];
+            let res = self
+                .read_plain(vol, pos, &mut buf)
+                .and_then(|_| g.append(vol, RecordKind::Write, pos, n, &buf));
+            match res {
+                Ok(seq) => g.done(seq),
+                Err(e) => {
+                    g.set_error(Some(format!(
+                        "volume '{}' offset {pos}: a write failed and its range could not be journaled again ({e}); the secondary may differ there",
+                        vol.name
+                    )));
+                    return;
+                }
+            }
+            pos += n;
+        }
+    }
+
+    /// Make every primary journal durable and return (group, completed seq) to record once
+    /// the arrays are synced. Called by `Pool::sync` before it syncs the arrays.
+    pub(crate) fn sync_journals(&self) -> Result<Vec<(Arc<Group>, u64)>, PoolError> {
+        let groups: Vec<Arc<Group>> = self
+            .groups
+            .read()
+            .values()
+            .filter(|g| g.is_primary() && !g.is_gone())
+            .cloned()
+            .collect();
+        let mut out = Vec::new();
+        for g in groups {
+            let done = g.completed();
+            g.journal()
+                .sync()
+                .map_err(|e| PoolError::Invalid(format!("group '{}': {e}", g.name)))?;
+            out.push((g, done));
+        }
+        Ok(out)
+    }
+
+    /// The arrays are synced: records up to `done` need no redo after a crash.
+    pub(crate) fn note_synced(&self, done: Vec<(Arc<Group>, u64)>) -> Result<(), PoolError> {
+        for (g, seq) in done {
+            let changed = {
+                let mut r = g.rec.lock();
+                if seq > r.synced {
+                    r.synced = seq;
+                    true
+                } else {
+                    false
+                }
+            };
+            if changed && !g.is_gone() {
+                self.put_group(&g)?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,204 @@
+//! The primary's background work: the shipper (seal by age, publish sealed segments whole,
+//! read the acknowledgement, purge) and the base copier (initial copy as `Base` records).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::group::Group;
+use super::remote::{self, RateLimit};
+use crate::format::journal::{Manifest, RecordKind};
+use crate::pool::Pool;
+use crate::volume::Volume;
+
+const TICK: Duration = Duration::from_millis(20);
+const RETRY: Duration = Duration::from_millis(500);
+/// Force a pool sync (which advances the redo floor) when this much journal is held only
+/// because the volumes' data is not known durable yet.
+const UNSYNCED_JOURNAL: u64 = 256 << 20;
+
+fn stop(pool: &Pool, g: &Group) -> bool {
+    pool.stopping.load(Ordering::Acquire) || g.is_gone()
+}
+
+/// Start the shipper of a primary group.
+pub(crate) fn start_shipper(pool: &Arc<Pool>, g: &Arc<Group>) {
+    let (pool, g2) = (Arc::downgrade(pool), g.clone());
+    let h = std::thread::Builder::new()
+        .name(format!("ship-{}", g.name))
+        .spawn(move || {
+            let mut manifest_done = false;
+            let mut wait_until = Instant::now();
+            let mut last_sync = Instant::now();
+            {
+                let r = g2.rec.lock();
+                g2.rt.lock().shipped = r.acked;
+            }
+            loop {
+                let Some(pool) = pool.upgrade() else { return };
+                if stop(&pool, &g2) {
+                    return;
+                }
+                if let Err(e) = g2.journal().seal_if_old() {
+                    g2.set_error(Some(e.to_string()));
+                }
+                if Instant::now() >= wait_until {
+                    match ship_once(&pool, &g2, &mut manifest_done) {
+                        Ok(()) => g2.set_error(None),
+                        Err(e) => {
+                            g2.set_error(Some(e));
+                            wait_until = Instant::now() + RETRY;
+                        }
+                    }
+                }
+                let (synced, acked) = {
+                    let r = g2.rec.lock();
+                    (r.synced, r.acked)
+                };
+                let held = g2.journal().stats().bytes;
+                if acked > synced
+                    && (held > UNSYNCED_JOURNAL || last_sync.elapsed() > Duration::from_secs(5))
+                {
+                    last_sync = Instant::now();
+                    if let Err(e) = pool.sync() {
+                        g2.set_error(Some(format!("sync: {e}")));
+                    }
+                }
+                if let Err(e) = g2.journal().purge_upto(synced.min(acked)) {
+                    g2.set_error(Some(e.to_string()));
+                }
+                drop(pool);
+                std::thread::sleep(TICK);
+            }
+        })
+        .expect("spawn shipper");
+    *g.worker.lock() = Some(h);
+}
+
+fn ship_once(pool: &Pool, g: &Group, manifest_done: &mut bool) -> Result<(), String> {
+    let dir = remote::ensure_group_dir(&g.remote, &g.name)
+        .map_err(|e| format!("remote {}: {e}", g.remote.display()))?;
+    if !*manifest_done || !dir.join(remote::MANIFEST_FILE).exists() {
+        let r = g.rec.lock().clone();
+        let m = Manifest {
+            group: g.uid,
+            epoch: r.epoch,
+            pool: pool.pool_id,
+            created: crate::journal::now_ns(),
+            name: g.name.clone(),
+        };
+        remote::write_manifest(&dir, &m)
+            .map_err(|e| format!("writing manifest in {}: {e}", dir.display()))?;
+        *manifest_done = true;
+    }
+    let rate = g.rec.lock().rate;
+    let shipped = g.rt.lock().shipped;
+    let mut limit = RateLimit::new(rate);
+    for seg in g.journal().sealed_after(shipped) {
+        if pool.stopping.load(Ordering::Acquire) {
+            break;
+        }
+        remote::publish(&seg.path, &dir, &seg.name, &mut limit).map_err(|e| {
+            format!(
+                "shipping {} to {}: {e}; the journal keeps it and shipping resumes by itself",
+                seg.name,
+                dir.display()
+            )
+        })?;
+        g.rt.lock().shipped = seg.last;
+    }
+    match remote::read_ack(&dir) {
+        Ok(Some(ack)) if ack.group == g.uid => {
+            let newer = {
+                let mut r = g.rec.lock();
+                if ack.epoch == r.epoch && ack.applied > r.acked {
+                    r.acked = ack.applied;
+                    r.synced_time = ack.time;
+                    true
+                } else {
+                    false
+                }
+            };
+            if newer {
+                pool.put_group(g).map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(_) => {}
+        Err(e) => return Err(format!("reading acknowledgement: {e}")),
+    }
+    Ok(())
+}
+
+/// Start (or restart) the initial copy of the volumes in `rec.base_pending`.
+pub(crate) fn start_base_copy(pool: &Arc<Pool>, g: &Arc<Group>) {
+    let (pool, g2) = (Arc::downgrade(pool), g.clone());
+    let h = std::thread::Builder::new()
+        .name(format!("base-{}", g.name))
+        .spawn(move || loop {
+            let Some(pool) = pool.upgrade() else { return };
+            if stop(&pool, &g2) {
+                return;
+            }
+            let next = g2.rec.lock().base_pending.first().copied();
+            let Some(vid) = next else { return };
+            let res = match pool.volume_by_id(vid) {
+                Some(vol) => base_copy(&pool, &g2, &vol),
+                None => Ok(true),
+            };
+            match res {
+                Ok(true) => {
+                    g2.rec.lock().base_pending.retain(|&v| v != vid);
+                    if let Err(e) = pool.put_group(&g2) {
+                        g2.set_error(Some(format!("base copy: {e}")));
+                        return;
+                    }
+                }
+                Ok(false) => return,
+                Err(e) => {
+                    g2.set_error(Some(format!("base copy: {e}")));
+                    drop(pool);
+                    std::thread::sleep(RETRY);
+                }
+            }
+        })
+        .expect("spawn base copier");
+    *g.base_worker.lock() = Some(h);
+}
+
+/// Journal every allocated extent of `vol` as a `Base` record, then `BaseDone`. Returns
+/// false when stopped.
+fn base_copy(pool: &Pool, g: &Group, vol: &Volume) -> Result<bool, String> {
+    let es = pool.extent_size;
+    let mut lext = 0u64;
+    let mut buf = vec![0u8; es as usize];
+    loop {
+        if stop(pool, g) {
+            return Ok(false);
+        }
+        let size = vol.size();
+        if lext * es >= size {
+            break;
+        }
+        if vol.map.read().get(lext).is_none() {
+            lext += 1;
+            continue;
+        }
+        let off = lext * es;
+        let n = es.min(size - off) as usize;
+        {
+            // Under the stripe: a host write to this extent is wholly before (its data is
+            // in what we read, its record earlier) or wholly after (its record later).
+            let _st = g.lock_range(lext, lext);
+            pool.read_plain(vol, off, &mut buf[..n])
+                .map_err(|e| e.to_string())?;
+            g.journal()
+                .append(RecordKind::Base, vol.id, off, n as u64, &buf[..n])
+                .map_err(|e| e.to_string())?;
+        }
+        lext += 1;
+    }
+    g.journal()
+        .append(RecordKind::BaseDone, vol.id, 0, vol.size(), &[])
+        .map_err(|e| e.to_string())?;
+    Ok(true)
+}

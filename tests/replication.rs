@@ -1,0 +1,303 @@
+//! Journal groups at library level: two pools, one remote directory, content checked at
+//! every step.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fusevol::control::GroupInfo;
+use fusevol::pool::{create_pool, ArraySpec, Pool, PoolSpec};
+
+const ES: u64 = 64 << 10;
+const SIZE: u64 = 4 << 20;
+
+fn pool_at(dir: &Path) -> Arc<Pool> {
+    let spec = PoolSpec {
+        arrays: vec![
+            ArraySpec {
+                name: "a0".into(),
+                size: 64 << 20,
+                tier: "fast".into(),
+            },
+            ArraySpec {
+                name: "a1".into(),
+                size: 64 << 20,
+                tier: "fast".into(),
+            },
+        ],
+        extent_size: ES,
+        volumes: vec![],
+    };
+    create_pool(dir, &spec).unwrap();
+    Pool::open(dir).unwrap()
+}
+
+struct Sites {
+    _t: tempfile::TempDir,
+    p: Arc<Pool>,
+    s: Arc<Pool>,
+    pdir: PathBuf,
+    remote: PathBuf,
+}
+
+fn sites() -> Sites {
+    let t = tempfile::tempdir().unwrap();
+    let pdir = t.path().join("primary");
+    let p = pool_at(&pdir);
+    let s = pool_at(&t.path().join("secondary"));
+    let remote = t.path().join("remote");
+    std::fs::create_dir(&remote).unwrap();
+    Sites {
+        p,
+        s,
+        pdir,
+        remote,
+        _t: t,
+    }
+}
+
+fn image(pool: &Pool, name: &str) -> Vec<u8> {
+    let v = pool.volume(name).unwrap();
+    let mut b = vec![0u8; v.size() as usize];
+    pool.read(&v, 0, &mut b).unwrap();
+    b
+}
+
+fn snap_image(pool: &Pool, vol: &str, snap: &str) -> Vec<u8> {
+    let s = pool.snapshot(vol, snap).unwrap();
+    let mut b = vec![0u8; s.size as usize];
+    pool.read_snapshot(&s, 0, &mut b).unwrap();
+    b
+}
+
+fn info(pool: &Pool, g: &str) -> GroupInfo {
+    pool.group_info(Some(g)).unwrap().remove(0)
+}
+
+/// Wait until the secondary has applied everything the primary wrote and is consistent.
+fn wait_caught_up(p: &Pool, s: &Pool, g: &str) -> GroupInfo {
+    let t0 = Instant::now();
+    loop {
+        let pi = info(p, g);
+        let si = info(s, g);
+        if si.consistent && si.applied == pi.written && pi.acknowledged == pi.written {
+            return si;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "not caught up: primary {pi:?}\nsecondary {si:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn write(pool: &Pool, name: &str, off: u64, len: usize, seed: u64) {
+    let v = pool.volume(name).unwrap();
+    let data: Vec<u8> = (0..len)
+        .map(|i| (seed.wrapping_mul(31) ^ i as u64) as u8 | 1)
+        .collect();
+    pool.write(&v, off, &data).unwrap();
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+#[test]
+fn base_copy_updates_discards_and_group_snapshots_reach_the_secondary() {
+    let st = sites();
+    let (p, s) = (&st.p, &st.s);
+    p.create_volume("a", SIZE, None).unwrap();
+    p.create_volume("b", SIZE, None).unwrap();
+    // Data before the group exists travels as base records.
+    write(p, "a", 0, 300_000, 1);
+    write(p, "b", 2 << 20, 100_000, 2);
+    p.group_create("g", &["a".into(), "b".into()], &st.remote)
+        .unwrap();
+    assert_eq!(info(p, "g").role, "primary");
+    s.group_attach("g", &st.remote).unwrap();
+    let mut rng = Rng(0x9e3779b97f4a7c15);
+    for i in 0..400u64 {
+        let vol = if i % 2 == 0 { "a" } else { "b" };
+        let off = rng.next() % (SIZE - 70_000);
+        let len = 1 + (rng.next() % 70_000) as usize;
+        write(p, vol, off, len, i + 10);
+        if i % 50 == 7 {
+            let v = p.volume(vol).unwrap();
+            p.discard(&v, rng.next() % SIZE, rng.next() % (3 * ES))
+                .unwrap();
+        }
+        if i == 200 {
+            p.group_snapshot("g", "mid").unwrap();
+        }
+    }
+    let si = wait_caught_up(p, s, "g");
+    assert_eq!(si.role, "secondary");
+    assert_eq!(si.state, "consistent");
+    assert!(si.consistent_since.is_some());
+    for v in ["a", "b"] {
+        assert!(image(p, v) == image(s, v), "volume {v} differs");
+        assert!(
+            snap_image(p, v, "mid") == snap_image(s, v, "mid"),
+            "snapshot mid of {v} differs"
+        );
+    }
+    // The secondary's volumes are read-only while attached.
+    let sv = s.volume("a").unwrap();
+    let err = s.write(&sv, 0, b"x").unwrap_err();
+    assert_eq!(err.errno(), libc::EROFS, "{err}");
+    // The primary purges what was acknowledged (after a sync makes the redo floor current).
+    p.sync().unwrap();
+    let t0 = Instant::now();
+    while info(p, "g").journal_bytes > 4096 {
+        assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", info(p, "g"));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Resize travels too; a volume removed from the group becomes writable there.
+    p.resize_volume("b", SIZE * 2).unwrap();
+    write(p, "b", SIZE + 5, 1000, 99);
+    wait_caught_up(p, s, "g");
+    assert_eq!(s.volume("b").unwrap().size(), SIZE * 2);
+    assert!(image(p, "b") == image(s, "b"));
+    p.group_remove_volume("g", "b").unwrap();
+    write(p, "a", 7, 7, 7);
+    wait_caught_up(p, s, "g");
+    let sb = s.volume("b").unwrap();
+    s.write(&sb, 0, b"now writable").unwrap();
+    p.shutdown();
+    s.shutdown();
+}
+
+#[test]
+fn corrupt_segment_is_refused_by_file_and_offset_and_nothing_after_it_applies() {
+    let st = sites();
+    let (p, s) = (&st.p, &st.s);
+    p.create_volume("a", SIZE, None).unwrap();
+    p.group_create("g", &["a".into()], &st.remote).unwrap();
+    for i in 0..20u64 {
+        write(p, "a", i * 4096, 4096, i);
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    // Wait until several segments are published.
+    let dir = st.remote.join("g");
+    let t0 = Instant::now();
+    let segs = loop {
+        let mut segs: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "jseg"))
+            .collect();
+        segs.sort();
+        if segs.len() >= 3 && info(p, "g").shipped == info(p, "g").written {
+            break segs;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let bad = &segs[1];
+    let mut b = std::fs::read(bad).unwrap();
+    b[100] ^= 0x55;
+    std::fs::write(bad, &b).unwrap();
+    let first_bad: u64 = bad.file_stem().unwrap().to_str().unwrap().parse().unwrap();
+    s.group_attach("g", &st.remote).unwrap();
+    let t0 = Instant::now();
+    let si = loop {
+        let si = info(s, "g");
+        if si.last_error.is_some() {
+            break si;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "{si:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let msg = si.last_error.unwrap();
+    assert!(msg.contains(&bad.display().to_string()), "{msg}");
+    assert!(msg.contains("offset 64"), "{msg}");
+    assert_eq!(si.state, "error");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        info(s, "g").applied,
+        first_bad - 1,
+        "applied past the damage"
+    );
+    p.shutdown();
+    s.shutdown();
+}
+
+#[test]
+fn remote_gone_keeps_the_primary_serving_and_shipping_resumes() {
+    let st = sites();
+    let (p, s) = (&st.p, &st.s);
+    p.create_volume("a", SIZE, None).unwrap();
+    p.group_create("g", &["a".into()], &st.remote).unwrap();
+    s.group_attach("g", &st.remote).unwrap();
+    write(p, "a", 0, 8192, 1);
+    wait_caught_up(p, s, "g");
+    let away = st.remote.with_file_name("remote-away");
+    std::fs::rename(&st.remote, &away).unwrap();
+    for i in 0..30u64 {
+        write(p, "a", i * 10_000, 5000, i + 3);
+    }
+    let t0 = Instant::now();
+    let pi = loop {
+        let pi = info(p, "g");
+        if pi.last_error.is_some() {
+            break pi;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "{pi:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(pi.state, "remote-error");
+    assert!(pi.lag_records >= 30, "{pi:?}");
+    assert!(
+        !st.remote.exists(),
+        "the shipper must not recreate a missing remote"
+    );
+    std::fs::rename(&away, &st.remote).unwrap();
+    wait_caught_up(p, s, "g");
+    assert!(image(p, "a") == image(s, "a"));
+    assert!(info(p, "g").last_error.is_none());
+    p.shutdown();
+    s.shutdown();
+}
+
+#[test]
+fn primary_crash_redoes_its_journal_tail_and_the_secondary_converges() {
+    let st = sites();
+    let (p, s) = (st.p.clone(), &st.s);
+    p.create_volume("a", SIZE, None).unwrap();
+    p.create_volume("b", SIZE, None).unwrap();
+    p.group_create("g", &["a".into(), "b".into()], &st.remote)
+        .unwrap();
+    s.group_attach("g", &st.remote).unwrap();
+    for i in 0..100u64 {
+        write(
+            &p,
+            if i % 3 == 0 { "b" } else { "a" },
+            (i * 37_000) % SIZE,
+            9000,
+            i,
+        );
+    }
+    let written = info(&p, "g").written;
+    let (a, b) = (image(&p, "a"), image(&p, "b"));
+    // "Crash": no shutdown, no sync; the workers see the pool gone and stop.
+    drop(p);
+    std::thread::sleep(Duration::from_millis(100));
+    let p = Pool::open(&st.pdir).unwrap();
+    p.start_groups();
+    assert!(image(&p, "a") == a && image(&p, "b") == b);
+    assert_eq!(info(&p, "g").written, written);
+    write(&p, "a", 0, 100, 5);
+    wait_caught_up(&p, s, "g");
+    for v in ["a", "b"] {
+        assert!(image(&p, v) == image(s, v), "{v} differs");
+    }
+    p.shutdown();
+    s.shutdown();
+}
