@@ -144,9 +144,11 @@ fn apply_record(pool: &Pool, g: &Group, rec: &JournalRecord) -> Result<(), Strin
             } else {
                 let vol = match pool.volume(&name) {
                     Some(v) if v.group().is_some_and(|x| x.uid == g.uid) => v,
-                    Some(_) => return Err(format!(
+                    Some(_) => {
+                        return Err(format!(
                         "volume '{name}' already exists in this pool and is not part of the group"
-                    )),
+                    ))
+                    }
                     None => {
                         pool.create_volume(&name, h.length, None)
                             .map_err(|e| e.to_string())?
@@ -173,6 +175,7 @@ fn apply_record(pool: &Pool, g: &Group, rec: &JournalRecord) -> Result<(), Strin
         RecordKind::VolumeResize => {
             let v = need(g, pool, h.volume)?;
             pool.resize(&v, h.length).map_err(|e| e.to_string())?;
+            pool.notify(v.id);
         }
         RecordKind::Write | RecordKind::Base => {
             let v = need(g, pool, h.volume)?;
