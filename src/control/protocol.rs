@@ -114,6 +114,31 @@ pub enum Request {
         #[serde(default)]
         pvol: Option<String>,
     },
+    /// Put `volumes` in a new journal group replicated through `<remote>/<name>/` (this pool
+    /// is the primary). `remote` is an absolute path. Answers `GroupInfo`.
+    GroupCreate {
+        name: String,
+        volumes: Vec<String>,
+        remote: String,
+    },
+    /// Attach this pool as the secondary of the group published in `<remote>/<name>/`
+    /// (`remote` absolute). Answers `GroupInfo`.
+    GroupAttach { name: String, remote: String },
+    /// Add a volume to a group; answers `GroupInfo`.
+    GroupAddVolume { name: String, volume: String },
+    /// Take a volume out of a group; answers `GroupInfo`.
+    GroupRemoveVolume { name: String, volume: String },
+    /// Snapshot every volume of the group at one instant (and mark it in the journal);
+    /// answers `null`.
+    GroupSnapshot { name: String, snapshot: String },
+    /// Stop journaling (primary) or applying (secondary); the volumes stay. Answers `null`.
+    GroupDelete { name: String },
+    /// Groups, all or the named one (not found if it does not exist); answers
+    /// `Vec<GroupInfo>` sorted by name.
+    GroupStatus {
+        #[serde(default)]
+        name: Option<String>,
+    },
 }
 
 /// Everything the daemon answers.

@@ -1,12 +1,14 @@
 //! Control requests → pool operations; the one place pool errors become protocol codes.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::json;
 
-use crate::control::protocol::{ErrorCode, Request, Response};
+use crate::control::protocol::{ErrorCode, GroupInfo, Request, Response};
 use crate::control::server::ControlHandler;
+use crate::names;
 use crate::pool::{Pool, PoolError};
 
 pub struct Handler {
@@ -32,7 +34,51 @@ fn ok<T: Serialize>(v: T, warnings: Vec<String>) -> Result<Response, PoolError> 
     ))
 }
 
+/// A group name as a file name in the remote directory and in the pool.
+fn validate_group(name: &str) -> Result<(), PoolError> {
+    names::validate("group", name).map_err(PoolError::Invalid)
+}
+
+/// The remote directory of a group request: the CLI sends it absolute.
+fn remote_dir(group: &str, remote: &str) -> Result<PathBuf, PoolError> {
+    let path = PathBuf::from(remote);
+    if !path.is_absolute() {
+        return Err(PoolError::Invalid(format!(
+            "remote directory '{remote}' of group '{group}' is not an absolute path"
+        )));
+    }
+    Ok(path)
+}
+
+/// Make sure a failed group operation's message names the group (the code stays).
+fn naming<T>(group: &str, result: Result<T, PoolError>) -> Result<T, PoolError> {
+    let prefix = |msg: String| {
+        if msg.contains(&format!("'{group}'")) {
+            msg
+        } else {
+            format!("group '{group}': {msg}")
+        }
+    };
+    result.map_err(|e| match e {
+        PoolError::Invalid(m) => PoolError::Invalid(prefix(m)),
+        PoolError::NotFound(m) => PoolError::NotFound(prefix(m)),
+        PoolError::Exists(m) => PoolError::Exists(prefix(m)),
+        PoolError::Busy(m) => PoolError::Busy(prefix(m)),
+        PoolError::NoSpace(m) => PoolError::NoSpace(prefix(m)),
+        other => other,
+    })
+}
+
 impl Handler {
+    /// The group called `name`, or not found naming it.
+    fn one_group(&self, name: &str) -> Result<GroupInfo, PoolError> {
+        self.pool
+            .group_info(Some(name))?
+            .into_iter()
+            .find(|g| g.name == name)
+            .ok_or_else(|| PoolError::NotFound(format!("group '{name}' not found")))
+    }
+
     fn dispatch(&self, req: Request) -> Result<Response, PoolError> {
         let p = &self.pool;
         match req {
@@ -128,6 +174,45 @@ impl Handler {
                 ok(json!(null), vec![])
             }
             Request::PairStatus { pvol } => ok(p.pair_infos(pvol.as_deref())?, vec![]),
+            Request::GroupCreate {
+                name,
+                volumes,
+                remote,
+            } => {
+                validate_group(&name)?;
+                if volumes.is_empty() {
+                    return Err(PoolError::Invalid(format!(
+                        "group '{name}' needs at least one volume"
+                    )));
+                }
+                let remote = remote_dir(&name, &remote)?;
+                naming(&name, p.group_create(&name, &volumes, &remote))?;
+                ok(self.one_group(&name)?, vec![])
+            }
+            Request::GroupAttach { name, remote } => {
+                validate_group(&name)?;
+                let remote = remote_dir(&name, &remote)?;
+                naming(&name, p.group_attach(&name, &remote))?;
+                ok(self.one_group(&name)?, vec![])
+            }
+            Request::GroupAddVolume { name, volume } => {
+                naming(&name, p.group_add_volume(&name, &volume))?;
+                ok(self.one_group(&name)?, vec![])
+            }
+            Request::GroupRemoveVolume { name, volume } => {
+                naming(&name, p.group_remove_volume(&name, &volume))?;
+                ok(self.one_group(&name)?, vec![])
+            }
+            Request::GroupSnapshot { name, snapshot } => {
+                naming(&name, p.group_snapshot(&name, &snapshot))?;
+                ok(json!(null), vec![])
+            }
+            Request::GroupDelete { name } => {
+                naming(&name, p.group_delete(&name))?;
+                ok(json!(null), vec![])
+            }
+            Request::GroupStatus { name: None } => ok(p.group_info(None)?, vec![]),
+            Request::GroupStatus { name: Some(name) } => ok(vec![self.one_group(&name)?], vec![]),
             Request::Sync => {
                 p.checkpoint()?;
                 ok(json!(null), vec![])

@@ -1,6 +1,7 @@
 //! The command line: clap definitions of every command, their help texts and parsers.
-//! The pair commands are defined in [`pair`].
+//! The pair commands are defined in [`pair`], the group commands in [`group`].
 
+mod group;
 mod pair;
 
 use std::path::PathBuf;
@@ -9,11 +10,12 @@ use clap::{Args, Parser, Subcommand};
 
 use fusevol::units::parse_size;
 
+pub(crate) use group::GroupCmd;
 pub(crate) use pair::PairCmd;
 
 const AFTER_HELP: &str = "\
 Exit status: 0 ok, 1 the daemon refused the request (or check found problems), 2 usage error, \
-3 cannot reach the daemon, 4 local error, 5 a pair wait timed out, 6 the pair is PSUE. \
+3 cannot reach the daemon, 4 local error, 5 a pair or group wait timed out, 6 the pair is PSUE. \
 See --help for details.";
 
 const AFTER_LONG_HELP: &str = "\
@@ -42,6 +44,13 @@ PAIRS
   `pair resync --wait` show the copy's progress until the pair is PAIR; a steady `pair split`
   waits for the copy inside the daemon, with no answer timeout unless --timeout is given.
 
+GROUPS
+  A journal group replicates its volumes asynchronously to another pool through a remote
+  directory: `group create` on the primary, `group attach` on the secondary. `group status`
+  shows the sequence numbers (written, sealed, shipped, applied, acknowledged), the lag in
+  records, bytes and seconds, the journal's use and whether the secondary image is consistent.
+  `group wait` polls until --applied SEQ, --consistent or --caught-up (exit 5 on timeout).
+
 EXIT STATUS
   0  success
   1  the daemon reported an error (any error code), or `check` found problems, or the pair
@@ -50,7 +59,8 @@ EXIT STATUS
   3  cannot reach the daemon: no control socket, connection refused or lost, timeout,
      unintelligible answer
   4  local error: `init` or `check` could not do their work (pool exists, I/O, not a pool)
-  5  `pair wait` timed out before the pair reached the state
+  5  `pair wait` timed out before the pair reached the state, or `group wait` before the
+     group reached its goal
   6  the pair is PSUE (suspended by an error) while `pair wait` or `--wait` waited for
      another state
 
@@ -69,6 +79,10 @@ EXAMPLES
   fusevol pair status
   fusevol pair resync vm1 --wait # copy only what changed since the split, back to PAIR
   fusevol pair wait vm1 --state PAIR --timeout 3600
+  fusevol group create g1 --volumes vm1,vm2 --remote /mnt/shared/repl   # on the primary
+  fusevol group attach g1 --remote /mnt/shared/repl   # on the secondary's pool
+  fusevol group status g1
+  fusevol group wait g1 --caught-up --timeout 600
   fusevol check /srv/pool        # with fusevold stopped";
 
 /// Manage a fusevol storage pool: arrays, volumes, snapshots and the daemon serving them.
@@ -141,6 +155,12 @@ pub(crate) enum Command {
     /// volume is SMPL.
     #[command(subcommand)]
     Pair(PairCmd),
+    /// Replicate volumes to another pool through a remote directory: journal groups
+    ///
+    /// The primary journals every write to the group's volumes and ships sealed journal
+    /// segments to <DIR>/<GROUP>/; the secondary applies them in order and acknowledges.
+    #[command(subcommand)]
+    Group(GroupCmd),
     /// Write a metadata checkpoint and flush all arrays to stable storage
     Sync,
     /// Check that a fusevold is serving the pool and answering

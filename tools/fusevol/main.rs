@@ -9,6 +9,7 @@
 
 mod cli;
 mod exit;
+mod group;
 mod output;
 mod pair;
 mod pool;
@@ -134,6 +135,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Volume(cmd) => volume::volume(&ctx, cmd),
         Command::Snapshot(cmd) => snapshot::snapshot(&ctx, cmd),
         Command::Pair(cmd) => pair::pair(&ctx, cmd),
+        Command::Group(cmd) => group::group(&ctx, cmd),
         Command::Sync => ctx.request(Request::Sync, |()| println!("synced")),
         Command::Ping => ctx.request(Request::Ping, |info: PoolInfo| {
             println!(

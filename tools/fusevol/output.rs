@@ -95,6 +95,26 @@ pub(crate) fn format_time(epoch_secs: u64) -> String {
     )
 }
 
+/// Seconds since the Unix epoch as a local time: `YYYY-MM-DD HH:MM:SS <zone>` (the system
+/// time zone: TZ or /etc/localtime).
+pub(crate) fn format_local_time(epoch_secs: u64) -> String {
+    format_time_in(epoch_secs, &jiff::tz::TimeZone::system())
+}
+
+/// Seconds since the Unix epoch in the time zone `tz`; falls back to UTC if out of range.
+pub(crate) fn format_time_in(epoch_secs: u64, tz: &jiff::tz::TimeZone) -> String {
+    let ts = i64::try_from(epoch_secs)
+        .ok()
+        .and_then(|s| jiff::Timestamp::from_second(s).ok());
+    match ts {
+        Some(ts) => ts
+            .to_zoned(tz.clone())
+            .strftime("%Y-%m-%d %H:%M:%S %Z")
+            .to_string(),
+        None => format_time(epoch_secs),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,5 +143,25 @@ mod tests {
         assert_eq!(format_time(1_700_000_000), "2023-11-14 22:13:20 UTC");
         assert_eq!(percent(1, 4), "25.0%");
         assert_eq!(percent(1, 0), "-");
+    }
+
+    #[test]
+    fn formats_local_times() {
+        use jiff::tz::{Offset, TimeZone};
+        assert_eq!(
+            format_time_in(1_700_000_000, &TimeZone::UTC),
+            "2023-11-14 22:13:20 UTC"
+        );
+        let plus_two = TimeZone::fixed(Offset::constant(2));
+        assert_eq!(
+            format_time_in(1_700_000_000, &plus_two),
+            "2023-11-15 00:13:20 +02"
+        );
+        // Beyond what a timestamp can hold: UTC as format_time gives it.
+        assert_eq!(
+            format_time_in(u64::MAX, &TimeZone::UTC),
+            format_time(u64::MAX)
+        );
+        assert!(!format_local_time(0).is_empty());
     }
 }

@@ -15,7 +15,7 @@ use crate::output::{print_json, print_warnings, table, L, R};
 use crate::Ctx;
 
 /// How often `pair wait` and `--wait` ask for the pair's state.
-const POLL_INTERVAL: Duration = Duration::from_millis(50);
+pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
 pub(crate) fn pair(ctx: &Ctx, cmd: PairCmd) -> Result<(), Failure> {
     match cmd {

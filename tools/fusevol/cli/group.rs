@@ -1,0 +1,276 @@
+//! The `group` subcommands: journal groups replicated asynchronously through a remote
+//! directory.
+
+use std::path::PathBuf;
+
+use clap::{ArgGroup, Subcommand};
+
+#[derive(Subcommand)]
+pub(crate) enum GroupCmd {
+    /// Put volumes in a new journal group replicated to DIR/GROUP/ (this pool is the primary)
+    Create {
+        /// Name of the new group
+        #[arg(value_name = "GROUP")]
+        name: String,
+        /// The group's volumes, comma-separated (at least one)
+        #[arg(
+            long,
+            value_name = "V1,V2",
+            value_delimiter = ',',
+            required = true,
+            num_args = 1
+        )]
+        volumes: Vec<String>,
+        /// Remote directory the journal is shipped to (relative paths are taken from the
+        /// current directory)
+        #[arg(long, value_name = "DIR")]
+        remote: PathBuf,
+    },
+    /// Attach this pool as the secondary of the group published in DIR/GROUP/ (creates the
+    /// secondary volumes, read-only while applying)
+    Attach {
+        /// Name of the group on the primary
+        #[arg(value_name = "GROUP")]
+        name: String,
+        /// Remote directory the primary ships to (relative paths are taken from the current
+        /// directory)
+        #[arg(long, value_name = "DIR")]
+        remote: PathBuf,
+    },
+    /// Add a volume to a group
+    Add {
+        #[arg(value_name = "GROUP")]
+        name: String,
+        #[arg(value_name = "VOL")]
+        volume: String,
+    },
+    /// Take a volume out of a group (the volume stays)
+    Remove {
+        #[arg(value_name = "GROUP")]
+        name: String,
+        #[arg(value_name = "VOL")]
+        volume: String,
+    },
+    /// Snapshot every volume of the group at one instant (SNAP on each volume)
+    Snapshot {
+        #[arg(value_name = "GROUP")]
+        name: String,
+        /// Name of the snapshot taken of each volume
+        #[arg(value_name = "SNAP")]
+        snapshot: String,
+    },
+    /// Stop journaling (primary) or applying (secondary); the volumes stay, writable
+    Delete {
+        #[arg(value_name = "GROUP")]
+        name: String,
+    },
+    /// Show groups, all or one: role, state, epoch, volumes, remote, sequence numbers
+    /// (written, sealed, shipped, applied, acknowledged), lag, journal use, consistency
+    Status {
+        /// Only this group [default: all groups]
+        #[arg(value_name = "GROUP")]
+        name: Option<String>,
+    },
+    /// Wait until a group has applied SEQ, is consistent, or is caught up (exit 5 on timeout)
+    ///
+    /// A group in an error state is waited for all the same (until the timeout); its last
+    /// error is printed at the end.
+    #[command(group(
+        ArgGroup::new("until")
+            .required(true)
+            .args(["applied", "consistent", "caught_up"])
+    ))]
+    Wait {
+        #[arg(value_name = "GROUP")]
+        name: String,
+        /// Until the applied sequence number is at least SEQ
+        #[arg(long, value_name = "SEQ")]
+        applied: Option<u64>,
+        /// Until the secondary image is consistent
+        #[arg(long)]
+        consistent: bool,
+        /// Until everything written on this side is applied and nothing lags
+        #[arg(long)]
+        caught_up: bool,
+        /// Give up after SECS seconds (exit 5); 0: wait forever [default: wait forever]
+        #[arg(long, value_name = "SECS")]
+        timeout: Option<u64>,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+    use std::path::Path;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
+    #[test]
+    fn parses_group_commands() {
+        match parse(&[
+            "fusevol",
+            "group",
+            "create",
+            "g1",
+            "--volumes",
+            "v1,v2",
+            "--remote",
+            "/r",
+        ])
+        .command
+        {
+            Command::Group(GroupCmd::Create {
+                name,
+                volumes,
+                remote,
+            }) => {
+                assert_eq!(name, "g1");
+                assert_eq!(volumes, vec!["v1", "v2"]);
+                assert_eq!(remote, Path::new("/r"));
+            }
+            _ => panic!("wrong command"),
+        }
+        match parse(&["fusevol", "group", "attach", "g1", "--remote", "rel/dir"]).command {
+            Command::Group(GroupCmd::Attach { name, remote }) => {
+                assert_eq!(name, "g1");
+                assert_eq!(remote, Path::new("rel/dir"));
+            }
+            _ => panic!("wrong command"),
+        }
+        match parse(&["fusevol", "group", "add", "g1", "v3"]).command {
+            Command::Group(GroupCmd::Add { name, volume }) => {
+                assert_eq!((name.as_str(), volume.as_str()), ("g1", "v3"))
+            }
+            _ => panic!("wrong command"),
+        }
+        match parse(&["fusevol", "group", "remove", "g1", "v3"]).command {
+            Command::Group(GroupCmd::Remove { name, volume }) => {
+                assert_eq!((name.as_str(), volume.as_str()), ("g1", "v3"))
+            }
+            _ => panic!("wrong command"),
+        }
+        match parse(&["fusevol", "group", "snapshot", "g1", "s1"]).command {
+            Command::Group(GroupCmd::Snapshot { name, snapshot }) => {
+                assert_eq!((name.as_str(), snapshot.as_str()), ("g1", "s1"))
+            }
+            _ => panic!("wrong command"),
+        }
+        match parse(&["fusevol", "group", "delete", "g1"]).command {
+            Command::Group(GroupCmd::Delete { name }) => assert_eq!(name, "g1"),
+            _ => panic!("wrong command"),
+        }
+        match parse(&["fusevol", "group", "status"]).command {
+            Command::Group(GroupCmd::Status { name }) => assert_eq!(name, None),
+            _ => panic!("wrong command"),
+        }
+        let cli = parse(&["fusevol", "group", "status", "g1", "--json"]);
+        assert!(cli.json);
+        match cli.command {
+            Command::Group(GroupCmd::Status { name }) => assert_eq!(name.as_deref(), Some("g1")),
+            _ => panic!("wrong command"),
+        }
+        let cli = parse(&[
+            "fusevol",
+            "group",
+            "wait",
+            "g1",
+            "--applied",
+            "42",
+            "--timeout",
+            "9",
+        ]);
+        assert_eq!(cli.timeout, Some(9));
+        match cli.command {
+            Command::Group(GroupCmd::Wait {
+                name,
+                applied,
+                consistent,
+                caught_up,
+                timeout,
+            }) => {
+                assert_eq!(name, "g1");
+                assert_eq!(applied, Some(42));
+                assert!(!consistent && !caught_up);
+                assert_eq!(timeout, Some(9));
+            }
+            _ => panic!("wrong command"),
+        }
+        match parse(&["fusevol", "group", "wait", "g1", "--consistent"]).command {
+            Command::Group(GroupCmd::Wait {
+                applied,
+                consistent,
+                caught_up,
+                timeout,
+                ..
+            }) => {
+                assert_eq!((applied, timeout), (None, None));
+                assert!(consistent && !caught_up);
+            }
+            _ => panic!("wrong command"),
+        }
+        match parse(&["fusevol", "group", "wait", "g1", "--caught-up"]).command {
+            Command::Group(GroupCmd::Wait { caught_up, .. }) => assert!(caught_up),
+            _ => panic!("wrong command"),
+        }
+    }
+
+    #[test]
+    fn rejects_bad_group_usage() {
+        for args in [
+            &["fusevol", "group"][..],
+            &["fusevol", "group", "create", "g1", "--volumes", "v1"],
+            &["fusevol", "group", "create", "g1", "--remote", "/r"],
+            &[
+                "fusevol",
+                "group",
+                "create",
+                "--volumes",
+                "v1",
+                "--remote",
+                "/r",
+            ],
+            &["fusevol", "group", "attach", "g1"],
+            &["fusevol", "group", "add", "g1"],
+            &["fusevol", "group", "remove", "g1"],
+            &["fusevol", "group", "snapshot", "g1"],
+            &["fusevol", "group", "delete"],
+            &["fusevol", "group", "status", "g1", "g2"],
+            &["fusevol", "group", "wait", "g1"],
+            &["fusevol", "group", "wait", "g1", "--applied", "x"],
+            &[
+                "fusevol",
+                "group",
+                "wait",
+                "g1",
+                "--applied",
+                "3",
+                "--consistent",
+            ],
+            &[
+                "fusevol",
+                "group",
+                "wait",
+                "g1",
+                "--consistent",
+                "--caught-up",
+            ],
+            &[
+                "fusevol",
+                "group",
+                "wait",
+                "g1",
+                "--consistent",
+                "--timeout",
+                "soon",
+            ],
+            &["fusevol", "group", "frobnicate"],
+        ] {
+            let err = Cli::try_parse_from(args).err().expect("must fail");
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+        }
+    }
+}

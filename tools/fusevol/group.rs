@@ -1,0 +1,521 @@
+//! The `group` commands (journal groups: asynchronous replication through a remote
+//! directory), their status display and `group wait`.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use fusevol::control::{Client, ClientError, GroupInfo, Request};
+use fusevol::names;
+use fusevol::units::format_size;
+
+use crate::cli::GroupCmd;
+use crate::exit::Failure;
+use crate::output::{format_local_time, key_values, print_json, print_warnings};
+use crate::pair::POLL_INTERVAL;
+use crate::Ctx;
+
+pub(crate) fn group(ctx: &Ctx, cmd: GroupCmd) -> Result<(), Failure> {
+    match cmd {
+        GroupCmd::Create {
+            name,
+            volumes,
+            remote,
+        } => {
+            check_name("group", &name, &name)?;
+            check_volumes(&name, &volumes)?;
+            let remote = absolute_remote(&name, &remote)?;
+            ctx.request(
+                Request::GroupCreate {
+                    name,
+                    volumes,
+                    remote,
+                },
+                |g: GroupInfo| {
+                    println!(
+                        "created group {} ({}) with volumes {}, replicating to {}: {}",
+                        g.name,
+                        g.role,
+                        volume_list(&g.volumes),
+                        g.remote,
+                        g.state
+                    )
+                },
+            )
+        }
+        GroupCmd::Attach { name, remote } => {
+            check_name("group", &name, &name)?;
+            let remote = absolute_remote(&name, &remote)?;
+            ctx.request(Request::GroupAttach { name, remote }, |g: GroupInfo| {
+                println!(
+                    "attached to group {} as {} from {}: volumes {}, {}",
+                    g.name,
+                    g.role,
+                    g.remote,
+                    volume_list(&g.volumes),
+                    g.state
+                )
+            })
+        }
+        GroupCmd::Add { name, volume } => {
+            check_name("group", &name, &name)?;
+            check_name("volume", &name, &volume)?;
+            let shown = format!("added volume {volume} to group {name}");
+            ctx.request(
+                Request::GroupAddVolume { name, volume },
+                move |g: GroupInfo| println!("{shown} (volumes: {})", volume_list(&g.volumes)),
+            )
+        }
+        GroupCmd::Remove { name, volume } => {
+            check_name("group", &name, &name)?;
+            check_name("volume", &name, &volume)?;
+            let shown = format!("removed volume {volume} from group {name}");
+            ctx.request(
+                Request::GroupRemoveVolume { name, volume },
+                move |g: GroupInfo| println!("{shown} (volumes: {})", volume_list(&g.volumes)),
+            )
+        }
+        GroupCmd::Snapshot { name, snapshot } => {
+            check_name("group", &name, &name)?;
+            check_name("snapshot", &name, &snapshot)?;
+            let shown =
+                format!("took snapshot {snapshot} of every volume of group {name} at one instant");
+            ctx.request(Request::GroupSnapshot { name, snapshot }, move |()| {
+                println!("{shown}")
+            })
+        }
+        GroupCmd::Delete { name } => {
+            check_name("group", &name, &name)?;
+            let shown = format!("deleted group {name}; its volumes stay, writable");
+            ctx.request(Request::GroupDelete { name }, move |()| println!("{shown}"))
+        }
+        GroupCmd::Status { name } => {
+            if let Some(name) = &name {
+                check_name("group", name, name)?;
+            }
+            ctx.request(Request::GroupStatus { name }, |groups: Vec<GroupInfo>| {
+                if groups.is_empty() {
+                    println!("no groups");
+                } else {
+                    print!("{}", status_text(&groups));
+                }
+            })
+        }
+        GroupCmd::Wait {
+            name,
+            applied,
+            consistent,
+            caught_up,
+            timeout,
+        } => {
+            check_name("group", &name, &name)?;
+            let goal = match (applied, consistent, caught_up) {
+                (Some(seq), _, _) => Goal::Applied(seq),
+                (None, true, _) => Goal::Consistent,
+                (None, false, true) => Goal::CaughtUp,
+                (None, false, false) => {
+                    return Err(Failure::Usage(
+                        "group wait needs --applied SEQ, --consistent or --caught-up".into(),
+                    ))
+                }
+            };
+            // As for `pair wait`: `--timeout` after `wait` is this one; before `group` it is the
+            // global one, which then bounds the wait as well.
+            let limit = timeout.or(ctx.timeout_given).filter(|&secs| secs > 0);
+            group_wait(ctx, &name, goal, limit)
+        }
+    }
+}
+
+/// A name as the daemon will check it, refused here already (exit 2) with the group named.
+fn check_name(kind: &str, group: &str, name: &str) -> Result<(), Failure> {
+    names::validate(kind, name).map_err(|e| {
+        if kind == "group" {
+            Failure::Usage(e)
+        } else {
+            Failure::Usage(format!("group {group}: {e}"))
+        }
+    })
+}
+
+/// `--volumes`: at least one, each a valid name, none twice.
+fn check_volumes(group: &str, volumes: &[String]) -> Result<(), Failure> {
+    if volumes.iter().all(|v| v.is_empty()) {
+        return Err(Failure::Usage(format!(
+            "group {group} needs at least one volume (--volumes V1,V2)"
+        )));
+    }
+    for (i, v) in volumes.iter().enumerate() {
+        check_name("volume", group, v)?;
+        if volumes[..i].contains(v) {
+            return Err(Failure::Usage(format!(
+                "group {group}: volume {v} is listed twice in --volumes"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The remote directory as an absolute path (relative to the current directory), as the
+/// daemon needs it: it does not share the CLI's current directory.
+fn absolute_remote(group: &str, remote: &Path) -> Result<String, Failure> {
+    if remote.as_os_str().is_empty() {
+        return Err(Failure::Usage(format!(
+            "group {group}: the remote directory (--remote) is empty"
+        )));
+    }
+    let abs = std::path::absolute(remote).map_err(|e| {
+        Failure::Usage(format!(
+            "group {group}: cannot make the remote directory {} absolute: {e}",
+            remote.display()
+        ))
+    })?;
+    abs.to_str().map(str::to_string).ok_or_else(|| {
+        Failure::Usage(format!(
+            "group {group}: the remote directory {} is not valid UTF-8",
+            abs.display()
+        ))
+    })
+}
+
+fn volume_list(volumes: &[String]) -> String {
+    if volumes.is_empty() {
+        "-".into()
+    } else {
+        volumes.join(", ")
+    }
+}
+
+/// Every group as a block of `key  value` lines, blocks separated by an empty line.
+fn status_text(groups: &[GroupInfo]) -> String {
+    groups
+        .iter()
+        .map(group_block)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn group_block(g: &GroupInfo) -> String {
+    let mut fields = vec![
+        ("group", g.name.clone()),
+        ("role", g.role.clone()),
+        ("state", g.state.clone()),
+        ("epoch", g.epoch.to_string()),
+        ("volumes", volume_list(&g.volumes)),
+        ("remote", g.remote.clone()),
+        ("written", g.written.to_string()),
+        ("sealed", g.sealed.to_string()),
+        ("shipped", g.shipped.to_string()),
+        ("applied", g.applied.to_string()),
+        ("acknowledged", g.acknowledged.to_string()),
+        ("lag", format_lag(g.lag_records, g.lag_bytes, g.lag_seconds)),
+        (
+            "journal",
+            format_journal(g.journal_bytes, g.journal_limit, g.journal_free),
+        ),
+        (
+            "consistent",
+            format_consistent(g.consistent, g.consistent_since, format_local_time),
+        ),
+    ];
+    if let Some(e) = &g.last_error {
+        fields.push(("last error", e.clone()));
+    }
+    key_values(&fields)
+}
+
+/// `3 records, 1.5 MiB, 0.25 s`
+fn format_lag(records: u64, bytes: u64, seconds: f64) -> String {
+    let plural = if records == 1 { "" } else { "s" };
+    let seconds = if seconds.is_finite() {
+        seconds.max(0.0)
+    } else {
+        0.0
+    };
+    format!(
+        "{records} record{plural}, {}, {seconds:.2} s",
+        format_size(bytes)
+    )
+}
+
+/// `12.0 MiB / 1.0 GiB used, 1012.0 MiB free` (`no limit` when the limit is 0).
+fn format_journal(used: u64, limit: u64, free: u64) -> String {
+    if limit == 0 {
+        return format!("{} used, no limit", format_size(used));
+    }
+    format!(
+        "{} / {} used, {} free",
+        format_size(used),
+        format_size(limit),
+        format_size(free)
+    )
+}
+
+/// `yes, since <local time>`, `yes`, or `no`.
+fn format_consistent(consistent: bool, since: Option<u64>, time: impl Fn(u64) -> String) -> String {
+    match (consistent, since) {
+        (false, _) => "no".into(),
+        (true, None) => "yes".into(),
+        (true, Some(t)) => format!("yes, since {}", time(t)),
+    }
+}
+
+/// What `group wait` waits for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Goal {
+    /// `applied >= SEQ`
+    Applied(u64),
+    /// The secondary image is consistent.
+    Consistent,
+    /// Everything written on this side is applied and nothing lags.
+    CaughtUp,
+}
+
+impl Goal {
+    fn reached(self, g: &GroupInfo) -> bool {
+        match self {
+            Goal::Applied(seq) => g.applied >= seq,
+            Goal::Consistent => g.consistent,
+            Goal::CaughtUp => g.applied == g.written && g.lag_records == 0,
+        }
+    }
+
+    fn describe(self) -> String {
+        match self {
+            Goal::Applied(seq) => format!("apply sequence number {seq}"),
+            Goal::Consistent => "be consistent".into(),
+            Goal::CaughtUp => "catch up".into(),
+        }
+    }
+}
+
+/// Where a group is, for messages: `state replicating, written 9, applied 7, lag 2 records`.
+fn progress(g: &GroupInfo) -> String {
+    format!(
+        "state {}, written {}, applied {}, lag {} record{}, consistent {}",
+        g.state,
+        g.written,
+        g.applied,
+        g.lag_records,
+        if g.lag_records == 1 { "" } else { "s" },
+        if g.consistent { "yes" } else { "no" }
+    )
+}
+
+fn is_error_state(state: &str) -> bool {
+    state == "error" || state.ends_with("-error")
+}
+
+/// `group wait`: poll the group's status until `goal` is reached or the limit passes. An error
+/// state does not end the wait; the last error seen is reported at the end.
+fn group_wait(ctx: &Ctx, name: &str, goal: Goal, limit: Option<u64>) -> Result<(), Failure> {
+    let mut client = ctx.client()?;
+    let start = Instant::now();
+    let deadline = limit.map(|secs| start + Duration::from_secs(secs));
+    let mut last_error: Option<String> = None;
+    loop {
+        let g = fetch_group(&mut client, name)?;
+        if is_error_state(&g.state) {
+            last_error = Some(
+                g.last_error
+                    .clone()
+                    .unwrap_or_else(|| format!("state {} without an error message", g.state)),
+            );
+        }
+        if goal.reached(&g) {
+            if let Some(e) = &last_error {
+                print_warnings(&[format!("group {name} reported an error while waiting: {e}")]);
+            }
+            if ctx.json {
+                print_json(&serde_json::to_value(&g).unwrap_or(Value::Null));
+            } else {
+                println!("group {name} did {}: {}", goal.describe(), progress(&g));
+            }
+            return Ok(());
+        }
+        let now = Instant::now();
+        if let (Some(deadline), Some(secs)) = (deadline, limit) {
+            if now >= deadline {
+                let error = match last_error.or(g.last_error.clone()) {
+                    Some(e) => format!("; last error: {e}"),
+                    None => String::new(),
+                };
+                return Err(Failure::WaitTimeout(format!(
+                    "timed out after {secs} s waiting for group {name} to {} ({}){error}",
+                    goal.describe(),
+                    progress(&g)
+                )));
+            }
+            std::thread::sleep(POLL_INTERVAL.min(deadline - now));
+        } else {
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
+}
+
+/// The status of group `name` (the daemon answers not found for an unknown group).
+fn fetch_group(client: &mut Client, name: &str) -> Result<GroupInfo, ClientError> {
+    let (groups, _warnings) = client.call_ok::<Vec<GroupInfo>>(&Request::GroupStatus {
+        name: Some(name.to_string()),
+    })?;
+    groups.into_iter().find(|g| g.name == name).ok_or_else(|| {
+        ClientError::Daemon(fusevol::control::ErrorBody {
+            code: fusevol::control::ErrorCode::NotFound,
+            message: format!("group '{name}' not found"),
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info() -> GroupInfo {
+        GroupInfo {
+            name: "g1".into(),
+            role: "secondary".into(),
+            state: "consistent".into(),
+            epoch: 2,
+            volumes: vec!["v1".into(), "v2".into()],
+            remote: "/r".into(),
+            written: 10,
+            sealed: 9,
+            shipped: 9,
+            applied: 8,
+            acknowledged: 7,
+            lag_records: 2,
+            lag_bytes: 3 << 19,
+            lag_seconds: 0.254,
+            journal_bytes: 12 << 20,
+            journal_limit: 1 << 30,
+            journal_free: (1 << 30) - (12 << 20),
+            consistent: true,
+            consistent_since: Some(1_700_000_000),
+            last_error: None,
+        }
+    }
+
+    #[test]
+    fn formats_lag_journal_and_consistency() {
+        assert_eq!(format_lag(2, 3 << 19, 0.254), "2 records, 1.5 MiB, 0.25 s");
+        assert_eq!(format_lag(1, 0, 0.0), "1 record, 0 B, 0.00 s");
+        assert_eq!(format_lag(0, 100, 12.345), "0 records, 100 B, 12.35 s");
+        assert_eq!(format_lag(0, 0, f64::NAN), "0 records, 0 B, 0.00 s");
+        assert_eq!(format_lag(0, 0, -1.0), "0 records, 0 B, 0.00 s");
+        assert_eq!(
+            format_journal(12 << 20, 1 << 30, (1 << 30) - (12 << 20)),
+            "12.0 MiB / 1.0 GiB used, 1012.0 MiB free"
+        );
+        assert_eq!(format_journal(0, 0, 0), "0 B used, no limit");
+        let t = |s: u64| format!("T{s}");
+        assert_eq!(format_consistent(false, Some(5), t), "no");
+        assert_eq!(format_consistent(true, None, t), "yes");
+        assert_eq!(format_consistent(true, Some(5), t), "yes, since T5");
+    }
+
+    #[test]
+    fn status_block_lists_every_field() {
+        let mut g = info();
+        let text = group_block(&g);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "group         g1");
+        assert_eq!(lines[4], "volumes       v1, v2");
+        assert_eq!(lines[11], "lag           2 records, 1.5 MiB, 0.25 s");
+        assert!(
+            lines[13].starts_with("consistent    yes, since 2023-11-1"),
+            "{text}"
+        );
+        assert_eq!(lines.len(), 14, "{text}");
+        for key in [
+            "role",
+            "state",
+            "epoch",
+            "remote",
+            "written",
+            "sealed",
+            "shipped",
+            "applied",
+            "acknowledged",
+            "journal",
+        ] {
+            assert!(lines.iter().any(|l| l.starts_with(key)), "{key}: {text}");
+        }
+        g.last_error = Some("segment 7: bad CRC".into());
+        g.consistent = false;
+        g.volumes.clear();
+        let text = group_block(&g);
+        assert!(text.contains("\nvolumes       -\n"), "{text}");
+        assert!(text.contains("\nconsistent    no\n"), "{text}");
+        assert!(
+            text.ends_with("last error    segment 7: bad CRC\n"),
+            "{text}"
+        );
+        let two = status_text(&[info(), info()]);
+        assert_eq!(
+            two,
+            format!("{}\n{}", group_block(&info()), group_block(&info()))
+        );
+    }
+
+    #[test]
+    fn wait_goals() {
+        let g = info();
+        assert!(Goal::Applied(8).reached(&g));
+        assert!(!Goal::Applied(9).reached(&g));
+        assert!(Goal::Consistent.reached(&g));
+        assert!(!Goal::CaughtUp.reached(&g));
+        let done = GroupInfo {
+            applied: 10,
+            lag_records: 0,
+            ..info()
+        };
+        assert!(Goal::CaughtUp.reached(&done));
+        let lagging = GroupInfo {
+            applied: 10,
+            lag_records: 1,
+            ..info()
+        };
+        assert!(!Goal::CaughtUp.reached(&lagging));
+        assert!(is_error_state("error") && is_error_state("remote-error"));
+        assert!(!is_error_state("replicating") && !is_error_state("consistent"));
+        assert_eq!(
+            progress(&g),
+            "state consistent, written 10, applied 8, lag 2 records, consistent yes"
+        );
+    }
+
+    #[test]
+    fn checks_names_and_makes_the_remote_absolute() {
+        assert!(matches!(
+            check_name("group", "../x", "../x"),
+            Err(Failure::Usage(_))
+        ));
+        match check_volumes("g1", &["v1".into(), "../x".into()]) {
+            Err(Failure::Usage(m)) => assert!(m.starts_with("group g1: volume name"), "{m}"),
+            _ => panic!("bad volume name accepted"),
+        }
+        match check_volumes("g1", &["".into()]) {
+            Err(Failure::Usage(m)) => assert!(m.contains("group g1 needs at least one volume")),
+            _ => panic!("empty volume list accepted"),
+        }
+        match check_volumes("g1", &["v1".into(), "v1".into()]) {
+            Err(Failure::Usage(m)) => assert!(m.contains("listed twice"), "{m}"),
+            _ => panic!("duplicate accepted"),
+        }
+        assert!(check_volumes("g1", &["v1".into(), "v2".into()]).is_ok());
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(
+            absolute_remote("g1", Path::new("rel/dir")).ok(),
+            Some(cwd.join("rel/dir").to_str().unwrap().to_string())
+        );
+        assert_eq!(
+            absolute_remote("g1", Path::new("/abs")).ok().as_deref(),
+            Some("/abs")
+        );
+        assert!(matches!(
+            absolute_remote("g1", Path::new("")),
+            Err(Failure::Usage(_))
+        ));
+    }
+}
