@@ -447,3 +447,14 @@ if [ "${BENCH_COPY:-1}" = 1 ] && has_target fusevol; then
     [ -n "$OUT" ] && copy_args+=(--out "${OUT%.md}-copy.md")
     BENCH_FUSEVOL_BIN="${BENCH_FUSEVOL_BIN:-target/release}" bash "$(dirname "$0")/bench-copy.sh" "${copy_args[@]}"
 fi
+
+# ---------------------------------------------------------------- replication
+# Journal on vs off and replication lag (scripts/bench-repl.sh); BENCH_REPL=0 skips.
+if [ "${BENCH_REPL:-1}" = 1 ] && has_target fusevol; then
+    (cleanup) || true
+    trap - EXIT
+    repl_args=()
+    [ "$QUICK" = 1 ] && repl_args+=(--quick)
+    [ -n "$OUT" ] && repl_args+=(--out "${OUT%.md}-repl.md")
+    BENCH_FUSEVOL_BIN="${BENCH_FUSEVOL_BIN:-target/release}" bash "$(dirname "$0")/bench-repl.sh" "${repl_args[@]}"
+fi

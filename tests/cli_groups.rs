@@ -112,19 +112,19 @@ fn group_status_of_no_group_and_of_an_unknown_group() {
 
     let out = p.cli(&["group", "status", "NOPE"]);
     assert_eq!(code(&out), 1, "{}", describe(&out));
-    assert_eq!(text(&out.stderr).trim(), "error: group 'NOPE' not found");
+    assert_eq!(text(&out.stderr).trim(), "error: journal group 'NOPE' does not exist");
 
     let out = p.cli(&["--json", "group", "status", "NOPE"]);
     assert_eq!(code(&out), 1, "{}", describe(&out));
     let v: Value = serde_json::from_slice(&out.stdout).expect("JSON error");
     assert_eq!(v["error"]["code"], "not_found");
-    assert_eq!(v["error"]["message"], "group 'NOPE' not found");
+    assert_eq!(v["error"]["message"], "journal group 'NOPE' does not exist");
 
     // `group wait` on an unknown group fails the same way instead of waiting.
     let out = p.cli(&["group", "wait", "NOPE", "--consistent", "--timeout", "5"]);
     assert_eq!(code(&out), 1, "{}", describe(&out));
     assert!(
-        text(&out.stderr).contains("group 'NOPE' not found"),
+        text(&out.stderr).contains("journal group 'NOPE' does not exist"),
         "{}",
         describe(&out)
     );

@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# scripts/bench-repl.sh — journal groups and replication, measured with two daemons (primary
+# and secondary pools on this machine; the remote directory is a tmpfs standing in for a
+# mounted remote file system):
+#   write throughput of 1 MiB direct writes with journaling on vs off (bar >= 0.8x);
+#   4 KiB random write IOPS (QD1) with journaling on vs off;
+#   replication lag under a steady write load at half of the measured maximum (bar < 1 s,
+#   not growing).
+# Called by scripts/bench.sh (BENCH_REPL=0 skips it); runs on its own too.
+# Usage: scripts/bench-repl.sh [--quick] [--out FILE.md]
+# Environment: BENCH_DIR=/var/tmp, BENCH_FUSEVOL_BIN=target/release
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+QUICK=0
+OUT=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) QUICK=1 ;;
+        --out) OUT=$2; shift ;;
+        -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+        *) echo "bench-repl.sh: unknown argument $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+BIN=${BENCH_FUSEVOL_BIN:-target/release}
+BENCH_DIR=${BENCH_DIR:-/var/tmp}
+[ -x "$BIN/fusevold" ] || cargo build --release --bins
+command -v fio >/dev/null || bash scripts/install-deps.sh
+if [ "$QUICK" = 1 ]; then VOL=2G; RT=5; LAGT=10; else VOL=4G; RT=10; LAGT=30; fi
+
+WORK=$(mktemp -d "$BENCH_DIR/fusevol-bench-repl.XXXXXX")
+PIDS=()
+log() { printf '[bench-repl %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+cleanup() {
+    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do
+        for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$p" 2>/dev/null || true
+    done
+    for m in "$WORK/p/mnt" "$WORK/s/mnt" "$WORK/remote"; do
+        findmnt -rn --mountpoint "$m" >/dev/null 2>&1 && umount -l "$m" || true
+    done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT INT TERM
+
+start() { # site
+    mkdir -p "$WORK/$1"
+    "$BIN/fusevol" init "$WORK/$1/pool" --extent-size 256K --array a0:32G --array a1:32G >/dev/null
+    RUST_LOG=warn "$BIN/fusevold" "$WORK/$1/pool" "$WORK/$1/mnt" >"$WORK/$1/daemon.log" 2>&1 &
+    PIDS+=($!)
+    for _ in $(seq 100); do
+        "$BIN/fusevol" -p "$WORK/$1/pool" ping >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    cat "$WORK/$1/daemon.log" >&2
+    exit 1
+}
+fp() { "$BIN/fusevol" -p "$WORK/p/pool" "$@"; }
+fs() { "$BIN/fusevol" -p "$WORK/s/pool" "$@"; }
+fio_bw() { # file extra... -> MB/s written
+    fio --name=b --filename="$1" --rw=write --bs=1M --direct=1 --ioengine=psync \
+        --output-format=json "${@:2}" 2>/dev/null |
+        python3 -c 'import json,sys; j=json.load(sys.stdin)["jobs"][0]; print(int(j["write"]["bw_bytes"]/1e6))'
+}
+fio_iops() { # file extra...
+    fio --name=b --filename="$1" --rw=randwrite --bs=4k --direct=1 --ioengine=psync \
+        --randrepeat=1 --randseed=7 --output-format=json "${@:2}" 2>/dev/null |
+        python3 -c 'import json,sys; j=json.load(sys.stdin)["jobs"][0]; print(int(j["write"]["iops"]))'
+}
+ratio() { python3 -c "import sys; print('%.2f' % (float(sys.argv[1]) / max(float(sys.argv[2]), 1)))" "$1" "$2"; }
+ROWS=()
+row() { ROWS+=("| $1 | $2 | $3 |"); log "$1: $2 ($3)"; }
+
+mkdir -p "$WORK/remote"
+mount -t tmpfs -o size=16G tmpfs "$WORK/remote"
+start p
+start s
+fp volume create plain --size "$VOL" >/dev/null
+fp volume create jv --size "$VOL" >/dev/null
+# Same starting point for both: every extent allocated (overwrites, no allocation cost).
+for v in plain jv; do fio_bw "$WORK/p/mnt/$v" --size="$VOL" >/dev/null; done
+fp group create g --volumes jv --remote "$WORK/remote" >/dev/null
+fs group attach g --remote "$WORK/remote" >/dev/null
+fp group wait g --consistent --timeout 600 >/dev/null 2>&1 || fs group wait g --consistent --timeout 600 >/dev/null
+
+log "1 MiB direct sequential writes, journal off vs on (secondary applying)"
+off=$(fio_bw "$WORK/p/mnt/plain" --size="$VOL" --time_based --runtime="$RT")
+on=$(fio_bw "$WORK/p/mnt/jv" --size="$VOL" --time_based --runtime="$RT")
+row "1 MiB direct writes, journaling on vs off" "$on MB/s vs $off MB/s: $(ratio "$on" "$off")x" "bar >= 0.8x"
+log "4 KiB random writes QD1, journal off vs on"
+ioff=$(fio_iops "$WORK/p/mnt/plain" --size="$VOL" --time_based --runtime="$RT")
+ion=$(fio_iops "$WORK/p/mnt/jv" --size="$VOL" --time_based --runtime="$RT")
+row "4 KiB random writes QD1, journaling on vs off" "$ion vs $ioff IOPS: $(ratio "$ion" "$ioff")x" "(no bar)"
+fs group wait g --caught-up --timeout 600 >/dev/null || true
+
+half=$((on / 2))
+[ "$half" -ge 1 ] || half=1
+log "lag under a steady load of ${half} MB/s (half of the journaled maximum) for ${LAGT} s"
+fio --name=l --filename="$WORK/p/mnt/jv" --rw=write --bs=1M --direct=1 --ioengine=psync \
+    --size="$VOL" --time_based --runtime="$LAGT" --rate="${half}m" --output-format=terse >/dev/null 2>&1 &
+FIO=$!
+samples=()
+end=$((SECONDS + LAGT))
+while [ $SECONDS -lt $end ]; do
+    samples+=("$(fp group status g --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["lag_seconds"])')")
+    sleep 0.5
+done
+wait $FIO || true
+stats=$(python3 - "${samples[@]}" <<'EOF'
+import sys
+v = [float(x) for x in sys.argv[1:]]
+n = len(v)
+h = n // 2
+a, b = sum(v[:h]) / max(h, 1), sum(v[h:]) / max(n - h, 1)
+print("max %.2f s, mean %.2f s (first half %.2f s, second half %.2f s; %d samples)" % (max(v), sum(v) / n, a, b, n))
+EOF
+)
+row "replication lag at ${half} MB/s steady" "$stats" "bar < 1 s, not growing"
+
+{
+    echo "### Replication ($(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, remote = tmpfs, volume $VOL)"
+    echo
+    echo "| what | result | bar |"
+    echo "|---|---|---|"
+    printf '%s\n' "${ROWS[@]}"
+} | tee ${OUT:+"$OUT"}
