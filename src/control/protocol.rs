@@ -340,3 +340,67 @@ impl Response {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn group_requests_on_the_wire() {
+        for (req, wire) in [
+            (
+                Request::GroupCreate {
+                    name: "g1".into(),
+                    volumes: vec!["v1".into(), "v2".into()],
+                    remote: "/r".into(),
+                },
+                json!({"op":"group_create","name":"g1","volumes":["v1","v2"],"remote":"/r"}),
+            ),
+            (
+                Request::GroupAttach {
+                    name: "g1".into(),
+                    remote: "/r".into(),
+                },
+                json!({"op":"group_attach","name":"g1","remote":"/r"}),
+            ),
+            (
+                Request::GroupAddVolume {
+                    name: "g1".into(),
+                    volume: "v3".into(),
+                },
+                json!({"op":"group_add_volume","name":"g1","volume":"v3"}),
+            ),
+            (
+                Request::GroupRemoveVolume {
+                    name: "g1".into(),
+                    volume: "v3".into(),
+                },
+                json!({"op":"group_remove_volume","name":"g1","volume":"v3"}),
+            ),
+            (
+                Request::GroupSnapshot {
+                    name: "g1".into(),
+                    snapshot: "s1".into(),
+                },
+                json!({"op":"group_snapshot","name":"g1","snapshot":"s1"}),
+            ),
+            (
+                Request::GroupDelete { name: "g1".into() },
+                json!({"op":"group_delete","name":"g1"}),
+            ),
+            (
+                Request::GroupStatus { name: None },
+                json!({"op":"group_status","name":null}),
+            ),
+        ] {
+            assert_eq!(serde_json::to_value(&req).unwrap(), wire);
+            assert_eq!(serde_json::from_value::<Request>(wire).unwrap(), req);
+        }
+        // `name` may be left out of a status request.
+        assert_eq!(
+            serde_json::from_value::<Request>(json!({"op":"group_status"})).unwrap(),
+            Request::GroupStatus { name: None }
+        );
+    }
+}
