@@ -112,7 +112,10 @@ fn group_status_of_no_group_and_of_an_unknown_group() {
 
     let out = p.cli(&["group", "status", "NOPE"]);
     assert_eq!(code(&out), 1, "{}", describe(&out));
-    assert_eq!(text(&out.stderr).trim(), "error: journal group 'NOPE' does not exist");
+    assert_eq!(
+        text(&out.stderr).trim(),
+        "error: journal group 'NOPE' does not exist"
+    );
 
     let out = p.cli(&["--json", "group", "status", "NOPE"]);
     assert_eq!(code(&out), 1, "{}", describe(&out));
