@@ -77,19 +77,23 @@ row() { ROWS+=("| $1 | $2 | $3 |"); log "$1: $2 ($3)"; }
 mkdir -p "$WORK/remote"
 mount -t tmpfs -o size=16G tmpfs "$WORK/remote"
 start p
-start s
 fp volume create plain --size "$VOL" >/dev/null
 fp volume create jv --size "$VOL" >/dev/null
 # Same starting point for both: every extent allocated (overwrites, no allocation cost).
 for v in plain jv; do fio_bw "$WORK/p/mnt/$v" --size="$VOL" >/dev/null; done
 fp group create g --volumes jv --remote "$WORK/remote" >/dev/null
+# The secondary is a second daemon on this machine: it shares the 2 CPUs and the disk, so
+# these ratios are pessimistic for a real second site.
+start s
 fs group attach g --remote "$WORK/remote" >/dev/null
-fp group wait g --consistent --timeout 600 >/dev/null 2>&1 || fs group wait g --consistent --timeout 600 >/dev/null
+fs group wait g --consistent --timeout 600 >/dev/null
+fs group wait g --caught-up --timeout 600 >/dev/null || true
 
 log "1 MiB direct sequential writes, journal off vs on (secondary applying)"
 off=$(fio_bw "$WORK/p/mnt/plain" --size="$VOL" --time_based --runtime="$RT")
 on=$(fio_bw "$WORK/p/mnt/jv" --size="$VOL" --time_based --runtime="$RT")
-row "1 MiB direct writes, journaling on vs off" "$on MB/s vs $off MB/s: $(ratio "$on" "$off")x" "bar >= 0.8x"
+row "1 MiB direct writes, journaling on vs off (secondary applying on the same CPUs)" "$on MB/s vs $off MB/s: $(ratio "$on" "$off")x" "bar >= 0.8x"
+fs group wait g --caught-up --timeout 600 >/dev/null || true
 log "4 KiB random writes QD1, journal off vs on"
 ioff=$(fio_iops "$WORK/p/mnt/plain" --size="$VOL" --time_based --runtime="$RT")
 ion=$(fio_iops "$WORK/p/mnt/jv" --size="$VOL" --time_based --runtime="$RT")

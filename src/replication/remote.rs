@@ -96,10 +96,20 @@ pub fn write_whole(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
 pub fn publish(src: &Path, dir: &Path, name: &str, limit: &mut RateLimit) -> io::Result<u64> {
     let tmp = dir.join(format!(".{name}.tmp"));
     let res = (|| {
+        let total = if limit.bytes_per_sec == 0 {
+            // No limit: an in-kernel copy (copy_file_range), no bytes through user space.
+            let n = fs::copy(src, &tmp)?;
+            File::options().write(true).open(&tmp)?.sync_all()?;
+            fs::rename(&tmp, dir.join(name))?;
+            sync_dir(dir)?;
+            return Ok(n);
+        } else {
+            0u64
+        };
+        let mut total = total;
         let mut input = File::open(src)?;
         let mut out = File::create(&tmp)?;
         let mut buf = vec![0u8; 1 << 20];
-        let mut total = 0u64;
         loop {
             let n = input.read(&mut buf)?;
             if n == 0 {
