@@ -57,7 +57,10 @@ fn num(v: &serde_json::Value, k: &str) -> u64 {
 /// Write `mib` MiB of a pattern seeded by `seed` at `off_mib` (every write must succeed:
 /// the primary keeps serving whatever the remote does).
 fn write_mib(p: &TestPool, vol: &str, off_mib: u64, mib: u64, seed: u8) {
-    let f = std::fs::OpenOptions::new().write(true).open(p.vol(vol)).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(p.vol(vol))
+        .unwrap();
     let mut buf = vec![0u8; 1 << 20];
     for i in 0..mib {
         for (j, b) in buf.iter_mut().enumerate() {
@@ -72,10 +75,16 @@ fn wait_error(p: &TestPool, needle: &str) -> serde_json::Value {
     let t0 = Instant::now();
     loop {
         let st = status(p);
-        if st["last_error"].as_str().is_some_and(|e| e.contains(needle)) {
+        if st["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains(needle))
+        {
             return st;
         }
-        assert!(t0.elapsed() < Duration::from_secs(30), "no '{needle}' error: {st}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "no '{needle}' error: {st}"
+        );
         thread::sleep(Duration::from_millis(50));
     }
 }
@@ -87,7 +96,10 @@ fn converge(p: &TestPool, s: &TestPool, what: &str) {
         if num(&ps, "acknowledged") == num(&ps, "written")
             && num(&ss, "applied") == num(&ps, "written")
         {
-            assert!(ps["last_error"].is_null(), "{what}: primary error stays: {ps}");
+            assert!(
+                ps["last_error"].is_null(),
+                "{what}: primary error stays: {ps}"
+            );
             break;
         }
         assert!(
