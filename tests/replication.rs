@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fusevol::control::GroupInfo;
+use fusevol::control::{GroupInfo, GroupOptions};
 use fusevol::pool::{create_pool, ArraySpec, Pool, PoolSpec};
 
 const ES: u64 = 64 << 10;
@@ -118,7 +118,12 @@ fn base_copy_updates_discards_and_group_snapshots_reach_the_secondary() {
     // Data before the group exists travels as base records.
     write(p, "a", 0, 300_000, 1);
     write(p, "b", 2 << 20, 100_000, 2);
-    p.group_create("g", &["a".into(), "b".into()], &st.remote)
+    let opts = GroupOptions {
+        seal_ms: Some(50),
+        segment_size: Some(256 << 10),
+        ..Default::default()
+    };
+    p.group_create("g", &["a".into(), "b".into()], &st.remote, &opts)
         .unwrap();
     assert_eq!(info(p, "g").role, "primary");
     s.group_attach("g", &st.remote).unwrap();
@@ -179,7 +184,8 @@ fn corrupt_segment_is_refused_by_file_and_offset_and_nothing_after_it_applies() 
     let st = sites();
     let (p, s) = (&st.p, &st.s);
     p.create_volume("a", SIZE, None).unwrap();
-    p.group_create("g", &["a".into()], &st.remote).unwrap();
+    p.group_create("g", &["a".into()], &st.remote, &GroupOptions::default())
+        .unwrap();
     for i in 0..20u64 {
         write(p, "a", i * 4096, 4096, i);
         std::thread::sleep(Duration::from_millis(30));
@@ -234,7 +240,8 @@ fn remote_gone_keeps_the_primary_serving_and_shipping_resumes() {
     let st = sites();
     let (p, s) = (&st.p, &st.s);
     p.create_volume("a", SIZE, None).unwrap();
-    p.group_create("g", &["a".into()], &st.remote).unwrap();
+    p.group_create("g", &["a".into()], &st.remote, &GroupOptions::default())
+        .unwrap();
     s.group_attach("g", &st.remote).unwrap();
     write(p, "a", 0, 8192, 1);
     wait_caught_up(p, s, "g");
@@ -272,8 +279,13 @@ fn primary_crash_redoes_its_journal_tail_and_the_secondary_converges() {
     let (p, s) = (st.p.clone(), &st.s);
     p.create_volume("a", SIZE, None).unwrap();
     p.create_volume("b", SIZE, None).unwrap();
-    p.group_create("g", &["a".into(), "b".into()], &st.remote)
-        .unwrap();
+    p.group_create(
+        "g",
+        &["a".into(), "b".into()],
+        &st.remote,
+        &GroupOptions::default(),
+    )
+    .unwrap();
     s.group_attach("g", &st.remote).unwrap();
     for i in 0..100u64 {
         write(

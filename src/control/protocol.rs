@@ -120,6 +120,9 @@ pub enum Request {
         name: String,
         volumes: Vec<String>,
         remote: String,
+        /// Journal settings; absent fields take the defaults.
+        #[serde(default)]
+        options: GroupOptions,
     },
     /// Attach this pool as the secondary of the group published in `<remote>/<name>/`
     /// (`remote` absolute). Answers `GroupInfo`.
@@ -261,6 +264,23 @@ pub struct PairInfo {
     pub error: Option<String>,
 }
 
+/// Journal settings of a new group (absent: the default).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupOptions {
+    /// Seal a segment at this many bytes (default 16 MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment_size: Option<u64>,
+    /// Seal a non-empty segment this many milliseconds after its first record (default 200).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal_ms: Option<u64>,
+    /// Shipping rate limit, bytes per second (default none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<u64>,
+    /// Journal size limit the status reports use against (default 4 GiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journal_limit: Option<u64>,
+}
+
 /// One journal group (consistency group replicated through a remote directory), as seen
 /// from this side.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -354,8 +374,9 @@ mod tests {
                     name: "g1".into(),
                     volumes: vec!["v1".into(), "v2".into()],
                     remote: "/r".into(),
+                    options: GroupOptions::default(),
                 },
-                json!({"op":"group_create","name":"g1","volumes":["v1","v2"],"remote":"/r"}),
+                json!({"op":"group_create","name":"g1","volumes":["v1","v2"],"remote":"/r","options":{}}),
             ),
             (
                 Request::GroupAttach {

@@ -178,6 +178,7 @@ impl Handler {
                 name,
                 volumes,
                 remote,
+                options,
             } => {
                 validate_group(&name)?;
                 if volumes.is_empty() {
@@ -186,7 +187,7 @@ impl Handler {
                     )));
                 }
                 let remote = remote_dir(&name, &remote)?;
-                naming(&name, p.group_create(&name, &volumes, &remote))?;
+                naming(&name, p.group_create(&name, &volumes, &remote, &options))?;
                 ok(self.one_group(&name)?, vec![])
             }
             Request::GroupAttach { name, remote } => {

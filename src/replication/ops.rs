@@ -8,7 +8,7 @@ use super::apply::{redo, start_applier};
 use super::group::{Group, JOURNALS_DIR, ROLE_PRIMARY, ROLE_SECONDARY};
 use super::remote;
 use super::ship::{start_base_copy, start_shipper};
-use crate::control::GroupInfo;
+use crate::control::{GroupInfo, GroupOptions};
 use crate::format::journal::{JournalRecord, RecordKind};
 use crate::format::{GroupRec, MetaRecord};
 use crate::journal::{now_ns, Journal, JournalConfig};
@@ -72,8 +72,25 @@ impl Pool {
         name: &str,
         volumes: &[String],
         remote_dir: &Path,
+        opts: &GroupOptions,
     ) -> Result<(), PoolError> {
         names::validate("group", name).map_err(PoolError::Invalid)?;
+        let segment_bytes = opts
+            .segment_size
+            .unwrap_or(JournalConfig::default().segment_bytes);
+        if !(64 << 10..=1 << 30).contains(&segment_bytes) {
+            return Err(PoolError::Invalid(format!(
+                "group '{name}': segment size {segment_bytes} is outside 64 KiB–1 GiB"
+            )));
+        }
+        let seal_age_ms = opts
+            .seal_ms
+            .unwrap_or(JournalConfig::default().seal_age.as_millis() as u64);
+        if !(1..=60_000).contains(&seal_age_ms) {
+            return Err(PoolError::Invalid(format!(
+                "group '{name}': seal age {seal_age_ms} ms is outside 1–60000 ms"
+            )));
+        }
         if volumes.is_empty() {
             return Err(PoolError::Invalid(format!(
                 "group '{name}': name at least one volume"
@@ -102,9 +119,10 @@ impl Pool {
             remote: remote_dir.to_string_lossy().into_owned(),
             volumes: vols.iter().map(|v| (v.id, v.id)).collect(),
             base_pending: vols.iter().map(|v| v.id).collect(),
-            segment_bytes: JournalConfig::default().segment_bytes,
-            seal_age_ms: JournalConfig::default().seal_age.as_millis() as u64,
-            journal_limit: DEFAULT_JOURNAL_LIMIT,
+            segment_bytes,
+            seal_age_ms,
+            rate: opts.rate.unwrap_or(0),
+            journal_limit: opts.journal_limit.unwrap_or(DEFAULT_JOURNAL_LIMIT),
             ..Default::default()
         };
         // The manifest first: a secondary can attach as soon as this returns.

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use fusevol::control::{Client, ClientError, GroupInfo, Request};
+use fusevol::control::{Client, ClientError, GroupInfo, GroupOptions, Request};
 use fusevol::names;
 use fusevol::units::format_size;
 
@@ -22,6 +22,10 @@ pub(crate) fn group(ctx: &Ctx, cmd: GroupCmd) -> Result<(), Failure> {
             name,
             volumes,
             remote,
+            segment_size,
+            seal_ms,
+            rate,
+            journal_limit,
         } => {
             check_name("group", &name, &name)?;
             check_volumes(&name, &volumes)?;
@@ -31,6 +35,12 @@ pub(crate) fn group(ctx: &Ctx, cmd: GroupCmd) -> Result<(), Failure> {
                     name,
                     volumes,
                     remote,
+                    options: GroupOptions {
+                        segment_size,
+                        seal_ms,
+                        rate,
+                        journal_limit,
+                    },
                 },
                 |g: GroupInfo| {
                     println!(

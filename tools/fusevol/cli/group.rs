@@ -1,6 +1,7 @@
 //! The `group` subcommands: journal groups replicated asynchronously through a remote
 //! directory.
 
+use fusevol::units::parse_size;
 use std::path::PathBuf;
 
 use clap::{ArgGroup, Subcommand};
@@ -25,6 +26,19 @@ pub(crate) enum GroupCmd {
         /// current directory)
         #[arg(long, value_name = "DIR")]
         remote: PathBuf,
+        /// Seal a journal segment at this size [default: 16M]
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        segment_size: Option<u64>,
+        /// Seal a non-empty segment this many ms after its first record; bounds the lag
+        /// [default: 200]
+        #[arg(long, value_name = "MS")]
+        seal_ms: Option<u64>,
+        /// Shipping rate limit per second, e.g. 50M [default: none]
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        rate: Option<u64>,
+        /// Journal size limit shown in status [default: 4G]
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        journal_limit: Option<u64>,
     },
     /// Attach this pool as the secondary of the group published in DIR/GROUP/ (creates the
     /// secondary volumes, read-only while applying)
@@ -110,6 +124,56 @@ mod tests {
     }
 
     #[test]
+    fn parses_journal_options() {
+        let args = [
+            "fusevol",
+            "group",
+            "create",
+            "g",
+            "--volumes",
+            "a",
+            "--remote",
+            "/r",
+            "--seal-ms",
+            "50",
+            "--rate",
+            "10M",
+            "--segment-size",
+            "4M",
+            "--journal-limit",
+            "1G",
+        ];
+        match parse(&args).command {
+            Command::Group(GroupCmd::Create {
+                segment_size,
+                seal_ms,
+                rate,
+                journal_limit,
+                ..
+            }) => {
+                assert_eq!(seal_ms, Some(50));
+                assert_eq!(rate, Some(10 << 20));
+                assert_eq!(segment_size, Some(4 << 20));
+                assert_eq!(journal_limit, Some(1 << 30));
+            }
+            _ => panic!("wrong command"),
+        }
+        assert!(Cli::try_parse_from([
+            "fusevol",
+            "group",
+            "create",
+            "g",
+            "--volumes",
+            "a",
+            "--remote",
+            "/r",
+            "--rate",
+            "lots"
+        ])
+        .is_err());
+    }
+
+    #[test]
     fn parses_group_commands() {
         match parse(&[
             "fusevol",
@@ -127,6 +191,7 @@ mod tests {
                 name,
                 volumes,
                 remote,
+                ..
             }) => {
                 assert_eq!(name, "g1");
                 assert_eq!(volumes, vec!["v1", "v2"]);
