@@ -15,6 +15,46 @@ use super::{verify_crc, FormatError};
 //  48  zero padding up to 60
 //  60  crc32c     u32   over bytes 0..60
 pub const SEGMENT_HEADER_SIZE: usize = 64;
+
+/// A fixed-size header or file: `magic` (8 bytes), fields, zero padding, CRC32C over the
+/// rest in its last 4 bytes.
+fn seal_fixed(mut buf: Vec<u8>, size: usize) -> Vec<u8> {
+    buf.resize(size - 4, 0);
+    let crc = crc32c::crc32c(&buf);
+    buf.extend_from_slice(&crc.to_le_bytes());
+    buf
+}
+
+/// Check the size, magic, CRC and version of a `seal_fixed` buffer; returns a decoder over
+/// the fields after the version and its reserved word.
+fn open_fixed<'a>(
+    buf: &'a [u8],
+    size: usize,
+    magic: &[u8; 8],
+    version: u32,
+    what: &'static str,
+) -> Result<Dec<'a>, FormatError> {
+    if buf.len() < size {
+        return Err(FormatError::Truncated {
+            what,
+            need: size,
+            have: buf.len(),
+        });
+    }
+    if &buf[..8] != magic {
+        return Err(FormatError::BadMagic { what });
+    }
+    let stored = u32::from_le_bytes(buf[size - 4..size].try_into().unwrap());
+    verify_crc(what, &buf[..size - 4], stored)?;
+    let mut d = Dec::new(&buf[8..size - 4], what);
+    let v = d.u32()?;
+    if v != version {
+        return Err(FormatError::BadVersion { what, version: v });
+    }
+    d.u32()?;
+    Ok(d)
+}
+
 const SEG_MAGIC: &[u8; 8] = b"FVJSEG\0\0";
 const SEG_VERSION: u32 = 1;
 
@@ -36,36 +76,12 @@ impl SegmentHeader {
             .u64(self.epoch)
             .u64(self.first_seq)
             .u64(self.created);
-        let mut buf = e.buf;
-        buf.resize(SEGMENT_HEADER_SIZE - 4, 0);
-        let crc = crc32c::crc32c(&buf);
-        buf.extend_from_slice(&crc.to_le_bytes());
-        buf
+        seal_fixed(e.buf, SEGMENT_HEADER_SIZE)
     }
 
     pub fn decode(buf: &[u8]) -> Result<SegmentHeader, FormatError> {
-        const WHAT: &str = "journal segment header";
-        if buf.len() < SEGMENT_HEADER_SIZE {
-            return Err(FormatError::Truncated {
-                what: WHAT,
-                need: SEGMENT_HEADER_SIZE,
-                have: buf.len(),
-            });
-        }
-        if &buf[..8] != SEG_MAGIC {
-            return Err(FormatError::BadMagic { what: WHAT });
-        }
-        let stored = u32::from_le_bytes(buf[60..64].try_into().unwrap());
-        verify_crc(WHAT, &buf[..60], stored)?;
-        let mut d = Dec::new(&buf[8..60], WHAT);
-        let version = d.u32()?;
-        if version != SEG_VERSION {
-            return Err(FormatError::BadVersion {
-                what: WHAT,
-                version,
-            });
-        }
-        d.u32()?;
+        let what = "journal segment header";
+        let mut d = open_fixed(buf, SEGMENT_HEADER_SIZE, SEG_MAGIC, SEG_VERSION, what)?;
         Ok(SegmentHeader {
             group: d.u64()?,
             epoch: d.u64()?,
@@ -313,36 +329,19 @@ impl Ack {
             .u64(self.applied)
             .u64(self.time)
             .u64(self.acked_at);
-        let mut buf = e.buf;
-        buf.resize(ACK_SIZE - 4, 0);
-        let crc = crc32c::crc32c(&buf);
-        buf.extend_from_slice(&crc.to_le_bytes());
-        buf
+        seal_fixed(e.buf, ACK_SIZE)
     }
 
     pub fn decode(buf: &[u8]) -> Result<Ack, FormatError> {
-        const WHAT: &str = "journal acknowledgement";
+        let what = "journal acknowledgement";
         if buf.len() != ACK_SIZE {
             return Err(FormatError::Truncated {
-                what: WHAT,
+                what,
                 need: ACK_SIZE,
                 have: buf.len(),
             });
         }
-        if &buf[..8] != ACK_MAGIC {
-            return Err(FormatError::BadMagic { what: WHAT });
-        }
-        let stored = u32::from_le_bytes(buf[60..64].try_into().unwrap());
-        verify_crc(WHAT, &buf[..60], stored)?;
-        let mut d = Dec::new(&buf[8..60], WHAT);
-        let version = d.u32()?;
-        if version != 1 {
-            return Err(FormatError::BadVersion {
-                what: WHAT,
-                version,
-            });
-        }
-        d.u32()?;
+        let mut d = open_fixed(buf, ACK_SIZE, ACK_MAGIC, 1, what)?;
         Ok(Ack {
             group: d.u64()?,
             epoch: d.u64()?,
