@@ -183,6 +183,8 @@ pub struct GroupRec {
     /// Shipping rate limit in bytes per second (0: none).
     pub rate: u64,
     pub journal_limit: u64,
+    /// The optional sections (version 4 checkpoints; group records of newer logs).
+    pub ext: super::group::GroupSections,
 }
 
 impl GroupRec {
@@ -208,9 +210,12 @@ impl GroupRec {
             .u64(self.seal_age_ms)
             .u64(self.rate)
             .u64(self.journal_limit);
+        self.ext.encode(e);
     }
 
-    pub(crate) fn decode(d: &mut Dec<'_>) -> Result<GroupRec, FormatError> {
+    /// `sections`: whether the optional sections follow (Some(false) for a version-3
+    /// checkpoint); None: they do iff bytes remain (a metadata log record).
+    pub(crate) fn decode(d: &mut Dec<'_>, sections: Option<bool>) -> Result<GroupRec, FormatError> {
         let uid = d.u64()?;
         let name = d.str()?;
         let role = d.u8()?;
@@ -233,6 +238,13 @@ impl GroupRec {
         for _ in 0..n {
             base_pending.push(d.u64()?);
         }
+        let (consistent_since, segment_bytes, seal_age_ms, rate, journal_limit) =
+            (d.u64()?, d.u64()?, d.u64()?, d.u64()?, d.u64()?);
+        let ext = if sections.unwrap_or(d.remaining() > 0) {
+            super::group::GroupSections::decode(d)?
+        } else {
+            Default::default()
+        };
         Ok(GroupRec {
             uid,
             name,
@@ -244,19 +256,20 @@ impl GroupRec {
             acked,
             synced_time,
             base_pending,
-            consistent_since: d.u64()?,
-            segment_bytes: d.u64()?,
-            seal_age_ms: d.u64()?,
-            rate: d.u64()?,
-            journal_limit: d.u64()?,
+            consistent_since,
+            segment_bytes,
+            seal_age_ms,
+            rate,
+            journal_limit,
+            ext,
         })
     }
 }
 
 // Format: checkpoint file `checkpoint`, written whole (tmp + fsync + rename + fsync dir).
 //   0  magic        8  b"FVCKPT\0\0"
-//   8  version      u32 (3; versions 1 and 2 are read too: they end after the pairs and
-//                   after the partials)
+//   8  version      u32 (4; versions 1, 2 and 3 are read too: they end after the pairs,
+//                   after the partials, and have no group sections)
 //  12  reserved     u32 (0)
 //  16  pool_id      u64
 //  24  epoch        u64
@@ -277,11 +290,12 @@ impl GroupRec {
 //                   name str, role u8, epoch u64, remote str, volumes (u64 n, n × (local u64,
 //                   primary u64)), synced u64, acked u64, synced_time u64, base_pending
 //                   (u64 n, n × u64), consistent_since u64, segment_bytes u64,
-//                   seal_age_ms u64, rate u64, journal_limit u64
+//                   seal_age_ms u64, rate u64, journal_limit u64, then (version 4) the
+//                   sections (format/group/mod.rs)
 //  end crc32c       u32 over every byte before it
 // (str = u16 length + UTF-8 bytes; table = u64 n, then n × (chunk index u64, chunk id u64))
 const MAGIC: &[u8; 8] = b"FVCKPT\0\0";
-const VERSION: u32 = 3;
+const VERSION: u32 = 4;
 const SLOTS: u64 = 512;
 
 fn enc_table(e: &mut Enc, t: &TableRec) {
@@ -496,7 +510,7 @@ impl Checkpoint {
         if version >= 3 {
             let n = d.count(64)?;
             for _ in 0..n {
-                c.groups.push(GroupRec::decode(&mut d)?);
+                c.groups.push(GroupRec::decode(&mut d, Some(version >= 4))?);
             }
         }
         if d.remaining() != 0 {
@@ -583,6 +597,7 @@ mod tests {
                 seal_age_ms: 200,
                 rate: 0,
                 journal_limit: 1 << 30,
+                ext: Default::default(),
             }],
         }
     }
@@ -602,6 +617,34 @@ mod tests {
             assert!(Checkpoint::decode(&c).is_err(), "flip at {i}");
         }
         assert!(Checkpoint::decode(&b[..b.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn group_records_without_sections_still_decode() {
+        let g = GroupRec {
+            uid: 7,
+            name: "g".into(),
+            role: 1,
+            journal_limit: 5,
+            ..Default::default()
+        };
+        let mut e = Enc::new();
+        g.encode(&mut e);
+        let mut sec = Enc::new();
+        g.ext.encode(&mut sec);
+        let legacy = &e.buf[..e.buf.len() - sec.len()];
+        // A metadata log record of the older layout: nothing after the fixed fields.
+        let mut d = Dec::new(legacy, "t");
+        assert_eq!(GroupRec::decode(&mut d, None).unwrap(), g);
+        // A version-3 checkpoint: no sections even though more bytes follow.
+        let mut more = legacy.to_vec();
+        more.extend_from_slice(&[1, 2, 3]);
+        let mut d = Dec::new(&more, "t");
+        assert_eq!(GroupRec::decode(&mut d, Some(false)).unwrap(), g);
+        assert_eq!(d.remaining(), 3);
+        let mut d = Dec::new(&e.buf, "t");
+        assert_eq!(GroupRec::decode(&mut d, None).unwrap(), g);
+        assert_eq!(d.remaining(), 0);
     }
 
     #[test]

@@ -465,7 +465,7 @@ impl MetaRecord {
                 MetaRecord::PairDirty { id, side, regions }
             }
             17 => MetaRecord::PairDelete { id: d.u64()? },
-            18 => MetaRecord::GroupPut(GroupRec::decode(&mut d)?),
+            18 => MetaRecord::GroupPut(GroupRec::decode(&mut d, None)?),
             19 => MetaRecord::GroupDelete { uid: d.u64()? },
             40 => {
                 let volume = d.u64()?;

@@ -6,6 +6,7 @@
 pub mod array_header;
 pub mod checkpoint;
 pub mod codec;
+pub mod group;
 pub mod journal;
 pub mod meta_record;
 
