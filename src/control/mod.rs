@@ -16,8 +16,8 @@ pub mod server;
 
 pub use client::{Client, ClientError, DEFAULT_TIMEOUT};
 pub use protocol::{
-    ArrayInfo, ErrorBody, ErrorCode, GroupInfo, GroupOptions, PairInfo, PoolInfo, Request,
-    Response, SnapshotInfo, VolumeInfo,
+    ArrayInfo, ErrorBody, ErrorCode, GroupInfo, GroupOptions, HandoverReport, PairInfo, PoolInfo,
+    Request, Response, SnapshotInfo, VolumeInfo,
 };
 pub use server::{serve, ControlHandler, ServerHandle, MAX_REQUEST_LINE};
 

@@ -142,6 +142,29 @@ pub enum Request {
         #[serde(default)]
         name: Option<String>,
     },
+    /// On the secondary: become the primary under a new epoch, after applying every complete
+    /// record (or up to the marker `at_marker`). Answers `HandoverReport`.
+    GroupTakeover {
+        name: String,
+        #[serde(default)]
+        at_marker: Option<String>,
+    },
+    /// On an old primary that was taken over: become the secondary of the new epoch with a
+    /// delta. Answers `HandoverReport`.
+    GroupFailback {
+        name: String,
+        #[serde(default)]
+        keep_snapshot: bool,
+    },
+}
+
+/// What a takeover or failback did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HandoverReport {
+    /// The group's status afterwards.
+    pub info: GroupInfo,
+    /// Where it stopped and why, what was asked for, which snapshot holds what.
+    pub detail: String,
 }
 
 /// Everything the daemon answers.
@@ -320,6 +343,20 @@ pub struct GroupInfo {
     /// When the secondary became consistent (seconds since the Unix epoch).
     pub consistent_since: Option<u64>,
     pub last_error: Option<String>,
+    /// This epoch's journal continues after this sequence number (the takeover point; 0 in
+    /// epoch 1).
+    #[serde(default)]
+    pub start_seq: u64,
+    /// Primary: why it refuses to go on (a newer epoch took over); None when it does not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale: Option<String>,
+    /// Secondary made from an old primary: the failback in progress (inconsistent until the
+    /// delta is applied).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failback: Option<String>,
+    /// Bytes of the last failback delta (sent by the primary, received by the secondary).
+    #[serde(default)]
+    pub failback_bytes: u64,
 }
 
 /// Pool summary.
@@ -414,6 +451,20 @@ mod tests {
                 Request::GroupStatus { name: None },
                 json!({"op":"group_status","name":null}),
             ),
+            (
+                Request::GroupTakeover {
+                    name: "g1".into(),
+                    at_marker: Some("m1".into()),
+                },
+                json!({"op":"group_takeover","name":"g1","at_marker":"m1"}),
+            ),
+            (
+                Request::GroupFailback {
+                    name: "g1".into(),
+                    keep_snapshot: true,
+                },
+                json!({"op":"group_failback","name":"g1","keep_snapshot":true}),
+            ),
         ] {
             assert_eq!(serde_json::to_value(&req).unwrap(), wire);
             assert_eq!(serde_json::from_value::<Request>(wire).unwrap(), req);
@@ -422,6 +473,13 @@ mod tests {
         assert_eq!(
             serde_json::from_value::<Request>(json!({"op":"group_status"})).unwrap(),
             Request::GroupStatus { name: None }
+        );
+        assert_eq!(
+            serde_json::from_value::<Request>(json!({"op":"group_takeover","name":"g"})).unwrap(),
+            Request::GroupTakeover {
+                name: "g".into(),
+                at_marker: None
+            }
         );
     }
 }

@@ -212,6 +212,23 @@ impl Handler {
                 naming(&name, p.group_delete(&name))?;
                 ok(json!(null), vec![])
             }
+            Request::GroupTakeover { name, at_marker } => {
+                validate_group(&name)?;
+                ok(
+                    naming(&name, p.group_takeover(&name, at_marker.as_deref()))?,
+                    vec![],
+                )
+            }
+            Request::GroupFailback {
+                name,
+                keep_snapshot,
+            } => {
+                validate_group(&name)?;
+                ok(
+                    naming(&name, p.group_failback(&name, keep_snapshot))?,
+                    vec![],
+                )
+            }
             Request::GroupStatus { name: None } => ok(p.group_info(None)?, vec![]),
             Request::GroupStatus { name: Some(name) } => ok(vec![self.one_group(&name)?], vec![]),
             Request::Sync => {

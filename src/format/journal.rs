@@ -113,6 +113,9 @@ pub enum RecordKind {
     /// Closes a segment: `seq` = the last record's sequence number, `offset` = the number of
     /// records. It has no sequence number of its own.
     Seal = 9,
+    /// The new primary has journaled (as `Base` records before it) every region of the
+    /// failback request of the old primary `offset` (a pool id); `length` = bytes sent.
+    FailbackDone = 12,
 }
 
 impl RecordKind {
@@ -128,6 +131,7 @@ impl RecordKind {
             7 => VolumeRemove,
             8 => Marker,
             9 => Seal,
+            12 => FailbackDone,
             kind => {
                 return Err(FormatError::UnknownType {
                     what: "journal record",
@@ -353,15 +357,18 @@ impl Ack {
 }
 
 // Format: group manifest file `manifest` in the group's remote directory, written whole by
-// the primary (tmp + fsync + rename + fsync dir); the secondary attaches by reading it.
+// the primary (tmp + fsync + rename + fsync dir); the secondary attaches by reading it, and a
+// takeover writes a new one with a higher epoch.
 //   0  magic     8  b"FVJMAN\0\0"
-//   8  version   u32 (1)
+//   8  version   u32 (2; version 1 ends after `name`: start_seq 0, no volumes)
 //  12  reserved  u32
 //  16  group     u64   unique id
 //  24  epoch     u64
 //  32  pool      u64   the primary pool's id
 //  40  created   u64   ns since the Unix epoch
 //  48  name      str   (u16 length + UTF-8)
+//  ..  start_seq u64   the epoch's journal continues after this sequence number (0: epoch 1)
+//  ..  volumes   u64 n, then n × (id u64, name str): the primary's volumes (set at takeover)
 //  ..  crc32c    u32   over every byte before it
 const MAN_MAGIC: &[u8; 8] = b"FVJMAN\0\0";
 
@@ -372,40 +379,154 @@ pub struct Manifest {
     pub pool: u64,
     pub created: u64,
     pub name: String,
+    pub start_seq: u64,
+    pub volumes: Vec<(u64, String)>,
+}
+
+/// Check magic and CRC of a variable-size remote file; returns a decoder after the magic.
+fn open_var<'a>(
+    buf: &'a [u8],
+    magic: &[u8; 8],
+    what: &'static str,
+) -> Result<Dec<'a>, FormatError> {
+    if buf.len() < 12 {
+        return Err(FormatError::Truncated {
+            what,
+            need: 12,
+            have: buf.len(),
+        });
+    }
+    if &buf[..8] != magic {
+        return Err(FormatError::BadMagic { what });
+    }
+    let body = &buf[..buf.len() - 4];
+    let stored = u32::from_le_bytes(buf[buf.len() - 4..].try_into().unwrap());
+    verify_crc(what, body, stored)?;
+    Ok(Dec::new(&body[8..], what))
+}
+
+fn close_var(mut e: Enc) -> Vec<u8> {
+    let crc = crc32c::crc32c(&e.buf);
+    e.u32(crc);
+    e.buf
+}
+
+fn no_trailing(d: &Dec<'_>, what: &'static str) -> Result<(), FormatError> {
+    if d.remaining() != 0 {
+        return Err(FormatError::Invalid {
+            what,
+            detail: format!("{} trailing bytes", d.remaining()),
+        });
+    }
+    Ok(())
 }
 
 impl Manifest {
     pub fn encode(&self) -> Vec<u8> {
         let mut e = Enc::new();
         e.bytes(MAN_MAGIC)
+            .u32(2)
+            .u32(0)
+            .u64(self.group)
+            .u64(self.epoch)
+            .u64(self.pool)
+            .u64(self.created)
+            .str(&self.name)
+            .u64(self.start_seq)
+            .u64(self.volumes.len() as u64);
+        for (id, name) in &self.volumes {
+            e.u64(*id).str(name);
+        }
+        close_var(e)
+    }
+
+    pub fn decode(buf: &[u8]) -> Result<Manifest, FormatError> {
+        const WHAT: &str = "group manifest";
+        let mut d = open_var(buf, MAN_MAGIC, WHAT)?;
+        let version = d.u32()?;
+        if version != 1 && version != 2 {
+            return Err(FormatError::BadVersion {
+                what: WHAT,
+                version,
+            });
+        }
+        d.u32()?;
+        let mut m = Manifest {
+            group: d.u64()?,
+            epoch: d.u64()?,
+            pool: d.u64()?,
+            created: d.u64()?,
+            name: d.str()?,
+            ..Default::default()
+        };
+        if version >= 2 {
+            m.start_seq = d.u64()?;
+            let n = d.count(10)?;
+            for _ in 0..n {
+                m.volumes.push((d.u64()?, d.str()?));
+            }
+        }
+        no_trailing(&d, WHAT)?;
+        Ok(m)
+    }
+}
+
+/// One region of a failback request: `[offset, offset+len)` of the volume `name`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailbackRegion {
+    pub volume: String,
+    pub offset: u64,
+    pub len: u64,
+}
+
+// Format: failback request file `failback.e<EPOCH>` in the group's remote directory, written
+// whole by an old primary that becomes the secondary of epoch EPOCH. It names the regions the
+// old primary wrote after the takeover point; the new primary journals them as `Base`
+// records and then a `FailbackDone` record.
+//   0  magic     8  b"FVJFBR\0\0"
+//   8  version   u32 (1)
+//  12  reserved  u32
+//  16  group     u64
+//  24  epoch     u64   the epoch it asks (the new primary's)
+//  32  pool      u64   the asking (old primary's) pool id
+//  40  created   u64   ns since the Unix epoch
+//  48  regions   u64 n, then n × (volume name str, offset u64, len u64)
+//  ..  crc32c    u32   over every byte before it
+const FBR_MAGIC: &[u8; 8] = b"FVJFBR\0\0";
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FailbackRequest {
+    pub group: u64,
+    pub epoch: u64,
+    pub pool: u64,
+    pub created: u64,
+    pub regions: Vec<FailbackRegion>,
+}
+
+impl FailbackRequest {
+    pub fn file_name(epoch: u64) -> String {
+        format!("failback.e{epoch}")
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut e = Enc::new();
+        e.bytes(FBR_MAGIC)
             .u32(1)
             .u32(0)
             .u64(self.group)
             .u64(self.epoch)
             .u64(self.pool)
             .u64(self.created)
-            .str(&self.name);
-        let crc = crc32c::crc32c(&e.buf);
-        e.u32(crc);
-        e.buf
+            .u64(self.regions.len() as u64);
+        for r in &self.regions {
+            e.str(&r.volume).u64(r.offset).u64(r.len);
+        }
+        close_var(e)
     }
 
-    pub fn decode(buf: &[u8]) -> Result<Manifest, FormatError> {
-        const WHAT: &str = "group manifest";
-        if buf.len() < 12 {
-            return Err(FormatError::Truncated {
-                what: WHAT,
-                need: 12,
-                have: buf.len(),
-            });
-        }
-        if &buf[..8] != MAN_MAGIC {
-            return Err(FormatError::BadMagic { what: WHAT });
-        }
-        let body = &buf[..buf.len() - 4];
-        let stored = u32::from_le_bytes(buf[buf.len() - 4..].try_into().unwrap());
-        verify_crc(WHAT, body, stored)?;
-        let mut d = Dec::new(&body[8..], WHAT);
+    pub fn decode(buf: &[u8]) -> Result<FailbackRequest, FormatError> {
+        const WHAT: &str = "failback request";
+        let mut d = open_var(buf, FBR_MAGIC, WHAT)?;
         let version = d.u32()?;
         if version != 1 {
             return Err(FormatError::BadVersion {
@@ -414,20 +535,23 @@ impl Manifest {
             });
         }
         d.u32()?;
-        let m = Manifest {
+        let mut f = FailbackRequest {
             group: d.u64()?,
             epoch: d.u64()?,
             pool: d.u64()?,
             created: d.u64()?,
-            name: d.str()?,
+            regions: Vec::new(),
         };
-        if d.remaining() != 0 {
-            return Err(FormatError::Invalid {
-                what: WHAT,
-                detail: format!("{} trailing bytes", d.remaining()),
+        let n = d.count(18)?;
+        for _ in 0..n {
+            f.regions.push(FailbackRegion {
+                volume: d.str()?,
+                offset: d.u64()?,
+                len: d.u64()?,
             });
         }
-        Ok(m)
+        no_trailing(&d, WHAT)?;
+        Ok(f)
     }
 }
 
@@ -513,6 +637,8 @@ mod tests {
             pool: 7,
             created: 8,
             name: "db".into(),
+            start_seq: 41,
+            volumes: vec![(3, "va".into()), (9, "vb".into())],
         };
         let hb = h.encode();
         let ab = a.encode();
@@ -535,5 +661,53 @@ mod tests {
             b[i] ^= 1;
             assert!(Manifest::decode(&b).is_err(), "manifest flip {i}");
         }
+    }
+
+    #[test]
+    fn version_1_manifest_still_decodes() {
+        let mut e = Enc::new();
+        e.bytes(MAN_MAGIC)
+            .u32(1)
+            .u32(0)
+            .u64(1)
+            .u64(2)
+            .u64(3)
+            .u64(4)
+            .str("g");
+        let b = close_var(e);
+        let m = Manifest::decode(&b).unwrap();
+        assert_eq!((m.group, m.epoch, m.start_seq), (1, 2, 0));
+        assert!(m.volumes.is_empty());
+    }
+
+    #[test]
+    fn failback_request_roundtrip_and_damage() {
+        let f = FailbackRequest {
+            group: 5,
+            epoch: 3,
+            pool: 11,
+            created: 12,
+            regions: vec![
+                FailbackRegion {
+                    volume: "va".into(),
+                    offset: 65536,
+                    len: 4096,
+                },
+                FailbackRegion {
+                    volume: "vb".into(),
+                    offset: 0,
+                    len: 1 << 20,
+                },
+            ],
+        };
+        let b = f.encode();
+        assert_eq!(FailbackRequest::decode(&b).unwrap(), f);
+        for i in 0..b.len() {
+            let mut x = b.clone();
+            x[i] ^= 0x40;
+            assert!(FailbackRequest::decode(&x).is_err(), "flip {i}");
+        }
+        assert!(FailbackRequest::decode(&b[..b.len() - 5]).is_err());
+        assert_eq!(FailbackRequest::file_name(3), "failback.e3");
     }
 }

@@ -22,7 +22,10 @@ pub(crate) fn start_applier(pool: &Arc<Pool>, g: &Arc<Group>) {
         .name(format!("apply-{}", g.name))
         .spawn(move || loop {
             let Some(pool) = pool.upgrade() else { return };
-            if pool.stopping.load(Ordering::Acquire) || g2.is_gone() {
+            if pool.stopping.load(Ordering::Acquire)
+                || g2.is_gone()
+                || g2.halt.load(Ordering::Acquire)
+            {
                 return;
             }
             let pause = match apply_available(&pool, &g2) {
@@ -41,8 +44,9 @@ pub(crate) fn start_applier(pool: &Arc<Pool>, g: &Arc<Group>) {
 }
 
 /// Apply the next published segment, if it is there. Ok(true): something was applied.
-fn apply_available(pool: &Pool, g: &Group) -> Result<bool, String> {
+pub(crate) fn apply_available(pool: &Pool, g: &Group) -> Result<bool, String> {
     let dir = remote::group_dir(&g.remote, &g.name);
+    super::handover::sweep_other_epochs(&dir, g.rec.lock().epoch)?;
     let list =
         remote::list_published(&dir).map_err(|e| format!("listing {}: {e}", dir.display()))?;
     let (applied, epoch) = {
@@ -50,6 +54,10 @@ fn apply_available(pool: &Pool, g: &Group) -> Result<bool, String> {
         (r.synced, r.epoch)
     };
     let want = applied + 1;
+    let upto = g.rt.lock().apply_upto.unwrap_or(u64::MAX);
+    if want > upto {
+        return Ok(false);
+    }
     {
         let mut rt = g.rt.lock();
         rt.remote_bytes = 0;
@@ -76,18 +84,23 @@ fn apply_available(pool: &Pool, g: &Group) -> Result<bool, String> {
         return Ok(false);
     };
     let seg = read_sealed(&path, (g.uid, epoch)).map_err(|e| e.to_string())?;
-    let last = seg.last_seq().unwrap_or(first);
+    let seg_last = seg.last_seq().unwrap_or(first);
+    let last = seg_last.min(upto);
     {
         let mut rt = g.rt.lock();
-        rt.remote_written = rt.remote_written.max(last);
+        rt.remote_written = rt.remote_written.max(seg_last);
     }
-    if last < want {
+    if seg_last < want {
         // Already applied (re-shipped after a restart): drop it once acknowledged.
         let _ = std::fs::remove_file(&path);
         return Ok(true);
     }
     let mut last_time = 0;
-    for rec in seg.records.iter().filter(|r| r.head.seq >= want) {
+    for rec in seg
+        .records
+        .iter()
+        .filter(|r| r.head.seq >= want && r.head.seq <= upto)
+    {
         if pool.stopping.load(Ordering::Acquire) || g.is_gone() {
             return Ok(false);
         }
@@ -118,7 +131,9 @@ fn apply_available(pool: &Pool, g: &Group) -> Result<bool, String> {
         acked_at: now_ns(),
     };
     remote::write_ack(&dir, &ack).map_err(|e| format!("writing acknowledgement: {e}"))?;
-    let _ = std::fs::remove_file(&path);
+    if last == seg_last {
+        let _ = std::fs::remove_file(&path);
+    }
     g.set_error(None);
     Ok(true)
 }
@@ -216,6 +231,7 @@ fn apply_record(pool: &Pool, g: &Group, rec: &JournalRecord) -> Result<(), Strin
             }
             log::info!("group '{}': snapshot '{name}' taken at its marker", g.name);
         }
+        RecordKind::FailbackDone => super::handover::failback_done(pool, g, rec)?,
         RecordKind::Seal => {}
     }
     Ok(())

@@ -29,6 +29,8 @@ pub struct Runtime {
     pub remote_written: u64,
     pub remote_bytes: u64,
     pub last_error: Option<String>,
+    /// Secondary: apply no record after this one (a takeover at a marker).
+    pub apply_upto: Option<u64>,
 }
 
 pub struct Group {
@@ -47,12 +49,17 @@ pub struct Group {
     inflight: Mutex<BTreeSet<u64>>,
     pub(crate) rt: Mutex<Runtime>,
     pub(crate) gone: AtomicBool,
+    /// The applier thread stops (a takeover applies the rest itself).
+    pub(crate) halt: AtomicBool,
+    /// A newer epoch exists: this primary refuses writes (split-brain protection).
+    pub(crate) stale: AtomicBool,
     pub(crate) worker: Mutex<Option<JoinHandle<()>>>,
     pub(crate) base_worker: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Group {
     pub(crate) fn new(rec: GroupRec, journal: Option<Journal>) -> Group {
+        let stale = rec.ext.handover.stale.is_some();
         Group {
             uid: rec.uid,
             name: rec.name.clone(),
@@ -64,6 +71,8 @@ impl Group {
             inflight: Mutex::new(BTreeSet::new()),
             rt: Mutex::new(Runtime::default()),
             gone: AtomicBool::new(false),
+            halt: AtomicBool::new(false),
+            stale: AtomicBool::new(stale),
             worker: Mutex::new(None),
             base_worker: Mutex::new(None),
         }
@@ -75,6 +84,11 @@ impl Group {
 
     pub(crate) fn is_gone(&self) -> bool {
         self.gone.load(Ordering::Acquire)
+    }
+
+    /// A primary that saw a newer epoch of its group (taken over elsewhere).
+    pub fn is_stale(&self) -> bool {
+        self.stale.load(Ordering::Acquire)
     }
 
     pub(crate) fn journal(&self) -> &Journal {

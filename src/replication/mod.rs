@@ -9,6 +9,7 @@
 
 mod apply;
 pub mod group;
+pub mod handover;
 pub mod ops;
 pub mod remote;
 mod ship;

@@ -32,11 +32,11 @@ fn not_found(name: &str) -> PoolError {
 }
 
 impl Pool {
-    fn journal_dir(&self, name: &str) -> std::path::PathBuf {
+    pub(crate) fn journal_dir(&self, name: &str) -> std::path::PathBuf {
         self.dir.join(JOURNALS_DIR).join(name)
     }
 
-    fn open_journal(&self, rec: &GroupRec) -> Result<Journal, PoolError> {
+    pub(crate) fn open_journal(&self, rec: &GroupRec) -> Result<Journal, PoolError> {
         let cfg = JournalConfig {
             segment_bytes: rec.segment_bytes,
             seal_age: std::time::Duration::from_millis(rec.seal_age_ms),
@@ -132,6 +132,7 @@ impl Pool {
             pool: self.pool_id,
             created: now_ns(),
             name: name.to_string(),
+            ..Default::default()
         };
         remote::ensure_group_dir(remote_dir, name)
             .and_then(|d| remote::write_manifest(&d, &m))
@@ -384,7 +385,9 @@ impl Pool {
             } else {
                 now.saturating_sub(oldest) as f64 / 1e9
             };
-            let state = if rt.last_error.is_some() {
+            let state = if g.is_stale() {
+                "stale"
+            } else if rt.last_error.is_some() {
                 "remote-error"
             } else if !r.base_pending.is_empty() {
                 "initial-copy"
@@ -412,6 +415,18 @@ impl Pool {
                 consistent: r.base_pending.is_empty(),
                 consistent_since: None,
                 last_error: rt.last_error,
+                start_seq: r.ext.handover.start_seq,
+                stale: r.ext.handover.stale.as_ref().map(|s| {
+                    format!(
+                        "taken over: epoch {} belongs to pool {:016x} (from sequence {}); read-only here, run `fusevol group failback {}`",
+                        s.epoch,
+                        s.pool,
+                        s.start_seq + 1,
+                        g.name
+                    )
+                }),
+                failback: None,
+                failback_bytes: r.ext.handover.failback_bytes,
             }
         } else {
             let written = rt.remote_written.max(r.synced);
@@ -426,6 +441,8 @@ impl Pool {
                 "error"
             } else if consistent {
                 "consistent"
+            } else if r.ext.handover.failback.is_some() {
+                "failback"
             } else {
                 "initial-copy"
             };
@@ -450,6 +467,15 @@ impl Pool {
                 consistent,
                 consistent_since: consistent.then_some(r.consistent_since),
                 last_error: rt.last_error,
+                start_seq: r.ext.handover.start_seq,
+                stale: None,
+                failback: r.ext.handover.failback.as_ref().map(|f| {
+                    format!(
+                        "waiting for the delta of {} regions ({} bytes) from the new primary; inconsistent until it is applied; snapshot '{}' holds this site's last image as primary",
+                        f.regions, f.requested, f.snapshot
+                    )
+                }),
+                failback_bytes: r.ext.handover.failback_bytes,
             }
         }
     }

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::format::journal::{Ack, Manifest};
-use crate::journal::SEGMENT_SUFFIX;
 
 pub const MANIFEST_FILE: &str = "manifest";
 pub const ACK_FILE: &str = "ack";
@@ -138,10 +137,8 @@ pub fn list_published(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
         let ent = ent?;
         let name = ent.file_name();
         let name = name.to_string_lossy();
-        if let Some(stem) = name.strip_suffix(SEGMENT_SUFFIX) {
-            if let Ok(first) = stem.parse::<u64>() {
-                out.push((first, ent.path()));
-            }
+        if let Some((first, _epoch)) = super::handover::parse_published(&name) {
+            out.push((first, ent.path()));
         }
     }
     out.sort();
@@ -248,6 +245,7 @@ mod tests {
             pool: 4,
             created: 5,
             name: "g".into(),
+            ..Default::default()
         };
         write_manifest(t.path(), &m).unwrap();
         assert_eq!(read_manifest(t.path()).unwrap(), m);

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::group::Group;
+use super::handover::{self, ManifestWatch};
 use super::remote::{self, RateLimit};
-use crate::format::journal::{Manifest, RecordKind};
+use crate::format::journal::RecordKind;
 use crate::pool::Pool;
 use crate::volume::Volume;
 
@@ -27,7 +28,7 @@ pub(crate) fn start_shipper(pool: &Arc<Pool>, g: &Arc<Group>) {
     let h = std::thread::Builder::new()
         .name(format!("ship-{}", g.name))
         .spawn(move || {
-            let mut manifest_done = false;
+            let mut watch = ManifestWatch::new();
             let mut wait_until = Instant::now();
             let mut last_sync = Instant::now();
             {
@@ -36,14 +37,16 @@ pub(crate) fn start_shipper(pool: &Arc<Pool>, g: &Arc<Group>) {
             }
             loop {
                 let Some(pool) = pool.upgrade() else { return };
-                if stop(&pool, &g2) {
+                if stop(&pool, &g2) || g2.is_stale() {
+                    // A stale primary ships nothing more: its journal after the takeover
+                    // point tells a failback what it changed.
                     return;
                 }
                 if let Err(e) = g2.journal().seal_if_old() {
                     g2.set_error(Some(e.to_string()));
                 }
                 if Instant::now() >= wait_until {
-                    match ship_once(&pool, &g2, &mut manifest_done) {
+                    match ship_once(&pool, &g2, &mut watch) {
                         Ok(()) => g2.set_error(None),
                         Err(e) => {
                             g2.set_error(Some(e));
@@ -75,30 +78,22 @@ pub(crate) fn start_shipper(pool: &Arc<Pool>, g: &Arc<Group>) {
     *g.worker.lock() = Some(h);
 }
 
-fn ship_once(pool: &Pool, g: &Group, manifest_done: &mut bool) -> Result<(), String> {
+fn ship_once(pool: &Pool, g: &Group, watch: &mut ManifestWatch) -> Result<(), String> {
     let dir = remote::ensure_group_dir(&g.remote, &g.name)
         .map_err(|e| format!("remote {}: {e}", g.remote.display()))?;
-    if !*manifest_done || !dir.join(remote::MANIFEST_FILE).exists() {
-        let r = g.rec.lock().clone();
-        let m = Manifest {
-            group: g.uid,
-            epoch: r.epoch,
-            pool: pool.pool_id,
-            created: crate::journal::now_ns(),
-            name: g.name.clone(),
-        };
-        remote::write_manifest(&dir, &m)
-            .map_err(|e| format!("writing manifest in {}: {e}", dir.display()))?;
-        *manifest_done = true;
-    }
-    let rate = g.rec.lock().rate;
+    handover::watch(pool, g, &dir, watch)?;
+    let (rate, epoch) = {
+        let r = g.rec.lock();
+        (r.rate, r.epoch)
+    };
     let shipped = g.rt.lock().shipped;
     let mut limit = RateLimit::new(rate);
     for seg in g.journal().sealed_after(shipped) {
         if pool.stopping.load(Ordering::Acquire) {
             break;
         }
-        remote::publish(&seg.path, &dir, &seg.name, &mut limit).map_err(|e| {
+        let name = handover::published_name(&seg.name, epoch);
+        remote::publish(&seg.path, &dir, &name, &mut limit).map_err(|e| {
             format!(
                 "shipping {} to {}: {e}; the journal keeps it and shipping resumes by itself",
                 seg.name,

@@ -208,6 +208,12 @@ impl Pool {
         Self::refuse_paired(&vol, "resized")?;
         let group = vol.group();
         if let Some(g) = &group {
+            if g.is_stale() {
+                return Err(PoolError::Busy(format!(
+                    "volume '{name}' is in journal group '{}', which was taken over by another site; it is read-only here",
+                    g.name
+                )));
+            }
             if !g.is_primary() {
                 return Err(PoolError::Busy(format!(
                     "volume '{name}' is the secondary of journal group '{}'; it is resized by the primary",

@@ -506,6 +506,15 @@ impl Pool {
 
     /// A secondary's volumes change only through the applier.
     fn refuse_replica(vol: &Volume, g: &crate::replication::group::Group) -> Result<(), IoError> {
+        if g.is_primary() && g.is_stale() {
+            return Err(IoError::ReadOnly {
+                volume: vol.name.clone(),
+                why: format!(
+                    "journal group '{}' was taken over by another site (a newer epoch); run `fusevol group failback {}` to make this site its secondary",
+                    g.name, g.name
+                ),
+            });
+        }
         if g.is_primary() {
             return Ok(());
         }

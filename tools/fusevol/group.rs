@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use fusevol::control::{Client, ClientError, GroupInfo, GroupOptions, Request};
+use fusevol::control::{Client, ClientError, GroupInfo, GroupOptions, HandoverReport, Request};
 use fusevol::names;
 use fusevol::units::format_size;
 
@@ -94,6 +94,43 @@ pub(crate) fn group(ctx: &Ctx, cmd: GroupCmd) -> Result<(), Failure> {
             ctx.request(Request::GroupSnapshot { name, snapshot }, move |()| {
                 println!("{shown}")
             })
+        }
+        GroupCmd::Takeover { name, at_marker } => {
+            check_name("group", &name, &name)?;
+            if let Some(m) = &at_marker {
+                check_name("snapshot", &name, m)?;
+            }
+            ctx.request(
+                Request::GroupTakeover { name, at_marker },
+                |r: HandoverReport| {
+                    println!(
+                        "took over group {} at sequence {}: this site is the primary of epoch {}, volumes {} writable; {}",
+                        r.info.name,
+                        r.info.start_seq,
+                        r.info.epoch,
+                        volume_list(&r.info.volumes),
+                        r.detail
+                    )
+                },
+            )
+        }
+        GroupCmd::Failback {
+            name,
+            keep_snapshot,
+        } => {
+            check_name("group", &name, &name)?;
+            ctx.request(
+                Request::GroupFailback {
+                    name,
+                    keep_snapshot,
+                },
+                |r: HandoverReport| {
+                    println!(
+                        "group {} is now the secondary of epoch {} from sequence {}: {}",
+                        r.info.name, r.info.epoch, r.info.start_seq, r.detail
+                    )
+                },
+            )
         }
         GroupCmd::Delete { name } => {
             check_name("group", &name, &name)?;
@@ -229,6 +266,18 @@ fn group_block(g: &GroupInfo) -> String {
             format_consistent(g.consistent, g.consistent_since, format_local_time),
         ),
     ];
+    if g.start_seq > 0 {
+        fields.push(("epoch starts after", g.start_seq.to_string()));
+    }
+    if let Some(s) = &g.stale {
+        fields.push(("stale", s.clone()));
+    }
+    if let Some(f) = &g.failback {
+        fields.push(("failback", f.clone()));
+    }
+    if g.failback_bytes > 0 {
+        fields.push(("last failback delta", format_size(g.failback_bytes)));
+    }
     if let Some(e) = &g.last_error {
         fields.push(("last error", e.clone()));
     }
@@ -403,6 +452,10 @@ mod tests {
             consistent: true,
             consistent_since: Some(1_700_000_000),
             last_error: None,
+            start_seq: 0,
+            stale: None,
+            failback: None,
+            failback_bytes: 0,
         }
     }
 

@@ -73,6 +73,31 @@ pub(crate) enum GroupCmd {
         #[arg(value_name = "SNAP")]
         snapshot: String,
     },
+    /// On the secondary: become the primary under a new epoch (disaster or planned switch)
+    ///
+    /// Applies every complete record in the remote directory (or stops at a group snapshot's
+    /// marker), makes the volumes writable, journals new writes under a new epoch and records
+    /// the epoch in the remote directory; the old primary then refuses to go on.
+    Takeover {
+        #[arg(value_name = "GROUP")]
+        name: String,
+        /// Apply up to and including the marker of this group snapshot, nothing after it
+        #[arg(long, value_name = "SNAP")]
+        at_marker: Option<String>,
+    },
+    /// On an old primary that was taken over: become the new primary's secondary with a delta
+    ///
+    /// Asks the new primary for the regions this site wrote after the takeover point (known
+    /// from its own journal), snapshots its volumes (failback-e<EPOCH>) until that delta is
+    /// applied, and applies the new primary's journal from the takeover point.
+    Failback {
+        #[arg(value_name = "GROUP")]
+        name: String,
+        /// Keep the failback-e<EPOCH> snapshots (this site's last image as primary) after the
+        /// delta is applied
+        #[arg(long)]
+        keep_snapshot: bool,
+    },
     /// Stop journaling (primary) or applying (secondary); the volumes stay, writable
     Delete {
         #[arg(value_name = "GROUP")]

@@ -1,0 +1,769 @@
+//! Moving the primary role of a journal group between sites: epochs in the remote
+//! directory, takeover at the secondary, split-brain refusal at an old primary, and failback
+//! (the old primary becomes the new secondary with a delta, not a full copy).
+//!
+//! The remote directory's `manifest` names the group's current epoch, the pool that is its
+//! primary, and the sequence number the epoch's journal continues after. A takeover writes
+//! a manifest with a higher epoch; a primary that reads a higher epoch than its own stops
+//! (read-only volumes, no shipping). Segments of epoch 2 and later are published as
+//! `<first>.e<epoch>.jseg`, so two epochs never share a file name; an applier moves
+//! segments of older epochs aside into `stale/`.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::apply::{apply_available, start_applier};
+use super::group::{Group, ROLE_PRIMARY, ROLE_SECONDARY};
+use super::remote;
+use super::ship::start_shipper;
+use crate::control::protocol::HandoverReport;
+use crate::format::group::handover::{FailbackRec, StaleRec};
+use crate::format::group::HandoverRec;
+use crate::format::journal::{
+    FailbackRegion, FailbackRequest, JournalRecord, Manifest, RecordKind,
+};
+use crate::format::{GroupRec, MetaRecord};
+use crate::journal::{now_ns, read_sealed, JournalConfig, SEGMENT_SUFFIX};
+use crate::pool::{Pool, PoolError};
+
+/// Where an applier puts segments of older epochs.
+pub const STALE_DIR: &str = "stale";
+/// How often a primary reads the manifest (split-brain check) and looks for a failback
+/// request.
+const WATCH_EVERY: Duration = Duration::from_secs(1);
+
+/// The name a local segment (`<first>.jseg`) is published under in epoch `epoch`.
+pub(crate) fn published_name(local: &str, epoch: u64) -> String {
+    match (epoch, local.strip_suffix(SEGMENT_SUFFIX)) {
+        (1, _) | (_, None) => local.to_string(),
+        (e, Some(stem)) => format!("{stem}.e{e}{SEGMENT_SUFFIX}"),
+    }
+}
+
+/// (first sequence number, epoch) of a published segment's file name.
+pub(crate) fn parse_published(name: &str) -> Option<(u64, u64)> {
+    let stem = name.strip_suffix(SEGMENT_SUFFIX)?;
+    match stem.split_once(".e") {
+        None => Some((stem.parse().ok()?, 1)),
+        Some((first, epoch)) => Some((first.parse().ok()?, epoch.parse().ok()?)),
+    }
+}
+
+/// Before applying: move published segments of older epochs into `stale/` (an old primary
+/// may have published after the takeover), and refuse to go on when a newer epoch is here.
+pub(crate) fn sweep_other_epochs(dir: &Path, epoch: u64) -> Result<(), String> {
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("listing {}: {e}", dir.display())),
+    };
+    for ent in rd.flatten() {
+        let name = ent.file_name().to_string_lossy().into_owned();
+        let Some((_, e)) = parse_published(&name) else {
+            continue;
+        };
+        if e > epoch {
+            return Err(format!(
+                "{}: a segment of the newer epoch {e} (this site applies epoch {epoch}); the group was taken over elsewhere, nothing more is applied",
+                ent.path().display()
+            ));
+        }
+        if e < epoch {
+            let stale = dir.join(STALE_DIR);
+            std::fs::create_dir_all(&stale)
+                .and_then(|_| std::fs::rename(ent.path(), stale.join(&name)))
+                .map_err(|err| {
+                    format!(
+                        "moving {} of the older epoch {e} aside: {err}",
+                        ent.path().display()
+                    )
+                })?;
+            log::warn!(
+                "{}: a segment of the older epoch {e} moved to {}/ unapplied",
+                ent.path().display(),
+                STALE_DIR
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The shipper's view of the manifest: read every second, written when ours is not there.
+pub(crate) struct ManifestWatch {
+    next: Instant,
+    written: bool,
+}
+
+impl ManifestWatch {
+    pub(crate) fn new() -> ManifestWatch {
+        ManifestWatch {
+            next: Instant::now(),
+            written: false,
+        }
+    }
+}
+
+fn our_manifest(pool: &Pool, g: &Group) -> Manifest {
+    let r = g.rec.lock().clone();
+    let mut volumes: Vec<(u64, String)> = r
+        .volumes
+        .iter()
+        .filter_map(|(l, _)| pool.volume_by_id(*l).map(|v| (v.id, v.name.clone())))
+        .collect();
+    volumes.sort();
+    Manifest {
+        group: g.uid,
+        epoch: r.epoch,
+        pool: pool.pool_id,
+        created: now_ns(),
+        name: g.name.clone(),
+        start_seq: r.ext.handover.start_seq,
+        volumes,
+    }
+}
+
+/// Primary, before shipping: make sure the remote directory names this site's epoch; a
+/// newer epoch there makes this primary stale (an error: nothing is shipped any more).
+/// Also serves a failback request of the old primary when one is waiting.
+pub(crate) fn watch(
+    pool: &Pool,
+    g: &Group,
+    dir: &Path,
+    w: &mut ManifestWatch,
+) -> Result<(), String> {
+    if w.written && Instant::now() < w.next {
+        return Ok(());
+    }
+    w.next = Instant::now() + WATCH_EVERY;
+    let epoch = g.rec.lock().epoch;
+    let write = match remote::read_manifest(dir) {
+        Ok(m) if m.group != g.uid => {
+            return Err(format!(
+                "{} belongs to another group of that name (id {:016x}); not shipping there",
+                dir.display(),
+                m.group
+            ))
+        }
+        Ok(m) if m.epoch > epoch => {
+            mark_stale(pool, g, &m);
+            return Err(stale_message(&g.name, &m));
+        }
+        Ok(m) if m.epoch == epoch && m.pool != pool.pool_id => {
+            return Err(format!(
+                "{}: pool {:016x} is the primary of epoch {epoch} too; not shipping",
+                dir.display(),
+                m.pool
+            ))
+        }
+        Ok(m) => m.epoch < epoch,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => true,
+        Err(e) => return Err(format!("reading the manifest: {e}")),
+    };
+    if write {
+        remote::write_manifest(dir, &our_manifest(pool, g))
+            .map_err(|e| format!("writing the manifest in {}: {e}", dir.display()))?;
+        log::info!(
+            "group '{}': epoch {epoch} published in {}",
+            g.name,
+            dir.display()
+        );
+    }
+    w.written = true;
+    serve_failback(pool, g, dir)
+}
+
+fn stale_message(name: &str, m: &Manifest) -> String {
+    format!(
+        "taken over: epoch {} of group '{name}' belongs to pool {:016x} (its journal continues after sequence {}); this site refuses to go on as primary, its volumes are read-only; `fusevol group failback {name}` makes it the secondary",
+        m.epoch, m.pool, m.start_seq
+    )
+}
+
+fn mark_stale(pool: &Pool, g: &Group, m: &Manifest) {
+    {
+        let mut r = g.rec.lock();
+        if r.ext.handover.stale.is_some() {
+            return;
+        }
+        r.ext.handover.stale = Some(StaleRec {
+            epoch: m.epoch,
+            start_seq: m.start_seq,
+            pool: m.pool,
+        });
+    }
+    g.stale.store(true, Ordering::Release);
+    if let Err(e) = pool.put_group(g) {
+        log::error!("group '{}': recording the newer epoch: {e}", g.name);
+    }
+    log::error!("group '{}': {}", g.name, stale_message(&g.name, m));
+}
+
+/// Primary: journal, as `Base` records, every region a failback request asks for, then a
+/// `FailbackDone` record; each region extent by extent under its stripe lock (a host write
+/// to it is wholly before or after the copy).
+fn serve_failback(pool: &Pool, g: &Group, dir: &Path) -> Result<(), String> {
+    let epoch = g.rec.lock().epoch;
+    let path = dir.join(FailbackRequest::file_name(epoch));
+    let req = match std::fs::read(&path) {
+        Ok(b) => FailbackRequest::decode(&b).map_err(|e| format!("{}: {e}", path.display()))?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("reading {}: {e}", path.display())),
+    };
+    if req.group != g.uid
+        || req.epoch != epoch
+        || req.created == g.rec.lock().ext.handover.served_created
+    {
+        return Ok(());
+    }
+    let es = pool.extent_size;
+    let mut sent = 0u64;
+    let mut buf = vec![0u8; es as usize];
+    for r in &req.regions {
+        let Some(vol) = pool
+            .volume(&r.volume)
+            .filter(|v| v.group().is_some_and(|x| x.uid == g.uid))
+        else {
+            log::warn!(
+                "group '{}': failback region of unknown volume '{}' skipped",
+                g.name,
+                r.volume
+            );
+            continue;
+        };
+        let end = r.offset.saturating_add(r.len).min(vol.size());
+        let mut pos = r.offset;
+        while pos < end {
+            let lext = pos / es;
+            let n = ((lext + 1) * es).min(end) - pos;
+            let _st = g.lock_range(lext, lext);
+            pool.read_plain(&vol, pos, &mut buf[..n as usize])
+                .map_err(|e| format!("failback copy: {e}"))?;
+            g.journal()
+                .append(RecordKind::Base, vol.id, pos, n, &buf[..n as usize])
+                .map_err(|e| format!("failback copy: {e}"))?;
+            sent += n;
+            pos += n;
+        }
+    }
+    g.journal()
+        .append(RecordKind::FailbackDone, 0, req.pool, sent, &[])
+        .map_err(|e| format!("failback copy: {e}"))?;
+    {
+        let mut r = g.rec.lock();
+        r.ext.handover.served_created = req.created;
+        r.ext.handover.failback_bytes = sent;
+    }
+    pool.put_group(g).map_err(|e| e.to_string())?;
+    log::info!(
+        "group '{}': failback delta for pool {:016x} journaled: {} regions, {sent} bytes",
+        g.name,
+        req.pool,
+        req.regions.len()
+    );
+    Ok(())
+}
+
+/// Secondary: the delta asked for by this site's failback is complete.
+pub(crate) fn failback_done(pool: &Pool, g: &Group, rec: &JournalRecord) -> Result<(), String> {
+    if rec.head.offset != pool.pool_id {
+        return Ok(());
+    }
+    let done = {
+        let mut r = g.rec.lock();
+        let f = r.ext.handover.failback.take();
+        r.ext.handover.failback_bytes = rec.head.length;
+        if f.is_some() {
+            r.consistent_since = now_ns() / 1_000_000_000;
+        }
+        f
+    };
+    pool.put_group(g).map_err(|e| e.to_string())?;
+    let Some(f) = done else { return Ok(()) };
+    log::info!(
+        "group '{}': failback complete at sequence {} ({} bytes of delta); consistent",
+        g.name,
+        rec.head.seq,
+        rec.head.length
+    );
+    if !f.keep {
+        let vols: Vec<u64> = g.rec.lock().volumes.iter().map(|(l, _)| *l).collect();
+        for id in vols {
+            let Some(v) = pool.volume_by_id(id) else {
+                continue;
+            };
+            let snap = pool.snapshots.read().get(v.id, &f.snapshot).cloned();
+            if let Some(s) = snap {
+                let mut log = pool.meta.lock();
+                pool.delete_snapshot_logged(&mut log, &s)
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Regions of `[offset, offset+len)` per volume id, merged.
+#[derive(Default)]
+struct Regions(BTreeMap<u64, Vec<(u64, u64)>>);
+
+impl Regions {
+    fn add(&mut self, vol: u64, off: u64, len: u64) {
+        if len > 0 {
+            self.0
+                .entry(vol)
+                .or_default()
+                .push((off, off.saturating_add(len)));
+        }
+    }
+
+    /// Merged (volume id, offset, len), overlapping and touching ranges joined.
+    fn merged(mut self) -> Vec<(u64, u64, u64)> {
+        let mut out = Vec::new();
+        for (vol, rs) in self.0.iter_mut() {
+            rs.sort_unstable();
+            let mut cur: Option<(u64, u64)> = None;
+            for &(a, b) in rs.iter() {
+                cur = match cur {
+                    Some((ca, cb)) if a <= cb => Some((ca, cb.max(b))),
+                    Some((ca, cb)) => {
+                        out.push((*vol, ca, cb - ca));
+                        Some((a, b))
+                    }
+                    None => Some((a, b)),
+                };
+            }
+            if let Some((a, b)) = cur {
+                out.push((*vol, a, b - a));
+            }
+        }
+        out
+    }
+}
+
+impl Pool {
+    fn group_named(&self, name: &str) -> Result<Arc<Group>, PoolError> {
+        self.group_by_name(name)
+            .ok_or_else(|| PoolError::NotFound(format!("journal group '{name}' does not exist")))
+    }
+
+    /// Replace a group's run-time object (its role changed): the old one's workers are
+    /// stopped, the volumes point at the new one (each under its exclusive io lock, so no
+    /// write is half on either side).
+    fn swap_group(&self, old: &Group, new: &Arc<Group>, keep: &[u64]) {
+        old.gone.store(true, Ordering::Release);
+        for h in [old.worker.lock().take(), old.base_worker.lock().take()]
+            .into_iter()
+            .flatten()
+        {
+            let _ = h.join();
+        }
+        self.groups.write().insert(new.uid, new.clone());
+        for v in self.volume_list() {
+            if v.group().is_some_and(|x| x.uid == old.uid) {
+                let _io = v.io_lock.write();
+                *v.group.write() = keep.contains(&v.id).then(|| new.clone());
+            }
+        }
+    }
+
+    /// Make the secondary of `name` its primary under a new epoch: apply every complete
+    /// record in the remote directory (or up to the marker `at_marker`), make the volumes
+    /// writable, start a journal that continues the sequence numbers, and publish the new
+    /// epoch in the remote directory (later, by the shipper, when it is not reachable now).
+    pub fn group_takeover(
+        self: &Arc<Self>,
+        name: &str,
+        at_marker: Option<&str>,
+    ) -> Result<HandoverReport, PoolError> {
+        let g = self.group_named(name)?;
+        if g.is_primary() {
+            return Err(PoolError::Invalid(format!(
+                "journal group '{name}' is already the primary here"
+            )));
+        }
+        {
+            let r = g.rec.lock();
+            if r.consistent_since == 0 || !r.base_pending.is_empty() {
+                return Err(PoolError::Busy(format!(
+                    "the secondary of journal group '{name}' is not consistent yet ({}); its volumes are no usable image to take over",
+                    if r.ext.handover.failback.is_some() {
+                        "the failback delta is not in"
+                    } else {
+                        "the initial copy is not complete"
+                    }
+                )));
+            }
+        }
+        // Stop the applier; this thread applies what is left.
+        g.halt.store(true, Ordering::Release);
+        if let Some(h) = g.worker.lock().take() {
+            let _ = h.join();
+        }
+        let restart = |e: PoolError| {
+            g.rt.lock().apply_upto = None;
+            g.halt.store(false, Ordering::Release);
+            start_applier(self, &g);
+            e
+        };
+        let dir = remote::group_dir(&g.remote, name);
+        let mut detail = String::new();
+        let marker_seq = match at_marker {
+            Some(marker) => {
+                let seq = find_marker(self, &g, &dir, marker).map_err(restart)?;
+                g.rt.lock().apply_upto = Some(seq);
+                Some(seq)
+            }
+            None => None,
+        };
+        let stopped = loop {
+            match apply_available(self, &g) {
+                Ok(true) => continue,
+                Ok(false) => break None,
+                Err(e) => break Some(e),
+            }
+        };
+        g.rt.lock().apply_upto = None;
+        let applied = g.rec.lock().synced;
+        if let (Some(marker), Some(seq)) = (at_marker, marker_seq) {
+            if applied != seq {
+                return Err(restart(PoolError::Invalid(format!(
+                    "group '{name}': could not apply up to marker '{marker}' (applied up to sequence {applied}{})",
+                    stopped.map(|e| format!(": {e}")).unwrap_or_default()
+                ))));
+            }
+            detail.push_str(&format!("stopped at marker '{marker}'; "));
+        } else if let Some(e) = &stopped {
+            detail.push_str(&format!("records after {applied} not applied: {e}; "));
+        }
+        let manifest_epoch = remote::read_manifest(&dir).map(|m| m.epoch).unwrap_or(0);
+        let mut rec: GroupRec = g.rec.lock().clone();
+        let epoch = rec.epoch.max(manifest_epoch) + 1;
+        rec.role = ROLE_PRIMARY;
+        rec.epoch = epoch;
+        rec.volumes = rec.volumes.iter().map(|&(l, _)| (l, l)).collect();
+        rec.acked = applied;
+        rec.synced_time = 0;
+        rec.consistent_since = 0;
+        let dflt = JournalConfig::default();
+        if rec.segment_bytes == 0 {
+            rec.segment_bytes = dflt.segment_bytes;
+        }
+        if rec.seal_age_ms == 0 {
+            rec.seal_age_ms = dflt.seal_age.as_millis() as u64;
+        }
+        if rec.journal_limit == 0 {
+            rec.journal_limit = super::ops::DEFAULT_JOURNAL_LIMIT;
+        }
+        rec.ext.handover = HandoverRec {
+            start_seq: applied,
+            ..Default::default()
+        };
+        // A journal directory left from an earlier time as primary is of an older epoch.
+        let jdir = self.journal_dir(name);
+        if jdir.exists() {
+            std::fs::remove_dir_all(&jdir).map_err(|e| {
+                restart(PoolError::Invalid(format!(
+                    "group '{name}': removing the old journal {}: {e}",
+                    jdir.display()
+                )))
+            })?;
+        }
+        let journal = self.open_journal(&rec).map_err(restart)?;
+        self.meta
+            .lock()
+            .append(&MetaRecord::GroupPut(rec.clone()))?;
+        let keep: Vec<u64> = rec.volumes.iter().map(|(l, _)| *l).collect();
+        let ng = Arc::new(Group::new(rec, Some(journal)));
+        self.swap_group(&g, &ng, &keep);
+        self.sync()?;
+        let published = remote::ensure_group_dir(&ng.remote, name)
+            .and_then(|d| remote::write_manifest(&d, &our_manifest(self, &ng)));
+        match published {
+            Ok(()) => detail.push_str(&format!("epoch {epoch} published in {}", dir.display())),
+            Err(e) => {
+                log::warn!("group '{name}': epoch {epoch} not published yet: {e}");
+                detail.push_str(&format!(
+                    "epoch {epoch} not published yet ({e}); the shipper publishes it when the remote directory is back"
+                ));
+            }
+        }
+        start_shipper(self, &ng);
+        log::warn!(
+            "group '{name}': TAKEOVER at sequence {applied}: this site is the primary of epoch {epoch}; volumes writable"
+        );
+        Ok(HandoverReport {
+            info: self.group_info(Some(name))?.remove(0),
+            detail,
+        })
+    }
+
+    /// Make an old primary (taken over by the other site) the secondary of the new epoch:
+    /// ask the new primary for the regions this site wrote after the takeover point (known
+    /// from its own journal), keep a snapshot of its volumes until that delta is applied,
+    /// and apply the new primary's journal from the takeover point.
+    pub fn group_failback(
+        self: &Arc<Self>,
+        name: &str,
+        keep_snapshot: bool,
+    ) -> Result<HandoverReport, PoolError> {
+        let g = self.group_named(name)?;
+        if !g.is_primary() {
+            return Err(PoolError::Invalid(format!(
+                "journal group '{name}' is a secondary here; failback runs on the old primary"
+            )));
+        }
+        let dir = remote::group_dir(&g.remote, name);
+        let m = remote::read_manifest(&dir).map_err(|e| {
+            PoolError::Invalid(format!(
+                "group '{name}': failback needs the remote directory: {e}"
+            ))
+        })?;
+        let (epoch, uid) = (g.rec.lock().epoch, g.uid);
+        if m.group != uid || m.epoch <= epoch {
+            return Err(PoolError::Invalid(format!(
+                "journal group '{name}' has not been taken over: {} names epoch {} and this site is the primary of epoch {epoch}",
+                dir.display(),
+                m.epoch
+            )));
+        }
+        mark_stale(self, &g, &m);
+        // The shipper sees the stale flag and ends; the base copier ends with `gone`.
+        g.gone.store(true, Ordering::Release);
+        for h in [g.worker.lock().take(), g.base_worker.lock().take()]
+            .into_iter()
+            .flatten()
+        {
+            let _ = h.join();
+        }
+        let since = g
+            .rec
+            .lock()
+            .ext
+            .handover
+            .stale
+            .as_ref()
+            .map_or(m.start_seq, |s| s.start_seq.min(m.start_seq));
+        let regions = self
+            .diverged_regions(&g, since)
+            .map_err(|e| PoolError::Inconsistent(format!("group '{name}': {e}")))?;
+        // Volumes by name: the new primary's ids.
+        let theirs: BTreeMap<&str, u64> = m.volumes.iter().map(|(i, n)| (n.as_str(), *i)).collect();
+        let ours: Vec<_> = g
+            .rec
+            .lock()
+            .volumes
+            .iter()
+            .filter_map(|(l, _)| self.volume_by_id(*l))
+            .collect();
+        let mut req = FailbackRequest {
+            group: uid,
+            epoch: m.epoch,
+            pool: self.pool_id,
+            created: now_ns(),
+            regions: Vec::new(),
+        };
+        for (vid, off, len) in regions {
+            if let Some(v) = ours.iter().find(|v| v.id == vid) {
+                if theirs.contains_key(v.name.as_str()) {
+                    req.regions.push(FailbackRegion {
+                        volume: v.name.clone(),
+                        offset: off,
+                        len,
+                    });
+                }
+            }
+        }
+        let requested: u64 = req.regions.iter().map(|r| r.len).sum();
+        remote::write_whole(&dir, &FailbackRequest::file_name(m.epoch), &req.encode()).map_err(
+            |e| {
+                PoolError::Invalid(format!(
+                    "group '{name}': writing the failback request in {}: {e}",
+                    dir.display()
+                ))
+            },
+        )?;
+        // This site's image as primary, kept until the delta is applied.
+        let snap = format!("failback-e{}", m.epoch);
+        for v in &ours {
+            if self.snapshots.read().get(v.id, &snap).is_some() {
+                continue;
+            }
+            let _io = v.io_lock.write();
+            let mut log = self.meta.lock();
+            self.snapshot_locked(&mut log, v, &snap)?;
+        }
+        let mut rec = g.rec.lock().clone();
+        rec.role = ROLE_SECONDARY;
+        rec.epoch = m.epoch;
+        rec.volumes = ours
+            .iter()
+            .filter_map(|v| theirs.get(v.name.as_str()).map(|&p| (v.id, p)))
+            .collect();
+        rec.synced = m.start_seq;
+        rec.acked = m.start_seq;
+        rec.synced_time = 0;
+        rec.base_pending.clear();
+        rec.consistent_since = 0;
+        rec.ext.handover = HandoverRec {
+            start_seq: m.start_seq,
+            failback: Some(FailbackRec {
+                snapshot: snap.clone(),
+                keep: keep_snapshot,
+                requested,
+                regions: req.regions.len() as u64,
+            }),
+            ..Default::default()
+        };
+        let keep: Vec<u64> = rec.volumes.iter().map(|(l, _)| *l).collect();
+        self.meta
+            .lock()
+            .append(&MetaRecord::GroupPut(rec.clone()))?;
+        let ng = Arc::new(Group::new(rec, None));
+        self.swap_group(&g, &ng, &keep);
+        self.sync()?;
+        let jdir = self.journal_dir(name);
+        if let Err(e) = std::fs::remove_dir_all(&jdir) {
+            log::warn!("group '{name}': removing {}: {e}", jdir.display());
+        }
+        for v in &ours {
+            self.notify(v.id);
+        }
+        start_applier(self, &ng);
+        log::warn!(
+            "group '{name}': FAILBACK: this site is now the secondary of epoch {} from sequence {}; asked for {} regions ({requested} bytes); snapshot '{snap}' holds its last image as primary",
+            m.epoch,
+            m.start_seq,
+            req.regions.len()
+        );
+        Ok(HandoverReport {
+            info: self.group_info(Some(name))?.remove(0),
+            detail: format!(
+                "asked the new primary for {} regions ({requested} bytes) written here after sequence {}; snapshot '{snap}' holds this site's last image as primary{}",
+                req.regions.len(),
+                m.start_seq,
+                if keep_snapshot { " (kept)" } else { " until the delta is applied" }
+            ),
+        })
+    }
+
+    /// The regions this (old primary) site's journal wrote after sequence `since`.
+    fn diverged_regions(&self, g: &Group, since: u64) -> Result<Vec<(u64, u64, u64)>, String> {
+        let j = g.journal();
+        j.seal().map_err(|e| e.to_string())?;
+        let epoch = g.rec.lock().epoch;
+        let mut regions = Regions::default();
+        for seg in j.sealed_after(since) {
+            let s = read_sealed(&seg.path, (g.uid, epoch)).map_err(|e| e.to_string())?;
+            for r in s.records.iter().filter(|r| r.head.seq > since) {
+                let h = &r.head;
+                match h.kind {
+                    RecordKind::Write | RecordKind::Base | RecordKind::Zero => {
+                        regions.add(h.volume, h.offset, h.length)
+                    }
+                    RecordKind::VolumeResize => {
+                        let size = self.volume_by_id(h.volume).map_or(0, |v| v.size());
+                        regions.add(h.volume, 0, size.max(h.length));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(regions.merged())
+    }
+}
+
+/// The sequence number of the marker `name` in the published segments after what is applied.
+fn find_marker(pool: &Pool, g: &Group, dir: &Path, name: &str) -> Result<u64, PoolError> {
+    let (applied, epoch, vols) = {
+        let r = g.rec.lock();
+        (r.synced, r.epoch, r.volumes.clone())
+    };
+    let taken = vols
+        .iter()
+        .any(|(l, _)| pool.snapshots.read().get(*l, name).is_some());
+    if taken {
+        return Err(PoolError::Invalid(format!(
+            "group '{}': marker '{name}' is already applied here; the volumes are past it (its snapshots hold that image)",
+            g.name
+        )));
+    }
+    let list: Vec<(u64, PathBuf)> = remote::list_published(dir)
+        .map_err(|e| PoolError::Invalid(format!("listing {}: {e}", dir.display())))?;
+    for (_, path) in list {
+        let Some((_, e)) = path
+            .file_name()
+            .and_then(|n| parse_published(&n.to_string_lossy()))
+        else {
+            continue;
+        };
+        if e != epoch {
+            continue;
+        }
+        let seg =
+            read_sealed(&path, (g.uid, epoch)).map_err(|e| PoolError::Invalid(e.to_string()))?;
+        for r in seg.records.iter().filter(|r| r.head.seq > applied) {
+            if r.head.kind == RecordKind::Marker && r.name().ok().as_deref() == Some(name) {
+                return Ok(r.head.seq);
+            }
+        }
+    }
+    Err(PoolError::NotFound(format!(
+        "group '{}': no marker '{name}' in {} after sequence {applied}",
+        g.name,
+        dir.display()
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_carry_the_epoch_from_2_on() {
+        assert_eq!(
+            published_name("00000000000000000007.jseg", 1),
+            "00000000000000000007.jseg"
+        );
+        let n = published_name("00000000000000000007.jseg", 3);
+        assert_eq!(n, "00000000000000000007.e3.jseg");
+        assert_eq!(parse_published(&n), Some((7, 3)));
+        assert_eq!(parse_published("00000000000000000007.jseg"), Some((7, 1)));
+        assert_eq!(parse_published(".00000000000000000007.jseg.tmp"), None);
+        assert_eq!(parse_published("x.e2.jseg"), None);
+        assert_eq!(parse_published("manifest"), None);
+    }
+
+    #[test]
+    fn regions_merge_overlaps_and_neighbours() {
+        let mut r = Regions::default();
+        r.add(1, 8192, 4096);
+        r.add(1, 0, 4096);
+        r.add(1, 4096, 100);
+        r.add(1, 100_000, 10);
+        r.add(2, 5, 5);
+        r.add(2, 0, 0);
+        assert_eq!(
+            r.merged(),
+            vec![(1, 0, 4196), (1, 8192, 4096), (1, 100_000, 10), (2, 5, 5)]
+        );
+    }
+
+    #[test]
+    fn sweep_moves_older_epochs_aside_and_refuses_newer() {
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path();
+        std::fs::write(d.join("00000000000000000001.jseg"), b"a").unwrap();
+        std::fs::write(d.join("00000000000000000005.e2.jseg"), b"b").unwrap();
+        std::fs::write(d.join("manifest"), b"m").unwrap();
+        sweep_other_epochs(d, 2).unwrap();
+        assert!(d.join(STALE_DIR).join("00000000000000000001.jseg").exists());
+        assert!(d.join("00000000000000000005.e2.jseg").exists());
+        assert!(d.join("manifest").exists());
+        let e = sweep_other_epochs(d, 1).unwrap_err();
+        assert!(e.contains("newer epoch 2"), "{e}");
+    }
+}
