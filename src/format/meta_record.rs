@@ -173,7 +173,7 @@ pub enum MetaRecord {
         id: u64,
     },
     /// A journal group was created or attached, or its state changed (the whole record).
-    GroupPut(GroupRec),
+    GroupPut(Box<GroupRec>),
     /// The group with this uid is gone (its volumes stay).
     GroupDelete {
         uid: u64,
@@ -465,7 +465,7 @@ impl MetaRecord {
                 MetaRecord::PairDirty { id, side, regions }
             }
             17 => MetaRecord::PairDelete { id: d.u64()? },
-            18 => MetaRecord::GroupPut(GroupRec::decode(&mut d, None)?),
+            18 => MetaRecord::GroupPut(Box::new(GroupRec::decode(&mut d, None)?)),
             19 => MetaRecord::GroupDelete { uid: d.u64()? },
             40 => {
                 let volume = d.u64()?;
@@ -650,7 +650,7 @@ mod tests {
                 valid: vec![0x10, 0],
             },
             MetaRecord::PartialDone { exts: vec![9, 10] },
-            MetaRecord::GroupPut(GroupRec {
+            MetaRecord::GroupPut(Box::new(GroupRec {
                 uid: 5,
                 name: "g".into(),
                 role: 1,
@@ -661,7 +661,7 @@ mod tests {
                 acked: 2,
                 base_pending: vec![1],
                 ..Default::default()
-            }),
+            })),
             MetaRecord::GroupDelete { uid: 5 },
         ]
     }

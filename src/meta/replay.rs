@@ -374,8 +374,8 @@ pub fn apply(state: &mut State, rec: &MetaRecord) -> Result<(), String> {
                 ));
             }
             match state.groups.iter_mut().find(|x| x.uid == g.uid) {
-                Some(x) => *x = g.clone(),
-                None => state.groups.push(g.clone()),
+                Some(x) => *x = (**g).clone(),
+                None => state.groups.push((**g).clone()),
             }
         }
         MetaRecord::GroupDelete { uid } => {

@@ -172,7 +172,7 @@ impl Pool {
         let rec = g.rec.lock().clone();
         self.meta
             .lock()
-            .append(&crate::format::MetaRecord::GroupPut(rec))?;
+            .append(&crate::format::MetaRecord::GroupPut(Box::new(rec)))?;
         Ok(())
     }
 

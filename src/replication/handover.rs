@@ -475,7 +475,7 @@ impl Pool {
         let journal = self.open_journal(&rec).map_err(restart)?;
         self.meta
             .lock()
-            .append(&MetaRecord::GroupPut(rec.clone()))?;
+            .append(&MetaRecord::GroupPut(Box::new(rec.clone())))?;
         let keep: Vec<u64> = rec.volumes.iter().map(|(l, _)| *l).collect();
         let ng = Arc::new(Group::new(rec, Some(journal)));
         self.swap_group(&g, &ng, &keep);
@@ -621,7 +621,7 @@ impl Pool {
         let keep: Vec<u64> = rec.volumes.iter().map(|(l, _)| *l).collect();
         self.meta
             .lock()
-            .append(&MetaRecord::GroupPut(rec.clone()))?;
+            .append(&MetaRecord::GroupPut(Box::new(rec.clone())))?;
         let ng = Arc::new(Group::new(rec, None));
         self.swap_group(&g, &ng, &keep);
         self.sync()?;

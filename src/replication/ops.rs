@@ -147,7 +147,9 @@ impl Pool {
         let g = Arc::new(Group::new(rec.clone(), Some(journal)));
         // Every volume joins at one instant: its writes are journaled from here on.
         let guards: Vec<_> = vols.iter().map(|v| v.io_lock.write()).collect();
-        self.meta.lock().append(&MetaRecord::GroupPut(rec))?;
+        self.meta
+            .lock()
+            .append(&MetaRecord::GroupPut(Box::new(rec)))?;
         self.groups.write().insert(g.uid, g.clone());
         for v in &vols {
             g.journal()
@@ -209,7 +211,9 @@ impl Pool {
             ..Default::default()
         };
         let g = Arc::new(Group::new(rec.clone(), None));
-        self.meta.lock().append(&MetaRecord::GroupPut(rec))?;
+        self.meta
+            .lock()
+            .append(&MetaRecord::GroupPut(Box::new(rec)))?;
         self.groups.write().insert(g.uid, g.clone());
         self.sync()?;
         start_applier(self, &g);
