@@ -118,15 +118,7 @@ fn kill9_primary_secondary_is_a_prefix_of_the_group_then_converges() {
             f.write_all_at(&buf, block * BS).unwrap();
         }
     }
-    p.cli_ok(&[
-        "group",
-        "create",
-        "g",
-        "--volumes",
-        "va,vb",
-        "--remote",
-        &remote_s,
-    ]);
+    p.create_group("g", &["va", "vb"], &remote);
     s.cli_ok(&["group", "attach", "g", "--remote", &remote_s]);
     let mut rng = Rng::new(0x5eed_1234);
     // history[k-1] = (vol, block) of write k; None for a write the kill cut off before it

@@ -158,15 +158,7 @@ fn disaster_takeover_failback_with_a_delta_and_planned_switch_back() {
     };
     let mut model = Model::default();
     w.write(&p, &mut model, 300);
-    p.cli_ok(&[
-        "group",
-        "create",
-        "g",
-        "--volumes",
-        "va,vb",
-        "--remote",
-        &remote_s,
-    ]);
+    p.create_group("g", &VOLS, &remote);
     s.cli_ok(&["group", "attach", "g", "--remote", &remote_s]);
     w.write(&p, &mut model, 500);
     wait_caught_up(&p, &s);
@@ -288,15 +280,7 @@ fn takeover_refusals_leave_the_secondary_applying() {
     for v in VOLS {
         p.create_volume(v, &format!("{}", VOL_BLOCKS * BS));
     }
-    p.cli_ok(&[
-        "group",
-        "create",
-        "g",
-        "--volumes",
-        "va,vb",
-        "--remote",
-        &remote_s,
-    ]);
+    p.create_group("g", &VOLS, &remote);
     // Takeover and failback on the wrong side are refused with the group named.
     let out = p.cli(&["group", "takeover", "g"]);
     assert!(!out.status.success());

@@ -467,6 +467,20 @@ impl TestPool {
         v
     }
 
+    /// `group create GROUP --volumes V1,V2 --remote DIR` on this (primary) pool, requiring
+    /// success.
+    pub fn create_group(&self, group: &str, volumes: &[&str], remote: &Path) -> String {
+        self.cli_ok(&[
+            "group",
+            "create",
+            group,
+            "--volumes",
+            &volumes.join(","),
+            "--remote",
+            remote.to_str().expect("UTF-8 remote path"),
+        ])
+    }
+
     pub fn is_running(&mut self) -> bool {
         match self.child.as_mut() {
             Some(c) => matches!(c.try_wait(), Ok(None)),
