@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fuser::{Config, INodeNo, MountOption, Session};
 use nix::fcntl::{Flock, FlockArg};
@@ -169,8 +169,14 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         thread::Builder::new()
             .name("flusher".into())
             .spawn(move || {
+                let mut last = Instant::now();
                 while !stop.load(Ordering::Acquire) {
+                    // Wake often enough to stop quickly, flush once per interval.
                     thread::sleep(every.min(Duration::from_millis(200)));
+                    if last.elapsed() < every {
+                        continue;
+                    }
+                    last = Instant::now();
                     if let Err(e) = pool
                         .sync()
                         .and_then(|_| pool.maybe_checkpoint().map(|_| ()))

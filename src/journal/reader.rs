@@ -74,7 +74,16 @@ pub fn read_segment(path: &Path, expect: Option<(u64, u64)>) -> Result<SegmentRe
     let mut pos = SEGMENT_HEADER_SIZE;
     let mut next = header.first_seq;
     while pos < buf.len() {
-        let res = JournalRecord::decode(&buf[pos..]).and_then(|(rec, used)| {
+        let decoded = JournalRecord::decode(&buf[pos..]);
+        if let Ok((rec, _)) = &decoded {
+            let h = &rec.head;
+            if h.group == header.group && (h.epoch, h.seq) < (header.epoch, header.first_seq) {
+                // A whole record older than this segment: bytes of a recycled file's
+                // earlier life (the writer reuses purged segment files). The data ends here.
+                break;
+            }
+        }
+        let res = decoded.and_then(|(rec, used)| {
             let h = &rec.head;
             if h.group != header.group || h.epoch != header.epoch {
                 return Err(invalid(format!(

@@ -43,7 +43,24 @@ pub(crate) fn start_applier(pool: &Arc<Pool>, g: &Arc<Group>) {
     *g.worker.lock() = Some(h);
 }
 
-/// Apply the next published segment, if it is there. Ok(true): something was applied.
+/// At most this much is applied between two syncs of the secondary's pool: one sync (and one
+/// acknowledgement) covers several segments when the applier is behind.
+const BATCH_SEGMENTS: usize = 16;
+const BATCH_BYTES: u64 = 256 << 20;
+const BATCH_TIME: Duration = Duration::from_millis(500);
+
+/// What a batch applied and not yet made durable.
+struct Applied {
+    /// Last sequence number applied (in the page cache).
+    last: u64,
+    last_time: u64,
+    /// Segments applied whole: removed once the acknowledgement is written.
+    whole: Vec<std::path::PathBuf>,
+    bytes: u64,
+}
+
+/// Apply the published segments that are there, in order, a batch at a time, then make the
+/// data and the applied number durable and acknowledge. Ok(true): something was applied.
 pub(crate) fn apply_available(pool: &Pool, g: &Group) -> Result<bool, String> {
     let dir = remote::group_dir(&g.remote, &g.name);
     super::handover::sweep_other_epochs(&dir, g.rec.lock().epoch)?;
@@ -53,23 +70,66 @@ pub(crate) fn apply_available(pool: &Pool, g: &Group) -> Result<bool, String> {
         let r = g.rec.lock();
         (r.synced, r.epoch)
     };
-    let want = applied + 1;
     let upto = g.rt.lock().apply_upto.unwrap_or(u64::MAX);
-    if want > upto {
-        return Ok(false);
-    }
     {
         let mut rt = g.rt.lock();
         rt.remote_bytes = 0;
-        if let Some((first, p)) = list.last() {
+        if let Some((first, _)) = list.last() {
             rt.remote_written = rt.remote_written.max(first.saturating_sub(1));
-            let _ = p;
         }
         for (first, p) in &list {
             if *first > applied {
                 rt.remote_bytes += std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
             }
         }
+    }
+    let t0 = std::time::Instant::now();
+    let mut done = Applied {
+        last: applied,
+        last_time: 0,
+        whole: Vec::new(),
+        bytes: 0,
+    };
+    let mut progressed = false;
+    let mut failure = None;
+    for _ in 0..BATCH_SEGMENTS {
+        match apply_segment(pool, g, &list, epoch, upto, &mut done) {
+            Ok(true) => progressed = true,
+            Ok(false) => break,
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+        if done.bytes >= BATCH_BYTES || t0.elapsed() >= BATCH_TIME {
+            break;
+        }
+    }
+    if done.last > applied {
+        // What was applied before a failure is made durable and acknowledged too.
+        commit(pool, g, &dir, epoch, &done)?;
+    }
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    if progressed {
+        g.set_error(None);
+    }
+    Ok(progressed)
+}
+
+/// Apply the segment holding `done.last + 1`, if it is published. Ok(false): nothing to do.
+fn apply_segment(
+    pool: &Pool,
+    g: &Group,
+    list: &[(u64, std::path::PathBuf)],
+    epoch: u64,
+    upto: u64,
+    done: &mut Applied,
+) -> Result<bool, String> {
+    let want = done.last + 1;
+    if want > upto {
+        return Ok(false);
     }
     // The segment holding `want`: the last one starting at or before it.
     let Some((first, path)) = list.iter().rev().find(|(f, _)| *f <= want).cloned() else {
@@ -83,6 +143,10 @@ pub(crate) fn apply_available(pool: &Pool, g: &Group) -> Result<bool, String> {
         g.set_error(None);
         return Ok(false);
     };
+    if done.whole.contains(&path) {
+        // Applied whole in this batch and nothing after it is published yet.
+        return Ok(false);
+    }
     let seg = read_sealed(&path, (g.uid, epoch)).map_err(|e| e.to_string())?;
     let seg_last = seg.last_seq().unwrap_or(first);
     let last = seg_last.min(upto);
@@ -95,7 +159,6 @@ pub(crate) fn apply_available(pool: &Pool, g: &Group) -> Result<bool, String> {
         let _ = std::fs::remove_file(&path);
         return Ok(true);
     }
-    let mut last_time = 0;
     for rec in seg
         .records
         .iter()
@@ -111,31 +174,46 @@ pub(crate) fn apply_available(pool: &Pool, g: &Group) -> Result<bool, String> {
                 rec.head.seq
             )
         })?;
-        last_time = rec.head.time;
+        done.last = rec.head.seq;
+        done.last_time = rec.head.time;
+        done.bytes += rec.payload.len() as u64;
     }
-    // Data first, then the applied number (idempotent redo covers a crash in between).
+    if last == seg_last && done.last == seg_last {
+        done.whole.push(path);
+    }
+    Ok(true)
+}
+
+/// Make a batch durable: data first, then the applied number (idempotent redo covers a crash
+/// in between), then the acknowledgement, then remove the segments applied whole.
+fn commit(
+    pool: &Pool,
+    g: &Group,
+    dir: &std::path::Path,
+    epoch: u64,
+    done: &Applied,
+) -> Result<(), String> {
     pool.sync().map_err(|e| format!("sync: {e}"))?;
     {
         let mut r = g.rec.lock();
-        r.synced = last;
-        r.synced_time = last_time;
-        r.acked = last;
+        r.synced = done.last;
+        r.synced_time = done.last_time;
+        r.acked = done.last;
     }
     pool.put_group(g).map_err(|e| e.to_string())?;
     pool.sync_metadata().map_err(|e| format!("sync: {e}"))?;
     let ack = Ack {
         group: g.uid,
         epoch,
-        applied: last,
-        time: last_time,
+        applied: done.last,
+        time: done.last_time,
         acked_at: now_ns(),
     };
-    remote::write_ack(&dir, &ack).map_err(|e| format!("writing acknowledgement: {e}"))?;
-    if last == seg_last {
-        let _ = std::fs::remove_file(&path);
+    remote::write_ack(dir, &ack).map_err(|e| format!("writing acknowledgement: {e}"))?;
+    for path in &done.whole {
+        let _ = std::fs::remove_file(path);
     }
-    g.set_error(None);
-    Ok(true)
+    Ok(())
 }
 
 fn local_volume(g: &Group, pool: &Pool, primary_vol: u64) -> Option<Arc<Volume>> {

@@ -3,6 +3,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::group::Group;
@@ -31,6 +32,7 @@ pub(crate) fn start_shipper(pool: &Arc<Pool>, g: &Arc<Group>) {
             let mut watch = ManifestWatch::new();
             let mut wait_until = Instant::now();
             let mut last_sync = Instant::now();
+            let mut syncing: Option<JoinHandle<Result<(), String>>> = None;
             {
                 let r = g2.rec.lock();
                 g2.rt.lock().shipped = r.acked;
@@ -59,13 +61,19 @@ pub(crate) fn start_shipper(pool: &Arc<Pool>, g: &Arc<Group>) {
                     (r.synced, r.acked)
                 };
                 let held = g2.journal().stats().bytes;
-                if acked > synced
-                    && (held > UNSYNCED_JOURNAL || last_sync.elapsed() > Duration::from_secs(5))
-                {
-                    last_sync = Instant::now();
-                    if let Err(e) = pool.sync() {
+                if let Some(h) = syncing.take_if(|h| h.is_finished()) {
+                    if let Ok(Err(e)) = h.join() {
                         g2.set_error(Some(format!("sync: {e}")));
                     }
+                }
+                if acked > synced
+                    && syncing.is_none()
+                    && (held > UNSYNCED_JOURNAL || last_sync.elapsed() > Duration::from_secs(5))
+                {
+                    // A pool sync can take seconds under a heavy write load; it runs beside
+                    // the shipper so that shipping (and so the lag) never waits for it.
+                    last_sync = Instant::now();
+                    syncing = spawn_sync(&pool);
                 }
                 if let Err(e) = g2.journal().purge_upto(synced.min(acked)) {
                     g2.set_error(Some(e.to_string()));
@@ -76,6 +84,19 @@ pub(crate) fn start_shipper(pool: &Arc<Pool>, g: &Arc<Group>) {
         })
         .expect("spawn shipper");
     *g.worker.lock() = Some(h);
+}
+
+/// Sync the pool in a thread of its own (it advances the redo floor, which lets the journal
+/// be purged).
+fn spawn_sync(pool: &Arc<Pool>) -> Option<JoinHandle<Result<(), String>>> {
+    let weak = Arc::downgrade(pool);
+    std::thread::Builder::new()
+        .name("ship-sync".into())
+        .spawn(move || match weak.upgrade() {
+            Some(p) => p.sync().map_err(|e| e.to_string()),
+            None => Ok(()),
+        })
+        .ok()
 }
 
 fn ship_once(pool: &Pool, g: &Group, watch: &mut ManifestWatch) -> Result<(), String> {
