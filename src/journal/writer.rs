@@ -288,6 +288,8 @@ impl Journal {
     ) -> Result<u64, JournalError> {
         debug_assert!(kind != RecordKind::Seal);
         let cfg = self.config();
+        // The payload's checksum is computed before the lock, so writers overlap there.
+        let payload_crc = crc32c::crc32c(payload);
         let mut g = self.inner.lock();
         let seq = g.next_seq;
         let time = now_ns();
@@ -336,7 +338,7 @@ impl Journal {
             offset,
             length,
         };
-        let hbytes = head.encode(payload);
+        let hbytes = head.encode_with(payload_crc, payload.len());
         let cur = g.cur.as_mut().expect("open segment");
         write_vectored_at(&cur.file, &[&hbytes, payload], cur.len)
             .map_err(|e| JournalError::io("append to journal segment", &cur.path, e))?;
