@@ -8,6 +8,7 @@
 //! writes the acknowledgement file.
 
 mod apply;
+pub mod full;
 pub mod group;
 pub mod handover;
 pub mod ops;

@@ -59,8 +59,10 @@ pub(crate) fn start_shipper(pool: &Arc<Pool>, g: &Arc<Group>) {
                     (r.synced, r.acked)
                 };
                 let held = g2.journal().stats().bytes;
+                // A small journal limit frees its space sooner (replication/full.rs).
+                let unsynced_max = UNSYNCED_JOURNAL.min(g2.rec.lock().journal_limit / 4);
                 if acked > synced
-                    && (held > UNSYNCED_JOURNAL || last_sync.elapsed() > Duration::from_secs(5))
+                    && (held > unsynced_max || last_sync.elapsed() > Duration::from_secs(5))
                 {
                     last_sync = Instant::now();
                     if let Err(e) = pool.sync() {
@@ -180,6 +182,10 @@ fn base_copy(pool: &Pool, g: &Group, vol: &Volume) -> Result<bool, String> {
         }
         let off = lext * es;
         let n = es.min(size - off) as usize;
+        // The initial copy waits for journal space like the resync (the journal limit).
+        if !super::full::wait_space(pool, g, n as u64, 750) {
+            return Ok(false);
+        }
         {
             // Under the stripe: a host write to this extent is wholly before (its data is
             // in what we read, its record earlier) or wholly after (its record later).
