@@ -40,7 +40,8 @@
 //! write to the region is wholly before or after the copy. A batch of bits is cleared
 //! (`GroupClean`) only after its records are durable in the journal; a write that bypasses
 //! again (a new suspension) after a region was copied keeps its bit. Then `ResyncDone` and
-//! state `journaling`. The copier leaves a quarter of the journal to host writes.
+//! state `journaling`. The copier (like the initial copy) fills at most 60 % of the
+//! limit, leaving the rest (and the high-water mark) to host writes.
 //! After a restart in state `resync` the copier continues by itself.
 //!
 //! **Redo after a crash** skips the parts of journal records that fall in dirty regions:
@@ -80,8 +81,13 @@ const POLL: Duration = Duration::from_millis(10);
 /// Clear the bits of a resync batch after this many bytes or regions.
 const BATCH_BYTES: u64 = 4 << 20;
 const BATCH_REGIONS: usize = 64;
+/// Background copies (resync, initial copy) use at most this per mille of the limit; the
+/// rest is left to host writes.
+const COPY_SHARE: u64 = 600;
 /// Prefix of the snapshot a secondary keeps during a resync.
 pub const RESYNC_SNAPSHOT_PREFIX: &str = "resync-";
+/// How long `group resync` waits for the journal to drain below half its limit.
+const RESYNC_DRAIN_WAIT: Duration = Duration::from_secs(20);
 /// Smallest journal limit accepted.
 pub const MIN_JOURNAL_LIMIT: u64 = 256 << 10;
 
@@ -413,6 +419,7 @@ impl Pool {
                 dir.display()
             ))
         })?;
+        self.wait_drained(&g)?;
         {
             let mut log = self.meta.lock();
             let mut r = g.rec.lock();
@@ -452,6 +459,31 @@ impl Pool {
         }
         start_copier(self, &g);
         Ok(())
+    }
+
+    /// Before a resync switches journaling back on: wait (bounded) until the shipper has
+    /// drained the journal below half its limit, or the first new writes would find it
+    /// full and suspend the group again at once.
+    fn wait_drained(&self, g: &Group) -> Result<(), PoolError> {
+        let t0 = Instant::now();
+        loop {
+            if g.full.st.lock().state != FullState::Suspended {
+                return Ok(());
+            }
+            let limit = g.rec.lock().journal_limit;
+            let used = g.journal().stats().bytes;
+            if limit == 0 || used <= limit / 2 {
+                return Ok(());
+            }
+            if t0.elapsed() >= RESYNC_DRAIN_WAIT {
+                return Err(PoolError::Busy(format!(
+                    "journal group '{}': the journal still holds {used} of its {limit} bytes after {} s; the secondary is not taking segments yet (see `group status`), resync once it drains",
+                    g.name,
+                    RESYNC_DRAIN_WAIT.as_secs()
+                )));
+            }
+            std::thread::sleep(POLL);
+        }
     }
 
     /// The status fields of the journal limit, suspension and resync.
@@ -646,20 +678,43 @@ fn stop(pool: &Pool, g: &Group) -> bool {
     pool.stopping.load(Ordering::Acquire) || g.is_gone() || g.is_stale()
 }
 
+/// The copier holds the last reference: the pool was dropped without a shutdown (a crash
+/// in a test); stop as a killed daemon would.
+fn orphaned(pool: &Arc<Pool>) -> bool {
+    Arc::strong_count(pool) == 1
+}
+
 /// Wait until `need` journal bytes fit under `share` per mille of the limit (background
 /// copies leave the rest to host writes). False when stopped.
-pub(crate) fn wait_space(pool: &Pool, g: &Group, need: u64, share: u64) -> bool {
+pub(crate) fn wait_space(pool: &Pool, g: &Group, need: u64) -> bool {
     loop {
         if stop(pool, g) {
             return false;
         }
-        let limit = g.rec.lock().journal_limit;
-        if limit == 0 {
+        if space_for(g, need, COPY_SHARE) {
             return true;
         }
-        let cap = (limit / 1000 * share).max(need_for(need)).min(limit);
-        let used = g.journal().stats().bytes + g.full.st.lock().reserved;
-        if used + need_for(need) <= cap {
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Is there room for a record of `n` bytes under `share` per mille of the limit?
+fn space_for(g: &Group, n: u64, share: u64) -> bool {
+    let limit = g.rec.lock().journal_limit;
+    if limit == 0 {
+        return true;
+    }
+    let cap = (limit / 1000 * share).max(need_for(n)).min(limit);
+    let used = g.journal().stats().bytes + g.full.st.lock().reserved;
+    used + need_for(n) <= cap
+}
+
+fn wait_space_or_orphaned(pool: &Arc<Pool>, g: &Group, n: u64) -> bool {
+    loop {
+        if orphaned(pool) || stop(pool, g) {
+            return false;
+        }
+        if space_for(g, n, COPY_SHARE) {
             return true;
         }
         std::thread::sleep(POLL);
@@ -694,11 +749,11 @@ fn start_copier(pool: &Arc<Pool>, g: &Arc<Group>) {
 }
 
 /// The resync copier. Ok(()) when done or stopped (a new suspension, the pool stopping).
-fn resync(pool: &Pool, g: &Group) -> Result<(), String> {
+fn resync(pool: &Arc<Pool>, g: &Group) -> Result<(), String> {
     let start = g.rec.lock().ext.full.resync_seq;
     // Writers that decided to bypass before the switch finish first (their bits are set).
     while g.full.st.lock().bypass > 0 {
-        if stop(pool, g) {
+        if stop(pool, g) || orphaned(pool) {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(2));
@@ -706,7 +761,7 @@ fn resync(pool: &Pool, g: &Group) -> Result<(), String> {
     // Every record before the start in durable volume data: a redo never replays an old
     // record over a region once its bit is cleared.
     while g.completed() < start {
-        if stop(pool, g) {
+        if stop(pool, g) || orphaned(pool) {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(2));
@@ -746,6 +801,9 @@ fn resync(pool: &Pool, g: &Group) -> Result<(), String> {
                 .volume_by_id(vid)
                 .filter(|v| v.group().is_some_and(|x| x.uid == g.uid));
             for reg in regions {
+                if orphaned(pool) {
+                    return Ok(());
+                }
                 if stop(pool, g) || g.full.st.lock().state != FullState::Resync {
                     flush_clean(pool, g, &mut sent)?;
                     return Ok(());
@@ -755,9 +813,12 @@ fn resync(pool: &Pool, g: &Group) -> Result<(), String> {
                     // Out of the group or beyond the end: nothing to send.
                     _ => 0,
                 };
-                if n > 0 && !wait_space(pool, g, n, 750) {
+                if n > 0 && !space_for(g, n, COPY_SHARE) {
+                    // Clear what is copied before waiting (progress, and less to redo).
                     flush_clean(pool, g, &mut sent)?;
-                    return Ok(());
+                    if !wait_space_or_orphaned(pool, g, n) {
+                        return Ok(());
+                    }
                 }
                 {
                     // Under the stripe: a host write to this region is wholly before (its

@@ -183,7 +183,7 @@ fn base_copy(pool: &Pool, g: &Group, vol: &Volume) -> Result<bool, String> {
         let off = lext * es;
         let n = es.min(size - off) as usize;
         // The initial copy waits for journal space like the resync (the journal limit).
-        if !super::full::wait_space(pool, g, n as u64, 750) {
+        if !super::full::wait_space(pool, g, n as u64) {
             return Ok(false);
         }
         {
