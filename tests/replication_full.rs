@@ -175,7 +175,7 @@ impl Rng {
         self.0
     }
     fn vol(&mut self) -> &'static str {
-        if self.next() % 2 == 0 {
+        if self.next().is_multiple_of(2) {
             "a"
         } else {
             "b"

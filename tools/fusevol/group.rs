@@ -383,7 +383,7 @@ fn full_fields(fields: &mut Vec<(&'static str, String)>, primary: bool, f: &Full
 
 /// `30 s`, `2.5 s`
 fn format_ms(ms: u64) -> String {
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{} s", ms / 1000)
     } else {
         format!("{:.1} s", ms as f64 / 1000.0)
