@@ -402,11 +402,11 @@ pub fn apply(state: &mut State, rec: &MetaRecord) -> Result<(), String> {
             volume,
             regions,
         } => {
-            let g = state
-                .groups
-                .iter_mut()
-                .find(|g| g.uid == *uid)
-                .ok_or_else(|| format!("group {uid:#x} does not exist"))?;
+            // A write or a resync that raced with `group delete` may log after it: the
+            // bits of a group that is gone mean nothing.
+            let Some(g) = state.groups.iter_mut().find(|g| g.uid == *uid) else {
+                return Ok(());
+            };
             let b = g.ext.full.dirty.entry(*volume).or_default();
             let set = matches!(rec, MetaRecord::GroupDirty { .. });
             for &r in regions {

@@ -1034,6 +1034,114 @@ mod tests {
     }
 
     #[test]
+    fn redo_skips_exactly_the_dirty_extents() {
+        let mut rec = GroupRec {
+            uid: 1,
+            name: "g".into(),
+            role: super::super::group::ROLE_PRIMARY,
+            ..Default::default()
+        };
+        rec.ext
+            .full
+            .dirty
+            .insert(7, Bitmap::from_runs(&[(1, 1), (3, 2)]));
+        let g = Group::new(rec, None);
+        let es = 100;
+        // Another volume, or no overlap: whole.
+        assert_eq!(clean_pieces(&g, es, 8, 150, 300), vec![(150, 300)]);
+        assert_eq!(clean_pieces(&g, es, 7, 10, 50), vec![(10, 50)]);
+        // Extents 0..=5 touched; 1, 3 and 4 are dirty.
+        assert_eq!(
+            clean_pieces(&g, es, 7, 50, 520),
+            vec![(50, 50), (200, 100), (500, 70)]
+        );
+        assert!(clean_pieces(&g, es, 7, 300, 200).is_empty());
+    }
+
+    #[test]
+    fn replayed_bitmap_records_set_and_clear_and_ignore_a_deleted_group() {
+        use crate::meta::{apply, State};
+        let mut st = State {
+            extent_size: 4096,
+            next_id: 1,
+            ..Default::default()
+        };
+        st.groups.push(GroupRec {
+            uid: 5,
+            name: "g".into(),
+            role: 1,
+            ..Default::default()
+        });
+        let dirty = MetaRecord::GroupDirty {
+            uid: 5,
+            volume: 2,
+            regions: vec![1, 2, 9],
+        };
+        apply(&mut st, &dirty).unwrap();
+        apply(
+            &mut st,
+            &MetaRecord::GroupClean {
+                uid: 5,
+                volume: 2,
+                regions: vec![2],
+            },
+        )
+        .unwrap();
+        let b = &st.groups[0].ext.full.dirty[&2];
+        assert_eq!(b.iter().collect::<Vec<_>>(), vec![1, 9]);
+        apply(
+            &mut st,
+            &MetaRecord::GroupClean {
+                uid: 5,
+                volume: 2,
+                regions: vec![1, 9],
+            },
+        )
+        .unwrap();
+        assert!(st.groups[0].ext.full.dirty.is_empty());
+        let gone = MetaRecord::GroupDirty {
+            uid: 6,
+            volume: 2,
+            regions: vec![1],
+        };
+        apply(&mut st, &gone).unwrap();
+    }
+
+    #[test]
+    fn set_and_resync_requests_on_the_wire() {
+        use crate::control::Request;
+        use serde_json::json;
+        let set = Request::GroupSet {
+            name: "g".into(),
+            options: GroupSetOptions {
+                journal_full: Some("suspend".into()),
+                journal_limit: None,
+                block_timeout_ms: Some(500),
+            },
+        };
+        let want = json!({"op":"group_set","name":"g","options":{"journal_full":"suspend","block_timeout_ms":500}});
+        assert_eq!(serde_json::to_value(&set).unwrap(), want);
+        assert_eq!(serde_json::from_value::<Request>(want).unwrap(), set);
+        let r = Request::GroupResync { name: "g".into() };
+        assert_eq!(
+            serde_json::to_value(&r).unwrap(),
+            json!({"op":"group_resync","name":"g"})
+        );
+        // An unknown setting is refused, not ignored.
+        assert!(serde_json::from_value::<Request>(
+            json!({"op":"group_set","name":"g","options":{"journal_fulll":"block"}})
+        )
+        .is_err());
+        // Old clients' status answers (no `full`) still parse.
+        let old = json!({"name":"g","role":"primary","state":"replicating","epoch":1,"volumes":[],
+            "remote":"/r","written":0,"sealed":0,"shipped":0,"applied":0,"acknowledged":0,
+            "lag_records":0,"lag_bytes":0,"lag_seconds":0.0,"journal_bytes":0,"journal_limit":0,
+            "journal_free":0,"consistent":true,"consistent_since":null,"last_error":null});
+        let i: GroupInfo = serde_json::from_value(old).unwrap();
+        assert_eq!(i.full, FullInfo::default());
+    }
+
+    #[test]
     fn a_record_needs_its_bytes_a_header_and_a_seal() {
         assert_eq!(need_for(0), 2 * 72 + 64);
         assert_eq!(need_for(4096), 4096 + 2 * 72 + 64);

@@ -609,6 +609,12 @@ impl Pool {
         rec.synced_time = 0;
         rec.base_pending.clear();
         rec.consistent_since = 0;
+        // The suspension bitmap went into the failback request; a secondary has none.
+        rec.ext.full = crate::format::group::FullRec {
+            policy: rec.ext.full.policy,
+            block_timeout_ms: rec.ext.full.block_timeout_ms,
+            ..Default::default()
+        };
         rec.ext.handover = HandoverRec {
             start_seq: m.start_seq,
             failback: Some(FailbackRec {
