@@ -72,7 +72,7 @@ fn same_files(p: &TestPool, s: &TestPool, what: &str) {
 
 #[test]
 fn suspend_dd_resync_cmp_then_block_gives_enospc() {
-    let p = TestPool::new(&["a0:128M"], "64K");
+    let mut p = TestPool::new(&["a0:128M"], "64K");
     let s = TestPool::new(&["b0:128M"], "64K");
     p.set_budget(Duration::from_secs(400));
     s.set_budget(Duration::from_secs(400));
@@ -127,6 +127,26 @@ fn suspend_dd_resync_cmp_then_block_gives_enospc() {
         text.contains("suspended") && text.contains("group resync"),
         "{text}"
     );
+    // kill -9 while suspended: the bitmap and the data survive the restart.
+    let before: Vec<Vec<u8>> = ["va", "vb"]
+        .iter()
+        .map(|v| std::fs::read(p.vol(v)).unwrap())
+        .collect();
+    let dirty = num(&st["full"], "dirty_bytes");
+    p.kill9();
+    p.clear_dead_mount();
+    p.start();
+    let st = status(&p);
+    assert_eq!(st["state"], "suspended", "after the restart: {st}");
+    assert_eq!(num(&st["full"], "dirty_bytes"), dirty, "{st}");
+    for (v, want) in ["va", "vb"].iter().zip(&before) {
+        assert!(
+            std::fs::read(p.vol(v)).unwrap() == *want,
+            "{v} changed in the restart"
+        );
+    }
+    let out = dd(&p.vol("vb"), 90, 8, false);
+    assert!(out.status.success(), "{}", describe(&out));
     // No resync without the remote directory.
     let out = p.cli(&["group", "resync", "g"]);
     assert!(
@@ -185,7 +205,6 @@ fn suspend_dd_resync_cmp_then_block_gives_enospc() {
     wait_converged(&p, &s);
     same_files(&p, &s, "after the block episode");
     drop(s);
-    let mut p = p;
     p.stop();
     p.check_clean();
 }
