@@ -457,6 +457,11 @@ impl Pool {
             }
             rt.copier = true;
         }
+        // The new state is durable before the copier clears any bit.
+        if let Err(e) = self.sync_log() {
+            g.full.st.lock().copier = false;
+            return Err(PoolError::Invalid(format!("group '{name}': {e}")));
+        }
         start_copier(self, &g);
         Ok(())
     }
