@@ -13,4 +13,5 @@ pub mod group;
 pub mod handover;
 pub mod ops;
 pub mod remote;
+mod resync;
 mod ship;
