@@ -29,8 +29,9 @@
 //! (a write that waits for one that bypassed the journal starts after the switch and
 //! bypasses too), so the secondary stays a consistent image of that moment.
 //!
-//! **`group resync`** (`resync.rs`; explicit, like `pair resync` after PSUE: an operator decides the
-//! remote is back): under the metadata, record and admission locks the state becomes
+//! **`group resync`** (`resync.rs`; explicit, like `pair resync` after PSUE: an operator
+//! decides the remote is back): it waits (up to 20 s) for the shipper to drain the journal
+//! below half its limit; then under the metadata, record and admission locks the state becomes
 //! `resync` and a `ResyncStart` record is journaled before any new write can be; new writes
 //! are journaled again. A copier waits for the writers still bypassing, waits until the
 //! records before the start are in durable volume data (so a redo after a crash never
