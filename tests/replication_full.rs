@@ -490,3 +490,39 @@ fn group_set_changes_the_policy_and_the_limit_and_refuses_nonsense() {
     p.shutdown();
     s.shutdown();
 }
+
+#[test]
+fn secondary_crash_in_the_middle_of_a_resync_keeps_its_snapshot_and_converges() {
+    let st = Sites::new();
+    let (p, s, mut m) = setup(&st, "suspend", Some(512 << 10));
+    st.remote_gone();
+    let mut rng = Rng(31337);
+    let consistent_image = write_through_a_suspension(&p, &mut m, &mut rng);
+    st.remote_back();
+    p.group_resync("g").unwrap();
+    let snap = format!("resync-{}", info(&p).full.resync_seq);
+    let t0 = Instant::now();
+    while info(&s).state != "resync" {
+        assert!(t0.elapsed() < Duration::from_secs(30), "{:?}", info(&s));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Crash of the secondary while it applies the resync.
+    drop(s);
+    std::thread::sleep(Duration::from_millis(200));
+    let s = pool_at(&st.sdir());
+    let si = info(&s);
+    assert_eq!(si.state, "resync", "{si:?}");
+    assert!(!si.consistent);
+    for (v, want) in &consistent_image.vols {
+        let got = snap_image(&s, v, &snap).expect("the snapshot survives the crash");
+        assert!(got == *want, "{v}: the snapshot changed in the crash");
+    }
+    s.start_groups();
+    wait_caught_up(&p, &s);
+    for v in ["a", "b"] {
+        assert!(snap_image(&s, v, &snap).is_none(), "snapshot kept");
+    }
+    same(&p, &s, &m);
+    p.shutdown();
+    s.shutdown();
+}
