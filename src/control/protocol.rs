@@ -156,6 +156,16 @@ pub enum Request {
         #[serde(default)]
         keep_snapshot: bool,
     },
+    /// On the primary: change the journal limit, the journal-full policy or the block
+    /// timeout of an existing group (absent fields stay). Answers `GroupInfo`.
+    GroupSet {
+        name: String,
+        #[serde(default)]
+        options: GroupSetOptions,
+    },
+    /// On a suspended primary: journal again and journal the regions written while
+    /// suspended (the secondary is inconsistent until that ends). Answers `GroupInfo`.
+    GroupResync { name: String },
 }
 
 /// What a takeover or failback did.
@@ -302,6 +312,56 @@ pub struct GroupOptions {
     /// Journal size limit the status reports use against (default 4 GiB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub journal_limit: Option<u64>,
+    /// What a full journal does: "block" (default) or "suspend".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journal_full: Option<String>,
+    /// How long a blocked writer waits for journal space before ENOSPC (default 30000 ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_timeout_ms: Option<u64>,
+}
+
+/// Settings `group set` changes (absent: unchanged).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupSetOptions {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journal_limit: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journal_full: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_timeout_ms: Option<u64>,
+}
+
+/// The journal limit, its policy and the suspension / resync of a group (`GroupInfo.full`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FullInfo {
+    /// "block" or "suspend" (primary; the secondary shows its last known "block").
+    pub policy: String,
+    /// Primary: "journaling", "suspended" or "resync"; secondary: "journaling" or "resync".
+    pub state: String,
+    pub block_timeout_ms: u64,
+    /// Bytes of journal at which the high-water warning starts (80 % of the limit).
+    pub high_water: u64,
+    /// Set while the journal is at or above the high-water mark, or full.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+    /// When the group was suspended (seconds since the Unix epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspended_since: Option<u64>,
+    /// Last sequence number journaled before the suspension.
+    pub suspended_seq: u64,
+    /// Regions (extents) and bytes changed while suspended and not journaled yet.
+    pub dirty_regions: u64,
+    pub dirty_bytes: u64,
+    /// The running resync: its start record, bytes to send and sent.
+    pub resync_seq: u64,
+    pub resync_total: u64,
+    pub resync_done: u64,
+    /// Secondary in a resync: the snapshot of each volume holding the last consistent image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resync_snapshot: Option<String>,
+    /// Resyncs completed.
+    pub resyncs: u64,
 }
 
 /// One journal group (consistency group replicated through a remote directory), as seen
@@ -357,6 +417,9 @@ pub struct GroupInfo {
     /// Bytes of the last failback delta (sent by the primary, received by the secondary).
     #[serde(default)]
     pub failback_bytes: u64,
+    /// Journal limit policy, high-water warning, suspension and resync.
+    #[serde(default)]
+    pub full: FullInfo,
 }
 
 /// Pool summary.

@@ -229,6 +229,16 @@ impl Handler {
                     vec![],
                 )
             }
+            Request::GroupSet { name, options } => {
+                validate_group(&name)?;
+                naming(&name, p.group_set(&name, &options))?;
+                ok(self.one_group(&name)?, vec![])
+            }
+            Request::GroupResync { name } => {
+                validate_group(&name)?;
+                naming(&name, p.group_resync(&name))?;
+                ok(self.one_group(&name)?, vec![])
+            }
             Request::GroupStatus { name: None } => ok(p.group_info(None)?, vec![]),
             Request::GroupStatus { name: Some(name) } => ok(vec![self.one_group(&name)?], vec![]),
             Request::Sync => {

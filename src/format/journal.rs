@@ -116,6 +116,13 @@ pub enum RecordKind {
     /// The new primary has journaled (as `Base` records before it) every region of the
     /// failback request of the old primary `offset` (a pool id); `length` = bytes sent.
     FailbackDone = 12,
+    /// A suspended primary resumes journaling and journals the regions written while it was
+    /// suspended (as `Base` records after this one): the secondary snapshots its volumes
+    /// here (their last consistent image) and is inconsistent until `ResyncDone`.
+    ResyncStart = 20,
+    /// Every region of the resync that began at `ResyncStart` sequence number `offset` has
+    /// been journaled before this record; `length` = bytes sent.
+    ResyncDone = 21,
 }
 
 impl RecordKind {
@@ -132,6 +139,8 @@ impl RecordKind {
             8 => Marker,
             9 => Seal,
             12 => FailbackDone,
+            20 => ResyncStart,
+            21 => ResyncDone,
             kind => {
                 return Err(FormatError::UnknownType {
                     what: "journal record",

@@ -197,6 +197,20 @@ pub enum MetaRecord {
     PartialDone {
         exts: Vec<u64>,
     },
+    /// Regions (extents) of a primary volume written while its journal group is suspended
+    /// (journal full); made durable before the write that changes them (write-intent).
+    GroupDirty {
+        uid: u64,
+        volume: u64,
+        regions: Vec<u64>,
+    },
+    /// Regions of the suspension bitmap journaled again by a resync (their `Base` records
+    /// were durable in the journal before this record).
+    GroupClean {
+        uid: u64,
+        volume: u64,
+        regions: Vec<u64>,
+    },
 }
 
 impl MetaRecord {
@@ -225,6 +239,8 @@ impl MetaRecord {
             MetaRecord::MapSetPartial { .. } => 40,
             MetaRecord::PartialValid { .. } => 41,
             MetaRecord::PartialDone { .. } => 42,
+            MetaRecord::GroupDirty { .. } => 30,
+            MetaRecord::GroupClean { .. } => 31,
         }
     }
 
@@ -351,6 +367,21 @@ impl MetaRecord {
                 e.u64(exts.len() as u64);
                 for x in exts {
                     e.u64(*x);
+                }
+            }
+            MetaRecord::GroupDirty {
+                uid,
+                volume,
+                regions,
+            }
+            | MetaRecord::GroupClean {
+                uid,
+                volume,
+                regions,
+            } => {
+                e.u64(*uid).u64(*volume).u64(regions.len() as u64);
+                for r in regions {
+                    e.u64(*r);
                 }
             }
         }
@@ -496,6 +527,27 @@ impl MetaRecord {
                     exts.push(d.u64()?);
                 }
                 MetaRecord::PartialDone { exts }
+            }
+            30 | 31 => {
+                let (uid, volume) = (d.u64()?, d.u64()?);
+                let n = d.count(8)?;
+                let mut regions = Vec::with_capacity(n);
+                for _ in 0..n {
+                    regions.push(d.u64()?);
+                }
+                if kind == 30 {
+                    MetaRecord::GroupDirty {
+                        uid,
+                        volume,
+                        regions,
+                    }
+                } else {
+                    MetaRecord::GroupClean {
+                        uid,
+                        volume,
+                        regions,
+                    }
+                }
             }
             other => {
                 return Err(FormatError::UnknownType {
@@ -663,6 +715,16 @@ mod tests {
                 ..Default::default()
             })),
             MetaRecord::GroupDelete { uid: 5 },
+            MetaRecord::GroupDirty {
+                uid: 5,
+                volume: 1,
+                regions: vec![0, 7, 9],
+            },
+            MetaRecord::GroupClean {
+                uid: 5,
+                volume: 1,
+                regions: vec![7],
+            },
         ]
     }
 
@@ -688,7 +750,7 @@ mod tests {
 
     #[test]
     fn torn_and_corrupt_frames() {
-        for i in [4, 17, 18, 19, 20, 21] {
+        for i in [4, 17, 18, 19, 20, 21, 22, 23] {
             torn_and_corrupt(&samples()[i]);
         }
     }

@@ -392,6 +392,34 @@ pub fn apply(state: &mut State, rec: &MetaRecord) -> Result<(), String> {
                 return Err(format!("pair id {id} does not exist"));
             }
         }
+        MetaRecord::GroupDirty {
+            uid,
+            volume,
+            regions,
+        }
+        | MetaRecord::GroupClean {
+            uid,
+            volume,
+            regions,
+        } => {
+            // A write or a resync that raced with `group delete` may log after it: the
+            // bits of a group that is gone mean nothing.
+            let Some(g) = state.groups.iter_mut().find(|g| g.uid == *uid) else {
+                return Ok(());
+            };
+            let b = g.ext.full.dirty.entry(*volume).or_default();
+            let set = matches!(rec, MetaRecord::GroupDirty { .. });
+            for &r in regions {
+                if set {
+                    b.set(r);
+                } else {
+                    b.clear(r);
+                }
+            }
+            if b.is_empty() {
+                g.ext.full.dirty.remove(volume);
+            }
+        }
     }
     Ok(())
 }

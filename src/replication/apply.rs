@@ -310,6 +310,8 @@ fn apply_record(pool: &Pool, g: &Group, rec: &JournalRecord) -> Result<(), Strin
             log::info!("group '{}': snapshot '{name}' taken at its marker", g.name);
         }
         RecordKind::FailbackDone => super::handover::failback_done(pool, g, rec)?,
+        RecordKind::ResyncStart => super::full::resync_start_applied(pool, g, rec)?,
+        RecordKind::ResyncDone => super::full::resync_done_applied(pool, g, rec)?,
         RecordKind::Seal => {}
     }
     Ok(())
@@ -339,17 +341,22 @@ pub(crate) fn redo(pool: &Pool, g: &Group) -> Result<u64, PoolError> {
             let Some(v) = pool.volume_by_id(h.volume) else {
                 continue;
             };
-            let res = match h.kind {
-                RecordKind::Write => {
-                    let _io = v.io_lock.read_recursive();
-                    pool.write_plain(&v, h.offset, &rec.payload).map(|_| ())
+            if !matches!(h.kind, RecordKind::Write | RecordKind::Zero) {
+                continue;
+            }
+            // Regions written while the group was suspended hold newer data than this
+            // record; the resync sends them (replication/full.rs).
+            let pieces = super::full::clean_pieces(g, pool.extent_size, v.id, h.offset, h.length);
+            let _io = v.io_lock.read_recursive();
+            let res = pieces.iter().try_for_each(|&(o, n)| {
+                if h.kind == RecordKind::Write {
+                    let at = (o - h.offset) as usize;
+                    pool.write_plain(&v, o, &rec.payload[at..at + n as usize])
+                        .map(|_| ())
+                } else {
+                    pool.discard_locked(&v, o, n)
                 }
-                RecordKind::Zero => {
-                    let _io = v.io_lock.read_recursive();
-                    pool.discard_locked(&v, h.offset, h.length)
-                }
-                _ => continue,
-            };
+            });
             res.map_err(|e| {
                 PoolError::Inconsistent(format!(
                     "group '{}': redo of {} sequence number {}: {e}",

@@ -55,11 +55,14 @@ pub struct Group {
     pub(crate) stale: AtomicBool,
     pub(crate) worker: Mutex<Option<JoinHandle<()>>>,
     pub(crate) base_worker: Mutex<Option<JoinHandle<()>>>,
+    /// Journal limit: admission, suspension and resync (replication/full.rs).
+    pub(crate) full: super::full::FullRuntime,
 }
 
 impl Group {
     pub(crate) fn new(rec: GroupRec, journal: Option<Journal>) -> Group {
         let stale = rec.ext.handover.stale.is_some();
+        let full = super::full::FullRuntime::new(&rec.ext.full);
         Group {
             uid: rec.uid,
             name: rec.name.clone(),
@@ -75,6 +78,7 @@ impl Group {
             stale: AtomicBool::new(stale),
             worker: Mutex::new(None),
             base_worker: Mutex::new(None),
+            full,
         }
     }
 
@@ -169,10 +173,11 @@ impl Pool {
 
     /// Log the group's record (its state changed).
     pub(crate) fn put_group(&self, g: &Group) -> Result<(), PoolError> {
+        // Cloned under the metadata lock, so the record holds every change logged before it
+        // (the suspension bitmap's `GroupDirty` records change `rec` under that lock too).
+        let mut log = self.meta.lock();
         let rec = g.rec.lock().clone();
-        self.meta
-            .lock()
-            .append(&crate::format::MetaRecord::GroupPut(Box::new(rec)))?;
+        log.append(&crate::format::MetaRecord::GroupPut(Box::new(rec)))?;
         Ok(())
     }
 
@@ -199,8 +204,15 @@ impl Pool {
         }
         let data = &data[..len as usize];
         let es = self.extent_size;
+        // Journal space (or the suspension) is decided before any lock is taken.
+        let admit = self.full_admit(g, vol, len)?;
         let _st = g.lock_range(offset / es, (offset + len - 1) / es);
+        if admit.bypass() {
+            self.full_mark(g, vol, offset, len)?;
+            return self.write_plain(vol, offset, data);
+        }
         let seq = g.append(vol, RecordKind::Write, offset, len, data)?;
+        drop(admit);
         let res = self.write_plain(vol, offset, data);
         if res.is_err() {
             self.journal_correction(g, vol, offset, len);
@@ -223,8 +235,14 @@ impl Pool {
         }
         let len = len.min(size - offset);
         let es = self.extent_size;
+        let admit = self.full_admit(g, vol, 0)?;
         let _st = g.lock_range(offset / es, (offset + len - 1) / es);
+        if admit.bypass() {
+            self.full_mark(g, vol, offset, len)?;
+            return self.discard_locked(vol, offset, len);
+        }
         let seq = g.append(vol, RecordKind::Zero, offset, len, &[])?;
+        drop(admit);
         let res = self.discard_locked(vol, offset, len);
         if res.is_err() {
             self.journal_correction(g, vol, offset, len);

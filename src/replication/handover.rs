@@ -387,6 +387,7 @@ impl Pool {
         }
         {
             let r = g.rec.lock();
+            super::full::refuse_takeover(&r)?;
             if r.consistent_since == 0 || !r.base_pending.is_empty() {
                 return Err(PoolError::Busy(format!(
                     "the secondary of journal group '{name}' is not consistent yet ({}); its volumes are no usable image to take over",
@@ -608,6 +609,12 @@ impl Pool {
         rec.synced_time = 0;
         rec.base_pending.clear();
         rec.consistent_since = 0;
+        // The suspension bitmap went into the failback request; a secondary has none.
+        rec.ext.full = crate::format::group::FullRec {
+            policy: rec.ext.full.policy,
+            block_timeout_ms: rec.ext.full.block_timeout_ms,
+            ..Default::default()
+        };
         rec.ext.handover = HandoverRec {
             start_seq: m.start_seq,
             failback: Some(FailbackRec {
@@ -656,6 +663,12 @@ impl Pool {
         j.seal().map_err(|e| e.to_string())?;
         let epoch = g.rec.lock().epoch;
         let mut regions = Regions::default();
+        // Regions written while suspended (journal full) are in no journal record.
+        for (vol, b) in g.rec.lock().ext.full.dirty.iter() {
+            for x in b.iter() {
+                regions.add(*vol, x * self.extent_size, self.extent_size);
+            }
+        }
         for seg in j.sealed_after(since) {
             let s = read_sealed(&seg.path, (g.uid, epoch)).map_err(|e| e.to_string())?;
             for r in s.records.iter().filter(|r| r.head.seq > since) {

@@ -8,8 +8,10 @@
 //! writes the acknowledgement file.
 
 mod apply;
+pub mod full;
 pub mod group;
 pub mod handover;
 pub mod ops;
 pub mod remote;
+mod resync;
 mod ship;

@@ -123,6 +123,10 @@ impl Pool {
             seal_age_ms,
             rate: opts.rate.unwrap_or(0),
             journal_limit: opts.journal_limit.unwrap_or(DEFAULT_JOURNAL_LIMIT),
+            ext: crate::format::group::GroupSections {
+                full: super::full::new_full_rec(name, opts)?,
+                ..Default::default()
+            },
             ..Default::default()
         };
         // The manifest first: a secondary can attach as soon as this returns.
@@ -236,6 +240,7 @@ impl Pool {
 
     pub fn group_add_volume(self: &Arc<Self>, name: &str, volume: &str) -> Result<(), PoolError> {
         let g = self.primary_group(name)?;
+        super::full::refuse_while_suspended(&g, "add a volume")?;
         let v = self.grouped_volume(volume)?;
         {
             let _io = v.io_lock.write();
@@ -295,6 +300,7 @@ impl Pool {
     pub fn group_snapshot(&self, name: &str, snap: &str) -> Result<(), PoolError> {
         names::validate("snapshot", snap).map_err(PoolError::Invalid)?;
         let g = self.primary_group(name)?;
+        super::full::refuse_while_suspended(&g, "take a group snapshot")?;
         let mut ids: Vec<u64> = g.rec.lock().volumes.iter().map(|(l, _)| *l).collect();
         ids.sort_unstable();
         let vols: Vec<Arc<Volume>> = ids.iter().filter_map(|&i| self.volume_by_id(i)).collect();
@@ -431,6 +437,7 @@ impl Pool {
                 }),
                 failback: None,
                 failback_bytes: r.ext.handover.failback_bytes,
+                full: Default::default(),
             }
         } else {
             let written = rt.remote_written.max(r.synced);
@@ -480,6 +487,7 @@ impl Pool {
                     )
                 }),
                 failback_bytes: r.ext.handover.failback_bytes,
+                full: Default::default(),
             }
         }
     }
@@ -494,7 +502,10 @@ impl Pool {
                 return Err(not_found(n));
             }
         }
-        Ok(gs.iter().map(|g| self.info_of(g)).collect())
+        Ok(gs
+            .iter()
+            .map(|g| self.full_info(g, self.info_of(g)))
+            .collect())
     }
 
     /// At open: rebuild the groups, redo the primary journals' tails, start the workers.
@@ -543,6 +554,7 @@ impl Pool {
                 if !g.rec.lock().base_pending.is_empty() {
                     start_base_copy(self, &g);
                 }
+                self.full_resume(&g);
             } else {
                 start_applier(self, &g);
             }

@@ -66,9 +66,11 @@ pub(crate) fn start_shipper(pool: &Arc<Pool>, g: &Arc<Group>) {
                         g2.set_error(Some(format!("sync: {e}")));
                     }
                 }
+                // A small journal limit frees its space sooner (replication/full.rs).
+                let unsynced_max = UNSYNCED_JOURNAL.min(g2.rec.lock().journal_limit / 4);
                 if acked > synced
                     && syncing.is_none()
-                    && (held > UNSYNCED_JOURNAL || last_sync.elapsed() > Duration::from_secs(5))
+                    && (held > unsynced_max || last_sync.elapsed() > Duration::from_secs(5))
                 {
                     // A pool sync can take seconds under a heavy write load; it runs beside
                     // the shipper so that shipping (and so the lag) never waits for it.
@@ -201,6 +203,10 @@ fn base_copy(pool: &Pool, g: &Group, vol: &Volume) -> Result<bool, String> {
         }
         let off = lext * es;
         let n = es.min(size - off) as usize;
+        // The initial copy waits for journal space like the resync (the journal limit).
+        if !super::full::wait_space(pool, g, n as u64) {
+            return Ok(false);
+        }
         {
             // Under the stripe: a host write to this extent is wholly before (its data is
             // in what we read, its record earlier) or wholly after (its record later).

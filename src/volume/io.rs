@@ -45,6 +45,10 @@ pub enum IoError {
     Invalid { volume: String, detail: String },
     #[error("volume '{volume}' is read-only: {why}")]
     ReadOnly { volume: String, why: String },
+    /// The journal group's journal is at its limit (policy `block`) and no space came within
+    /// the block timeout: nothing of the write was journaled or written (ENOSPC).
+    #[error("volume '{volume}': journal full: {detail}")]
+    JournalFull { volume: String, detail: String },
 }
 
 impl IoError {
@@ -57,6 +61,7 @@ impl IoError {
             }
             IoError::Invalid { .. } => libc::EINVAL,
             IoError::ReadOnly { .. } => libc::EROFS,
+            IoError::JournalFull { .. } => libc::ENOSPC,
             _ => libc::EIO,
         }
     }

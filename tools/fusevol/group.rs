@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use fusevol::control::{Client, ClientError, GroupInfo, GroupOptions, HandoverReport, Request};
+use fusevol::control::{FullInfo, GroupSetOptions};
 use fusevol::names;
 use fusevol::units::format_size;
 
@@ -26,6 +27,8 @@ pub(crate) fn group(ctx: &Ctx, cmd: GroupCmd) -> Result<(), Failure> {
             seal_ms,
             rate,
             journal_limit,
+            journal_full,
+            block_timeout,
         } => {
             check_name("group", &name, &name)?;
             check_volumes(&name, &volumes)?;
@@ -40,6 +43,8 @@ pub(crate) fn group(ctx: &Ctx, cmd: GroupCmd) -> Result<(), Failure> {
                         seal_ms,
                         rate,
                         journal_limit,
+                        journal_full,
+                        block_timeout_ms: block_timeout,
                     },
                 },
                 |g: GroupInfo| {
@@ -131,6 +136,39 @@ pub(crate) fn group(ctx: &Ctx, cmd: GroupCmd) -> Result<(), Failure> {
                     )
                 },
             )
+        }
+        GroupCmd::Set {
+            name,
+            journal_limit,
+            journal_full,
+            block_timeout,
+        } => {
+            check_name("group", &name, &name)?;
+            let options = GroupSetOptions {
+                journal_limit,
+                journal_full,
+                block_timeout_ms: block_timeout,
+            };
+            ctx.request(Request::GroupSet { name, options }, |g: GroupInfo| {
+                println!(
+                    "group {}: journal limit {}, when full: {} (block timeout {})",
+                    g.name,
+                    format_size(g.journal_limit),
+                    g.full.policy,
+                    format_ms(g.full.block_timeout_ms)
+                )
+            })
+        }
+        GroupCmd::Resync { name } => {
+            check_name("group", &name, &name)?;
+            ctx.request(Request::GroupResync { name }, |g: GroupInfo| {
+                println!(
+                    "group {}: resync from sequence {} started: journaling again, {} of regions changed while suspended follow; the secondary is inconsistent until they are applied",
+                    g.name,
+                    g.full.resync_seq,
+                    format_size(g.full.resync_total)
+                )
+            })
         }
         GroupCmd::Delete { name } => {
             check_name("group", &name, &name)?;
@@ -281,7 +319,75 @@ fn group_block(g: &GroupInfo) -> String {
     if let Some(e) = &g.last_error {
         fields.push(("last error", e.clone()));
     }
+    full_fields(&mut fields, g.role == "primary", &g.full);
     key_values(&fields)
+}
+
+/// The journal limit's policy, warning, suspension and resync lines.
+fn full_fields(fields: &mut Vec<(&'static str, String)>, primary: bool, f: &FullInfo) {
+    if primary {
+        fields.push((
+            "when full",
+            if f.policy == "block" {
+                format!(
+                    "block (writers wait up to {}, then ENOSPC)",
+                    format_ms(f.block_timeout_ms)
+                )
+            } else {
+                f.policy.clone()
+            },
+        ));
+        fields.push(("high-water mark", format_size(f.high_water)));
+    }
+    if let Some(w) = &f.warning {
+        fields.push(("warning", w.clone()));
+    }
+    if let Some(t) = f.suspended_since {
+        fields.push((
+            "suspended",
+            format!(
+                "since {} after sequence {}; {} regions ({}) changed since",
+                format_local_time(t),
+                f.suspended_seq,
+                f.dirty_regions,
+                format_size(f.dirty_bytes)
+            ),
+        ));
+    }
+    if f.state == "resync" {
+        let line = if primary {
+            let pct = if f.resync_total == 0 {
+                100.0
+            } else {
+                f.resync_done as f64 * 100.0 / f.resync_total as f64
+            };
+            format!(
+                "from sequence {}: {} of {} sent ({pct:.0} %)",
+                f.resync_seq,
+                format_size(f.resync_done),
+                format_size(f.resync_total)
+            )
+        } else {
+            format!(
+                "from sequence {}: inconsistent until it completes{}",
+                f.resync_seq,
+                f.resync_snapshot
+                    .as_ref()
+                    .map(|s| format!("; snapshot {s} holds the last consistent image"))
+                    .unwrap_or_default()
+            )
+        };
+        fields.push(("resync", line));
+    }
+}
+
+/// `30 s`, `2.5 s`
+fn format_ms(ms: u64) -> String {
+    if ms.is_multiple_of(1000) {
+        format!("{} s", ms / 1000)
+    } else {
+        format!("{:.1} s", ms as f64 / 1000.0)
+    }
 }
 
 /// `3 records, 1.5 MiB, 0.25 s`
@@ -456,6 +562,7 @@ mod tests {
             stale: None,
             failback: None,
             failback_bytes: 0,
+            full: Default::default(),
         }
     }
 

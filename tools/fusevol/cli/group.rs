@@ -36,9 +36,19 @@ pub(crate) enum GroupCmd {
         /// Shipping rate limit per second, e.g. 50M [default: none]
         #[arg(long, value_name = "SIZE", value_parser = parse_size)]
         rate: Option<u64>,
-        /// Journal size limit shown in status [default: 4G]
+        /// Journal size limit (what the journal may hold before the --journal-full policy
+        /// acts) [default: 4G]
         #[arg(long, value_name = "SIZE", value_parser = parse_size)]
         journal_limit: Option<u64>,
+        /// What a full journal does: block (writers slow down, wait up to --block-timeout,
+        /// then get ENOSPC) or suspend (stop journaling, track changed regions in a bitmap
+        /// until `group resync`) [default: block]
+        #[arg(long, value_name = "POLICY", value_parser = ["block", "suspend"])]
+        journal_full: Option<String>,
+        /// With --journal-full block: how long a writer waits for journal space before
+        /// ENOSPC, in seconds (fractions allowed) [default: 30]
+        #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+        block_timeout: Option<u64>,
     },
     /// Attach this pool as the secondary of the group published in DIR/GROUP/ (creates the
     /// secondary volumes, read-only while applying)
@@ -110,6 +120,31 @@ pub(crate) enum GroupCmd {
         #[arg(value_name = "GROUP")]
         name: Option<String>,
     },
+    /// On the primary: change the journal limit, the journal-full policy or the block
+    /// timeout of a group
+    Set {
+        #[arg(value_name = "GROUP")]
+        name: String,
+        /// New journal size limit
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        journal_limit: Option<u64>,
+        /// block or suspend
+        #[arg(long, value_name = "POLICY", value_parser = ["block", "suspend"])]
+        journal_full: Option<String>,
+        /// Seconds a blocked writer waits before ENOSPC
+        #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+        block_timeout: Option<u64>,
+    },
+    /// On a suspended primary (journal full, policy suspend): journal again and send the
+    /// regions changed while suspended
+    ///
+    /// The secondary snapshots its volumes (resync-<SEQ>, its last consistent image) when
+    /// the resync reaches it, is inconsistent until the resync is applied, then deletes the
+    /// snapshot. Needs the remote directory.
+    Resync {
+        #[arg(value_name = "GROUP")]
+        name: String,
+    },
     /// Wait until a group has applied SEQ, is consistent, or is caught up (exit 5 on timeout)
     ///
     /// A group in an error state is waited for all the same (until the timeout); its last
@@ -135,6 +170,17 @@ pub(crate) enum GroupCmd {
         #[arg(long, value_name = "SECS")]
         timeout: Option<u64>,
     },
+}
+
+/// Seconds (fractions allowed) as milliseconds.
+fn parse_secs(s: &str) -> Result<u64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number of seconds"))?;
+    if !v.is_finite() || !(0.0..=86_400.0).contains(&v) {
+        return Err(format!("'{s}' is not between 0 and 86400 seconds"));
+    }
+    Ok((v * 1000.0).round() as u64)
 }
 
 #[cfg(test)]
@@ -182,6 +228,34 @@ mod tests {
                 assert_eq!(journal_limit, Some(1 << 30));
             }
             _ => panic!("wrong command"),
+        }
+        let args = [
+            "fusevol",
+            "group",
+            "set",
+            "g",
+            "--journal-full",
+            "suspend",
+            "--block-timeout",
+            "2.5",
+        ];
+        match parse(&args).command {
+            Command::Group(GroupCmd::Set {
+                journal_full,
+                block_timeout,
+                journal_limit,
+                ..
+            }) => {
+                assert_eq!(journal_full.as_deref(), Some("suspend"));
+                assert_eq!(block_timeout, Some(2500));
+                assert_eq!(journal_limit, None);
+            }
+            _ => panic!("wrong command"),
+        }
+        for bad in [["--journal-full", "drop"], ["--block-timeout", "-1"]] {
+            let mut a = vec!["fusevol", "group", "set", "g"];
+            a.extend(bad);
+            assert!(Cli::try_parse_from(a).is_err(), "{bad:?}");
         }
         assert!(Cli::try_parse_from([
             "fusevol",

@@ -1,0 +1,717 @@
+//! The journal limit of a primary group: the high-water warning, the two journal-full
+//! policies (`block` and `suspend`), the suspension bitmap and `group resync`; and at the
+//! secondary, the snapshot kept while a resync is applied.
+//!
+//! **What counts.** The limit is on the bytes of journal segments the primary holds
+//! (`journal_bytes`: what is not yet acknowledged and purged). Every journaled host write or
+//! discard is *admitted* before it takes its stripe locks: the record's size (plus one
+//! segment header and one seal, the most a record can add besides itself) is reserved
+//! against the limit, so concurrent writers never take the journal past it.
+//!
+//! **High-water mark** (80 % of the limit): `group status` carries a warning, the daemon logs
+//! once per crossing (and once when the journal drops below 72 % again).
+//!
+//! **`block`** (default): above the high-water mark each write is slowed by up to 10 ms (in
+//! proportion to how close the journal is to the limit); a write that does not fit waits for
+//! space — the shipper purges what the secondary acknowledged — polling every 10 ms, holding
+//! no stripe lock and no journal lock, up to the block timeout (default 30 s). Then it fails
+//! with ENOSPC (`IoError::JournalFull`) and nothing of it was journaled or written. Nothing
+//! acknowledged is ever dropped. ENOSPC because that is what a writer sees from a full
+//! device and what applications handle (retry later or stop), unlike EIO which means damage.
+//!
+//! **`suspend`**: the write that does not fit suspends the group: state `suspended` is logged,
+//! journaling stops, and every later write or discard goes straight to the volume after
+//! marking its regions (extents) in a per-volume bitmap (`FullRec.dirty`). A bit is made
+//! durable in the metadata log (`GroupDirty`, then an fdatasync of the log) *before* the
+//! write it covers can reach the arrays — write-intent, like the mirror bitmaps — so a crash
+//! can only make a resync send more, never less. The shipper goes on shipping what is
+//! already journaled. The journal is a prefix of the write history up to the suspension
+//! (a write that waits for one that bypassed the journal starts after the switch and
+//! bypasses too), so the secondary stays a consistent image of that moment.
+//!
+//! **`group resync`** (`resync.rs`; explicit, like `pair resync` after PSUE: an operator
+//! decides the remote is back): it waits (up to 20 s) for the shipper to drain the journal
+//! below half its limit; then under the metadata, record and admission locks the state becomes
+//! `resync` and a `ResyncStart` record is journaled before any new write can be; new writes
+//! are journaled again. A copier waits for the writers still bypassing, waits until the
+//! records before the start are in durable volume data (so a redo after a crash never
+//! replays an old record over a region written while suspended), then journals each dirty
+//! region from the current volume content as a `Base` record (a `Zero` record for a hole)
+//! under the region's stripe lock, the way the base copy and the failback delta do; a host
+//! write to the region is wholly before or after the copy. A batch of bits is cleared
+//! (`GroupClean`) only after its records are durable in the journal; a write that bypasses
+//! again (a new suspension) after a region was copied keeps its bit. Then `ResyncDone` and
+//! state `journaling`. The copier (like the initial copy) fills at most 60 % of the
+//! limit, leaving the rest (and the high-water mark) to host writes.
+//! After a restart in state `resync` the copier continues by itself.
+//!
+//! **Redo after a crash** skips the parts of journal records that fall in dirty regions:
+//! their current content is what the resync sends.
+//!
+//! **Secondary**: applying `ResyncStart` it snapshots every group volume as
+//! `resync-<seq>` (the last consistent image) — only when it was consistent, and keeping an
+//! older resync snapshot if one is still there — and is `resync`, inconsistent, until it
+//! applies `ResyncDone`, which deletes the snapshot. A takeover is refused meanwhile; the
+//! README says how to use the snapshot instead.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use super::group::Group;
+pub(crate) use super::resync::{
+    refuse_takeover, resync_done_applied, resync_start_applied, wait_space,
+};
+use crate::control::{FullInfo, GroupInfo, GroupSetOptions};
+use crate::format::group::full::{FullPolicy, FullState};
+use crate::format::journal::{RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE};
+use crate::format::MetaRecord;
+use crate::journal::now_ns;
+use crate::mirror::bitmap::Bitmap;
+use crate::pool::{Pool, PoolError};
+use crate::volume::{IoError, Volume};
+
+/// High-water mark: per mille of the limit.
+const HIGH_WATER_PM: u64 = 800;
+/// The warning is re-armed below this (hysteresis).
+const LOW_WATER_PM: u64 = 720;
+/// Most a write is slowed by just below the limit.
+const MAX_SLOW: Duration = Duration::from_millis(10);
+pub(super) const POLL: Duration = Duration::from_millis(10);
+/// Background copies (resync, initial copy) use at most this per mille of the limit; the
+/// rest is left to host writes.
+pub(super) const COPY_SHARE: u64 = 600;
+/// Smallest journal limit accepted.
+pub const MIN_JOURNAL_LIMIT: u64 = 256 << 10;
+
+/// Run-time state of the journal limit (not persistent; `FullRec` is).
+pub struct FullRuntime {
+    pub(super) st: Mutex<Rt>,
+}
+
+pub(super) struct Rt {
+    /// Mirrors `FullRec.state`; admission decides on this copy, under this lock.
+    pub(super) state: FullState,
+    /// Bytes admitted and not yet appended.
+    pub(super) reserved: u64,
+    /// Writes that decided to bypass the journal and have not finished.
+    pub(super) bypass: u64,
+    /// Regions whose resync record is journaled and whose bit is not cleared yet.
+    pub(super) copied: BTreeMap<u64, Bitmap>,
+    /// Above the high-water mark (logged once per crossing).
+    pub(super) warned: bool,
+    /// Block policy: since when (ns) writers find the journal full; the last failure.
+    pub(super) full_since: u64,
+    pub(super) failed: Option<String>,
+    /// A resync copier runs.
+    pub(super) copier: bool,
+}
+
+impl FullRuntime {
+    pub(crate) fn new(rec: &crate::format::group::FullRec) -> FullRuntime {
+        FullRuntime {
+            st: Mutex::new(Rt {
+                state: rec.state,
+                reserved: 0,
+                bypass: 0,
+                copied: BTreeMap::new(),
+                warned: false,
+                full_since: 0,
+                failed: None,
+                copier: false,
+            }),
+        }
+    }
+}
+
+/// The decision for one write: journal it (space reserved) or bypass the journal (the group
+/// is suspended). Dropping it releases the reservation or the bypass count.
+pub(crate) enum Admit<'a> {
+    Journal(&'a Group, u64),
+    Bypass(&'a Group),
+    /// Not subject to the limit (no journal).
+    Free,
+}
+
+impl Admit<'_> {
+    pub(crate) fn bypass(&self) -> bool {
+        matches!(self, Admit::Bypass(_))
+    }
+}
+
+impl Drop for Admit<'_> {
+    fn drop(&mut self) {
+        match self {
+            Admit::Journal(g, n) => g.full.st.lock().reserved -= *n,
+            Admit::Bypass(g) => g.full.st.lock().bypass -= 1,
+            Admit::Free => {}
+        }
+    }
+}
+
+/// Journal bytes one record of `payload` bytes may add (itself, a new segment's header, the
+/// seal of its segment).
+pub(super) fn need_for(payload: u64) -> u64 {
+    payload + 2 * RECORD_HEADER_SIZE as u64 + SEGMENT_HEADER_SIZE as u64
+}
+
+fn high_water(limit: u64) -> u64 {
+    limit / 1000 * HIGH_WATER_PM
+}
+
+/// How long a write is slowed at `used` bytes of `limit`.
+pub fn slow_down(used: u64, limit: u64) -> Duration {
+    let hw = high_water(limit);
+    if limit == 0 || used <= hw || limit <= hw {
+        return Duration::ZERO;
+    }
+    let frac = ((used - hw) as f64 / (limit - hw) as f64).min(1.0);
+    MAX_SLOW.mul_f64(frac)
+}
+
+fn journal_full_err(vol: &Volume, g: &Group, used: u64, limit: u64, secs: f64) -> IoError {
+    IoError::JournalFull {
+        volume: vol.name.clone(),
+        detail: format!(
+            "journal group '{}' holds {used} of its {limit} bytes of journal and no space came within {secs:.1} s (policy block; the remote directory or the secondary is not taking segments); nothing of this write was journaled or written",
+            g.name
+        ),
+    }
+}
+
+impl Pool {
+    /// Decide how a write of `payload` journal bytes to `vol` of primary group `g` goes:
+    /// journaled (space reserved), or around the journal (suspended). Waits (block policy)
+    /// holding no group lock. Call before taking the stripe locks.
+    pub(crate) fn full_admit<'a>(
+        &self,
+        g: &'a Group,
+        vol: &Volume,
+        payload: u64,
+    ) -> Result<Admit<'a>, IoError> {
+        if g.journal.is_none() {
+            return Ok(Admit::Free);
+        }
+        let need = need_for(payload);
+        let t0 = Instant::now();
+        let mut slowed = false;
+        loop {
+            let (policy, limit, timeout) = {
+                let r = g.rec.lock();
+                (
+                    r.ext.full.policy,
+                    r.journal_limit,
+                    r.ext.full.block_timeout_ms,
+                )
+            };
+            let limit = if limit == 0 { u64::MAX } else { limit };
+            let used = g.journal().stats().bytes;
+            self.note_high_water(g, used, limit);
+            {
+                let mut rt = g.full.st.lock();
+                if rt.state == FullState::Suspended {
+                    rt.bypass += 1;
+                    return Ok(Admit::Bypass(g));
+                }
+                if used.saturating_add(rt.reserved).saturating_add(need) <= limit {
+                    let pause = slow_down(used + rt.reserved, limit);
+                    if !slowed && !pause.is_zero() {
+                        drop(rt);
+                        slowed = true;
+                        std::thread::sleep(pause);
+                        continue;
+                    }
+                    rt.reserved += need;
+                    if rt.full_since != 0 {
+                        rt.full_since = 0;
+                        log::info!("group '{}': journal space again; writes go on", g.name);
+                    }
+                    return Ok(Admit::Journal(g, need));
+                }
+                if policy == FullPolicy::Block {
+                    if rt.full_since == 0 {
+                        rt.full_since = now_ns();
+                        log::warn!(
+                            "group '{}': journal full ({used} of {limit} bytes): writers wait up to {} ms for the secondary to take segments",
+                            g.name,
+                            timeout
+                        );
+                    }
+                    let waited = t0.elapsed();
+                    if need > limit || waited >= Duration::from_millis(timeout) {
+                        let e = journal_full_err(vol, g, used, limit, waited.as_secs_f64());
+                        if rt.failed.is_none() {
+                            log::error!("group '{}': {e} (ENOSPC)", g.name);
+                        }
+                        rt.failed = Some(e.to_string());
+                        return Err(e);
+                    }
+                }
+            }
+            if policy == FullPolicy::Suspend {
+                self.full_suspend(g, used, limit);
+                continue;
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    fn note_high_water(&self, g: &Group, used: u64, limit: u64) {
+        if limit == u64::MAX {
+            return;
+        }
+        let mut rt = g.full.st.lock();
+        if !rt.warned && used >= high_water(limit) {
+            rt.warned = true;
+            log::warn!(
+                "group '{}': journal above its high-water mark: {used} of {limit} bytes ({} %)",
+                g.name,
+                used * 100 / limit.max(1)
+            );
+        } else if rt.warned && used < limit / 1000 * LOW_WATER_PM {
+            rt.warned = false;
+            rt.failed = None;
+            log::info!(
+                "group '{}': journal below its high-water mark again ({used} of {limit} bytes)",
+                g.name
+            );
+        }
+    }
+
+    /// Suspend the group (journal full, policy suspend): logged before any write bypasses.
+    fn full_suspend(&self, g: &Group, used: u64, limit: u64) {
+        let mut log = self.meta.lock();
+        let mut r = g.rec.lock();
+        let mut rt = g.full.st.lock();
+        if rt.state == FullState::Suspended {
+            return;
+        }
+        let was = rt.state;
+        r.ext.full.state = FullState::Suspended;
+        if was == FullState::Journaling {
+            r.ext.full.suspended_since = now_ns();
+        }
+        r.ext.full.suspended_seq = g.journal().stats().written;
+        if let Err(e) = log.append(&MetaRecord::GroupPut(Box::new(r.clone()))) {
+            // The bypassing writes log their bits and fail the same way: nothing is lost.
+            log::error!("group '{}': recording the suspension: {e}", g.name);
+        }
+        rt.state = FullState::Suspended;
+        log::error!(
+            "group '{}': journal full ({used} of {limit} bytes){}: SUSPENDED after sequence {}; journaling stopped, changed regions are kept in a bitmap; run `fusevol group resync {}` once the remote directory takes segments again",
+            g.name,
+            if was == FullState::Resync { " during a resync" } else { "" },
+            r.ext.full.suspended_seq,
+            g.name
+        );
+    }
+
+    /// A write that bypasses the journal: mark its regions, durably, before it is made.
+    /// Call with the stripe locks of the range held.
+    pub(crate) fn full_mark(
+        &self,
+        g: &Group,
+        vol: &Volume,
+        offset: u64,
+        len: u64,
+    ) -> Result<(), IoError> {
+        let regions = self.regions(offset, len.min(vol.size().saturating_sub(offset)));
+        let err = |source| IoError::Meta {
+            volume: vol.name.clone(),
+            source,
+        };
+        {
+            let mut log = self.meta.lock();
+            let mut r = g.rec.lock();
+            let mut rt = g.full.st.lock();
+            if let Some(c) = rt.copied.get_mut(&vol.id) {
+                // Copied by a resync before this write: the copy is old now.
+                for &x in &regions {
+                    c.clear(x);
+                }
+            }
+            let b = r.ext.full.dirty.entry(vol.id).or_default();
+            let new: Vec<u64> = regions
+                .iter()
+                .copied()
+                .filter(|&x| !b.contains(x))
+                .collect();
+            if !new.is_empty() {
+                log.append(&MetaRecord::GroupDirty {
+                    uid: g.uid,
+                    volume: vol.id,
+                    regions: new.clone(),
+                })
+                .map_err(err)?;
+                for x in new {
+                    b.set(x);
+                }
+            } else if b.is_empty() {
+                r.ext.full.dirty.remove(&vol.id);
+            }
+        }
+        // Write-intent: the bit (ours, or another writer's not yet synced) is durable
+        // before the data it covers can be.
+        self.sync_log().map_err(err)
+    }
+
+    /// `group set`: change the limit, the policy or the block timeout of a primary group.
+    pub fn group_set(&self, name: &str, o: &GroupSetOptions) -> Result<(), PoolError> {
+        let g = self.full_primary(name)?;
+        let policy = o.journal_full.as_deref().map(parse_policy).transpose()?;
+        if let Some(l) = o.journal_limit {
+            check_limit(name, l)?;
+        }
+        {
+            let mut r = g.rec.lock();
+            if let Some(l) = o.journal_limit {
+                r.journal_limit = l;
+            }
+            if let Some(p) = policy {
+                r.ext.full.policy = p;
+            }
+            if let Some(t) = o.block_timeout_ms {
+                r.ext.full.block_timeout_ms = t;
+            }
+        }
+        self.put_group(&g)?;
+        let r = g.rec.lock();
+        log::info!(
+            "group '{name}': journal limit {} bytes, policy {}, block timeout {} ms",
+            r.journal_limit,
+            r.ext.full.policy.name(),
+            r.ext.full.block_timeout_ms
+        );
+        Ok(())
+    }
+
+    pub(super) fn full_primary(&self, name: &str) -> Result<Arc<Group>, PoolError> {
+        let g = self
+            .group_by_name(name)
+            .ok_or_else(|| PoolError::NotFound(format!("journal group '{name}' does not exist")))?;
+        if !g.is_primary() {
+            return Err(PoolError::Invalid(format!(
+                "journal group '{name}' is a secondary here; do this on the primary"
+            )));
+        }
+        if g.is_stale() {
+            return Err(PoolError::Busy(format!(
+                "journal group '{name}' was taken over by another site; it is read-only here"
+            )));
+        }
+        Ok(g)
+    }
+
+    /// The status fields of the journal limit, suspension and resync.
+    pub(crate) fn full_info(&self, g: &Group, mut info: GroupInfo) -> GroupInfo {
+        let r = g.rec.lock().clone();
+        let f = &r.ext.full;
+        let rt_state = g.full.st.lock().state;
+        let mut out = FullInfo {
+            policy: f.policy.name().into(),
+            state: f.state.name().into(),
+            block_timeout_ms: f.block_timeout_ms,
+            suspended_seq: f.suspended_seq,
+            dirty_regions: f.dirty_regions(),
+            dirty_bytes: f.dirty_regions() * self.extent_size,
+            resync_seq: f.resync_seq,
+            resync_total: f.resync_total,
+            resync_done: f.resync_done,
+            resyncs: f.resyncs,
+            ..Default::default()
+        };
+        if g.is_primary() {
+            out.state = rt_state.name().into();
+            let limit = r.journal_limit;
+            out.high_water = high_water(limit);
+            out.suspended_since = (f.state != FullState::Journaling && f.suspended_since != 0)
+                .then_some(f.suspended_since / 1_000_000_000);
+            let used = info.journal_bytes;
+            let (full_since, failed) = {
+                let rt = g.full.st.lock();
+                (rt.full_since, rt.failed.clone())
+            };
+            out.warning = if rt_state == FullState::Suspended {
+                Some(format!(
+                    "journal full: suspended since sequence {}; {} bytes of regions changed since; run `fusevol group resync {}` once the remote directory is back",
+                    f.suspended_seq, out.dirty_bytes, g.name
+                ))
+            } else if full_since != 0 || (limit > 0 && used + need_for(0) >= limit) {
+                Some(format!(
+                    "journal full: {used} of {limit} bytes; writers wait up to {} ms, then fail with ENOSPC{}",
+                    f.block_timeout_ms,
+                    failed.map(|e| format!(" (last: {e})")).unwrap_or_default()
+                ))
+            } else if limit > 0 && used >= out.high_water {
+                Some(format!(
+                    "journal above its high-water mark: {used} of {limit} bytes ({} %)",
+                    used * 100 / limit
+                ))
+            } else {
+                None
+            };
+            if info.state != "stale" {
+                match rt_state {
+                    FullState::Suspended => info.state = "suspended".into(),
+                    FullState::Resync => info.state = "resync".into(),
+                    FullState::Journaling => {}
+                }
+            }
+        } else if f.state == FullState::Resync {
+            info.state = "resync".into();
+            info.consistent = false;
+            info.consistent_since = None;
+            out.resync_snapshot =
+                (!f.resync_snapshot.is_empty()).then(|| f.resync_snapshot.clone());
+            out.warning = Some(match &out.resync_snapshot {
+                Some(s) => format!(
+                    "resync from sequence {} in progress: inconsistent until it completes; snapshot '{s}' of each volume holds the last consistent image",
+                    f.resync_seq
+                ),
+                None => format!(
+                    "resync from sequence {} in progress: inconsistent until it completes",
+                    f.resync_seq
+                ),
+            });
+        }
+        info.full = out;
+        info
+    }
+}
+
+fn parse_policy(s: &str) -> Result<FullPolicy, PoolError> {
+    FullPolicy::parse(s).ok_or_else(|| {
+        PoolError::Invalid(format!(
+            "journal-full policy '{s}' is not one of: block, suspend"
+        ))
+    })
+}
+
+fn check_limit(name: &str, l: u64) -> Result<(), PoolError> {
+    if l < MIN_JOURNAL_LIMIT {
+        return Err(PoolError::Invalid(format!(
+            "group '{name}': journal limit {l} is below the minimum {MIN_JOURNAL_LIMIT} bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// `group create`: the section of a new group from its options.
+pub(crate) fn new_full_rec(
+    name: &str,
+    o: &crate::control::GroupOptions,
+) -> Result<crate::format::group::FullRec, PoolError> {
+    let mut f = crate::format::group::FullRec::default();
+    if let Some(p) = &o.journal_full {
+        f.policy = parse_policy(p)?;
+    }
+    if let Some(t) = o.block_timeout_ms {
+        f.block_timeout_ms = t;
+    }
+    if let Some(l) = o.journal_limit {
+        check_limit(name, l)?;
+    }
+    Ok(f)
+}
+
+/// Refuse an operation that would put a wrong image at the secondary while the group is
+/// suspended or resyncing (a group snapshot, a new volume).
+pub(crate) fn refuse_while_suspended(g: &Group, what: &str) -> Result<(), PoolError> {
+    let st = g.full.st.lock().state;
+    if st != FullState::Journaling {
+        return Err(PoolError::Busy(format!(
+            "journal group '{}' is {}: cannot {what} until `fusevol group resync {}` has completed",
+            g.name,
+            st.name(),
+            g.name
+        )));
+    }
+    Ok(())
+}
+
+/// Redo after a crash: the parts of `[offset, offset+len)` of volume `vol` outside dirty
+/// regions (inside them the volume holds newer data than the journal, which a resync
+/// sends). Absolute (offset, length) pieces in order.
+pub(crate) fn clean_pieces(g: &Group, es: u64, vol: u64, offset: u64, len: u64) -> Vec<(u64, u64)> {
+    let r = g.rec.lock();
+    let Some(b) = r.ext.full.dirty.get(&vol).filter(|b| !b.is_empty()) else {
+        return vec![(offset, len)];
+    };
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    let end = offset + len;
+    let mut pos = offset;
+    while pos < end {
+        let ext = pos / es;
+        let n = ((ext + 1) * es).min(end) - pos;
+        if !b.contains(ext) {
+            match out.last_mut() {
+                Some((o, l)) if *o + *l == pos => *l += n,
+                _ => out.push((pos, n)),
+            }
+        }
+        pos += n;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::GroupRec;
+
+    #[test]
+    fn slow_down_grows_from_the_high_water_mark_to_the_limit() {
+        let l = 1_000_000;
+        assert_eq!(slow_down(0, l), Duration::ZERO);
+        assert_eq!(slow_down(800_000, l), Duration::ZERO);
+        let a = slow_down(850_000, l);
+        let b = slow_down(950_000, l);
+        assert!(a > Duration::ZERO && a < b && b <= MAX_SLOW, "{a:?} {b:?}");
+        assert_eq!(slow_down(2_000_000, l), MAX_SLOW);
+        assert_eq!(slow_down(5, 0), Duration::ZERO);
+        assert_eq!(high_water(1000), 800);
+    }
+
+    #[test]
+    fn redo_skips_exactly_the_dirty_extents() {
+        let mut rec = GroupRec {
+            uid: 1,
+            name: "g".into(),
+            role: super::super::group::ROLE_PRIMARY,
+            ..Default::default()
+        };
+        rec.ext
+            .full
+            .dirty
+            .insert(7, Bitmap::from_runs(&[(1, 1), (3, 2)]));
+        let g = Group::new(rec, None);
+        let es = 100;
+        // Another volume, or no overlap: whole.
+        assert_eq!(clean_pieces(&g, es, 8, 150, 300), vec![(150, 300)]);
+        assert_eq!(clean_pieces(&g, es, 7, 10, 50), vec![(10, 50)]);
+        // Extents 0..=5 touched; 1, 3 and 4 are dirty.
+        assert_eq!(
+            clean_pieces(&g, es, 7, 50, 520),
+            vec![(50, 50), (200, 100), (500, 70)]
+        );
+        assert!(clean_pieces(&g, es, 7, 300, 200).is_empty());
+    }
+
+    proptest::proptest! {
+        /// The redo pieces are exactly the bytes of the range in clean extents, in order,
+        /// maximal (no two pieces touch).
+        #[test]
+        fn redo_pieces_match_a_byte_oracle(
+            dirty in proptest::collection::vec(0u64..40, 0..20),
+            off in 0u64..3000,
+            len in 1u64..1500,
+        ) {
+            let es = 100;
+            let mut rec = GroupRec { uid: 1, name: "g".into(), role: 1, ..Default::default() };
+            let mut b = Bitmap::new();
+            for d in &dirty {
+                b.set(*d);
+            }
+            rec.ext.full.dirty.insert(3, b.clone());
+            let g = Group::new(rec, None);
+            let pieces = clean_pieces(&g, es, 3, off, len);
+            let want: Vec<u64> = (off..off + len).filter(|x| !b.contains(x / es)).collect();
+            let got: Vec<u64> = pieces.iter().flat_map(|&(o, n)| o..o + n).collect();
+            proptest::prop_assert_eq!(got, want);
+            for w in pieces.windows(2) {
+                proptest::prop_assert!(w[0].0 + w[0].1 < w[1].0);
+            }
+        }
+    }
+
+    #[test]
+    fn replayed_bitmap_records_set_and_clear_and_ignore_a_deleted_group() {
+        use crate::meta::{apply, State};
+        let mut st = State {
+            extent_size: 4096,
+            next_id: 1,
+            ..Default::default()
+        };
+        st.groups.push(GroupRec {
+            uid: 5,
+            name: "g".into(),
+            role: 1,
+            ..Default::default()
+        });
+        let dirty = MetaRecord::GroupDirty {
+            uid: 5,
+            volume: 2,
+            regions: vec![1, 2, 9],
+        };
+        apply(&mut st, &dirty).unwrap();
+        apply(
+            &mut st,
+            &MetaRecord::GroupClean {
+                uid: 5,
+                volume: 2,
+                regions: vec![2],
+            },
+        )
+        .unwrap();
+        let b = &st.groups[0].ext.full.dirty[&2];
+        assert_eq!(b.iter().collect::<Vec<_>>(), vec![1, 9]);
+        apply(
+            &mut st,
+            &MetaRecord::GroupClean {
+                uid: 5,
+                volume: 2,
+                regions: vec![1, 9],
+            },
+        )
+        .unwrap();
+        assert!(st.groups[0].ext.full.dirty.is_empty());
+        let gone = MetaRecord::GroupDirty {
+            uid: 6,
+            volume: 2,
+            regions: vec![1],
+        };
+        apply(&mut st, &gone).unwrap();
+    }
+
+    #[test]
+    fn set_and_resync_requests_on_the_wire() {
+        use crate::control::Request;
+        use serde_json::json;
+        let set = Request::GroupSet {
+            name: "g".into(),
+            options: GroupSetOptions {
+                journal_full: Some("suspend".into()),
+                journal_limit: None,
+                block_timeout_ms: Some(500),
+            },
+        };
+        let want = json!({"op":"group_set","name":"g","options":{"journal_full":"suspend","block_timeout_ms":500}});
+        assert_eq!(serde_json::to_value(&set).unwrap(), want);
+        assert_eq!(serde_json::from_value::<Request>(want).unwrap(), set);
+        let r = Request::GroupResync { name: "g".into() };
+        assert_eq!(
+            serde_json::to_value(&r).unwrap(),
+            json!({"op":"group_resync","name":"g"})
+        );
+        // An unknown setting is refused, not ignored.
+        assert!(serde_json::from_value::<Request>(
+            json!({"op":"group_set","name":"g","options":{"journal_fulll":"block"}})
+        )
+        .is_err());
+        // Old clients' status answers (no `full`) still parse.
+        let old = json!({"name":"g","role":"primary","state":"replicating","epoch":1,"volumes":[],
+            "remote":"/r","written":0,"sealed":0,"shipped":0,"applied":0,"acknowledged":0,
+            "lag_records":0,"lag_bytes":0,"lag_seconds":0.0,"journal_bytes":0,"journal_limit":0,
+            "journal_free":0,"consistent":true,"consistent_since":null,"last_error":null});
+        let i: GroupInfo = serde_json::from_value(old).unwrap();
+        assert_eq!(i.full, FullInfo::default());
+    }
+
+    #[test]
+    fn a_record_needs_its_bytes_a_header_and_a_seal() {
+        assert_eq!(need_for(0), 2 * 72 + 64);
+        assert_eq!(need_for(4096), 4096 + 2 * 72 + 64);
+    }
+}
