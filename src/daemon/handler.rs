@@ -190,10 +190,10 @@ impl Handler {
                 naming(&name, p.group_create(&name, &volumes, &remote, &options))?;
                 ok(self.one_group(&name)?, vec![])
             }
-            Request::GroupAttach { name, remote } => {
+            Request::GroupAttach { name, remote, pitr } => {
                 validate_group(&name)?;
                 let remote = remote_dir(&name, &remote)?;
-                naming(&name, p.group_attach(&name, &remote))?;
+                naming(&name, p.group_attach_pitr(&name, &remote, &pitr))?;
                 ok(self.one_group(&name)?, vec![])
             }
             Request::GroupAddVolume { name, volume } => {
@@ -226,6 +226,37 @@ impl Handler {
                 validate_group(&name)?;
                 ok(
                     naming(&name, p.group_failback(&name, keep_snapshot))?,
+                    vec![],
+                )
+            }
+            Request::GroupSet { name, pitr } => {
+                validate_group(&name)?;
+                naming(&name, p.group_set_pitr(&name, &pitr))?;
+                ok(self.one_group(&name)?, vec![])
+            }
+            Request::GroupRestore {
+                name,
+                seq,
+                time_ns,
+                prefix,
+                into,
+            } => {
+                validate_group(&name)?;
+                let target = match (seq, time_ns) {
+                    (Some(n), None) => crate::replication::pitr::RestoreTarget::Seq(n),
+                    (None, Some(t)) => crate::replication::pitr::RestoreTarget::Time(t),
+                    _ => {
+                        return Err(PoolError::Invalid(format!(
+                            "group '{name}': restore needs exactly one of seq and time_ns"
+                        )))
+                    }
+                };
+                let into = into.map(PathBuf::from);
+                ok(
+                    naming(
+                        &name,
+                        p.group_restore(&name, target, prefix.as_deref(), into.as_deref()),
+                    )?,
                     vec![],
                 )
             }

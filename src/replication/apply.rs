@@ -47,6 +47,7 @@ pub(crate) fn start_applier(pool: &Arc<Pool>, g: &Arc<Group>) {
 pub(crate) fn apply_available(pool: &Pool, g: &Group) -> Result<bool, String> {
     let dir = remote::group_dir(&g.remote, &g.name);
     super::handover::sweep_other_epochs(&dir, g.rec.lock().epoch)?;
+    super::pitr::housekeeping(g, &dir, false);
     let list =
         remote::list_published(&dir).map_err(|e| format!("listing {}: {e}", dir.display()))?;
     let (applied, epoch) = {
@@ -83,8 +84,21 @@ pub(crate) fn apply_available(pool: &Pool, g: &Group) -> Result<bool, String> {
         g.set_error(None);
         return Ok(false);
     };
+    if super::pitr::not_due(g, want) {
+        return Ok(false);
+    }
     let seg = read_sealed(&path, (g.uid, epoch)).map_err(|e| e.to_string())?;
     let seg_last = seg.last_seq().unwrap_or(first);
+    let upto = if seg_last < want {
+        upto
+    } else {
+        // The apply delay: only the records that are due.
+        let due = super::pitr::due_upto(g, &seg, want);
+        if due < want {
+            return Ok(false);
+        }
+        upto.min(due)
+    };
     let last = seg_last.min(upto);
     {
         let mut rt = g.rt.lock();
@@ -92,7 +106,7 @@ pub(crate) fn apply_available(pool: &Pool, g: &Group) -> Result<bool, String> {
     }
     if seg_last < want {
         // Already applied (re-shipped after a restart): drop it once acknowledged.
-        let _ = std::fs::remove_file(&path);
+        super::pitr::retire_segment(g, &dir, &path);
         return Ok(true);
     }
     let mut last_time = 0;
@@ -132,7 +146,7 @@ pub(crate) fn apply_available(pool: &Pool, g: &Group) -> Result<bool, String> {
     };
     remote::write_ack(&dir, &ack).map_err(|e| format!("writing acknowledgement: {e}"))?;
     if last == seg_last {
-        let _ = std::fs::remove_file(&path);
+        super::pitr::retire_segment(g, &dir, &path);
     }
     g.set_error(None);
     Ok(true)
@@ -229,6 +243,7 @@ fn apply_record(pool: &Pool, g: &Group, rec: &JournalRecord) -> Result<(), Strin
                 pool.snapshot_locked(&mut log, &v, &name)
                     .map_err(|e| e.to_string())?;
             }
+            super::pitr::note_marker(g, rec, &name);
             log::info!("group '{}': snapshot '{name}' taken at its marker", g.name);
         }
         RecordKind::FailbackDone => super::handover::failback_done(pool, g, rec)?,

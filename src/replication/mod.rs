@@ -11,5 +11,6 @@ mod apply;
 pub mod group;
 pub mod handover;
 pub mod ops;
+pub mod pitr;
 pub mod remote;
 mod ship;

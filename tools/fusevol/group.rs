@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use fusevol::control::PitrOptions;
 use fusevol::control::{Client, ClientError, GroupInfo, GroupOptions, HandoverReport, Request};
 use fusevol::names;
 use fusevol::units::format_size;
@@ -54,19 +55,33 @@ pub(crate) fn group(ctx: &Ctx, cmd: GroupCmd) -> Result<(), Failure> {
                 },
             )
         }
-        GroupCmd::Attach { name, remote } => {
+        GroupCmd::Attach {
+            name,
+            remote,
+            retain_secs,
+            retain_size,
+            apply_delay,
+        } => {
             check_name("group", &name, &name)?;
             let remote = absolute_remote(&name, &remote)?;
-            ctx.request(Request::GroupAttach { name, remote }, |g: GroupInfo| {
-                println!(
-                    "attached to group {} as {} from {}: volumes {}, {}",
-                    g.name,
-                    g.role,
-                    g.remote,
-                    volume_list(&g.volumes),
-                    g.state
-                )
-            })
+            let pitr = PitrOptions {
+                retain_secs,
+                retain_size,
+                apply_delay,
+            };
+            ctx.request(
+                Request::GroupAttach { name, remote, pitr },
+                |g: GroupInfo| {
+                    println!(
+                        "attached to group {} as {} from {}: volumes {}, {}",
+                        g.name,
+                        g.role,
+                        g.remote,
+                        volume_list(&g.volumes),
+                        g.state
+                    )
+                },
+            )
         }
         GroupCmd::Add { name, volume } => {
             check_name("group", &name, &name)?;
@@ -171,6 +186,33 @@ pub(crate) fn group(ctx: &Ctx, cmd: GroupCmd) -> Result<(), Failure> {
             // global one, which then bounds the wait as well.
             let limit = timeout.or(ctx.timeout_given).filter(|&secs| secs > 0);
             group_wait(ctx, &name, goal, limit)
+        }
+        GroupCmd::Set {
+            name,
+            retain_secs,
+            retain_size,
+            apply_delay,
+        } => {
+            check_name("group", &name, &name)?;
+            crate::pitr::set(
+                ctx,
+                name,
+                PitrOptions {
+                    retain_secs,
+                    retain_size,
+                    apply_delay,
+                },
+            )
+        }
+        GroupCmd::RestoreTo {
+            name,
+            seq,
+            time,
+            prefix,
+            into,
+        } => {
+            check_name("group", &name, &name)?;
+            crate::pitr::restore_to(ctx, name, seq, time, prefix, into)
         }
     }
 }
@@ -277,6 +319,9 @@ fn group_block(g: &GroupInfo) -> String {
     }
     if g.failback_bytes > 0 {
         fields.push(("last failback delta", format_size(g.failback_bytes)));
+    }
+    if let Some(p) = &g.pitr {
+        fields.extend(crate::pitr::status_fields(p));
     }
     if let Some(e) = &g.last_error {
         fields.push(("last error", e.clone()));
@@ -456,6 +501,7 @@ mod tests {
             stale: None,
             failback: None,
             failback_bytes: 0,
+            pitr: None,
         }
     }
 

@@ -50,6 +50,18 @@ pub(crate) enum GroupCmd {
         /// directory)
         #[arg(long, value_name = "DIR")]
         remote: PathBuf,
+        /// Keep applied segments this many seconds (in DIR/GROUP/retained/) for restore-to
+        /// [default: retention off]
+        #[arg(long, value_name = "SECS")]
+        retain_secs: Option<u64>,
+        /// Keep at most this much of applied segments, oldest dropped first, e.g. 10G
+        /// [default: retention off]
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        retain_size: Option<u64>,
+        /// Apply a record only once it is SECS old: the image stays that far behind
+        /// [default: 0]
+        #[arg(long, value_name = "SECS")]
+        apply_delay: Option<u64>,
     },
     /// Add a volume to a group
     Add {
@@ -135,6 +147,70 @@ pub(crate) enum GroupCmd {
         #[arg(long, value_name = "SECS")]
         timeout: Option<u64>,
     },
+    /// Change a group's settings (only those given): retention and apply delay (secondary)
+    ///
+    /// `--retain-secs 0 --retain-size 0` stops retaining; what is retained stays until
+    /// removed.
+    Set {
+        #[arg(value_name = "GROUP")]
+        name: String,
+        /// Keep applied segments this many seconds (0: no age limit)
+        #[arg(long, value_name = "SECS")]
+        retain_secs: Option<u64>,
+        /// Keep at most this much of applied segments (0: no size limit)
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        retain_size: Option<u64>,
+        /// Apply a record only once it is SECS old (0: at once)
+        #[arg(long, value_name = "SECS")]
+        apply_delay: Option<u64>,
+    },
+    /// Rebuild the group's volumes as of a sequence number or a time, into new volumes
+    ///
+    /// Starts from the latest group snapshot applied here at or before the target (or the
+    /// initial image) and applies the retained segments after it, in order, verifying every
+    /// record. The group's own volumes and its applier are not touched.
+    #[command(group(
+        ArgGroup::new("target")
+            .required(true)
+            .args(["seq", "time"])
+    ))]
+    RestoreTo {
+        #[arg(value_name = "GROUP")]
+        name: String,
+        /// The image after this sequence number
+        #[arg(long, value_name = "N")]
+        seq: Option<u64>,
+        /// The image after the last record at or before this time: seconds since the epoch
+        /// (decimals allowed) or RFC 3339 (2026-12-01T21:00:00Z)
+        #[arg(long, value_name = "T", value_parser = parse_time_ns)]
+        time: Option<u64>,
+        /// Names of the new volumes: PREFIX<volume> [default: <GROUP>-<SEQ>-]
+        #[arg(long, value_name = "P")]
+        prefix: Option<String>,
+        /// Write raw image files DIR2/<volume>.img instead of volumes in this pool
+        #[arg(long, value_name = "DIR2", conflicts_with = "prefix")]
+        into: Option<PathBuf>,
+    },
+}
+
+/// `--time`: seconds since the Unix epoch (decimals allowed) or an RFC 3339 time, as ns.
+pub(crate) fn parse_time_ns(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<u64>() {
+        return secs
+            .checked_mul(1_000_000_000)
+            .ok_or_else(|| format!("time {s}: seconds since the epoch out of range"));
+    }
+    if let Ok(secs) = s.parse::<f64>() {
+        if secs.is_finite() && secs >= 0.0 && secs < 1.0e10 {
+            return Ok((secs * 1e9).round() as u64);
+        }
+        return Err(format!("time {s}: seconds since the epoch out of range"));
+    }
+    let ts: jiff::Timestamp = s
+        .parse()
+        .map_err(|e| format!("time '{s}': neither seconds since the epoch nor RFC 3339 ({e})"))?;
+    u64::try_from(ts.as_nanosecond()).map_err(|_| format!("time '{s}' is before 1970"))
 }
 
 #[cfg(test)]

@@ -1,0 +1,947 @@
+//! Point-in-time recovery at the secondary: retention of applied segments, apply delay, and
+//! `group restore-to`.
+//!
+//! **Retention** is set where segments are deleted today, at the secondary (`group attach
+//! --retain-secs N --retain-size SIZE`, changed with `group set`). Instead of deleting a
+//! segment it has applied and acknowledged, the applier renames it (atomic, same directory
+//! tree) into `REMOTE/GROUP/retained/` under its published name and stamps its mtime with the
+//! time it was applied. Once a second, and after each segment, the oldest retained segments
+//! are deleted while one is older than `retain_secs` or the total is above `retain_bytes`
+//! (oldest first only, so what is retained is always one contiguous run of sequence
+//! numbers). Both limits 0 means retention off: applied segments are deleted as before, and
+//! what is already retained stays until removed by hand. The shipper, the applier's listing
+//! and the epoch sweep only look at files directly in `REMOTE/GROUP/`, so the subdirectory
+//! is invisible to them.
+//!
+//! **Apply delay** (`--apply-delay SECS`): the applier applies a record only once its
+//! primary time plus the delay has passed, so the image stays that far behind and is still a
+//! group-consistent prefix at every moment (records are applied in order; a segment can be
+//! applied in parts). A takeover applies everything complete, regardless of the delay: the
+//! point of the delay is to have an older image to go back to (`restore-to`, or a takeover
+//! `--at-marker`), not to lose the newest data in a disaster.
+//!
+//! **Restore** (`group restore-to GROUP --seq N | --time T`): the base is the latest
+//! group snapshot applied here (its marker is remembered in the group record, `PitrRec`) at or
+//! before the target, or the empty initial image when the segments go back to the group's
+//! first record. A first pass reads and verifies (CRC, sequence numbers, no gap) every record
+//! from the base to the target without writing anything; only then are the base's snapshots
+//! cloned into new volumes `<prefix><volume>` (or copied into image files `DIR/<volume>.img`)
+//! and the records applied to them strictly in order. Records are taken from `retained/` and
+//! from the published segments not yet applied, which are only read. Any failure removes
+//! what the restore created. The group's own volumes are not touched and the applier keeps
+//! running (pruning pauses while a restore runs).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+
+use super::group::{Group, ROLE_SECONDARY};
+use super::handover::parse_published;
+use super::remote;
+use crate::control::{MarkerInfo, PitrInfo, PitrOptions, RestoreReport};
+use crate::format::group::pitr::MarkerSeen;
+use crate::format::group::PitrRec;
+use crate::format::journal::{JournalRecord, RecordKind, SegmentHeader, SEGMENT_HEADER_SIZE};
+use crate::journal::{now_ns, read_sealed, JournalError, SegmentRead};
+use crate::pool::{Pool, PoolError};
+use crate::volume::Volume;
+
+/// Where applied segments are kept: `REMOTE/GROUP/retained/`.
+pub const RETAINED_DIR: &str = "retained";
+/// How often the applier prunes the retained segments when idle.
+const PRUNE_EVERY: Duration = Duration::from_secs(1);
+/// Longest apply delay accepted (a year).
+const MAX_DELAY: u64 = 366 * 86_400;
+
+/// One retained segment, as the last listing saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retained {
+    pub first: u64,
+    pub epoch: u64,
+    pub bytes: u64,
+    /// When it was applied (seconds since the Unix epoch; its mtime).
+    pub at: u64,
+    pub path: PathBuf,
+}
+
+/// What the applier knows about retention and the delay (not persistent).
+#[derive(Default, Clone)]
+pub struct PitrRuntime {
+    pruned_at: Option<Instant>,
+    /// The retained segments, oldest first (status reads this, not the directory).
+    pub retained: Vec<Retained>,
+    /// Primary time (ns) of the oldest retained segment's header.
+    pub oldest_time: u64,
+    /// (sequence number, ns when due): the next record is not due before then.
+    delay_wait: Option<(u64, u64)>,
+    /// Held by a restore: pruning waits (skips) meanwhile.
+    restore_lock: Arc<Mutex<()>>,
+}
+
+/// How many of the oldest retained segments (bytes, applied-at seconds; oldest first) the
+/// limits of `rec` drop at `now` (seconds). Oldest first only, so the rest stays contiguous.
+pub fn prune_count(segs: &[(u64, u64)], now: u64, rec: &PitrRec) -> usize {
+    if !rec.retains() {
+        return 0;
+    }
+    let mut total: u64 = segs.iter().map(|s| s.0).sum();
+    let mut n = 0;
+    for &(bytes, at) in segs {
+        let too_old = rec.retain_secs > 0 && now.saturating_sub(at) > rec.retain_secs;
+        let too_big = rec.retain_bytes > 0 && total > rec.retain_bytes;
+        if !(too_old || too_big) {
+            break;
+        }
+        total -= bytes;
+        n += 1;
+    }
+    n
+}
+
+fn secs_now() -> u64 {
+    now_ns() / 1_000_000_000
+}
+
+fn list_retained(dir: &Path) -> io::Result<Vec<Retained>> {
+    let rdir = dir.join(RETAINED_DIR);
+    let rd = match fs::read_dir(&rdir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for ent in rd {
+        let ent = ent?;
+        let name = ent.file_name().to_string_lossy().into_owned();
+        let Some((first, epoch)) = parse_published(&name) else {
+            continue;
+        };
+        let md = ent.metadata()?;
+        let at = md
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs());
+        out.push(Retained {
+            first,
+            epoch,
+            bytes: md.len(),
+            at,
+            path: ent.path(),
+        });
+    }
+    out.sort_by_key(|r| (r.first, r.epoch));
+    Ok(out)
+}
+
+fn header_time(path: &Path) -> u64 {
+    let mut b = [0u8; SEGMENT_HEADER_SIZE];
+    File::open(path)
+        .and_then(|f| f.read_exact_at(&mut b, 0))
+        .ok()
+        .and_then(|_| SegmentHeader::decode(&b).ok())
+        .map_or(0, |h| h.created)
+}
+
+/// Applier, for a segment it has applied whole and acknowledged: keep it in `retained/`
+/// (retention on) or delete it.
+pub(crate) fn retire_segment(g: &Group, dir: &Path, path: &Path) {
+    if !g.rec.lock().ext.pitr.retains() {
+        let _ = fs::remove_file(path);
+        return;
+    }
+    let Some(name) = path.file_name() else { return };
+    let rdir = dir.join(RETAINED_DIR);
+    let to = rdir.join(name);
+    let res = fs::create_dir_all(&rdir)
+        .and_then(|_| fs::rename(path, &to))
+        // The age counts from now (when it was applied), not from when it was published.
+        .and_then(|_| {
+            File::options()
+                .write(true)
+                .open(&to)?
+                .set_modified(SystemTime::now())
+        });
+    if let Err(e) = res {
+        // It stays where it is and is retired again on the next pass.
+        g.set_error(Some(format!(
+            "keeping the applied segment {} in {}: {e}",
+            path.display(),
+            rdir.display()
+        )));
+        return;
+    }
+    housekeeping(g, dir, true);
+}
+
+/// Applier, on every pass: prune the retained segments (at most once a second unless
+/// `force`) and refresh what status shows of them.
+pub(crate) fn housekeeping(g: &Group, dir: &Path, force: bool) {
+    {
+        let rt = g.rt.lock();
+        if !force && rt.pitr.pruned_at.is_some_and(|t| t.elapsed() < PRUNE_EVERY) {
+            return;
+        }
+    }
+    g.rt.lock().pitr.pruned_at = Some(Instant::now());
+    let rec = g.rec.lock().ext.pitr.clone();
+    let mut segs = match list_retained(dir) {
+        Ok(s) => s,
+        Err(e) => {
+            log::warn!(
+                "group '{}': listing {}/{RETAINED_DIR}: {e}",
+                g.name,
+                dir.display()
+            );
+            return;
+        }
+    };
+    let lock = g.rt.lock().pitr.restore_lock.clone();
+    if let Some(_held) = lock.try_lock() {
+        let sizes: Vec<(u64, u64)> = segs.iter().map(|s| (s.bytes, s.at)).collect();
+        let n = prune_count(&sizes, secs_now(), &rec);
+        let mut removed = 0;
+        for s in &segs[..n] {
+            match fs::remove_file(&s.path) {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => removed += 1,
+                Err(e) => {
+                    log::warn!("group '{}': pruning {}: {e}", g.name, s.path.display());
+                    break;
+                }
+            }
+        }
+        if removed > 0 {
+            log::debug!("group '{}': pruned {removed} retained segments", g.name);
+        }
+        segs.drain(..removed);
+    }
+    let oldest = segs.first().map(|s| s.path.clone());
+    let mut rt = g.rt.lock();
+    let same_oldest = rt.pitr.retained.first().map(|s| &s.path) == oldest.as_ref();
+    if !same_oldest {
+        rt.pitr.oldest_time = 0;
+    }
+    rt.pitr.retained = segs;
+    let need_time = rt.pitr.oldest_time == 0;
+    drop(rt);
+    if let (true, Some(p)) = (need_time, oldest) {
+        let t = header_time(&p);
+        g.rt.lock().pitr.oldest_time = t;
+    }
+}
+
+/// Applier: the last sequence number of `seg` (from `want` on) that is due under the apply
+/// delay; below `want` when none is. A takeover (`halt`) ignores the delay.
+pub(crate) fn due_upto(g: &Group, seg: &SegmentRead, want: u64) -> u64 {
+    let delay = g.rec.lock().ext.pitr.apply_delay;
+    if delay == 0 || g.halt.load(std::sync::atomic::Ordering::Acquire) {
+        return u64::MAX;
+    }
+    let now = now_ns();
+    let d = delay.saturating_mul(1_000_000_000);
+    let mut upto = want - 1;
+    for r in seg.records.iter().filter(|r| r.head.seq >= want) {
+        if r.head.time.saturating_add(d) > now {
+            g.rt.lock().pitr.delay_wait = Some((r.head.seq, r.head.time.saturating_add(d)));
+            break;
+        }
+        upto = r.head.seq;
+    }
+    upto
+}
+
+/// Applier: the record `want` is known not to be due yet (skip reading its segment).
+pub(crate) fn not_due(g: &Group, want: u64) -> bool {
+    if g.halt.load(std::sync::atomic::Ordering::Acquire) {
+        return false;
+    }
+    match g.rt.lock().pitr.delay_wait {
+        Some((seq, due)) => seq == want && now_ns() < due,
+        None => false,
+    }
+}
+
+/// Applier: a marker record was applied (its snapshots taken); remember it as a base.
+pub(crate) fn note_marker(g: &Group, rec: &JournalRecord, name: &str) {
+    let mut r = g.rec.lock();
+    let consistent = r.consistent_since != 0 && r.base_pending.is_empty();
+    let volumes = r.volumes.iter().map(|&(l, p)| (p, l)).collect();
+    r.ext.pitr.note_marker(MarkerSeen {
+        name: name.to_string(),
+        seq: rec.head.seq,
+        time: rec.head.time,
+        epoch: rec.head.epoch,
+        consistent,
+        volumes,
+    });
+}
+
+/// Apply `opts` to a group's settings (absent fields unchanged).
+pub(crate) fn set_options(rec: &mut PitrRec, opts: &PitrOptions) -> Result<(), String> {
+    if let Some(d) = opts.apply_delay {
+        if d > MAX_DELAY {
+            return Err(format!(
+                "apply delay {d} s is longer than the limit of {MAX_DELAY} s"
+            ));
+        }
+        rec.apply_delay = d;
+    }
+    if let Some(s) = opts.retain_secs {
+        rec.retain_secs = s;
+    }
+    if let Some(b) = opts.retain_size {
+        rec.retain_bytes = b;
+    }
+    Ok(())
+}
+
+/// Which of the markers still have their snapshots on every volume here.
+fn marker_usable(pool: &Pool, m: &MarkerSeen) -> bool {
+    !m.volumes.is_empty()
+        && m.volumes
+            .iter()
+            .all(|(_, l)| pool.snapshots.read().get(*l, &m.name).is_some())
+}
+
+/// The `pitr` part of a group's status.
+pub(crate) fn info(pool: &Pool, g: &Group) -> Option<PitrInfo> {
+    let rec = g.rec.lock().ext.pitr.clone();
+    let rt = g.rt.lock().pitr.clone();
+    if g.role != ROLE_SECONDARY && rec == PitrRec::default() && rt.retained.is_empty() {
+        return None;
+    }
+    Some(PitrInfo {
+        retain_secs: rec.retain_secs,
+        retain_bytes: rec.retain_bytes,
+        retained_segments: rt.retained.len() as u64,
+        retained_bytes: rt.retained.iter().map(|s| s.bytes).sum(),
+        retained_oldest_seq: rt.retained.first().map_or(0, |s| s.first),
+        retained_oldest_time_ns: rt.oldest_time,
+        apply_delay: rec.apply_delay,
+        markers: rec
+            .markers
+            .iter()
+            .map(|m| MarkerInfo {
+                name: m.name.clone(),
+                seq: m.seq,
+                time_ns: m.time,
+                usable: m.consistent && marker_usable(pool, m),
+            })
+            .collect(),
+    })
+}
+
+/// What a restore is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestoreTarget {
+    /// The image after this sequence number.
+    Seq(u64),
+    /// The image after the last record whose primary time is at or before this (ns).
+    Time(u64),
+}
+
+/// Where a restore starts.
+#[derive(Debug, Clone)]
+struct Base {
+    marker: Option<MarkerSeen>,
+    seq: u64,
+    epoch: u64,
+}
+
+/// Segments of `epoch` that a restore may read, by first sequence number: the retained ones
+/// and the published ones not yet applied (read only).
+fn sources(dir: &Path, epoch: u64) -> Result<BTreeMap<u64, PathBuf>, String> {
+    let mut out = BTreeMap::new();
+    for (first, path) in
+        remote::list_published(dir).map_err(|e| format!("listing {}: {e}", dir.display()))?
+    {
+        let e = path
+            .file_name()
+            .and_then(|n| parse_published(&n.to_string_lossy()))
+            .map(|x| x.1);
+        if e == Some(epoch) {
+            out.insert(first, path);
+        }
+    }
+    for r in
+        list_retained(dir).map_err(|e| format!("listing {}/{RETAINED_DIR}: {e}", dir.display()))?
+    {
+        if r.epoch == epoch {
+            out.insert(r.first, r.path);
+        }
+    }
+    Ok(out)
+}
+
+/// Read a whole segment; a published one that the applier moved into `retained/` meanwhile
+/// is read there.
+fn read_source(path: &Path, dir: &Path, expect: (u64, u64)) -> Result<SegmentRead, String> {
+    match read_sealed(path, expect) {
+        Err(JournalError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+            let moved = path
+                .file_name()
+                .map(|n| dir.join(RETAINED_DIR).join(n))
+                .unwrap_or_default();
+            read_sealed(&moved, expect).map_err(|e| e.to_string())
+        }
+        r => r.map_err(|e| e.to_string()),
+    }
+}
+
+/// Walk the records after `from - 1` in sequence order, at most up to `upto`, stopping
+/// before the first for which `stop` says so; every record read is verified. Returns the
+/// last record handed to `each` (seq, time), or (from - 1, 0) when none was.
+fn walk(
+    srcs: &BTreeMap<u64, PathBuf>,
+    dir: &Path,
+    expect: (u64, u64),
+    from: u64,
+    upto: u64,
+    mut stop: impl FnMut(&JournalRecord) -> bool,
+    mut each: impl FnMut(&JournalRecord) -> Result<(), String>,
+) -> Result<(u64, u64), String> {
+    let mut next = from;
+    let mut last = (from - 1, 0);
+    'segs: while next <= upto {
+        let Some((&first, path)) = srcs.range(..=next).next_back() else {
+            if let Some((&f, p)) = srcs.iter().next() {
+                return Err(format!(
+                    "sequence number {next} is not retained: the oldest segment, {}, starts at {f}",
+                    p.display()
+                ));
+            }
+            break;
+        };
+        let seg = read_source(path, dir, expect)?;
+        let seg_last = seg.last_seq().unwrap_or(first.saturating_sub(1));
+        if seg_last < next {
+            if let Some((&f, p)) = srcs.range(next + 1..).next() {
+                return Err(format!(
+                    "a gap: sequence numbers {next}..{} are in no segment ({} ends at {seg_last}, {} starts at {f}); nothing after it is restored",
+                    f - 1,
+                    path.display(),
+                    p.display()
+                ));
+            }
+            break;
+        }
+        let from_here = next;
+        for r in seg.records.iter().filter(|r| r.head.seq >= from_here) {
+            if r.head.seq > upto || stop(r) {
+                break 'segs;
+            }
+            each(r)
+                .map_err(|e| format!("{} sequence number {}: {e}", path.display(), r.head.seq))?;
+            last = (r.head.seq, r.head.time);
+            next = r.head.seq + 1;
+        }
+    }
+    Ok(last)
+}
+
+fn time_text(ns: u64) -> String {
+    format!("{}.{:03}", ns / 1_000_000_000, ns / 1_000_000 % 1000)
+}
+
+/// A restored volume: a new pool volume or an image file.
+enum Dest {
+    Vol(Arc<Volume>),
+    File(File),
+}
+
+struct Restorer<'a> {
+    pool: &'a Pool,
+    prefix: String,
+    into: Option<PathBuf>,
+    dests: HashMap<u64, Dest>,
+    /// What to remove when the restore fails: volume names or file paths.
+    made_vols: Vec<String>,
+    made_files: Vec<PathBuf>,
+}
+
+impl Restorer<'_> {
+    fn file_path(&self, name: &str) -> PathBuf {
+        self.into
+            .as_ref()
+            .expect("file mode")
+            .join(format!("{name}.img"))
+    }
+
+    fn new_file(&mut self, name: &str, size: u64) -> Result<File, String> {
+        let path = self.file_path(name);
+        let f = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| format!("creating {}: {e}", path.display()))?;
+        self.made_files.push(path.clone());
+        f.set_len(size)
+            .map_err(|e| format!("sizing {}: {e}", path.display()))?;
+        Ok(f)
+    }
+
+    /// Start volume `primary` as the snapshot `snap` of local volume `local`.
+    fn from_snapshot(&mut self, primary: u64, local: u64, snap: &str) -> Result<(), String> {
+        let pool = self.pool;
+        let v = pool
+            .volume_by_id(local)
+            .ok_or_else(|| format!("volume #{local} of snapshot '{snap}' is gone"))?;
+        let dest = if self.into.is_some() {
+            let s = pool.snapshot(&v.name, snap).map_err(|e| e.to_string())?;
+            let f = self.new_file(&v.name, s.size)?;
+            let mut buf = vec![0u8; 1 << 20];
+            let mut pos = 0;
+            while pos < s.size {
+                let n = ((s.size - pos) as usize).min(buf.len());
+                pool.read_snapshot(&s, pos, &mut buf[..n])
+                    .map_err(|e| e.to_string())?;
+                if buf[..n].iter().any(|&b| b != 0) {
+                    f.write_all_at(&buf[..n], pos).map_err(|e| {
+                        format!("writing {}: {e}", self.file_path(&v.name).display())
+                    })?;
+                }
+                pos += n as u64;
+            }
+            Dest::File(f)
+        } else {
+            let name = format!("{}{}", self.prefix, v.name);
+            let c = pool
+                .clone_snapshot(&v.name, snap, &name)
+                .map_err(|e| e.to_string())?;
+            self.made_vols.push(name);
+            Dest::Vol(c)
+        };
+        self.dests.insert(primary, dest);
+        Ok(())
+    }
+
+    fn apply(&mut self, rec: &JournalRecord) -> Result<(), String> {
+        let h = &rec.head;
+        let pool = self.pool;
+        match h.kind {
+            RecordKind::VolumeAdd => {
+                if let Some(d) = self.dests.get(&h.volume) {
+                    return resize(pool, d, h.length);
+                }
+                let name = rec.name().map_err(|e| e.to_string())?;
+                let dest = if self.into.is_some() {
+                    Dest::File(self.new_file(&name, h.length)?)
+                } else {
+                    let full = format!("{}{name}", self.prefix);
+                    let (v, _) = pool
+                        .create_volume(&full, h.length, None)
+                        .map_err(|e| e.to_string())?;
+                    self.made_vols.push(full);
+                    Dest::Vol(v)
+                };
+                self.dests.insert(h.volume, dest);
+            }
+            RecordKind::VolumeRemove => {
+                // It stays as it was when it left the group.
+                self.dests.remove(&h.volume);
+            }
+            RecordKind::VolumeResize => {
+                if let Some(d) = self.dests.get(&h.volume) {
+                    resize(pool, d, h.length)?;
+                }
+            }
+            RecordKind::Write | RecordKind::Base => match self.dests.get(&h.volume) {
+                Some(Dest::Vol(v)) => {
+                    let _io = v.io_lock.read_recursive();
+                    pool.write_plain(v, h.offset, &rec.payload)
+                        .map_err(|e| e.to_string())?;
+                }
+                Some(Dest::File(f)) => f
+                    .write_all_at(&rec.payload, h.offset)
+                    .map_err(|e| format!("writing an image file: {e}"))?,
+                None => return Err(unknown(h.volume)),
+            },
+            RecordKind::Zero => match self.dests.get(&h.volume) {
+                Some(Dest::Vol(v)) => {
+                    let _io = v.io_lock.read_recursive();
+                    pool.discard_locked(v, h.offset, h.length)
+                        .map_err(|e| e.to_string())?;
+                }
+                Some(Dest::File(f)) => {
+                    let size = f.metadata().map_err(|e| e.to_string())?.len();
+                    let end = h.offset.saturating_add(h.length).min(size);
+                    let zeros = vec![0u8; 1 << 20];
+                    let mut pos = h.offset;
+                    while pos < end {
+                        let n = ((end - pos) as usize).min(zeros.len());
+                        f.write_all_at(&zeros[..n], pos)
+                            .map_err(|e| format!("writing an image file: {e}"))?;
+                        pos += n as u64;
+                    }
+                }
+                None => return Err(unknown(h.volume)),
+            },
+            RecordKind::Marker
+            | RecordKind::BaseDone
+            | RecordKind::FailbackDone
+            | RecordKind::Seal => {}
+        }
+        Ok(())
+    }
+
+    fn finish(&self) -> Result<(), String> {
+        for d in self.dests.values() {
+            if let Dest::File(f) = d {
+                f.sync_all()
+                    .map_err(|e| format!("syncing an image file: {e}"))?;
+            }
+        }
+        self.pool.sync().map_err(|e| e.to_string())
+    }
+
+    /// Remove what the failed restore made.
+    fn undo(&mut self) {
+        self.dests.clear();
+        for v in self.made_vols.drain(..) {
+            if let Err(e) = self.pool.delete_volume(&v, true) {
+                log::warn!("restore: removing the partial volume '{v}': {e}");
+            }
+        }
+        for f in self.made_files.drain(..) {
+            let _ = fs::remove_file(f);
+        }
+    }
+}
+
+fn unknown(vol: u64) -> String {
+    format!("a record for volume #{vol}, which the image being restored does not have")
+}
+
+fn resize(pool: &Pool, d: &Dest, size: u64) -> Result<(), String> {
+    match d {
+        Dest::Vol(v) => pool.resize(v, size).map_err(|e| e.to_string()),
+        Dest::File(f) => f.set_len(size).map_err(|e| e.to_string()),
+    }
+}
+
+impl Pool {
+    /// Attach as the secondary with retention and apply delay set from the start.
+    pub fn group_attach_pitr(
+        self: &Arc<Self>,
+        name: &str,
+        remote_dir: &Path,
+        opts: &PitrOptions,
+    ) -> Result<(), PoolError> {
+        let mut rec = PitrRec::default();
+        set_options(&mut rec, opts)
+            .map_err(|e| PoolError::Invalid(format!("group '{name}': {e}")))?;
+        self.group_attach_with(name, remote_dir, rec)
+    }
+
+    /// `group set`: change retention and apply delay (absent fields unchanged).
+    pub fn group_set_pitr(&self, name: &str, opts: &PitrOptions) -> Result<(), PoolError> {
+        let g = self
+            .group_by_name(name)
+            .ok_or_else(|| PoolError::NotFound(format!("journal group '{name}' does not exist")))?;
+        {
+            let mut r = g.rec.lock();
+            let mut p = r.ext.pitr.clone();
+            set_options(&mut p, opts)
+                .map_err(|e| PoolError::Invalid(format!("group '{name}': {e}")))?;
+            r.ext.pitr = p;
+        }
+        g.rt.lock().pitr.delay_wait = None;
+        self.put_group(&g)?;
+        self.sync_metadata()?;
+        log::info!("group '{name}': point-in-time settings {opts:?}");
+        Ok(())
+    }
+
+    /// `group restore-to`: rebuild the group's volumes as of `target` into new volumes
+    /// `<prefix><volume>` (default prefix `<group>-<seq>-`) or image files in `into`.
+    pub fn group_restore(
+        &self,
+        name: &str,
+        target: RestoreTarget,
+        prefix: Option<&str>,
+        into: Option<&Path>,
+    ) -> Result<RestoreReport, PoolError> {
+        let g = self
+            .group_by_name(name)
+            .ok_or_else(|| PoolError::NotFound(format!("journal group '{name}' does not exist")))?;
+        if let Some(d) = into {
+            if !d.is_absolute() || !d.is_dir() {
+                return Err(PoolError::Invalid(format!(
+                    "group '{name}': {} is not an existing absolute directory",
+                    d.display()
+                )));
+            }
+        }
+        let fail = |e: String| PoolError::Invalid(format!("group '{name}': restore: {e}"));
+        let lock = g.rt.lock().pitr.restore_lock.clone();
+        let _held = lock.lock();
+        let dir = remote::group_dir(&g.remote, name);
+        let base = self.choose_base(&g, &dir, target).map_err(fail)?;
+        let srcs = sources(&dir, base.epoch).map_err(fail)?;
+        let expect = (g.uid, base.epoch);
+        let (upto, until) = match target {
+            RestoreTarget::Seq(n) => (n, u64::MAX),
+            RestoreTarget::Time(t) => (u64::MAX, t),
+        };
+        // Pass 1: read and verify everything from the base to the target; write nothing.
+        let mut known: BTreeSet<u64> = base
+            .marker
+            .as_ref()
+            .map(|m| m.volumes.iter().map(|v| v.0).collect())
+            .unwrap_or_default();
+        let mut pending: BTreeSet<u64> = BTreeSet::new();
+        let mut count = 0u64;
+        let (seq, time) = walk(
+            &srcs,
+            &dir,
+            expect,
+            base.seq + 1,
+            upto,
+            |r| r.head.time > until,
+            |r| {
+                match r.head.kind {
+                    RecordKind::VolumeAdd if known.insert(r.head.volume) => {
+                        pending.insert(r.head.volume);
+                    }
+                    RecordKind::BaseDone => {
+                        pending.remove(&r.head.volume);
+                    }
+                    _ => {}
+                }
+                count += 1;
+                Ok(())
+            },
+        )
+        .map_err(fail)?;
+        let time = if seq == base.seq {
+            base.marker.as_ref().map_or(0, |m| m.time)
+        } else {
+            time
+        };
+        if let RestoreTarget::Seq(n) = target {
+            if seq < n {
+                return Err(fail(format!(
+                    "the records in {} go up to sequence number {seq} only; {n} is not there (yet)",
+                    dir.display()
+                )));
+            }
+        }
+        if !pending.is_empty() || (base.marker.is_none() && known.is_empty()) {
+            return Err(fail(format!(
+                "the image at sequence number {seq} is not a consistent group image: the initial copy of {} volume(s) is not complete there",
+                pending.len().max(1)
+            )));
+        }
+        // Pass 2: build it.
+        let prefix = prefix
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("{name}-{seq}-"));
+        let mut r = Restorer {
+            pool: self,
+            prefix,
+            into: into.map(Path::to_path_buf),
+            dests: HashMap::new(),
+            made_vols: Vec::new(),
+            made_files: Vec::new(),
+        };
+        let built = (|| {
+            if let Some(m) = &base.marker {
+                for &(p, l) in &m.volumes {
+                    r.from_snapshot(p, l, &m.name)?;
+                }
+            }
+            walk(
+                &srcs,
+                &dir,
+                expect,
+                base.seq + 1,
+                seq,
+                |_| false,
+                |rec| r.apply(rec),
+            )?;
+            r.finish()
+        })();
+        if let Err(e) = built {
+            r.undo();
+            return Err(fail(format!("{e}; nothing of the restore is kept")));
+        }
+        let mut outputs: Vec<String> = if r.into.is_some() {
+            r.made_files
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect()
+        } else {
+            r.made_vols.clone()
+        };
+        outputs.sort();
+        let base_text = match &base.marker {
+            Some(m) => format!("snapshot '{}' (sequence {})", m.name, m.seq),
+            None => "initial image".to_string(),
+        };
+        log::info!(
+            "group '{name}': restored to sequence {seq} (time {}) from the {base_text} and {count} records: {}",
+            time_text(time),
+            outputs.join(", ")
+        );
+        Ok(RestoreReport {
+            group: name.to_string(),
+            seq,
+            time_ns: time,
+            base: base_text,
+            records: count,
+            outputs,
+        })
+    }
+
+    /// The latest usable base at or before `target`.
+    fn choose_base(&self, g: &Group, dir: &Path, target: RestoreTarget) -> Result<Base, String> {
+        let markers = g.rec.lock().ext.pitr.markers.clone();
+        let fits = |seq: u64, time: u64| match target {
+            RestoreTarget::Seq(n) => seq <= n,
+            RestoreTarget::Time(t) => time <= t,
+        };
+        let best = markers
+            .iter()
+            .filter(|m| m.consistent && fits(m.seq, m.time) && marker_usable(self, m))
+            .max_by_key(|m| m.seq);
+        if let Some(m) = best {
+            return Ok(Base {
+                marker: Some(m.clone()),
+                seq: m.seq,
+                epoch: m.epoch,
+            });
+        }
+        // The initial image: the segments of epoch 1 start at the group's first record.
+        let first = sources(dir, 1)?;
+        if first.keys().next() == Some(&1) {
+            return Ok(Base {
+                marker: None,
+                seq: 0,
+                epoch: 1,
+            });
+        }
+        let what = match target {
+            RestoreTarget::Seq(n) => format!("sequence number {n}"),
+            RestoreTarget::Time(t) => format!("time {}", time_text(t)),
+        };
+        let epoch = g.rec.lock().epoch;
+        let oldest = sources(dir, epoch)?
+            .into_iter()
+            .next()
+            .map(|(f, p)| {
+                format!(
+                    "the oldest segment, {}, starts at sequence {f}",
+                    p.display()
+                )
+            })
+            .unwrap_or_else(|| "no segments are retained".into());
+        let known: Vec<String> = markers
+            .iter()
+            .filter(|m| m.consistent && marker_usable(self, m))
+            .map(|m| {
+                format!(
+                    "'{}' at sequence {} (time {})",
+                    m.name,
+                    m.seq,
+                    time_text(m.time)
+                )
+            })
+            .collect();
+        Err(format!(
+            "{what} is older than anything retained: {oldest}, and no group snapshot at or before it is here (group snapshots: {})",
+            if known.is_empty() { "none".into() } else { known.join(", ") }
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(secs: u64, bytes: u64) -> PitrRec {
+        PitrRec {
+            retain_secs: secs,
+            retain_bytes: bytes,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn pruning_drops_the_oldest_by_age_and_size() {
+        // (bytes, applied at)
+        let segs = [(100, 10), (100, 20), (100, 30), (100, 40)];
+        assert_eq!(prune_count(&segs, 1000, &rec(0, 0)), 0, "retention off");
+        assert_eq!(prune_count(&segs, 45, &rec(1000, 0)), 0);
+        // Older than 15 s at 45: those applied at 10 and 20.
+        assert_eq!(prune_count(&segs, 45, &rec(15, 0)), 2);
+        assert_eq!(prune_count(&segs, 45, &rec(0, 400)), 0);
+        assert_eq!(prune_count(&segs, 45, &rec(0, 250)), 2);
+        assert_eq!(prune_count(&segs, 45, &rec(0, 1)), 4);
+        // Either limit drops.
+        assert_eq!(prune_count(&segs, 45, &rec(30, 150)), 3);
+        // Oldest first only: a young old one stops the age rule (the run stays contiguous).
+        let odd = [(100, 40), (100, 10)];
+        assert_eq!(prune_count(&odd, 45, &rec(15, 0)), 0);
+        assert_eq!(prune_count(&[], 45, &rec(1, 1)), 0);
+    }
+
+    #[test]
+    fn retained_listing_reads_names_sizes_and_times() {
+        let t = tempfile::tempdir().unwrap();
+        assert!(list_retained(t.path()).unwrap().is_empty());
+        let r = t.path().join(RETAINED_DIR);
+        fs::create_dir(&r).unwrap();
+        fs::write(r.join("00000000000000000009.e2.jseg"), b"abc").unwrap();
+        fs::write(r.join("00000000000000000003.jseg"), b"a").unwrap();
+        fs::write(r.join(".00000000000000000004.jseg.tmp"), b"a").unwrap();
+        let l = list_retained(t.path()).unwrap();
+        assert_eq!(
+            l.iter()
+                .map(|s| (s.first, s.epoch, s.bytes))
+                .collect::<Vec<_>>(),
+            vec![(3, 1, 1), (9, 2, 3)]
+        );
+        assert!(l[0].at > 1_700_000_000);
+    }
+
+    #[test]
+    fn options_change_only_what_is_given() {
+        let mut r = rec(5, 6);
+        set_options(
+            &mut r,
+            &PitrOptions {
+                apply_delay: Some(30),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!((r.retain_secs, r.retain_bytes, r.apply_delay), (5, 6, 30));
+        set_options(
+            &mut r,
+            &PitrOptions {
+                retain_secs: Some(0),
+                retain_size: Some(0),
+                apply_delay: None,
+            },
+        )
+        .unwrap();
+        assert!(!r.retains());
+        assert_eq!(r.apply_delay, 30);
+        assert!(set_options(
+            &mut r,
+            &PitrOptions {
+                apply_delay: Some(MAX_DELAY + 1),
+                ..Default::default()
+            }
+        )
+        .is_err());
+    }
+}
