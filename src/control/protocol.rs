@@ -581,4 +581,54 @@ mod tests {
             }
         );
     }
+
+    #[test]
+    fn point_in_time_requests_on_the_wire() {
+        let pitr = PitrOptions {
+            retain_secs: Some(60),
+            retain_size: None,
+            apply_delay: Some(5),
+        };
+        for (req, wire) in [
+            (
+                Request::GroupAttach {
+                    name: "g1".into(),
+                    remote: "/r".into(),
+                    pitr: pitr.clone(),
+                },
+                json!({"op":"group_attach","name":"g1","remote":"/r","pitr":{"retain_secs":60,"apply_delay":5}}),
+            ),
+            (
+                Request::GroupSet {
+                    name: "g1".into(),
+                    pitr,
+                },
+                json!({"op":"group_set","name":"g1","pitr":{"retain_secs":60,"apply_delay":5}}),
+            ),
+            (
+                Request::GroupRestore {
+                    name: "g1".into(),
+                    seq: Some(9),
+                    time_ns: None,
+                    prefix: Some("p-".into()),
+                    into: None,
+                },
+                json!({"op":"group_restore","name":"g1","seq":9,"time_ns":null,"prefix":"p-","into":null}),
+            ),
+        ] {
+            assert_eq!(serde_json::to_value(&req).unwrap(), wire);
+            assert_eq!(serde_json::from_value::<Request>(wire).unwrap(), req);
+        }
+        assert_eq!(
+            serde_json::from_value::<Request>(json!({"op":"group_restore","name":"g","time_ns":5}))
+                .unwrap(),
+            Request::GroupRestore {
+                name: "g".into(),
+                seq: None,
+                time_ns: Some(5),
+                prefix: None,
+                into: None
+            }
+        );
+    }
 }

@@ -489,7 +489,7 @@ impl Restorer<'_> {
     }
 
     /// Start volume `primary` as the snapshot `snap` of local volume `local`.
-    fn from_snapshot(&mut self, primary: u64, local: u64, snap: &str) -> Result<(), String> {
+    fn start_from_snapshot(&mut self, primary: u64, local: u64, snap: &str) -> Result<(), String> {
         let pool = self.pool;
         let v = pool
             .volume_by_id(local)
@@ -755,7 +755,7 @@ impl Pool {
         let built = (|| {
             if let Some(m) = &base.marker {
                 for &(p, l) in &m.volumes {
-                    r.from_snapshot(p, l, &m.name)?;
+                    r.start_from_snapshot(p, l, &m.name)?;
                 }
             }
             walk(

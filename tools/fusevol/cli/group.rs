@@ -202,7 +202,7 @@ pub(crate) fn parse_time_ns(s: &str) -> Result<u64, String> {
             .ok_or_else(|| format!("time {s}: seconds since the epoch out of range"));
     }
     if let Ok(secs) = s.parse::<f64>() {
-        if secs.is_finite() && secs >= 0.0 && secs < 1.0e10 {
+        if (0.0..1.0e10).contains(&secs) {
             return Ok((secs * 1e9).round() as u64);
         }
         return Err(format!("time {s}: seconds since the epoch out of range"));
@@ -301,7 +301,7 @@ mod tests {
             _ => panic!("wrong command"),
         }
         match parse(&["fusevol", "group", "attach", "g1", "--remote", "rel/dir"]).command {
-            Command::Group(GroupCmd::Attach { name, remote }) => {
+            Command::Group(GroupCmd::Attach { name, remote, .. }) => {
                 assert_eq!(name, "g1");
                 assert_eq!(remote, Path::new("rel/dir"));
             }
@@ -437,6 +437,96 @@ mod tests {
         ] {
             let err = Cli::try_parse_from(args).err().expect("must fail");
             assert_eq!(err.exit_code(), 2, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn parses_point_in_time_options_and_times() {
+        match parse(&[
+            "fusevol",
+            "group",
+            "attach",
+            "g",
+            "--remote",
+            "/r",
+            "--retain-secs",
+            "3600",
+            "--retain-size",
+            "2G",
+            "--apply-delay",
+            "60",
+        ])
+        .command
+        {
+            Command::Group(GroupCmd::Attach {
+                retain_secs,
+                retain_size,
+                apply_delay,
+                ..
+            }) => {
+                assert_eq!(retain_secs, Some(3600));
+                assert_eq!(retain_size, Some(2 << 30));
+                assert_eq!(apply_delay, Some(60));
+            }
+            _ => panic!("wrong command"),
+        }
+        match parse(&[
+            "fusevol",
+            "group",
+            "restore-to",
+            "g",
+            "--time",
+            "2026-12-01T21:00:00Z",
+            "--prefix",
+            "old-",
+        ])
+        .command
+        {
+            Command::Group(GroupCmd::RestoreTo {
+                seq, time, prefix, ..
+            }) => {
+                assert_eq!(seq, None);
+                assert_eq!(time, Some(1_796_158_800 * 1_000_000_000));
+                assert_eq!(prefix.as_deref(), Some("old-"));
+            }
+            _ => panic!("wrong command"),
+        }
+        assert_eq!(parse_time_ns("17").unwrap(), 17_000_000_000);
+        assert_eq!(parse_time_ns("1.5").unwrap(), 1_500_000_000);
+        assert_eq!(
+            parse_time_ns("1970-01-01T00:00:02+00:00").unwrap(),
+            2_000_000_000
+        );
+        assert!(parse_time_ns("yesterday").is_err());
+        assert!(parse_time_ns("1969-12-31T23:59:59Z").is_err());
+        assert!(parse_time_ns("-5").is_err());
+        for args in [
+            &["fusevol", "group", "restore-to", "g"][..],
+            &[
+                "fusevol",
+                "group",
+                "restore-to",
+                "g",
+                "--seq",
+                "1",
+                "--time",
+                "5",
+            ],
+            &[
+                "fusevol",
+                "group",
+                "restore-to",
+                "g",
+                "--seq",
+                "1",
+                "--into",
+                "/x",
+                "--prefix",
+                "p",
+            ],
+            &["fusevol", "group", "set", "g", "--retain-size", "lots"],
+        ] {
+            assert!(Cli::try_parse_from(args).is_err(), "{args:?}");
         }
     }
 }
