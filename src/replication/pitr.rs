@@ -446,6 +446,13 @@ fn walk(
     Ok(last)
 }
 
+fn target_text(t: RestoreTarget) -> String {
+    match t {
+        RestoreTarget::Seq(n) => format!("sequence number {n}"),
+        RestoreTarget::Time(t) => format!("time {}", time_text(t)),
+    }
+}
+
 fn time_text(ns: u64) -> String {
     format!("{}.{:03}", ns / 1_000_000_000, ns / 1_000_000 % 1000)
 }
@@ -734,6 +741,12 @@ impl Pool {
                 )));
             }
         }
+        if base.marker.is_none() && seq == 0 {
+            return Err(fail(format!(
+                "{} is older than anything retained: it is before the group's first record",
+                target_text(target)
+            )));
+        }
         if !pending.is_empty() || (base.marker.is_none() && known.is_empty()) {
             return Err(fail(format!(
                 "the image at sequence number {seq} is not a consistent group image: the initial copy of {} volume(s) is not complete there",
@@ -828,10 +841,7 @@ impl Pool {
                 epoch: 1,
             });
         }
-        let what = match target {
-            RestoreTarget::Seq(n) => format!("sequence number {n}"),
-            RestoreTarget::Time(t) => format!("time {}", time_text(t)),
-        };
+        let what = target_text(target);
         let epoch = g.rec.lock().epoch;
         let oldest = sources(dir, epoch)?
             .into_iter()
