@@ -159,23 +159,29 @@ pub(crate) fn retire_segment(g: &Group, dir: &Path, path: &Path) {
     let Some(name) = path.file_name() else { return };
     let rdir = dir.join(RETAINED_DIR);
     let to = rdir.join(name);
-    let res = fs::create_dir_all(&rdir)
-        .and_then(|_| fs::rename(path, &to))
-        // The age counts from now (when it was applied), not from when it was published.
-        .and_then(|_| {
-            File::options()
-                .write(true)
-                .open(&to)?
-                .set_modified(SystemTime::now())
-        });
-    if let Err(e) = res {
-        // It stays where it is and is retired again on the next pass.
-        g.set_error(Some(format!(
-            "keeping the applied segment {} in {}: {e}",
+    if let Err(e) = fs::create_dir_all(&rdir).and_then(|_| fs::rename(path, &to)) {
+        // Not kept: deleted as without retention (left there, the applier would meet it
+        // again and again); a restore across the hole reports the gap.
+        log::warn!(
+            "group '{}': keeping the applied segment {} in {}: {e}; deleted instead",
+            g.name,
             path.display(),
             rdir.display()
-        )));
+        );
+        let _ = fs::remove_file(path);
         return;
+    }
+    // The age counts from now (when it was applied), not from when it was published.
+    let stamped = File::options()
+        .write(true)
+        .open(&to)
+        .and_then(|f| f.set_modified(SystemTime::now()));
+    if let Err(e) = stamped {
+        log::warn!(
+            "group '{}': {}: setting its time of retention: {e}",
+            g.name,
+            to.display()
+        );
     }
     housekeeping(g, dir, true);
 }
