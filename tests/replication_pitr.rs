@@ -536,3 +536,66 @@ fn apply_delay_holds_a_consistent_image_behind_and_takeover_ignores_it() {
     p.shutdown();
     s.shutdown();
 }
+
+#[test]
+fn settings_markers_and_retained_segments_survive_a_crash_of_the_secondary() {
+    let st = sites();
+    let p = &st.p;
+    let s = st.s.clone();
+    for v in VOLS {
+        p.create_volume(v, SIZE, None).unwrap();
+    }
+    let mut model = Model::default();
+    p.group_create("g", &["a".into(), "b".into()], &st.remote, &opts())
+        .unwrap();
+    s.group_attach_pitr(
+        "g",
+        &st.remote,
+        &PitrOptions {
+            retain_secs: Some(7200),
+            retain_size: Some(1 << 30),
+            apply_delay: Some(0),
+        },
+    )
+    .unwrap();
+    wait_base(p);
+    let mut rng = Rng(0x1234_5678_9abc_def1);
+    for i in 0..30 {
+        model.write(p, &mut rng, i);
+        if i == 15 {
+            p.group_snapshot("g", "s1").unwrap();
+        }
+    }
+    let last = model.write(p, &mut rng, 99);
+    wait_caught_up(p, &s, "g");
+    let before = pitr(&s, "g");
+    // "Crash": no shutdown; the workers see the pool gone and stop.
+    drop(s);
+    std::thread::sleep(Duration::from_millis(200));
+    let s = Pool::open(&st.t.path().join("secondary")).unwrap();
+    s.start_groups();
+    let t0 = Instant::now();
+    let after = loop {
+        let a = pitr(&s, "g");
+        if a.retained_segments > 0 || t0.elapsed() > Duration::from_secs(5) {
+            break a;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(
+        (after.retain_secs, after.retain_bytes, after.apply_delay),
+        (7200, 1 << 30, 0)
+    );
+    assert_eq!(after.markers, before.markers);
+    assert_eq!(after.retained_oldest_seq, 1, "{after:?}");
+    let r = s
+        .group_restore("g", RestoreTarget::Seq(last), Some("x-"), None)
+        .unwrap();
+    assert!(r.base.contains("s1"), "{r:?}");
+    assert_restored(&s, ["x-a", "x-b"], &model.at(last), "after the crash");
+    // Still applying.
+    model.write(p, &mut rng, 100);
+    wait_caught_up(p, &s, "g");
+    p.shutdown();
+    s.shutdown();
+}
