@@ -478,7 +478,8 @@ fn apply_delay_holds_a_consistent_image_behind_and_takeover_ignores_it() {
         &st.remote,
         &PitrOptions {
             apply_delay: Some(delay),
-            ..Default::default()
+            retain_secs: Some(3600),
+            retain_size: None,
         },
     )
     .unwrap();
@@ -533,6 +534,42 @@ fn apply_delay_holds_a_consistent_image_behind_and_takeover_ignores_it() {
     for (vi, v) in VOLS.iter().enumerate() {
         assert!(image(s, v) == want[vi], "{v} after the takeover");
     }
+    // Retention does not disturb the handover: the new primary ships epoch 2 beside
+    // `retained/`, the old one goes stale, fails back and applies it (its own retention is
+    // off, so nothing retained is pruned).
+    let kept = retained_files(&st.remote);
+    assert!(!kept.is_empty());
+    for i in 0..10 {
+        let v = s.volume(VOLS[i % 2]).unwrap();
+        s.write(&v, (i as u64) * 4096, &[i as u8 + 1; 4096])
+            .unwrap();
+    }
+    let t0 = Instant::now();
+    while info(p, "g").stale.is_none() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", info(p, "g"));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    p.group_failback("g", false).unwrap();
+    let t0 = Instant::now();
+    loop {
+        let (pi, si) = (info(p, "g"), info(s, "g"));
+        if pi.consistent && pi.applied == si.written && si.acknowledged == si.written {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(20), "{pi:?}\n{si:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for v in VOLS {
+        assert!(image(p, v) == image(s, v), "{v} after the failback");
+    }
+    assert_eq!(retained_files(&st.remote), kept);
+    // The new primary can still restore to a moment of epoch 1 it applied as secondary.
+    let r = s
+        .group_restore("g", RestoreTarget::Seq(written), Some("e1-"), None)
+        .unwrap();
+    assert_eq!(r.seq, written);
+    let want = model.at(written);
+    assert_restored(s, ["e1-a", "e1-b"], &want, "epoch 1 after the takeover");
     p.shutdown();
     s.shutdown();
 }
