@@ -13,4 +13,5 @@ pub mod handover;
 pub mod ops;
 pub mod pitr;
 pub mod remote;
+mod restore;
 mod ship;
