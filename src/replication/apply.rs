@@ -85,6 +85,7 @@ pub(crate) fn apply_available(pool: &Pool, g: &Group) -> Result<bool, String> {
         return Ok(false);
     };
     if super::pitr::not_due(g, want) {
+        g.set_error(None);
         return Ok(false);
     }
     let seg = read_sealed(&path, (g.uid, epoch)).map_err(|e| e.to_string())?;
@@ -95,6 +96,7 @@ pub(crate) fn apply_available(pool: &Pool, g: &Group) -> Result<bool, String> {
         // The apply delay: only the records that are due.
         let due = super::pitr::due_upto(g, &seg, want);
         if due < want {
+            g.set_error(None);
             return Ok(false);
         }
         upto.min(due)

@@ -395,7 +395,8 @@ impl Pool {
         if let RestoreTarget::Seq(n) = target {
             if seq < n {
                 return Err(fail(format!(
-                    "the records in {} go up to sequence number {seq} only; {n} is not there (yet)",
+                    "the records of epoch {} in {} go up to sequence number {seq} only; {n} is not there (yet)",
+                    base.epoch,
                     dir.display()
                 )));
             }
