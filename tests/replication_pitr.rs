@@ -576,18 +576,18 @@ fn apply_delay_holds_a_consistent_image_behind_and_takeover_ignores_it() {
 
 #[test]
 fn settings_markers_and_retained_segments_survive_a_crash_of_the_secondary() {
-    let st = sites();
-    let p = &st.p;
-    let s = st.s.clone();
+    // Taken apart: the secondary's only handle is `s` (dropped for the crash).
+    let Sites { t, p, s, remote } = sites();
+    let p = &p;
     for v in VOLS {
         p.create_volume(v, SIZE, None).unwrap();
     }
     let mut model = Model::default();
-    p.group_create("g", &["a".into(), "b".into()], &st.remote, &opts())
+    p.group_create("g", &["a".into(), "b".into()], &remote, &opts())
         .unwrap();
     s.group_attach_pitr(
         "g",
-        &st.remote,
+        &remote,
         &PitrOptions {
             retain_secs: Some(7200),
             retain_size: Some(1 << 30),
@@ -607,9 +607,17 @@ fn settings_markers_and_retained_segments_survive_a_crash_of_the_secondary() {
     wait_caught_up(p, &s, "g");
     let before = pitr(&s, "g");
     // "Crash": no shutdown; the workers see the pool gone and stop.
+    let weak = Arc::downgrade(&s);
     drop(s);
-    std::thread::sleep(Duration::from_millis(200));
-    let s = Pool::open(&st.t.path().join("secondary")).unwrap();
+    let t0 = Instant::now();
+    while weak.strong_count() > 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "the pool is still held"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let s = Pool::open(&t.path().join("secondary")).unwrap();
     s.start_groups();
     let t0 = Instant::now();
     let after = loop {
