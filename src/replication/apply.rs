@@ -245,7 +245,7 @@ fn apply_record(pool: &Pool, g: &Group, rec: &JournalRecord) -> Result<(), Strin
                 pool.snapshot_locked(&mut log, &v, &name)
                     .map_err(|e| e.to_string())?;
             }
-            super::pitr::note_marker(g, rec, &name);
+            super::pitr::note_marker(pool, g, rec, &name);
             log::info!("group '{}': snapshot '{name}' taken at its marker", g.name);
         }
         RecordKind::FailbackDone => super::handover::failback_done(pool, g, rec)?,

@@ -266,10 +266,16 @@ pub(crate) fn not_due(g: &Group, want: u64) -> bool {
 }
 
 /// Applier: a marker record was applied (its snapshots taken); remember it as a base.
-pub(crate) fn note_marker(g: &Group, rec: &JournalRecord, name: &str) {
+pub(crate) fn note_marker(pool: &Pool, g: &Group, rec: &JournalRecord, name: &str) {
     let mut r = g.rec.lock();
     let consistent = r.consistent_since != 0 && r.base_pending.is_empty();
-    let volumes = r.volumes.iter().map(|&(l, p)| (p, l)).collect();
+    let snaps = pool.snapshots.read();
+    let volumes = r
+        .volumes
+        .iter()
+        .map(|&(l, p)| (p, l, snaps.get(l, name).map_or(0, |s| s.id)))
+        .collect();
+    drop(snaps);
     r.ext.pitr.note_marker(MarkerSeen {
         name: name.to_string(),
         seq: rec.head.seq,
@@ -299,12 +305,13 @@ pub(crate) fn set_options(rec: &mut PitrRec, opts: &PitrOptions) -> Result<(), S
     Ok(())
 }
 
-/// Which of the markers still have their snapshots on every volume here.
+/// A marker can be a base: its snapshots (by id) are all still there.
 pub(crate) fn marker_usable(pool: &Pool, m: &MarkerSeen) -> bool {
     !m.volumes.is_empty()
-        && m.volumes
-            .iter()
-            .all(|(_, l)| pool.snapshots.read().get(*l, &m.name).is_some())
+        && m.volumes.iter().all(|&(_, l, sid)| {
+            pool.snapshot_by_id(sid)
+                .is_some_and(|s| s.volume == l && s.name == m.name)
+        })
 }
 
 /// The `pitr` part of a group's status.

@@ -187,13 +187,22 @@ impl Restorer<'_> {
     }
 
     /// Start volume `primary` as the snapshot `snap` of local volume `local`.
-    fn start_from_snapshot(&mut self, primary: u64, local: u64, snap: &str) -> Result<(), String> {
+    fn start_from_snapshot(
+        &mut self,
+        primary: u64,
+        local: u64,
+        sid: u64,
+        snap: &str,
+    ) -> Result<(), String> {
         let pool = self.pool;
         let v = pool
             .volume_by_id(local)
             .ok_or_else(|| format!("volume #{local} of snapshot '{snap}' is gone"))?;
+        let s = pool
+            .snapshot_by_id(sid)
+            .filter(|s| s.volume == local && s.name == snap)
+            .ok_or_else(|| format!("snapshot '{snap}' of volume '{}' is gone", v.name))?;
         let dest = if self.into.is_some() {
-            let s = pool.snapshot(&v.name, snap).map_err(|e| e.to_string())?;
             let f = self.new_file(&v.name, s.size)?;
             let mut buf = vec![0u8; 1 << 20];
             let mut pos = 0;
@@ -427,8 +436,8 @@ impl Pool {
         };
         let built = (|| {
             if let Some(m) = &base.marker {
-                for &(p, l) in &m.volumes {
-                    r.start_from_snapshot(p, l, &m.name)?;
+                for &(p, l, sid) in &m.volumes {
+                    r.start_from_snapshot(p, l, sid, &m.name)?;
                 }
             }
             walk(

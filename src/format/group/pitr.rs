@@ -24,8 +24,10 @@ pub struct MarkerSeen {
     pub epoch: u64,
     /// The image was a consistent group image when the marker was applied.
     pub consistent: bool,
-    /// (primary volume id, local volume id) of the group's volumes at the marker.
-    pub volumes: Vec<(u64, u64)>,
+    /// (primary volume id, local volume id, id of the snapshot taken there) of the group's
+    /// volumes at the marker. The snapshot id, not its name, says the image is still the
+    /// marker's (a name can be deleted and taken again).
+    pub volumes: Vec<(u64, u64, u64)>,
 }
 
 // Format: (section tag 2; an empty body, as written before the section had fields, decodes
@@ -37,7 +39,7 @@ pub struct MarkerSeen {
 //   apply_delay      u64  seconds: apply a record only once its time + delay has passed
 //   count            u64, then count × marker:
 //     name str, seq u64, time u64, epoch u64, consistent u8 (0/1),
-//     volumes u64 count, then count × (primary id u64, local id u64)
+//     volumes u64 count, then count × (primary id u64, local id u64, snapshot id u64)
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PitrRec {
     pub retain_secs: u64,
@@ -83,8 +85,8 @@ impl PitrRec {
                 .u64(m.epoch)
                 .u8(m.consistent as u8)
                 .u64(m.volumes.len() as u64);
-            for &(p, l) in &m.volumes {
-                e.u64(p).u64(l);
+            for &(p, l, sid) in &m.volumes {
+                e.u64(p).u64(l).u64(sid);
             }
         }
     }
@@ -122,10 +124,10 @@ impl PitrRec {
                     })
                 }
             };
-            let nv = d.count(16)?;
+            let nv = d.count(24)?;
             let mut volumes = Vec::with_capacity(nv);
             for _ in 0..nv {
-                volumes.push((d.u64()?, d.u64()?));
+                volumes.push((d.u64()?, d.u64()?, d.u64()?));
             }
             markers.push(MarkerSeen {
                 name,
@@ -156,7 +158,7 @@ mod tests {
             time: seq * 1000,
             epoch: 1,
             consistent: seq > 1,
-            volumes: vec![(7, 70), (8, 80)],
+            volumes: vec![(7, 70, 700), (8, 80, 800)],
         }
     }
 
