@@ -55,6 +55,12 @@ pub(crate) fn restore_to(
         ),
         None => None,
     };
+    // The restore answers when it is built (it may copy a lot): no answer timeout unless
+    // --timeout is given, as for a steady pair split.
+    let mut ctx = ctx.clone();
+    if ctx.timeout_given.is_none() {
+        ctx.timeout = std::time::Duration::ZERO;
+    }
     ctx.request(
         Request::GroupRestore {
             name,
