@@ -192,8 +192,17 @@ fn restore_to_through_the_cli_equals_the_snapshots_and_the_moments_between() {
         "{}",
         describe(&out)
     );
-    let out = s.cli(&["group", "restore-to", "g", "--time", "last tuesday"]);
-    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    for bad in [
+        &["group", "restore-to", "g", "--time", "last tuesday"][..],
+        &["group", "restore-to", "g", "--seq", "5", "--prefix", "a/"],
+        &["group", "restore-to", "g"],
+        &["group", "set", "g"],
+    ] {
+        let out = s.cli(bad);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {}", describe(&out));
+    }
+    let out = s.cli(&["group", "restore-to", "nope", "--seq", "5"]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     // group set changes the settings; status shows them.
     s.cli_ok(&["group", "set", "g", "--apply-delay", "1"]);
     let st = status(&s);
