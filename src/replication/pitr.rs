@@ -276,6 +276,9 @@ pub(crate) fn note_marker(pool: &Pool, g: &Group, rec: &JournalRecord, name: &st
         .map(|&(l, p)| (p, l, snaps.get(l, name).map_or(0, |s| s.id)))
         .collect();
     drop(snaps);
+    // Markers whose snapshots are gone are no base any more: forget them (the record is
+    // logged after every segment, keep it small).
+    r.ext.pitr.markers.retain(|m| marker_usable(pool, m));
     r.ext.pitr.note_marker(MarkerSeen {
         name: name.to_string(),
         seq: rec.head.seq,

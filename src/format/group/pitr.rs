@@ -10,7 +10,7 @@ use crate::format::FormatError;
 
 const VERSION: u8 = 1;
 /// At most this many markers are remembered (the oldest go first).
-pub const MAX_MARKERS: usize = 4096;
+pub const MAX_MARKERS: usize = 1024;
 
 /// A group snapshot whose marker this site applied: its snapshots of the group's volumes
 /// hold the image after sequence number `seq`.
