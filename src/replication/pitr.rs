@@ -8,7 +8,9 @@
 //! time it was applied. Once a second, and after each segment, the oldest retained segments
 //! are deleted while one is older than `retain_secs` or the total is above `retain_bytes`
 //! (oldest first only, so what is retained is always one contiguous run of sequence
-//! numbers). Both limits 0 means retention off: applied segments are deleted as before, and
+//! numbers). The applier lists `retained/` at start and once a minute and tracks what it
+//! retires and prunes in between (a retention of days is many thousands of files; status
+//! reads that, never the directory). Both limits 0 means retention off: applied segments are deleted as before, and
 //! what is already retained stays until removed by hand. The shipper, the applier's listing
 //! and the epoch sweep only look at files directly in `REMOTE/GROUP/`, so the subdirectory
 //! is invisible to them.
@@ -23,6 +25,7 @@
 //! **Restore** (`group restore-to`) is in `restore.rs`; it reads what is retained here and the
 //! markers remembered in the group record (`PitrRec`).
 
+use std::collections::VecDeque;
 use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -61,13 +64,49 @@ pub struct Retained {
     pub path: PathBuf,
 }
 
+/// The retained segments as the applier keeps track of them: listed from the directory at
+/// start and every `RELIST_EVERY`, kept up to date in between by what it retires and prunes
+/// (a retention of days holds many thousands of files; they are not listed per segment).
+#[derive(Default)]
+pub(crate) struct RetainedList {
+    segs: VecDeque<Retained>,
+    bytes: u64,
+    listed_at: Option<Instant>,
+}
+
+impl RetainedList {
+    /// Add (or replace, same name) a segment, keeping the list in sequence order.
+    fn insert(&mut self, r: Retained) {
+        let key = (r.first, r.epoch);
+        if self.segs.back().is_none_or(|b| (b.first, b.epoch) < key) {
+            self.bytes += r.bytes;
+            self.segs.push_back(r);
+            return;
+        }
+        match self.segs.binary_search_by_key(&key, |s| (s.first, s.epoch)) {
+            Ok(i) => {
+                self.bytes = self.bytes - self.segs[i].bytes + r.bytes;
+                self.segs[i] = r;
+            }
+            Err(i) => {
+                self.bytes += r.bytes;
+                self.segs.insert(i, r);
+            }
+        }
+    }
+}
+
 /// What the applier knows about retention and the delay (not persistent).
 #[derive(Default, Clone)]
 pub struct PitrRuntime {
     pruned_at: Option<Instant>,
-    /// The retained segments, oldest first (status reads this, not the directory).
-    pub retained: Vec<Retained>,
-    /// Primary time (ns) of the oldest retained segment's header.
+    /// Shared: the group's run-time state is cloned for every status.
+    list: Arc<Mutex<RetainedList>>,
+    /// What status shows: retained segments, their bytes, the first sequence number of the
+    /// oldest, and its primary time (ns, from its header).
+    pub retained_segments: u64,
+    pub retained_bytes: u64,
+    pub retained_first: u64,
     pub oldest_time: u64,
     /// (sequence number, ns when due): the next record is not due before then.
     delay_wait: Option<(u64, u64)>,
@@ -75,15 +114,21 @@ pub struct PitrRuntime {
     pub(crate) restore_lock: Arc<Mutex<()>>,
 }
 
-/// How many of the oldest retained segments (bytes, applied-at seconds; oldest first) the
-/// limits of `rec` drop at `now` (seconds). Oldest first only, so the rest stays contiguous.
-pub fn prune_count(segs: &[(u64, u64)], now: u64, rec: &PitrRec) -> usize {
+/// How many of the oldest retained segments (bytes, applied-at seconds; oldest first;
+/// `total` bytes in all) the limits of `rec` drop at `now` (seconds). Oldest first only, so
+/// the rest stays contiguous.
+pub fn prune_count(
+    segs: impl Iterator<Item = (u64, u64)>,
+    total: u64,
+    now: u64,
+    rec: &PitrRec,
+) -> usize {
     if !rec.retains() {
         return 0;
     }
-    let mut total: u64 = segs.iter().map(|s| s.0).sum();
+    let mut total = total;
     let mut n = 0;
-    for &(bytes, at) in segs {
+    for (bytes, at) in segs {
         let too_old = rec.retain_secs > 0 && now.saturating_sub(at) > rec.retain_secs;
         let too_big = rec.retain_bytes > 0 && total > rec.retain_bytes;
         if !(too_old || too_big) {
@@ -174,61 +219,110 @@ pub(crate) fn retire_segment(g: &Group, dir: &Path, path: &Path) {
             to.display()
         );
     }
+    if let Some((first, epoch)) = parse_published(&name.to_string_lossy()) {
+        let bytes = fs::metadata(&to).map_or(0, |m| m.len());
+        let list = g.rt.lock().pitr.list.clone();
+        let mut l = list.lock();
+        if l.listed_at.is_some() {
+            l.insert(Retained {
+                first,
+                epoch,
+                bytes,
+                at: secs_now(),
+                path: to,
+            });
+        }
+    }
     housekeeping(g, dir, true);
 }
+
+/// How often the applier lists `retained/` again (someone may have removed files by hand).
+const RELIST_EVERY: Duration = Duration::from_secs(60);
 
 /// Applier, on every pass: prune the retained segments (at most once a second unless
 /// `force`) and refresh what status shows of them.
 pub(crate) fn housekeeping(g: &Group, dir: &Path, force: bool) {
-    {
-        let rt = g.rt.lock();
+    let (list, lock) = {
+        let mut rt = g.rt.lock();
         if !force && rt.pitr.pruned_at.is_some_and(|t| t.elapsed() < PRUNE_EVERY) {
             return;
         }
-    }
-    g.rt.lock().pitr.pruned_at = Some(Instant::now());
-    let rec = g.rec.lock().ext.pitr.clone();
-    let mut segs = match list_retained(dir) {
-        Ok(s) => s,
-        Err(e) => {
-            log::warn!(
-                "group '{}': listing {}/{RETAINED_DIR}: {e}",
-                g.name,
-                dir.display()
-            );
-            return;
-        }
+        rt.pitr.pruned_at = Some(Instant::now());
+        (rt.pitr.list.clone(), rt.pitr.restore_lock.clone())
     };
-    let lock = g.rt.lock().pitr.restore_lock.clone();
+    let rec = g.rec.lock().ext.pitr.clone();
+    let relist = list
+        .lock()
+        .listed_at
+        .is_none_or(|t| t.elapsed() >= RELIST_EVERY);
+    if relist {
+        match list_retained(dir) {
+            Ok(v) => {
+                let mut l = list.lock();
+                l.bytes = v.iter().map(|s| s.bytes).sum();
+                l.segs = v.into();
+                l.listed_at = Some(Instant::now());
+            }
+            Err(e) => {
+                log::warn!(
+                    "group '{}': listing {}/{RETAINED_DIR}: {e}",
+                    g.name,
+                    dir.display()
+                );
+                return;
+            }
+        }
+    }
+    // Pruning waits while a restore reads the segments.
     if let Some(_held) = lock.try_lock() {
-        let sizes: Vec<(u64, u64)> = segs.iter().map(|s| (s.bytes, s.at)).collect();
-        let n = prune_count(&sizes, secs_now(), &rec);
-        let mut removed = 0;
-        for s in &segs[..n] {
+        let doomed: Vec<Retained> = {
+            let mut l = list.lock();
+            let n = prune_count(
+                l.segs.iter().map(|s| (s.bytes, s.at)),
+                l.bytes,
+                secs_now(),
+                &rec,
+            );
+            let d: Vec<Retained> = l.segs.drain(..n).collect();
+            l.bytes -= d.iter().map(|s| s.bytes).sum::<u64>();
+            d
+        };
+        for (i, s) in doomed.iter().enumerate() {
             match fs::remove_file(&s.path) {
-                Ok(()) => removed += 1,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => removed += 1,
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => {
                     log::warn!("group '{}': pruning {}: {e}", g.name, s.path.display());
+                    let mut l = list.lock();
+                    for s in doomed[i..].iter().rev() {
+                        l.bytes += s.bytes;
+                        l.segs.push_front(s.clone());
+                    }
                     break;
                 }
             }
         }
-        if removed > 0 {
-            log::debug!("group '{}': pruned {removed} retained segments", g.name);
+    }
+    let (count, bytes, oldest) = {
+        let l = list.lock();
+        (
+            l.segs.len() as u64,
+            l.bytes,
+            l.segs.front().map(|s| (s.first, s.path.clone())),
+        )
+    };
+    let need_time = {
+        let mut rt = g.rt.lock();
+        let first = oldest.as_ref().map_or(0, |o| o.0);
+        if rt.pitr.retained_first != first {
+            rt.pitr.oldest_time = 0;
         }
-        segs.drain(..removed);
-    }
-    let oldest = segs.first().map(|s| s.path.clone());
-    let mut rt = g.rt.lock();
-    let same_oldest = rt.pitr.retained.first().map(|s| &s.path) == oldest.as_ref();
-    if !same_oldest {
-        rt.pitr.oldest_time = 0;
-    }
-    rt.pitr.retained = segs;
-    let need_time = rt.pitr.oldest_time == 0;
-    drop(rt);
-    if let (true, Some(p)) = (need_time, oldest) {
+        rt.pitr.retained_segments = count;
+        rt.pitr.retained_bytes = bytes;
+        rt.pitr.retained_first = first;
+        rt.pitr.oldest_time == 0
+    };
+    if let (true, Some((_, p))) = (need_time, oldest) {
         let t = header_time(&p);
         g.rt.lock().pitr.oldest_time = t;
     }
@@ -321,15 +415,15 @@ pub(crate) fn marker_usable(pool: &Pool, m: &MarkerSeen) -> bool {
 pub(crate) fn info(pool: &Pool, g: &Group) -> Option<PitrInfo> {
     let rec = g.rec.lock().ext.pitr.clone();
     let rt = g.rt.lock().pitr.clone();
-    if g.role != ROLE_SECONDARY && rec == PitrRec::default() && rt.retained.is_empty() {
+    if g.role != ROLE_SECONDARY && rec == PitrRec::default() && rt.retained_segments == 0 {
         return None;
     }
     Some(PitrInfo {
         retain_secs: rec.retain_secs,
         retain_bytes: rec.retain_bytes,
-        retained_segments: rt.retained.len() as u64,
-        retained_bytes: rt.retained.iter().map(|s| s.bytes).sum(),
-        retained_oldest_seq: rt.retained.first().map_or(0, |s| s.first),
+        retained_segments: rt.retained_segments,
+        retained_bytes: rt.retained_bytes,
+        retained_oldest_seq: rt.retained_first,
         retained_oldest_time_ns: rt.oldest_time,
         apply_delay: rec.apply_delay,
         markers: rec
@@ -391,23 +485,49 @@ mod tests {
         }
     }
 
+    fn pc(segs: &[(u64, u64)], now: u64, rec: &PitrRec) -> usize {
+        let total = segs.iter().map(|s| s.0).sum();
+        prune_count(segs.iter().copied(), total, now, rec)
+    }
+
     #[test]
     fn pruning_drops_the_oldest_by_age_and_size() {
         // (bytes, applied at)
         let segs = [(100, 10), (100, 20), (100, 30), (100, 40)];
-        assert_eq!(prune_count(&segs, 1000, &rec(0, 0)), 0, "retention off");
-        assert_eq!(prune_count(&segs, 45, &rec(1000, 0)), 0);
+        assert_eq!(pc(&segs, 1000, &rec(0, 0)), 0, "retention off");
+        assert_eq!(pc(&segs, 45, &rec(1000, 0)), 0);
         // Older than 15 s at 45: those applied at 10 and 20.
-        assert_eq!(prune_count(&segs, 45, &rec(15, 0)), 2);
-        assert_eq!(prune_count(&segs, 45, &rec(0, 400)), 0);
-        assert_eq!(prune_count(&segs, 45, &rec(0, 250)), 2);
-        assert_eq!(prune_count(&segs, 45, &rec(0, 1)), 4);
+        assert_eq!(pc(&segs, 45, &rec(15, 0)), 2);
+        assert_eq!(pc(&segs, 45, &rec(0, 400)), 0);
+        assert_eq!(pc(&segs, 45, &rec(0, 250)), 2);
+        assert_eq!(pc(&segs, 45, &rec(0, 1)), 4);
         // Either limit drops.
-        assert_eq!(prune_count(&segs, 45, &rec(30, 150)), 3);
+        assert_eq!(pc(&segs, 45, &rec(30, 150)), 3);
         // Oldest first only: a young old one stops the age rule (the run stays contiguous).
         let odd = [(100, 40), (100, 10)];
-        assert_eq!(prune_count(&odd, 45, &rec(15, 0)), 0);
-        assert_eq!(prune_count(&[], 45, &rec(1, 1)), 0);
+        assert_eq!(pc(&odd, 45, &rec(15, 0)), 0);
+        assert_eq!(pc(&[], 45, &rec(1, 1)), 0);
+    }
+
+    #[test]
+    fn the_retained_list_stays_in_order_and_counts_bytes() {
+        let seg = |first: u64, bytes: u64| Retained {
+            first,
+            epoch: 1,
+            bytes,
+            at: 0,
+            path: PathBuf::from(format!("{first}")),
+        };
+        let mut l = RetainedList::default();
+        l.insert(seg(10, 1));
+        l.insert(seg(30, 2));
+        l.insert(seg(20, 4)); // re-shipped out of order
+        l.insert(seg(30, 8)); // the same name again replaces
+        assert_eq!(
+            l.segs.iter().map(|s| s.first).collect::<Vec<_>>(),
+            vec![10, 20, 30]
+        );
+        assert_eq!(l.bytes, 1 + 4 + 8);
     }
 
     #[test]
