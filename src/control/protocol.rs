@@ -126,7 +126,13 @@ pub enum Request {
     },
     /// Attach this pool as the secondary of the group published in `<remote>/<name>/`
     /// (`remote` absolute). Answers `GroupInfo`.
-    GroupAttach { name: String, remote: String },
+    GroupAttach {
+        name: String,
+        remote: String,
+        /// Retention and apply delay (absent: off).
+        #[serde(default, skip_serializing_if = "PitrOptions::is_empty")]
+        pitr: PitrOptions,
+    },
     /// Add a volume to a group; answers `GroupInfo`.
     GroupAddVolume { name: String, volume: String },
     /// Take a volume out of a group; answers `GroupInfo`.
@@ -158,14 +164,100 @@ pub enum Request {
     },
     /// On the primary: change the journal limit, the journal-full policy or the block
     /// timeout of an existing group (absent fields stay). Answers `GroupInfo`.
+    /// Retention and apply delay (`pitr`, the secondary's settings) go in the same request.
     GroupSet {
         name: String,
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "GroupSetOptions::is_empty")]
         options: GroupSetOptions,
+        /// Retention and apply delay (the secondary's settings).
+        #[serde(default, skip_serializing_if = "PitrOptions::is_empty")]
+        pitr: PitrOptions,
     },
     /// On a suspended primary: journal again and journal the regions written while
     /// suspended (the secondary is inconsistent until that ends). Answers `GroupInfo`.
     GroupResync { name: String },
+    /// Rebuild the group's volumes as of sequence number `seq` or of time `time_ns` (the
+    /// last record at or before it) from a group snapshot or the initial image plus the
+    /// retained segments: into new volumes `<prefix><volume>` of this pool, or into raw image
+    /// files `<into>/<volume>.img` (`into` absolute). Answers `RestoreReport`.
+    GroupRestore {
+        name: String,
+        #[serde(default)]
+        seq: Option<u64>,
+        #[serde(default)]
+        time_ns: Option<u64>,
+        #[serde(default)]
+        prefix: Option<String>,
+        #[serde(default)]
+        into: Option<String>,
+    },
+}
+
+/// Point-in-time settings of a group (absent: unchanged, or off for a new attach).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PitrOptions {
+    /// Keep applied segments this many seconds after they were applied (0: no age limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retain_secs: Option<u64>,
+    /// Keep at most this many bytes of applied segments (0: no size limit). Both limits 0:
+    /// retention off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retain_size: Option<u64>,
+    /// Apply a record only once it is this many seconds old (0: at once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apply_delay: Option<u64>,
+}
+
+impl PitrOptions {
+    pub fn is_empty(&self) -> bool {
+        self == &PitrOptions::default()
+    }
+}
+
+/// A group snapshot whose marker this site applied (a base for `group restore-to`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MarkerInfo {
+    pub name: String,
+    pub seq: u64,
+    /// Primary time of the marker, ns since the Unix epoch.
+    pub time_ns: u64,
+    /// Its snapshots are still there (it can be a base).
+    pub usable: bool,
+}
+
+/// Retention, apply delay and restore bases of a group (`GroupInfo::pitr`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PitrInfo {
+    /// Retention limits (0: none; both 0: retention off).
+    pub retain_secs: u64,
+    pub retain_bytes: u64,
+    /// Segments and bytes in `REMOTE/GROUP/retained/`.
+    pub retained_segments: u64,
+    pub retained_bytes: u64,
+    /// First sequence number and its time (ns) of the oldest retained segment (0: none).
+    pub retained_oldest_seq: u64,
+    pub retained_oldest_time_ns: u64,
+    /// Apply delay in seconds: the applier holds the image this far behind the primary
+    /// (`lag_seconds` is at least this much while records wait).
+    pub apply_delay: u64,
+    /// Group snapshots applied here, oldest first.
+    pub markers: Vec<MarkerInfo>,
+}
+
+/// What `group restore-to` built.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreReport {
+    pub group: String,
+    /// The image is the group's image after this sequence number ...
+    pub seq: u64,
+    /// ... whose record has this primary time (ns; 0 for the initial image).
+    pub time_ns: u64,
+    /// The base: `snapshot NAME (sequence N)` or `initial image`.
+    pub base: String,
+    /// Records applied after the base.
+    pub records: u64,
+    /// What was written: volume names in this pool, or image file paths.
+    pub outputs: Vec<String>,
 }
 
 /// What a takeover or failback did.
@@ -332,6 +424,12 @@ pub struct GroupSetOptions {
     pub block_timeout_ms: Option<u64>,
 }
 
+impl GroupSetOptions {
+    pub fn is_empty(&self) -> bool {
+        self == &GroupSetOptions::default()
+    }
+}
+
 /// The journal limit, its policy and the suspension / resync of a group (`GroupInfo.full`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct FullInfo {
@@ -420,6 +518,9 @@ pub struct GroupInfo {
     /// Journal limit policy, high-water warning, suspension and resync.
     #[serde(default)]
     pub full: FullInfo,
+    /// Retention, apply delay and the group snapshots known (secondary; primary when set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pitr: Option<PitrInfo>,
 }
 
 /// Pool summary.
@@ -482,6 +583,7 @@ mod tests {
                 Request::GroupAttach {
                     name: "g1".into(),
                     remote: "/r".into(),
+                    pitr: PitrOptions::default(),
                 },
                 json!({"op":"group_attach","name":"g1","remote":"/r"}),
             ),
@@ -542,6 +644,57 @@ mod tests {
             Request::GroupTakeover {
                 name: "g".into(),
                 at_marker: None
+            }
+        );
+    }
+
+    #[test]
+    fn point_in_time_requests_on_the_wire() {
+        let pitr = PitrOptions {
+            retain_secs: Some(60),
+            retain_size: None,
+            apply_delay: Some(5),
+        };
+        for (req, wire) in [
+            (
+                Request::GroupAttach {
+                    name: "g1".into(),
+                    remote: "/r".into(),
+                    pitr: pitr.clone(),
+                },
+                json!({"op":"group_attach","name":"g1","remote":"/r","pitr":{"retain_secs":60,"apply_delay":5}}),
+            ),
+            (
+                Request::GroupSet {
+                    name: "g1".into(),
+                    options: GroupSetOptions::default(),
+                    pitr,
+                },
+                json!({"op":"group_set","name":"g1","pitr":{"retain_secs":60,"apply_delay":5}}),
+            ),
+            (
+                Request::GroupRestore {
+                    name: "g1".into(),
+                    seq: Some(9),
+                    time_ns: None,
+                    prefix: Some("p-".into()),
+                    into: None,
+                },
+                json!({"op":"group_restore","name":"g1","seq":9,"time_ns":null,"prefix":"p-","into":null}),
+            ),
+        ] {
+            assert_eq!(serde_json::to_value(&req).unwrap(), wire);
+            assert_eq!(serde_json::from_value::<Request>(wire).unwrap(), req);
+        }
+        assert_eq!(
+            serde_json::from_value::<Request>(json!({"op":"group_restore","name":"g","time_ns":5}))
+                .unwrap(),
+            Request::GroupRestore {
+                name: "g".into(),
+                seq: None,
+                time_ns: Some(5),
+                prefix: None,
+                into: None
             }
         );
     }

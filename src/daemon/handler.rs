@@ -190,10 +190,10 @@ impl Handler {
                 naming(&name, p.group_create(&name, &volumes, &remote, &options))?;
                 ok(self.one_group(&name)?, vec![])
             }
-            Request::GroupAttach { name, remote } => {
+            Request::GroupAttach { name, remote, pitr } => {
                 validate_group(&name)?;
                 let remote = remote_dir(&name, &remote)?;
-                naming(&name, p.group_attach(&name, &remote))?;
+                naming(&name, p.group_attach_pitr(&name, &remote, &pitr))?;
                 ok(self.one_group(&name)?, vec![])
             }
             Request::GroupAddVolume { name, volume } => {
@@ -229,15 +229,57 @@ impl Handler {
                     vec![],
                 )
             }
-            Request::GroupSet { name, options } => {
+            Request::GroupSet {
+                name,
+                options,
+                pitr,
+            } => {
                 validate_group(&name)?;
-                naming(&name, p.group_set(&name, &options))?;
+                if options == crate::control::GroupSetOptions::default() && pitr.is_empty() {
+                    return Err(PoolError::Invalid(format!(
+                        "group '{name}': name at least one setting to change"
+                    )));
+                }
+                // Journal-full settings belong to the primary, retention and apply delay
+                // to the secondary (or a primary that may become one).
+                if options != crate::control::GroupSetOptions::default() {
+                    naming(&name, p.group_set(&name, &options))?;
+                }
+                if !pitr.is_empty() {
+                    naming(&name, p.group_set_pitr(&name, &pitr))?;
+                }
                 ok(self.one_group(&name)?, vec![])
             }
             Request::GroupResync { name } => {
                 validate_group(&name)?;
                 naming(&name, p.group_resync(&name))?;
                 ok(self.one_group(&name)?, vec![])
+            }
+            Request::GroupRestore {
+                name,
+                seq,
+                time_ns,
+                prefix,
+                into,
+            } => {
+                validate_group(&name)?;
+                let target = match (seq, time_ns) {
+                    (Some(n), None) => crate::replication::pitr::RestoreTarget::Seq(n),
+                    (None, Some(t)) => crate::replication::pitr::RestoreTarget::Time(t),
+                    _ => {
+                        return Err(PoolError::Invalid(format!(
+                            "group '{name}': restore needs exactly one of seq and time_ns"
+                        )))
+                    }
+                };
+                let into = into.map(PathBuf::from);
+                ok(
+                    naming(
+                        &name,
+                        p.group_restore(&name, target, prefix.as_deref(), into.as_deref()),
+                    )?,
+                    vec![],
+                )
             }
             Request::GroupStatus { name: None } => ok(p.group_info(None)?, vec![]),
             Request::GroupStatus { name: Some(name) } => ok(vec![self.one_group(&name)?], vec![]),

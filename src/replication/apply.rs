@@ -64,6 +64,7 @@ struct Applied {
 pub(crate) fn apply_available(pool: &Pool, g: &Group) -> Result<bool, String> {
     let dir = remote::group_dir(&g.remote, &g.name);
     super::handover::sweep_other_epochs(&dir, g.rec.lock().epoch)?;
+    super::pitr::housekeeping(g, &dir, false);
     let list =
         remote::list_published(&dir).map_err(|e| format!("listing {}: {e}", dir.display()))?;
     let (applied, epoch) = {
@@ -93,7 +94,7 @@ pub(crate) fn apply_available(pool: &Pool, g: &Group) -> Result<bool, String> {
     let mut progressed = false;
     let mut failure = None;
     for _ in 0..BATCH_SEGMENTS {
-        match apply_segment(pool, g, &list, epoch, upto, &mut done) {
+        match apply_segment(pool, g, &dir, &list, epoch, upto, &mut done) {
             Ok(true) => progressed = true,
             Ok(false) => break,
             Err(e) => {
@@ -122,6 +123,7 @@ pub(crate) fn apply_available(pool: &Pool, g: &Group) -> Result<bool, String> {
 fn apply_segment(
     pool: &Pool,
     g: &Group,
+    dir: &std::path::Path,
     list: &[(u64, std::path::PathBuf)],
     epoch: u64,
     upto: u64,
@@ -147,8 +149,23 @@ fn apply_segment(
         // Applied whole in this batch and nothing after it is published yet.
         return Ok(false);
     }
+    if super::pitr::not_due(g, want) {
+        g.set_error(None);
+        return Ok(false);
+    }
     let seg = read_sealed(&path, (g.uid, epoch)).map_err(|e| e.to_string())?;
     let seg_last = seg.last_seq().unwrap_or(first);
+    let upto = if seg_last < want {
+        upto
+    } else {
+        // The apply delay: only the records that are due.
+        let due = super::pitr::due_upto(g, &seg, want);
+        if due < want {
+            g.set_error(None);
+            return Ok(false);
+        }
+        upto.min(due)
+    };
     let last = seg_last.min(upto);
     {
         let mut rt = g.rt.lock();
@@ -156,7 +173,7 @@ fn apply_segment(
     }
     if seg_last < want {
         // Already applied (re-shipped after a restart): drop it once acknowledged.
-        let _ = std::fs::remove_file(&path);
+        super::pitr::retire_segment(g, dir, &path);
         return Ok(true);
     }
     for rec in seg
@@ -211,7 +228,7 @@ fn commit(
     };
     remote::write_ack(dir, &ack).map_err(|e| format!("writing acknowledgement: {e}"))?;
     for path in &done.whole {
-        let _ = std::fs::remove_file(path);
+        super::pitr::retire_segment(g, dir, path);
     }
     Ok(())
 }
@@ -307,6 +324,7 @@ fn apply_record(pool: &Pool, g: &Group, rec: &JournalRecord) -> Result<(), Strin
                 pool.snapshot_locked(&mut log, &v, &name)
                     .map_err(|e| e.to_string())?;
             }
+            super::pitr::note_marker(pool, g, rec, &name);
             log::info!("group '{}': snapshot '{name}' taken at its marker", g.name);
         }
         RecordKind::FailbackDone => super::handover::failback_done(pool, g, rec)?,

@@ -686,6 +686,7 @@ mod tests {
                 journal_limit: None,
                 block_timeout_ms: Some(500),
             },
+            pitr: Default::default(),
         };
         let want = json!({"op":"group_set","name":"g","options":{"journal_full":"suspend","block_timeout_ms":500}});
         assert_eq!(serde_json::to_value(&set).unwrap(), want);

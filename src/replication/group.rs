@@ -31,6 +31,8 @@ pub struct Runtime {
     pub last_error: Option<String>,
     /// Secondary: apply no record after this one (a takeover at a marker).
     pub apply_upto: Option<u64>,
+    /// Retention and apply delay (point-in-time recovery).
+    pub pitr: super::pitr::PitrRuntime,
 }
 
 pub struct Group {

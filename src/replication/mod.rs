@@ -12,6 +12,8 @@ pub mod full;
 pub mod group;
 pub mod handover;
 pub mod ops;
+pub mod pitr;
 pub mod remote;
+mod restore;
 mod resync;
 mod ship;

@@ -181,6 +181,16 @@ impl Pool {
 
     /// Attach this pool as the secondary of the group published in `<remote>/<name>/`.
     pub fn group_attach(self: &Arc<Self>, name: &str, remote_dir: &Path) -> Result<(), PoolError> {
+        self.group_attach_with(name, remote_dir, Default::default())
+    }
+
+    /// `group_attach` with the point-in-time settings (retention, apply delay) given.
+    pub(crate) fn group_attach_with(
+        self: &Arc<Self>,
+        name: &str,
+        remote_dir: &Path,
+        pitr: crate::format::group::PitrRec,
+    ) -> Result<(), PoolError> {
         names::validate("group", name).map_err(PoolError::Invalid)?;
         if self.group_by_name(name).is_some() {
             return Err(PoolError::Exists(format!(
@@ -212,6 +222,10 @@ impl Pool {
             role: ROLE_SECONDARY,
             epoch: m.epoch,
             remote: remote_dir.to_string_lossy().into_owned(),
+            ext: crate::format::group::GroupSections {
+                pitr,
+                ..Default::default()
+            },
             ..Default::default()
         };
         let g = Arc::new(Group::new(rec.clone(), None));
@@ -438,6 +452,7 @@ impl Pool {
                 failback: None,
                 failback_bytes: r.ext.handover.failback_bytes,
                 full: Default::default(),
+                pitr: super::pitr::info(self, g),
             }
         } else {
             let written = rt.remote_written.max(r.synced);
@@ -488,6 +503,7 @@ impl Pool {
                 }),
                 failback_bytes: r.ext.handover.failback_bytes,
                 full: Default::default(),
+                pitr: super::pitr::info(self, g),
             }
         }
     }

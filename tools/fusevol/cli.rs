@@ -50,6 +50,9 @@ GROUPS
   shows the sequence numbers (written, sealed, shipped, applied, acknowledged), the lag in
   records, bytes and seconds, the journal's use and whether the secondary image is consistent.
   `group wait` polls until --applied SEQ, --consistent or --caught-up (exit 5 on timeout).
+  A secondary can keep applied segments (`--retain-secs`, `--retain-size`) and rebuild the
+  group's volumes as of a sequence number or time with `group restore-to` (no answer timeout
+  unless --timeout is given); `--apply-delay` keeps its image a set time behind.
 
 EXIT STATUS
   0  success
@@ -120,7 +123,7 @@ pub(crate) struct Cli {
     pub(crate) json: bool,
 
     /// Seconds to wait for the daemon's answer (0: wait forever) [default: 600; a steady
-    /// `pair split`: forever]
+    /// `pair split` and `group restore-to`: forever]
     #[arg(long, global = true, value_name = "SECS")]
     pub(crate) timeout: Option<u64>,
 

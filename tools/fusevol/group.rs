@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use fusevol::control::PitrOptions;
 use fusevol::control::{Client, ClientError, GroupInfo, GroupOptions, HandoverReport, Request};
 use fusevol::control::{FullInfo, GroupSetOptions};
 use fusevol::names;
@@ -59,19 +60,33 @@ pub(crate) fn group(ctx: &Ctx, cmd: GroupCmd) -> Result<(), Failure> {
                 },
             )
         }
-        GroupCmd::Attach { name, remote } => {
+        GroupCmd::Attach {
+            name,
+            remote,
+            retain_secs,
+            retain_size,
+            apply_delay,
+        } => {
             check_name("group", &name, &name)?;
             let remote = absolute_remote(&name, &remote)?;
-            ctx.request(Request::GroupAttach { name, remote }, |g: GroupInfo| {
-                println!(
-                    "attached to group {} as {} from {}: volumes {}, {}",
-                    g.name,
-                    g.role,
-                    g.remote,
-                    volume_list(&g.volumes),
-                    g.state
-                )
-            })
+            let pitr = PitrOptions {
+                retain_secs,
+                retain_size,
+                apply_delay,
+            };
+            ctx.request(
+                Request::GroupAttach { name, remote, pitr },
+                |g: GroupInfo| {
+                    println!(
+                        "attached to group {} as {} from {}: volumes {}, {}",
+                        g.name,
+                        g.role,
+                        g.remote,
+                        volume_list(&g.volumes),
+                        g.state
+                    )
+                },
+            )
         }
         GroupCmd::Add { name, volume } => {
             check_name("group", &name, &name)?;
@@ -142,6 +157,9 @@ pub(crate) fn group(ctx: &Ctx, cmd: GroupCmd) -> Result<(), Failure> {
             journal_limit,
             journal_full,
             block_timeout,
+            retain_secs,
+            retain_size,
+            apply_delay,
         } => {
             check_name("group", &name, &name)?;
             let options = GroupSetOptions {
@@ -149,14 +167,35 @@ pub(crate) fn group(ctx: &Ctx, cmd: GroupCmd) -> Result<(), Failure> {
                 journal_full,
                 block_timeout_ms: block_timeout,
             };
-            ctx.request(Request::GroupSet { name, options }, |g: GroupInfo| {
-                println!(
-                    "group {}: journal limit {}, when full: {} (block timeout {})",
-                    g.name,
-                    format_size(g.journal_limit),
-                    g.full.policy,
-                    format_ms(g.full.block_timeout_ms)
-                )
+            let pitr = PitrOptions {
+                retain_secs,
+                retain_size,
+                apply_delay,
+            };
+            let (full_set, pitr_set) = (options != GroupSetOptions::default(), !pitr.is_empty());
+            if !full_set && !pitr_set {
+                return Err(Failure::Usage(format!(
+                    "group set {name}: give at least one of --journal-limit, --journal-full, --block-timeout, --retain-secs, --retain-size, --apply-delay"
+                )));
+            }
+            let req = Request::GroupSet {
+                name,
+                options,
+                pitr,
+            };
+            ctx.request(req, move |g: GroupInfo| {
+                if full_set {
+                    println!(
+                        "group {}: journal limit {}, when full: {} (block timeout {})",
+                        g.name,
+                        format_size(g.journal_limit),
+                        g.full.policy,
+                        format_ms(g.full.block_timeout_ms)
+                    )
+                }
+                if pitr_set {
+                    crate::pitr::print_settings(&g)
+                }
             })
         }
         GroupCmd::Resync { name } => {
@@ -209,6 +248,16 @@ pub(crate) fn group(ctx: &Ctx, cmd: GroupCmd) -> Result<(), Failure> {
             // global one, which then bounds the wait as well.
             let limit = timeout.or(ctx.timeout_given).filter(|&secs| secs > 0);
             group_wait(ctx, &name, goal, limit)
+        }
+        GroupCmd::RestoreTo {
+            name,
+            seq,
+            time,
+            prefix,
+            into,
+        } => {
+            check_name("group", &name, &name)?;
+            crate::pitr::restore_to(ctx, name, seq, time, prefix, into)
         }
     }
 }
@@ -315,6 +364,9 @@ fn group_block(g: &GroupInfo) -> String {
     }
     if g.failback_bytes > 0 {
         fields.push(("last failback delta", format_size(g.failback_bytes)));
+    }
+    if let Some(p) = &g.pitr {
+        fields.extend(crate::pitr::status_fields(p));
     }
     if let Some(e) = &g.last_error {
         fields.push(("last error", e.clone()));
@@ -563,6 +615,7 @@ mod tests {
             failback: None,
             failback_bytes: 0,
             full: Default::default(),
+            pitr: None,
         }
     }
 

@@ -12,6 +12,7 @@ mod exit;
 mod group;
 mod output;
 mod pair;
+mod pitr;
 mod pool;
 mod snapshot;
 mod volume;

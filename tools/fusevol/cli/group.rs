@@ -60,6 +60,18 @@ pub(crate) enum GroupCmd {
         /// directory)
         #[arg(long, value_name = "DIR")]
         remote: PathBuf,
+        /// Keep applied segments this many seconds (in DIR/GROUP/retained/) for restore-to
+        /// [default: retention off]
+        #[arg(long, value_name = "SECS")]
+        retain_secs: Option<u64>,
+        /// Keep at most this much of applied segments, oldest dropped first, e.g. 10G
+        /// [default: retention off]
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        retain_size: Option<u64>,
+        /// Apply a record only once it is SECS old: the image stays that far behind
+        /// [default: 0]
+        #[arg(long, value_name = "SECS")]
+        apply_delay: Option<u64>,
     },
     /// Add a volume to a group
     Add {
@@ -120,20 +132,32 @@ pub(crate) enum GroupCmd {
         #[arg(value_name = "GROUP")]
         name: Option<String>,
     },
-    /// On the primary: change the journal limit, the journal-full policy or the block
-    /// timeout of a group
+    /// Change a group's settings (only those given): the journal limit, the journal-full
+    /// policy and the block timeout (primary); retention and apply delay (secondary)
+    ///
+    /// `--retain-secs 0 --retain-size 0` stops retaining; what is retained stays until
+    /// removed.
     Set {
         #[arg(value_name = "GROUP")]
         name: String,
-        /// New journal size limit
+        /// New journal size limit (primary)
         #[arg(long, value_name = "SIZE", value_parser = parse_size)]
         journal_limit: Option<u64>,
-        /// block or suspend
+        /// block or suspend (primary)
         #[arg(long, value_name = "POLICY", value_parser = ["block", "suspend"])]
         journal_full: Option<String>,
-        /// Seconds a blocked writer waits before ENOSPC
+        /// Seconds a blocked writer waits before ENOSPC (primary)
         #[arg(long, value_name = "SECS", value_parser = parse_secs)]
         block_timeout: Option<u64>,
+        /// Keep applied segments this many seconds (0: no age limit)
+        #[arg(long, value_name = "SECS")]
+        retain_secs: Option<u64>,
+        /// Keep at most this much of applied segments (0: no size limit)
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        retain_size: Option<u64>,
+        /// Apply a record only once it is SECS old (0: at once)
+        #[arg(long, value_name = "SECS")]
+        apply_delay: Option<u64>,
     },
     /// On a suspended primary (journal full, policy suspend): journal again and send the
     /// regions changed while suspended
@@ -170,6 +194,53 @@ pub(crate) enum GroupCmd {
         #[arg(long, value_name = "SECS")]
         timeout: Option<u64>,
     },
+    /// Rebuild the group's volumes as of a sequence number or a time, into new volumes
+    ///
+    /// Starts from the latest group snapshot applied here at or before the target (or the
+    /// initial image) and applies the retained segments after it, in order, verifying every
+    /// record. The group's own volumes and its applier are not touched.
+    #[command(group(
+        ArgGroup::new("target")
+            .required(true)
+            .args(["seq", "time"])
+    ))]
+    RestoreTo {
+        #[arg(value_name = "GROUP")]
+        name: String,
+        /// The image after this sequence number
+        #[arg(long, value_name = "N")]
+        seq: Option<u64>,
+        /// The image after the last record at or before this time: seconds since the epoch
+        /// (decimals allowed) or RFC 3339 (2026-12-01T21:00:00Z)
+        #[arg(long, value_name = "T", value_parser = parse_time_ns)]
+        time: Option<u64>,
+        /// Names of the new volumes: PREFIX<volume> [default: <GROUP>-<SEQ>-]
+        #[arg(long, value_name = "P")]
+        prefix: Option<String>,
+        /// Write raw image files DIR2/<volume>.img instead of volumes in this pool
+        #[arg(long, value_name = "DIR2", conflicts_with = "prefix")]
+        into: Option<PathBuf>,
+    },
+}
+
+/// `--time`: seconds since the Unix epoch (decimals allowed) or an RFC 3339 time, as ns.
+pub(crate) fn parse_time_ns(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<u64>() {
+        return secs
+            .checked_mul(1_000_000_000)
+            .ok_or_else(|| format!("time {s}: seconds since the epoch out of range"));
+    }
+    if let Ok(secs) = s.parse::<f64>() {
+        if (0.0..1.0e10).contains(&secs) {
+            return Ok((secs * 1e9).round() as u64);
+        }
+        return Err(format!("time {s}: seconds since the epoch out of range"));
+    }
+    let ts: jiff::Timestamp = s
+        .parse()
+        .map_err(|e| format!("time '{s}': neither seconds since the epoch nor RFC 3339 ({e})"))?;
+    u64::try_from(ts.as_nanosecond()).map_err(|_| format!("time '{s}' is before 1970"))
 }
 
 /// Seconds (fractions allowed) as milliseconds.
@@ -299,7 +370,7 @@ mod tests {
             _ => panic!("wrong command"),
         }
         match parse(&["fusevol", "group", "attach", "g1", "--remote", "rel/dir"]).command {
-            Command::Group(GroupCmd::Attach { name, remote }) => {
+            Command::Group(GroupCmd::Attach { name, remote, .. }) => {
                 assert_eq!(name, "g1");
                 assert_eq!(remote, Path::new("rel/dir"));
             }
@@ -435,6 +506,96 @@ mod tests {
         ] {
             let err = Cli::try_parse_from(args).err().expect("must fail");
             assert_eq!(err.exit_code(), 2, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn parses_point_in_time_options_and_times() {
+        match parse(&[
+            "fusevol",
+            "group",
+            "attach",
+            "g",
+            "--remote",
+            "/r",
+            "--retain-secs",
+            "3600",
+            "--retain-size",
+            "2G",
+            "--apply-delay",
+            "60",
+        ])
+        .command
+        {
+            Command::Group(GroupCmd::Attach {
+                retain_secs,
+                retain_size,
+                apply_delay,
+                ..
+            }) => {
+                assert_eq!(retain_secs, Some(3600));
+                assert_eq!(retain_size, Some(2 << 30));
+                assert_eq!(apply_delay, Some(60));
+            }
+            _ => panic!("wrong command"),
+        }
+        match parse(&[
+            "fusevol",
+            "group",
+            "restore-to",
+            "g",
+            "--time",
+            "2026-12-01T21:00:00Z",
+            "--prefix",
+            "old-",
+        ])
+        .command
+        {
+            Command::Group(GroupCmd::RestoreTo {
+                seq, time, prefix, ..
+            }) => {
+                assert_eq!(seq, None);
+                assert_eq!(time, Some(1_796_158_800 * 1_000_000_000));
+                assert_eq!(prefix.as_deref(), Some("old-"));
+            }
+            _ => panic!("wrong command"),
+        }
+        assert_eq!(parse_time_ns("17").unwrap(), 17_000_000_000);
+        assert_eq!(parse_time_ns("1.5").unwrap(), 1_500_000_000);
+        assert_eq!(
+            parse_time_ns("1970-01-01T00:00:02+00:00").unwrap(),
+            2_000_000_000
+        );
+        assert!(parse_time_ns("yesterday").is_err());
+        assert!(parse_time_ns("1969-12-31T23:59:59Z").is_err());
+        assert!(parse_time_ns("-5").is_err());
+        for args in [
+            &["fusevol", "group", "restore-to", "g"][..],
+            &[
+                "fusevol",
+                "group",
+                "restore-to",
+                "g",
+                "--seq",
+                "1",
+                "--time",
+                "5",
+            ],
+            &[
+                "fusevol",
+                "group",
+                "restore-to",
+                "g",
+                "--seq",
+                "1",
+                "--into",
+                "/x",
+                "--prefix",
+                "p",
+            ],
+            &["fusevol", "group", "set", "g", "--retain-size", "lots"],
+        ] {
+            assert!(Cli::try_parse_from(args).is_err(), "{args:?}");
         }
     }
 }
