@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fusevol::control::{GroupInfo, GroupOptions, GroupSetOptions};
+use fusevol::control::{GroupInfo, GroupOptions, GroupSetOptions, PitrOptions};
 use fusevol::pool::{create_pool, ArraySpec, Pool, PoolSpec};
+use fusevol::replication::pitr::RestoreTarget;
 use fusevol::volume::IoError;
 
 const ES: u64 = 64 << 10;
@@ -525,4 +526,48 @@ fn secondary_crash_in_the_middle_of_a_resync_keeps_its_snapshot_and_converges() 
     same(&p, &s, &m);
     p.shutdown();
     s.shutdown();
+}
+
+#[test]
+fn restore_to_a_moment_inside_a_resync_is_refused_and_after_it_equals_the_primary() {
+    let st = Sites::new();
+    let (p, s, mut m) = setup(&st, "suspend", None);
+    // The secondary retains what it applies, from a group snapshot on (the restore base).
+    let keep = PitrOptions {
+        retain_size: Some(1 << 30),
+        ..Default::default()
+    };
+    s.group_set_pitr("g", &keep).unwrap();
+    p.group_snapshot("g", "base0").unwrap();
+    wait_caught_up(&p, &s);
+    st.remote_gone();
+    let mut rng = Rng(7);
+    write_through_a_suspension(&p, &mut m, &mut rng);
+    st.remote_back();
+    p.group_resync("g").unwrap();
+    let start = info(&p).full.resync_seq;
+    assert!(start > 0);
+    let last = wait_caught_up(&p, &s).applied;
+    assert!(last > start);
+    // The resync's regions come in no write order: no image between its records.
+    let e = s
+        .group_restore("g", RestoreTarget::Seq(start), Some("r1-"), None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("inside the resync"), "{e}");
+    assert!(
+        s.volume("r1-a").is_none(),
+        "a refused restore leaves nothing"
+    );
+    // After its end the image is whole again.
+    let rep = s
+        .group_restore("g", RestoreTarget::Seq(last), Some("r2-"), None)
+        .unwrap();
+    assert_eq!(rep.seq, last);
+    for (v, want) in &m.vols {
+        assert!(
+            image(&s, &format!("r2-{v}")) == *want,
+            "restored {v} differs from the primary's writes"
+        );
+    }
 }
