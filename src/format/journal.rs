@@ -192,11 +192,6 @@ pub struct RecordHead {
 impl RecordHead {
     /// The header bytes for this record with `payload` (which is written right after it).
     pub fn encode(&self, payload: &[u8]) -> [u8; RECORD_HEADER_SIZE] {
-        self.encode_with(crc32c::crc32c(payload), payload.len())
-    }
-
-    /// The same, from the payload's own CRC32C (computed beforehand, outside any lock).
-    pub fn encode_with(&self, payload_crc: u32, payload_len: usize) -> [u8; RECORD_HEADER_SIZE] {
         let mut e = Enc::with_capacity(RECORD_HEADER_SIZE);
         e.u32(REC_MAGIC)
             .u8(self.kind as u8)
@@ -208,8 +203,8 @@ impl RecordHead {
             .u64(self.volume)
             .u64(self.offset)
             .u64(self.length)
-            .u32(payload_len as u32);
-        let crc = crc32c::crc32c_combine(crc32c::crc32c(&e.buf), payload_crc, payload_len);
+            .u32(payload.len() as u32);
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&e.buf), payload);
         e.u32(crc);
         e.buf.try_into().expect("record header is 72 bytes")
     }

@@ -288,8 +288,6 @@ impl Journal {
     ) -> Result<u64, JournalError> {
         debug_assert!(kind != RecordKind::Seal);
         let cfg = self.config();
-        // The payload's checksum is computed before the lock, so writers overlap there.
-        let payload_crc = crc32c::crc32c(payload);
         let mut g = self.inner.lock();
         let seq = g.next_seq;
         let time = now_ns();
@@ -338,7 +336,7 @@ impl Journal {
             offset,
             length,
         };
-        let hbytes = head.encode_with(payload_crc, payload.len());
+        let hbytes = head.encode(payload);
         let cur = g.cur.as_mut().expect("open segment");
         write_vectored_at(&cur.file, &[&hbytes, payload], cur.len)
             .map_err(|e| JournalError::io("append to journal segment", &cur.path, e))?;
