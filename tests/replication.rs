@@ -1,35 +1,22 @@
 //! Journal groups at library level: two pools, one remote directory, content checked at
 //! every step.
 
+#[path = "support/images.rs"]
+mod support;
+use support::{image, snap_image};
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fusevol::control::{GroupInfo, GroupOptions};
-use fusevol::pool::{create_pool, ArraySpec, Pool, PoolSpec};
+use fusevol::pool::Pool;
 
 const ES: u64 = 64 << 10;
 const SIZE: u64 = 4 << 20;
 
 fn pool_at(dir: &Path) -> Arc<Pool> {
-    let spec = PoolSpec {
-        arrays: vec![
-            ArraySpec {
-                name: "a0".into(),
-                size: 64 << 20,
-                tier: "fast".into(),
-            },
-            ArraySpec {
-                name: "a1".into(),
-                size: 64 << 20,
-                tier: "fast".into(),
-            },
-        ],
-        extent_size: ES,
-        volumes: vec![],
-    };
-    create_pool(dir, &spec).unwrap();
-    Pool::open(dir).unwrap()
+    support::pool_at(dir, ES, 64 << 20, 2)
 }
 
 struct Sites {
@@ -54,20 +41,6 @@ fn sites() -> Sites {
         remote,
         _t: t,
     }
-}
-
-fn image(pool: &Pool, name: &str) -> Vec<u8> {
-    let v = pool.volume(name).unwrap();
-    let mut b = vec![0u8; v.size() as usize];
-    pool.read(&v, 0, &mut b).unwrap();
-    b
-}
-
-fn snap_image(pool: &Pool, vol: &str, snap: &str) -> Vec<u8> {
-    let s = pool.snapshot(vol, snap).unwrap();
-    let mut b = vec![0u8; s.size as usize];
-    pool.read_snapshot(&s, 0, &mut b).unwrap();
-    b
 }
 
 fn info(pool: &Pool, g: &str) -> GroupInfo {
@@ -149,7 +122,7 @@ fn base_copy_updates_discards_and_group_snapshots_reach_the_secondary() {
     for v in ["a", "b"] {
         assert!(image(p, v) == image(s, v), "volume {v} differs");
         assert!(
-            snap_image(p, v, "mid") == snap_image(s, v, "mid"),
+            snap_image(p, v, "mid").unwrap() == snap_image(s, v, "mid").unwrap(),
             "snapshot mid of {v} differs"
         );
     }

@@ -5,12 +5,16 @@
 //! of its last consistent image; crashes during the suspension and during the resync. At the
 //! end of every test the secondary equals the primary and a model of the writes.
 
+#[path = "support/images.rs"]
+mod support;
+use support::{image, snap_image};
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fusevol::control::{GroupInfo, GroupOptions, GroupSetOptions, PitrOptions};
-use fusevol::pool::{create_pool, ArraySpec, Pool, PoolSpec};
+use fusevol::pool::Pool;
 use fusevol::replication::pitr::RestoreTarget;
 use fusevol::volume::IoError;
 
@@ -19,19 +23,7 @@ const SIZE: u64 = 4 << 20;
 const LIMIT: u64 = 1 << 20;
 
 fn pool_at(dir: &Path) -> Arc<Pool> {
-    if !dir.exists() {
-        let spec = PoolSpec {
-            arrays: vec![ArraySpec {
-                name: "a0".into(),
-                size: 128 << 20,
-                tier: "fast".into(),
-            }],
-            extent_size: ES,
-            volumes: vec![],
-        };
-        create_pool(dir, &spec).unwrap();
-    }
-    Pool::open(dir).unwrap()
+    support::pool_at(dir, ES, 128 << 20, 1)
 }
 
 struct Sites {
@@ -120,20 +112,6 @@ fn write(
     p.write(&v, off, &d)?;
     m.vol(vol)[off as usize..off as usize + len].copy_from_slice(&d);
     Ok(())
-}
-
-fn image(pool: &Pool, name: &str) -> Vec<u8> {
-    let v = pool.volume(name).unwrap();
-    let mut b = vec![0u8; v.size() as usize];
-    pool.read(&v, 0, &mut b).unwrap();
-    b
-}
-
-fn snap_image(pool: &Pool, vol: &str, snap: &str) -> Option<Vec<u8>> {
-    let s = pool.snapshot(vol, snap).ok()?;
-    let mut b = vec![0u8; s.size as usize];
-    pool.read_snapshot(&s, 0, &mut b).unwrap();
-    Some(b)
 }
 
 fn info(pool: &Pool) -> GroupInfo {

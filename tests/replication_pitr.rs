@@ -2,37 +2,24 @@
 //! `restore-to` at several moments compared with group snapshots and with a model of the
 //! writes, refusals (too old, damaged), pruning, and the apply delay.
 
+#[path = "support/images.rs"]
+mod support;
+use support::{image, snap_image};
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fusevol::control::{GroupInfo, GroupOptions, PitrInfo, PitrOptions};
 use fusevol::journal::now_ns;
-use fusevol::pool::{create_pool, ArraySpec, Pool, PoolSpec};
+use fusevol::pool::Pool;
 use fusevol::replication::pitr::RestoreTarget;
 
 const ES: u64 = 64 << 10;
 const SIZE: u64 = 1 << 20;
 
 fn pool_at(dir: &Path) -> Arc<Pool> {
-    let spec = PoolSpec {
-        arrays: vec![
-            ArraySpec {
-                name: "a0".into(),
-                size: 96 << 20,
-                tier: "fast".into(),
-            },
-            ArraySpec {
-                name: "a1".into(),
-                size: 96 << 20,
-                tier: "fast".into(),
-            },
-        ],
-        extent_size: ES,
-        volumes: vec![],
-    };
-    create_pool(dir, &spec).unwrap();
-    Pool::open(dir).unwrap()
+    support::pool_at(dir, ES, 96 << 20, 2)
 }
 
 struct Sites {
@@ -57,22 +44,6 @@ fn opts() -> GroupOptions {
         segment_size: Some(64 << 10),
         ..Default::default()
     }
-}
-
-fn image(pool: &Pool, name: &str) -> Vec<u8> {
-    let v = pool
-        .volume(name)
-        .unwrap_or_else(|| panic!("no volume {name}"));
-    let mut b = vec![0u8; v.size() as usize];
-    pool.read(&v, 0, &mut b).unwrap();
-    b
-}
-
-fn snap_image(pool: &Pool, vol: &str, snap: &str) -> Vec<u8> {
-    let s = pool.snapshot(vol, snap).unwrap();
-    let mut b = vec![0u8; s.size as usize];
-    pool.read_snapshot(&s, 0, &mut b).unwrap();
-    b
 }
 
 fn info(pool: &Pool, g: &str) -> GroupInfo {
@@ -262,7 +233,10 @@ fn restore_to_several_moments_equals_the_snapshots_and_the_model() {
         assert_eq!(r.seq, seq);
         assert_eq!(r.records, 0, "a marker's own image needs no records: {r:?}");
         assert!(r.base.contains(&snap), "{r:?}");
-        let want = [snap_image(p, "a", &snap), snap_image(p, "b", &snap)];
+        let want = [
+            snap_image(p, "a", &snap).unwrap(),
+            snap_image(p, "b", &snap).unwrap(),
+        ];
         assert_restored(
             s,
             [&format!("m{round}-a"), &format!("m{round}-b")],
@@ -368,7 +342,10 @@ fn restore_to_several_moments_equals_the_snapshots_and_the_model() {
         .group_restore("g", RestoreTarget::Seq(r3), Some("again-"), None)
         .unwrap();
     assert!(r.base.contains("'r2'"), "{r:?}");
-    let want = [snap_image(p, "a", "r3"), snap_image(p, "b", "r3")];
+    let want = [
+        snap_image(p, "a", "r3").unwrap(),
+        snap_image(p, "b", "r3").unwrap(),
+    ];
     assert_restored(s, ["again-a", "again-b"], &want, "r3 rebuilt from r2");
     p.shutdown();
     s.shutdown();

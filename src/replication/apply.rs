@@ -311,19 +311,7 @@ fn apply_record(pool: &Pool, g: &Group, rec: &JournalRecord) -> Result<(), Strin
         }
         RecordKind::Marker => {
             let name = rec.name().map_err(|e| e.to_string())?;
-            let vols: Vec<u64> = g.rec.lock().volumes.iter().map(|(l, _)| *l).collect();
-            for id in vols {
-                let Some(v) = pool.volume_by_id(id) else {
-                    continue;
-                };
-                if pool.snapshots.read().get(v.id, &name).is_some() {
-                    continue;
-                }
-                let _io = v.io_lock.write();
-                let mut log = pool.meta.lock();
-                pool.snapshot_locked(&mut log, &v, &name)
-                    .map_err(|e| e.to_string())?;
-            }
+            snapshot_group_volumes(pool, g, &name)?;
             super::pitr::note_marker(pool, g, rec, &name);
             log::info!("group '{}': snapshot '{name}' taken at its marker", g.name);
         }
@@ -331,6 +319,30 @@ fn apply_record(pool: &Pool, g: &Group, rec: &JournalRecord) -> Result<(), Strin
         RecordKind::ResyncStart => super::full::resync_start_applied(pool, g, rec)?,
         RecordKind::ResyncDone => super::full::resync_done_applied(pool, g, rec)?,
         RecordKind::Seal => {}
+    }
+    Ok(())
+}
+
+/// Snapshot every volume of the group as `name` (those that have it already are skipped: a
+/// record applied again after a crash).
+pub(crate) fn snapshot_group_volumes(pool: &Pool, g: &Group, name: &str) -> Result<(), String> {
+    // Data before the pointer to it: what the records before this one wrote is made durable
+    // first, so that after a machine crash the snapshot (which a re-apply skips) never
+    // points at data that was lost.
+    pool.sync()
+        .map_err(|e| format!("sync before snapshot '{name}': {e}"))?;
+    let vols: Vec<u64> = g.rec.lock().volumes.iter().map(|(l, _)| *l).collect();
+    for id in vols {
+        let Some(v) = pool.volume_by_id(id) else {
+            continue;
+        };
+        if pool.snapshots.read().get(v.id, name).is_some() {
+            continue;
+        }
+        let _io = v.io_lock.write();
+        let mut log = pool.meta.lock();
+        pool.snapshot_locked(&mut log, &v, name)
+            .map_err(|e| e.to_string())?;
     }
     Ok(())
 }

@@ -401,19 +401,7 @@ pub(crate) fn resync_start_applied(
     }
     let snap = if consistent {
         let name = format!("{RESYNC_SNAPSHOT_PREFIX}{seq}");
-        let vols: Vec<u64> = g.rec.lock().volumes.iter().map(|(l, _)| *l).collect();
-        for id in vols {
-            let Some(v) = pool.volume_by_id(id) else {
-                continue;
-            };
-            if pool.snapshots.read().get(v.id, &name).is_some() {
-                continue;
-            }
-            let _io = v.io_lock.write();
-            let mut log = pool.meta.lock();
-            pool.snapshot_locked(&mut log, &v, &name)
-                .map_err(|e| e.to_string())?;
-        }
+        super::apply::snapshot_group_volumes(pool, g, &name)?;
         name
     } else {
         String::new()
