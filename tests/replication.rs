@@ -269,6 +269,16 @@ fn primary_crash_redoes_its_journal_tail_and_the_secondary_converges() {
             i,
         );
     }
+    // The initial copy journals its base records in the background; a restart would run it
+    // again (more records), so the crash comes after it.
+    let t0 = Instant::now();
+    while info(&p, "g").state == "initial-copy" {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "initial copy never ended"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let written = info(&p, "g").written;
     let (a, b) = (image(&p, "a"), image(&p, "b"));
     // "Crash": no shutdown, no sync; the workers see the pool gone and stop.

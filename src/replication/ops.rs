@@ -18,6 +18,8 @@ use crate::volume::Volume;
 
 /// Default limit of the journal a primary holds (status shows use against it).
 pub const DEFAULT_JOURNAL_LIMIT: u64 = 4 << 30;
+/// How long `group snapshot` waits for a running initial copy before it refuses.
+const INITIAL_COPY_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 fn new_uid(pool_id: u64, name: &str) -> u64 {
     let mut x = now_ns() ^ pool_id.rotate_left(17) ^ (std::process::id() as u64) << 32;
@@ -326,7 +328,7 @@ impl Pool {
                 )));
             }
         }
-        let guards: Vec<_> = vols.iter().map(|v| v.io_lock.write()).collect();
+        let guards = self.wait_initial_copy(&g, &vols)?;
         g.journal()
             .append(
                 RecordKind::Marker,
@@ -347,6 +349,33 @@ impl Pool {
             vols.len()
         );
         Ok(())
+    }
+
+    /// A group snapshot is the same image at both sites only once the initial copy has been
+    /// journaled whole (a marker before a `Base` record would snapshot the secondary without
+    /// that extent): wait for it, up to `INITIAL_COPY_WAIT`, and return the volumes' I/O locks
+    /// taken with no initial copy pending.
+    fn wait_initial_copy<'a>(
+        &self,
+        g: &Group,
+        vols: &'a [Arc<Volume>],
+    ) -> Result<Vec<parking_lot::RwLockWriteGuard<'a, ()>>, PoolError> {
+        let t0 = std::time::Instant::now();
+        loop {
+            if g.rec.lock().base_pending.is_empty() {
+                let guards: Vec<_> = vols.iter().map(|v| v.io_lock.write()).collect();
+                if g.rec.lock().base_pending.is_empty() {
+                    return Ok(guards);
+                }
+            }
+            if t0.elapsed() >= INITIAL_COPY_WAIT {
+                return Err(PoolError::Busy(format!(
+                    "group '{}': the initial copy to the secondary is still running, so a group snapshot would not be the same image there; try again when `group status` no longer says initial-copy",
+                    g.name
+                )));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 
     /// Stop journaling (primary) or applying (secondary); the volumes stay, writable.
