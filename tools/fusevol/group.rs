@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use fusevol::control::PitrOptions;
 use fusevol::control::{Client, ClientError, GroupInfo, GroupOptions, HandoverReport, Request};
 use fusevol::control::{FullInfo, GroupSetOptions};
 use fusevol::names;
@@ -60,20 +59,10 @@ pub(crate) fn group(ctx: &Ctx, cmd: GroupCmd) -> Result<(), Failure> {
                 },
             )
         }
-        GroupCmd::Attach {
-            name,
-            remote,
-            retain_secs,
-            retain_size,
-            apply_delay,
-        } => {
+        GroupCmd::Attach { name, remote, pitr } => {
             check_name("group", &name, &name)?;
             let remote = absolute_remote(&name, &remote)?;
-            let pitr = PitrOptions {
-                retain_secs,
-                retain_size,
-                apply_delay,
-            };
+            let pitr = pitr.options();
             ctx.request(
                 Request::GroupAttach { name, remote, pitr },
                 |g: GroupInfo| {
@@ -157,9 +146,7 @@ pub(crate) fn group(ctx: &Ctx, cmd: GroupCmd) -> Result<(), Failure> {
             journal_limit,
             journal_full,
             block_timeout,
-            retain_secs,
-            retain_size,
-            apply_delay,
+            pitr,
         } => {
             check_name("group", &name, &name)?;
             let options = GroupSetOptions {
@@ -167,11 +154,7 @@ pub(crate) fn group(ctx: &Ctx, cmd: GroupCmd) -> Result<(), Failure> {
                 journal_full,
                 block_timeout_ms: block_timeout,
             };
-            let pitr = PitrOptions {
-                retain_secs,
-                retain_size,
-                apply_delay,
-            };
+            let pitr = pitr.options();
             let (full_set, pitr_set) = (options != GroupSetOptions::default(), !pitr.is_empty());
             if !full_set && !pitr_set {
                 return Err(Failure::Usage(format!(

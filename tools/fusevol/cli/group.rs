@@ -4,7 +4,34 @@
 use fusevol::units::parse_size;
 use std::path::PathBuf;
 
-use clap::{ArgGroup, Subcommand};
+use clap::{ArgGroup, Args, Subcommand};
+
+/// Retention and apply delay of a secondary (`group attach`, `group set`).
+#[derive(Args, Debug, Clone, Default)]
+pub(crate) struct PitrArgs {
+    /// Keep applied segments this many seconds (in DIR/GROUP/retained/) for restore-to
+    /// (0: no age limit) [default on attach: retention off]
+    #[arg(long, value_name = "SECS")]
+    pub(crate) retain_secs: Option<u64>,
+    /// Keep at most this much of applied segments, oldest dropped first, e.g. 10G (0: no
+    /// size limit) [default on attach: retention off]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub(crate) retain_size: Option<u64>,
+    /// Apply a record only once it is SECS old: the image stays that far behind
+    /// [default on attach: 0]
+    #[arg(long, value_name = "SECS")]
+    pub(crate) apply_delay: Option<u64>,
+}
+
+impl PitrArgs {
+    pub(crate) fn options(&self) -> fusevol::control::PitrOptions {
+        fusevol::control::PitrOptions {
+            retain_secs: self.retain_secs,
+            retain_size: self.retain_size,
+            apply_delay: self.apply_delay,
+        }
+    }
+}
 
 #[derive(Subcommand)]
 pub(crate) enum GroupCmd {
@@ -60,18 +87,8 @@ pub(crate) enum GroupCmd {
         /// directory)
         #[arg(long, value_name = "DIR")]
         remote: PathBuf,
-        /// Keep applied segments this many seconds (in DIR/GROUP/retained/) for restore-to
-        /// [default: retention off]
-        #[arg(long, value_name = "SECS")]
-        retain_secs: Option<u64>,
-        /// Keep at most this much of applied segments, oldest dropped first, e.g. 10G
-        /// [default: retention off]
-        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
-        retain_size: Option<u64>,
-        /// Apply a record only once it is SECS old: the image stays that far behind
-        /// [default: 0]
-        #[arg(long, value_name = "SECS")]
-        apply_delay: Option<u64>,
+        #[command(flatten)]
+        pitr: PitrArgs,
     },
     /// Add a volume to a group
     Add {
@@ -149,15 +166,8 @@ pub(crate) enum GroupCmd {
         /// Seconds a blocked writer waits before ENOSPC (primary)
         #[arg(long, value_name = "SECS", value_parser = parse_secs)]
         block_timeout: Option<u64>,
-        /// Keep applied segments this many seconds (0: no age limit)
-        #[arg(long, value_name = "SECS")]
-        retain_secs: Option<u64>,
-        /// Keep at most this much of applied segments (0: no size limit)
-        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
-        retain_size: Option<u64>,
-        /// Apply a record only once it is SECS old (0: at once)
-        #[arg(long, value_name = "SECS")]
-        apply_delay: Option<u64>,
+        #[command(flatten)]
+        pitr: PitrArgs,
     },
     /// On a suspended primary (journal full, policy suspend): journal again and send the
     /// regions changed while suspended
@@ -527,15 +537,10 @@ mod tests {
         ])
         .command
         {
-            Command::Group(GroupCmd::Attach {
-                retain_secs,
-                retain_size,
-                apply_delay,
-                ..
-            }) => {
-                assert_eq!(retain_secs, Some(3600));
-                assert_eq!(retain_size, Some(2 << 30));
-                assert_eq!(apply_delay, Some(60));
+            Command::Group(GroupCmd::Attach { pitr, .. }) => {
+                assert_eq!(pitr.retain_secs, Some(3600));
+                assert_eq!(pitr.retain_size, Some(2 << 30));
+                assert_eq!(pitr.apply_delay, Some(60));
             }
             _ => panic!("wrong command"),
         }
