@@ -189,7 +189,7 @@ fn header_time(path: &Path) -> u64 {
 /// (retention on) or delete it.
 pub(crate) fn retire_segment(g: &Group, dir: &Path, path: &Path) {
     if !g.rec.lock().ext.pitr.retains() {
-        let _ = fs::remove_file(path);
+        super::remote::retire_published(dir, path);
         return;
     }
     let Some(name) = path.file_name() else { return };

@@ -1,6 +1,12 @@
 //! The remote directory of a group, `<remote>/<group>/`: published segments
 //! (`<first_seq:020>.jseg`), the primary's `manifest` and the secondary's `ack`. Every file
 //! appears whole: written under a temporary name, fsynced, renamed, and the directory fsynced.
+//!
+//! Spares: the secondary renames an applied segment to `.spare-<first>` instead of deleting
+//! it (up to `MAX_REMOTE_SPARES`), and the shipper publishes the next segment into one of them
+//! (renamed to its temporary name first, so only one side ever holds it). Overwriting the
+//! pages of an existing file costs much less CPU than filling new ones; a spare is never
+//! read, and its bytes past the new segment's length are cut off before the rename.
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -11,6 +17,9 @@ use crate::format::journal::{Ack, Manifest};
 
 pub const MANIFEST_FILE: &str = "manifest";
 pub const ACK_FILE: &str = "ack";
+const SPARE_PREFIX: &str = ".spare-";
+/// Applied segments kept in the remote directory for the shipper to reuse.
+pub const MAX_REMOTE_SPARES: usize = 8;
 
 /// `<remote>/<group>`.
 pub fn group_dir(remote: &Path, group: &str) -> PathBuf {
@@ -95,19 +104,21 @@ pub fn write_whole(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
 pub fn publish(src: &Path, dir: &Path, name: &str, limit: &mut RateLimit) -> io::Result<u64> {
     let tmp = dir.join(format!(".{name}.tmp"));
     let res = (|| {
-        let total = if limit.bytes_per_sec == 0 {
+        let mut input = File::open(src)?;
+        let mut out = match take_spare(dir, &tmp) {
+            Some(f) => f,
+            None => File::create(&tmp)?,
+        };
+        if limit.bytes_per_sec == 0 {
             // No limit: an in-kernel copy (copy_file_range), no bytes through user space.
-            let n = fs::copy(src, &tmp)?;
-            File::options().write(true).open(&tmp)?.sync_all()?;
+            let n = io::copy(&mut input, &mut out)?;
+            out.set_len(n)?;
+            out.sync_all()?;
             fs::rename(&tmp, dir.join(name))?;
             sync_dir(dir)?;
             return Ok(n);
-        } else {
-            0u64
-        };
-        let mut total = total;
-        let mut input = File::open(src)?;
-        let mut out = File::create(&tmp)?;
+        }
+        let mut total = 0u64;
         let mut buf = vec![0u8; 1 << 20];
         loop {
             let n = input.read(&mut buf)?;
@@ -118,6 +129,7 @@ pub fn publish(src: &Path, dir: &Path, name: &str, limit: &mut RateLimit) -> io:
             out.write_all(&buf[..n])?;
             total += n as u64;
         }
+        out.set_len(total)?;
         out.sync_all()?;
         fs::rename(&tmp, dir.join(name))?;
         sync_dir(dir)?;
@@ -129,8 +141,50 @@ pub fn publish(src: &Path, dir: &Path, name: &str, limit: &mut RateLimit) -> io:
     res
 }
 
-/// Published segments in `dir` as (first seq, path), in sequence order. Temporary files are
-/// not listed.
+/// A spare file of `dir` renamed to `tmp` and opened for overwriting, if there is one.
+fn take_spare(dir: &Path, tmp: &Path) -> Option<File> {
+    let spare = fs::read_dir(dir).ok()?.flatten().find(|e| {
+        e.file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(SPARE_PREFIX))
+    })?;
+    fs::rename(spare.path(), tmp).ok()?;
+    match File::options().write(true).open(tmp) {
+        Ok(f) => Some(f),
+        Err(_) => {
+            let _ = fs::remove_file(tmp);
+            None
+        }
+    }
+}
+
+/// The secondary is done with the published segment `path` (applied and acknowledged): it
+/// becomes a spare for the shipper, or is removed when there are enough.
+pub fn retire_published(dir: &Path, path: &Path) {
+    let spares = fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| {
+                    e.file_name()
+                        .to_str()
+                        .is_some_and(|n| n.starts_with(SPARE_PREFIX))
+                })
+                .count()
+        })
+        .unwrap_or(MAX_REMOTE_SPARES);
+    if spares < MAX_REMOTE_SPARES {
+        if let Some(name) = path.file_name().and_then(|n| n.to_str()) {
+            let first = name.split('.').next().unwrap_or(name);
+            if fs::rename(path, dir.join(format!("{SPARE_PREFIX}{first}"))).is_ok() {
+                return;
+            }
+        }
+    }
+    let _ = fs::remove_file(path);
+}
+
+/// Published segments in `dir` as (first seq, path), in sequence order. Temporary files and
+/// spares are not listed.
 pub fn list_published(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
     let mut out = Vec::new();
     for ent in fs::read_dir(dir)? {
