@@ -214,7 +214,63 @@ impl RecordHead {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JournalRecord {
     pub head: RecordHead,
-    pub payload: Vec<u8>,
+    pub payload: Payload,
+}
+
+/// A record's payload: a range of the buffer its segment was read into (shared, so reading
+/// a segment copies its bytes once, not once more per record), or bytes of its own.
+#[derive(Clone)]
+pub struct Payload {
+    buf: std::sync::Arc<Vec<u8>>,
+    range: std::ops::Range<usize>,
+}
+
+impl Payload {
+    /// `buf[range]`, without copying it.
+    pub fn shared(buf: &std::sync::Arc<Vec<u8>>, range: std::ops::Range<usize>) -> Payload {
+        assert!(range.end <= buf.len(), "payload range outside its buffer");
+        Payload {
+            buf: buf.clone(),
+            range,
+        }
+    }
+}
+
+impl std::ops::Deref for Payload {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.buf[self.range.clone()]
+    }
+}
+
+impl From<Vec<u8>> for Payload {
+    fn from(v: Vec<u8>) -> Payload {
+        let range = 0..v.len();
+        Payload {
+            buf: std::sync::Arc::new(v),
+            range,
+        }
+    }
+}
+
+impl PartialEq for Payload {
+    fn eq(&self, o: &Payload) -> bool {
+        **self == **o
+    }
+}
+
+impl Eq for Payload {}
+
+impl PartialEq<Vec<u8>> for Payload {
+    fn eq(&self, o: &Vec<u8>) -> bool {
+        **self == o[..]
+    }
+}
+
+impl std::fmt::Debug for Payload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Payload({} bytes)", self.len())
+    }
 }
 
 impl JournalRecord {
@@ -227,6 +283,24 @@ impl JournalRecord {
 
     /// Decode the record at the start of `buf`; returns it and the bytes it took.
     pub fn decode(buf: &[u8]) -> Result<(JournalRecord, usize), FormatError> {
+        let (head, used) = Self::decode_head(buf)?;
+        let payload = buf[RECORD_HEADER_SIZE..used].to_vec().into();
+        Ok((JournalRecord { head, payload }, used))
+    }
+
+    /// Decode the record at `buf[at..]`, its payload shared with `buf`.
+    pub fn decode_shared(
+        buf: &std::sync::Arc<Vec<u8>>,
+        at: usize,
+    ) -> Result<(JournalRecord, usize), FormatError> {
+        let (head, used) = Self::decode_head(&buf[at..])?;
+        let payload = Payload::shared(buf, at + RECORD_HEADER_SIZE..at + used);
+        Ok((JournalRecord { head, payload }, used))
+    }
+
+    /// Check the record at the start of `buf` (CRC and all); returns its header and the
+    /// bytes the record takes.
+    fn decode_head(buf: &[u8]) -> Result<(RecordHead, usize), FormatError> {
         const WHAT: &str = "journal record";
         if buf.len() < RECORD_HEADER_SIZE {
             return Err(FormatError::Truncated {
@@ -285,13 +359,7 @@ impl JournalRecord {
             offset,
             length,
         };
-        Ok((
-            JournalRecord {
-                head,
-                payload: payload.to_vec(),
-            },
-            end,
-        ))
+        Ok((head, end))
     }
 
     /// The name carried by a `VolumeAdd` or `Marker` record.
@@ -585,7 +653,7 @@ mod tests {
     fn record_roundtrip_and_every_flipped_byte_is_refused() {
         let rec = JournalRecord {
             head: head(RecordKind::Write, 42, 5),
-            payload: b"hello".to_vec(),
+            payload: b"hello".to_vec().into(),
         };
         let bytes = rec.encode();
         let (back, used) = JournalRecord::decode(&bytes).unwrap();
@@ -605,12 +673,12 @@ mod tests {
     fn data_records_must_carry_their_length() {
         let rec = JournalRecord {
             head: head(RecordKind::Base, 1, 8),
-            payload: vec![1; 4],
+            payload: vec![1; 4].into(),
         };
         assert!(JournalRecord::decode(&rec.encode()).is_err());
         let zero = JournalRecord {
             head: head(RecordKind::Zero, 2, 1 << 20),
-            payload: vec![],
+            payload: vec![].into(),
         };
         assert_eq!(JournalRecord::decode(&zero.encode()).unwrap().0, zero);
     }
@@ -619,7 +687,7 @@ mod tests {
     fn names_roundtrip() {
         let rec = JournalRecord {
             head: head(RecordKind::Marker, 9, 0),
-            payload: JournalRecord::name_payload("nightly"),
+            payload: JournalRecord::name_payload("nightly").into(),
         };
         let (back, _) = JournalRecord::decode(&rec.encode()).unwrap();
         assert_eq!(back.name().unwrap(), "nightly");

@@ -47,7 +47,7 @@ fn invalid(detail: String) -> FormatError {
 /// given as (group, epoch)), is an error; a bad record ends the read and is reported in
 /// `damage`, so the caller decides whether it is a torn tail or corruption.
 pub fn read_segment(path: &Path, expect: Option<(u64, u64)>) -> Result<SegmentRead, JournalError> {
-    let buf = fs::read(path).map_err(|e| JournalError::io("read", path, e))?;
+    let buf = std::sync::Arc::new(fs::read(path).map_err(|e| JournalError::io("read", path, e))?);
     let header = SegmentHeader::decode(&buf).map_err(|source| JournalError::Damaged {
         path: path.to_path_buf(),
         offset: 0,
@@ -74,7 +74,7 @@ pub fn read_segment(path: &Path, expect: Option<(u64, u64)>) -> Result<SegmentRe
     let mut pos = SEGMENT_HEADER_SIZE;
     let mut next = header.first_seq;
     while pos < buf.len() {
-        let decoded = JournalRecord::decode(&buf[pos..]);
+        let decoded = JournalRecord::decode_shared(&buf, pos);
         if let Ok((rec, _)) = &decoded {
             let h = &rec.head;
             if h.group == header.group && (h.epoch, h.seq) < (header.epoch, header.first_seq) {

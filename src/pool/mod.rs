@@ -185,7 +185,7 @@ impl Pool {
         // Journal before data: the journal of a group is durable before the arrays are.
         let done = self.sync_journals()?;
         self.sync_arrays()?;
-        self.note_synced(done)?;
+        self.note_synced(&done)?;
         self.sync_meta_locked()
     }
 
@@ -222,7 +222,7 @@ impl Pool {
         self.sync_meta_locked()
     }
 
-    fn sync_meta_locked(&self) -> Result<(), PoolError> {
+    pub(crate) fn sync_meta_locked(&self) -> Result<(), PoolError> {
         // Take what is pending *before* syncing: those extents were freed by records already
         // appended, so the sync below makes their free records durable.
         let (handle, unsynced, pending) = {

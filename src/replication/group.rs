@@ -1,8 +1,7 @@
 //! A journal group at run time, and the journaled write path of the primary.
 
-use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -47,8 +46,6 @@ pub struct Group {
     /// A write holds the stripes of its extents from its journal append to the end of its
     /// data write, so overlapping writes reach the volume in journal order.
     stripes: Vec<Mutex<()>>,
-    /// Sequence numbers whose data write is still running.
-    inflight: Mutex<BTreeSet<u64>>,
     pub(crate) rt: Mutex<Runtime>,
     pub(crate) gone: AtomicBool,
     /// The applier thread stops (a takeover applies the rest itself).
@@ -59,12 +56,20 @@ pub struct Group {
     pub(crate) base_worker: Mutex<Option<JoinHandle<()>>>,
     /// Journal limit: admission, suspension and resync (replication/full.rs).
     pub(crate) full: super::full::FullRuntime,
+    /// The highest acknowledged number appended to the metadata log.
+    acked_logged: AtomicU64,
+    /// The highest acknowledged number known durable in the metadata log: a pool sync does
+    /// not fdatasync journal segments wholly at or before it (`Journal::sync_after`).
+    /// (Only the sync path, under the pool's sync lock, raises it.)
+    acked_durable: AtomicU64,
 }
 
 impl Group {
     pub(crate) fn new(rec: GroupRec, journal: Option<Journal>) -> Group {
         let stale = rec.ext.handover.stale.is_some();
         let full = super::full::FullRuntime::new(&rec.ext.full);
+        // Loaded from the metadata: durable.
+        let acked = rec.acked;
         Group {
             uid: rec.uid,
             name: rec.name.clone(),
@@ -73,7 +78,6 @@ impl Group {
             rec: Mutex::new(rec),
             journal,
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
-            inflight: Mutex::new(BTreeSet::new()),
             rt: Mutex::new(Runtime::default()),
             gone: AtomicBool::new(false),
             halt: AtomicBool::new(false),
@@ -81,6 +85,8 @@ impl Group {
             worker: Mutex::new(None),
             base_worker: Mutex::new(None),
             full,
+            acked_logged: AtomicU64::new(acked),
+            acked_durable: AtomicU64::new(acked),
         }
     }
 
@@ -113,14 +119,10 @@ impl Group {
 
     /// Every record up to the returned number has finished its data write.
     pub(crate) fn completed(&self) -> u64 {
-        let written = self.journal().stats().written;
-        let g = self.inflight.lock();
-        match g.first() {
-            Some(&s) => s - 1,
-            None => written,
-        }
+        self.journal().completed()
     }
 
+    /// Journal a record whose data write follows (in flight until `done`).
     fn append(
         &self,
         vol: &Volume,
@@ -129,22 +131,13 @@ impl Group {
         len: u64,
         data: &[u8],
     ) -> Result<u64, IoError> {
-        let seq = {
-            // The in-flight entry is made under the same lock order as the append, so
-            // `completed` never runs ahead of a write that has its number.
-            let mut fl = self.inflight.lock();
-            let seq = self
-                .journal()
-                .append(kind, vol.id, off, len, data)
-                .map_err(|e| journal_err(vol, e))?;
-            fl.insert(seq);
-            seq
-        };
-        Ok(seq)
+        self.journal()
+            .append_tracked(kind, vol.id, off, len, data)
+            .map_err(|e| journal_err(vol, e))
     }
 
     fn done(&self, seq: u64) {
-        self.inflight.lock().remove(&seq);
+        self.journal().done(seq);
     }
 
     pub(crate) fn set_error(&self, msg: Option<String>) {
@@ -155,6 +148,13 @@ impl Group {
         }
         self.rt.lock().last_error = msg;
     }
+}
+
+/// What `sync_journals` made durable, for `note_synced`.
+pub(crate) struct JournalSynced {
+    group: Arc<Group>,
+    /// Every record up to this one had finished its data write before the journal sync.
+    done: u64,
 }
 
 fn journal_err(vol: &Volume, e: JournalError) -> IoError {
@@ -179,7 +179,9 @@ impl Pool {
         // (the suspension bitmap's `GroupDirty` records change `rec` under that lock too).
         let mut log = self.meta.lock();
         let rec = g.rec.lock().clone();
+        let acked = rec.acked;
         log.append(&crate::format::MetaRecord::GroupPut(Box::new(rec)))?;
+        g.acked_logged.fetch_max(acked, Ordering::AcqRel);
         Ok(())
     }
 
@@ -277,9 +279,16 @@ impl Pool {
         }
     }
 
-    /// Make every primary journal durable and return (group, completed seq) to record once
-    /// the arrays are synced. Called by `Pool::sync` before it syncs the arrays.
-    pub(crate) fn sync_journals(&self) -> Result<Vec<(Arc<Group>, u64)>, PoolError> {
+    /// Make every primary journal durable and return what `note_synced` records once the
+    /// arrays are synced. Called by `Pool::sync` before it syncs the arrays.
+    ///
+    /// Journal before data, with one exception: records the secondary has acknowledged (and
+    /// whose acknowledgement is durable here) are durable at the other site, and this sync
+    /// makes their data durable here, so their segments are not fdatasynced; they are purged
+    /// right after, usually before the kernel writes them back. A machine crash before the
+    /// arrays are synced can lose such records here, as it can lose any unsynced write; the
+    /// secondary then holds them (as when a crash loses a shipped, unsynced segment).
+    pub(crate) fn sync_journals(&self) -> Result<Vec<JournalSynced>, PoolError> {
         let groups: Vec<Arc<Group>> = self
             .groups
             .read()
@@ -288,19 +297,36 @@ impl Pool {
             .cloned()
             .collect();
         let mut out = Vec::new();
+        // The acknowledged numbers logged so far are made durable first (a small fdatasync
+        // of the metadata log), so the segments they cover need none.
+        let logged: Vec<u64> = groups
+            .iter()
+            .map(|g| g.acked_logged.load(Ordering::Acquire))
+            .collect();
+        let behind = groups
+            .iter()
+            .zip(&logged)
+            .any(|(g, &l)| l > g.acked_durable.load(Ordering::Acquire));
+        if behind {
+            self.sync_meta_locked()?;
+            for (g, &l) in groups.iter().zip(&logged) {
+                g.acked_durable.fetch_max(l, Ordering::AcqRel);
+            }
+        }
         for g in groups {
             let done = g.completed();
             g.journal()
-                .sync()
+                .sync_after(g.acked_durable.load(Ordering::Acquire))
                 .map_err(|e| PoolError::Invalid(format!("group '{}': {e}", g.name)))?;
-            out.push((g, done));
+            out.push(JournalSynced { group: g, done });
         }
         Ok(out)
     }
 
     /// The arrays are synced: records up to `done` need no redo after a crash.
-    pub(crate) fn note_synced(&self, done: Vec<(Arc<Group>, u64)>) -> Result<(), PoolError> {
-        for (g, seq) in done {
+    pub(crate) fn note_synced(&self, done: &[JournalSynced]) -> Result<(), PoolError> {
+        for d in done {
+            let (g, seq) = (&d.group, d.done);
             let changed = {
                 let mut r = g.rec.lock();
                 if seq > r.synced {
@@ -311,7 +337,7 @@ impl Pool {
                 }
             };
             if changed && !g.is_gone() {
-                self.put_group(&g)?;
+                self.put_group(g)?;
             }
         }
         Ok(())

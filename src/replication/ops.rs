@@ -49,6 +49,9 @@ impl Pool {
             rec.epoch,
             rec.synced.min(rec.acked) + 1,
             rec.synced.max(rec.acked) + 1,
+            // `sync_after` leaves segments the secondary acknowledged to the kernel; the
+            // acknowledged number read back from the metadata was durable before it did.
+            rec.acked,
             cfg,
         )
         .map_err(|e| PoolError::Inconsistent(format!("group '{}': {e}", rec.name)))

@@ -17,7 +17,7 @@ const TICK: Duration = Duration::from_millis(20);
 const RETRY: Duration = Duration::from_millis(500);
 /// Force a pool sync (which advances the redo floor) when this much journal is held only
 /// because the volumes' data is not known durable yet.
-const UNSYNCED_JOURNAL: u64 = 256 << 20;
+const UNSYNCED_JOURNAL: u64 = 1 << 30;
 
 fn stop(pool: &Pool, g: &Group) -> bool {
     pool.stopping.load(Ordering::Acquire) || g.is_gone()
