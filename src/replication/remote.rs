@@ -257,6 +257,57 @@ mod tests {
     }
 
     #[test]
+    fn applied_segments_become_spares_that_publish_overwrites_exactly() {
+        use std::os::unix::fs::MetadataExt;
+        let t = tempfile::tempdir().unwrap();
+        let big = t.path().join("big");
+        fs::write(&big, vec![1u8; 3 << 20]).unwrap();
+        let small = t.path().join("small");
+        fs::write(&small, vec![2u8; 1000]).unwrap();
+        let remote = t.path().join("r");
+        fs::create_dir(&remote).unwrap();
+        let spares = || {
+            fs::read_dir(&remote)
+                .unwrap()
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(SPARE_PREFIX))
+                .map(|e| e.metadata().unwrap().ino())
+                .collect::<Vec<_>>()
+        };
+        let mut lim = RateLimit::new(0);
+        publish(&big, &remote, "00000000000000000001.jseg", &mut lim).unwrap();
+        let l = list_published(&remote).unwrap();
+        retire_published(&remote, &l[0].1);
+        assert!(
+            list_published(&remote).unwrap().is_empty(),
+            "a spare is not listed"
+        );
+        let ino = spares();
+        assert_eq!(ino.len(), 1);
+        // The next segment goes into the spare: the same file, exactly the new bytes.
+        let name = "00000000000000000009.jseg";
+        publish(&small, &remote, name, &mut lim).unwrap();
+        assert!(spares().is_empty());
+        let meta = fs::metadata(remote.join(name)).unwrap();
+        assert_eq!(meta.ino(), ino[0], "the spare file was reused");
+        assert_eq!(fs::read(remote.join(name)).unwrap(), vec![2u8; 1000]);
+        // The rate-limited copy too.
+        retire_published(&remote, &remote.join(name));
+        let mut slow = RateLimit::new(1 << 30);
+        publish(&big, &remote, name, &mut slow).unwrap();
+        assert_eq!(fs::read(remote.join(name)).unwrap(), vec![1u8; 3 << 20]);
+        // Only so many are kept; the rest are removed.
+        for i in 0..MAX_REMOTE_SPARES as u64 + 3 {
+            publish(&small, &remote, &format!("{:020}.jseg", 100 + i), &mut lim).unwrap();
+        }
+        for (_, p) in list_published(&remote).unwrap() {
+            retire_published(&remote, &p);
+        }
+        assert_eq!(spares().len(), MAX_REMOTE_SPARES);
+        assert!(list_published(&remote).unwrap().is_empty());
+    }
+
+    #[test]
     fn rate_limit_slows_publishing() {
         let t = tempfile::tempdir().unwrap();
         let src = t.path().join("src");
