@@ -806,6 +806,24 @@ mod tests {
     }
 
     #[test]
+    fn completed_stays_before_a_record_whose_data_write_runs() {
+        let t = tempfile::tempdir().unwrap();
+        let j = Journal::open(t.path(), G, 1, 1, 1, 0, cfg(1 << 20)).unwrap();
+        let a = j
+            .append_tracked(RecordKind::Write, 1, 0, 4, &[1; 4])
+            .unwrap();
+        let b = j
+            .append_tracked(RecordKind::Write, 1, 8, 4, &[2; 4])
+            .unwrap();
+        j.append(RecordKind::Zero, 1, 0, 4, &[]).unwrap();
+        assert_eq!(j.completed(), a - 1);
+        j.done(b);
+        assert_eq!(j.completed(), a - 1, "a is still running");
+        j.done(a);
+        assert_eq!(j.completed(), j.stats().written);
+    }
+
+    #[test]
     fn sync_after_leaves_segments_held_elsewhere_to_the_kernel() {
         use std::sync::atomic::Ordering::Relaxed;
         let t = tempfile::tempdir().unwrap();
