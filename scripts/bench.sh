@@ -403,9 +403,9 @@ runs_md = "\n".join(["| " + " | ".join(runs_head) + " |", "|" + "|".join("---" f
 notes = """Notes:
 - MB/s = 10^6 bytes/s (1 MiB jobs); IOPS for 4 KiB jobs. Ratios are fusevol divided by the other target.
 - Every target was sparse/thin, then filled once by a sequential 1 MiB O_DIRECT write of its whole size.
-- sync + drop_caches before every job. Buffered reads through FUSE may still use the kernel page cache of the
-  FUSE file (fusevol, unless it opens files with direct_io) and the page cache of the backing files (all
-  targets): a 12 s time-based job re-reads the file when it finishes a pass, so passes after the first may
+- sync + drop_caches before every job. fusevol opens volume files with direct_io (no page cache of the FUSE
+  file; buffered I/O reaches the daemon as it comes); the page cache of the backing files is used by all
+  targets: a 12 s time-based job re-reads the file when it finishes a pass, so passes after the first may
   be served from memory — for every target alike. qemu's fuse export (10.0, libfuse, one thread) keeps no
   FUSE page cache across opens and its buffered writes are write-through: every 1 MiB write is copied into
   the page cache and sent to qemu synchronously; its qcow2 file is read and written through the host page

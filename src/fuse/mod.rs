@@ -188,6 +188,9 @@ impl Filesystem for FuseFs {
         // O_TRUNC arrives with the open instead of as a truncate to 0, and is ignored there:
         // a volume behaves like a block device (`dd of=vol` keeps its size).
         let _ = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC);
+        // Volume files are opened with direct_io (see `open`); shared mmap of them still works
+        // where the kernel allows it for direct_io files (6.6 and later).
+        let _ = config.add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP);
         if let Err(max) = config.set_max_write(MAX_REQUEST) {
             let _ = config.set_max_write(max);
         }
@@ -278,13 +281,14 @@ impl Filesystem for FuseFs {
         match self.node(ino) {
             Some(Node::Volume(v)) => {
                 v.opened();
-                // Parallel direct writers are safe: the data path locks per extent. The kernel
-                // honours FOPEN_PARALLEL_DIRECT_WRITES only on the direct-io path, so an
-                // O_DIRECT open gets FOPEN_DIRECT_IO too (it bypasses the page cache anyway).
-                let mut f = FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES;
-                if flags.0 & libc::O_DIRECT != 0 {
-                    f |= FopenFlags::FOPEN_DIRECT_IO;
-                }
+                // Every open of a volume is direct_io: reads and writes go to the daemon as
+                // they come, without a second copy in the FUSE file's page cache (the arrays
+                // below are cached already). Buffered writes were write-through anyway; this
+                // saves the kernel's copy into pages it never reads back, and makes buffered
+                // I/O as fast as O_DIRECT. Parallel writers are safe (the data path locks per
+                // extent); the kernel honours FOPEN_PARALLEL_DIRECT_WRITES on direct_io only.
+                let _ = flags;
+                let f = FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES | FopenFlags::FOPEN_DIRECT_IO;
                 reply.opened(FileHandle(v.id), f)
             }
             Some(Node::Snapshot(s)) => {
