@@ -710,6 +710,16 @@ mod tests {
         }
     }
 
+    /// A new journal in `dir` with segments of `seg` bytes and six 100-byte writes of 7s
+    /// (one sealed segment each at `seg` 200).
+    fn six_writes(dir: &Path, seg: u64) -> Journal {
+        let j = Journal::open(dir, G, 1, 1, 1, 0, cfg(seg)).unwrap();
+        for i in 0..6u64 {
+            j.append(RecordKind::Write, 1, i, 100, &[7; 100]).unwrap();
+        }
+        j
+    }
+
     #[test]
     fn appends_seal_by_size_and_read_back_in_order() {
         let t = tempfile::tempdir().unwrap();
@@ -795,12 +805,7 @@ mod tests {
     #[test]
     fn damage_in_a_sealed_segment_is_an_error_naming_the_offset() {
         let t = tempfile::tempdir().unwrap();
-        {
-            let j = Journal::open(t.path(), G, 1, 1, 1, 0, cfg(200)).unwrap();
-            for i in 0..6u64 {
-                j.append(RecordKind::Write, 1, i, 100, &[7; 100]).unwrap();
-            }
-        }
+        drop(six_writes(t.path(), 200));
         let first = t.path().join(segment_name(1));
         let mut b = fs::read(&first).unwrap();
         let at = SEGMENT_HEADER_SIZE + 80;
@@ -842,10 +847,7 @@ mod tests {
     fn sync_after_leaves_segments_held_elsewhere_to_the_kernel() {
         use std::sync::atomic::Ordering::Relaxed;
         let t = tempfile::tempdir().unwrap();
-        let j = Journal::open(t.path(), G, 1, 1, 1, 0, cfg(200)).unwrap();
-        for i in 0..6u64 {
-            j.append(RecordKind::Write, 1, i, 100, &[7; 100]).unwrap();
-        }
+        let j = six_writes(t.path(), 200);
         j.seal().unwrap();
         let sealed = j.sealed_after(0);
         assert_eq!(sealed.len(), 6);
@@ -877,12 +879,7 @@ mod tests {
     #[test]
     fn a_damaged_segment_the_other_site_acknowledged_is_dropped_at_open() {
         let t = tempfile::tempdir().unwrap();
-        {
-            let j = Journal::open(t.path(), G, 1, 1, 1, 0, cfg(200)).unwrap();
-            for i in 0..6u64 {
-                j.append(RecordKind::Write, 1, i, 100, &[7; 100]).unwrap();
-            }
-        }
+        drop(six_writes(t.path(), 200));
         let segs = list_segments(t.path()).unwrap();
         assert!(segs.len() >= 3, "{segs:?}");
         let (first, path) = segs[0].clone();
