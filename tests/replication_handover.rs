@@ -160,8 +160,22 @@ fn disaster_takeover_failback_with_a_delta_and_planned_switch_back() {
     w.write(&p, &mut model, 300);
     p.create_group("g", &VOLS, &remote);
     s.cli_ok(&["group", "attach", "g", "--remote", &remote_s]);
+    // Journal settings of the primary, which the takeover must keep (published in the
+    // manifest within a second or so).
+    p.cli_ok(&[
+        "group",
+        "set",
+        "g",
+        "--journal-limit",
+        "96M",
+        "--journal-full",
+        "suspend",
+        "--block-timeout",
+        "7",
+    ]);
     w.write(&p, &mut model, 500);
     wait_caught_up(&p, &s);
+    thread::sleep(Duration::from_millis(2500));
     let at_takeover = model.clone();
 
     // The remote goes away; the primary writes on (these writes never reach S), then dies.
@@ -180,6 +194,9 @@ fn disaster_takeover_failback_with_a_delta_and_planned_switch_back() {
     assert_eq!(num(&st, "epoch"), 2);
     let takeover_seq = num(&st, "start_seq");
     assert!(takeover_seq > 0, "{st}");
+    assert_eq!(num(&st, "journal_limit"), 96 << 20, "{st}");
+    assert_eq!(st["full"]["policy"], "suspend", "{st}");
+    assert_eq!(num(&st["full"], "block_timeout_ms"), 7000, "{st}");
     expect_image(s.mnt(), VOLS, &at_takeover, "S right after the takeover");
     // A second takeover is refused: S is the primary now.
     let again = s.cli(&["group", "takeover", "g"]);

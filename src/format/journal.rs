@@ -460,7 +460,8 @@ impl Ack {
 // the primary (tmp + fsync + rename + fsync dir); the secondary attaches by reading it, and a
 // takeover writes a new one with a higher epoch.
 //   0  magic     8  b"FVJMAN\0\0"
-//   8  version   u32 (2; version 1 ends after `name`: start_seq 0, no volumes)
+//   8  version   u32 (3; version 1 ends after `name`: start_seq 0, no volumes; version 2
+//                  after `volumes`: no settings)
 //  12  reserved  u32
 //  16  group     u64   unique id
 //  24  epoch     u64
@@ -469,6 +470,9 @@ impl Ack {
 //  48  name      str   (u16 length + UTF-8)
 //  ..  start_seq u64   the epoch's journal continues after this sequence number (0: epoch 1)
 //  ..  volumes   u64 n, then n × (id u64, name str): the primary's volumes (set at takeover)
+//  ..  settings  u8 (0: none, 1: these follow) the primary's journal settings, which a
+//                  takeover gives the new primary: segment_bytes u64, seal_age_ms u64,
+//                  rate u64, journal_limit u64, full policy u8 (FullPolicy), block_timeout_ms u64
 //  ..  crc32c    u32   over every byte before it
 const MAN_MAGIC: &[u8; 8] = b"FVJMAN\0\0";
 
@@ -481,6 +485,18 @@ pub struct Manifest {
     pub name: String,
     pub start_seq: u64,
     pub volumes: Vec<(u64, String)>,
+    pub settings: Option<JournalSettings>,
+}
+
+/// The journal settings of a primary group, published so that a takeover keeps them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct JournalSettings {
+    pub segment_bytes: u64,
+    pub seal_age_ms: u64,
+    pub rate: u64,
+    pub journal_limit: u64,
+    pub policy: super::group::full::FullPolicy,
+    pub block_timeout_ms: u64,
 }
 
 /// Check magic and CRC of a variable-size remote file; returns a decoder after the magic.
@@ -525,7 +541,7 @@ impl Manifest {
     pub fn encode(&self) -> Vec<u8> {
         let mut e = Enc::new();
         e.bytes(MAN_MAGIC)
-            .u32(2)
+            .u32(3)
             .u32(0)
             .u64(self.group)
             .u64(self.epoch)
@@ -537,6 +553,20 @@ impl Manifest {
         for (id, name) in &self.volumes {
             e.u64(*id).str(name);
         }
+        match &self.settings {
+            None => {
+                e.u8(0);
+            }
+            Some(st) => {
+                e.u8(1)
+                    .u64(st.segment_bytes)
+                    .u64(st.seal_age_ms)
+                    .u64(st.rate)
+                    .u64(st.journal_limit)
+                    .u8(st.policy as u8)
+                    .u64(st.block_timeout_ms);
+            }
+        }
         close_var(e)
     }
 
@@ -544,7 +574,7 @@ impl Manifest {
         const WHAT: &str = "group manifest";
         let mut d = open_var(buf, MAN_MAGIC, WHAT)?;
         let version = d.u32()?;
-        if version != 1 && version != 2 {
+        if !(1..=3).contains(&version) {
             return Err(FormatError::BadVersion {
                 what: WHAT,
                 version,
@@ -565,6 +595,23 @@ impl Manifest {
             for _ in 0..n {
                 m.volumes.push((d.u64()?, d.str()?));
             }
+        }
+        if version >= 3 && d.u8()? == 1 {
+            let (segment_bytes, seal_age_ms, rate, journal_limit) =
+                (d.u64()?, d.u64()?, d.u64()?, d.u64()?);
+            let policy = match d.u8()? {
+                0 => super::group::full::FullPolicy::Block,
+                1 => super::group::full::FullPolicy::Suspend,
+                kind => return Err(FormatError::UnknownType { what: WHAT, kind }),
+            };
+            m.settings = Some(JournalSettings {
+                segment_bytes,
+                seal_age_ms,
+                rate,
+                journal_limit,
+                policy,
+                block_timeout_ms: d.u64()?,
+            });
         }
         no_trailing(&d, WHAT)?;
         Ok(m)
@@ -706,6 +753,39 @@ mod tests {
     }
 
     #[test]
+    fn manifest_carries_the_journal_settings_and_version_2_still_reads() {
+        let mut m = Manifest {
+            group: 7,
+            epoch: 2,
+            pool: 3,
+            created: 4,
+            name: "g".into(),
+            start_seq: 99,
+            volumes: vec![(5, "a".into())],
+            settings: Some(JournalSettings {
+                segment_bytes: 1 << 20,
+                seal_age_ms: 300,
+                rate: 0,
+                journal_limit: 96 << 20,
+                policy: super::super::group::full::FullPolicy::Suspend,
+                block_timeout_ms: 7000,
+            }),
+        };
+        assert_eq!(Manifest::decode(&m.encode()).unwrap(), m);
+        // A version 2 manifest (no settings): the v3 bytes without the settings, version 2.
+        m.settings = None;
+        let v3 = m.encode();
+        let mut v2 = v3[..v3.len() - 5].to_vec();
+        v2[8..12].copy_from_slice(&2u32.to_le_bytes());
+        let crc = crc32c::crc32c(&v2);
+        v2.extend_from_slice(&crc.to_le_bytes());
+        assert_eq!(Manifest::decode(&v2).unwrap(), m);
+        let mut bad = v3.clone();
+        bad[20] ^= 1;
+        assert!(Manifest::decode(&bad).is_err());
+    }
+
+    #[test]
     fn data_records_must_carry_their_length() {
         let rec = JournalRecord {
             head: head(RecordKind::Base, 1, 8),
@@ -752,6 +832,7 @@ mod tests {
             name: "db".into(),
             start_seq: 41,
             volumes: vec![(3, "va".into()), (9, "vb".into())],
+            settings: None,
         };
         let hb = h.encode();
         let ab = a.encode();

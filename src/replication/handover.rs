@@ -24,7 +24,7 @@ use crate::control::protocol::HandoverReport;
 use crate::format::group::handover::{FailbackRec, StaleRec};
 use crate::format::group::HandoverRec;
 use crate::format::journal::{
-    FailbackRegion, FailbackRequest, JournalRecord, Manifest, RecordKind,
+    FailbackRegion, FailbackRequest, JournalRecord, JournalSettings, Manifest, RecordKind,
 };
 use crate::format::{GroupRec, MetaRecord};
 use crate::journal::{now_ns, read_sealed, JournalConfig, SEGMENT_SUFFIX};
@@ -123,6 +123,19 @@ fn our_manifest(pool: &Pool, g: &Group) -> Manifest {
         name: g.name.clone(),
         start_seq: r.ext.handover.start_seq,
         volumes,
+        settings: Some(settings_of(&r)),
+    }
+}
+
+/// The journal settings a takeover gives the new primary.
+fn settings_of(r: &GroupRec) -> JournalSettings {
+    JournalSettings {
+        segment_bytes: r.segment_bytes,
+        seal_age_ms: r.seal_age_ms,
+        rate: r.rate,
+        journal_limit: r.journal_limit,
+        policy: r.ext.full.policy,
+        block_timeout_ms: r.ext.full.block_timeout_ms,
     }
 }
 
@@ -159,7 +172,9 @@ pub(crate) fn watch(
                 m.pool
             ))
         }
-        Ok(m) => m.epoch < epoch,
+        // Older epoch, or this epoch's manifest with other settings (`group set` changed
+        // them): write ours.
+        Ok(m) => m.epoch < epoch || m.settings != Some(settings_of(&g.rec.lock())),
         Err(e) if e.kind() == io::ErrorKind::NotFound => true,
         Err(e) => return Err(format!("reading the manifest: {e}")),
     };
@@ -440,8 +455,19 @@ impl Pool {
         } else if let Some(e) = &stopped {
             detail.push_str(&format!("records after {applied} not applied: {e}; "));
         }
-        let manifest_epoch = remote::read_manifest(&dir).map(|m| m.epoch).unwrap_or(0);
+        let manifest = remote::read_manifest(&dir).ok();
+        let manifest_epoch = manifest.as_ref().map(|m| m.epoch).unwrap_or(0);
         let mut rec: GroupRec = g.rec.lock().clone();
+        // The old primary's journal settings carry over (the defaults below fill what an
+        // older manifest did not publish).
+        if let Some(st) = manifest.and_then(|m| m.settings) {
+            rec.segment_bytes = st.segment_bytes;
+            rec.seal_age_ms = st.seal_age_ms;
+            rec.rate = st.rate;
+            rec.journal_limit = st.journal_limit;
+            rec.ext.full.policy = st.policy;
+            rec.ext.full.block_timeout_ms = st.block_timeout_ms;
+        }
         let epoch = rec.epoch.max(manifest_epoch) + 1;
         rec.role = ROLE_PRIMARY;
         rec.epoch = epoch;
