@@ -325,14 +325,7 @@ impl Journal {
         length: u64,
         payload: &[u8],
     ) -> Result<u64, JournalError> {
-        let crc = payload_crc(payload);
-        let mut g = self.inner.lock();
-        let (seq, hbytes) = self.begin(&mut g, kind, volume, offset, length, (payload, crc))?;
-        let cur = g.cur.as_mut().expect("open segment");
-        write_vectored_at(&cur.file, &[&hbytes, payload], cur.len)
-            .map_err(|e| JournalError::io("append to journal segment", &cur.path, e))?;
-        self.finish(&mut g, payload.len())?;
-        Ok(seq)
+        self.append_as(kind, volume, offset, length, payload, false)
     }
 
     /// Like `append` for a record whose data write is still to come: the record counts as in
@@ -345,13 +338,27 @@ impl Journal {
         length: u64,
         payload: &[u8],
     ) -> Result<u64, JournalError> {
+        self.append_as(kind, volume, offset, length, payload, true)
+    }
+
+    fn append_as(
+        &self,
+        kind: RecordKind,
+        volume: u64,
+        offset: u64,
+        length: u64,
+        payload: &[u8],
+        tracked: bool,
+    ) -> Result<u64, JournalError> {
         let crc = payload_crc(payload);
         let mut g = self.inner.lock();
         let (seq, hbytes) = self.begin(&mut g, kind, volume, offset, length, (payload, crc))?;
         let cur = g.cur.as_mut().expect("open segment");
         write_vectored_at(&cur.file, &[&hbytes, payload], cur.len)
             .map_err(|e| JournalError::io("append to journal segment", &cur.path, e))?;
-        g.inflight.insert(seq);
+        if tracked {
+            g.inflight.insert(seq);
+        }
         if let Err(e) = self.finish(&mut g, payload.len()) {
             g.inflight.remove(&seq);
             return Err(e);
