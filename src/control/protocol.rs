@@ -496,6 +496,9 @@ pub struct GroupInfo {
     pub journal_bytes: u64,
     pub journal_limit: u64,
     pub journal_free: u64,
+    /// Bytes of purged segment files the journal keeps for reuse (not counted as used).
+    #[serde(default)]
+    pub journal_spare_bytes: u64,
     /// The secondary image is a consistent image of the primary at `applied`.
     pub consistent: bool,
     /// When the secondary became consistent (seconds since the Unix epoch).

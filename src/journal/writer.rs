@@ -56,6 +56,8 @@ pub struct JournalStats {
     pub segments: u64,
     /// Primary time of the oldest record still held (ns; 0 when none).
     pub oldest_time: u64,
+    /// Bytes of spare (purged, reusable) segment files.
+    pub spare_bytes: u64,
 }
 
 struct OpenSegment {
@@ -615,6 +617,7 @@ impl Journal {
             bytes: g.bytes,
             segments: g.sealed.len() as u64 + g.cur.is_some() as u64,
             oldest_time,
+            spare_bytes: g.spare_bytes,
         }
     }
 }
@@ -949,6 +952,8 @@ mod tests {
             !spares.is_empty() && spares.len() <= MAX_SPARES,
             "{spares:?}"
         );
+        let on_disk: u64 = spares.iter().map(|p| fs::metadata(p).unwrap().len()).sum();
+        assert_eq!(j.stats().spare_bytes, on_disk);
         assert!(list_segments(t.path()).unwrap().is_empty());
         // Small records into recycled files: every sealed one ends at its seal and reads
         // back exactly what was written.

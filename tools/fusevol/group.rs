@@ -329,7 +329,12 @@ fn group_block(g: &GroupInfo) -> String {
         ("lag", format_lag(g.lag_records, g.lag_bytes, g.lag_seconds)),
         (
             "journal",
-            format_journal(g.journal_bytes, g.journal_limit, g.journal_free),
+            format_journal(
+                g.journal_bytes,
+                g.journal_limit,
+                g.journal_free,
+                g.journal_spare_bytes,
+            ),
         ),
         (
             "consistent",
@@ -439,13 +444,19 @@ fn format_lag(records: u64, bytes: u64, seconds: f64) -> String {
     )
 }
 
-/// `12.0 MiB / 1.0 GiB used, 1012.0 MiB free` (`no limit` when the limit is 0).
-fn format_journal(used: u64, limit: u64, free: u64) -> String {
+/// `12.0 MiB / 1.0 GiB used, 1012.0 MiB free` (`no limit` when the limit is 0), and the spare
+/// segment files the journal keeps, when there are any.
+fn format_journal(used: u64, limit: u64, free: u64, spare: u64) -> String {
+    let spare = if spare > 0 {
+        format!(" (+{} of spare segment files)", format_size(spare))
+    } else {
+        String::new()
+    };
     if limit == 0 {
-        return format!("{} used, no limit", format_size(used));
+        return format!("{} used, no limit{spare}", format_size(used));
     }
     format!(
-        "{} / {} used, {} free",
+        "{} / {} used, {} free{spare}",
         format_size(used),
         format_size(limit),
         format_size(free)
@@ -590,6 +601,7 @@ mod tests {
             journal_bytes: 12 << 20,
             journal_limit: 1 << 30,
             journal_free: (1 << 30) - (12 << 20),
+            journal_spare_bytes: 32 << 20,
             consistent: true,
             consistent_since: Some(1_700_000_000),
             last_error: None,
@@ -610,10 +622,14 @@ mod tests {
         assert_eq!(format_lag(0, 0, f64::NAN), "0 records, 0 B, 0.00 s");
         assert_eq!(format_lag(0, 0, -1.0), "0 records, 0 B, 0.00 s");
         assert_eq!(
-            format_journal(12 << 20, 1 << 30, (1 << 30) - (12 << 20)),
+            format_journal(12 << 20, 1 << 30, (1 << 30) - (12 << 20), 0),
             "12.0 MiB / 1.0 GiB used, 1012.0 MiB free"
         );
-        assert_eq!(format_journal(0, 0, 0), "0 B used, no limit");
+        assert_eq!(format_journal(0, 0, 0, 0), "0 B used, no limit");
+        assert_eq!(
+            format_journal(0, 1 << 30, 1 << 30, 32 << 20),
+            "0 B / 1.0 GiB used, 1.0 GiB free (+32.0 MiB of spare segment files)"
+        );
         let t = |s: u64| format!("T{s}");
         assert_eq!(format_consistent(false, Some(5), t), "no");
         assert_eq!(format_consistent(true, None, t), "yes");
