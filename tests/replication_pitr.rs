@@ -38,6 +38,15 @@ fn sites() -> Sites {
     Sites { p, s, remote, t }
 }
 
+/// The volumes of `VOLS` on the primary, in group "g" replicated to `remote`.
+fn primary_group(p: &Arc<Pool>, remote: &Path) {
+    for v in VOLS {
+        p.create_volume(v, SIZE, None).unwrap();
+    }
+    p.group_create("g", &["a".into(), "b".into()], remote, &opts())
+        .unwrap();
+}
+
 fn opts() -> GroupOptions {
     GroupOptions {
         seal_ms: Some(20),
@@ -171,12 +180,8 @@ fn retain(secs: u64, size: u64) -> PitrOptions {
 fn restore_to_several_moments_equals_the_snapshots_and_the_model() {
     let st = sites();
     let (p, s) = (&st.p, &st.s);
-    for v in VOLS {
-        p.create_volume(v, SIZE, None).unwrap();
-    }
+    primary_group(p, &st.remote);
     let mut model = Model::default();
-    p.group_create("g", &["a".into(), "b".into()], &st.remote, &opts())
-        .unwrap();
     s.group_attach_pitr("g", &st.remote, &retain(3600, 0))
         .unwrap();
     wait_base(p);
@@ -363,12 +368,8 @@ fn retained_files(remote: &Path) -> Vec<PathBuf> {
 fn too_old_and_damaged_are_refused_and_pruning_keeps_size_and_age() {
     let st = sites();
     let (p, s) = (&st.p, &st.s);
-    for v in VOLS {
-        p.create_volume(v, SIZE, None).unwrap();
-    }
+    primary_group(p, &st.remote);
     let mut model = Model::default();
-    p.group_create("g", &["a".into(), "b".into()], &st.remote, &opts())
-        .unwrap();
     s.group_attach_pitr("g", &st.remote, &retain(0, 400 << 10))
         .unwrap();
     wait_base(p);
@@ -459,12 +460,8 @@ fn too_old_and_damaged_are_refused_and_pruning_keeps_size_and_age() {
 fn apply_delay_holds_a_consistent_image_behind_and_takeover_ignores_it() {
     let st = sites();
     let (p, s) = (&st.p, &st.s);
-    for v in VOLS {
-        p.create_volume(v, SIZE, None).unwrap();
-    }
+    primary_group(p, &st.remote);
     let mut model = Model::default();
-    p.group_create("g", &["a".into(), "b".into()], &st.remote, &opts())
-        .unwrap();
     let delay = 3;
     s.group_attach_pitr(
         "g",
@@ -572,12 +569,8 @@ fn settings_markers_and_retained_segments_survive_a_crash_of_the_secondary() {
     // Taken apart: the secondary's only handle is `s` (dropped for the crash).
     let Sites { t, p, s, remote } = sites();
     let p = &p;
-    for v in VOLS {
-        p.create_volume(v, SIZE, None).unwrap();
-    }
+    primary_group(p, &remote);
     let mut model = Model::default();
-    p.group_create("g", &["a".into(), "b".into()], &remote, &opts())
-        .unwrap();
     s.group_attach_pitr(
         "g",
         &remote,

@@ -127,8 +127,8 @@ fn our_manifest(pool: &Pool, g: &Group) -> Manifest {
     }
 }
 
-/// The journal settings a takeover gives the new primary.
-fn settings_of(r: &GroupRec) -> JournalSettings {
+/// The journal settings a takeover gives the new primary (published in the manifest).
+pub(crate) fn settings_of(r: &GroupRec) -> JournalSettings {
     JournalSettings {
         segment_bytes: r.segment_bytes,
         seal_age_ms: r.seal_age_ms,

@@ -141,6 +141,7 @@ impl Pool {
             pool: self.pool_id,
             created: now_ns(),
             name: name.to_string(),
+            settings: Some(super::handover::settings_of(&rec)),
             ..Default::default()
         };
         remote::ensure_group_dir(remote_dir, name)

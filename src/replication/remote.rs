@@ -143,12 +143,8 @@ pub fn publish(src: &Path, dir: &Path, name: &str, limit: &mut RateLimit) -> io:
 
 /// A spare file of `dir` renamed to `tmp` and opened for overwriting, if there is one.
 fn take_spare(dir: &Path, tmp: &Path) -> Option<File> {
-    let spare = fs::read_dir(dir).ok()?.flatten().find(|e| {
-        e.file_name()
-            .to_str()
-            .is_some_and(|n| n.starts_with(SPARE_PREFIX))
-    })?;
-    fs::rename(spare.path(), tmp).ok()?;
+    let spare = spare_files(dir).ok()?.into_iter().next()?;
+    fs::rename(spare, tmp).ok()?;
     match File::options().write(true).open(tmp) {
         Ok(f) => Some(f),
         Err(_) => {
@@ -158,20 +154,23 @@ fn take_spare(dir: &Path, tmp: &Path) -> Option<File> {
     }
 }
 
+/// The spare files in `dir`.
+fn spare_files(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    Ok(fs::read_dir(dir)?
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with(SPARE_PREFIX))
+        })
+        .map(|e| e.path())
+        .collect())
+}
+
 /// The secondary is done with the published segment `path` (applied and acknowledged): it
 /// becomes a spare for the shipper, or is removed when there are enough.
 pub fn retire_published(dir: &Path, path: &Path) {
-    let spares = fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .filter(|e| {
-                    e.file_name()
-                        .to_str()
-                        .is_some_and(|n| n.starts_with(SPARE_PREFIX))
-                })
-                .count()
-        })
-        .unwrap_or(MAX_REMOTE_SPARES);
+    let spares = spare_files(dir).map_or(MAX_REMOTE_SPARES, |v| v.len());
     if spares < MAX_REMOTE_SPARES {
         if let Some(name) = path.file_name().and_then(|n| n.to_str()) {
             let first = name.split('.').next().unwrap_or(name);
@@ -267,11 +266,10 @@ mod tests {
         let remote = t.path().join("r");
         fs::create_dir(&remote).unwrap();
         let spares = || {
-            fs::read_dir(&remote)
+            spare_files(&remote)
                 .unwrap()
-                .flatten()
-                .filter(|e| e.file_name().to_string_lossy().starts_with(SPARE_PREFIX))
-                .map(|e| e.metadata().unwrap().ino())
+                .iter()
+                .map(|p| fs::metadata(p).unwrap().ino())
                 .collect::<Vec<_>>()
         };
         let mut lim = RateLimit::new(0);
