@@ -1,7 +1,9 @@
 //! Reading journal segments: every record verified, sequence numbers checked to follow on.
 
-use std::fs;
+use std::fs::File;
+use std::io::Read;
 use std::path::Path;
+use std::sync::Arc;
 
 use super::JournalError;
 use crate::format::journal::{
@@ -27,6 +29,8 @@ pub struct SegmentRead {
     pub valid_len: u64,
     /// The first invalid byte, when the file goes on past `valid_len`.
     pub damage: Option<Damage>,
+    /// The file's bytes, which the records' payloads share.
+    buf: Arc<Vec<u8>>,
 }
 
 impl SegmentRead {
@@ -34,6 +38,34 @@ impl SegmentRead {
     pub fn last_seq(&self) -> Option<u64> {
         self.records.last().map(|r| r.head.seq)
     }
+
+    /// Done with the segment: its buffer is kept for the next read (when no payload of it
+    /// is held elsewhere). Reading into memory that was written a moment ago is several
+    /// times faster on a VM than into fresh pages, which the applier's profile showed.
+    pub fn recycle(self) {
+        let SegmentRead { records, buf, .. } = self;
+        drop(records);
+        if let Ok(v) = Arc::try_unwrap(buf) {
+            let mut spare = SPARE_BUFS.lock();
+            if spare.len() < MAX_SPARE_BUFS {
+                spare.push(v);
+            }
+        }
+    }
+}
+
+/// Read buffers kept by `recycle` (each as large as a segment).
+static SPARE_BUFS: parking_lot::Mutex<Vec<Vec<u8>>> = parking_lot::Mutex::new(Vec::new());
+const MAX_SPARE_BUFS: usize = 2;
+
+/// The whole file, read into a recycled buffer when there is one.
+fn read_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    let mut f = File::open(path)?;
+    let mut v = SPARE_BUFS.lock().pop().unwrap_or_default();
+    v.clear();
+    // `read_to_end` fills the spare capacity without zeroing it first.
+    f.read_to_end(&mut v)?;
+    Ok(v)
 }
 
 fn invalid(detail: String) -> FormatError {
@@ -47,7 +79,7 @@ fn invalid(detail: String) -> FormatError {
 /// given as (group, epoch)), is an error; a bad record ends the read and is reported in
 /// `damage`, so the caller decides whether it is a torn tail or corruption.
 pub fn read_segment(path: &Path, expect: Option<(u64, u64)>) -> Result<SegmentRead, JournalError> {
-    let buf = std::sync::Arc::new(fs::read(path).map_err(|e| JournalError::io("read", path, e))?);
+    let buf = Arc::new(read_file(path).map_err(|e| JournalError::io("read", path, e))?);
     let header = SegmentHeader::decode(&buf).map_err(|source| JournalError::Damaged {
         path: path.to_path_buf(),
         offset: 0,
@@ -70,6 +102,7 @@ pub fn read_segment(path: &Path, expect: Option<(u64, u64)>) -> Result<SegmentRe
         sealed: false,
         valid_len: SEGMENT_HEADER_SIZE as u64,
         damage: None,
+        buf: buf.clone(),
     };
     let mut pos = SEGMENT_HEADER_SIZE;
     let mut next = header.first_seq;

@@ -198,6 +198,7 @@ fn apply_segment(
     if last == seg_last && done.last == seg_last {
         done.whole.push(path);
     }
+    seg.recycle();
     Ok(true)
 }
 
