@@ -247,6 +247,60 @@ fn block_waits_then_fails_with_enospc_and_resumes_when_the_remote_is_back() {
     s.shutdown();
 }
 
+/// A writer blocked on a full journal waits outside its volume's I/O lock: a snapshot of the
+/// volume (which takes that lock exclusively) is not held up until the writer times out, and
+/// the writer still fails with ENOSPC at its timeout, counted from when it began to wait.
+#[test]
+fn a_blocked_writer_does_not_hold_up_a_snapshot_of_its_volume() {
+    let st = Sites::new();
+    let (p, s, mut m) = setup(&st, "block", None);
+    st.remote_gone();
+    let mut seed = 300;
+    // Fill the journal until a write fails (400 ms timeout).
+    loop {
+        seed += 1;
+        if write(&p, &mut m, "a", (seed % 48) * 65536, 64 << 10, seed).is_err() {
+            break;
+        }
+        assert!(seed < 400, "the journal never filled");
+    }
+    p.group_set(
+        "g",
+        &GroupSetOptions {
+            block_timeout_ms: Some(3000),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let writer = {
+        let p = p.clone();
+        std::thread::spawn(move || {
+            let v = p.volume("a").unwrap();
+            let t0 = Instant::now();
+            let r = p.write(&v, 0, &data(64 << 10, 7));
+            (r, t0.elapsed())
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let t0 = Instant::now();
+    p.create_snapshot("a", "while-blocked").unwrap();
+    let took = t0.elapsed();
+    assert!(
+        took < Duration::from_millis(1500),
+        "the snapshot waited {took:?} behind a blocked writer"
+    );
+    let (r, waited) = writer.join().unwrap();
+    let e = r.expect_err("the journal is still full");
+    assert_eq!(e.errno(), libc::ENOSPC, "{e}");
+    assert!(
+        waited >= Duration::from_millis(2900) && waited < Duration::from_millis(5500),
+        "the writer failed after {waited:?}, not at its 3 s timeout"
+    );
+    st.remote_back();
+    p.shutdown();
+    s.shutdown();
+}
+
 /// Remote gone, policy suspend: write until suspended and 40 writes more. Returns the
 /// model at the suspension point (what the secondary can have before a resync).
 fn write_through_a_suspension(p: &Pool, m: &mut Model, rng: &mut Rng) -> Model {

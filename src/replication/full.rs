@@ -184,18 +184,56 @@ fn journal_full_err(vol: &Volume, g: &Group, used: u64, limit: u64, secs: f64) -
 impl Pool {
     /// Decide how a write of `payload` journal bytes to `vol` of primary group `g` goes:
     /// journaled (space reserved), or around the journal (suspended). Waits (block policy)
-    /// holding no group lock. Call before taking the stripe locks.
+    /// holding no group lock, up to the block timeout counted from `since` (when the writer
+    /// began to wait, see `full_wait`). Call before taking the stripe locks.
     pub(crate) fn full_admit<'a>(
         &self,
         g: &'a Group,
         vol: &Volume,
         payload: u64,
+        since: Option<Instant>,
     ) -> Result<Admit<'a>, IoError> {
+        let t0 = since.unwrap_or_else(Instant::now);
+        Ok(self
+            .admit_loop(g, vol, payload, t0, true)?
+            .expect("a reserving admission decides"))
+    }
+
+    /// Before a writer of `vol` takes the volume's I/O lock: while its group's journal is
+    /// full under the block policy, wait here for room (or fail with ENOSPC at the block
+    /// timeout), so a snapshot, split or group change of the volume is not held up behind
+    /// a blocked writer for the whole timeout. Returns when the wait began (`full_admit`
+    /// counts the timeout from it), or None when the journal is not full.
+    pub(crate) fn full_wait(&self, vol: &Volume, payload: u64) -> Result<Option<Instant>, IoError> {
+        let Some(g) = vol.group() else {
+            return Ok(None);
+        };
+        if !g.is_primary()
+            || g.is_stale()
+            || g.journal.is_none()
+            || g.full.st.lock().full_since == 0
+        {
+            return Ok(None);
+        }
+        let t0 = Instant::now();
+        self.admit_loop(&g, vol, payload, t0, false)?;
+        Ok(Some(t0))
+    }
+
+    /// The admission loop. With `reserve` false it only waits: Ok(None) once there is room
+    /// (or the group is suspended), reserving nothing.
+    fn admit_loop<'a>(
+        &self,
+        g: &'a Group,
+        vol: &Volume,
+        payload: u64,
+        t0: Instant,
+        reserve: bool,
+    ) -> Result<Option<Admit<'a>>, IoError> {
         if g.journal.is_none() {
-            return Ok(Admit::Free);
+            return Ok(Some(Admit::Free));
         }
         let need = need_for(payload);
-        let t0 = Instant::now();
         let mut slowed = false;
         loop {
             let (policy, limit, timeout) = {
@@ -212,10 +250,16 @@ impl Pool {
             {
                 let mut rt = g.full.st.lock();
                 if rt.state == FullState::Suspended {
+                    if !reserve {
+                        return Ok(None);
+                    }
                     rt.bypass += 1;
-                    return Ok(Admit::Bypass(g));
+                    return Ok(Some(Admit::Bypass(g)));
                 }
                 if used.saturating_add(rt.reserved).saturating_add(need) <= limit {
+                    if !reserve {
+                        return Ok(None);
+                    }
                     let pause = slow_down(used + rt.reserved, limit);
                     if !slowed && !pause.is_zero() {
                         drop(rt);
@@ -228,7 +272,7 @@ impl Pool {
                         rt.full_since = 0;
                         log::info!("group '{}': journal space again; writes go on", g.name);
                     }
-                    return Ok(Admit::Journal(g, need));
+                    return Ok(Some(Admit::Journal(g, need)));
                 }
                 if policy == FullPolicy::Block {
                     if rt.full_since == 0 {

@@ -193,6 +193,7 @@ impl Pool {
         vol: &Volume,
         offset: u64,
         data: &[u8],
+        since: Option<std::time::Instant>,
     ) -> Result<usize, IoError> {
         let size = vol.size();
         if offset >= size {
@@ -209,7 +210,7 @@ impl Pool {
         let data = &data[..len as usize];
         let es = self.extent_size;
         // Journal space (or the suspension) is decided before any lock is taken.
-        let admit = self.full_admit(g, vol, len)?;
+        let admit = self.full_admit(g, vol, len, since)?;
         let _st = g.lock_range(offset / es, (offset + len - 1) / es);
         if admit.bypass() {
             self.full_mark(g, vol, offset, len)?;
@@ -232,6 +233,7 @@ impl Pool {
         vol: &Volume,
         offset: u64,
         len: u64,
+        since: Option<std::time::Instant>,
     ) -> Result<(), IoError> {
         let size = vol.size();
         if offset >= size || len == 0 {
@@ -239,7 +241,7 @@ impl Pool {
         }
         let len = len.min(size - offset);
         let es = self.extent_size;
-        let admit = self.full_admit(g, vol, 0)?;
+        let admit = self.full_admit(g, vol, 0, since)?;
         let _st = g.lock_range(offset / es, (offset + len - 1) / es);
         if admit.bypass() {
             self.full_mark(g, vol, offset, len)?;

@@ -491,12 +491,14 @@ impl Pool {
     /// write makes them durable (a sync) and tries once more, so a discard or delete gives
     /// space back at once.
     pub fn write(&self, vol: &Volume, offset: u64, data: &[u8]) -> Result<usize, IoError> {
+        // A full journal is waited for before the I/O lock is taken (see `full_wait`).
+        let since = self.full_wait(vol, data.len() as u64)?;
         // The pair is looked at under the volume's io_lock: pair create and split change it
         // under the exclusive lock, so a write is either mirrored or not, never half.
         let _io = vol.io_lock.read_recursive();
         if let Some(g) = vol.group() {
             Self::refuse_replica(vol, &g)?;
-            return self.journaled_write(&g, vol, offset, data);
+            return self.journaled_write(&g, vol, offset, data, since);
         }
         match vol.pair() {
             Some((pair, role)) => {
@@ -579,10 +581,11 @@ impl Pool {
         if offset >= size || len == 0 {
             return Ok(());
         }
+        let since = self.full_wait(vol, 0)?;
         let _io = vol.io_lock.read_recursive();
         if let Some(g) = vol.group() {
             Self::refuse_replica(vol, &g)?;
-            return self.journaled_discard(&g, vol, offset, len);
+            return self.journaled_discard(&g, vol, offset, len, since);
         }
         match vol.pair() {
             Some((pair, role)) => {
