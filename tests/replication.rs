@@ -296,3 +296,48 @@ fn primary_crash_redoes_its_journal_tail_and_the_secondary_converges() {
     p.shutdown();
     s.shutdown();
 }
+
+#[test]
+fn a_second_secondary_is_refused_and_a_recreated_group_seeds_a_new_one() {
+    let st = sites();
+    let (p, s) = (&st.p, &st.s);
+    p.create_volume("a", SIZE, None).unwrap();
+    write(p, "a", 0, 200_000, 1);
+    let opts = GroupOptions {
+        seal_ms: Some(20),
+        segment_size: Some(64 << 10),
+        ..Default::default()
+    };
+    p.group_create("g", &["a".into()], &st.remote, &opts)
+        .unwrap();
+    s.group_attach("g", &st.remote).unwrap();
+    for i in 0..20 {
+        write(p, "a", i * 70_000, 60_000, i + 5);
+    }
+    wait_caught_up(p, s, "g");
+    p.sync().unwrap();
+    let third = pool_at(&st._t.path().join("third"));
+    let e = third.group_attach("g", &st.remote).unwrap_err().to_string();
+    assert!(e.contains("another secondary"), "{e}");
+    assert!(e.contains("group create"), "{e}");
+    assert!(
+        third.group_info(Some("g")).is_err(),
+        "a refused attach left a group behind"
+    );
+    // What the message says works: the old secondary lets go, the primary makes the group
+    // anew, and the new secondary gets a whole initial copy.
+    s.group_delete("g").unwrap();
+    p.group_delete("g").unwrap();
+    p.group_create("g", &["a".into()], &st.remote, &opts)
+        .unwrap();
+    write(p, "a", 123, 4567, 77);
+    third.group_attach("g", &st.remote).unwrap();
+    wait_caught_up(p, &third, "g");
+    assert!(
+        image(p, "a") == image(&third, "a"),
+        "the new secondary differs"
+    );
+    p.shutdown();
+    s.shutdown();
+    third.shutdown();
+}

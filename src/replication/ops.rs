@@ -222,6 +222,17 @@ impl Pool {
                 "group '{name}': this pool is the group's primary"
             )));
         }
+        // One remote directory feeds one secondary: the first one's acknowledgements let the
+        // primary purge, so a second would never see the records it lacks (a gap).
+        if let Ok(Some(ack)) = remote::read_ack(&dir) {
+            if ack.group == m.group && ack.epoch == m.epoch && ack.applied > 0 {
+                return Err(PoolError::Exists(format!(
+                    "group '{name}' in {} is applied by another secondary already (it acknowledged up to sequence number {}), and the records before that may be purged; a group has one secondary. To start a new secondary, run `group delete {name}` and `group create` again on the primary (a new initial copy)",
+                    dir.display(),
+                    ack.applied
+                )));
+            }
+        }
         let rec = GroupRec {
             uid: m.group,
             name: name.to_string(),
