@@ -189,6 +189,30 @@ pub struct RecordHead {
     pub length: u64,
 }
 
+/// Payloads from this size on have their CRC32C computed by crc-fast, whose folding with
+/// carry-less multiplies (AVX-512 VPCLMULQDQ where the CPU has it) ran at 64–73 GB/s on 1 MiB
+/// on the 2-vCPU Xeon against 15–18 GB/s for the crc32c crate (45–55 vs 13–15 GB/s on 4 KiB).
+/// Both compute the same CRC-32C (iSCSI); small buffers stay with crc32c.
+const FAST_CRC_FROM: usize = 4096;
+
+/// The CRC32C of `data`.
+pub(crate) fn crc32c_of(data: &[u8]) -> u32 {
+    if data.len() >= FAST_CRC_FROM {
+        crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, data) as u32
+    } else {
+        crc32c::crc32c(data)
+    }
+}
+
+/// The CRC32C of `head ++ payload`.
+fn crc_of(head: &[u8], payload: &[u8]) -> u32 {
+    if payload.len() >= FAST_CRC_FROM {
+        crc_combine(crc32c::crc32c(head), crc32c_of(payload), payload.len())
+    } else {
+        crc32c::crc32c_append(crc32c::crc32c(head), payload)
+    }
+}
+
 /// The CRC32C of `a ++ b` from `crc(a)`, `crc(b)` and `b`'s length: `crc(a)` carried over
 /// `len_b` zero bytes, XOR `crc(b)`. Carrying over `n` zero bytes is a linear map of the 32-bit
 /// CRC state; its matrix costs as much to build as one `crc32c::crc32c_combine` call (tens of
@@ -264,7 +288,11 @@ impl RecordHead {
     /// The header bytes for this record with `payload` (which is written right after it).
     pub fn encode(&self, payload: &[u8]) -> [u8; RECORD_HEADER_SIZE] {
         self.encode_parts(payload.len(), |prefix| {
-            crc32c::crc32c_append(prefix, payload)
+            if payload.len() >= FAST_CRC_FROM {
+                crc_combine(prefix, crc32c_of(payload), payload.len())
+            } else {
+                crc32c::crc32c_append(prefix, payload)
+            }
         })
     }
 
@@ -428,7 +456,7 @@ impl JournalRecord {
             });
         }
         let payload = &buf[RECORD_HEADER_SIZE..end];
-        let computed = crc32c::crc32c_append(crc32c::crc32c(&buf[..68]), payload);
+        let computed = crc_of(&buf[..68], payload);
         if computed != stored {
             return Err(FormatError::BadChecksum {
                 what: WHAT,
@@ -792,6 +820,18 @@ mod tests {
                 crc_combine(crc32c::crc32c(&a), crc32c::crc32c(&b), b.len()),
                 crc32c::crc32c_combine(crc32c::crc32c(&a), crc32c::crc32c(&b), b.len())
             );
+        }
+    }
+
+    #[test]
+    fn fast_crc_equals_crc32c_at_every_size_around_the_switch() {
+        let data: Vec<u8> = (0..70_000usize).map(|i| (i * 131 % 253) as u8).collect();
+        for len in (0..200).chain(4000..4200).chain([65536, 65537, 69_999]) {
+            let d = &data[..len];
+            assert_eq!(crc32c_of(d), crc32c::crc32c(d), "len {len}");
+            let head = &data[..68];
+            let want = crc32c::crc32c_append(crc32c::crc32c(head), d);
+            assert_eq!(crc_of(head, d), want, "len {len}");
         }
     }
 

@@ -627,7 +627,7 @@ impl Journal {
 const CRC_OUTSIDE_LOCK: usize = 64 << 10;
 
 fn payload_crc(payload: &[u8]) -> Option<u32> {
-    (payload.len() >= CRC_OUTSIDE_LOCK).then(|| crc32c::crc32c(payload))
+    (payload.len() >= CRC_OUTSIDE_LOCK).then(|| crate::format::journal::crc32c_of(payload))
 }
 
 /// Create the file of a new segment with its header.
