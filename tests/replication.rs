@@ -341,3 +341,62 @@ fn a_second_secondary_is_refused_and_a_recreated_group_seeds_a_new_one() {
     s.shutdown();
     third.shutdown();
 }
+
+#[test]
+fn a_restarted_primary_resumes_the_base_copy_where_it_was_durable() {
+    let st = sites();
+    let p = &st.p;
+    // 256 allocated extents of 64 KiB; a 4 MiB journal holds about 60 of them.
+    p.create_volume("a", 16 << 20, None).unwrap();
+    for i in 0..16u64 {
+        write(p, "a", i << 20, 1 << 20, i + 1);
+    }
+    let opts = GroupOptions {
+        seal_ms: Some(20),
+        segment_size: Some(256 << 10),
+        journal_limit: Some(4 << 20),
+        ..Default::default()
+    };
+    p.group_create("g", &["a".into()], &st.remote, &opts)
+        .unwrap();
+    // No secondary yet: nothing is acknowledged, the base copy stops at the journal limit.
+    let mut last = 0;
+    let mut still = Instant::now();
+    let t0 = Instant::now();
+    loop {
+        let w = info(p, "g").written;
+        if w != last {
+            (last, still) = (w, Instant::now());
+        } else if w > 0 && still.elapsed() > Duration::from_millis(500) {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(20), "{:?}", info(p, "g"));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        last > 32 && last < 200,
+        "the base copy did not stop at the limit: {last}"
+    );
+    // A pool sync makes the progress durable (the redo floor passes its records).
+    p.sync().unwrap();
+    p.shutdown();
+    let written_before = last;
+    drop(st.p);
+    let p = pool_at(&st.pdir);
+    p.start_groups();
+    let s = &st.s;
+    s.group_attach("g", &st.remote).unwrap();
+    let si = wait_caught_up(&p, s, "g");
+    assert!(si.consistent);
+    assert!(image(&p, "a") == image(s, "a"), "the secondary differs");
+    // After the restart the copy journaled only the extents after its durable progress
+    // (a multiple of 16 extents), not all 256 again.
+    let after = info(&p, "g").written - written_before;
+    let resumed_at = 256 + 1 - after; // + 1: the BaseDone record
+    assert!(
+        resumed_at >= 32 && resumed_at.is_multiple_of(16) && resumed_at < written_before,
+        "{after} records after the restart: resumed at extent {resumed_at} of 256 ({written_before} records before)"
+    );
+    p.shutdown();
+    s.shutdown();
+}

@@ -34,6 +34,9 @@ pub struct Runtime {
     pub pitr: super::pitr::PitrRuntime,
 }
 
+/// Progress points the base copy keeps in memory, one per `BASE_MARK_EVERY` extents.
+const MAX_BASE_MARKS: usize = 4096;
+
 pub struct Group {
     pub uid: u64,
     pub name: String,
@@ -56,6 +59,10 @@ pub struct Group {
     pub(crate) base_worker: Mutex<Option<JoinHandle<()>>>,
     /// Journal limit: admission, suspension and resync (replication/full.rs).
     pub(crate) full: super::full::FullRuntime,
+    /// Progress points of the base copy not yet durable: (sequence number of a `Base`
+    /// record, the progress it completes). `note_synced` moves the newest one at or below the
+    /// redo floor into the group record (`ext.base`). Lock order: `rec`, then this.
+    base_marks: Mutex<std::collections::VecDeque<(u64, crate::format::group::BaseRec)>>,
     /// The highest acknowledged number appended to the metadata log.
     acked_logged: AtomicU64,
     /// The highest acknowledged number known durable in the metadata log: a pool sync does
@@ -85,8 +92,44 @@ impl Group {
             worker: Mutex::new(None),
             base_worker: Mutex::new(None),
             full,
+            base_marks: Mutex::new(Default::default()),
             acked_logged: AtomicU64::new(acked),
             acked_durable: AtomicU64::new(acked),
+        }
+    }
+
+    /// The base copy journaled record `seq`, after which it may resume at `at` (kept until
+    /// the redo floor passes `seq`; at most `MAX_BASE_MARKS`, the oldest go first).
+    pub(crate) fn note_base_mark(&self, seq: u64, at: crate::format::group::BaseRec) {
+        let mut m = self.base_marks.lock();
+        if m.len() >= MAX_BASE_MARKS {
+            m.pop_front();
+        }
+        m.push_back((seq, at));
+    }
+
+    /// Under `rec`: the newest progress point at or below the redo floor becomes the base
+    /// progress of the record (its `Base` records are in the durable journal or applied).
+    fn promote_base_mark(&self, r: &mut GroupRec) {
+        let mut m = self.base_marks.lock();
+        let mut best = None;
+        while let Some(&(seq, at)) = m.front() {
+            if seq > r.synced {
+                break;
+            }
+            best = Some(at);
+            m.pop_front();
+        }
+        if let Some(at) = best {
+            r.ext.base = at;
+        }
+    }
+
+    /// The base copy of `volume` is over or no longer wanted: forget its progress.
+    pub(crate) fn clear_base_progress(&self, r: &mut GroupRec, volume: u64) {
+        self.base_marks.lock().retain(|(_, at)| at.volume != volume);
+        if r.ext.base.volume == volume {
+            r.ext.base = Default::default();
         }
     }
 
@@ -333,6 +376,7 @@ impl Pool {
                 let mut r = g.rec.lock();
                 if seq > r.synced {
                     r.synced = seq;
+                    g.promote_base_mark(&mut r);
                     true
                 } else {
                     false

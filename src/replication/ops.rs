@@ -279,6 +279,7 @@ impl Pool {
                 let mut r = g.rec.lock();
                 r.volumes.push((v.id, v.id));
                 r.base_pending.push(v.id);
+                g.clear_base_progress(&mut r, v.id);
             }
             self.put_group(&g)?;
             g.journal()
@@ -321,6 +322,7 @@ impl Pool {
             let mut r = g.rec.lock();
             r.volumes.retain(|(l, _)| *l != v.id);
             r.base_pending.retain(|x| *x != v.id);
+            g.clear_base_progress(&mut r, v.id);
         }
         self.put_group(&g)?;
         *v.group.write() = None;

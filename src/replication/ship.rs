@@ -165,7 +165,11 @@ pub(crate) fn start_base_copy(pool: &Arc<Pool>, g: &Arc<Group>) {
             };
             match res {
                 Ok(true) => {
-                    g2.rec.lock().base_pending.retain(|&v| v != vid);
+                    {
+                        let mut r = g2.rec.lock();
+                        r.base_pending.retain(|&v| v != vid);
+                        g2.clear_base_progress(&mut r, vid);
+                    }
                     if let Err(e) = pool.put_group(&g2) {
                         g2.set_error(Some(format!("base copy: {e}")));
                         return;
@@ -183,11 +187,23 @@ pub(crate) fn start_base_copy(pool: &Arc<Pool>, g: &Arc<Group>) {
     *g.base_worker.lock() = Some(h);
 }
 
-/// Journal every allocated extent of `vol` as a `Base` record, then `BaseDone`. Returns
-/// false when stopped.
+/// A progress point of the base copy every this many logical extents (durable with the
+/// next pool sync that passes it; see `format::group::base`).
+const BASE_MARK_EVERY: u64 = 16;
+
+/// Journal every allocated extent of `vol` as a `Base` record, then `BaseDone`, starting at
+/// the durable progress of an earlier run. Returns false when stopped.
 fn base_copy(pool: &Pool, g: &Group, vol: &Volume) -> Result<bool, String> {
     let es = pool.extent_size;
-    let mut lext = 0u64;
+    // Resume where the durable progress says (after a restart of the primary).
+    let mut lext = g.rec.lock().ext.base.start_of(vol.id);
+    if lext > 0 {
+        log::info!(
+            "group '{}': base copy of volume '{}' resumes at extent {lext}",
+            g.name,
+            vol.name
+        );
+    }
     let mut buf = vec![0u8; es as usize];
     loop {
         if stop(pool, g) {
@@ -213,9 +229,17 @@ fn base_copy(pool: &Pool, g: &Group, vol: &Volume) -> Result<bool, String> {
             let _st = g.lock_range(lext, lext);
             pool.read_plain(vol, off, &mut buf[..n])
                 .map_err(|e| e.to_string())?;
-            g.journal()
+            let seq = g
+                .journal()
                 .append(RecordKind::Base, vol.id, off, n as u64, &buf[..n])
                 .map_err(|e| e.to_string())?;
+            if (lext + 1).is_multiple_of(BASE_MARK_EVERY) {
+                let at = crate::format::group::BaseRec {
+                    volume: vol.id,
+                    next: lext + 1,
+                };
+                g.note_base_mark(seq, at);
+            }
         }
         lext += 1;
     }

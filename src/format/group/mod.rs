@@ -3,14 +3,18 @@
 //! Format: after the fixed fields of a group record comes
 //!   u16 count, then count × (tag u16, len u32, body of len bytes)
 //! Tags: 1 = journal-full policy and suspension (`full`), 2 = retention, apply delay and
-//! markers (`pitr`), 3 = epochs, takeover and failback (`handover`). A section decodes its
+//! markers (`pitr`), 3 = epochs, takeover and failback (`handover`), 4 = the progress of the
+//! initial copy (`base`; records written before it existed have no such section and read as
+//! no progress). A section decodes its
 //! body with its own decoder, so each can grow without touching the others; an unknown tag
 //! is an error (its state would be lost silently otherwise).
 
+pub mod base;
 pub mod full;
 pub mod handover;
 pub mod pitr;
 
+pub use base::BaseRec;
 pub use full::FullRec;
 pub use handover::HandoverRec;
 pub use pitr::PitrRec;
@@ -21,6 +25,7 @@ use super::FormatError;
 const TAG_FULL: u16 = 1;
 const TAG_PITR: u16 = 2;
 const TAG_HANDOVER: u16 = 3;
+const TAG_BASE: u16 = 4;
 
 /// The sections of a group record.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -28,6 +33,7 @@ pub struct GroupSections {
     pub full: FullRec,
     pub pitr: PitrRec,
     pub handover: HandoverRec,
+    pub base: BaseRec,
 }
 
 fn section(e: &mut Enc, tag: u16, body: Enc) {
@@ -38,7 +44,7 @@ fn section(e: &mut Enc, tag: u16, body: Enc) {
 
 impl GroupSections {
     pub(crate) fn encode(&self, e: &mut Enc) {
-        e.bytes(&3u16.to_le_bytes());
+        e.bytes(&4u16.to_le_bytes());
         let mut b = Enc::new();
         self.full.encode(&mut b);
         section(e, TAG_FULL, b);
@@ -48,6 +54,9 @@ impl GroupSections {
         let mut b = Enc::new();
         self.handover.encode(&mut b);
         section(e, TAG_HANDOVER, b);
+        let mut b = Enc::new();
+        self.base.encode(&mut b);
+        section(e, TAG_BASE, b);
     }
 
     pub(crate) fn decode(d: &mut Dec<'_>) -> Result<GroupSections, FormatError> {
@@ -63,6 +72,7 @@ impl GroupSections {
                 TAG_FULL => s.full = FullRec::decode(&mut bd)?,
                 TAG_PITR => s.pitr = PitrRec::decode(&mut bd)?,
                 TAG_HANDOVER => s.handover = HandoverRec::decode(&mut bd)?,
+                TAG_BASE => s.base = BaseRec::decode(&mut bd)?,
                 _ => {
                     return Err(FormatError::Invalid {
                         what: WHAT,
