@@ -377,6 +377,16 @@ fn a_restarted_primary_resumes_the_base_copy_where_it_was_durable() {
         last > 32 && last < 200,
         "the base copy did not stop at the limit: {last}"
     );
+    // Status shows where the copy is.
+    let b = info(p, "g").base_copy.expect("the initial copy runs");
+    assert_eq!(
+        (b.volume.as_str(), b.extents_total, b.volumes_after),
+        ("a", 256, 0)
+    );
+    assert!(
+        b.extents_done + 3 >= last && b.extents_done < last,
+        "{b:?} with {last} records written"
+    );
     // A pool sync makes the progress durable (the redo floor passes its records).
     p.sync().unwrap();
     p.shutdown();
@@ -389,6 +399,7 @@ fn a_restarted_primary_resumes_the_base_copy_where_it_was_durable() {
     let si = wait_caught_up(&p, s, "g");
     assert!(si.consistent);
     assert!(image(&p, "a") == image(s, "a"), "the secondary differs");
+    assert!(info(&p, "g").base_copy.is_none());
     // After the restart the copy journaled only the extents after its durable progress
     // (a multiple of 16 extents), not all 256 again.
     let after = info(&p, "g").written - written_before;

@@ -524,6 +524,21 @@ pub struct GroupInfo {
     /// Retention, apply delay and the group snapshots known (secondary; primary when set).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pitr: Option<PitrInfo>,
+    /// Primary: the initial copy while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_copy: Option<BaseCopyInfo>,
+}
+
+/// Where a primary's initial copy (base copy) is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BaseCopyInfo {
+    /// The volume being copied (its allocated extents are journaled in order).
+    pub volume: String,
+    /// Logical extents of that volume gone through, and its size in extents.
+    pub extents_done: u64,
+    pub extents_total: u64,
+    /// Volumes still to copy after this one.
+    pub volumes_after: u64,
 }
 
 /// Pool summary.

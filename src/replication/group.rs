@@ -63,6 +63,8 @@ pub struct Group {
     /// record, the progress it completes). `note_synced` moves the newest one at or below the
     /// redo floor into the group record (`ext.base`). Lock order: `rec`, then this.
     base_marks: Mutex<std::collections::VecDeque<(u64, crate::format::group::BaseRec)>>,
+    /// The logical extent the base copy of the first pending volume has reached (status).
+    pub(crate) base_at: AtomicU64,
     /// The highest acknowledged number appended to the metadata log.
     acked_logged: AtomicU64,
     /// The highest acknowledged number known durable in the metadata log: a pool sync does
@@ -93,6 +95,7 @@ impl Group {
             base_worker: Mutex::new(None),
             full,
             base_marks: Mutex::new(Default::default()),
+            base_at: AtomicU64::new(0),
             acked_logged: AtomicU64::new(acked),
             acked_durable: AtomicU64::new(acked),
         }

@@ -500,6 +500,20 @@ impl Pool {
                 failback_bytes: r.ext.handover.failback_bytes,
                 full: Default::default(),
                 pitr: super::pitr::info(self, g),
+                base_copy: r.base_pending.first().and_then(|&vid| {
+                    let v = self.volume_by_id(vid)?;
+                    let total = v.size().div_ceil(self.extent_size);
+                    Some(crate::control::BaseCopyInfo {
+                        volume: v.name.clone(),
+                        extents_done: g
+                            .base_at
+                            .load(std::sync::atomic::Ordering::Relaxed)
+                            .max(r.ext.base.start_of(vid))
+                            .min(total),
+                        extents_total: total,
+                        volumes_after: r.base_pending.len() as u64 - 1,
+                    })
+                }),
             }
         } else {
             let written = rt.remote_written.max(r.synced);
@@ -552,6 +566,7 @@ impl Pool {
                 failback_bytes: r.ext.handover.failback_bytes,
                 full: Default::default(),
                 pitr: super::pitr::info(self, g),
+                base_copy: None,
             }
         }
     }

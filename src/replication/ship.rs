@@ -169,6 +169,7 @@ pub(crate) fn start_base_copy(pool: &Arc<Pool>, g: &Arc<Group>) {
                         let mut r = g2.rec.lock();
                         r.base_pending.retain(|&v| v != vid);
                         g2.clear_base_progress(&mut r, vid);
+                        g2.base_at.store(0, Ordering::Relaxed);
                     }
                     if let Err(e) = pool.put_group(&g2) {
                         g2.set_error(Some(format!("base copy: {e}")));
@@ -197,6 +198,7 @@ fn base_copy(pool: &Pool, g: &Group, vol: &Volume) -> Result<bool, String> {
     let es = pool.extent_size;
     // Resume where the durable progress says (after a restart of the primary).
     let mut lext = g.rec.lock().ext.base.start_of(vol.id);
+    g.base_at.store(lext, Ordering::Relaxed);
     if lext > 0 {
         log::info!(
             "group '{}': base copy of volume '{}' resumes at extent {lext}",
@@ -242,6 +244,7 @@ fn base_copy(pool: &Pool, g: &Group, vol: &Volume) -> Result<bool, String> {
             }
         }
         lext += 1;
+        g.base_at.store(lext, Ordering::Relaxed);
     }
     g.journal()
         .append(RecordKind::BaseDone, vol.id, 0, vol.size(), &[])

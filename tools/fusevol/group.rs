@@ -341,6 +341,9 @@ fn group_block(g: &GroupInfo) -> String {
             format_consistent(g.consistent, g.consistent_since, format_local_time),
         ),
     ];
+    if let Some(b) = &g.base_copy {
+        fields.push(("initial copy", format_base_copy(b)));
+    }
     if g.start_seq > 0 {
         fields.push(("epoch starts after", g.start_seq.to_string()));
     }
@@ -361,6 +364,23 @@ fn group_block(g: &GroupInfo) -> String {
     }
     full_fields(&mut fields, g.role == "primary", &g.full);
     key_values(&fields)
+}
+
+/// "volume a: extent 1024 of 4096 (25 %), 1 more volume after it".
+fn format_base_copy(b: &fusevol::control::BaseCopyInfo) -> String {
+    let pct = (b.extents_done * 100)
+        .checked_div(b.extents_total)
+        .unwrap_or(100);
+    let mut s = format!(
+        "volume {}: extent {} of {} ({pct} %)",
+        b.volume, b.extents_done, b.extents_total
+    );
+    match b.volumes_after {
+        0 => {}
+        1 => s.push_str(", 1 more volume after it"),
+        n => s.push_str(&format!(", {n} more volumes after it")),
+    }
+    s
 }
 
 /// The journal limit's policy, warning, suspension and resync lines.
@@ -611,7 +631,29 @@ mod tests {
             failback_bytes: 0,
             full: Default::default(),
             pitr: None,
+            base_copy: None,
         }
+    }
+
+    #[test]
+    fn status_shows_the_initial_copy_while_it_runs() {
+        let mut g = info();
+        assert!(!group_block(&g).contains("initial copy"));
+        g.base_copy = Some(fusevol::control::BaseCopyInfo {
+            volume: "v1".into(),
+            extents_done: 1024,
+            extents_total: 4096,
+            volumes_after: 1,
+        });
+        let text = group_block(&g);
+        assert!(
+            text.contains(
+                "\ninitial copy  volume v1: extent 1024 of 4096 (25 %), 1 more volume after it\n"
+            ),
+            "{text}"
+        );
+        g.base_copy.as_mut().unwrap().volumes_after = 3;
+        assert!(group_block(&g).contains("(25 %), 3 more volumes after it\n"));
     }
 
     #[test]
