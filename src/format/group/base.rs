@@ -36,15 +36,8 @@ impl BaseRec {
     }
 
     pub(crate) fn decode(d: &mut Dec<'_>) -> Result<BaseRec, FormatError> {
-        if d.remaining() == 0 {
+        if !super::section_body(d, "group base-copy section", VERSION)? {
             return Ok(BaseRec::default());
-        }
-        let v = d.u8()?;
-        if v != VERSION {
-            return Err(FormatError::Invalid {
-                what: "group base-copy section",
-                detail: format!("version {v}"),
-            });
         }
         Ok(BaseRec {
             volume: d.u64()?,

@@ -157,15 +157,8 @@ impl FullRec {
     }
 
     pub(crate) fn decode(d: &mut Dec<'_>) -> Result<FullRec, FormatError> {
-        if d.remaining() == 0 {
+        if !super::section_body(d, "group journal-full section", VERSION)? {
             return Ok(FullRec::default());
-        }
-        let version = d.u8()?;
-        if version != VERSION {
-            return Err(FormatError::BadVersion {
-                what: "group journal-full section",
-                version: version as u32,
-            });
         }
         let policy = match d.u8()? {
             0 => FullPolicy::Block,

@@ -27,6 +27,26 @@ const TAG_PITR: u16 = 2;
 const TAG_HANDOVER: u16 = 3;
 const TAG_BASE: u16 = 4;
 
+/// The start of a versioned section body: false for an empty body (a record written before
+/// the section had fields: the defaults), true after a version byte equal to `version`.
+pub(crate) fn section_body(
+    d: &mut Dec<'_>,
+    what: &'static str,
+    version: u8,
+) -> Result<bool, FormatError> {
+    if d.remaining() == 0 {
+        return Ok(false);
+    }
+    let v = d.u8()?;
+    if v != version {
+        return Err(FormatError::BadVersion {
+            what,
+            version: v as u32,
+        });
+    }
+    Ok(true)
+}
+
 /// The sections of a group record.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GroupSections {

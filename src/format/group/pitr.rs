@@ -93,15 +93,8 @@ impl PitrRec {
 
     pub(crate) fn decode(d: &mut Dec<'_>) -> Result<PitrRec, FormatError> {
         const WHAT: &str = "group pitr section";
-        if d.remaining() == 0 {
+        if !super::section_body(d, WHAT, VERSION)? {
             return Ok(PitrRec::default());
-        }
-        let v = d.u8()?;
-        if v != VERSION {
-            return Err(FormatError::BadVersion {
-                what: WHAT,
-                version: v as u32,
-            });
         }
         let retain_secs = d.u64()?;
         let retain_bytes = d.u64()?;
