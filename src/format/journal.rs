@@ -204,12 +204,12 @@ pub(crate) fn crc32c_of(data: &[u8]) -> u32 {
     }
 }
 
-/// The CRC32C of `head ++ payload`.
-fn crc_of(head: &[u8], payload: &[u8]) -> u32 {
+/// The CRC32C of `a ++ payload` from `crc(a)` (what `crc32c::crc32c_append` computes).
+fn crc_append(crc_a: u32, payload: &[u8]) -> u32 {
     if payload.len() >= FAST_CRC_FROM {
-        crc_combine(crc32c::crc32c(head), crc32c_of(payload), payload.len())
+        crc_combine(crc_a, crc32c_of(payload), payload.len())
     } else {
-        crc32c::crc32c_append(crc32c::crc32c(head), payload)
+        crc32c::crc32c_append(crc_a, payload)
     }
 }
 
@@ -287,13 +287,7 @@ fn zeros_operator(mut n: usize) -> [u32; 32] {
 impl RecordHead {
     /// The header bytes for this record with `payload` (which is written right after it).
     pub fn encode(&self, payload: &[u8]) -> [u8; RECORD_HEADER_SIZE] {
-        self.encode_parts(payload.len(), |prefix| {
-            if payload.len() >= FAST_CRC_FROM {
-                crc_combine(prefix, crc32c_of(payload), payload.len())
-            } else {
-                crc32c::crc32c_append(prefix, payload)
-            }
-        })
+        self.encode_parts(payload.len(), |prefix| crc_append(prefix, payload))
     }
 
     /// Like `encode`, from the payload's length and its CRC32C computed beforehand (the
@@ -456,7 +450,7 @@ impl JournalRecord {
             });
         }
         let payload = &buf[RECORD_HEADER_SIZE..end];
-        let computed = crc_of(&buf[..68], payload);
+        let computed = crc_append(crc32c::crc32c(&buf[..68]), payload);
         if computed != stored {
             return Err(FormatError::BadChecksum {
                 what: WHAT,
@@ -831,7 +825,7 @@ mod tests {
             assert_eq!(crc32c_of(d), crc32c::crc32c(d), "len {len}");
             let head = &data[..68];
             let want = crc32c::crc32c_append(crc32c::crc32c(head), d);
-            assert_eq!(crc_of(head, d), want, "len {len}");
+            assert_eq!(crc_append(crc32c::crc32c(head), d), want, "len {len}");
         }
     }
 
