@@ -2,12 +2,21 @@
 //! volumes through an extent map; `fusevold` exposes every volume as a regular file in a FUSE
 //! mount, and `fusevol` drives the pool over a control socket.
 //!
-//! Layers, one job each (a write flows top to bottom):
-//! `fuse` (errno mapping) → `volume` (façade: plan, reserve, I/O, commit) → `extent_map`
-//! (describes where bytes live) → `pool` (arrays, allocator, placement) → `meta` (log +
-//! checkpoints, recovery) → `format` (pure encode/decode).
+//! Layers, bottom first; a module uses only modules below it (`scripts/module-deps.py` checks):
+//! `format`, `bitmap` (pure data) → `meta` (log + checkpoints, recovery) → `extent_map`,
+//! `journal` → `pool` (the storage core: arrays, allocator, metadata log, partial extents,
+//! sync; it knows nothing of the services above) → `volume` (`Volumes`: the one data write,
+//! `Volumes::apply`) → `snapshot` (`Snapshots`) → `mirror` (`Mirror`) → `replication`
+//! (`Replication`) → `storage` (`Storage`: the top-level owner and the write pipeline router)
+//! → `fuse` (errno mapping), `control`, `daemon`.
+//!
+//! A host write is routed once (`storage::io`): journal room → the volume's I/O lock →
+//! admissions (`Replication::admit`: journal record first; `Mirror::admit`: durable
+//! difference bit first) → `Volumes::apply` → completions (`Mirror::complete` after the dual
+//! write; `Replication::complete`).
 #![forbid(unsafe_code)]
 
+pub mod bitmap;
 pub mod control;
 pub mod daemon;
 pub mod extent_map;
@@ -20,6 +29,7 @@ pub mod names;
 pub mod pool;
 pub mod replication;
 pub mod snapshot;
+pub mod storage;
 pub mod sys;
 pub mod units;
 pub mod volume;

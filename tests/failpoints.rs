@@ -1,39 +1,25 @@
 //! Crash and error paths driven by named failpoints (`cargo test --features failpoints`).
 #![cfg(feature = "failpoints")]
 
+mod common;
+use common::images::{image, storage_at};
+
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use fusevol::pool::{create_pool, ArraySpec, Pool, PoolSpec};
+use fusevol::daemon::status;
+use fusevol::fuse::io_errno;
+use fusevol::storage::Storage;
 
 const ES: u64 = 64 << 10;
 static SERIAL: Mutex<()> = Mutex::new(());
 
-fn new_pool(dir: &Path) -> Arc<Pool> {
-    let spec = PoolSpec {
-        arrays: (0..2)
-            .map(|i| ArraySpec {
-                name: format!("a{i}"),
-                size: 4 << 20,
-                tier: "fast".into(),
-            })
-            .collect(),
-        extent_size: ES,
-        volumes: vec![],
-    };
-    create_pool(dir, &spec).unwrap();
-    Pool::open(dir).unwrap()
+fn new_pool(dir: &Path) -> Arc<Storage> {
+    storage_at(dir, ES, 4 << 20, 2)
 }
 
-fn read_all(pool: &Pool, name: &str) -> Vec<u8> {
-    let v = pool.volume(name).unwrap();
-    let mut b = vec![0; v.size() as usize];
-    pool.read(&v, 0, &mut b).unwrap();
-    b
-}
-
-fn used(pool: &Pool) -> u64 {
-    pool.array_infos().iter().map(|a| a.used).sum()
+fn used(pool: &Storage) -> u64 {
+    status::array_infos(pool).iter().map(|a| a.used).sum()
 }
 
 #[test]
@@ -41,13 +27,13 @@ fn failed_data_write_to_fresh_extent_leaks_nothing() {
     let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let d = tempfile::tempdir().unwrap();
     let pool = new_pool(&d.path().join("p"));
-    let (v, _) = pool.create_volume("v", 1 << 20, None).unwrap();
+    let (v, _) = pool.volumes.create_volume("v", 1 << 20, None).unwrap();
     pool.write(&v, 0, &[7u8; 4096]).unwrap();
     let before = used(&pool);
-    fail::cfg("array::write", "return").unwrap();
+    fail::cfg("array::write::eio", "return").unwrap();
     let e = pool.write(&v, 3 * ES, &[9u8; 4096]).unwrap_err();
-    fail::remove("array::write");
-    assert_eq!(e.errno(), libc::EIO, "{e}");
+    fail::remove("array::write::eio");
+    assert_eq!(io_errno(&e), libc::EIO, "{e}");
     assert!(e.to_string().contains("volume 'v'"), "{e}");
     assert_eq!(v.mapped_extents(), 1, "the failed extent is not mapped");
     pool.sync().unwrap();
@@ -56,11 +42,11 @@ fn failed_data_write_to_fresh_extent_leaks_nothing() {
         before,
         "the abandoned extent went back to the free list"
     );
-    let img = read_all(&pool, "v");
+    let img = image(&pool, "v");
     assert!(img[..4096].iter().all(|&b| b == 7));
     assert!(img[4096..].iter().all(|&b| b == 0));
     drop(pool);
-    assert!(fusevol::meta::check_pool(&d.path().join("p"))
+    assert!(fusevol::pool::check_pool(&d.path().join("p"))
         .unwrap()
         .is_clean());
 }
@@ -71,21 +57,21 @@ fn failed_metadata_append_publishes_nothing() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path().join("p");
     let pool = new_pool(&dir);
-    let (v, _) = pool.create_volume("v", 1 << 20, None).unwrap();
-    fail::cfg("meta::append", "return").unwrap();
+    let (v, _) = pool.volumes.create_volume("v", 1 << 20, None).unwrap();
+    fail::cfg("meta::append::write", "return").unwrap();
     assert!(pool.write(&v, 0, &[5u8; 8192]).is_err());
-    assert!(pool.create_volume("w", 1 << 20, None).is_err());
-    fail::remove("meta::append");
+    assert!(pool.volumes.create_volume("w", 1 << 20, None).is_err());
+    fail::remove("meta::append::write");
     assert_eq!(v.mapped_extents(), 0);
-    assert!(pool.volume("w").is_none());
+    assert!(pool.volumes.volume("w").is_none());
     // The data written before the failed record is never visible, now or after recovery.
-    assert!(read_all(&pool, "v").iter().all(|&b| b == 0));
+    assert!(image(&pool, "v").iter().all(|&b| b == 0));
     drop(pool);
-    let pool = Pool::open(&dir).unwrap();
-    assert!(read_all(&pool, "v").iter().all(|&b| b == 0));
+    let pool = Storage::open(&dir).unwrap();
+    assert!(image(&pool, "v").iter().all(|&b| b == 0));
     // Recovery scrubbed the orphaned extent: nothing is left holding data.
     drop(pool);
-    let r = fusevol::meta::check_pool(&dir).unwrap();
+    let r = fusevol::pool::check_pool(&dir).unwrap();
     assert!(r.is_clean(), "{r}");
     assert_eq!(r.free_extents_with_data, 0, "{r}");
 }
@@ -96,16 +82,16 @@ fn failed_log_fsync_is_sticky_and_keeps_freed_extents() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path().join("p");
     let pool = new_pool(&dir);
-    let (v, _) = pool.create_volume("v", 1 << 20, None).unwrap();
+    let (v, _) = pool.volumes.create_volume("v", 1 << 20, None).unwrap();
     pool.write(&v, 0, &vec![3u8; (2 * ES) as usize]).unwrap();
     pool.sync().unwrap();
     pool.discard(&v, 0, ES).unwrap();
-    fail::cfg("pool::sync_log", "return").unwrap();
+    fail::cfg("pool::sync::log_fsync", "return").unwrap();
     assert!(pool.fsync_volume(&v).is_err());
-    fail::remove("pool::sync_log");
+    fail::remove("pool::sync::log_fsync");
     // Never carry on as if a failed fsync had worked.
     let again = pool.fsync_volume(&v).unwrap_err();
-    assert_eq!(again.errno(), libc::EIO);
+    assert_eq!(io_errno(&again), libc::EIO);
     // The freed extent was not recycled on the strength of the failed sync.
     assert_eq!(used(&pool), 2 * ES);
     assert!(
@@ -113,8 +99,8 @@ fn failed_log_fsync_is_sticky_and_keeps_freed_extents() {
         "no new metadata after a failed log fsync"
     );
     drop(pool);
-    let pool = Pool::open(&dir).unwrap();
-    let img = read_all(&pool, "v");
+    let pool = Storage::open(&dir).unwrap();
+    let img = image(&pool, "v");
     assert!(img[ES as usize..2 * ES as usize].iter().all(|&b| b == 3));
 }
 
@@ -123,11 +109,11 @@ fn failed_array_fsync_is_sticky() {
     let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let d = tempfile::tempdir().unwrap();
     let pool = new_pool(&d.path().join("p"));
-    let (v, _) = pool.create_volume("v", 1 << 20, None).unwrap();
+    let (v, _) = pool.volumes.create_volume("v", 1 << 20, None).unwrap();
     pool.write(&v, 0, &[1u8; 4096]).unwrap();
-    fail::cfg("array::sync", "return").unwrap();
+    fail::cfg("array::sync::eio", "return").unwrap();
     assert!(pool.fsync_volume(&v).is_err());
-    fail::remove("array::sync");
+    fail::remove("array::sync::eio");
     pool.write(&v, 0, &[2u8; 4096]).unwrap();
     let e = pool.fsync_volume(&v).unwrap_err();
     assert!(e.to_string().contains("earlier fsync"), "{e}");
@@ -139,20 +125,20 @@ fn crash_between_checkpoint_and_new_log_recovers() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path().join("p");
     let pool = new_pool(&dir);
-    let (v, _) = pool.create_volume("v", 1 << 20, None).unwrap();
+    let (v, _) = pool.volumes.create_volume("v", 1 << 20, None).unwrap();
     pool.write(&v, 100, b"hello").unwrap();
-    fail::cfg("meta::between_checkpoint_and_log", "return").unwrap();
+    fail::cfg("meta::rotate::after_checkpoint", "return").unwrap();
     assert!(pool.checkpoint().is_err());
-    fail::remove("meta::between_checkpoint_and_log");
+    fail::remove("meta::rotate::after_checkpoint");
     drop(pool);
-    let pool = Pool::open(&dir).unwrap();
-    let img = read_all(&pool, "v");
+    let pool = Storage::open(&dir).unwrap();
+    let img = image(&pool, "v");
     assert_eq!(&img[100..105], b"hello");
-    let (w, _) = pool.create_volume("w", 1 << 20, None).unwrap();
+    let (w, _) = pool.volumes.create_volume("w", 1 << 20, None).unwrap();
     pool.write(&w, 0, b"after").unwrap();
     drop(pool);
-    let pool = Pool::open(&dir).unwrap();
-    assert_eq!(&read_all(&pool, "w")[..5], b"after");
+    let pool = Storage::open(&dir).unwrap();
+    assert_eq!(&image(&pool, "w")[..5], b"after");
 }
 
 #[test]
@@ -160,13 +146,13 @@ fn array_read_error_is_eio_naming_the_file() {
     let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let d = tempfile::tempdir().unwrap();
     let pool = new_pool(&d.path().join("p"));
-    let (v, _) = pool.create_volume("v", 1 << 20, None).unwrap();
+    let (v, _) = pool.volumes.create_volume("v", 1 << 20, None).unwrap();
     pool.write(&v, 0, &[1u8; 4096]).unwrap();
-    fail::cfg("array::read", "return").unwrap();
+    fail::cfg("array::read::eio", "return").unwrap();
     let mut b = vec![0u8; 4096];
     let e = pool.read(&v, 0, &mut b).unwrap_err();
-    fail::remove("array::read");
-    assert_eq!(e.errno(), libc::EIO);
+    fail::remove("array::read::eio");
+    assert_eq!(io_errno(&e), libc::EIO);
     assert!(e.to_string().contains(".img"), "{e}");
 }
 
@@ -179,64 +165,64 @@ fn filler_crash_or_failed_sync_keeps_the_extent_partial() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path().join("p");
     let pool = new_pool(&dir);
-    let (v, _) = pool.create_volume("v", 4 * ES, None).unwrap();
+    let (v, _) = pool.volumes.create_volume("v", 4 * ES, None).unwrap();
     let base: Vec<u8> = (0..4 * ES).map(|i| (i / 4096) as u8 | 1).collect();
     pool.write(&v, 0, &base).unwrap();
-    pool.create_snapshot("v", "s").unwrap();
+    pool.snapshots.create_snapshot("v", "s").unwrap();
     pool.write(&v, ES + 4096, &[0xee; 4096]).unwrap();
     pool.write(&v, 2 * ES + 100, &[0xdd; 50]).unwrap();
     let mut img = base.clone();
     img[(ES + 4096) as usize..(ES + 8192) as usize].fill(0xee);
     img[(2 * ES + 100) as usize..(2 * ES + 150) as usize].fill(0xdd);
-    assert_eq!(pool.partial_extents(), 2);
-    let check = |pool: &Pool| {
-        assert!(read_all(pool, "v") == img, "volume image");
-        let s = pool.snapshot("v", "s").unwrap();
+    assert_eq!(pool.pool.partial_extents(), 2);
+    let check = |pool: &Storage| {
+        assert!(image(pool, "v") == img, "volume image");
+        let s = pool.snapshots.snapshot("v", "s").unwrap();
         let mut b = vec![0u8; base.len()];
-        pool.read_snapshot(&s, 0, &mut b).unwrap();
+        pool.snapshots.read_snapshot(&s, 0, &mut b).unwrap();
         assert!(b == base, "snapshot image");
     };
 
     // Killed after copying and syncing, before the record.
-    fail::cfg("filler::before_done", "return").unwrap();
-    assert!(pool.fill_step(10).is_err());
-    fail::remove("filler::before_done");
-    assert_eq!(pool.partial_extents(), 2);
+    fail::cfg("pool::fill_step::before_done", "return").unwrap();
+    assert!(pool.pool.fill_step(10).is_err());
+    fail::remove("pool::fill_step::before_done");
+    assert_eq!(pool.pool.partial_extents(), 2);
     check(&pool);
     drop(pool); // as a kill -9: no checkpoint
-    let pool = Pool::open(&dir).unwrap();
+    let pool = Storage::open(&dir).unwrap();
     assert_eq!(
-        pool.partial_extents(),
+        pool.pool.partial_extents(),
         2,
         "no record ended the partial state"
     );
     check(&pool);
 
     // A failed array sync: no record, and every later fsync reports it.
-    fail::cfg("array::sync", "return").unwrap();
-    let e = pool.fill_step(10).unwrap_err();
-    fail::remove("array::sync");
+    fail::cfg("array::sync::eio", "return").unwrap();
+    let e = pool.pool.fill_step(10).unwrap_err();
+    fail::remove("array::sync::eio");
     assert!(e.to_string().contains("fdatasync"), "{e}");
-    assert_eq!(pool.partial_extents(), 2);
+    assert_eq!(pool.pool.partial_extents(), 2);
     check(&pool);
     assert!(
         pool.sync().is_err(),
         "a failed fsync is never retried as if it worked"
     );
     drop(pool);
-    let r = fusevol::meta::check_pool(&dir).unwrap();
+    let r = fusevol::pool::check_pool(&dir).unwrap();
     assert!(r.is_clean() && r.partial_extents == 2, "{r}");
 
-    let pool = Pool::open(&dir).unwrap();
+    let pool = Storage::open(&dir).unwrap();
     check(&pool);
-    assert_eq!(pool.fill_step(10).unwrap(), 2);
-    assert_eq!(pool.partial_extents(), 0);
+    assert_eq!(pool.pool.fill_step(10).unwrap(), 2);
+    assert_eq!(pool.pool.partial_extents(), 0);
     check(&pool);
-    pool.delete_snapshot("v", "s").unwrap();
+    pool.snapshots.delete_snapshot("v", "s").unwrap();
     pool.sync().unwrap();
     assert_eq!(used(&pool), 4 * ES, "the sources were freed");
     drop(pool);
-    let r = fusevol::meta::check_pool(&dir).unwrap();
+    let r = fusevol::pool::check_pool(&dir).unwrap();
     assert!(
         r.is_clean() && r.partial_extents == 0 && r.free_extents_with_data == 0,
         "{r}"
@@ -250,22 +236,22 @@ fn filler_copy_never_overwrites_a_racing_write() {
     let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let d = tempfile::tempdir().unwrap();
     let pool = new_pool(&d.path().join("p"));
-    let (v, _) = pool.create_volume("v", 2 * ES, None).unwrap();
+    let (v, _) = pool.volumes.create_volume("v", 2 * ES, None).unwrap();
     pool.write(&v, 0, &vec![1u8; (2 * ES) as usize]).unwrap();
-    pool.create_snapshot("v", "s").unwrap();
+    pool.snapshots.create_snapshot("v", "s").unwrap();
     pool.write(&v, 0, &[2u8; 4096]).unwrap();
-    assert_eq!(pool.partial_extents(), 1);
-    fail::cfg("filler::before_copy", "sleep(300)").unwrap();
+    assert_eq!(pool.pool.partial_extents(), 1);
+    fail::cfg("pool::fill_step::before_copy", "sleep(300)").unwrap();
     std::thread::scope(|s| {
-        let filler = s.spawn(|| pool.fill_step(1).unwrap());
+        let filler = s.spawn(|| pool.pool.fill_step(1).unwrap());
         std::thread::sleep(std::time::Duration::from_millis(100));
         // Block 5 is still invalid: this write races the filler's copy of it.
         pool.write(&v, 5 * 4096, &[3u8; 4096]).unwrap();
         assert_eq!(filler.join().unwrap(), 1);
     });
-    fail::remove("filler::before_copy");
-    assert_eq!(pool.partial_extents(), 0);
-    let img = read_all(&pool, "v");
+    fail::remove("pool::fill_step::before_copy");
+    assert_eq!(pool.pool.partial_extents(), 0);
+    let img = image(&pool, "v");
     assert!(img[..4096].iter().all(|&b| b == 2));
     assert!(img[4096..5 * 4096].iter().all(|&b| b == 1));
     assert!(

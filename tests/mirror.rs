@@ -1,11 +1,17 @@
 //! Split mirrors at library level: content at every transition, against an in-memory oracle.
 
+mod common;
+use common::images::image;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use fusevol::daemon::status;
+use fusevol::fuse::io_errno;
 use fusevol::mirror::PairState;
-use fusevol::pool::{create_pool, ArraySpec, Pool, PoolSpec};
+use fusevol::pool::{create_pool, ArraySpec, PoolSpec};
+use fusevol::storage::Storage;
 
 const ES: u64 = 64 << 10;
 /// Failpoints are process-wide: the tests of this file run one at a time.
@@ -16,7 +22,7 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 const SIZE: u64 = 4 << 20;
 
-fn pool_at(dir: &Path) -> Arc<Pool> {
+fn pool_at(dir: &Path) -> Arc<Storage> {
     let spec = PoolSpec {
         arrays: vec![
             ArraySpec {
@@ -44,27 +50,20 @@ fn pool_at(dir: &Path) -> Arc<Pool> {
         volumes: vec![],
     };
     create_pool(dir, &spec).unwrap();
-    Pool::open(dir).unwrap()
+    Storage::open(dir).unwrap()
 }
 
-fn image(pool: &Pool, name: &str) -> Vec<u8> {
-    let v = pool.volume(name).unwrap();
-    let mut b = vec![0u8; v.size() as usize];
-    pool.read(&v, 0, &mut b).unwrap();
-    b
-}
-
-fn write(pool: &Pool, model: &mut [u8], name: &str, off: u64, len: usize, seed: u8) {
-    let v = pool.volume(name).unwrap();
+fn write(pool: &Storage, model: &mut [u8], name: &str, off: u64, len: usize, seed: u8) {
+    let v = pool.volumes.volume(name).unwrap();
     let data: Vec<u8> = (0..len).map(|i| seed ^ (i as u8) | 1).collect();
     pool.write(&v, off, &data).unwrap();
     model[off as usize..off as usize + len].copy_from_slice(&data);
 }
 
-fn wait_state(pool: &Pool, pvol: &str, want: PairState) {
+fn wait_state(pool: &Storage, pvol: &str, want: PairState) {
     let end = Instant::now() + Duration::from_secs(30);
     loop {
-        let p = pool.pair_of(pvol).unwrap();
+        let p = pool.mirror.pair_of(pvol).unwrap();
         let s = p.state();
         if s == want {
             return;
@@ -96,7 +95,7 @@ fn copy_split_resync_restore() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path().join("p");
     let pool = pool_at(&dir);
-    pool.create_volume("p", SIZE, Some("fast")).unwrap();
+    pool.volumes.create_volume("p", SIZE, Some("fast")).unwrap();
     let mut pm = vec![0u8; SIZE as usize];
     for i in 0..20 {
         write(&pool, &mut pm, "p", i * 150_000, 70_000, i as u8);
@@ -110,12 +109,12 @@ fn copy_split_resync_restore() {
         write(&pool, &mut pm, "p", i * 333_333 + 17, 9_000, 0x40 + i as u8);
     }
     // The S-VOL is read-only while paired.
-    let s = pool.volume("s").unwrap();
-    assert_eq!(pool.write(&s, 0, b"x").unwrap_err().errno(), libc::EROFS);
+    let s = pool.volumes.volume("s").unwrap();
+    assert_eq!(io_errno(&pool.write(&s, 0, b"x").unwrap_err()), libc::EROFS);
     wait_state(&pool, "p", PairState::Pair);
     same(&image(&pool, "s"), &pm, "S after initial copy");
     // The S-VOL's extents are on other arrays than the P-VOL's.
-    let info = pool.volume_info_by_name("s").unwrap();
+    let info = status::volume_info_by_name(&pool, "s").unwrap();
     assert!(
         info.extents_per_array
             .iter()
@@ -124,25 +123,25 @@ fn copy_split_resync_restore() {
     );
 
     // Steady split: S keeps the split image; both sides change afterwards.
-    pool.split_pairs(&["p".into()], None, false).unwrap();
+    pool.mirror.split_pairs(&["p".into()], None, false).unwrap();
     let split_img = pm.clone();
     write(&pool, &mut pm, "p", 10, 5000, 0x77);
     let mut sm = split_img.clone();
     write(&pool, &mut sm, "s", 3 * ES + 5, 2 * ES as usize, 0x55);
     same(&image(&pool, "s"), &sm, "S after its own write");
-    let diff = pool.pair_info(&pair).diff_bytes;
+    let diff = status::pair_info(&pool, &pair).diff_bytes;
     assert_eq!(diff, 4 * ES, "one P region and three S regions changed");
 
     // Resync P→S: only the changed regions are copied; then S == P again.
-    pool.resync_pair("p", false, None).unwrap();
+    pool.mirror.resync_pair("p", false, None).unwrap();
     wait_state(&pool, "p", PairState::Pair);
     same(&image(&pool, "s"), &pm, "S after resync");
 
     // Split, change P, then restore S→P: P returns to the S image.
-    pool.split_pairs(&["p".into()], None, false).unwrap();
+    pool.mirror.split_pairs(&["p".into()], None, false).unwrap();
     let s_img = pm.clone();
     write(&pool, &mut pm, "p", 2 * ES, ES as usize, 0x99);
-    pool.resync_pair("p", true, Some(1 << 20)).unwrap();
+    pool.mirror.resync_pair("p", true, Some(1 << 20)).unwrap();
     // From the moment the command returns, P reads show the S data.
     same(&image(&pool, "p"), &s_img, "P right after restore starts");
     wait_state(&pool, "p", PairState::Pair);
@@ -153,14 +152,17 @@ fn copy_split_resync_restore() {
     drop(pair);
     drop(pool);
     std::thread::sleep(Duration::from_millis(50));
-    let pool = Pool::open(&dir).unwrap();
-    assert_eq!(pool.pair_of("p").unwrap().state(), PairState::Pair);
+    let pool = Storage::open(&dir).unwrap();
+    assert_eq!(pool.mirror.pair_of("p").unwrap().state(), PairState::Pair);
     same(&image(&pool, "s"), &s_img, "S after reopen");
-    pool.delete_pair("p").unwrap();
-    assert!(pool.volume("s").unwrap().pair().is_none());
+    pool.mirror.delete_pair("p").unwrap();
+    assert!(pool
+        .mirror
+        .pair_of_volume(pool.volumes.volume("s").unwrap().id)
+        .is_none());
     pool.shutdown();
     drop(pool);
-    let r = fusevol::meta::check_pool(&dir).unwrap();
+    let r = fusevol::pool::check_pool(&dir).unwrap();
     assert!(r.is_clean(), "{r}");
 }
 
@@ -170,7 +172,7 @@ fn quick_split_shows_only_the_split_image() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path().join("p");
     let pool = pool_at(&dir);
-    pool.create_volume("p", SIZE, Some("fast")).unwrap();
+    pool.volumes.create_volume("p", SIZE, Some("fast")).unwrap();
     let mut pm = vec![0u8; SIZE as usize];
     for i in 0..30 {
         write(&pool, &mut pm, "p", i * 131_072, 65_536, i as u8 + 1);
@@ -179,10 +181,10 @@ fn quick_split_shows_only_the_split_image() {
     pool.create_pair("p", "s", true, Some("backup"), None, Some(256 << 10))
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(pool.pair_of("p").unwrap().state(), PairState::Copy);
-    pool.split_pairs(&["p".into()], None, true).unwrap();
+    assert_eq!(pool.mirror.pair_of("p").unwrap().state(), PairState::Copy);
+    pool.mirror.split_pairs(&["p".into()], None, true).unwrap();
     let split_img = pm.clone();
-    let info = pool.pair_info(&pool.pair_of("p").unwrap());
+    let info = status::pair_info(&pool, &pool.mirror.pair_of("p").unwrap());
     assert!(info.quick_split_copying, "{info:?}");
     // P changes after the split never reach S.
     for i in 0..30 {
@@ -211,24 +213,23 @@ fn quick_split_shows_only_the_split_image() {
     // Reopen in the middle (the copy resumes), then let it finish.
     drop(pool);
     std::thread::sleep(Duration::from_millis(50));
-    let pool = Pool::open(&dir).unwrap();
+    let pool = Storage::open(&dir).unwrap();
     same(
         &image(&pool, "s"),
         &sm,
         "S after reopen during the quick split copy",
     );
     let end = Instant::now() + Duration::from_secs(60);
-    while pool
-        .pair_info(&pool.pair_of("p").unwrap())
-        .quick_split_copying
-    {
+    while status::pair_info(&pool, &pool.mirror.pair_of("p").unwrap()).quick_split_copying {
         assert!(Instant::now() < end, "quick split copy did not finish");
         std::thread::sleep(Duration::from_millis(20));
     }
     same(&image(&pool, "s"), &sm, "S after the quick split copy");
     same(&image(&pool, "p"), &pm, "P untouched by the split");
     assert!(
-        pool.snapshot_infos(Some("p"), "").unwrap().is_empty(),
+        status::snapshot_infos(&pool, Some("p"), "")
+            .unwrap()
+            .is_empty(),
         "split snapshot removed"
     );
     pool.shutdown();
@@ -240,7 +241,7 @@ fn group_split_is_one_instant() {
     let d = tempfile::tempdir().unwrap();
     let pool = pool_at(&d.path().join("p"));
     for v in ["a", "b"] {
-        pool.create_volume(v, SIZE, Some("fast")).unwrap();
+        pool.volumes.create_volume(v, SIZE, Some("fast")).unwrap();
         pool.create_pair(v, &format!("{v}-s"), true, Some("backup"), Some("g"), None)
             .unwrap();
     }
@@ -251,7 +252,10 @@ fn group_split_is_one_instant() {
     let w = {
         let (pool, stop) = (pool.clone(), stop.clone());
         std::thread::spawn(move || {
-            let (a, b) = (pool.volume("a").unwrap(), pool.volume("b").unwrap());
+            let (a, b) = (
+                pool.volumes.volume("a").unwrap(),
+                pool.volumes.volume("b").unwrap(),
+            );
             let mut n = 0u64;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 n += 1;
@@ -262,7 +266,7 @@ fn group_split_is_one_instant() {
         })
     };
     std::thread::sleep(Duration::from_millis(100));
-    pool.split_pairs(&[], Some("g"), false).unwrap();
+    pool.mirror.split_pairs(&[], Some("g"), false).unwrap();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let n = w.join().unwrap();
     assert!(n > 10);
@@ -279,22 +283,22 @@ fn svol_write_error_suspends_and_resync_repairs() {
     let _s = serial();
     let d = tempfile::tempdir().unwrap();
     let pool = pool_at(&d.path().join("p"));
-    pool.create_volume("p", SIZE, Some("fast")).unwrap();
+    pool.volumes.create_volume("p", SIZE, Some("fast")).unwrap();
     let mut pm = vec![0u8; SIZE as usize];
     write(&pool, &mut pm, "p", 0, 100_000, 1);
     pool.create_pair("p", "s", true, Some("backup"), None, None)
         .unwrap();
     wait_state(&pool, "p", PairState::Pair);
-    fail::cfg("mirror::svol_write", "return").unwrap();
+    fail::cfg("mirror::dual_target::svol_write", "return").unwrap();
     write(&pool, &mut pm, "p", 5 * ES, 1000, 2);
-    fail::remove("mirror::svol_write");
-    let info = pool.pair_info(&pool.pair_of("p").unwrap());
+    fail::remove("mirror::dual_target::svol_write");
+    let info = status::pair_info(&pool, &pool.mirror.pair_of("p").unwrap());
     assert_eq!(info.state, "PSUE");
     assert!(info.error.unwrap().contains("S-VOL"));
     // Host I/O to the P-VOL goes on.
     write(&pool, &mut pm, "p", 9 * ES, 1000, 3);
     same(&image(&pool, "p"), &pm, "P during PSUE");
-    pool.resync_pair("p", false, None).unwrap();
+    pool.mirror.resync_pair("p", false, None).unwrap();
     wait_state(&pool, "p", PairState::Pair);
     same(
         &image(&pool, "s"),
@@ -311,25 +315,25 @@ fn pvol_read_error_in_pair_is_served_from_svol() {
     let _s = serial();
     let d = tempfile::tempdir().unwrap();
     let pool = pool_at(&d.path().join("p"));
-    pool.create_volume("p", SIZE, Some("fast")).unwrap();
+    pool.volumes.create_volume("p", SIZE, Some("fast")).unwrap();
     let mut pm = vec![0u8; SIZE as usize];
     write(&pool, &mut pm, "p", 0, 300_000, 9);
     pool.create_pair("p", "s", true, Some("backup"), None, None)
         .unwrap();
     wait_state(&pool, "p", PairState::Pair);
-    let v = pool.volume("p").unwrap();
+    let v = pool.volumes.volume("p").unwrap();
     let mut buf = vec![0u8; 300_000];
     // The next array read fails once: the P-VOL's; the retry on the S-VOL succeeds.
-    fail::cfg("array::read", "1*return").unwrap();
+    fail::cfg("array::read::eio", "1*return").unwrap();
     let n = pool.read(&v, 0, &mut buf).unwrap();
-    fail::remove("array::read");
+    fail::remove("array::read::eio");
     assert_eq!(n, buf.len());
     same(&buf, &pm[..300_000], "P read served from S");
     // Unpaired, the same error reaches the caller.
-    pool.delete_pair("p").unwrap();
-    fail::cfg("array::read", "1*return").unwrap();
+    pool.mirror.delete_pair("p").unwrap();
+    fail::cfg("array::read::eio", "1*return").unwrap();
     let e = pool.read(&v, 0, &mut buf).unwrap_err();
-    fail::remove("array::read");
-    assert_eq!(e.errno(), libc::EIO);
+    fail::remove("array::read::eio");
+    assert_eq!(io_errno(&e), libc::EIO);
     pool.shutdown();
 }

@@ -2,11 +2,15 @@
 //! plain `Vec<u8>` images of every volume and snapshot. "Reopen" drops the pool without a
 //! checkpoint and recovers it from the log, as after a kill -9 of the daemon.
 
+mod common;
+use common::images::storage_at;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use fusevol::pool::{create_pool, ArraySpec, Pool, PoolSpec};
+use fusevol::daemon::status;
+use fusevol::storage::Storage;
 use fusevol::volume::IoError;
 use proptest::prelude::*;
 
@@ -103,8 +107,13 @@ struct Model {
     snaps: BTreeMap<(String, String), Vec<u8>>,
 }
 
-fn verify(pool: &Pool, m: &Model) {
-    let mut names: Vec<String> = pool.volume_list().iter().map(|v| v.name.clone()).collect();
+fn verify(pool: &Storage, m: &Model) {
+    let mut names: Vec<String> = pool
+        .volumes
+        .volume_list()
+        .iter()
+        .map(|v| v.name.clone())
+        .collect();
     names.sort();
     assert_eq!(
         names,
@@ -112,7 +121,7 @@ fn verify(pool: &Pool, m: &Model) {
         "volume set"
     );
     for (name, data) in &m.vols {
-        let v = pool.volume(name).unwrap();
+        let v = pool.volumes.volume(name).unwrap();
         assert_eq!(v.size(), data.len() as u64, "size of {name}");
         let mut buf = vec![0u8; data.len()];
         assert_eq!(pool.read(&v, 0, &mut buf).unwrap(), data.len());
@@ -121,13 +130,13 @@ fn verify(pool: &Pool, m: &Model) {
             panic!("volume {name} differs from the model at byte {at}");
         }
     }
-    let listed = pool.snapshot_infos(None, "/m").unwrap();
+    let listed = status::snapshot_infos(pool, None, "/m").unwrap();
     assert_eq!(listed.len(), m.snaps.len(), "snapshot count");
     for ((vname, sname), data) in &m.snaps {
-        let s = pool.snapshot(vname, sname).unwrap();
+        let s = pool.snapshots.snapshot(vname, sname).unwrap();
         assert_eq!(s.size, data.len() as u64);
         let mut buf = vec![0u8; data.len()];
-        pool.read_snapshot(&s, 0, &mut buf).unwrap();
+        pool.snapshots.read_snapshot(&s, 0, &mut buf).unwrap();
         if buf != *data {
             let at = buf.iter().zip(data).position(|(a, b)| a != b).unwrap();
             panic!("snapshot {vname}/{sname} differs from the model at byte {at}");
@@ -136,24 +145,12 @@ fn verify(pool: &Pool, m: &Model) {
 }
 
 fn run(dir: &Path, ops: Vec<Op>) {
-    let spec = PoolSpec {
-        arrays: (0..3)
-            .map(|i| ArraySpec {
-                name: format!("a{i}"),
-                size: 2 << 20,
-                tier: "fast".into(),
-            })
-            .collect(),
-        extent_size: ES,
-        volumes: vec![],
-    };
-    create_pool(dir, &spec).unwrap();
-    let mut pool: Arc<Pool> = Pool::open(dir).unwrap();
+    let mut pool: Arc<Storage> = storage_at(dir, ES, 2 << 20, 3);
     let mut m = Model::default();
     for op in ops {
         match op {
             Op::Create { v, size_kib } => {
-                let r = pool.create_volume(NAMES[v], size_kib << 10, None);
+                let r = pool.volumes.create_volume(NAMES[v], size_kib << 10, None);
                 if m.vols.contains_key(NAMES[v]) {
                     assert!(r.is_err(), "duplicate create must fail");
                 } else {
@@ -177,7 +174,7 @@ fn run(dir: &Path, ops: Vec<Op>) {
                 let Some(data) = m.vols.get_mut(NAMES[v]) else {
                     continue;
                 };
-                let vol = pool.volume(NAMES[v]).unwrap();
+                let vol = pool.volumes.volume(NAMES[v]).unwrap();
                 let buf = pattern(len as usize, seed, off);
                 match pool.write(&vol, off, &buf) {
                     Ok(n) => {
@@ -195,7 +192,7 @@ fn run(dir: &Path, ops: Vec<Op>) {
                 let Some(data) = m.vols.get_mut(NAMES[v]) else {
                     continue;
                 };
-                let vol = pool.volume(NAMES[v]).unwrap();
+                let vol = pool.volumes.volume(NAMES[v]).unwrap();
                 match pool.discard(&vol, off, len) {
                     Ok(()) => {
                         let end = (off + len).min(data.len() as u64);
@@ -218,7 +215,7 @@ fn run(dir: &Path, ops: Vec<Op>) {
                 }
             }
             Op::Snap { v, s } => {
-                let r = pool.create_snapshot(NAMES[v], SNAPS[s]);
+                let r = pool.snapshots.create_snapshot(NAMES[v], SNAPS[s]);
                 let key = (NAMES[v].to_string(), SNAPS[s].to_string());
                 match m.vols.get(NAMES[v]) {
                     Some(img) if !m.snaps.contains_key(&key) => {
@@ -230,7 +227,7 @@ fn run(dir: &Path, ops: Vec<Op>) {
             }
             Op::SnapDelete { v, s } => {
                 let key = (NAMES[v].to_string(), SNAPS[s].to_string());
-                let r = pool.delete_snapshot(NAMES[v], SNAPS[s]);
+                let r = pool.snapshots.delete_snapshot(NAMES[v], SNAPS[s]);
                 assert_eq!(r.is_ok(), m.snaps.remove(&key).is_some());
             }
             Op::Rollback { v, s } => {
@@ -246,7 +243,7 @@ fn run(dir: &Path, ops: Vec<Op>) {
             }
             Op::Clone { v, s, to } => {
                 let key = (NAMES[v].to_string(), SNAPS[s].to_string());
-                let r = pool.clone_snapshot(NAMES[v], SNAPS[s], NAMES[to]);
+                let r = pool.snapshots.clone_snapshot(NAMES[v], SNAPS[s], NAMES[to]);
                 match m.snaps.get(&key) {
                     Some(img) if !m.vols.contains_key(NAMES[to]) => {
                         r.unwrap();
@@ -256,43 +253,43 @@ fn run(dir: &Path, ops: Vec<Op>) {
                 }
             }
             Op::Fill { n } => {
-                let before = pool.partial_extents();
-                let done = pool.fill_step(n).unwrap();
+                let before = pool.pool.partial_extents();
+                let done = pool.pool.fill_step(n).unwrap();
                 assert!(done <= n.min(before));
-                assert_eq!(pool.partial_extents(), before - done);
+                assert_eq!(pool.pool.partial_extents(), before - done);
             }
             Op::Sync => pool.sync().unwrap(),
             Op::Checkpoint => pool.checkpoint().unwrap(),
             Op::Reopen => {
                 drop(pool);
-                pool = Pool::open(dir).unwrap();
+                pool = Storage::open(dir).unwrap();
             }
         }
         verify(&pool, &m);
     }
-    let partial = pool.partial_extents() as u64;
+    let partial = pool.pool.partial_extents() as u64;
     drop(pool);
-    let report = fusevol::meta::check_pool(dir).unwrap();
+    let report = fusevol::pool::check_pool(dir).unwrap();
     assert!(report.is_clean(), "{report}");
     assert_eq!(report.partial_extents, partial, "{report}");
-    let pool = Pool::open(dir).unwrap();
+    let pool = Storage::open(dir).unwrap();
     verify(&pool, &m);
     // The filler completes every partial extent; nothing changes for the reader.
-    while pool.fill_step(3).unwrap() > 0 {}
-    assert_eq!(pool.partial_extents(), 0);
+    while pool.pool.fill_step(3).unwrap() > 0 {}
+    assert_eq!(pool.pool.partial_extents(), 0);
     verify(&pool, &m);
     // Space accounting: after deleting every snapshot and volume and a sync, nothing is used.
     for (v, s) in m.snaps.keys() {
-        pool.delete_snapshot(v, s).unwrap();
+        pool.snapshots.delete_snapshot(v, s).unwrap();
     }
     for v in m.vols.keys() {
         pool.delete_volume(v, false).unwrap();
     }
     pool.sync().unwrap();
-    let used: u64 = pool.array_infos().iter().map(|a| a.used).sum();
+    let used: u64 = status::array_infos(&pool).iter().map(|a| a.used).sum();
     assert_eq!(used, 0, "every extent is free again");
     drop(pool);
-    let r = fusevol::meta::check_pool(dir).unwrap();
+    let r = fusevol::pool::check_pool(dir).unwrap();
     assert_eq!(
         r.free_extents_with_data, 0,
         "freed extents were punched: {r}"
@@ -315,21 +312,11 @@ proptest! {
 fn partial_extent_life_cycle() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path().join("pool");
-    let spec = PoolSpec {
-        arrays: vec![ArraySpec {
-            name: "a0".into(),
-            size: 4 << 20,
-            tier: "fast".into(),
-        }],
-        extent_size: ES,
-        volumes: vec![],
-    };
-    create_pool(&dir, &spec).unwrap();
-    let pool = Pool::open(&dir).unwrap();
-    let (v, _) = pool.create_volume("v", 4 * ES, None).unwrap();
+    let pool = storage_at(&dir, ES, 4 << 20, 1);
+    let (v, _) = pool.volumes.create_volume("v", 4 * ES, None).unwrap();
     let base = pattern((4 * ES) as usize, 3, 0);
     pool.write(&v, 0, &base).unwrap();
-    pool.create_snapshot("v", "s").unwrap();
+    pool.snapshots.create_snapshot("v", "s").unwrap();
     let mut img = base.clone();
     let new = pattern(8192, 77, 0);
     pool.write(&v, ES + 8192, &new[..4096]).unwrap();
@@ -337,59 +324,63 @@ fn partial_extent_life_cycle() {
     // Unaligned, inside another block of the same extent: completed from the snapshot's block.
     pool.write(&v, ES + 5000, &new[..100]).unwrap();
     img[(ES + 5000) as usize..(ES + 5100) as usize].copy_from_slice(&new[..100]);
-    assert_eq!(pool.partial_extents(), 1);
-    let check = |pool: &Pool, img: &[u8]| {
-        let v = pool.volume("v").unwrap();
+    assert_eq!(pool.pool.partial_extents(), 1);
+    let check = |pool: &Storage, img: &[u8]| {
+        let v = pool.volumes.volume("v").unwrap();
         let mut b = vec![0u8; img.len()];
         pool.read(&v, 0, &mut b).unwrap();
         assert!(b == img, "volume image");
-        let s = pool.snapshot("v", "s").unwrap();
-        pool.read_snapshot(&s, 0, &mut b).unwrap();
+        let s = pool.snapshots.snapshot("v", "s").unwrap();
+        pool.snapshots.read_snapshot(&s, 0, &mut b).unwrap();
         assert!(b == base, "snapshot image");
     };
     check(&pool, &img);
     drop(pool);
-    let pool = Pool::open(&dir).unwrap();
-    assert_eq!(pool.partial_extents(), 1, "partial state is in the log");
+    let pool = Storage::open(&dir).unwrap();
+    assert_eq!(
+        pool.pool.partial_extents(),
+        1,
+        "partial state is in the log"
+    );
     check(&pool, &img);
-    let r = fusevol::meta::check_pool(&dir).unwrap();
+    let r = fusevol::pool::check_pool(&dir).unwrap();
     assert!(r.is_clean() && r.partial_extents == 1, "{r}");
     // A snapshot of the volume while the extent is partial, then a write to it (a CoW of a
     // partial extent: the new one carries the valid blocks over and reads from the source).
-    pool.create_snapshot("v", "t").unwrap();
+    pool.snapshots.create_snapshot("v", "t").unwrap();
     let timg = img.clone();
     pool.write(&v_of(&pool), ES + 40000, &new[..5000]).unwrap();
     img[(ES + 40000) as usize..(ES + 45000) as usize].copy_from_slice(&new[..5000]);
-    assert_eq!(pool.partial_extents(), 2);
+    assert_eq!(pool.pool.partial_extents(), 2);
     check(&pool, &img);
     pool.checkpoint().unwrap();
     drop(pool);
-    let pool = Pool::open(&dir).unwrap();
+    let pool = Storage::open(&dir).unwrap();
     assert_eq!(
-        pool.partial_extents(),
+        pool.pool.partial_extents(),
         2,
         "partial state is in the checkpoint"
     );
     check(&pool, &img);
-    let t = pool.snapshot("v", "t").unwrap();
+    let t = pool.snapshots.snapshot("v", "t").unwrap();
     let mut b = vec![0u8; img.len()];
-    pool.read_snapshot(&t, 0, &mut b).unwrap();
+    pool.snapshots.read_snapshot(&t, 0, &mut b).unwrap();
     assert!(b == timg);
-    assert_eq!(pool.fill_step(10).unwrap(), 2);
-    assert_eq!(pool.partial_extents(), 0);
+    assert_eq!(pool.pool.fill_step(10).unwrap(), 2);
+    assert_eq!(pool.pool.partial_extents(), 0);
     check(&pool, &img);
-    pool.delete_snapshot("v", "s").unwrap();
-    pool.delete_snapshot("v", "t").unwrap();
+    pool.snapshots.delete_snapshot("v", "s").unwrap();
+    pool.snapshots.delete_snapshot("v", "t").unwrap();
     pool.sync().unwrap();
-    let used: u64 = pool.array_infos().iter().map(|a| a.used).sum();
+    let used: u64 = status::array_infos(&pool).iter().map(|a| a.used).sum();
     assert_eq!(used, 4 * ES, "the sources went back to the free list");
     drop(pool);
-    let r = fusevol::meta::check_pool(&dir).unwrap();
+    let r = fusevol::pool::check_pool(&dir).unwrap();
     assert!(r.is_clean() && r.free_extents_with_data == 0, "{r}");
 }
 
-fn v_of(pool: &Pool) -> Arc<fusevol::volume::Volume> {
-    pool.volume("v").unwrap()
+fn v_of(pool: &Storage) -> Arc<fusevol::volume::Volume> {
+    pool.volumes.volume("v").unwrap()
 }
 
 /// `check` (and open) verify the back-references of partial extents: a source that does not
@@ -400,19 +391,9 @@ fn check_reports_bad_partial_back_references() {
     for case in ["missing", "unrelated"] {
         let d = tempfile::tempdir().unwrap();
         let dir = d.path().join("pool");
-        let spec = PoolSpec {
-            arrays: vec![ArraySpec {
-                name: "a0".into(),
-                size: 4 << 20,
-                tier: "fast".into(),
-            }],
-            extent_size: ES,
-            volumes: vec![],
-        };
-        create_pool(&dir, &spec).unwrap();
-        let pool = Pool::open(&dir).unwrap();
+        let pool = storage_at(&dir, ES, 4 << 20, 1);
         for name in ["a", "b"] {
-            let (v, _) = pool.create_volume(name, 2 * ES, None).unwrap();
+            let (v, _) = pool.volumes.create_volume(name, 2 * ES, None).unwrap();
             pool.write(&v, 0, &vec![1u8; (2 * ES) as usize]).unwrap();
         }
         pool.sync().unwrap();
@@ -445,7 +426,7 @@ fn check_reports_bad_partial_back_references() {
         })
         .unwrap();
         drop(log);
-        let rep = fusevol::meta::check_pool(&dir).unwrap();
+        let rep = fusevol::pool::check_pool(&dir).unwrap();
         let want = if case == "missing" {
             "does not exist"
         } else {
@@ -469,22 +450,10 @@ fn writers_filler_and_snapshots_race() {
     const BLK: usize = 4096;
     let d = tempfile::tempdir().unwrap();
     let dir = d.path().join("pool");
-    let spec = PoolSpec {
-        arrays: (0..2)
-            .map(|i| ArraySpec {
-                name: format!("a{i}"),
-                size: 16 << 20,
-                tier: "fast".into(),
-            })
-            .collect(),
-        extent_size: ES,
-        volumes: vec![],
-    };
-    create_pool(&dir, &spec).unwrap();
-    let pool = Pool::open(&dir).unwrap();
+    let pool = storage_at(&dir, ES, 16 << 20, 2);
     let size = 32 * ES as usize;
     let nblk = size / BLK;
-    let (v, _) = pool.create_volume("v", size as u64, None).unwrap();
+    let (v, _) = pool.volumes.create_volume("v", size as u64, None).unwrap();
     let init = pattern(size, 1, 0);
     pool.write(&v, 0, &init).unwrap();
     // Every content each block had, in order.
@@ -527,14 +496,14 @@ fn writers_filler_and_snapshots_race() {
             .collect();
         s.spawn(|| {
             while !stop.load(Ordering::Relaxed) {
-                pool.fill_step(2).unwrap();
+                pool.pool.fill_step(2).unwrap();
             }
         });
         s.spawn(|| {
             for k in 0..12 {
                 std::thread::sleep(std::time::Duration::from_millis(3));
                 let name = format!("s{k}");
-                pool.create_snapshot("v", &name).unwrap();
+                pool.snapshots.create_snapshot("v", &name).unwrap();
                 snaps.lock().unwrap().push(name);
             }
         });
@@ -543,8 +512,8 @@ fn writers_filler_and_snapshots_race() {
         }
         stop.store(true, Ordering::Relaxed);
     });
-    let check = |pool: &Pool| {
-        let v = pool.volume("v").unwrap();
+    let check = |pool: &Storage| {
+        let v = pool.volumes.volume("v").unwrap();
         let mut img = vec![0u8; size];
         pool.read(&v, 0, &mut img).unwrap();
         for b in 0..nblk {
@@ -555,8 +524,8 @@ fn writers_filler_and_snapshots_race() {
             );
         }
         for name in snaps.lock().unwrap().iter() {
-            let s = pool.snapshot("v", name).unwrap();
-            pool.read_snapshot(&s, 0, &mut img).unwrap();
+            let s = pool.snapshots.snapshot("v", name).unwrap();
+            pool.snapshots.read_snapshot(&s, 0, &mut img).unwrap();
             for b in 0..nblk {
                 let h = history[b].lock().unwrap();
                 assert!(
@@ -568,10 +537,10 @@ fn writers_filler_and_snapshots_race() {
     };
     check(&pool);
     drop(pool);
-    let r = fusevol::meta::check_pool(&dir).unwrap();
+    let r = fusevol::pool::check_pool(&dir).unwrap();
     assert!(r.is_clean(), "{r}");
-    let pool = Pool::open(&dir).unwrap();
+    let pool = Storage::open(&dir).unwrap();
     check(&pool);
-    while pool.fill_step(8).unwrap() > 0 {}
+    while pool.pool.fill_step(8).unwrap() > 0 {}
     check(&pool);
 }

@@ -11,7 +11,7 @@ use common::*;
 #[test]
 fn svol_write_error_suspends_the_pair_and_pair_wait_exits_6() {
     let mut p = TestPool::init(&["p0:128M:fast", "b0:128M:backup"], "256K");
-    p.start_env(&[("FAILPOINTS", "mirror::svol_write=return")]);
+    p.start_env(&[("FAILPOINTS", "mirror::dual_target::svol_write=return")]);
     p.cli_ok(&["volume", "create", "v", "--size", "16M", "--tier", "fast"]);
     p.cli_ok(&[
         "pair",

@@ -1,54 +1,32 @@
 //! Journal groups at library level: two pools, one remote directory, content checked at
 //! every step.
 
-#[path = "support/images.rs"]
-mod support;
-use support::{image, snap_image};
+mod common;
+use common::images::{image, snap_image};
+use common::sites::Sites;
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use fusevol::control::{GroupInfo, GroupOptions};
-use fusevol::pool::Pool;
+use fusevol::daemon::status;
+use fusevol::fuse::io_errno;
+use fusevol::storage::Storage;
 
 const ES: u64 = 64 << 10;
 const SIZE: u64 = 4 << 20;
 
-fn pool_at(dir: &Path) -> Arc<Pool> {
-    support::pool_at(dir, ES, 64 << 20, 2)
-}
-
-struct Sites {
-    _t: tempfile::TempDir,
-    p: Arc<Pool>,
-    s: Arc<Pool>,
-    pdir: PathBuf,
-    remote: PathBuf,
-}
-
+/// The two sites of these tests: pools of two 64 MiB arrays.
 fn sites() -> Sites {
-    let t = tempfile::tempdir().unwrap();
-    let pdir = t.path().join("primary");
-    let p = pool_at(&pdir);
-    let s = pool_at(&t.path().join("secondary"));
-    let remote = t.path().join("remote");
-    std::fs::create_dir(&remote).unwrap();
-    Sites {
-        p,
-        s,
-        pdir,
-        remote,
-        _t: t,
-    }
+    Sites::new(ES, 64 << 20, 2)
 }
 
-fn info(pool: &Pool, g: &str) -> GroupInfo {
-    pool.group_info(Some(g)).unwrap().remove(0)
+fn info(pool: &Storage, g: &str) -> GroupInfo {
+    status::group_info(pool, Some(g)).unwrap().remove(0)
 }
 
 /// Wait until the secondary has applied everything the primary wrote and is consistent.
-fn wait_caught_up(p: &Pool, s: &Pool, g: &str) -> GroupInfo {
+fn wait_caught_up(p: &Storage, s: &Storage, g: &str) -> GroupInfo {
     let t0 = Instant::now();
     loop {
         let pi = info(p, g);
@@ -64,8 +42,8 @@ fn wait_caught_up(p: &Pool, s: &Pool, g: &str) -> GroupInfo {
     }
 }
 
-fn write(pool: &Pool, name: &str, off: u64, len: usize, seed: u64) {
-    let v = pool.volume(name).unwrap();
+fn write(pool: &Storage, name: &str, off: u64, len: usize, seed: u64) {
+    let v = pool.volumes.volume(name).unwrap();
     let data: Vec<u8> = (0..len)
         .map(|i| (seed.wrapping_mul(31) ^ i as u64) as u8 | 1)
         .collect();
@@ -85,9 +63,9 @@ impl Rng {
 #[test]
 fn base_copy_updates_discards_and_group_snapshots_reach_the_secondary() {
     let st = sites();
-    let (p, s) = (&st.p, &st.s);
-    p.create_volume("a", SIZE, None).unwrap();
-    p.create_volume("b", SIZE, None).unwrap();
+    let (p, s) = (&st.primary(), &st.secondary());
+    p.volumes.create_volume("a", SIZE, None).unwrap();
+    p.volumes.create_volume("b", SIZE, None).unwrap();
     // Data before the group exists travels as base records.
     write(p, "a", 0, 300_000, 1);
     write(p, "b", 2 << 20, 100_000, 2);
@@ -96,10 +74,11 @@ fn base_copy_updates_discards_and_group_snapshots_reach_the_secondary() {
         segment_size: Some(256 << 10),
         ..Default::default()
     };
-    p.group_create("g", &["a".into(), "b".into()], &st.remote, &opts)
+    p.replication
+        .group_create("g", &["a".into(), "b".into()], &st.remote, &opts)
         .unwrap();
     assert_eq!(info(p, "g").role, "primary");
-    s.group_attach("g", &st.remote).unwrap();
+    s.replication.group_attach("g", &st.remote).unwrap();
     let mut rng = Rng(0x9e3779b97f4a7c15);
     for i in 0..400u64 {
         let vol = if i % 2 == 0 { "a" } else { "b" };
@@ -107,12 +86,12 @@ fn base_copy_updates_discards_and_group_snapshots_reach_the_secondary() {
         let len = 1 + (rng.next() % 70_000) as usize;
         write(p, vol, off, len, i + 10);
         if i % 50 == 7 {
-            let v = p.volume(vol).unwrap();
+            let v = p.volumes.volume(vol).unwrap();
             p.discard(&v, rng.next() % SIZE, rng.next() % (3 * ES))
                 .unwrap();
         }
         if i == 200 {
-            p.group_snapshot("g", "mid").unwrap();
+            p.replication.group_snapshot("g", "mid").unwrap();
         }
     }
     let si = wait_caught_up(p, s, "g");
@@ -127,9 +106,9 @@ fn base_copy_updates_discards_and_group_snapshots_reach_the_secondary() {
         );
     }
     // The secondary's volumes are read-only while attached.
-    let sv = s.volume("a").unwrap();
+    let sv = s.volumes.volume("a").unwrap();
     let err = s.write(&sv, 0, b"x").unwrap_err();
-    assert_eq!(err.errno(), libc::EROFS, "{err}");
+    assert_eq!(io_errno(&err), libc::EROFS, "{err}");
     // The primary purges what was acknowledged (after a sync makes the redo floor current).
     p.sync().unwrap();
     let t0 = Instant::now();
@@ -141,12 +120,12 @@ fn base_copy_updates_discards_and_group_snapshots_reach_the_secondary() {
     p.resize_volume("b", SIZE * 2).unwrap();
     write(p, "b", SIZE + 5, 1000, 99);
     wait_caught_up(p, s, "g");
-    assert_eq!(s.volume("b").unwrap().size(), SIZE * 2);
+    assert_eq!(s.volumes.volume("b").unwrap().size(), SIZE * 2);
     assert!(image(p, "b") == image(s, "b"));
-    p.group_remove_volume("g", "b").unwrap();
+    p.replication.group_remove_volume("g", "b").unwrap();
     write(p, "a", 7, 7, 7);
     wait_caught_up(p, s, "g");
-    let sb = s.volume("b").unwrap();
+    let sb = s.volumes.volume("b").unwrap();
     s.write(&sb, 0, b"now writable").unwrap();
     p.shutdown();
     s.shutdown();
@@ -155,9 +134,10 @@ fn base_copy_updates_discards_and_group_snapshots_reach_the_secondary() {
 #[test]
 fn corrupt_segment_is_refused_by_file_and_offset_and_nothing_after_it_applies() {
     let st = sites();
-    let (p, s) = (&st.p, &st.s);
-    p.create_volume("a", SIZE, None).unwrap();
-    p.group_create("g", &["a".into()], &st.remote, &GroupOptions::default())
+    let (p, s) = (&st.primary(), &st.secondary());
+    p.volumes.create_volume("a", SIZE, None).unwrap();
+    p.replication
+        .group_create("g", &["a".into()], &st.remote, &GroupOptions::default())
         .unwrap();
     for i in 0..20u64 {
         write(p, "a", i * 4096, 4096, i);
@@ -184,7 +164,7 @@ fn corrupt_segment_is_refused_by_file_and_offset_and_nothing_after_it_applies() 
     b[100] ^= 0x55;
     std::fs::write(bad, &b).unwrap();
     let first_bad: u64 = bad.file_stem().unwrap().to_str().unwrap().parse().unwrap();
-    s.group_attach("g", &st.remote).unwrap();
+    s.replication.group_attach("g", &st.remote).unwrap();
     let t0 = Instant::now();
     let si = loop {
         let si = info(s, "g");
@@ -211,15 +191,15 @@ fn corrupt_segment_is_refused_by_file_and_offset_and_nothing_after_it_applies() 
 #[test]
 fn remote_gone_keeps_the_primary_serving_and_shipping_resumes() {
     let st = sites();
-    let (p, s) = (&st.p, &st.s);
-    p.create_volume("a", SIZE, None).unwrap();
-    p.group_create("g", &["a".into()], &st.remote, &GroupOptions::default())
+    let (p, s) = (&st.primary(), &st.secondary());
+    p.volumes.create_volume("a", SIZE, None).unwrap();
+    p.replication
+        .group_create("g", &["a".into()], &st.remote, &GroupOptions::default())
         .unwrap();
-    s.group_attach("g", &st.remote).unwrap();
+    s.replication.group_attach("g", &st.remote).unwrap();
     write(p, "a", 0, 8192, 1);
     wait_caught_up(p, s, "g");
-    let away = st.remote.with_file_name("remote-away");
-    std::fs::rename(&st.remote, &away).unwrap();
+    st.remote_gone();
     for i in 0..30u64 {
         write(p, "a", i * 10_000, 5000, i + 3);
     }
@@ -238,7 +218,7 @@ fn remote_gone_keeps_the_primary_serving_and_shipping_resumes() {
         !st.remote.exists(),
         "the shipper must not recreate a missing remote"
     );
-    std::fs::rename(&away, &st.remote).unwrap();
+    st.remote_back();
     wait_caught_up(p, s, "g");
     assert!(image(p, "a") == image(s, "a"));
     assert!(info(p, "g").last_error.is_none());
@@ -249,17 +229,20 @@ fn remote_gone_keeps_the_primary_serving_and_shipping_resumes() {
 #[test]
 fn primary_crash_redoes_its_journal_tail_and_the_secondary_converges() {
     let st = sites();
-    let (p, s) = (st.p.clone(), &st.s);
-    p.create_volume("a", SIZE, None).unwrap();
-    p.create_volume("b", SIZE, None).unwrap();
-    p.group_create(
-        "g",
-        &["a".into(), "b".into()],
-        &st.remote,
-        &GroupOptions::default(),
-    )
-    .unwrap();
-    s.group_attach("g", &st.remote).unwrap();
+    // The first primary stays open to the end of the test, as when the sites held it.
+    let first = st.primary();
+    let (p, s) = (first.clone(), &st.secondary());
+    p.volumes.create_volume("a", SIZE, None).unwrap();
+    p.volumes.create_volume("b", SIZE, None).unwrap();
+    p.replication
+        .group_create(
+            "g",
+            &["a".into(), "b".into()],
+            &st.remote,
+            &GroupOptions::default(),
+        )
+        .unwrap();
+    s.replication.group_attach("g", &st.remote).unwrap();
     for i in 0..100u64 {
         write(
             &p,
@@ -284,8 +267,8 @@ fn primary_crash_redoes_its_journal_tail_and_the_secondary_converges() {
     // "Crash": no shutdown, no sync; the workers see the pool gone and stop.
     drop(p);
     std::thread::sleep(Duration::from_millis(100));
-    let p = Pool::open(&st.pdir).unwrap();
-    p.start_groups();
+    let p = st.primary();
+    p.replication.start_groups();
     assert!(image(&p, "a") == a && image(&p, "b") == b);
     assert_eq!(info(&p, "g").written, written);
     write(&p, "a", 0, 100, 5);
@@ -300,38 +283,44 @@ fn primary_crash_redoes_its_journal_tail_and_the_secondary_converges() {
 #[test]
 fn a_second_secondary_is_refused_and_a_recreated_group_seeds_a_new_one() {
     let st = sites();
-    let (p, s) = (&st.p, &st.s);
-    p.create_volume("a", SIZE, None).unwrap();
+    let (p, s) = (&st.primary(), &st.secondary());
+    p.volumes.create_volume("a", SIZE, None).unwrap();
     write(p, "a", 0, 200_000, 1);
     let opts = GroupOptions {
         seal_ms: Some(20),
         segment_size: Some(64 << 10),
         ..Default::default()
     };
-    p.group_create("g", &["a".into()], &st.remote, &opts)
+    p.replication
+        .group_create("g", &["a".into()], &st.remote, &opts)
         .unwrap();
-    s.group_attach("g", &st.remote).unwrap();
+    s.replication.group_attach("g", &st.remote).unwrap();
     for i in 0..20 {
         write(p, "a", i * 70_000, 60_000, i + 5);
     }
     wait_caught_up(p, s, "g");
     p.sync().unwrap();
-    let third = pool_at(&st._t.path().join("third"));
-    let e = third.group_attach("g", &st.remote).unwrap_err().to_string();
+    let third = st.open("third");
+    let e = third
+        .replication
+        .group_attach("g", &st.remote)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("another secondary"), "{e}");
     assert!(e.contains("group create"), "{e}");
     assert!(
-        third.group_info(Some("g")).is_err(),
+        status::group_info(&third, Some("g")).is_err(),
         "a refused attach left a group behind"
     );
     // What the message says works: the old secondary lets go, the primary makes the group
     // anew, and the new secondary gets a whole initial copy.
-    s.group_delete("g").unwrap();
-    p.group_delete("g").unwrap();
-    p.group_create("g", &["a".into()], &st.remote, &opts)
+    s.replication.group_delete("g").unwrap();
+    p.replication.group_delete("g").unwrap();
+    p.replication
+        .group_create("g", &["a".into()], &st.remote, &opts)
         .unwrap();
     write(p, "a", 123, 4567, 77);
-    third.group_attach("g", &st.remote).unwrap();
+    third.replication.group_attach("g", &st.remote).unwrap();
     wait_caught_up(p, &third, "g");
     assert!(
         image(p, "a") == image(&third, "a"),
@@ -345,9 +334,10 @@ fn a_second_secondary_is_refused_and_a_recreated_group_seeds_a_new_one() {
 #[test]
 fn a_restarted_primary_resumes_the_base_copy_where_it_was_durable() {
     let st = sites();
-    let p = &st.p;
+    let (primary, secondary) = (st.primary(), st.secondary());
+    let p = &primary;
     // 256 allocated extents of 64 KiB; a 4 MiB journal holds about 60 of them.
-    p.create_volume("a", 16 << 20, None).unwrap();
+    p.volumes.create_volume("a", 16 << 20, None).unwrap();
     for i in 0..16u64 {
         write(p, "a", i << 20, 1 << 20, i + 1);
     }
@@ -357,7 +347,8 @@ fn a_restarted_primary_resumes_the_base_copy_where_it_was_durable() {
         journal_limit: Some(4 << 20),
         ..Default::default()
     };
-    p.group_create("g", &["a".into()], &st.remote, &opts)
+    p.replication
+        .group_create("g", &["a".into()], &st.remote, &opts)
         .unwrap();
     // No secondary yet: nothing is acknowledged, the base copy stops at the journal limit.
     let mut last = 0;
@@ -391,11 +382,11 @@ fn a_restarted_primary_resumes_the_base_copy_where_it_was_durable() {
     p.sync().unwrap();
     p.shutdown();
     let written_before = last;
-    drop(st.p);
-    let p = pool_at(&st.pdir);
-    p.start_groups();
-    let s = &st.s;
-    s.group_attach("g", &st.remote).unwrap();
+    drop(primary);
+    let p = st.primary();
+    p.replication.start_groups();
+    let s = &secondary;
+    s.replication.group_attach("g", &st.remote).unwrap();
     let si = wait_caught_up(&p, s, "g");
     assert!(si.consistent);
     assert!(image(&p, "a") == image(s, "a"), "the secondary differs");

@@ -11,6 +11,7 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::sites::Daemons;
 use common::*;
 
 /// A tmpfs mounted for the test, unmounted on drop.
@@ -115,11 +116,14 @@ fn converge(p: &TestPool, s: &TestPool, what: &str) {
 
 #[test]
 fn remote_full_read_only_and_restarts_lose_nothing() {
-    let mut p = TestPool::new(&["a0:2G", "a1:2G"], "256K");
-    let mut s = TestPool::new(&["b0:2G", "b1:2G"], "256K");
+    let Daemons {
+        mut p,
+        mut s,
+        remote,
+    } = Daemons::new(2, "2G", "256K");
     p.set_budget(Duration::from_secs(400));
     s.set_budget(Duration::from_secs(400));
-    let remote = Tmpfs::mount(&p.root().join("remote"), "48M");
+    let remote = Tmpfs::mount(&remote, "48M");
     let rs = remote.0.to_str().unwrap().to_string();
     p.create_volume("va", "256M");
     write_mib(&p, "va", 0, 8, 1);

@@ -5,65 +5,37 @@
 //! of its last consistent image; crashes during the suspension and during the resync. At the
 //! end of every test the secondary equals the primary and a model of the writes.
 
-#[path = "support/images.rs"]
-mod support;
-use support::{image, snap_image};
+mod common;
+use common::images::{image, snap_image};
+use common::sites::Sites;
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fusevol::control::{GroupInfo, GroupOptions, GroupSetOptions, PitrOptions};
-use fusevol::pool::Pool;
+use fusevol::daemon::status;
+use fusevol::fuse::io_errno;
 use fusevol::replication::pitr::RestoreTarget;
+use fusevol::storage::Storage;
 use fusevol::volume::IoError;
 
 const ES: u64 = 64 << 10;
 const SIZE: u64 = 4 << 20;
 const LIMIT: u64 = 1 << 20;
 
-fn pool_at(dir: &Path) -> Arc<Pool> {
-    support::pool_at(dir, ES, 128 << 20, 1)
-}
-
-struct Sites {
-    t: tempfile::TempDir,
-    remote: PathBuf,
-}
-
-impl Sites {
-    fn new() -> Sites {
-        let t = tempfile::tempdir().unwrap();
-        let remote = t.path().join("remote");
-        std::fs::create_dir(&remote).unwrap();
-        Sites { t, remote }
-    }
-    fn pdir(&self) -> PathBuf {
-        self.t.path().join("primary")
-    }
-    fn sdir(&self) -> PathBuf {
-        self.t.path().join("secondary")
-    }
-    fn away(&self) -> PathBuf {
-        self.t.path().join("remote.away")
-    }
-    /// The remote directory is gone (an unmounted share).
-    fn remote_gone(&self) {
-        std::fs::rename(&self.remote, self.away()).unwrap();
-    }
-    fn remote_back(&self) {
-        std::fs::rename(self.away(), &self.remote).unwrap();
-    }
+/// The two sites of these tests: pools of one 128 MiB array.
+fn sites() -> Sites {
+    Sites::new(ES, 128 << 20, 1)
 }
 
 /// Volumes a and b with some data, a group with `policy` and a 1 MiB journal limit, a
 /// secondary attached and caught up. Returns (primary, secondary, model images).
-fn setup(st: &Sites, policy: &str, rate: Option<u64>) -> (Arc<Pool>, Arc<Pool>, Model) {
-    let p = pool_at(&st.pdir());
-    let s = pool_at(&st.sdir());
+fn setup(st: &Sites, policy: &str, rate: Option<u64>) -> (Arc<Storage>, Arc<Storage>, Model) {
+    let p = st.primary();
+    let s = st.secondary();
     let mut m = Model::default();
     for v in ["a", "b"] {
-        p.create_volume(v, SIZE, None).unwrap();
+        p.volumes.create_volume(v, SIZE, None).unwrap();
         m.vols.push((v, vec![0u8; SIZE as usize]));
     }
     write(&p, &mut m, "a", 100_000, 200_000, 1).unwrap();
@@ -75,9 +47,10 @@ fn setup(st: &Sites, policy: &str, rate: Option<u64>) -> (Arc<Pool>, Arc<Pool>, 
         block_timeout_ms: Some(400),
         rate,
     };
-    p.group_create("g", &["a".into(), "b".into()], &st.remote, &opts)
+    p.replication
+        .group_create("g", &["a".into(), "b".into()], &st.remote, &opts)
         .unwrap();
-    s.group_attach("g", &st.remote).unwrap();
+    s.replication.group_attach("g", &st.remote).unwrap();
     wait_caught_up(&p, &s);
     (p, s, m)
 }
@@ -100,25 +73,25 @@ fn data(len: usize, seed: u64) -> Vec<u8> {
 }
 
 fn write(
-    p: &Pool,
+    p: &Storage,
     m: &mut Model,
     vol: &str,
     off: u64,
     len: usize,
     seed: u64,
 ) -> Result<(), IoError> {
-    let v = p.volume(vol).unwrap();
+    let v = p.volumes.volume(vol).unwrap();
     let d = data(len, seed);
     p.write(&v, off, &d)?;
     m.vol(vol)[off as usize..off as usize + len].copy_from_slice(&d);
     Ok(())
 }
 
-fn info(pool: &Pool) -> GroupInfo {
-    pool.group_info(Some("g")).unwrap().remove(0)
+fn info(pool: &Storage) -> GroupInfo {
+    status::group_info(pool, Some("g")).unwrap().remove(0)
 }
 
-fn wait_caught_up(p: &Pool, s: &Pool) -> GroupInfo {
+fn wait_caught_up(p: &Storage, s: &Storage) -> GroupInfo {
     let t0 = Instant::now();
     loop {
         let pi = info(p);
@@ -138,7 +111,7 @@ fn wait_caught_up(p: &Pool, s: &Pool) -> GroupInfo {
     }
 }
 
-fn same(p: &Pool, s: &Pool, m: &Model) {
+fn same(p: &Storage, s: &Storage, m: &Model) {
     for (v, want) in &m.vols {
         assert!(image(p, v) == *want, "primary {v} differs from the model");
         assert!(image(s, v) == *want, "secondary {v} differs from the model");
@@ -164,7 +137,7 @@ impl Rng {
 
 #[test]
 fn block_waits_then_fails_with_enospc_and_resumes_when_the_remote_is_back() {
-    let st = Sites::new();
+    let st = sites();
     let (p, s, mut m) = setup(&st, "block", None);
     assert_eq!(info(&p).full.policy, "block");
     st.remote_gone();
@@ -191,7 +164,7 @@ fn block_waits_then_fails_with_enospc_and_resumes_when_the_remote_is_back() {
             }
             Err(e) => {
                 assert!(matches!(e, IoError::JournalFull { .. }), "{e}");
-                assert_eq!(e.errno(), libc::ENOSPC);
+                assert_eq!(io_errno(&e), libc::ENOSPC);
                 assert!(took >= Duration::from_millis(350), "failed after {took:?}");
                 break (vol, off, seed);
             }
@@ -252,7 +225,7 @@ fn block_waits_then_fails_with_enospc_and_resumes_when_the_remote_is_back() {
 /// the writer still fails with ENOSPC at its timeout, counted from when it began to wait.
 #[test]
 fn a_blocked_writer_does_not_hold_up_a_snapshot_of_its_volume() {
-    let st = Sites::new();
+    let st = sites();
     let (p, s, mut m) = setup(&st, "block", None);
     st.remote_gone();
     let mut seed = 300;
@@ -264,18 +237,19 @@ fn a_blocked_writer_does_not_hold_up_a_snapshot_of_its_volume() {
         }
         assert!(seed < 400, "the journal never filled");
     }
-    p.group_set(
-        "g",
-        &GroupSetOptions {
-            block_timeout_ms: Some(3000),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    p.replication
+        .group_set(
+            "g",
+            &GroupSetOptions {
+                block_timeout_ms: Some(3000),
+                ..Default::default()
+            },
+        )
+        .unwrap();
     let writer = {
         let p = p.clone();
         std::thread::spawn(move || {
-            let v = p.volume("a").unwrap();
+            let v = p.volumes.volume("a").unwrap();
             let t0 = Instant::now();
             let r = p.write(&v, 0, &data(64 << 10, 7));
             (r, t0.elapsed())
@@ -283,7 +257,7 @@ fn a_blocked_writer_does_not_hold_up_a_snapshot_of_its_volume() {
     };
     std::thread::sleep(Duration::from_millis(300));
     let t0 = Instant::now();
-    p.create_snapshot("a", "while-blocked").unwrap();
+    p.snapshots.create_snapshot("a", "while-blocked").unwrap();
     let took = t0.elapsed();
     assert!(
         took < Duration::from_millis(1500),
@@ -291,7 +265,7 @@ fn a_blocked_writer_does_not_hold_up_a_snapshot_of_its_volume() {
     );
     let (r, waited) = writer.join().unwrap();
     let e = r.expect_err("the journal is still full");
-    assert_eq!(e.errno(), libc::ENOSPC, "{e}");
+    assert_eq!(io_errno(&e), libc::ENOSPC, "{e}");
     assert!(
         waited >= Duration::from_millis(2900) && waited < Duration::from_millis(5500),
         "the writer failed after {waited:?}, not at its 3 s timeout"
@@ -303,7 +277,7 @@ fn a_blocked_writer_does_not_hold_up_a_snapshot_of_its_volume() {
 
 /// Remote gone, policy suspend: write until suspended and 40 writes more. Returns the
 /// model at the suspension point (what the secondary can have before a resync).
-fn write_through_a_suspension(p: &Pool, m: &mut Model, rng: &mut Rng) -> Model {
+fn write_through_a_suspension(p: &Storage, m: &mut Model, rng: &mut Rng) -> Model {
     let mut at_suspension = None;
     for i in 0..200u64 {
         let before = m.clone();
@@ -320,7 +294,7 @@ fn write_through_a_suspension(p: &Pool, m: &mut Model, rng: &mut Rng) -> Model {
             }
         }
         if i % 30 == 29 {
-            let v = p.volume(vol).unwrap();
+            let v = p.volumes.volume(vol).unwrap();
             let (o, n) = (rng.next() % SIZE, rng.next() % (2 * ES));
             p.discard(&v, o, n).unwrap();
             let n = n.min(SIZE - o) as usize;
@@ -332,7 +306,7 @@ fn write_through_a_suspension(p: &Pool, m: &mut Model, rng: &mut Rng) -> Model {
 
 #[test]
 fn suspend_tracks_writes_in_a_bitmap_and_resync_converges_with_a_snapshot_kept() {
-    let st = Sites::new();
+    let st = sites();
     // A slow shipper, so the resync is seen in progress at the secondary.
     let (p, s, mut m) = setup(&st, "suspend", Some(768 << 10));
     st.remote_gone();
@@ -347,13 +321,13 @@ fn suspend_tracks_writes_in_a_bitmap_and_resync_converges_with_a_snapshot_kept()
     );
     assert!(pi.full.warning.as_deref().unwrap_or("").contains("resync"));
     // No group snapshot and no resync while suspended / while the remote is away.
-    assert!(p.group_snapshot("g", "x").is_err());
-    let e = p.group_resync("g").unwrap_err().to_string();
+    assert!(p.replication.group_snapshot("g", "x").is_err());
+    let e = p.replication.group_resync("g").unwrap_err().to_string();
     assert!(e.contains("not reachable"), "{e}");
     st.remote_back();
-    p.group_resync("g").unwrap();
+    p.replication.group_resync("g").unwrap();
     assert!(
-        p.group_resync("g").is_err(),
+        p.replication.group_resync("g").is_err(),
         "a second resync while one runs"
     );
     let start = info(&p).full.resync_seq;
@@ -373,7 +347,11 @@ fn suspend_tracks_writes_in_a_bitmap_and_resync_converges_with_a_snapshot_kept()
                 assert!(got == *want, "snapshot of {v} is not the suspension image");
             }
             // A takeover now is refused and names the snapshot.
-            let e = s.group_takeover("g", None).unwrap_err().to_string();
+            let e = s
+                .replication
+                .group_takeover("g", None)
+                .unwrap_err()
+                .to_string();
             assert!(e.contains(&snap), "{e}");
         }
         if info(&p).full.state == "journaling" && si.consistent {
@@ -423,7 +401,7 @@ fn suspend_tracks_writes_in_a_bitmap_and_resync_converges_with_a_snapshot_kept()
 
 #[test]
 fn crash_while_suspended_and_during_the_resync_then_s_equals_p() {
-    let st = Sites::new();
+    let st = sites();
     let (p, s, mut m) = setup(&st, "suspend", Some(512 << 10));
     st.remote_gone();
     let mut rng = Rng(4242);
@@ -433,8 +411,8 @@ fn crash_while_suspended_and_during_the_resync_then_s_equals_p() {
     // Crash while suspended: no shutdown, no sync.
     drop(p);
     std::thread::sleep(Duration::from_millis(100));
-    let p = pool_at(&st.pdir());
-    p.start_groups();
+    let p = st.primary();
+    p.replication.start_groups();
     let pi = info(&p);
     assert_eq!(pi.state, "suspended", "{pi:?}");
     assert_eq!(pi.full.dirty_regions, dirty, "the bitmap did not survive");
@@ -447,7 +425,7 @@ fn crash_while_suspended_and_during_the_resync_then_s_equals_p() {
         write(&p, &mut m, vol, off, 20_000, 3000 + i).unwrap();
     }
     st.remote_back();
-    p.group_resync("g").unwrap();
+    p.replication.group_resync("g").unwrap();
     // Crash in the middle of the resync (the slow shipper keeps it going for seconds).
     let t0 = Instant::now();
     while info(&p).full.resync_done == 0 {
@@ -463,14 +441,14 @@ fn crash_while_suspended_and_during_the_resync_then_s_equals_p() {
     write(&p, &mut m, "b", 4096, 10_000, 4000).unwrap();
     drop(p);
     std::thread::sleep(Duration::from_millis(200));
-    let p = pool_at(&st.pdir());
+    let p = st.primary();
     for (v, want) in &m.vols {
         assert!(
             image(&p, v) == *want,
             "{v}: lost at the crash in the resync"
         );
     }
-    p.start_groups();
+    p.replication.start_groups();
     assert_eq!(info(&p).full.state, "resync");
     wait_caught_up(&p, &s);
     same(&p, &s, &m);
@@ -481,9 +459,9 @@ fn crash_while_suspended_and_during_the_resync_then_s_equals_p() {
 
 #[test]
 fn group_set_changes_the_policy_and_the_limit_and_refuses_nonsense() {
-    let st = Sites::new();
+    let st = sites();
     let (p, s, _m) = setup(&st, "block", None);
-    let set = |o: GroupSetOptions| p.group_set("g", &o);
+    let set = |o: GroupSetOptions| p.replication.group_set("g", &o);
     set(GroupSetOptions {
         journal_full: Some("suspend".into()),
         journal_limit: Some(2 << 20),
@@ -505,12 +483,18 @@ fn group_set_changes_the_policy_and_the_limit_and_refuses_nonsense() {
         ..Default::default()
     })
     .is_err());
-    assert!(s.group_set("g", &GroupSetOptions::default()).is_err());
-    assert!(p.group_resync("g").is_err(), "nothing to resync");
+    assert!(s
+        .replication
+        .group_set("g", &GroupSetOptions::default())
+        .is_err());
+    assert!(
+        p.replication.group_resync("g").is_err(),
+        "nothing to resync"
+    );
     // The settings survive a restart.
     p.shutdown();
     drop(p);
-    let p = pool_at(&st.pdir());
+    let p = st.primary();
     let pi = info(&p);
     assert_eq!(
         (
@@ -526,13 +510,13 @@ fn group_set_changes_the_policy_and_the_limit_and_refuses_nonsense() {
 
 #[test]
 fn secondary_crash_in_the_middle_of_a_resync_keeps_its_snapshot_and_converges() {
-    let st = Sites::new();
+    let st = sites();
     let (p, s, mut m) = setup(&st, "suspend", Some(512 << 10));
     st.remote_gone();
     let mut rng = Rng(31337);
     let consistent_image = write_through_a_suspension(&p, &mut m, &mut rng);
     st.remote_back();
-    p.group_resync("g").unwrap();
+    p.replication.group_resync("g").unwrap();
     let snap = format!("resync-{}", info(&p).full.resync_seq);
     let t0 = Instant::now();
     while info(&s).state != "resync" {
@@ -542,7 +526,7 @@ fn secondary_crash_in_the_middle_of_a_resync_keeps_its_snapshot_and_converges() 
     // Crash of the secondary while it applies the resync.
     drop(s);
     std::thread::sleep(Duration::from_millis(200));
-    let s = pool_at(&st.sdir());
+    let s = st.secondary();
     let si = info(&s);
     assert_eq!(si.state, "resync", "{si:?}");
     assert!(!si.consistent);
@@ -550,7 +534,7 @@ fn secondary_crash_in_the_middle_of_a_resync_keeps_its_snapshot_and_converges() 
         let got = snap_image(&s, v, &snap).expect("the snapshot survives the crash");
         assert!(got == *want, "{v}: the snapshot changed in the crash");
     }
-    s.start_groups();
+    s.replication.start_groups();
     wait_caught_up(&p, &s);
     for v in ["a", "b"] {
         assert!(snap_image(&s, v, &snap).is_none(), "snapshot kept");
@@ -562,37 +546,39 @@ fn secondary_crash_in_the_middle_of_a_resync_keeps_its_snapshot_and_converges() 
 
 #[test]
 fn restore_to_a_moment_inside_a_resync_is_refused_and_after_it_equals_the_primary() {
-    let st = Sites::new();
+    let st = sites();
     let (p, s, mut m) = setup(&st, "suspend", None);
     // The secondary retains what it applies, from a group snapshot on (the restore base).
     let keep = PitrOptions {
         retain_size: Some(1 << 30),
         ..Default::default()
     };
-    s.group_set_pitr("g", &keep).unwrap();
-    p.group_snapshot("g", "base0").unwrap();
+    s.replication.group_set_pitr("g", &keep).unwrap();
+    p.replication.group_snapshot("g", "base0").unwrap();
     wait_caught_up(&p, &s);
     st.remote_gone();
     let mut rng = Rng(7);
     write_through_a_suspension(&p, &mut m, &mut rng);
     st.remote_back();
-    p.group_resync("g").unwrap();
+    p.replication.group_resync("g").unwrap();
     let start = info(&p).full.resync_seq;
     assert!(start > 0);
     let last = wait_caught_up(&p, &s).applied;
     assert!(last > start);
     // The resync's regions come in no write order: no image between its records.
     let e = s
+        .replication
         .group_restore("g", RestoreTarget::Seq(start), Some("r1-"), None)
         .unwrap_err()
         .to_string();
     assert!(e.contains("inside the resync"), "{e}");
     assert!(
-        s.volume("r1-a").is_none(),
+        s.volumes.volume("r1-a").is_none(),
         "a refused restore leaves nothing"
     );
     // After its end the image is whole again.
     let rep = s
+        .replication
         .group_restore("g", RestoreTarget::Seq(last), Some("r2-"), None)
         .unwrap();
     assert_eq!(rep.seq, last);

@@ -11,6 +11,7 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::sites::Daemons;
 use common::*;
 
 const VOL: u64 = 8 << 20;
@@ -72,13 +73,10 @@ fn same_files(p: &TestPool, s: &TestPool, what: &str) {
 
 #[test]
 fn suspend_dd_resync_cmp_then_block_gives_enospc() {
-    let mut p = TestPool::new(&["a0:128M"], "64K");
-    let s = TestPool::new(&["b0:128M"], "64K");
+    let Daemons { mut p, s, remote } = Daemons::new(1, "128M", "64K");
     p.set_budget(Duration::from_secs(400));
     s.set_budget(Duration::from_secs(400));
-    let remote = p.root().join("remote");
     let away = p.root().join("remote.away");
-    std::fs::create_dir(&remote).unwrap();
     let remote_s = remote.to_str().unwrap().to_string();
     for v in ["va", "vb"] {
         p.create_volume(v, &VOL.to_string());

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::sites::Daemons;
 use common::*;
 
 const BS: u64 = 4096;
@@ -96,12 +97,9 @@ fn wait_settled(s: &TestPool) -> serde_json::Value {
 
 #[test]
 fn kill9_primary_secondary_is_a_prefix_of_the_group_then_converges() {
-    let mut p = TestPool::new(&["a0:256M", "a1:256M"], "64K");
-    let s = TestPool::new(&["b0:256M", "b1:256M"], "64K");
+    let Daemons { mut p, s, remote } = Daemons::new(2, "256M", "64K");
     p.set_budget(Duration::from_secs(400));
     s.set_budget(Duration::from_secs(400));
-    let remote = p.root().join("remote");
-    std::fs::create_dir(&remote).unwrap();
     let remote_s = remote.to_str().unwrap().to_string();
     for v in ["va", "vb"] {
         p.create_volume(v, &format!("{}", VOL_BLOCKS * BS));

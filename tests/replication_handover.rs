@@ -12,6 +12,7 @@ use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::sites::Daemons;
 use common::*;
 
 const BS: u64 = 4096;
@@ -141,13 +142,14 @@ fn snapshot_dir(p: &TestPool, snap: &str) -> std::path::PathBuf {
 
 #[test]
 fn disaster_takeover_failback_with_a_delta_and_planned_switch_back() {
-    let mut p = TestPool::new(&["a0:256M", "a1:256M"], "64K");
-    let mut s = TestPool::new(&["b0:256M", "b1:256M"], "64K");
+    let Daemons {
+        mut p,
+        mut s,
+        remote,
+    } = Daemons::new(2, "256M", "64K");
     p.set_budget(Duration::from_secs(400));
     s.set_budget(Duration::from_secs(400));
-    let remote = p.root().join("remote");
     let away = p.root().join("remote-away");
-    std::fs::create_dir(&remote).unwrap();
     let remote_s = remote.to_str().unwrap().to_string();
     for v in VOLS {
         p.create_volume(v, &format!("{}", VOL_BLOCKS * BS));
@@ -289,10 +291,7 @@ fn disaster_takeover_failback_with_a_delta_and_planned_switch_back() {
 
 #[test]
 fn takeover_refusals_leave_the_secondary_applying() {
-    let p = TestPool::new(&["a0:128M"], "64K");
-    let s = TestPool::new(&["b0:128M"], "64K");
-    let remote = p.root().join("remote");
-    std::fs::create_dir(&remote).unwrap();
+    let Daemons { p, s, remote } = Daemons::new(1, "128M", "64K");
     let remote_s = remote.to_str().unwrap().to_string();
     for v in VOLS {
         p.create_volume(v, &format!("{}", VOL_BLOCKS * BS));

@@ -2,48 +2,35 @@
 //! `restore-to` at several moments compared with group snapshots and with a model of the
 //! writes, refusals (too old, damaged), pruning, and the apply delay.
 
-#[path = "support/images.rs"]
-mod support;
-use support::{image, snap_image};
+mod common;
+use common::images::{image, snap_image};
+use common::sites::Sites;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fusevol::control::{GroupInfo, GroupOptions, PitrInfo, PitrOptions};
+use fusevol::daemon::status;
 use fusevol::journal::now_ns;
-use fusevol::pool::Pool;
 use fusevol::replication::pitr::RestoreTarget;
+use fusevol::storage::Storage;
 
 const ES: u64 = 64 << 10;
 const SIZE: u64 = 1 << 20;
 
-fn pool_at(dir: &Path) -> Arc<Pool> {
-    support::pool_at(dir, ES, 96 << 20, 2)
-}
-
-struct Sites {
-    t: tempfile::TempDir,
-    p: Arc<Pool>,
-    s: Arc<Pool>,
-    remote: PathBuf,
-}
-
+/// The two sites of these tests: pools of two 96 MiB arrays.
 fn sites() -> Sites {
-    let t = tempfile::tempdir().unwrap();
-    let p = pool_at(&t.path().join("primary"));
-    let s = pool_at(&t.path().join("secondary"));
-    let remote = t.path().join("remote");
-    std::fs::create_dir(&remote).unwrap();
-    Sites { p, s, remote, t }
+    Sites::new(ES, 96 << 20, 2)
 }
 
 /// The volumes of `VOLS` on the primary, in group "g" replicated to `remote`.
-fn primary_group(p: &Arc<Pool>, remote: &Path) {
+fn primary_group(p: &Storage, remote: &Path) {
     for v in VOLS {
-        p.create_volume(v, SIZE, None).unwrap();
+        p.volumes.create_volume(v, SIZE, None).unwrap();
     }
-    p.group_create("g", &["a".into(), "b".into()], remote, &opts())
+    p.replication
+        .group_create("g", &["a".into(), "b".into()], remote, &opts())
         .unwrap();
 }
 
@@ -55,17 +42,17 @@ fn opts() -> GroupOptions {
     }
 }
 
-fn info(pool: &Pool, g: &str) -> GroupInfo {
-    pool.group_info(Some(g)).unwrap().remove(0)
+fn info(pool: &Storage, g: &str) -> GroupInfo {
+    status::group_info(pool, Some(g)).unwrap().remove(0)
 }
 
-fn pitr(pool: &Pool, g: &str) -> PitrInfo {
+fn pitr(pool: &Storage, g: &str) -> PitrInfo {
     info(pool, g)
         .pitr
         .expect("a secondary shows its pitr fields")
 }
 
-fn wait_caught_up(p: &Pool, s: &Pool, g: &str) -> GroupInfo {
+fn wait_caught_up(p: &Storage, s: &Storage, g: &str) -> GroupInfo {
     let t0 = Instant::now();
     loop {
         let pi = info(p, g);
@@ -82,7 +69,7 @@ fn wait_caught_up(p: &Pool, s: &Pool, g: &str) -> GroupInfo {
 }
 
 /// The primary's initial copy is journaled (so the model's sequence numbers are the writes').
-fn wait_base(p: &Pool) {
+fn wait_base(p: &Storage) {
     let t0 = Instant::now();
     while !info(p, "g").consistent {
         assert!(t0.elapsed() < Duration::from_secs(10));
@@ -90,7 +77,7 @@ fn wait_base(p: &Pool) {
     }
 }
 
-fn wait_shipped(p: &Pool, g: &str) {
+fn wait_shipped(p: &Storage, g: &str) {
     let t0 = Instant::now();
     loop {
         let pi = info(p, g);
@@ -122,9 +109,9 @@ const VOLS: [&str; 2] = ["a", "b"];
 
 impl Model {
     /// A random write (or a discard, as zeros) to one of the volumes; returns its seq.
-    fn write(&mut self, p: &Pool, rng: &mut Rng, i: u64) -> u64 {
+    fn write(&mut self, p: &Storage, rng: &mut Rng, i: u64) -> u64 {
         let vi = (rng.next() % 2) as usize;
-        let v = p.volume(VOLS[vi]).unwrap();
+        let v = p.volumes.volume(VOLS[vi]).unwrap();
         let off = rng.next() % (SIZE - 40_000);
         let len = 1 + (rng.next() % 40_000) as usize;
         let data: Vec<u8> = if i % 11 == 5 {
@@ -153,13 +140,13 @@ impl Model {
     }
 }
 
-fn assert_restored(s: &Pool, names: [&str; 2], want: &[Vec<u8>; 2], what: &str) {
+fn assert_restored(s: &Storage, names: [&str; 2], want: &[Vec<u8>; 2], what: &str) {
     for (n, w) in names.iter().zip(want) {
         assert!(image(s, n) == *w, "{what}: restored volume {n} differs");
     }
 }
 
-fn marker_seq(s: &Pool, name: &str) -> u64 {
+fn marker_seq(s: &Storage, name: &str) -> u64 {
     pitr(s, "g")
         .markers
         .iter()
@@ -179,10 +166,11 @@ fn retain(secs: u64, size: u64) -> PitrOptions {
 #[test]
 fn restore_to_several_moments_equals_the_snapshots_and_the_model() {
     let st = sites();
-    let (p, s) = (&st.p, &st.s);
+    let (p, s) = (&st.primary(), &st.secondary());
     primary_group(p, &st.remote);
     let mut model = Model::default();
-    s.group_attach_pitr("g", &st.remote, &retain(3600, 0))
+    s.replication
+        .group_attach_pitr("g", &st.remote, &retain(3600, 0))
         .unwrap();
     wait_base(p);
     let mut rng = Rng(0x2545f4914f6cdd1d);
@@ -200,7 +188,9 @@ fn restore_to_several_moments_equals_the_snapshots_and_the_model() {
                 std::thread::sleep(Duration::from_millis(25)); // several segments
             }
         }
-        p.group_snapshot("g", &format!("r{round}")).unwrap();
+        p.replication
+            .group_snapshot("g", &format!("r{round}"))
+            .unwrap();
     }
     let si = wait_caught_up(p, s, "g");
     std::thread::sleep(Duration::from_millis(200)); // the last segment is retired after its ack
@@ -228,6 +218,7 @@ fn restore_to_several_moments_equals_the_snapshots_and_the_model() {
         let snap = format!("r{round}");
         let seq = marker_seq(s, &snap);
         let r = s
+            .replication
             .group_restore(
                 "g",
                 RestoreTarget::Seq(seq),
@@ -257,6 +248,7 @@ fn restore_to_several_moments_equals_the_snapshots_and_the_model() {
     // before any snapshot: from the initial image.
     for (k, &(seq, _)) in mids.iter().enumerate() {
         let r = s
+            .replication
             .group_restore("g", RestoreTarget::Seq(seq), None, None)
             .unwrap();
         assert_eq!(r.seq, seq);
@@ -278,6 +270,7 @@ fn restore_to_several_moments_equals_the_snapshots_and_the_model() {
     for (k, &(seq, t)) in mids.iter().enumerate() {
         let prefix = format!("t{k}-");
         let r = s
+            .replication
             .group_restore("g", RestoreTarget::Time(t), Some(&prefix), None)
             .unwrap();
         assert_eq!(r.seq, seq, "time {t}: {r:?}");
@@ -294,6 +287,7 @@ fn restore_to_several_moments_equals_the_snapshots_and_the_model() {
     std::fs::create_dir(&files).unwrap();
     let (seq, _) = mids[2];
     let r = s
+        .replication
         .group_restore("g", RestoreTarget::Seq(seq), None, Some(&files))
         .unwrap();
     assert_eq!(r.outputs.len(), 2);
@@ -304,25 +298,29 @@ fn restore_to_several_moments_equals_the_snapshots_and_the_model() {
     }
     // The same again is refused (nothing overwritten), and so is a name taken.
     assert!(s
+        .replication
         .group_restore("g", RestoreTarget::Seq(seq), None, Some(&files))
         .is_err());
     let e = s
+        .replication
         .group_restore("g", RestoreTarget::Seq(seq), None, None)
         .unwrap_err()
         .to_string();
     assert!(e.contains("already exists"), "{e}");
     // A target beyond what is there, and an inconsistent one (during the initial copy).
     let e = s
+        .replication
         .group_restore("g", RestoreTarget::Seq(si.applied + 10), Some("x-"), None)
         .unwrap_err()
         .to_string();
     assert!(e.contains("go up to sequence number"), "{e}");
     let e = s
+        .replication
         .group_restore("g", RestoreTarget::Seq(2), Some("x-"), None)
         .unwrap_err()
         .to_string();
     assert!(e.contains("not a consistent group image"), "{e}");
-    assert!(s.volume("x-a").is_none());
+    assert!(s.volumes.volume("x-a").is_none());
     // The group went on being applied; the restored volumes are plain and writable.
     for i in 0..10 {
         model.write(p, &mut rng, 900 + i);
@@ -331,19 +329,20 @@ fn restore_to_several_moments_equals_the_snapshots_and_the_model() {
     for v in VOLS {
         assert!(image(p, v) == image(s, v), "{v} differs after the restores");
     }
-    let rv = s.volume("m0-a").unwrap();
+    let rv = s.volumes.volume("m0-a").unwrap();
     s.write(&rv, 0, b"writable").unwrap();
     // A marker's snapshot deleted and its name taken again (now a newer image): that marker
     // is no base any more; the one before it and the records after it give the same image.
     let r3 = marker_seq(s, "r3");
-    s.delete_snapshot("a", "r3").unwrap();
-    s.create_snapshot("a", "r3").unwrap();
+    s.snapshots.delete_snapshot("a", "r3").unwrap();
+    s.snapshots.create_snapshot("a", "r3").unwrap();
     let m = pitr(s, "g");
     assert!(
         m.markers.iter().any(|m| m.name == "r3" && !m.usable),
         "{m:?}"
     );
     let r = s
+        .replication
         .group_restore("g", RestoreTarget::Seq(r3), Some("again-"), None)
         .unwrap();
     assert!(r.base.contains("'r2'"), "{r:?}");
@@ -367,10 +366,11 @@ fn retained_files(remote: &Path) -> Vec<PathBuf> {
 #[test]
 fn too_old_and_damaged_are_refused_and_pruning_keeps_size_and_age() {
     let st = sites();
-    let (p, s) = (&st.p, &st.s);
+    let (p, s) = (&st.primary(), &st.secondary());
     primary_group(p, &st.remote);
     let mut model = Model::default();
-    s.group_attach_pitr("g", &st.remote, &retain(0, 400 << 10))
+    s.replication
+        .group_attach_pitr("g", &st.remote, &retain(0, 400 << 10))
         .unwrap();
     wait_base(p);
     let mut rng = Rng(0x9e3779b97f4a7c15);
@@ -381,7 +381,7 @@ fn too_old_and_damaged_are_refused_and_pruning_keeps_size_and_age() {
             std::thread::sleep(Duration::from_millis(25));
         }
         if i == 105 {
-            p.group_snapshot("g", "late").unwrap();
+            p.replication.group_snapshot("g", "late").unwrap();
         }
     }
     wait_caught_up(p, s, "g");
@@ -398,22 +398,25 @@ fn too_old_and_damaged_are_refused_and_pruning_keeps_size_and_age() {
         .sum();
     assert!(total <= 400 << 10);
     // Before anything retained and before every snapshot: refused, nothing made.
-    let before = s.volume_list().len();
+    let before = s.volumes.volume_list().len();
     let e = s
+        .replication
         .group_restore("g", RestoreTarget::Seq(3), Some("old-"), None)
         .unwrap_err()
         .to_string();
     assert!(e.contains("older than anything retained"), "{e}");
     let e = s
+        .replication
         .group_restore("g", RestoreTarget::Time(1_000_000_000), Some("old-"), None)
         .unwrap_err()
         .to_string();
     assert!(e.contains("older than anything retained"), "{e}");
-    assert_eq!(s.volume_list().len(), before);
+    assert_eq!(s.volumes.volume_list().len(), before);
     // The last record restores from the late snapshot and the segments after it.
     let late = marker_seq(s, "late");
     assert!(pi.retained_oldest_seq <= late, "{pi:?}");
     let r = s
+        .replication
         .group_restore("g", RestoreTarget::Seq(last), Some("new-"), None)
         .unwrap();
     assert!(r.base.contains("late"), "{r:?}");
@@ -424,21 +427,22 @@ fn too_old_and_damaged_are_refused_and_pruning_keeps_size_and_age() {
     let mut b = std::fs::read(&victim).unwrap();
     b[64 + 30] ^= 0x5a; // the sequence number of the first record (its CRC fails)
     std::fs::write(&victim, &b).unwrap();
-    let before = s.volume_list().len();
+    let before = s.volumes.volume_list().len();
     let e = s
+        .replication
         .group_restore("g", RestoreTarget::Seq(last), Some("bad-"), None)
         .unwrap_err()
         .to_string();
     assert!(e.contains(&victim.display().to_string()), "{e}");
     assert!(e.contains("offset 64"), "{e}");
     assert_eq!(
-        s.volume_list().len(),
+        s.volumes.volume_list().len(),
         before,
         "nothing of a failed restore is kept"
     );
-    assert!(s.volume("bad-a").is_none());
+    assert!(s.volumes.volume("bad-a").is_none());
     // Pruned by age: with a 1 s limit, everything goes within a few seconds.
-    s.group_set_pitr("g", &retain(1, 0)).unwrap();
+    s.replication.group_set_pitr("g", &retain(1, 0)).unwrap();
     let t0 = Instant::now();
     while pitr(s, "g").retained_segments > 0 {
         assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", pitr(s, "g"));
@@ -446,7 +450,7 @@ fn too_old_and_damaged_are_refused_and_pruning_keeps_size_and_age() {
     }
     assert!(retained_files(&st.remote).is_empty());
     // Retention off: applied segments are deleted again, nothing is retained.
-    s.group_set_pitr("g", &retain(0, 0)).unwrap();
+    s.replication.group_set_pitr("g", &retain(0, 0)).unwrap();
     assert_eq!(pitr(s, "g").retain_secs, 0);
     model.write(p, &mut rng, 500);
     wait_caught_up(p, s, "g");
@@ -459,20 +463,21 @@ fn too_old_and_damaged_are_refused_and_pruning_keeps_size_and_age() {
 #[test]
 fn apply_delay_holds_a_consistent_image_behind_and_takeover_ignores_it() {
     let st = sites();
-    let (p, s) = (&st.p, &st.s);
+    let (p, s) = (&st.primary(), &st.secondary());
     primary_group(p, &st.remote);
     let mut model = Model::default();
     let delay = 3;
-    s.group_attach_pitr(
-        "g",
-        &st.remote,
-        &PitrOptions {
-            apply_delay: Some(delay),
-            retain_secs: Some(3600),
-            retain_size: None,
-        },
-    )
-    .unwrap();
+    s.replication
+        .group_attach_pitr(
+            "g",
+            &st.remote,
+            &PitrOptions {
+                apply_delay: Some(delay),
+                retain_secs: Some(3600),
+                retain_size: None,
+            },
+        )
+        .unwrap();
     wait_base(p);
     let mut rng = Rng(0xdeadbeefcafef00d);
     for i in 0..20 {
@@ -518,7 +523,8 @@ fn apply_delay_holds_a_consistent_image_behind_and_takeover_ignores_it() {
         );
     }
     // A takeover applies everything complete, delay or not.
-    let r = s.group_takeover("g", None).unwrap();
+    let detail = s.replication.group_takeover("g", None).unwrap();
+    let r = status::handover_report(s, "g", detail).unwrap();
     assert_eq!(r.info.start_seq, written2, "{r:?}");
     let want = model.at(written2);
     for (vi, v) in VOLS.iter().enumerate() {
@@ -530,7 +536,7 @@ fn apply_delay_holds_a_consistent_image_behind_and_takeover_ignores_it() {
     let kept = retained_files(&st.remote);
     assert!(!kept.is_empty());
     for i in 0..10 {
-        let v = s.volume(VOLS[i % 2]).unwrap();
+        let v = s.volumes.volume(VOLS[i % 2]).unwrap();
         s.write(&v, (i as u64) * 4096, &[i as u8 + 1; 4096])
             .unwrap();
     }
@@ -539,7 +545,7 @@ fn apply_delay_holds_a_consistent_image_behind_and_takeover_ignores_it() {
         assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", info(p, "g"));
         std::thread::sleep(Duration::from_millis(50));
     }
-    p.group_failback("g", false).unwrap();
+    p.replication.group_failback("g", false).unwrap();
     let t0 = Instant::now();
     loop {
         let (pi, si) = (info(p, "g"), info(s, "g"));
@@ -555,6 +561,7 @@ fn apply_delay_holds_a_consistent_image_behind_and_takeover_ignores_it() {
     assert_eq!(retained_files(&st.remote), kept);
     // The new primary can still restore to a moment of epoch 1 it applied as secondary.
     let r = s
+        .replication
         .group_restore("g", RestoreTarget::Seq(written), Some("e1-"), None)
         .unwrap();
     assert_eq!(r.seq, written);
@@ -566,34 +573,36 @@ fn apply_delay_holds_a_consistent_image_behind_and_takeover_ignores_it() {
 
 #[test]
 fn settings_markers_and_retained_segments_survive_a_crash_of_the_secondary() {
-    // Taken apart: the secondary's only handle is `s` (dropped for the crash).
-    let Sites { t, p, s, remote } = sites();
-    let p = &p;
+    // The secondary's only handle is `s` (dropped for the crash).
+    let st = sites();
+    let (p, s) = (st.primary(), st.secondary());
+    let (p, remote) = (&p, st.remote.clone());
     primary_group(p, &remote);
     let mut model = Model::default();
-    s.group_attach_pitr(
-        "g",
-        &remote,
-        &PitrOptions {
-            retain_secs: Some(7200),
-            retain_size: Some(1 << 30),
-            apply_delay: Some(0),
-        },
-    )
-    .unwrap();
+    s.replication
+        .group_attach_pitr(
+            "g",
+            &remote,
+            &PitrOptions {
+                retain_secs: Some(7200),
+                retain_size: Some(1 << 30),
+                apply_delay: Some(0),
+            },
+        )
+        .unwrap();
     wait_base(p);
     let mut rng = Rng(0x1234_5678_9abc_def1);
     for i in 0..30 {
         model.write(p, &mut rng, i);
         if i == 15 {
-            p.group_snapshot("g", "s1").unwrap();
+            p.replication.group_snapshot("g", "s1").unwrap();
         }
     }
     let last = model.write(p, &mut rng, 99);
     wait_caught_up(p, &s, "g");
     let before = pitr(&s, "g");
     // "Crash": no shutdown; the workers see the pool gone and stop.
-    let weak = Arc::downgrade(&s);
+    let weak = Arc::downgrade(&s.pool);
     drop(s);
     let t0 = Instant::now();
     while weak.strong_count() > 0 {
@@ -603,8 +612,8 @@ fn settings_markers_and_retained_segments_survive_a_crash_of_the_secondary() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let s = Pool::open(&t.path().join("secondary")).unwrap();
-    s.start_groups();
+    let s = st.secondary();
+    s.replication.start_groups();
     let t0 = Instant::now();
     let after = loop {
         let a = pitr(&s, "g");
@@ -620,6 +629,7 @@ fn settings_markers_and_retained_segments_survive_a_crash_of_the_secondary() {
     assert_eq!(after.markers, before.markers);
     assert_eq!(after.retained_oldest_seq, 1, "{after:?}");
     let r = s
+        .replication
         .group_restore("g", RestoreTarget::Seq(last), Some("x-"), None)
         .unwrap();
     assert!(r.base.contains("s1"), "{r:?}");

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::sites::Daemons;
 use common::*;
 
 const VOL: u64 = 4 << 20;
@@ -48,12 +49,9 @@ fn same(a: &Path, b: &Path) {
 
 #[test]
 fn restore_to_through_the_cli_equals_the_snapshots_and_the_moments_between() {
-    let p = TestPool::new(&["a0:128M", "a1:128M"], "64K");
-    let mut s = TestPool::new(&["b0:128M", "b1:128M"], "64K");
+    let Daemons { p, mut s, remote } = Daemons::new(2, "128M", "64K");
     p.set_budget(Duration::from_secs(300));
     s.set_budget(Duration::from_secs(300));
-    let remote = p.root().join("remote");
-    std::fs::create_dir(&remote).unwrap();
     let remote_s = remote.to_str().unwrap().to_string();
     for v in ["va", "vb"] {
         p.create_volume(v, &VOL.to_string());

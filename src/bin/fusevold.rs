@@ -34,7 +34,7 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let a = Args::parse();
     // Test builds only: failpoints named in the FAILPOINTS environment variable
-    // (e.g. FAILPOINTS=mirror::svol_write=return) are armed for the daemon's life.
+    // (e.g. FAILPOINTS=mirror::dual_target::svol_write=return) are armed for the daemon's life.
     #[cfg(feature = "failpoints")]
     let _failpoints = fail::FailScenario::setup();
     let opts = fusevol::daemon::DaemonOptions {

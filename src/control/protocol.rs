@@ -14,6 +14,11 @@
 
 use serde::{Deserialize, Serialize};
 
+// Request and answer types that belong to the services; defined there, part of the wire
+// format here.
+pub use crate::replication::options::{GroupOptions, GroupSetOptions, PitrOptions};
+pub use crate::replication::pitr::RestoreReport;
+
 /// A request from the CLI to the daemon.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
@@ -193,27 +198,6 @@ pub enum Request {
     },
 }
 
-/// Point-in-time settings of a group (absent: unchanged, or off for a new attach).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PitrOptions {
-    /// Keep applied segments this many seconds after they were applied (0: no age limit).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retain_secs: Option<u64>,
-    /// Keep at most this many bytes of applied segments (0: no size limit). Both limits 0:
-    /// retention off.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retain_size: Option<u64>,
-    /// Apply a record only once it is this many seconds old (0: at once).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub apply_delay: Option<u64>,
-}
-
-impl PitrOptions {
-    pub fn is_empty(&self) -> bool {
-        self == &PitrOptions::default()
-    }
-}
-
 /// A group snapshot whose marker this site applied (a base for `group restore-to`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MarkerInfo {
@@ -242,22 +226,6 @@ pub struct PitrInfo {
     pub apply_delay: u64,
     /// Group snapshots applied here, oldest first.
     pub markers: Vec<MarkerInfo>,
-}
-
-/// What `group restore-to` built.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RestoreReport {
-    pub group: String,
-    /// The image is the group's image after this sequence number ...
-    pub seq: u64,
-    /// ... whose record has this primary time (ns; 0 for the initial image).
-    pub time_ns: u64,
-    /// The base: `snapshot NAME (sequence N)` or `initial image`.
-    pub base: String,
-    /// Records applied after the base.
-    pub records: u64,
-    /// What was written: volume names in this pool, or image file paths.
-    pub outputs: Vec<String>,
 }
 
 /// What a takeover or failback did.
@@ -387,47 +355,6 @@ pub struct PairInfo {
     pub separate_arrays: bool,
     /// Why the pair is PSUE, or the last error.
     pub error: Option<String>,
-}
-
-/// Journal settings of a new group (absent: the default).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GroupOptions {
-    /// Seal a segment at this many bytes (default 16 MiB).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub segment_size: Option<u64>,
-    /// Seal a non-empty segment this many milliseconds after its first record (default 200).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub seal_ms: Option<u64>,
-    /// Shipping rate limit, bytes per second (default none).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rate: Option<u64>,
-    /// Journal size limit the status reports use against (default 4 GiB).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub journal_limit: Option<u64>,
-    /// What a full journal does: "block" (default) or "suspend".
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub journal_full: Option<String>,
-    /// How long a blocked writer waits for journal space before ENOSPC (default 30000 ms).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub block_timeout_ms: Option<u64>,
-}
-
-/// Settings `group set` changes (absent: unchanged).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GroupSetOptions {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub journal_limit: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub journal_full: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub block_timeout_ms: Option<u64>,
-}
-
-impl GroupSetOptions {
-    pub fn is_empty(&self) -> bool {
-        self == &GroupSetOptions::default()
-    }
 }
 
 /// The journal limit, its policy and the suspension / resync of a group (`GroupInfo.full`).
@@ -715,5 +642,38 @@ mod tests {
                 into: None
             }
         );
+    }
+
+    #[test]
+    fn set_and_resync_requests_on_the_wire() {
+        let set = Request::GroupSet {
+            name: "g".into(),
+            options: GroupSetOptions {
+                journal_full: Some("suspend".into()),
+                journal_limit: None,
+                block_timeout_ms: Some(500),
+            },
+            pitr: Default::default(),
+        };
+        let want = json!({"op":"group_set","name":"g","options":{"journal_full":"suspend","block_timeout_ms":500}});
+        assert_eq!(serde_json::to_value(&set).unwrap(), want);
+        assert_eq!(serde_json::from_value::<Request>(want).unwrap(), set);
+        let r = Request::GroupResync { name: "g".into() };
+        assert_eq!(
+            serde_json::to_value(&r).unwrap(),
+            json!({"op":"group_resync","name":"g"})
+        );
+        // An unknown setting is refused, not ignored.
+        assert!(serde_json::from_value::<Request>(
+            json!({"op":"group_set","name":"g","options":{"journal_fulll":"block"}})
+        )
+        .is_err());
+        // Old clients' status answers (no `full`) still parse.
+        let old = json!({"name":"g","role":"primary","state":"replicating","epoch":1,"volumes":[],
+            "remote":"/r","written":0,"sealed":0,"shipped":0,"applied":0,"acknowledged":0,
+            "lag_records":0,"lag_bytes":0,"lag_seconds":0.0,"journal_bytes":0,"journal_limit":0,
+            "journal_free":0,"consistent":true,"consistent_since":null,"last_error":null});
+        let i: GroupInfo = serde_json::from_value(old).unwrap();
+        assert_eq!(i.full, FullInfo::default());
     }
 }

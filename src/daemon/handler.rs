@@ -1,4 +1,4 @@
-//! Control requests → pool operations; the one place pool errors become protocol codes.
+//! Control requests → storage operations; the one place pool errors become protocol codes.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -6,13 +6,15 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde_json::json;
 
+use super::status;
 use crate::control::protocol::{ErrorCode, GroupInfo, Request, Response};
 use crate::control::server::ControlHandler;
 use crate::names;
-use crate::pool::{Pool, PoolError};
+use crate::pool::PoolError;
+use crate::storage::Storage;
 
 pub struct Handler {
-    pub pool: Arc<Pool>,
+    pub storage: Arc<Storage>,
     pub mountpoint: String,
 }
 
@@ -72,59 +74,75 @@ fn naming<T>(group: &str, result: Result<T, PoolError>) -> Result<T, PoolError> 
 impl Handler {
     /// The group called `name`, or not found naming it.
     fn one_group(&self, name: &str) -> Result<GroupInfo, PoolError> {
-        self.pool
-            .group_info(Some(name))?
+        status::group_info(&self.storage, Some(name))?
             .into_iter()
             .find(|g| g.name == name)
             .ok_or_else(|| PoolError::NotFound(format!("group '{name}' not found")))
     }
 
     fn dispatch(&self, req: Request) -> Result<Response, PoolError> {
-        let p = &self.pool;
+        let st = &self.storage;
         match req {
-            Request::Ping | Request::PoolInfo => ok(p.pool_info(&self.mountpoint), vec![]),
-            Request::ArrayList => ok(p.array_infos(), vec![]),
-            Request::ArrayAdd { name, size, tier } => ok(p.add_array(&name, size, &tier)?, vec![]),
+            Request::Ping | Request::PoolInfo => {
+                ok(status::pool_info(st, &self.mountpoint), vec![])
+            }
+            Request::ArrayList => ok(status::array_infos(st), vec![]),
+            Request::ArrayAdd { name, size, tier } => {
+                let a = st.pool.add_array(&name, size, &tier)?;
+                let info = status::array_infos(st)
+                    .into_iter()
+                    .find(|i| i.id == a.id)
+                    .expect("just added");
+                ok(info, vec![])
+            }
             Request::VolumeCreate { name, size, tier } => {
-                let (v, warnings) = p.create_volume(&name, size, tier.as_deref())?;
-                ok(p.volume_info(&v), warnings)
+                let (v, warnings) = st.volumes.create_volume(&name, size, tier.as_deref())?;
+                ok(status::volume_info(st, &v), warnings)
             }
             Request::VolumeList => {
-                let list: Vec<_> = p.volume_list().iter().map(|v| p.volume_info(v)).collect();
+                let list: Vec<_> = st
+                    .volumes
+                    .volume_list()
+                    .iter()
+                    .map(|v| status::volume_info(st, v))
+                    .collect();
                 ok(list, vec![])
             }
-            Request::VolumeInfo { name } => ok(p.volume_info_by_name(&name)?, vec![]),
+            Request::VolumeInfo { name } => ok(status::volume_info_by_name(st, &name)?, vec![]),
             Request::VolumeResize { name, size } => {
-                let v = p.resize_volume(&name, size)?;
-                ok(p.volume_info(&v), vec![])
+                let v = st.resize_volume(&name, size)?;
+                ok(status::volume_info(st, &v), vec![])
             }
             Request::VolumeDelete { name, recursive } => {
-                p.delete_volume(&name, recursive)?;
+                st.delete_volume(&name, recursive)?;
                 ok(json!(null), vec![])
             }
             Request::SnapshotCreate { volume, name } => {
-                let s = p.create_snapshot(&volume, &name)?;
-                ok(p.fresh_snapshot_info(&s, &self.mountpoint), vec![])
+                let s = st.snapshots.create_snapshot(&volume, &name)?;
+                ok(
+                    status::fresh_snapshot_info(st, &s, &self.mountpoint),
+                    vec![],
+                )
             }
             Request::SnapshotList { volume } => ok(
-                p.snapshot_infos(volume.as_deref(), &self.mountpoint)?,
+                status::snapshot_infos(st, volume.as_deref(), &self.mountpoint)?,
                 vec![],
             ),
             Request::SnapshotDelete { volume, name } => {
-                p.delete_snapshot(&volume, &name)?;
+                st.snapshots.delete_snapshot(&volume, &name)?;
                 ok(json!(null), vec![])
             }
             Request::SnapshotRollback { volume, name } => {
-                let v = p.rollback_snapshot(&volume, &name)?;
-                ok(p.volume_info(&v), vec![])
+                let v = st.rollback_snapshot(&volume, &name)?;
+                ok(status::volume_info(st, &v), vec![])
             }
             Request::SnapshotClone {
                 volume,
                 name,
                 new_volume,
             } => {
-                let v = p.clone_snapshot(&volume, &name, &new_volume)?;
-                ok(p.volume_info(&v), vec![])
+                let v = st.snapshots.clone_snapshot(&volume, &name, &new_volume)?;
+                ok(status::volume_info(st, &v), vec![])
             }
             Request::PairCreate {
                 pvol,
@@ -134,7 +152,7 @@ impl Handler {
                 group,
                 rate,
             } => {
-                let pair = p.create_pair(
+                let pair = st.create_pair(
                     &pvol,
                     &svol,
                     create_svol,
@@ -148,16 +166,19 @@ impl Handler {
                         "S-VOL '{svol}' shares arrays with P-VOL '{pvol}': losing one array file can lose both copies (add arrays, or put the S-VOL on another tier)"
                     ));
                 }
-                ok(p.pair_info(&pair), warnings)
+                ok(status::pair_info(st, &pair), warnings)
             }
             Request::PairSplit {
                 pvols,
                 group,
                 quick,
             } => {
-                let pairs = p.split_pairs(&pvols, group.as_deref(), quick)?;
+                let pairs = st.mirror.split_pairs(&pvols, group.as_deref(), quick)?;
                 ok(
-                    pairs.iter().map(|x| p.pair_info(x)).collect::<Vec<_>>(),
+                    pairs
+                        .iter()
+                        .map(|x| status::pair_info(st, x))
+                        .collect::<Vec<_>>(),
                     vec![],
                 )
             }
@@ -166,14 +187,14 @@ impl Handler {
                 restore,
                 rate,
             } => {
-                let pair = p.resync_pair(&pvol, restore, rate)?;
-                ok(p.pair_info(&pair), vec![])
+                let pair = st.mirror.resync_pair(&pvol, restore, rate)?;
+                ok(status::pair_info(st, &pair), vec![])
             }
             Request::PairDelete { pvol } => {
-                p.delete_pair(&pvol)?;
+                st.mirror.delete_pair(&pvol)?;
                 ok(json!(null), vec![])
             }
-            Request::PairStatus { pvol } => ok(p.pair_infos(pvol.as_deref())?, vec![]),
+            Request::PairStatus { pvol } => ok(status::pair_infos(st, pvol.as_deref())?, vec![]),
             Request::GroupCreate {
                 name,
                 volumes,
@@ -187,35 +208,46 @@ impl Handler {
                     )));
                 }
                 let remote = remote_dir(&name, &remote)?;
-                naming(&name, p.group_create(&name, &volumes, &remote, &options))?;
+                naming(
+                    &name,
+                    st.replication
+                        .group_create(&name, &volumes, &remote, &options),
+                )?;
                 ok(self.one_group(&name)?, vec![])
             }
             Request::GroupAttach { name, remote, pitr } => {
                 validate_group(&name)?;
                 let remote = remote_dir(&name, &remote)?;
-                naming(&name, p.group_attach_pitr(&name, &remote, &pitr))?;
+                naming(
+                    &name,
+                    st.replication.group_attach_pitr(&name, &remote, &pitr),
+                )?;
                 ok(self.one_group(&name)?, vec![])
             }
             Request::GroupAddVolume { name, volume } => {
-                naming(&name, p.group_add_volume(&name, &volume))?;
+                naming(&name, st.replication.group_add_volume(&name, &volume))?;
                 ok(self.one_group(&name)?, vec![])
             }
             Request::GroupRemoveVolume { name, volume } => {
-                naming(&name, p.group_remove_volume(&name, &volume))?;
+                naming(&name, st.replication.group_remove_volume(&name, &volume))?;
                 ok(self.one_group(&name)?, vec![])
             }
             Request::GroupSnapshot { name, snapshot } => {
-                naming(&name, p.group_snapshot(&name, &snapshot))?;
+                naming(&name, st.replication.group_snapshot(&name, &snapshot))?;
                 ok(json!(null), vec![])
             }
             Request::GroupDelete { name } => {
-                naming(&name, p.group_delete(&name))?;
+                naming(&name, st.replication.group_delete(&name))?;
                 ok(json!(null), vec![])
             }
             Request::GroupTakeover { name, at_marker } => {
                 validate_group(&name)?;
+                let detail = naming(
+                    &name,
+                    st.replication.group_takeover(&name, at_marker.as_deref()),
+                )?;
                 ok(
-                    naming(&name, p.group_takeover(&name, at_marker.as_deref()))?,
+                    naming(&name, status::handover_report(st, &name, detail))?,
                     vec![],
                 )
             }
@@ -224,8 +256,9 @@ impl Handler {
                 keep_snapshot,
             } => {
                 validate_group(&name)?;
+                let detail = naming(&name, st.replication.group_failback(&name, keep_snapshot))?;
                 ok(
-                    naming(&name, p.group_failback(&name, keep_snapshot))?,
+                    naming(&name, status::handover_report(st, &name, detail))?,
                     vec![],
                 )
             }
@@ -243,16 +276,16 @@ impl Handler {
                 // Journal-full settings belong to the primary, retention and apply delay
                 // to the secondary (or a primary that may become one).
                 if options != crate::control::GroupSetOptions::default() {
-                    naming(&name, p.group_set(&name, &options))?;
+                    naming(&name, st.replication.group_set(&name, &options))?;
                 }
                 if !pitr.is_empty() {
-                    naming(&name, p.group_set_pitr(&name, &pitr))?;
+                    naming(&name, st.replication.group_set_pitr(&name, &pitr))?;
                 }
                 ok(self.one_group(&name)?, vec![])
             }
             Request::GroupResync { name } => {
                 validate_group(&name)?;
-                naming(&name, p.group_resync(&name))?;
+                naming(&name, st.replication.group_resync(&name))?;
                 ok(self.one_group(&name)?, vec![])
             }
             Request::GroupRestore {
@@ -276,15 +309,20 @@ impl Handler {
                 ok(
                     naming(
                         &name,
-                        p.group_restore(&name, target, prefix.as_deref(), into.as_deref()),
+                        st.replication.group_restore(
+                            &name,
+                            target,
+                            prefix.as_deref(),
+                            into.as_deref(),
+                        ),
                     )?,
                     vec![],
                 )
             }
-            Request::GroupStatus { name: None } => ok(p.group_info(None)?, vec![]),
+            Request::GroupStatus { name: None } => ok(status::group_info(st, None)?, vec![]),
             Request::GroupStatus { name: Some(name) } => ok(vec![self.one_group(&name)?], vec![]),
             Request::Sync => {
-                p.checkpoint()?;
+                st.checkpoint()?;
                 ok(json!(null), vec![])
             }
         }

@@ -2,6 +2,7 @@
 //! flush in the background, and unmount cleanly on SIGINT/SIGTERM.
 
 mod handler;
+pub mod status;
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -19,6 +20,7 @@ pub use handler::Handler;
 
 use crate::fuse::{volume_ino, FuseFs};
 use crate::pool::{create_pool, default_pool_with_volume, Pool, PoolError};
+use crate::storage::Storage;
 
 #[derive(Debug, Clone)]
 pub struct DaemonOptions {
@@ -127,7 +129,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         source: e.into(),
     })?;
 
-    let pool = Pool::open(&pool_dir)?;
+    let st = Storage::open(&pool_dir)?;
 
     clear_stale_mount(&opts.mountpoint);
     fs::create_dir_all(&opts.mountpoint).map_err(io_err("create mountpoint", &opts.mountpoint))?;
@@ -144,12 +146,12 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     }
     config.n_threads = Some(opts.threads.max(1));
     config.clone_fd = true;
-    let mut session = Session::new(FuseFs::new(pool.clone()), &mnt, &config)
+    let mut session = Session::new(FuseFs::new(st.clone()), &mnt, &config)
         .map_err(io_err("mount FUSE at", &mnt))?;
     log::info!("mounted {} at {}", pool_dir.display(), mnt.display());
 
     let notifier = session.notifier();
-    pool.set_listener(Box::new(move |id| {
+    st.pool.set_listener(Box::new(move |id| {
         // Resized or deleted outside the file: drop the kernel's cached size and pages.
         let _ = notifier.inval_inode(INodeNo(volume_ino(id)), 0, 0);
     }));
@@ -157,7 +159,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     let server = crate::control::server::serve(
         &pool_dir.join(crate::pool::SOCKET_FILE),
         Arc::new(Handler {
-            pool: pool.clone(),
+            storage: st.clone(),
             mountpoint: mnt.display().to_string(),
         }),
     )
@@ -165,7 +167,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
 
     let stop = Arc::new(AtomicBool::new(false));
     let flusher = {
-        let (pool, stop, every) = (pool.clone(), stop.clone(), opts.flush_interval);
+        let (st, stop, every) = (st.clone(), stop.clone(), opts.flush_interval);
         thread::Builder::new()
             .name("flusher".into())
             .spawn(move || {
@@ -177,9 +179,9 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
                         continue;
                     }
                     last = Instant::now();
-                    if let Err(e) = pool
+                    if let Err(e) = st
                         .sync()
-                        .and_then(|_| pool.maybe_checkpoint().map(|_| ()))
+                        .and_then(|_| st.pool.maybe_checkpoint().map(|_| ()))
                     {
                         log::error!("background flush: {e}");
                         thread::sleep(Duration::from_secs(1));
@@ -188,9 +190,9 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
             })
             .expect("spawn flusher")
     };
-    // Completes partial extents (sub-extent copy-on-write) in the background.
-    pool.start_filler();
-    pool.start_groups();
+    // Completes partial extents (sub-extent copy-on-write) in the background, and starts
+    // the journal groups' shippers, appliers and base copiers.
+    st.start();
 
     let mut unmounter = session.unmount_callable();
     let mnt2 = mnt.clone();
@@ -211,8 +213,8 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     stop.store(true, Ordering::Release);
     server.stop();
     let _ = flusher.join();
-    pool.shutdown();
-    let result = pool.checkpoint();
+    st.shutdown();
+    let result = st.checkpoint();
     drop(lock);
     served.map_err(io_err("serve FUSE at", &mnt))?;
     result?;

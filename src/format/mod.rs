@@ -9,12 +9,14 @@ pub mod codec;
 pub mod group;
 pub mod journal;
 pub mod meta_record;
+pub mod pair_state;
 
 pub use array_header::ArrayHeader;
 pub use checkpoint::{
     ArrayRec, Checkpoint, ChunkRec, GroupRec, PairRec, PartialRec, SnapshotRec, TableRec, VolumeRec,
 };
 pub use meta_record::{LogHeader, MetaRecord, RecordFrame};
+pub use pair_state::PairState;
 
 /// Decoding failures; the callers add the file name and offset.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]

@@ -1,7 +1,8 @@
 //! The `fuser` adapter: a root directory whose regular files are the volumes.
 //!
 //! This is the only place that turns errors into errno values. It holds no state of its
-//! own beyond what the kernel protocol needs; every operation goes to the volume façade.
+//! own beyond what the kernel protocol needs; every operation goes to the `Storage` (its
+//! write pipeline for volume I/O, its services for lookups).
 
 use std::cell::RefCell;
 use std::ffi::OsStr;
@@ -14,8 +15,9 @@ use fuser::{
     ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, WriteFlags,
 };
 
-use crate::pool::{Pool, PoolError};
+use crate::pool::PoolError;
 use crate::snapshot::Snapshot;
+use crate::storage::Storage;
 use crate::volume::{IoError, Volume};
 
 pub const ROOT_INO: u64 = 1;
@@ -44,7 +46,7 @@ enum Node {
 }
 
 pub struct FuseFs {
-    pool: Arc<Pool>,
+    st: Arc<Storage>,
     uid: u32,
     gid: u32,
     mounted_at: SystemTime,
@@ -55,8 +57,23 @@ thread_local! {
     static READ_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
+/// The errno a file system user sees for a data-path error.
+pub fn io_errno(e: &IoError) -> i32 {
+    match e {
+        IoError::BeyondEnd { .. } | IoError::NoSpace { .. } => libc::ENOSPC,
+        IoError::Array { source, .. } if source.raw_os_error() == Some(libc::ENOSPC) => {
+            libc::ENOSPC
+        }
+        IoError::Invalid { .. } => libc::EINVAL,
+        IoError::ReadOnly { .. } => libc::EROFS,
+        IoError::JournalFull { .. } => libc::ENOSPC,
+        IoError::Journal { source, .. } => source.errno(),
+        _ => libc::EIO,
+    }
+}
+
 fn errno_of(e: &IoError) -> Errno {
-    Errno::from_i32(e.errno())
+    Errno::from_i32(io_errno(e))
 }
 
 fn pool_errno(e: &PoolError) -> Errno {
@@ -71,9 +88,9 @@ fn pool_errno(e: &PoolError) -> Errno {
 }
 
 impl FuseFs {
-    pub fn new(pool: Arc<Pool>) -> FuseFs {
+    pub fn new(st: Arc<Storage>) -> FuseFs {
         FuseFs {
-            pool,
+            st,
             uid: nix::unistd::getuid().as_raw(),
             gid: nix::unistd::getgid().as_raw(),
             mounted_at: SystemTime::now(),
@@ -92,14 +109,15 @@ impl FuseFs {
             ROOT_INO => Some(Node::Root),
             SNAPROOT_INO => Some(Node::SnapRoot),
             i if i >= SNAPDIR_INO_BASE => self
-                .pool
+                .st
+                .volumes
                 .volume_by_id(i - SNAPDIR_INO_BASE)
                 .map(Node::SnapDir),
             i if i >= VOLUME_INO_BASE => {
                 let id = i - VOLUME_INO_BASE;
-                match self.pool.volume_by_id(id) {
+                match self.st.volumes.volume_by_id(id) {
                     Some(v) => Some(Node::Volume(v)),
-                    None => self.pool.snapshot_by_id(id).map(Node::Snapshot),
+                    None => self.st.snapshots.snapshot_by_id(id).map(Node::Snapshot),
                 }
             }
             _ => None,
@@ -121,7 +139,7 @@ impl FuseFs {
         FileAttr {
             ino: INodeNo(volume_ino(s.id)),
             size: s.size,
-            blocks: s.mapped_extents() * self.pool.extent_size / 512,
+            blocks: s.mapped_extents() * self.st.pool.extent_size / 512,
             atime: created,
             mtime: created,
             ctime: created,
@@ -162,7 +180,7 @@ impl FuseFs {
         FileAttr {
             ino: INodeNo(volume_ino(v.id)),
             size: v.size(),
-            blocks: v.mapped_extents() * self.pool.extent_size / 512,
+            blocks: v.mapped_extents() * self.st.pool.extent_size / 512,
             atime: created,
             mtime: created,
             ctime: created,
@@ -205,10 +223,11 @@ impl Filesystem for FuseFs {
         };
         let found = match self.node(parent) {
             Some(Node::Root) if name == SNAPROOT_NAME => Some(Node::SnapRoot),
-            Some(Node::Root) => self.pool.volume(name).map(Node::Volume),
-            Some(Node::SnapRoot) => self.pool.volume(name).map(Node::SnapDir),
+            Some(Node::Root) => self.st.volumes.volume(name).map(Node::Volume),
+            Some(Node::SnapRoot) => self.st.volumes.volume(name).map(Node::SnapDir),
             Some(Node::SnapDir(v)) => self
-                .pool
+                .st
+                .snapshots
                 .snapshots_of(v.id)
                 .into_iter()
                 .find(|s| s.name == name)
@@ -266,9 +285,7 @@ impl Filesystem for FuseFs {
                 return reply.error(Errno::EPERM);
             }
             if size != v.size() {
-                if let Err(e) =
-                    Pool::refuse_paired(&v, "resized").and_then(|_| self.pool.resize(&v, size))
-                {
+                if let Err(e) = self.st.resize(&v, size) {
                     log::warn!("truncate of volume '{}' to {size}: {e}", v.name);
                     return reply.error(pool_errno(&e));
                 }
@@ -340,8 +357,8 @@ impl Filesystem for FuseFs {
             }
             let dst = &mut buf[..size as usize];
             let res = match &node {
-                Some(Node::Volume(v)) => self.pool.read(v, offset, dst),
-                Some(Node::Snapshot(s)) => self.pool.read_snapshot(s, offset, dst),
+                Some(Node::Volume(v)) => self.st.read(v, offset, dst),
+                Some(Node::Snapshot(s)) => self.st.snapshots.read_snapshot(s, offset, dst),
                 Some(_) => return reply.error(Errno::EISDIR),
                 None => return reply.error(Errno::ENOENT),
             };
@@ -372,7 +389,7 @@ impl Filesystem for FuseFs {
             Some(Node::Snapshot(_)) => return reply.error(Errno::EROFS),
             _ => return reply.error(Errno::ENOENT),
         };
-        match self.pool.write(&v, offset, data) {
+        match self.st.write(&v, offset, data) {
             Ok(n) => reply.written(n as u32),
             Err(e) => {
                 match &e {
@@ -408,7 +425,7 @@ impl Filesystem for FuseFs {
         let Some(v) = self.volume(ino) else {
             return reply.error(Errno::ENOENT);
         };
-        match self.pool.fsync_volume(&v) {
+        match self.st.fsync_volume(&v) {
             Ok(()) => reply.ok(),
             Err(e) => {
                 log::error!("{e}");
@@ -439,7 +456,7 @@ impl Filesystem for FuseFs {
             return reply.error(Errno::from_i32(libc::EOPNOTSUPP));
         }
         let res = if mode & (libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_ZERO_RANGE) != 0 {
-            self.pool.discard(&v, offset, length)
+            self.st.discard(&v, offset, length)
         } else {
             // Allocation: a volume does not grow by fallocate; past the end is refused
             // unless KEEP_SIZE asks only for the part inside.
@@ -451,7 +468,7 @@ impl Filesystem for FuseFs {
             if offset >= size {
                 return reply.ok();
             }
-            self.pool.allocate(&v, offset, end.min(size) - offset)
+            self.st.allocate(&v, offset, end.min(size) - offset)
         };
         match res {
             Ok(()) => reply.ok(),
@@ -484,17 +501,17 @@ impl Filesystem for FuseFs {
         match self.node(ino) {
             Some(Node::Root) => {
                 entries.push((SNAPROOT_INO, FileType::Directory, SNAPROOT_NAME.into()));
-                for v in self.pool.volume_list() {
+                for v in self.st.volumes.volume_list() {
                     entries.push((volume_ino(v.id), FileType::RegularFile, v.name.clone()));
                 }
             }
             Some(Node::SnapRoot) => {
-                for v in self.pool.volume_list() {
+                for v in self.st.volumes.volume_list() {
                     entries.push((SNAPDIR_INO_BASE + v.id, FileType::Directory, v.name.clone()));
                 }
             }
             Some(Node::SnapDir(v)) => {
-                for s in self.pool.snapshots_of(v.id) {
+                for s in self.st.snapshots.snapshots_of(v.id) {
                     entries.push((volume_ino(s.id), FileType::RegularFile, s.name.clone()));
                 }
             }
@@ -509,10 +526,23 @@ impl Filesystem for FuseFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        let info = self.pool.array_infos();
-        let cap: u64 = info.iter().map(|a| a.capacity).sum();
-        let free: u64 = info.iter().map(|a| a.free).sum();
-        let nvol = self.pool.volume_list().len() as u64;
+        // The same sums as `pool info` (daemon::status::array_infos), taken here directly:
+        // the daemon uses this module, not the other way round.
+        let (cap, free) = {
+            let al = self.st.pool.alloc.lock();
+            self.st
+                .pool
+                .arrays()
+                .iter()
+                .fold((0u64, 0u64), |(cap, free), a| {
+                    let (_, f) = al.usage(a.id);
+                    (
+                        cap + a.capacity_extents * a.extent_size,
+                        free + f * a.extent_size,
+                    )
+                })
+        };
+        let nvol = self.st.volumes.volume_list().len() as u64;
         reply.statfs(
             cap / 4096,
             free / 4096,

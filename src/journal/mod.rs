@@ -54,6 +54,19 @@ pub enum JournalError {
 }
 
 impl JournalError {
+    /// The errno this failure means to a writer: a full disk is ENOSPC, anything else that
+    /// failed on the disk (or damaged bytes) EIO.
+    pub fn errno(&self) -> i32 {
+        match self {
+            JournalError::Io { source, .. } => match source.raw_os_error() {
+                Some(libc::ENOSPC) | Some(libc::EDQUOT) => libc::ENOSPC,
+                Some(libc::EROFS) => libc::EROFS,
+                _ => libc::EIO,
+            },
+            _ => libc::EIO,
+        }
+    }
+
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         JournalError::Io {
             op,
@@ -69,4 +82,24 @@ pub fn now_ns() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0)
+}
+
+/// Test builds only (`--features failpoints`): die at once, as `kill -9` would, at the crash
+/// point `name`. A crash point is a failpoint whose action is this call, e.g.
+/// `fail::fail_point!("replication::publish::before_rename", |_| crash_point("..."))`; it
+/// fires only when armed (the daemon reads `FAILPOINTS`, e.g.
+/// `FAILPOINTS=replication::publish::after_rename=3*off->return` crashes at the fourth pass).
+///
+/// One line names the point on stderr (tests look for `crash point NAME`), then the process
+/// sends itself SIGKILL: no destructor, no flush, no unmount runs, and no core file is
+/// written (`abort` is the fallback should the signal fail).
+#[cfg(feature = "failpoints")]
+pub fn crash_point(name: &str) -> ! {
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "fusevold: crash point {name}: killing the process"
+    );
+    let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+    std::process::abort()
 }

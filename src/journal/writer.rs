@@ -356,8 +356,13 @@ impl Journal {
         let mut g = self.inner.lock();
         let (seq, hbytes) = self.begin(&mut g, kind, volume, offset, length, (payload, crc))?;
         let cur = g.cur.as_mut().expect("open segment");
-        write_vectored_at(&cur.file, &[&hbytes, payload], cur.len)
-            .map_err(|e| JournalError::io("append to journal segment", &cur.path, e))?;
+        let write = || -> std::io::Result<()> {
+            fail::fail_point!("journal::append::write", |_| Err(
+                std::io::Error::from_raw_os_error(libc::EIO)
+            ));
+            write_vectored_at(&cur.file, &[&hbytes, payload], cur.len)
+        };
+        write().map_err(|e| JournalError::io("append to journal segment", &cur.path, e))?;
         if tracked {
             g.inflight.insert(seq);
         }
@@ -573,6 +578,11 @@ impl Journal {
                     _ => break,
                 }
             };
+            // Crash point: the segment is acknowledged and durable at the other site, and
+            // still here (a restarted primary purges it again).
+            fail::fail_point!("journal::purge::before_remove", |_| {
+                super::crash_point("journal::purge::before_remove")
+            });
             self.retire(&seg)?;
             freed += seg.bytes;
         }

@@ -112,10 +112,10 @@ impl MetaLog {
     /// holding the lock that guards this log.
     pub fn append(&mut self, rec: &MetaRecord) -> Result<(), MetaError> {
         self.check_healthy()?;
-        fail::fail_point!("meta::append", |_| Err(MetaError::io(
+        fail::fail_point!("meta::append::write", |_| Err(MetaError::io(
             "append to",
             &self.path,
-            std::io::Error::other("failpoint meta::append")
+            std::io::Error::other("failpoint meta::append::write")
         )));
         self.scratch.clear();
         rec.encode_frame(&mut self.scratch);
@@ -180,10 +180,10 @@ impl MetaLog {
             "checkpoint epoch must follow the log"
         );
         write_checkpoint(&self.dir, state)?;
-        fail::fail_point!("meta::between_checkpoint_and_log", |_| Err(MetaError::io(
+        fail::fail_point!("meta::rotate::after_checkpoint", |_| Err(MetaError::io(
             "rotate",
             &self.path,
-            std::io::Error::other("failpoint meta::between_checkpoint_and_log")
+            std::io::Error::other("failpoint meta::rotate::after_checkpoint")
         )));
         *self = MetaLog::create(&self.dir, self.pool_id, state.epoch)?;
         Ok(())

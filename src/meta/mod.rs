@@ -12,7 +12,6 @@
 //!   after it) is cut off with a warning naming the file and offset; any other bad record stops
 //!   recovery with an error naming the file and offset.
 
-mod check;
 mod log;
 mod recovery;
 mod replay;
@@ -21,7 +20,6 @@ pub mod state;
 use std::io;
 use std::path::PathBuf;
 
-pub use check::{check_pool, CheckReport};
 pub use log::{sync_dir, write_checkpoint, MetaLog};
 pub use recovery::{recover, Recovered};
 pub use replay::apply;

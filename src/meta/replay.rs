@@ -1,11 +1,11 @@
 //! Applying one record to the recovered state: the single definition of what a record means.
 
 use super::state::{partial_from_rec, PairSt, SnapState, State, VolState};
+use crate::bitmap::Bitmap;
 use crate::extent_map::partial::{BlockBits, BLOCK};
 use crate::extent_map::NoRefs;
+use crate::format::PairState;
 use crate::format::{MetaRecord, Phys};
-use crate::mirror::bitmap::Bitmap;
-use crate::mirror::PairState;
 
 fn volume_mut(state: &mut State, id: u64) -> Result<&mut VolState, String> {
     state

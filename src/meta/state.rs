@@ -4,13 +4,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use crate::bitmap::Bitmap;
 use crate::extent_map::partial::{BlockBits, PartialExt, BLOCK};
 use crate::extent_map::{Chunk, ExtentTable, CHUNK};
 use crate::format::{
     ArrayRec, Checkpoint, ChunkRec, FormatError, GroupRec, PairRec, PartialRec, Phys, SnapshotRec,
     TableRec, VolumeRec,
 };
-use crate::mirror::bitmap::Bitmap;
 
 #[derive(Clone)]
 pub struct VolState {

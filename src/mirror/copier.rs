@@ -4,9 +4,8 @@ use std::sync::{Arc, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{Pair, PairState};
+use super::{Mirror, Pair, PairState};
 use crate::format::MetaRecord;
-use crate::pool::Pool;
 
 /// Copy progress is recorded after this many regions or this long, whichever comes first.
 const BATCH_REGIONS: usize = 1024;
@@ -34,7 +33,7 @@ fn mode(pair: &Pair) -> Mode {
 }
 
 /// Start the copier of `pair` unless one is running.
-pub(crate) fn ensure(pool: &Arc<Pool>, pair: &Arc<Pair>) {
+pub(crate) fn ensure(m: &Arc<Mirror>, pair: &Arc<Pair>) {
     let mut w = pair.worker.lock();
     if w.as_ref().is_some_and(|h| !h.is_finished()) {
         return;
@@ -42,7 +41,7 @@ pub(crate) fn ensure(pool: &Arc<Pool>, pair: &Arc<Pair>) {
     if let Some(h) = w.take() {
         let _ = h.join();
     }
-    let (weak, p) = (Arc::downgrade(pool), pair.clone());
+    let (weak, p) = (Arc::downgrade(m), pair.clone());
     *w = Some(
         thread::Builder::new()
             .name(format!("copy-{}", pair.pvol.name))
@@ -91,7 +90,7 @@ impl Mode {
 /// batches; a batch belongs to one mode and is dropped (copied again later) if the mode
 /// changes before it is recorded — a region filled from the split image must not count as
 /// copied for a resync that follows.
-fn run(weak: Weak<Pool>, pair: Arc<Pair>) {
+fn run(weak: Weak<Mirror>, pair: Arc<Pair>) {
     let mut cursor = 0u64;
     let mut batch: Vec<u64> = Vec::new();
     let mut batch_mode = Mode::Idle;
@@ -106,8 +105,14 @@ fn run(weak: Weak<Pool>, pair: Arc<Pair>) {
         m.rate_window = (Instant::now(), 0);
     }
     loop {
-        let Some(pool) = weak.upgrade() else { return };
-        let stopping = pair.stopped() || pool.stopping.load(std::sync::atomic::Ordering::Acquire);
+        let Some(mirror) = weak.upgrade() else {
+            return;
+        };
+        let stopping = pair.stopped()
+            || mirror
+                .pool
+                .stopping
+                .load(std::sync::atomic::Ordering::Acquire);
         let cur = mode(&pair);
         if !cur.same(&batch_mode) {
             batch.clear();
@@ -116,7 +121,7 @@ fn run(weak: Weak<Pool>, pair: Arc<Pair>) {
             batch_mode = cur;
         }
         if stopping || matches!(batch_mode, Mode::Idle) {
-            let _ = flush_checked(&pool, &pair, &batch_mode, &mut batch);
+            let _ = flush_checked(&mirror, &pair, &batch_mode, &mut batch);
             return;
         }
         let next = {
@@ -133,19 +138,19 @@ fn run(weak: Weak<Pool>, pair: Arc<Pair>) {
             n
         };
         let Some(region) = next else {
-            if let Err(e) = flush_checked(&pool, &pair, &batch_mode, &mut batch) {
-                pool.suspend(&pair, format!("recording copy progress: {e}"));
+            if let Err(e) = flush_checked(&mirror, &pair, &batch_mode, &mut batch) {
+                mirror.suspend(&pair, format!("recording copy progress: {e}"));
                 return;
             }
             if cursor > 0 {
                 cursor = 0;
                 continue;
             }
-            finish(&pool, &pair);
+            finish(&mirror, &pair);
             return;
         };
         let limit = pair.st.lock().rate_limit;
-        throttle.take(pool.extent_size, limit);
+        throttle.take(mirror.pool.extent_size, limit);
         let _pio = pair.pvol.io_lock.read_recursive();
         let _sio = pair.svol.io_lock.read_recursive();
         if !mode(&pair).same(&batch_mode) {
@@ -157,36 +162,36 @@ fn run(weak: Weak<Pool>, pair: Arc<Pair>) {
                 Ok(())
             } else {
                 let r = match &batch_mode {
-                    Mode::PtoS => pool.copy_region(&pair, &pair.pvol, None, &pair.svol, region),
-                    Mode::StoP => pool.copy_region(&pair, &pair.svol, None, &pair.pvol, region),
+                    Mode::PtoS => mirror.copy_region(&pair, &pair.pvol, None, &pair.svol, region),
+                    Mode::StoP => mirror.copy_region(&pair, &pair.svol, None, &pair.pvol, region),
                     Mode::SnapToS(s) => {
-                        pool.copy_region(&pair, &pair.pvol, Some(s), &pair.svol, region)
+                        mirror.copy_region(&pair, &pair.pvol, Some(s), &pair.svol, region)
                     }
                     Mode::Idle => Ok(()),
                 };
                 if r.is_ok() {
                     // Still under the region lock: from here on host writes to this region
-                    // go to the S-VOL too (see `mirrored`).
+                    // go to the S-VOL too (see `Mirror::dual_target`).
                     pair.st.lock().copied_unrecorded.set(region);
                 }
                 r
             }
         };
         if let Err(e) = res {
-            let _ = flush(&pool, &pair, &mut batch);
+            let _ = flush(&mirror, &pair, &mut batch);
             if let Mode::SnapToS(_) = batch_mode {
                 log::error!("pair {}: quick split copy: {e}", pair.pvol.name);
                 pair.st.lock().error = Some(e.to_string());
             } else {
-                pool.suspend(&pair, format!("copy of region {region}: {e}"));
+                mirror.suspend(&pair, format!("copy of region {region}: {e}"));
             }
             return;
         }
         batch.push(region);
         cursor = region + 1;
         if batch.len() >= BATCH_REGIONS || last_flush.elapsed() >= BATCH_TIME {
-            if let Err(e) = flush(&pool, &pair, &mut batch) {
-                pool.suspend(&pair, format!("recording copy progress: {e}"));
+            if let Err(e) = flush(&mirror, &pair, &mut batch) {
+                mirror.suspend(&pair, format!("recording copy progress: {e}"));
                 return;
             }
             last_flush = Instant::now();
@@ -196,7 +201,7 @@ fn run(weak: Weak<Pool>, pair: Arc<Pair>) {
 
 /// `flush`, holding both io_locks and only if the pair is still in the batch's mode.
 fn flush_checked(
-    pool: &Pool,
+    mirror: &Mirror,
     pair: &Pair,
     batch_mode: &Mode,
     batch: &mut Vec<u64>,
@@ -208,16 +213,16 @@ fn flush_checked(
         pair.st.lock().copied_unrecorded.clear_all();
         return Ok(());
     }
-    flush(pool, pair, batch)
+    flush(mirror, pair, batch)
 }
 
 /// Make the copied data durable, then record the regions as copied.
-fn flush(pool: &Pool, pair: &Pair, batch: &mut Vec<u64>) -> Result<(), crate::pool::PoolError> {
+fn flush(mirror: &Mirror, pair: &Pair, batch: &mut Vec<u64>) -> Result<(), crate::pool::PoolError> {
     if batch.is_empty() {
         return Ok(());
     }
-    fail::fail_point!("mirror::before_progress", |_| Err(
-        crate::pool::PoolError::Invalid("failpoint mirror::before_progress".into())
+    fail::fail_point!("mirror::copier_flush::before_progress", |_| Err(
+        crate::pool::PoolError::Invalid("failpoint mirror::copier_flush::before_progress".into())
     ));
     // The destination's arrays (a pair keeps the two volumes on separate arrays when it can).
     let dst = match pair.st.lock().state {
@@ -225,8 +230,8 @@ fn flush(pool: &Pool, pair: &Pair, batch: &mut Vec<u64>) -> Result<(), crate::po
         _ => &pair.svol,
     };
     let arrays = dst.allowed_arrays.read().clone();
-    pool.sync_some(arrays.as_deref())?;
-    pool.meta.lock().append(&MetaRecord::PairCopied {
+    mirror.pool.sync_some(arrays.as_deref())?;
+    mirror.pool.meta.lock().append(&MetaRecord::PairCopied {
         id: pair.id,
         regions: batch.clone(),
     })?;
@@ -240,8 +245,8 @@ fn flush(pool: &Pool, pair: &Pair, batch: &mut Vec<u64>) -> Result<(), crate::po
 }
 
 /// Nothing left to copy: record the state the copy leads to.
-fn finish(pool: &Pool, pair: &Pair) {
-    let mut log = pool.meta.lock();
+fn finish(mirror: &Mirror, pair: &Pair) {
+    let mut log = mirror.pool.meta.lock();
     let mut m = pair.st.lock();
     if !m.todo.is_empty() {
         return;
@@ -266,7 +271,7 @@ fn finish(pool: &Pool, pair: &Pair) {
     drop(m);
     if let Some(s) = snap {
         // The quick split's image is all in the S-VOL now: its snapshot can go.
-        if let Err(e) = pool.delete_snapshot_logged(&mut log, &s) {
+        if let Err(e) = mirror.snapshots.delete_snapshot_logged(&mut log, &s) {
             log::error!("pair {}: deleting split snapshot: {e}", pair.pvol.name);
         }
     }

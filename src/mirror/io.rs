@@ -2,10 +2,11 @@
 
 use std::sync::Arc;
 
-use super::{Pair, PairState, Role};
+use parking_lot::{ArcMutexGuard, RawMutex};
+
+use super::{Mirror, Pair, PairState, Role};
 use crate::extent_map::pieces;
 use crate::format::MetaRecord;
-use crate::pool::Pool;
 use crate::volume::{IoError, Volume};
 
 /// Which bitmap a change goes to.
@@ -15,29 +16,19 @@ pub(crate) enum Side {
     S = 1,
 }
 
-impl Pool {
-    pub(crate) fn regions(&self, offset: u64, len: u64) -> Vec<u64> {
-        if len == 0 {
-            return Vec::new();
-        }
-        let es = self.extent_size;
-        (offset / es..=(offset + len - 1) / es).collect()
-    }
+/// What a paired volume's write was admitted with: the pair, the side, the state at
+/// admission, the regions it touches and their owned stripe guards (held until `complete`).
+pub struct MirrorAdmission {
+    pair: Arc<Pair>,
+    role: Role,
+    state: PairState,
+    regions: Vec<u64>,
+    /// Released when the admission is completed (or dropped, when the data write failed).
+    #[allow(dead_code)]
+    guards: Vec<ArcMutexGuard<RawMutex, ()>>,
+}
 
-    /// fdatasync of the metadata log alone (no array sync, no recycling).
-    pub(crate) fn sync_log(&self) -> Result<(), crate::meta::MetaError> {
-        let (handle, unsynced) = {
-            let log = self.meta.lock();
-            log.check_healthy()?;
-            (log.sync_handle()?, log.unsynced())
-        };
-        if unsynced == 0 {
-            return Ok(());
-        }
-        let res = handle.sync_data();
-        self.meta.lock().mark_synced(unsynced, res)
-    }
-
+impl Mirror {
     /// Record that `regions` change on one side, durably, before the change is made.
     pub(crate) fn mark_dirty(
         &self,
@@ -70,7 +61,8 @@ impl Pool {
             volume: vol.name.clone(),
             source,
         };
-        self.meta
+        self.pool
+            .meta
             .lock()
             .append(&MetaRecord::PairDirty {
                 id: pair.id,
@@ -79,7 +71,7 @@ impl Pool {
             })
             .map_err(err)?;
         // Write-intent: the bit is durable before the data it covers can be.
-        self.sync_log().map_err(err)?;
+        self.pool.sync_log().map_err(err)?;
         let mut m = pair.st.lock();
         let b = if side == Side::P {
             &mut m.p_dirty
@@ -107,7 +99,7 @@ impl Pool {
             m.error = Some(reason.clone());
             pair.set_state(&mut m, PairState::Psue);
         }
-        if let Err(e) = self.meta.lock().append(&MetaRecord::PairState {
+        if let Err(e) = self.pool.meta.lock().append(&MetaRecord::PairState {
             id: pair.id,
             state: PairState::Psue as u8,
             error: reason,
@@ -116,19 +108,24 @@ impl Pool {
         }
     }
 
-    /// Run a data operation (`op`) on a paired volume with the pair's rules.
-    pub(crate) fn mirrored<T>(
+    /// Before the data write of a host write/discard/allocate of `[offset, offset+len)` on
+    /// `vol` (the caller holds `vol.io_lock` shared and has clipped `len` to the volume's
+    /// size). `None`: the volume is not paired. Everything the pair's rules require before
+    /// the data write happens here; the admission holds the region locks until `complete`.
+    pub(crate) fn admit(
         &self,
-        pair: &Arc<Pair>,
-        role: Role,
         vol: &Volume,
         offset: u64,
         len: u64,
-        op: impl Fn(&Volume) -> Result<T, IoError>,
-    ) -> Result<T, IoError> {
-        let regions = self.regions(offset, len.min(vol.size().saturating_sub(offset)));
+    ) -> Result<Option<MirrorAdmission>, IoError> {
+        let Some((pair, role)) = self.pair_of_volume(vol.id) else {
+            return Ok(None);
+        };
+        let regions = self
+            .pool
+            .regions(offset, len.min(vol.size().saturating_sub(offset)));
         let state = pair.state();
-        match role {
+        let guards = match role {
             Role::Secondary => {
                 if state != PairState::Psus {
                     return Err(IoError::ReadOnly {
@@ -139,60 +136,86 @@ impl Pool {
                         ),
                     });
                 }
-                let _g = pair.lock_regions(regions.iter().copied());
-                self.fill_from_split(pair, &regions)?;
-                self.mark_dirty(pair, Side::S, &regions)?;
-                op(vol)
+                let g = pair.lock_regions(regions.iter().copied());
+                self.fill_from_split(&pair, &regions)?;
+                self.mark_dirty(&pair, Side::S, &regions)?;
+                g
             }
             Role::Primary => match state {
                 PairState::Psus | PairState::Psue => {
-                    self.mark_dirty(pair, Side::P, &regions)?;
-                    op(vol)
+                    self.mark_dirty(&pair, Side::P, &regions)?;
+                    Vec::new()
                 }
                 _ => {
-                    let _g = pair.lock_regions(regions.iter().copied());
+                    let g = pair.lock_regions(regions.iter().copied());
                     if state == PairState::CopyRsR {
-                        self.restore_first(pair, &regions)?;
+                        self.restore_first(&pair, &regions)?;
                     }
-                    let r = op(vol)?;
-                    // COPY / COPY(RS): a region the copy has not reached yet is copied from the
-                    // P-VOL later, under this same region lock, so writing it to the S-VOL now
-                    // would only allocate there for nothing. (After a crash it is still in
-                    // `todo`, because only recorded copies leave it.)
-                    if matches!(state, PairState::Copy | PairState::CopyRs) {
-                        let m = pair.st.lock();
-                        if regions
-                            .iter()
-                            .all(|&x| m.todo.contains(x) && !m.copied_unrecorded.contains(x))
-                        {
-                            return Ok(r);
-                        }
-                    }
-                    let dual = self.svol_op(pair, &op);
-                    if let Err(e) = dual {
-                        self.suspend(
-                            pair,
-                            format!("write to S-VOL '{}' failed: {e}", pair.svol.name),
-                        );
-                        self.mark_dirty(pair, Side::P, &regions)?;
-                    }
-                    Ok(r)
+                    g
                 }
             },
-        }
+        };
+        Ok(Some(MirrorAdmission {
+            pair,
+            role,
+            state,
+            regions,
+            guards,
+        }))
     }
 
-    /// The S-VOL half of a dual write (failpoint `mirror::svol_write` fails it).
-    fn svol_op<T>(
+    /// After the data write on the volume succeeded: the S-VOL the same operation must also
+    /// be applied to (dual write), if any (failpoint `mirror::dual_target::svol_write` fails it).
+    pub(crate) fn dual_target(
         &self,
-        pair: &Pair,
-        op: &impl Fn(&Volume) -> Result<T, IoError>,
-    ) -> Result<T, IoError> {
-        fail::fail_point!("mirror::svol_write", |_| Err(IoError::Invalid {
-            volume: pair.svol.name.clone(),
-            detail: "failpoint mirror::svol_write".into(),
-        }));
-        op(&pair.svol)
+        adm: &MirrorAdmission,
+    ) -> Option<Result<Arc<Volume>, IoError>> {
+        if adm.role != Role::Primary || !adm.state.dual_writes() {
+            return None;
+        }
+        let pair = &adm.pair;
+        // COPY / COPY(RS): a region the copy has not reached yet is copied from the
+        // P-VOL later, under this same region lock, so writing it to the S-VOL now
+        // would only allocate there for nothing. (After a crash it is still in
+        // `todo`, because only recorded copies leave it.)
+        if matches!(adm.state, PairState::Copy | PairState::CopyRs) {
+            let m = pair.st.lock();
+            if adm
+                .regions
+                .iter()
+                .all(|&x| m.todo.contains(x) && !m.copied_unrecorded.contains(x))
+            {
+                return None;
+            }
+        }
+        fail::fail_point!("mirror::dual_target::svol_write", |_| Some(Err(
+            IoError::Invalid {
+                volume: pair.svol.name.clone(),
+                detail: "failpoint mirror::dual_target::svol_write".into(),
+            }
+        )));
+        Some(Ok(pair.svol.clone()))
+    }
+
+    /// After the dual write (its result; `None` if there was none): a failed dual write
+    /// suspends the pair (PSUE) and marks the regions dirty on the P-VOL. Releases the
+    /// admission's region locks.
+    pub(crate) fn complete(
+        &self,
+        adm: MirrorAdmission,
+        dual: Option<Result<usize, IoError>>,
+    ) -> Result<(), IoError> {
+        let pair = &adm.pair;
+        if let Some(Err(e)) = dual {
+            self.suspend(
+                pair,
+                format!("write to S-VOL '{}' failed: {e}", pair.svol.name),
+            );
+            self.mark_dirty(pair, Side::P, &adm.regions)?;
+        }
+        // The region locks (`adm.guards`) are released here, after everything above.
+        drop(adm);
+        Ok(())
     }
 
     /// COPY(RS-R): before the P-VOL's region changes, bring the S-VOL's data back into it.
@@ -236,8 +259,9 @@ impl Pool {
             volume: pair.svol.name.clone(),
             source,
         };
-        self.sync().map_err(err)?;
-        self.meta
+        self.pool.sync().map_err(err)?;
+        self.pool
+            .meta
             .lock()
             .append(&MetaRecord::PairCopied {
                 id: pair.id,
@@ -247,7 +271,7 @@ impl Pool {
                 volume: pair.svol.name.clone(),
                 source,
             })?;
-        self.sync_log().map_err(|source| IoError::Meta {
+        self.pool.sync_log().map_err(|source| IoError::Meta {
             volume: pair.svol.name.clone(),
             source,
         })?;
@@ -268,7 +292,7 @@ impl Pool {
         dst: &Volume,
         region: u64,
     ) -> Result<(), IoError> {
-        let es = self.extent_size;
+        let es = self.pool.extent_size;
         let start = region * es;
         let (table, size) = match snap {
             Some(s) => (&s.table, s.size),
@@ -282,19 +306,32 @@ impl Pool {
         let src_mapped = table.read().get(region).is_some();
         if !src_mapped {
             if dst.map.read().get(region).is_some() {
-                self.discard_locked(dst, start, len as u64)?;
+                self.volumes.discard_locked(dst, start, len as u64)?;
             }
             return Ok(());
         }
         let mut buf = vec![0u8; len];
-        self.read_table(table, size, &src.name, start, &mut buf)?;
-        self.write_plain(dst, start, &buf)?;
+        self.pool
+            .read_table(table, size, &src.name, start, &mut buf)?;
+        self.volumes.write_plain(dst, start, &buf)?;
         pair.st.lock().count_copied(len as u64);
         Ok(())
     }
 
+    /// Host read of a volume: `Some(result)` when it is paired (by the pair's rules), `None`
+    /// otherwise.
+    pub(crate) fn read(
+        &self,
+        vol: &Volume,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Option<Result<usize, IoError>> {
+        let (pair, role) = self.pair_of_volume(vol.id)?;
+        Some(self.mirror_read(&pair, role, vol, offset, buf))
+    }
+
     /// Reads of a paired volume.
-    pub(crate) fn mirror_read(
+    fn mirror_read(
         &self,
         pair: &Arc<Pair>,
         role: Role,
@@ -316,10 +353,11 @@ impl Pool {
             (Role::Secondary, PairState::Psus) => snap.is_some(),
             (Role::Primary, PairState::Pair) => {
                 // Served from the S-VOL when the P-VOL's array fails.
-                return match self.read_plain(vol, offset, buf) {
+                return match self.volumes.read_plain(vol, offset, buf) {
                     Err(e @ IoError::Array { .. }) => {
                         log::warn!("{e}; reading from S-VOL '{}' instead", pair.svol.name);
-                        self.read_plain(&pair.svol, offset, &mut buf[..len as usize])
+                        self.volumes
+                            .read_plain(&pair.svol, offset, &mut buf[..len as usize])
                     }
                     r => r,
                 };
@@ -327,23 +365,23 @@ impl Pool {
             _ => false,
         };
         if !redirect {
-            return self.read_plain(vol, offset, buf);
+            return self.volumes.read_plain(vol, offset, buf);
         }
-        for pc in pieces(offset, len, self.extent_size) {
+        for pc in pieces(offset, len, self.pool.extent_size) {
             let dst = &mut buf[pc.buf_offset..pc.buf_offset + pc.len as usize];
             dst.fill(0);
-            let at = pc.lext * self.extent_size + pc.offset;
+            let at = pc.lext * self.pool.extent_size + pc.offset;
             let from_other = pair.st.lock().todo.contains(pc.lext);
             match (role, from_other) {
                 (Role::Primary, true) => {
-                    self.read_plain(&pair.svol, at, dst)?;
+                    self.volumes.read_plain(&pair.svol, at, dst)?;
                 }
                 (Role::Secondary, true) => {
                     let s = snap.as_ref().expect("redirect implies a split snapshot");
-                    self.read_table(&s.table, s.size, &vol.name, at, dst)?;
+                    self.pool.read_table(&s.table, s.size, &vol.name, at, dst)?;
                 }
                 _ => {
-                    self.read_plain(vol, at, dst)?;
+                    self.volumes.read_plain(vol, at, dst)?;
                 }
             }
         }

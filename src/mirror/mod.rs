@@ -18,7 +18,6 @@
 //! never less. A quick split takes a snapshot of the P-VOL at the split instant; the rest of
 //! the copy reads from it, so the S-VOL only ever shows the split-time image.
 
-pub mod bitmap;
 mod copier;
 mod io;
 mod ops;
@@ -29,61 +28,19 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use parking_lot::{Condvar, Mutex, MutexGuard};
+use parking_lot::{ArcMutexGuard, Condvar, Mutex, RawMutex, RwLock};
 
-use crate::snapshot::Snapshot;
-use crate::volume::Volume;
-use bitmap::Bitmap;
+use crate::bitmap::Bitmap;
+use crate::meta::{PairSt, State};
+use crate::pool::{Pool, StateSource};
+use crate::snapshot::{Snapshot, Snapshots};
+use crate::volume::{Volume, Volumes};
 
 /// Default background copy limit: 128 MiB/s.
 pub const DEFAULT_COPY_RATE: u64 = 128 << 20;
 const STRIPES: usize = 256;
-/// Prefix of the snapshots a quick split takes (not valid as a user's snapshot name).
-pub const SPLIT_SNAPSHOT_PREFIX: &str = ".split-";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum PairState {
-    Copy = 1,
-    Pair = 2,
-    Psus = 3,
-    CopyRs = 4,
-    CopyRsR = 5,
-    Psue = 6,
-}
-
-impl PairState {
-    pub fn from_u8(v: u8) -> Option<PairState> {
-        Some(match v {
-            1 => PairState::Copy,
-            2 => PairState::Pair,
-            3 => PairState::Psus,
-            4 => PairState::CopyRs,
-            5 => PairState::CopyRsR,
-            6 => PairState::Psue,
-            _ => return None,
-        })
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            PairState::Copy => "COPY",
-            PairState::Pair => "PAIR",
-            PairState::Psus => "PSUS",
-            PairState::CopyRs => "COPY(RS)",
-            PairState::CopyRsR => "COPY(RS-R)",
-            PairState::Psue => "PSUE",
-        }
-    }
-
-    /// Host writes to the P-VOL go to the S-VOL too.
-    pub fn dual_writes(self) -> bool {
-        matches!(
-            self,
-            PairState::Copy | PairState::Pair | PairState::CopyRs | PairState::CopyRsR
-        )
-    }
-}
+pub use crate::format::PairState;
+pub use crate::snapshot::SPLIT_SNAPSHOT_PREFIX;
 
 /// Which side of a pair a volume is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,7 +90,7 @@ pub struct Pair {
     pub separate_arrays: bool,
     pub(crate) st: Mutex<PairMut>,
     pub(crate) changed: Condvar,
-    stripes: Vec<Mutex<()>>,
+    stripes: Vec<Arc<Mutex<()>>>,
     pub(crate) stop: AtomicBool,
     pub(crate) worker: Mutex<Option<JoinHandle<()>>>,
 }
@@ -155,7 +112,7 @@ impl Pair {
             separate_arrays,
             st: Mutex::new(m),
             changed: Condvar::new(),
-            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            stripes: (0..STRIPES).map(|_| Arc::new(Mutex::new(()))).collect(),
             stop: AtomicBool::new(false),
             worker: Mutex::new(None),
         }
@@ -165,18 +122,21 @@ impl Pair {
         self.st.lock().state
     }
 
-    /// Lock the regions (in stripe order, so two lockers never deadlock).
+    /// Lock the regions (in stripe order, so two lockers never deadlock). The guards are
+    /// owned, so a write's admission can hold them until its completion.
     pub(crate) fn lock_regions(
         &self,
         regions: impl IntoIterator<Item = u64>,
-    ) -> Vec<MutexGuard<'_, ()>> {
+    ) -> Vec<ArcMutexGuard<RawMutex, ()>> {
         let mut idx: Vec<usize> = regions
             .into_iter()
             .map(|r| (r as usize) % STRIPES)
             .collect();
         idx.sort_unstable();
         idx.dedup();
-        idx.into_iter().map(|i| self.stripes[i].lock()).collect()
+        idx.into_iter()
+            .map(|i| self.stripes[i].lock_arc())
+            .collect()
     }
 
     pub(crate) fn set_state(&self, m: &mut PairMut, s: PairState) {
@@ -189,14 +149,98 @@ impl Pair {
     }
 }
 
-/// Pairs by id.
+/// Pairs by id, and by the id of each of their volumes.
 #[derive(Default)]
-pub struct Pairs {
+pub struct PairReg {
     pub by_id: HashMap<u64, Arc<Pair>>,
+    /// Volume id → its pair and its side (set and cleared under the volumes' `io_lock`,
+    /// held exclusively, so a write is either mirrored or not, never half).
+    pub by_vol: HashMap<u64, (Arc<Pair>, Role)>,
 }
 
-impl Pairs {
+impl PairReg {
     pub fn of_pvol(&self, vol: u64) -> Option<&Arc<Pair>> {
         self.by_id.values().find(|p| p.pvol.id == vol)
     }
+
+    /// Enter a pair (both volumes).
+    pub(crate) fn insert(&mut self, pair: Arc<Pair>) {
+        self.by_vol
+            .insert(pair.pvol.id, (pair.clone(), Role::Primary));
+        self.by_vol
+            .insert(pair.svol.id, (pair.clone(), Role::Secondary));
+        self.by_id.insert(pair.id, pair);
+    }
+
+    /// Remove a pair (both volumes).
+    pub(crate) fn remove(&mut self, id: u64) -> Option<Arc<Pair>> {
+        let pair = self.by_id.remove(&id)?;
+        self.by_vol.remove(&pair.pvol.id);
+        self.by_vol.remove(&pair.svol.id);
+        Some(pair)
+    }
 }
+
+/// The split-mirror service: the pairs, their state machine, copiers, and their part of the
+/// write pipeline (`io.rs`: admission before the data write, completion after it).
+pub struct Mirror {
+    pub pool: Arc<Pool>,
+    pub volumes: Arc<Volumes>,
+    pub snapshots: Arc<Snapshots>,
+    pub(crate) pairs: RwLock<PairReg>,
+}
+
+impl Mirror {
+    /// The service; `attach_pairs` (ops.rs) loads the recovered pairs.
+    pub fn new(snapshots: Arc<Snapshots>) -> Arc<Mirror> {
+        let me = Arc::new(Mirror {
+            pool: snapshots.pool.clone(),
+            volumes: snapshots.volumes.clone(),
+            snapshots,
+            pairs: RwLock::new(PairReg::default()),
+        });
+        let weak: std::sync::Weak<dyn StateSource> = Arc::downgrade(&me) as _;
+        me.pool.add_state_source(weak);
+        me
+    }
+
+    /// The pair of a volume and its side, if it is paired.
+    pub fn pair_of_volume(&self, vol: u64) -> Option<(Arc<Pair>, Role)> {
+        self.pairs.read().by_vol.get(&vol).cloned()
+    }
+
+    /// All pairs, by id.
+    pub fn pair_list(&self) -> Vec<Arc<Pair>> {
+        let mut all: Vec<Arc<Pair>> = self.pairs.read().by_id.values().cloned().collect();
+        all.sort_by_key(|p| p.id);
+        all
+    }
+}
+
+impl StateSource for Mirror {
+    fn save(&self, state: &mut State) {
+        let mut pairs: Vec<Arc<Pair>> = self.pairs.read().by_id.values().cloned().collect();
+        pairs.sort_by_key(|p| p.id);
+        state.pairs = pairs
+            .iter()
+            .map(|p| {
+                let m = p.st.lock();
+                PairSt {
+                    id: p.id,
+                    pvol: p.pvol.id,
+                    svol: p.svol.id,
+                    group: p.group.clone(),
+                    state: m.state as u8,
+                    rate: m.rate_limit,
+                    error: m.error.clone().unwrap_or_default(),
+                    split_snap: m.split_snap.as_ref().map_or(0, |s| s.id),
+                    todo: m.todo.clone(),
+                    p_dirty: m.p_dirty.clone(),
+                    s_dirty: m.s_dirty.clone(),
+                }
+            })
+            .collect();
+    }
+}
+
+pub use io::MirrorAdmission;

@@ -3,20 +3,20 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{copier, Pair, PairMut, PairState, Role, DEFAULT_COPY_RATE, SPLIT_SNAPSHOT_PREFIX};
-use crate::control::protocol::PairInfo;
+use super::{copier, Mirror, Pair, PairMut, PairState, DEFAULT_COPY_RATE, SPLIT_SNAPSHOT_PREFIX};
+use crate::bitmap::Bitmap;
 use crate::format::MetaRecord;
 use crate::meta::PairSt;
-use crate::mirror::bitmap::Bitmap;
-use crate::pool::{Pool, PoolError};
+use crate::pool::PoolError;
 use crate::volume::Volume;
 
 /// How long a steady split waits for the copy before giving up.
 const STEADY_SPLIT_WAIT: Duration = Duration::from_secs(24 * 3600);
 
-impl Pool {
+impl Mirror {
     fn vol_or_err(&self, name: &str) -> Result<Arc<Volume>, PoolError> {
-        self.volume(name)
+        self.volumes
+            .volume(name)
             .ok_or_else(|| PoolError::NotFound(format!("volume '{name}' does not exist")))
     }
 
@@ -33,7 +33,7 @@ impl Pool {
     fn place_pair(&self, p: &Volume, s: &Volume) -> bool {
         let p_arrays: std::collections::HashSet<u32> =
             p.map.read().iter_mapped().map(|(_, ph)| ph.array).collect();
-        let al = self.alloc.lock();
+        let al = self.pool.alloc.lock();
         let s_set: Vec<u32> = al
             .tier_arrays(&s.tier)
             .into_iter()
@@ -55,9 +55,18 @@ impl Pool {
     }
 
     fn attach(&self, pair: &Arc<Pair>) {
-        *pair.pvol.pair.write() = Some((pair.clone(), Role::Primary));
-        *pair.svol.pair.write() = Some((pair.clone(), Role::Secondary));
-        self.pairs.write().by_id.insert(pair.id, pair.clone());
+        self.pairs.write().insert(pair.clone());
+    }
+
+    /// Refuse an operation on a paired volume (delete, resize, rollback, grouping).
+    pub(crate) fn refuse_paired(&self, vol: &Volume, what: &str) -> Result<(), PoolError> {
+        if let Some((pair, _)) = self.pair_of_volume(vol.id) {
+            return Err(PoolError::Busy(format!(
+                "volume '{}' is in the pair {} → {}; it cannot be {what} until `fusevol pair delete {}`",
+                vol.name, pair.pvol.name, pair.svol.name, pair.pvol.name
+            )));
+        }
+        Ok(())
     }
 
     /// Pair `pvol` with `svol` and start the initial copy.
@@ -75,11 +84,11 @@ impl Pool {
         if let Some(g) = group {
             crate::names::validate("group", g).map_err(PoolError::Invalid)?;
         }
-        let s = match self.volume(svol) {
+        let s = match self.volumes.volume(svol) {
             Some(s) => s,
             None if create_svol => {
                 let tier = svol_tier.unwrap_or(&p.tier);
-                self.create_volume(svol, p.size(), Some(tier))?.0
+                self.volumes.create_volume(svol, p.size(), Some(tier))?.0
             }
             None => {
                 return Err(PoolError::NotFound(format!(
@@ -87,15 +96,14 @@ impl Pool {
                 )))
             }
         };
-        Self::refuse_grouped(&p, "paired")?;
-        Self::refuse_grouped(&s, "paired")?;
+        // Journal-group membership is checked by the top-level owner before this is called.
         if p.id == s.id {
             return Err(PoolError::Invalid(
                 "a volume cannot be paired with itself".into(),
             ));
         }
         for v in [&p, &s] {
-            if v.pair().is_some() {
+            if self.pair_of_volume(v.id).is_some() {
                 return Err(PoolError::Busy(format!(
                     "volume '{}' is already in a pair",
                     v.name
@@ -114,8 +122,8 @@ impl Pool {
         // after this point is mirrored.
         let _pio = p.io_lock.write();
         let _sio = s.io_lock.write();
-        let mut log = self.meta.lock();
-        let id = self.take_id();
+        let mut log = self.pool.meta.lock();
+        let id = self.pool.take_id();
         let rate = rate.filter(|&r| r > 0).unwrap_or(DEFAULT_COPY_RATE);
         let group = group.unwrap_or("").to_string();
         log.append(&MetaRecord::PairCreate {
@@ -241,13 +249,13 @@ impl Pool {
                     }
                 )));
             }
-            let mut log = self.meta.lock();
+            let mut log = self.pool.meta.lock();
             let mut snaps = Vec::new();
             for p in &pairs {
                 let needs_copy = !p.st.lock().todo.is_empty();
                 if needs_copy {
                     let name = format!("{SPLIT_SNAPSHOT_PREFIX}{}", p.id);
-                    let s = self.snapshot_locked(&mut log, &p.pvol, &name)?;
+                    let s = self.snapshots.snapshot_locked(&mut log, &p.pvol, &name)?;
                     snaps.push((p.id, s));
                 }
             }
@@ -292,7 +300,7 @@ impl Pool {
         self.resync_locked(&pair, restore, rate)?;
         if restore {
             // P-VOL reads of regions not yet restored come from the S-VOL from now on.
-            self.notify(pair.pvol.id);
+            self.pool.notify(pair.pvol.id);
         }
         copier::ensure(self, &pair);
         log::info!(
@@ -315,7 +323,7 @@ impl Pool {
         let pvol = &pair.pvol.name;
         let _pio = pair.pvol.io_lock.write();
         let _sio = pair.svol.io_lock.write();
-        let mut log = self.meta.lock();
+        let mut log = self.pool.meta.lock();
         let mut m = pair.st.lock();
         if !matches!(m.state, PairState::Psus | PairState::Psue) {
             return Err(PoolError::Busy(format!(
@@ -354,7 +362,7 @@ impl Pool {
         );
         drop(m);
         if let Some(s) = snap {
-            self.delete_snapshot_logged(&mut log, &s)?;
+            self.snapshots.delete_snapshot_logged(&mut log, &s)?;
         }
         Ok(())
     }
@@ -368,20 +376,18 @@ impl Pool {
         }
         let _pio = pair.pvol.io_lock.write();
         let _sio = pair.svol.io_lock.write();
-        let mut log = self.meta.lock();
+        let mut log = self.pool.meta.lock();
         log.append(&MetaRecord::PairDelete { id: pair.id })?;
         let snap = pair.st.lock().split_snap.take();
         if let Some(s) = snap {
-            self.delete_snapshot_logged(&mut log, &s)?;
+            self.snapshots.delete_snapshot_logged(&mut log, &s)?;
         }
         drop(log);
-        *pair.pvol.pair.write() = None;
-        *pair.svol.pair.write() = None;
+        self.pairs.write().remove(pair.id);
         *pair.pvol.allowed_arrays.write() = None;
         *pair.svol.allowed_arrays.write() = None;
-        self.pairs.write().by_id.remove(&pair.id);
-        self.notify(pair.pvol.id);
-        self.notify(pair.svol.id);
+        self.pool.notify(pair.pvol.id);
+        self.pool.notify(pair.svol.id);
         log::info!(
             "pair {} → {} deleted (SMPL)",
             pair.pvol.name,
@@ -390,58 +396,14 @@ impl Pool {
         Ok(())
     }
 
-    pub fn pair_info(&self, pair: &Pair) -> PairInfo {
-        let m = pair.st.lock();
-        let es = self.extent_size;
-        let left = m.todo.count();
-        let copying = matches!(
-            m.state,
-            PairState::Copy | PairState::CopyRs | PairState::CopyRsR
-        ) || m.split_snap.is_some();
-        let progress = if !copying || m.copy_total == 0 {
-            100.0
-        } else {
-            100.0 * (m.copy_total.saturating_sub(left)) as f64 / m.copy_total as f64
-        };
-        let mut diff = m.p_dirty.clone();
-        diff.union_with(&m.s_dirty);
-        PairInfo {
-            id: pair.id,
-            pvol: pair.pvol.name.clone(),
-            svol: pair.svol.name.clone(),
-            group: (!pair.group.is_empty()).then(|| pair.group.clone()),
-            state: m.state.name().to_string(),
-            progress: (progress * 10.0).round() / 10.0,
-            bytes_left: if copying { left * es } else { 0 },
-            rate: if copying { m.rate } else { 0 },
-            rate_limit: m.rate_limit,
-            diff_bytes: diff.count() * es,
-            quick_split_copying: m.split_snap.is_some(),
-            separate_arrays: pair.separate_arrays,
-            error: m.error.clone(),
-        }
-    }
-
-    pub fn pair_infos(&self, pvol: Option<&str>) -> Result<Vec<PairInfo>, PoolError> {
-        match pvol {
-            Some(pv) => {
-                let p = self.pair_of(pv)?;
-                Ok(vec![self.pair_info(&p)])
-            }
-            None => {
-                let mut all: Vec<Arc<Pair>> = self.pairs.read().by_id.values().cloned().collect();
-                all.sort_by_key(|p| p.id);
-                Ok(all.iter().map(|p| self.pair_info(p)).collect())
-            }
-        }
-    }
-
     /// After recovery: rebuild the pairs, attach them to their volumes, restart copies.
     pub(crate) fn attach_pairs(self: &Arc<Self>, pairs: Vec<PairSt>) -> Result<(), PoolError> {
         let mut split_snaps = Vec::new();
         for ps in pairs {
-            let (Some(p), Some(s)) = (self.volume_by_id(ps.pvol), self.volume_by_id(ps.svol))
-            else {
+            let (Some(p), Some(s)) = (
+                self.volumes.volume_by_id(ps.pvol),
+                self.volumes.volume_by_id(ps.svol),
+            ) else {
                 return Err(PoolError::Inconsistent(format!(
                     "pair id {} names a missing volume",
                     ps.id
@@ -452,7 +414,7 @@ impl Pool {
             })?;
             let split_snap = match ps.split_snap {
                 0 => None,
-                id => Some(self.snapshot_by_id(id).ok_or_else(|| {
+                id => Some(self.snapshots.snapshot_by_id(id).ok_or_else(|| {
                     PoolError::Inconsistent(format!(
                         "pair id {} names missing snapshot {id}",
                         ps.id
@@ -490,6 +452,7 @@ impl Pool {
         // a snapshot nobody reads from: remove it.
         let orphans: Vec<_> = self
             .snapshots
+            .reg
             .read()
             .by_id
             .values()
@@ -498,23 +461,20 @@ impl Pool {
             .collect();
         for s in orphans {
             log::warn!("removing orphaned split snapshot '{}'", s.name);
-            let mut log = self.meta.lock();
-            self.delete_snapshot_logged(&mut log, &s)?;
+            let mut log = self.pool.meta.lock();
+            self.snapshots.delete_snapshot_logged(&mut log, &s)?;
         }
         Ok(())
     }
 
-    /// Stop the background copiers (daemon shutdown). Their progress is recorded.
-    pub fn shutdown(&self) {
-        self.stopping
-            .store(true, std::sync::atomic::Ordering::Release);
+    /// Stop the background copiers (daemon shutdown; the caller has set `pool.stopping`,
+    /// which is what makes them stop). Their progress is recorded.
+    pub fn stop(&self) {
         let pairs: Vec<Arc<Pair>> = self.pairs.read().by_id.values().cloned().collect();
         for p in pairs {
             if let Some(h) = p.worker.lock().take() {
                 let _ = h.join();
             }
         }
-        self.stop_filler();
-        self.stop_groups();
     }
 }

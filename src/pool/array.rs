@@ -108,7 +108,7 @@ impl Array {
 
     /// Read `buf.len()` bytes at `offset` inside extent `index`; bytes past the file end are zero.
     pub fn read(&self, index: u64, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        fail::fail_point!("array::read", |_| Err(io::Error::from_raw_os_error(
+        fail::fail_point!("array::read::eio", |_| Err(io::Error::from_raw_os_error(
             libc::EIO
         )));
         let n = read_full(&self.file, buf, self.file_offset(index, offset))?;
@@ -117,7 +117,7 @@ impl Array {
     }
 
     pub fn write(&self, index: u64, offset: u64, data: &[u8]) -> io::Result<()> {
-        fail::fail_point!("array::write", |_| Err(io::Error::from_raw_os_error(
+        fail::fail_point!("array::write::eio", |_| Err(io::Error::from_raw_os_error(
             libc::EIO
         )));
         self.dirty.store(true, Ordering::Release);
@@ -165,7 +165,7 @@ impl Array {
         if !self.dirty.swap(false, Ordering::AcqRel) {
             return Ok(());
         }
-        fail::fail_point!("array::sync", |_| {
+        fail::fail_point!("array::sync::eio", |_| {
             self.sync_failed.store(true, Ordering::Release);
             Err(io::Error::from_raw_os_error(libc::EIO))
         });

@@ -5,7 +5,10 @@ use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::array::{create_array_file, default_data_offset};
-use super::{PoolError, ARRAYS_DIR};
+use std::sync::Arc;
+
+use super::{Array, Pool, PoolError, ARRAYS_DIR};
+use crate::format::MetaRecord;
 use crate::format::{ArrayHeader, ArrayRec, Checkpoint, VolumeRec};
 use crate::meta::{write_checkpoint, MetaLog};
 use crate::{names, units};
@@ -196,4 +199,44 @@ pub fn create_pool(dir: &Path, spec: &PoolSpec) -> Result<(), PoolError> {
     write_checkpoint(dir, &ckpt)?;
     MetaLog::create(dir, pool_id, 1)?;
     Ok(())
+}
+
+impl Pool {
+    /// Add an array file to the live pool.
+    pub fn add_array(&self, name: &str, size: u64, tier: &str) -> Result<Arc<Array>, PoolError> {
+        let mut log = self.meta.lock();
+        if self.arrays().iter().any(|a| a.name == name) {
+            return Err(PoolError::Exists(format!("array '{name}' already exists")));
+        }
+        let id = self.arrays.read().len().max(1) as u32;
+        let spec = ArraySpec {
+            name: name.to_string(),
+            size,
+            tier: tier.to_string(),
+        };
+        // The file and its header are durable before the record that adds it.
+        let rec = new_array(&self.dir, self.pool_id, id, self.extent_size, &spec)?;
+        crate::meta::sync_dir(&self.dir.join(crate::pool::ARRAYS_DIR))?;
+        log.append(&MetaRecord::ArrayAdd(rec.clone()))?;
+        let path = self.dir.join(&rec.file);
+        let (file, h) = crate::pool::array::read_header(&path)?;
+        let refs = self
+            .alloc
+            .lock()
+            .add_array(id, tier, h.capacity / h.extent_size);
+        let array = Arc::new(Array::new(file, path, &h, refs));
+        {
+            let mut arrays = self.arrays.write();
+            if arrays.len() <= id as usize {
+                arrays.resize(id as usize + 1, None);
+            }
+            arrays[id as usize] = Some(array.clone());
+        }
+        drop(log);
+        log::info!(
+            "added array '{name}' ({} on tier {tier})",
+            units::format_size(size)
+        );
+        Ok(array)
+    }
 }

@@ -8,10 +8,14 @@
 
 pub mod alloc;
 pub mod array;
+mod check;
 pub(crate) mod create;
+mod extent_io;
+mod fill;
+mod hooks;
 pub(crate) mod open;
+mod subcow;
 
-use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,12 +24,14 @@ use parking_lot::{Mutex, RwLock};
 
 pub use alloc::Allocator;
 pub use array::Array;
+pub use check::{check_pool, CheckReport};
 pub use create::{create_pool, default_pool_with_volume, ArraySpec, PoolSpec, DEFAULT_EXTENT_SIZE};
+pub use extent_io::{Cow, IoError};
+pub use fill::FILL_RATE;
+pub use hooks::{StateSource, SyncHook};
 
 use crate::format::{ArrayRec, FormatError, Phys};
-use crate::meta::{MetaError, MetaLog, SnapState, State, VolState};
-use crate::snapshot::Snapshot;
-use crate::volume::Volume;
+use crate::meta::{MetaError, MetaLog, State};
 
 pub const ARRAYS_DIR: &str = "arrays";
 pub const LOCK_FILE: &str = "pool.lock";
@@ -74,56 +80,18 @@ impl PoolError {
     }
 }
 
-/// Volumes by id and by name.
-#[derive(Default)]
-pub struct Volumes {
-    pub by_id: HashMap<u64, Arc<Volume>>,
-    pub by_name: HashMap<String, u64>,
-}
-
-impl Volumes {
-    pub fn get(&self, name: &str) -> Option<&Arc<Volume>> {
-        self.by_name.get(name).and_then(|id| self.by_id.get(id))
-    }
-}
-
-/// Snapshots by id; names are unique per volume.
-#[derive(Default)]
-pub struct Snapshots {
-    pub by_id: HashMap<u64, Arc<Snapshot>>,
-}
-
-impl Snapshots {
-    pub fn get(&self, volume: u64, name: &str) -> Option<&Arc<Snapshot>> {
-        self.by_id
-            .values()
-            .find(|s| s.volume == volume && s.name == name)
-    }
-
-    /// Snapshots of one volume, oldest first.
-    pub fn of_volume(&self, volume: u64) -> Vec<Arc<Snapshot>> {
-        let mut v: Vec<Arc<Snapshot>> = self
-            .by_id
-            .values()
-            .filter(|s| s.volume == volume)
-            .cloned()
-            .collect();
-        v.sort_by_key(|s| s.id);
-        v
-    }
-}
-
 type Listener = Box<dyn Fn(u64) + Send + Sync>;
 
+/// The storage core: arrays, the extent allocator, the metadata log, partial extents, and
+/// sync. It knows nothing of volumes, snapshots, pairs or journal groups; those are services
+/// that hold an `Arc<Pool>` and take part in its checkpoints (`StateSource`) and syncs
+/// (`SyncHook`).
 pub struct Pool {
     pub dir: PathBuf,
     pub pool_id: u64,
     pub extent_size: u64,
     pub(crate) io_gate: RwLock<()>,
     pub(crate) meta: Mutex<MetaLog>,
-    pub(crate) volumes: RwLock<Volumes>,
-    pub(crate) snapshots: RwLock<Snapshots>,
-    pub(crate) pairs: RwLock<crate::mirror::Pairs>,
     /// Set at shutdown: background copiers stop.
     pub(crate) stopping: std::sync::atomic::AtomicBool,
     pub(crate) alloc: Mutex<Allocator>,
@@ -132,8 +100,6 @@ pub struct Pool {
     /// The background filler of partial extents (daemon only; tests call `fill_step`).
     pub(crate) filler: Mutex<Option<std::thread::JoinHandle<()>>>,
     pub(crate) arrays: RwLock<Vec<Option<Arc<Array>>>>,
-    /// Journal groups by uid.
-    pub(crate) groups: RwLock<HashMap<u64, Arc<crate::replication::group::Group>>>,
     /// Next id for a volume or snapshot (one id space, never reused).
     pub(crate) next_id: Mutex<u64>,
     /// Serializes `sync` callers so frees are promoted once per durable log prefix.
@@ -141,6 +107,10 @@ pub struct Pool {
     /// Told the id of a volume or snapshot whose size or content changed outside its file
     /// (resize by CLI, rollback, delete), so the kernel drops what it cached.
     listener: RwLock<Option<Listener>>,
+    /// The services whose state goes into a checkpoint, in registration order.
+    sources: RwLock<Vec<std::sync::Weak<dyn StateSource>>>,
+    /// The services that take part in a sync (a journal is durable before the arrays).
+    sync_hooks: RwLock<Vec<std::sync::Weak<dyn SyncHook>>>,
 }
 
 impl Pool {
@@ -162,30 +132,21 @@ impl Pool {
         }
     }
 
-    pub fn volume(&self, name: &str) -> Option<Arc<Volume>> {
-        self.volumes.read().get(name).cloned()
-    }
-
-    pub fn volume_by_id(&self, id: u64) -> Option<Arc<Volume>> {
-        self.volumes.read().by_id.get(&id).cloned()
-    }
-
-    /// All volumes, sorted by name.
-    pub fn volume_list(&self) -> Vec<Arc<Volume>> {
-        let mut v: Vec<Arc<Volume>> = self.volumes.read().by_id.values().cloned().collect();
-        v.sort_by(|a, b| a.name.cmp(&b.name));
-        v
-    }
-
     /// Make everything acknowledged so far durable: array data first, then the metadata log
     /// (data before the pointer to it), then recycle extents whose free records are now
     /// durable. A failed fsync is reported, never retried as if it had worked.
     pub fn sync(&self) -> Result<(), PoolError> {
         let _one = self.sync_lock.lock();
-        // Journal before data: the journal of a group is durable before the arrays are.
-        let done = self.sync_journals()?;
+        // Journal before data: a service's journal is durable before the arrays are.
+        let hooks = self.sync_hooks();
+        let mut done = Vec::with_capacity(hooks.len());
+        for h in &hooks {
+            done.push(h.before_arrays(self)?);
+        }
         self.sync_arrays()?;
-        self.note_synced(&done)?;
+        for (h, token) in hooks.iter().zip(done) {
+            h.after_arrays(self, token)?;
+        }
         self.sync_meta_locked()
     }
 
@@ -233,9 +194,9 @@ impl Pool {
         };
         let res = if unsynced > 0 || !pending.is_empty() {
             let fsync_log = || -> io::Result<()> {
-                fail::fail_point!("pool::sync_log", |_| Err(io::Error::from_raw_os_error(
-                    libc::EIO
-                )));
+                fail::fail_point!("pool::sync::log_fsync", |_| Err(
+                    io::Error::from_raw_os_error(libc::EIO)
+                ));
                 handle.sync_data()
             };
             fsync_log()
@@ -271,8 +232,9 @@ impl Pool {
         Ok(())
     }
 
-    /// The whole metadata state at the given epoch. Call with `meta` held. Tables are
-    /// copied by sharing their chunks, so this is cheap.
+    /// The whole metadata state at the given epoch: the core's part, then each registered
+    /// service's. Call with `meta` held. Tables are copied by sharing their chunks, so this
+    /// is cheap.
     pub(crate) fn snapshot_state(&self, epoch: u64) -> State {
         let arrays = self
             .arrays()
@@ -290,74 +252,22 @@ impl Pool {
                     .into_owned(),
             })
             .collect();
-        let volumes = self
-            .volume_list()
-            .iter()
-            .map(|v| VolState {
-                id: v.id,
-                name: v.name.clone(),
-                size: v.size(),
-                tier: v.tier.clone(),
-                created: v.created,
-                origin: v.origin,
-                table: v.map.read().clone(),
-            })
-            .collect();
-        let mut snaps: Vec<Arc<Snapshot>> = self.snapshots.read().by_id.values().cloned().collect();
-        snaps.sort_by_key(|s| s.id);
-        let snapshots = snaps
-            .iter()
-            .map(|s| SnapState {
-                id: s.id,
-                volume: s.volume,
-                name: s.name.clone(),
-                created: s.created,
-                size: s.size,
-                table: s.table.read().clone(),
-            })
-            .collect();
-        let mut pairs: Vec<Arc<crate::mirror::Pair>> =
-            self.pairs.read().by_id.values().cloned().collect();
-        pairs.sort_by_key(|p| p.id);
-        let pairs = pairs
-            .iter()
-            .map(|p| {
-                let m = p.st.lock();
-                crate::meta::PairSt {
-                    id: p.id,
-                    pvol: p.pvol.id,
-                    svol: p.svol.id,
-                    group: p.group.clone(),
-                    state: m.state as u8,
-                    rate: m.rate_limit,
-                    error: m.error.clone().unwrap_or_default(),
-                    split_snap: m.split_snap.as_ref().map_or(0, |s| s.id),
-                    todo: m.todo.clone(),
-                    p_dirty: m.p_dirty.clone(),
-                    s_dirty: m.s_dirty.clone(),
-                }
-            })
-            .collect();
-        let mut groups: Vec<crate::format::GroupRec> = self
-            .groups
-            .read()
-            .values()
-            .filter(|g| !g.is_gone())
-            .map(|g| g.rec.lock().clone())
-            .collect();
-        groups.sort_by_key(|g| g.uid);
-        State {
-            groups,
+        let mut state = State {
+            groups: Vec::new(),
             pool_id: self.pool_id,
             epoch,
             extent_size: self.extent_size,
             next_id: *self.next_id.lock(),
             arrays,
-            volumes,
-            snapshots,
-            pairs,
+            volumes: Vec::new(),
+            snapshots: Vec::new(),
+            pairs: Vec::new(),
             partials: self.partials.entries(),
+        };
+        for src in self.sources.read().iter().filter_map(|w| w.upgrade()) {
+            src.save(&mut state);
         }
+        state
     }
 
     /// A fresh id for a volume or snapshot. Call with `meta` held.
@@ -388,5 +298,46 @@ impl Pool {
 
     pub fn lock_path(dir: &Path) -> PathBuf {
         dir.join(LOCK_FILE)
+    }
+
+    /// A service's state goes into every checkpoint from now on.
+    pub fn add_state_source(&self, s: std::sync::Weak<dyn StateSource>) {
+        self.sources.write().push(s);
+    }
+
+    /// A service takes part in every sync from now on.
+    pub fn add_sync_hook(&self, h: std::sync::Weak<dyn SyncHook>) {
+        self.sync_hooks.write().push(h);
+    }
+
+    fn sync_hooks(&self) -> Vec<Arc<dyn SyncHook>> {
+        self.sync_hooks
+            .read()
+            .iter()
+            .filter_map(|w| w.upgrade())
+            .collect()
+    }
+
+    /// The logical extents (copy regions) that `[offset, offset+len)` touches.
+    pub(crate) fn regions(&self, offset: u64, len: u64) -> Vec<u64> {
+        if len == 0 {
+            return Vec::new();
+        }
+        let es = self.extent_size;
+        (offset / es..=(offset + len - 1) / es).collect()
+    }
+
+    /// fdatasync of the metadata log alone (no array sync, no recycling).
+    pub(crate) fn sync_log(&self) -> Result<(), MetaError> {
+        let (handle, unsynced) = {
+            let log = self.meta.lock();
+            log.check_healthy()?;
+            (log.sync_handle()?, log.unsynced())
+        };
+        if unsynced == 0 {
+            return Ok(());
+        }
+        let res = handle.sync_data();
+        self.meta.lock().mark_synced(unsynced, res)
     }
 }

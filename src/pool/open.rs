@@ -9,13 +9,11 @@ use parking_lot::{Mutex, RwLock};
 
 use super::alloc::RefTable;
 use super::array::{read_header, Array};
-use super::{Allocator, Pool, PoolError, Snapshots, Volumes};
+use super::{Allocator, Pool, PoolError};
 use crate::extent_map::partial::{PartialExt, Partials};
 use crate::extent_map::{Chunk, RefCounts};
 use crate::format::{ArrayHeader, Phys};
 use crate::meta::{recover, MetaLog, Recovered, State};
-use crate::snapshot::Snapshot;
-use crate::volume::Volume;
 
 /// The pool's state after recovery, checked against the array files.
 pub(crate) struct Loaded {
@@ -225,8 +223,10 @@ pub(crate) fn cross_family_sharing(st: &State) -> Vec<String> {
 }
 
 impl Pool {
-    /// Open a pool for serving: recover, verify, scrub free extents, open the log.
-    pub fn open(dir: &Path) -> Result<Arc<Pool>, PoolError> {
+    /// Open the core of a pool for serving: recover, verify, scrub free extents, open the
+    /// log. Returns the core and the recovered state, whose volumes, snapshots, pairs and
+    /// groups the services above the core load (`storage::Storage::open`).
+    pub fn open(dir: &Path) -> Result<(Arc<Pool>, State), PoolError> {
         let Loaded {
             recovered,
             arrays,
@@ -244,9 +244,7 @@ impl Pool {
                 problems.join("\n  ")
             )));
         }
-        let mut st = recovered.state;
-        let pairs = std::mem::take(&mut st.pairs);
-        let groups = std::mem::take(&mut st.groups);
+        let st = recovered.state;
         let arrays: Vec<Arc<Array>> = arrays
             .into_iter()
             .map(|(f, h, path, refs)| Arc::new(Array::new(f, path, &h, refs)))
@@ -287,15 +285,6 @@ impl Pool {
         } else {
             MetaLog::create(dir, st.pool_id, st.epoch)?
         };
-        let mut vols = Volumes::default();
-        for v in st.volumes {
-            vols.by_name.insert(v.name.clone(), v.id);
-            vols.by_id.insert(v.id, Arc::new(Volume::from_state(v)));
-        }
-        let mut snaps = Snapshots::default();
-        for s in st.snapshots {
-            snaps.by_id.insert(s.id, Arc::new(Snapshot::from_state(s)));
-        }
         let mut slots: Vec<Option<Arc<Array>>> = Vec::new();
         for a in arrays {
             let i = a.id as usize;
@@ -309,8 +298,8 @@ impl Pool {
             dir.display(),
             st.pool_id,
             st.arrays.len(),
-            vols.by_id.len(),
-            snaps.by_id.len(),
+            st.volumes.len(),
+            st.snapshots.len(),
             partials.len(),
             recovered.replayed
         );
@@ -320,21 +309,17 @@ impl Pool {
             extent_size: st.extent_size,
             io_gate: RwLock::new(()),
             meta: Mutex::new(log),
-            volumes: RwLock::new(vols),
-            snapshots: RwLock::new(snaps),
-            pairs: RwLock::new(Default::default()),
             stopping: std::sync::atomic::AtomicBool::new(false),
             alloc: Mutex::new(alloc),
             partials,
             filler: Mutex::new(None),
             arrays: RwLock::new(slots),
-            groups: RwLock::new(Default::default()),
             next_id: Mutex::new(st.next_id),
             sync_lock: Mutex::new(()),
             listener: RwLock::new(None),
+            sources: RwLock::new(Vec::new()),
+            sync_hooks: RwLock::new(Vec::new()),
         });
-        pool.attach_pairs(pairs)?;
-        pool.attach_groups(groups)?;
-        Ok(pool)
+        Ok((pool, st))
     }
 }

@@ -7,40 +7,92 @@ use std::time::Duration;
 
 use super::group::{Group, ROLE_SECONDARY};
 use super::remote;
+use super::Replication;
 use crate::format::journal::{Ack, JournalRecord, RecordKind};
 use crate::journal::{now_ns, read_sealed};
-use crate::pool::{Pool, PoolError};
+use crate::pool::PoolError;
 use crate::volume::Volume;
 
 const TICK: Duration = Duration::from_millis(20);
 const RETRY: Duration = Duration::from_millis(500);
 
 /// Start the applier of a secondary group.
-pub(crate) fn start_applier(pool: &Arc<Pool>, g: &Arc<Group>) {
-    let (pool, g2) = (Arc::downgrade(pool), g.clone());
+pub(crate) fn start_applier(r: &Arc<Replication>, g: &Arc<Group>) {
+    let (r, g2) = (Arc::downgrade(r), g.clone());
     let h = std::thread::Builder::new()
         .name(format!("apply-{}", g.name))
-        .spawn(move || loop {
-            let Some(pool) = pool.upgrade() else { return };
-            if pool.stopping.load(Ordering::Acquire)
-                || g2.is_gone()
-                || g2.halt.load(Ordering::Acquire)
-            {
-                return;
-            }
-            let pause = match apply_available(&pool, &g2) {
-                Ok(true) => Duration::ZERO,
-                Ok(false) => TICK,
-                Err(e) => {
-                    g2.set_error(Some(e));
-                    RETRY
+        .spawn(move || {
+            let mut reacked = false;
+            loop {
+                let Some(r) = r.upgrade() else { return };
+                if r.pool.stopping.load(Ordering::Acquire)
+                    || g2.is_gone()
+                    || g2.halt.load(Ordering::Acquire)
+                {
+                    return;
                 }
-            };
-            drop(pool);
-            std::thread::sleep(pause);
+                let res = if reacked {
+                    apply_available(&r, &g2)
+                } else {
+                    reacknowledge(&r, &g2).map(|()| {
+                        reacked = true;
+                        true
+                    })
+                };
+                let pause = match res {
+                    Ok(true) => Duration::ZERO,
+                    Ok(false) => TICK,
+                    Err(e) => {
+                        g2.set_error(Some(e));
+                        RETRY
+                    }
+                };
+                drop(r);
+                std::thread::sleep(pause);
+            }
         })
         .expect("spawn applier");
     *g.worker.lock() = Some(h);
+}
+
+/// Once per start of the applier: the acknowledgement of what is durably applied here is
+/// written again when the remote one is missing or older. A crash in `commit` after the
+/// applied number is durable and before the acknowledgement is written leaves it behind, and
+/// when nothing more is published no later commit writes it: the primary would hold its
+/// journal and report the lag for ever.
+fn reacknowledge(r: &Replication, g: &Group) -> Result<(), String> {
+    let dir = remote::group_dir(&g.remote, &g.name);
+    let (epoch, acked, time) = {
+        let rec = g.rec.lock();
+        (rec.epoch, rec.acked, rec.synced_time)
+    };
+    if acked == 0 {
+        return Ok(());
+    }
+    let behind = match remote::read_ack(&dir) {
+        Ok(None) => true,
+        Ok(Some(a)) => a.group == g.uid && a.epoch == epoch && a.applied < acked,
+        Err(e) => return Err(format!("reading acknowledgement: {e}")),
+    };
+    if !behind {
+        return Ok(());
+    }
+    // The applied number read back at start-up may still be only in the page cache (a crash
+    // between `put_group` and its sync): durable before it is acknowledged.
+    r.pool.sync_metadata().map_err(|e| format!("sync: {e}"))?;
+    let ack = Ack {
+        group: g.uid,
+        epoch,
+        applied: acked,
+        time,
+        acked_at: now_ns(),
+    };
+    remote::write_ack(&dir, &ack).map_err(|e| format!("writing acknowledgement: {e}"))?;
+    log::info!(
+        "group '{}': acknowledgement of sequence number {acked} written again",
+        g.name
+    );
+    Ok(())
 }
 
 /// At most this much is applied between two syncs of the secondary's pool: one sync (and one
@@ -56,20 +108,22 @@ struct Applied {
     last_time: u64,
     /// Segments applied whole: removed once the acknowledgement is written.
     whole: Vec<std::path::PathBuf>,
+    /// Segments found applied already and retired in this batch (still in its listing).
+    retired: Vec<std::path::PathBuf>,
     bytes: u64,
 }
 
 /// Apply the published segments that are there, in order, a batch at a time, then make the
 /// data and the applied number durable and acknowledge. Ok(true): something was applied.
-pub(crate) fn apply_available(pool: &Pool, g: &Group) -> Result<bool, String> {
+pub(crate) fn apply_available(r: &Replication, g: &Group) -> Result<bool, String> {
     let dir = remote::group_dir(&g.remote, &g.name);
     super::handover::sweep_other_epochs(&dir, g.rec.lock().epoch)?;
     super::pitr::housekeeping(g, &dir, false);
     let list =
         remote::list_published(&dir).map_err(|e| format!("listing {}: {e}", dir.display()))?;
     let (applied, epoch) = {
-        let r = g.rec.lock();
-        (r.synced, r.epoch)
+        let rec = g.rec.lock();
+        (rec.synced, rec.epoch)
     };
     let upto = g.rt.lock().apply_upto.unwrap_or(u64::MAX);
     {
@@ -89,12 +143,13 @@ pub(crate) fn apply_available(pool: &Pool, g: &Group) -> Result<bool, String> {
         last: applied,
         last_time: 0,
         whole: Vec::new(),
+        retired: Vec::new(),
         bytes: 0,
     };
     let mut progressed = false;
     let mut failure = None;
     for _ in 0..BATCH_SEGMENTS {
-        match apply_segment(pool, g, &dir, &list, epoch, upto, &mut done) {
+        match apply_segment(r, g, &dir, &list, epoch, upto, &mut done) {
             Ok(true) => progressed = true,
             Ok(false) => break,
             Err(e) => {
@@ -108,7 +163,7 @@ pub(crate) fn apply_available(pool: &Pool, g: &Group) -> Result<bool, String> {
     }
     if done.last > applied {
         // What was applied before a failure is made durable and acknowledged too.
-        commit(pool, g, &dir, epoch, &done)?;
+        commit(r, g, &dir, epoch, &done)?;
     }
     if let Some(e) = failure {
         return Err(e);
@@ -121,7 +176,7 @@ pub(crate) fn apply_available(pool: &Pool, g: &Group) -> Result<bool, String> {
 
 /// Apply the segment holding `done.last + 1`, if it is published. Ok(false): nothing to do.
 fn apply_segment(
-    pool: &Pool,
+    r: &Replication,
     g: &Group,
     dir: &std::path::Path,
     list: &[(u64, std::path::PathBuf)],
@@ -134,7 +189,12 @@ fn apply_segment(
         return Ok(false);
     }
     // The segment holding `want`: the last one starting at or before it.
-    let Some((first, path)) = list.iter().rev().find(|(f, _)| *f <= want).cloned() else {
+    let Some((first, path)) = list
+        .iter()
+        .rev()
+        .find(|(f, p)| *f <= want && !done.retired.contains(p))
+        .cloned()
+    else {
         if let Some((f, _)) = list.first() {
             if *f > want {
                 return Err(format!(
@@ -172,19 +232,21 @@ fn apply_segment(
         rt.remote_written = rt.remote_written.max(seg_last);
     }
     if seg_last < want {
-        // Already applied (re-shipped after a restart): drop it once acknowledged.
+        // Already applied (re-shipped after a restart, or left by a crash before it was
+        // retired): drop it; the batch goes on with the segments listed before it.
         super::pitr::retire_segment(g, dir, &path);
+        done.retired.push(path);
         return Ok(true);
     }
     for rec in seg
         .records
         .iter()
-        .filter(|r| r.head.seq >= want && r.head.seq <= upto)
+        .filter(|x| x.head.seq >= want && x.head.seq <= upto)
     {
-        if pool.stopping.load(Ordering::Acquire) || g.is_gone() {
+        if r.pool.stopping.load(Ordering::Acquire) || g.is_gone() {
             return Ok(false);
         }
-        apply_record(pool, g, rec).map_err(|e| {
+        apply_record(r, g, rec).map_err(|e| {
             format!(
                 "{} sequence number {}: {e}; nothing after it is applied",
                 path.display(),
@@ -205,21 +267,31 @@ fn apply_segment(
 /// Make a batch durable: data first, then the applied number (idempotent redo covers a crash
 /// in between), then the acknowledgement, then remove the segments applied whole.
 fn commit(
-    pool: &Pool,
+    r: &Replication,
     g: &Group,
     dir: &std::path::Path,
     epoch: u64,
     done: &Applied,
 ) -> Result<(), String> {
-    pool.sync().map_err(|e| format!("sync: {e}"))?;
+    // Crash point: the batch's records are applied (in the page cache), nothing of it is
+    // durable or acknowledged; the restarted applier applies them again from `synced`.
+    fail::fail_point!("replication::apply::before_sync", |_| {
+        crate::journal::crash_point("replication::apply::before_sync")
+    });
+    r.pool.sync().map_err(|e| format!("sync: {e}"))?;
     {
-        let mut r = g.rec.lock();
-        r.synced = done.last;
-        r.synced_time = done.last_time;
-        r.acked = done.last;
+        let mut rec = g.rec.lock();
+        rec.synced = done.last;
+        rec.synced_time = done.last_time;
+        rec.acked = done.last;
     }
-    pool.put_group(g).map_err(|e| e.to_string())?;
-    pool.sync_metadata().map_err(|e| format!("sync: {e}"))?;
+    r.put_group(g).map_err(|e| e.to_string())?;
+    r.pool.sync_metadata().map_err(|e| format!("sync: {e}"))?;
+    // Crash point: the data and the applied number are durable, the acknowledgement is not
+    // written (the restarted applier writes it again, see `reacknowledge`).
+    fail::fail_point!("replication::apply::before_ack", |_| {
+        crate::journal::crash_point("replication::apply::before_ack")
+    });
     let ack = Ack {
         group: g.uid,
         epoch,
@@ -228,97 +300,106 @@ fn commit(
         acked_at: now_ns(),
     };
     remote::write_ack(dir, &ack).map_err(|e| format!("writing acknowledgement: {e}"))?;
+    // Crash point: acknowledged, the applied segments not retired yet (the restarted applier
+    // finds them wholly applied and retires them).
+    fail::fail_point!("replication::ack::after_write", |_| {
+        crate::journal::crash_point("replication::ack::after_write")
+    });
     for path in &done.whole {
         super::pitr::retire_segment(g, dir, path);
     }
     Ok(())
 }
 
-fn local_volume(g: &Group, pool: &Pool, primary_vol: u64) -> Option<Arc<Volume>> {
-    let r = g.rec.lock();
-    r.volumes
+fn local_volume(g: &Group, r: &Replication, primary_vol: u64) -> Option<Arc<Volume>> {
+    let rec = g.rec.lock();
+    rec.volumes
         .iter()
         .find(|(_, p)| *p == primary_vol)
-        .and_then(|(l, _)| pool.volume_by_id(*l))
+        .and_then(|(l, _)| r.volumes.volume_by_id(*l))
 }
 
 /// Apply one record to the secondary's volumes.
-fn apply_record(pool: &Pool, g: &Group, rec: &JournalRecord) -> Result<(), String> {
+fn apply_record(r: &Replication, g: &Group, rec: &JournalRecord) -> Result<(), String> {
     let h = &rec.head;
     match h.kind {
         RecordKind::VolumeAdd => {
             let name = rec.name().map_err(|e| e.to_string())?;
-            if let Some(v) = local_volume(g, pool, h.volume) {
+            if let Some(v) = local_volume(g, r, h.volume) {
                 if v.size() != h.length {
-                    pool.resize(&v, h.length).map_err(|e| e.to_string())?;
+                    r.volumes.resize(&v, h.length).map_err(|e| e.to_string())?;
                 }
             } else {
-                let vol = match pool.volume(&name) {
-                    Some(v) if v.group().is_some_and(|x| x.uid == g.uid) => v,
+                let vol = match r.volumes.volume(&name) {
+                    Some(v) if r.group_of(v.id).is_some_and(|x| x.uid == g.uid) => v,
                     Some(_) => {
                         return Err(format!(
                         "volume '{name}' already exists in this pool and is not part of the group"
                     ))
                     }
                     None => {
-                        pool.create_volume(&name, h.length, None)
+                        r.volumes
+                            .create_volume(&name, h.length, None)
                             .map_err(|e| e.to_string())?
                             .0
                     }
                 };
-                *vol.group.write() = pool.groups.read().get(&g.uid).cloned();
-                let mut r = g.rec.lock();
-                r.volumes.push((vol.id, h.volume));
-                if !r.base_pending.contains(&h.volume) {
-                    r.base_pending.push(h.volume);
+                let member = r.groups.read().get(&g.uid).cloned();
+                r.set_member(vol.id, member);
+                let mut gr = g.rec.lock();
+                gr.volumes.push((vol.id, h.volume));
+                if !gr.base_pending.contains(&h.volume) {
+                    gr.base_pending.push(h.volume);
                 }
-                r.consistent_since = 0;
+                gr.consistent_since = 0;
             }
-            drop_lock_and_put(pool, g)?;
+            drop_lock_and_put(r, g)?;
         }
         RecordKind::VolumeRemove => {
-            if let Some(v) = local_volume(g, pool, h.volume) {
-                *v.group.write() = None;
+            if let Some(v) = local_volume(g, r, h.volume) {
+                r.set_member(v.id, None);
             }
             g.rec.lock().volumes.retain(|(_, p)| *p != h.volume);
-            drop_lock_and_put(pool, g)?;
+            drop_lock_and_put(r, g)?;
         }
         RecordKind::VolumeResize => {
-            let v = need(g, pool, h.volume)?;
-            pool.resize(&v, h.length).map_err(|e| e.to_string())?;
-            pool.notify(v.id);
+            let v = need(g, r, h.volume)?;
+            r.volumes.resize(&v, h.length).map_err(|e| e.to_string())?;
+            r.pool.notify(v.id);
         }
         RecordKind::Write | RecordKind::Base => {
-            let v = need(g, pool, h.volume)?;
+            let v = need(g, r, h.volume)?;
             let _io = v.io_lock.read_recursive();
-            pool.write_plain(&v, h.offset, &rec.payload)
+            r.volumes
+                .write_plain(&v, h.offset, &rec.payload)
                 .map_err(|e| e.to_string())?;
         }
         RecordKind::Zero => {
-            let v = need(g, pool, h.volume)?;
+            let v = need(g, r, h.volume)?;
             let _io = v.io_lock.read_recursive();
-            pool.discard_locked(&v, h.offset, h.length)
+            r.volumes
+                .discard_locked(&v, h.offset, h.length)
                 .map_err(|e| e.to_string())?;
         }
         RecordKind::BaseDone => {
             {
-                let mut r = g.rec.lock();
-                r.base_pending.retain(|&v| v != h.volume);
-                if r.base_pending.is_empty() && r.consistent_since == 0 {
-                    r.consistent_since = now_ns() / 1_000_000_000;
+                let mut gr = g.rec.lock();
+                gr.base_pending.retain(|&v| v != h.volume);
+                if gr.base_pending.is_empty() && gr.consistent_since == 0 {
+                    gr.consistent_since = now_ns() / 1_000_000_000;
                 }
             }
-            drop_lock_and_put(pool, g)?;
+            drop_lock_and_put(r, g)?;
         }
         RecordKind::Marker => {
             let name = rec.name().map_err(|e| e.to_string())?;
-            snapshot_group_volumes(pool, g, &name)?;
-            super::pitr::note_marker(pool, g, rec, &name);
+            snapshot_group_volumes(r, g, &name)?;
+            super::pitr::note_marker(r, g, rec, &name);
             log::info!("group '{}': snapshot '{name}' taken at its marker", g.name);
         }
-        RecordKind::FailbackDone => super::handover::failback_done(pool, g, rec)?,
-        RecordKind::ResyncStart => super::full::resync_start_applied(pool, g, rec)?,
-        RecordKind::ResyncDone => super::full::resync_done_applied(pool, g, rec)?,
+        RecordKind::FailbackDone => super::handover::failback_done(r, g, rec)?,
+        RecordKind::ResyncStart => super::full::resync_start_applied(r, g, rec)?,
+        RecordKind::ResyncDone => super::full::resync_done_applied(r, g, rec)?,
         RecordKind::Seal => {}
     }
     Ok(())
@@ -326,40 +407,42 @@ fn apply_record(pool: &Pool, g: &Group, rec: &JournalRecord) -> Result<(), Strin
 
 /// Snapshot every volume of the group as `name` (those that have it already are skipped: a
 /// record applied again after a crash).
-pub(crate) fn snapshot_group_volumes(pool: &Pool, g: &Group, name: &str) -> Result<(), String> {
+pub(crate) fn snapshot_group_volumes(r: &Replication, g: &Group, name: &str) -> Result<(), String> {
     // Data before the pointer to it: what the records before this one wrote is made durable
     // first, so that after a machine crash the snapshot (which a re-apply skips) never
     // points at data that was lost.
-    pool.sync()
+    r.pool
+        .sync()
         .map_err(|e| format!("sync before snapshot '{name}': {e}"))?;
     let vols: Vec<u64> = g.rec.lock().volumes.iter().map(|(l, _)| *l).collect();
     for id in vols {
-        let Some(v) = pool.volume_by_id(id) else {
+        let Some(v) = r.volumes.volume_by_id(id) else {
             continue;
         };
-        if pool.snapshots.read().get(v.id, name).is_some() {
+        if r.snapshots.reg.read().get(v.id, name).is_some() {
             continue;
         }
         let _io = v.io_lock.write();
-        let mut log = pool.meta.lock();
-        pool.snapshot_locked(&mut log, &v, name)
+        let mut log = r.pool.meta.lock();
+        r.snapshots
+            .snapshot_locked(&mut log, &v, name)
             .map_err(|e| e.to_string())?;
     }
     Ok(())
 }
 
-fn drop_lock_and_put(pool: &Pool, g: &Group) -> Result<(), String> {
-    pool.put_group(g).map_err(|e| e.to_string())
+fn drop_lock_and_put(r: &Replication, g: &Group) -> Result<(), String> {
+    r.put_group(g).map_err(|e| e.to_string())
 }
 
-fn need(g: &Group, pool: &Pool, primary_vol: u64) -> Result<Arc<Volume>, String> {
-    local_volume(g, pool, primary_vol)
+fn need(g: &Group, r: &Replication, primary_vol: u64) -> Result<Arc<Volume>, String> {
+    local_volume(g, r, primary_vol)
         .ok_or_else(|| format!("record for volume #{primary_vol}, which the group does not have"))
 }
 
 /// After a crash of the primary: replay into the volumes every local journal record after
 /// the redo floor, so the volumes hold everything the journal (and so the secondary) holds.
-pub(crate) fn redo(pool: &Pool, g: &Group) -> Result<u64, PoolError> {
+pub(crate) fn redo(r: &Replication, g: &Group) -> Result<u64, PoolError> {
     debug_assert!(g.role != ROLE_SECONDARY);
     let floor = g.rec.lock().synced;
     let epoch = g.rec.lock().epoch;
@@ -367,9 +450,9 @@ pub(crate) fn redo(pool: &Pool, g: &Group) -> Result<u64, PoolError> {
     for seg in g.journal().sealed_after(floor) {
         let s = read_sealed(&seg.path, (g.uid, epoch))
             .map_err(|e| PoolError::Inconsistent(e.to_string()))?;
-        for rec in s.records.iter().filter(|r| r.head.seq > floor) {
+        for rec in s.records.iter().filter(|x| x.head.seq > floor) {
             let h = &rec.head;
-            let Some(v) = pool.volume_by_id(h.volume) else {
+            let Some(v) = r.volumes.volume_by_id(h.volume) else {
                 continue;
             };
             if !matches!(h.kind, RecordKind::Write | RecordKind::Zero) {
@@ -377,15 +460,16 @@ pub(crate) fn redo(pool: &Pool, g: &Group) -> Result<u64, PoolError> {
             }
             // Regions written while the group was suspended hold newer data than this
             // record; the resync sends them (replication/full.rs).
-            let pieces = super::full::clean_pieces(g, pool.extent_size, v.id, h.offset, h.length);
+            let pieces = super::full::clean_pieces(g, r.pool.extent_size, v.id, h.offset, h.length);
             let _io = v.io_lock.read_recursive();
             let res = pieces.iter().try_for_each(|&(o, n)| {
                 if h.kind == RecordKind::Write {
                     let at = (o - h.offset) as usize;
-                    pool.write_plain(&v, o, &rec.payload[at..at + n as usize])
+                    r.volumes
+                        .write_plain(&v, o, &rec.payload[at..at + n as usize])
                         .map(|_| ())
                 } else {
-                    pool.discard_locked(&v, o, n)
+                    r.volumes.discard_locked(&v, o, n)
                 }
             });
             res.map_err(|e| {

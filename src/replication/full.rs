@@ -61,16 +61,17 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use super::group::Group;
+use super::options::{GroupOptions, GroupSetOptions};
 pub(crate) use super::resync::{
     refuse_takeover, resync_done_applied, resync_start_applied, wait_space,
 };
-use crate::control::{FullInfo, GroupInfo, GroupSetOptions};
+use super::Replication;
+use crate::bitmap::Bitmap;
 use crate::format::group::full::{FullPolicy, FullState};
 use crate::format::journal::{RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE};
 use crate::format::MetaRecord;
 use crate::journal::now_ns;
-use crate::mirror::bitmap::Bitmap;
-use crate::pool::{Pool, PoolError};
+use crate::pool::PoolError;
 use crate::volume::{IoError, Volume};
 
 /// High-water mark: per mille of the limit.
@@ -124,24 +125,37 @@ impl FullRuntime {
             }),
         }
     }
+
+    /// The state admission decides on (mirrors `FullRec.state`).
+    pub(crate) fn state(&self) -> FullState {
+        self.st.lock().state
+    }
+
+    /// Block policy: since when (ns) writers find the journal full (0: they do not), and the
+    /// last failure.
+    pub(crate) fn full_since(&self) -> (u64, Option<String>) {
+        let rt = self.st.lock();
+        (rt.full_since, rt.failed.clone())
+    }
 }
 
 /// The decision for one write: journal it (space reserved) or bypass the journal (the group
-/// is suspended). Dropping it releases the reservation or the bypass count.
-pub(crate) enum Admit<'a> {
-    Journal(&'a Group, u64),
-    Bypass(&'a Group),
+/// is suspended). Dropping it releases the reservation or the bypass count. It owns its
+/// group, so a bypassing write's admission can be held until its completion.
+pub(crate) enum Admit {
+    Journal(Arc<Group>, u64),
+    Bypass(Arc<Group>),
     /// Not subject to the limit (no journal).
     Free,
 }
 
-impl Admit<'_> {
+impl Admit {
     pub(crate) fn bypass(&self) -> bool {
         matches!(self, Admit::Bypass(_))
     }
 }
 
-impl Drop for Admit<'_> {
+impl Drop for Admit {
     fn drop(&mut self) {
         match self {
             Admit::Journal(g, n) => g.full.st.lock().reserved -= *n,
@@ -153,11 +167,12 @@ impl Drop for Admit<'_> {
 
 /// Journal bytes one record of `payload` bytes may add (itself, a new segment's header, the
 /// seal of its segment).
-pub(super) fn need_for(payload: u64) -> u64 {
+pub(crate) fn need_for(payload: u64) -> u64 {
     payload + 2 * RECORD_HEADER_SIZE as u64 + SEGMENT_HEADER_SIZE as u64
 }
 
-fn high_water(limit: u64) -> u64 {
+/// The high-water mark of a journal limit: the warning starts there.
+pub(crate) fn high_water(limit: u64) -> u64 {
     limit / 1000 * HIGH_WATER_PM
 }
 
@@ -181,55 +196,34 @@ fn journal_full_err(vol: &Volume, g: &Group, used: u64, limit: u64, secs: f64) -
     }
 }
 
-impl Pool {
+impl Replication {
     /// Decide how a write of `payload` journal bytes to `vol` of primary group `g` goes:
     /// journaled (space reserved), or around the journal (suspended). Waits (block policy)
     /// holding no group lock, up to the block timeout counted from `since` (when the writer
-    /// began to wait, see `full_wait`). Call before taking the stripe locks.
-    pub(crate) fn full_admit<'a>(
+    /// began to wait, see `wait_room`). Call before taking the stripe locks.
+    pub(crate) fn full_admit(
         &self,
-        g: &'a Group,
+        g: &Arc<Group>,
         vol: &Volume,
         payload: u64,
         since: Option<Instant>,
-    ) -> Result<Admit<'a>, IoError> {
+    ) -> Result<Admit, IoError> {
         let t0 = since.unwrap_or_else(Instant::now);
         Ok(self
             .admit_loop(g, vol, payload, t0, true)?
             .expect("a reserving admission decides"))
     }
 
-    /// Before a writer of `vol` takes the volume's I/O lock: while its group's journal is
-    /// full under the block policy, wait here for room (or fail with ENOSPC at the block
-    /// timeout), so a snapshot, split or group change of the volume is not held up behind
-    /// a blocked writer for the whole timeout. Returns when the wait began (`full_admit`
-    /// counts the timeout from it), or None when the journal is not full.
-    pub(crate) fn full_wait(&self, vol: &Volume, payload: u64) -> Result<Option<Instant>, IoError> {
-        let Some(g) = vol.group() else {
-            return Ok(None);
-        };
-        if !g.is_primary()
-            || g.is_stale()
-            || g.journal.is_none()
-            || g.full.st.lock().full_since == 0
-        {
-            return Ok(None);
-        }
-        let t0 = Instant::now();
-        self.admit_loop(&g, vol, payload, t0, false)?;
-        Ok(Some(t0))
-    }
-
     /// The admission loop. With `reserve` false it only waits: Ok(None) once there is room
     /// (or the group is suspended), reserving nothing.
-    fn admit_loop<'a>(
+    pub(super) fn admit_loop(
         &self,
-        g: &'a Group,
+        g: &Arc<Group>,
         vol: &Volume,
         payload: u64,
         t0: Instant,
         reserve: bool,
-    ) -> Result<Option<Admit<'a>>, IoError> {
+    ) -> Result<Option<Admit>, IoError> {
         if g.journal.is_none() {
             return Ok(Some(Admit::Free));
         }
@@ -254,7 +248,7 @@ impl Pool {
                         return Ok(None);
                     }
                     rt.bypass += 1;
-                    return Ok(Some(Admit::Bypass(g)));
+                    return Ok(Some(Admit::Bypass(g.clone())));
                 }
                 if used.saturating_add(rt.reserved).saturating_add(need) <= limit {
                     if !reserve {
@@ -272,7 +266,7 @@ impl Pool {
                         rt.full_since = 0;
                         log::info!("group '{}': journal space again; writes go on", g.name);
                     }
-                    return Ok(Some(Admit::Journal(g, need)));
+                    return Ok(Some(Admit::Journal(g.clone(), need)));
                 }
                 if policy == FullPolicy::Block {
                     if rt.full_since == 0 {
@@ -326,7 +320,7 @@ impl Pool {
 
     /// Suspend the group (journal full, policy suspend): logged before any write bypasses.
     fn full_suspend(&self, g: &Group, used: u64, limit: u64) {
-        let mut log = self.meta.lock();
+        let mut log = self.pool.meta.lock();
         let mut r = g.rec.lock();
         let mut rt = g.full.st.lock();
         if rt.state == FullState::Suspended {
@@ -361,13 +355,15 @@ impl Pool {
         offset: u64,
         len: u64,
     ) -> Result<(), IoError> {
-        let regions = self.regions(offset, len.min(vol.size().saturating_sub(offset)));
+        let regions = self
+            .pool
+            .regions(offset, len.min(vol.size().saturating_sub(offset)));
         let err = |source| IoError::Meta {
             volume: vol.name.clone(),
             source,
         };
         {
-            let mut log = self.meta.lock();
+            let mut log = self.pool.meta.lock();
             let mut r = g.rec.lock();
             let mut rt = g.full.st.lock();
             if let Some(c) = rt.copied.get_mut(&vol.id) {
@@ -398,7 +394,7 @@ impl Pool {
         }
         // Write-intent: the bit (ours, or another writer's not yet synced) is durable
         // before the data it covers can be.
-        self.sync_log().map_err(err)
+        self.pool.sync_log().map_err(err)
     }
 
     /// `group set`: change the limit, the policy or the block timeout of a primary group.
@@ -447,82 +443,6 @@ impl Pool {
         }
         Ok(g)
     }
-
-    /// The status fields of the journal limit, suspension and resync.
-    pub(crate) fn full_info(&self, g: &Group, mut info: GroupInfo) -> GroupInfo {
-        let r = g.rec.lock().clone();
-        let f = &r.ext.full;
-        let rt_state = g.full.st.lock().state;
-        let mut out = FullInfo {
-            policy: f.policy.name().into(),
-            state: f.state.name().into(),
-            block_timeout_ms: f.block_timeout_ms,
-            suspended_seq: f.suspended_seq,
-            dirty_regions: f.dirty_regions(),
-            dirty_bytes: f.dirty_regions() * self.extent_size,
-            resync_seq: f.resync_seq,
-            resync_total: f.resync_total,
-            resync_done: f.resync_done,
-            resyncs: f.resyncs,
-            ..Default::default()
-        };
-        if g.is_primary() {
-            out.state = rt_state.name().into();
-            let limit = r.journal_limit;
-            out.high_water = high_water(limit);
-            out.suspended_since = (f.state != FullState::Journaling && f.suspended_since != 0)
-                .then_some(f.suspended_since / 1_000_000_000);
-            let used = info.journal_bytes;
-            let (full_since, failed) = {
-                let rt = g.full.st.lock();
-                (rt.full_since, rt.failed.clone())
-            };
-            out.warning = if rt_state == FullState::Suspended {
-                Some(format!(
-                    "journal full: suspended since sequence {}; {} bytes of regions changed since; run `fusevol group resync {}` once the remote directory is back",
-                    f.suspended_seq, out.dirty_bytes, g.name
-                ))
-            } else if full_since != 0 || (limit > 0 && used + need_for(0) >= limit) {
-                Some(format!(
-                    "journal full: {used} of {limit} bytes; writers wait up to {} ms, then fail with ENOSPC{}",
-                    f.block_timeout_ms,
-                    failed.map(|e| format!(" (last: {e})")).unwrap_or_default()
-                ))
-            } else if limit > 0 && used >= out.high_water {
-                Some(format!(
-                    "journal above its high-water mark: {used} of {limit} bytes ({} %)",
-                    used * 100 / limit
-                ))
-            } else {
-                None
-            };
-            if info.state != "stale" {
-                match rt_state {
-                    FullState::Suspended => info.state = "suspended".into(),
-                    FullState::Resync => info.state = "resync".into(),
-                    FullState::Journaling => {}
-                }
-            }
-        } else if f.state == FullState::Resync {
-            info.state = "resync".into();
-            info.consistent = false;
-            info.consistent_since = None;
-            out.resync_snapshot =
-                (!f.resync_snapshot.is_empty()).then(|| f.resync_snapshot.clone());
-            out.warning = Some(match &out.resync_snapshot {
-                Some(s) => format!(
-                    "resync from sequence {} in progress: inconsistent until it completes; snapshot '{s}' of each volume holds the last consistent image",
-                    f.resync_seq
-                ),
-                None => format!(
-                    "resync from sequence {} in progress: inconsistent until it completes",
-                    f.resync_seq
-                ),
-            });
-        }
-        info.full = out;
-        info
-    }
 }
 
 fn parse_policy(s: &str) -> Result<FullPolicy, PoolError> {
@@ -545,7 +465,7 @@ fn check_limit(name: &str, l: u64) -> Result<(), PoolError> {
 /// `group create`: the section of a new group from its options.
 pub(crate) fn new_full_rec(
     name: &str,
-    o: &crate::control::GroupOptions,
+    o: &GroupOptions,
 ) -> Result<crate::format::group::FullRec, PoolError> {
     let mut f = crate::format::group::FullRec::default();
     if let Some(p) = &o.journal_full {
@@ -717,41 +637,6 @@ mod tests {
             regions: vec![1],
         };
         apply(&mut st, &gone).unwrap();
-    }
-
-    #[test]
-    fn set_and_resync_requests_on_the_wire() {
-        use crate::control::Request;
-        use serde_json::json;
-        let set = Request::GroupSet {
-            name: "g".into(),
-            options: GroupSetOptions {
-                journal_full: Some("suspend".into()),
-                journal_limit: None,
-                block_timeout_ms: Some(500),
-            },
-            pitr: Default::default(),
-        };
-        let want = json!({"op":"group_set","name":"g","options":{"journal_full":"suspend","block_timeout_ms":500}});
-        assert_eq!(serde_json::to_value(&set).unwrap(), want);
-        assert_eq!(serde_json::from_value::<Request>(want).unwrap(), set);
-        let r = Request::GroupResync { name: "g".into() };
-        assert_eq!(
-            serde_json::to_value(&r).unwrap(),
-            json!({"op":"group_resync","name":"g"})
-        );
-        // An unknown setting is refused, not ignored.
-        assert!(serde_json::from_value::<Request>(
-            json!({"op":"group_set","name":"g","options":{"journal_fulll":"block"}})
-        )
-        .is_err());
-        // Old clients' status answers (no `full`) still parse.
-        let old = json!({"name":"g","role":"primary","state":"replicating","epoch":1,"volumes":[],
-            "remote":"/r","written":0,"sealed":0,"shipped":0,"applied":0,"acknowledged":0,
-            "lag_records":0,"lag_bytes":0,"lag_seconds":0.0,"journal_bytes":0,"journal_limit":0,
-            "journal_free":0,"consistent":true,"consistent_since":null,"last_error":null});
-        let i: GroupInfo = serde_json::from_value(old).unwrap();
-        assert_eq!(i.full, FullInfo::default());
     }
 
     #[test]

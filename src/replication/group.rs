@@ -1,17 +1,20 @@
 //! A journal group at run time, and the journaled write path of the primary.
 
+use std::any::Any;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use parking_lot::{Mutex, MutexGuard};
+use parking_lot::{ArcMutexGuard, Mutex, RawMutex};
 
+use super::full::Admit;
+use super::Replication;
 use crate::format::journal::RecordKind;
 use crate::format::GroupRec;
 use crate::journal::{Journal, JournalError};
 use crate::pool::{Pool, PoolError};
-use crate::volume::{IoError, Volume};
+use crate::volume::{DataOp, IoError, Volume};
 
 pub const ROLE_PRIMARY: u8 = 1;
 pub const ROLE_SECONDARY: u8 = 2;
@@ -48,7 +51,7 @@ pub struct Group {
     pub(crate) journal: Option<Journal>,
     /// A write holds the stripes of its extents from its journal append to the end of its
     /// data write, so overlapping writes reach the volume in journal order.
-    stripes: Vec<Mutex<()>>,
+    stripes: Vec<Arc<Mutex<()>>>,
     pub(crate) rt: Mutex<Runtime>,
     pub(crate) gone: AtomicBool,
     /// The applier thread stops (a takeover applies the rest itself).
@@ -86,7 +89,7 @@ impl Group {
             remote: PathBuf::from(&rec.remote),
             rec: Mutex::new(rec),
             journal,
-            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            stripes: (0..STRIPES).map(|_| Arc::new(Mutex::new(()))).collect(),
             rt: Mutex::new(Runtime::default()),
             gone: AtomicBool::new(false),
             halt: AtomicBool::new(false),
@@ -153,14 +156,18 @@ impl Group {
         self.journal.as_ref().expect("primary group has a journal")
     }
 
-    /// Lock the stripes of logical extents `[first, last]` in index order.
-    pub(crate) fn lock_range(&self, first: u64, last: u64) -> Vec<MutexGuard<'_, ()>> {
+    /// Lock the stripes of logical extents `[first, last]` in index order. The guards are
+    /// owned (they do not borrow the group), so a journal admission can hold them until its
+    /// completion.
+    pub(crate) fn lock_range(&self, first: u64, last: u64) -> Vec<ArcMutexGuard<RawMutex, ()>> {
         let mut idx: Vec<usize> = (first..=last.min(first + STRIPES as u64))
             .map(|l| (l % STRIPES as u64) as usize)
             .collect();
         idx.sort_unstable();
         idx.dedup();
-        idx.into_iter().map(|i| self.stripes[i].lock()).collect()
+        idx.into_iter()
+            .map(|i| self.stripes[i].lock_arc())
+            .collect()
     }
 
     /// Every record up to the returned number has finished its data write.
@@ -196,21 +203,84 @@ impl Group {
     }
 }
 
-/// What `sync_journals` made durable, for `note_synced`.
+/// What `before_arrays` (the journal sync) made durable, for `after_arrays`.
 pub(crate) struct JournalSynced {
     group: Arc<Group>,
     /// Every record up to this one had finished its data write before the journal sync.
     done: u64,
 }
 
+/// A journal failure on the host write path keeps the journal's own error: a full disk is
+/// ENOSPC, an I/O error EIO (not EINVAL).
 fn journal_err(vol: &Volume, e: JournalError) -> IoError {
-    IoError::Invalid {
+    IoError::Journal {
         volume: vol.name.clone(),
-        detail: format!("journal: {e}"),
+        source: e,
     }
 }
 
-impl Pool {
+/// A secondary's volumes change only through the applier.
+fn refuse_replica(vol: &Volume, g: &Group) -> Result<(), IoError> {
+    if g.is_primary() && g.is_stale() {
+        return Err(IoError::ReadOnly {
+            volume: vol.name.clone(),
+            why: format!(
+                "journal group '{}' was taken over by another site (a newer epoch); run `fusevol group failback {}` to make this site its secondary",
+                g.name, g.name
+            ),
+        });
+    }
+    if g.is_primary() {
+        return Ok(());
+    }
+    Err(IoError::ReadOnly {
+        volume: vol.name.clone(),
+        why: format!(
+            "it is the secondary of journal group '{}' (read-only while attached)",
+            g.name
+        ),
+    })
+}
+
+/// A host write, discard or allocate of a volume in a journal group, admitted by
+/// `Replication::admit` and finished by `Replication::complete` after the data write.
+///
+/// A journaled write holds the stripes of its extents from its journal append (write-ahead)
+/// to the end of its data write, so overlapping writes reach the volume in journal order.
+/// A write that bypasses the journal (the group is suspended) holds them, and its
+/// bypass count, until its data write is done.
+pub struct JournalAdmission {
+    group: Arc<Group>,
+    /// The journal record of the write; None: not journaled (it bypasses the journal while
+    /// the group is suspended, or it is an allocate, or it covers nothing).
+    seq: Option<u64>,
+    offset: u64,
+    len: u64,
+    stripes: Vec<ArcMutexGuard<RawMutex, ()>>,
+    /// A bypassing write's admission (the bypass count the resync copier waits out),
+    /// released after the data write.
+    bypass: Option<Admit>,
+}
+
+impl JournalAdmission {
+    fn unjournaled(group: Arc<Group>, offset: u64) -> JournalAdmission {
+        JournalAdmission {
+            group,
+            seq: None,
+            offset,
+            len: 0,
+            stripes: Vec::new(),
+            bypass: None,
+        }
+    }
+
+    /// The journal record of the write, if it was journaled.
+    pub fn seq(&self) -> Option<u64> {
+        self.seq
+    }
+}
+
+impl Replication {
     pub(crate) fn group_by_name(&self, name: &str) -> Option<Arc<Group>> {
         self.groups
             .read()
@@ -223,7 +293,7 @@ impl Pool {
     pub(crate) fn put_group(&self, g: &Group) -> Result<(), PoolError> {
         // Cloned under the metadata lock, so the record holds every change logged before it
         // (the suspension bitmap's `GroupDirty` records change `rec` under that lock too).
-        let mut log = self.meta.lock();
+        let mut log = self.pool.meta.lock();
         let rec = g.rec.lock().clone();
         let acked = rec.acked;
         log.append(&crate::format::MetaRecord::GroupPut(Box::new(rec)))?;
@@ -231,76 +301,107 @@ impl Pool {
         Ok(())
     }
 
-    /// A write to a volume of a primary group: the journal record first (write-ahead), then
-    /// the data, with the extents' stripes held across both.
-    pub(crate) fn journaled_write(
+    /// Before a writer of `vol` takes the volume's I/O lock: while its group's journal is
+    /// full under the block policy, wait here for room (or fail with ENOSPC at the block
+    /// timeout), so a snapshot, split or group change of the volume is not held up behind
+    /// a blocked writer for the whole timeout. Returns when the wait began (`admit` counts
+    /// the timeout from it), or None when the journal is not full.
+    ///
+    /// `len` is the journal payload of the request: the data length of a write, 0 for a
+    /// discard (its `Zero` record carries no data). An allocate does not wait here.
+    pub(crate) fn wait_room(
         &self,
-        g: &Group,
         vol: &Volume,
-        offset: u64,
-        data: &[u8],
-        since: Option<std::time::Instant>,
-    ) -> Result<usize, IoError> {
-        let size = vol.size();
-        if offset >= size {
-            return Err(IoError::BeyondEnd {
-                volume: vol.name.clone(),
-                offset,
-                size,
-            });
+        len: u64,
+    ) -> Result<Option<std::time::Instant>, IoError> {
+        let Some(g) = self.group_of(vol.id) else {
+            return Ok(None);
+        };
+        if !g.is_primary()
+            || g.is_stale()
+            || g.journal.is_none()
+            || g.full.st.lock().full_since == 0
+        {
+            return Ok(None);
         }
-        let len = (data.len() as u64).min(size - offset);
-        if len == 0 {
-            return Ok(0);
-        }
-        let data = &data[..len as usize];
-        let es = self.extent_size;
-        // Journal space (or the suspension) is decided before any lock is taken.
-        let admit = self.full_admit(g, vol, len, since)?;
-        let _st = g.lock_range(offset / es, (offset + len - 1) / es);
-        if admit.bypass() {
-            self.full_mark(g, vol, offset, len)?;
-            return self.write_plain(vol, offset, data);
-        }
-        let seq = g.append(vol, RecordKind::Write, offset, len, data)?;
-        drop(admit);
-        let res = self.write_plain(vol, offset, data);
-        if res.is_err() {
-            self.journal_correction(g, vol, offset, len);
-        }
-        g.done(seq);
-        res
+        let t0 = std::time::Instant::now();
+        self.admit_loop(&g, vol, len, t0, false)?;
+        Ok(Some(t0))
     }
 
-    /// A discard of a journaled volume (the other site zeroes the same range).
-    pub(crate) fn journaled_discard(
+    /// Under `vol.io_lock` (shared), before the data write; `op` is clipped to the volume by
+    /// the caller (a write or discard starts before the end and is cut at it). None: the
+    /// volume is in no journal group. A secondary's volume, or a stale primary's, is
+    /// read-only (EROFS). An allocate is only checked for that. A write or discard of a
+    /// primary group: the journal record first (write-ahead), then — after this returns —
+    /// the data, with the extents' stripes held across both (until `complete`).
+    pub(crate) fn admit(
         &self,
-        g: &Group,
         vol: &Volume,
         offset: u64,
-        len: u64,
+        op: DataOp,
         since: Option<std::time::Instant>,
-    ) -> Result<(), IoError> {
-        let size = vol.size();
-        if offset >= size || len == 0 {
-            return Ok(());
+    ) -> Result<Option<JournalAdmission>, IoError> {
+        let Some(g) = self.group_of(vol.id) else {
+            return Ok(None);
+        };
+        refuse_replica(vol, &g)?;
+        let (kind, data, len) = match op {
+            DataOp::Allocate(_) => return Ok(Some(JournalAdmission::unjournaled(g, offset))),
+            DataOp::Write(data) => (RecordKind::Write, data, data.len() as u64),
+            // The other site zeroes the same range.
+            DataOp::Discard(len) => (RecordKind::Zero, &[][..], len),
+        };
+        if len == 0 {
+            return Ok(Some(JournalAdmission::unjournaled(g, offset)));
         }
-        let len = len.min(size - offset);
-        let es = self.extent_size;
-        let admit = self.full_admit(g, vol, 0, since)?;
-        let _st = g.lock_range(offset / es, (offset + len - 1) / es);
+        let es = self.pool.extent_size;
+        // Journal space (or the suspension) is decided before any lock is taken.
+        let admit = self.full_admit(&g, vol, data.len() as u64, since)?;
+        let stripes = g.lock_range(offset / es, (offset + len - 1) / es);
         if admit.bypass() {
-            self.full_mark(g, vol, offset, len)?;
-            return self.discard_locked(vol, offset, len);
+            self.full_mark(&g, vol, offset, len)?;
+            return Ok(Some(JournalAdmission {
+                group: g,
+                seq: None,
+                offset,
+                len,
+                stripes,
+                bypass: Some(admit),
+            }));
         }
-        let seq = g.append(vol, RecordKind::Zero, offset, len, &[])?;
+        let seq = g.append(vol, kind, offset, len, data)?;
         drop(admit);
-        let res = self.discard_locked(vol, offset, len);
-        if res.is_err() {
-            self.journal_correction(g, vol, offset, len);
+        Ok(Some(JournalAdmission {
+            group: g,
+            seq: Some(seq),
+            offset,
+            len,
+            stripes,
+            bypass: None,
+        }))
+    }
+
+    /// After the data write of an admitted request (`ok`: it succeeded): a failed write of a
+    /// journaled record journals what the volume holds now; the record is done; the stripes
+    /// (and a bypassing write's admission) are released.
+    pub(crate) fn complete(&self, adm: JournalAdmission, vol: &Volume, ok: bool) {
+        let JournalAdmission {
+            group: g,
+            seq,
+            offset,
+            len,
+            stripes,
+            bypass,
+        } = adm;
+        if let Some(seq) = seq {
+            if !ok {
+                self.journal_correction(&g, vol, offset, len);
+            }
+            g.done(seq);
         }
-        g.done(seq);
-        res
+        drop(stripes);
+        drop(bypass);
     }
 
     /// After a failed data write the volume may hold part of it: journal what it holds now,
@@ -311,6 +412,7 @@ impl Pool {
             let n = (offset + len - pos).min(1 << 20);
             let mut buf = vec![0u8; n as usize];
             let res = self
+                .volumes
                 .read_plain(vol, pos, &mut buf)
                 .and_then(|_| g.append(vol, RecordKind::Write, pos, n, &buf));
             match res {
@@ -326,8 +428,10 @@ impl Pool {
             pos += n;
         }
     }
+}
 
-    /// Make every primary journal durable and return what `note_synced` records once the
+impl crate::pool::SyncHook for Replication {
+    /// Make every primary journal durable and return what `after_arrays` records once the
     /// arrays are synced. Called by `Pool::sync` before it syncs the arrays.
     ///
     /// Journal before data, with one exception: records the secondary has acknowledged (and
@@ -336,7 +440,7 @@ impl Pool {
     /// right after, usually before the kernel writes them back. A machine crash before the
     /// arrays are synced can lose such records here, as it can lose any unsynced write; the
     /// secondary then holds them (as when a crash loses a shipped, unsynced segment).
-    pub(crate) fn sync_journals(&self) -> Result<Vec<JournalSynced>, PoolError> {
+    fn before_arrays(&self, pool: &Pool) -> Result<Box<dyn Any + Send>, PoolError> {
         let groups: Vec<Arc<Group>> = self
             .groups
             .read()
@@ -344,7 +448,7 @@ impl Pool {
             .filter(|g| g.is_primary() && !g.is_gone())
             .cloned()
             .collect();
-        let mut out = Vec::new();
+        let mut out: Vec<JournalSynced> = Vec::new();
         // The acknowledged numbers logged so far are made durable first (a small fdatasync
         // of the metadata log), so the segments they cover need none.
         let logged: Vec<u64> = groups
@@ -356,7 +460,8 @@ impl Pool {
             .zip(&logged)
             .any(|(g, &l)| l > g.acked_durable.load(Ordering::Acquire));
         if behind {
-            self.sync_meta_locked()?;
+            // Under the pool's sync lock (this runs inside `Pool::sync`).
+            pool.sync_meta_locked()?;
             for (g, &l) in groups.iter().zip(&logged) {
                 g.acked_durable.fetch_max(l, Ordering::AcqRel);
             }
@@ -368,12 +473,15 @@ impl Pool {
                 .map_err(|e| PoolError::Invalid(format!("group '{}': {e}", g.name)))?;
             out.push(JournalSynced { group: g, done });
         }
-        Ok(out)
+        Ok(Box::new(out))
     }
 
     /// The arrays are synced: records up to `done` need no redo after a crash.
-    pub(crate) fn note_synced(&self, done: &[JournalSynced]) -> Result<(), PoolError> {
-        for d in done {
+    fn after_arrays(&self, _pool: &Pool, token: Box<dyn Any + Send>) -> Result<(), PoolError> {
+        let done = token.downcast::<Vec<JournalSynced>>().map_err(|_| {
+            PoolError::Inconsistent("journal sync: not the replication service's token".into())
+        })?;
+        for d in done.iter() {
             let (g, seq) = (&d.group, d.done);
             let changed = {
                 let mut r = g.rec.lock();

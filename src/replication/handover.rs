@@ -20,7 +20,7 @@ use super::apply::{apply_available, start_applier};
 use super::group::{Group, ROLE_PRIMARY, ROLE_SECONDARY};
 use super::remote;
 use super::ship::start_shipper;
-use crate::control::protocol::HandoverReport;
+use super::Replication;
 use crate::format::group::handover::{FailbackRec, StaleRec};
 use crate::format::group::HandoverRec;
 use crate::format::journal::{
@@ -28,7 +28,7 @@ use crate::format::journal::{
 };
 use crate::format::{GroupRec, MetaRecord};
 use crate::journal::{now_ns, read_sealed, JournalConfig, SEGMENT_SUFFIX};
-use crate::pool::{Pool, PoolError};
+use crate::pool::PoolError;
 
 /// Where an applier puts segments of older epochs.
 pub const STALE_DIR: &str = "stale";
@@ -107,23 +107,23 @@ impl ManifestWatch {
     }
 }
 
-fn our_manifest(pool: &Pool, g: &Group) -> Manifest {
-    let r = g.rec.lock().clone();
-    let mut volumes: Vec<(u64, String)> = r
+fn our_manifest(r: &Replication, g: &Group) -> Manifest {
+    let rec = g.rec.lock().clone();
+    let mut volumes: Vec<(u64, String)> = rec
         .volumes
         .iter()
-        .filter_map(|(l, _)| pool.volume_by_id(*l).map(|v| (v.id, v.name.clone())))
+        .filter_map(|(l, _)| r.volumes.volume_by_id(*l).map(|v| (v.id, v.name.clone())))
         .collect();
     volumes.sort();
     Manifest {
         group: g.uid,
-        epoch: r.epoch,
-        pool: pool.pool_id,
+        epoch: rec.epoch,
+        pool: r.pool.pool_id,
         created: now_ns(),
         name: g.name.clone(),
-        start_seq: r.ext.handover.start_seq,
+        start_seq: rec.ext.handover.start_seq,
         volumes,
-        settings: Some(settings_of(&r)),
+        settings: Some(settings_of(&rec)),
     }
 }
 
@@ -143,7 +143,7 @@ pub(crate) fn settings_of(r: &GroupRec) -> JournalSettings {
 /// newer epoch there makes this primary stale (an error: nothing is shipped any more).
 /// Also serves a failback request of the old primary when one is waiting.
 pub(crate) fn watch(
-    pool: &Pool,
+    r: &Replication,
     g: &Group,
     dir: &Path,
     w: &mut ManifestWatch,
@@ -162,10 +162,10 @@ pub(crate) fn watch(
             ))
         }
         Ok(m) if m.epoch > epoch => {
-            mark_stale(pool, g, &m);
+            mark_stale(r, g, &m);
             return Err(stale_message(&g.name, &m));
         }
-        Ok(m) if m.epoch == epoch && m.pool != pool.pool_id => {
+        Ok(m) if m.epoch == epoch && m.pool != r.pool.pool_id => {
             return Err(format!(
                 "{}: pool {:016x} is the primary of epoch {epoch} too; not shipping",
                 dir.display(),
@@ -179,7 +179,7 @@ pub(crate) fn watch(
         Err(e) => return Err(format!("reading the manifest: {e}")),
     };
     if write {
-        remote::write_manifest(dir, &our_manifest(pool, g))
+        remote::write_manifest(dir, &our_manifest(r, g))
             .map_err(|e| format!("writing the manifest in {}: {e}", dir.display()))?;
         log::info!(
             "group '{}': epoch {epoch} published in {}",
@@ -188,7 +188,7 @@ pub(crate) fn watch(
         );
     }
     w.written = true;
-    serve_failback(pool, g, dir)
+    serve_failback(r, g, dir)
 }
 
 fn stale_message(name: &str, m: &Manifest) -> String {
@@ -198,20 +198,20 @@ fn stale_message(name: &str, m: &Manifest) -> String {
     )
 }
 
-fn mark_stale(pool: &Pool, g: &Group, m: &Manifest) {
+fn mark_stale(r: &Replication, g: &Group, m: &Manifest) {
     {
-        let mut r = g.rec.lock();
-        if r.ext.handover.stale.is_some() {
+        let mut rec = g.rec.lock();
+        if rec.ext.handover.stale.is_some() {
             return;
         }
-        r.ext.handover.stale = Some(StaleRec {
+        rec.ext.handover.stale = Some(StaleRec {
             epoch: m.epoch,
             start_seq: m.start_seq,
             pool: m.pool,
         });
     }
     g.stale.store(true, Ordering::Release);
-    if let Err(e) = pool.put_group(g) {
+    if let Err(e) = r.put_group(g) {
         log::error!("group '{}': recording the newer epoch: {e}", g.name);
     }
     log::error!("group '{}': {}", g.name, stale_message(&g.name, m));
@@ -220,7 +220,7 @@ fn mark_stale(pool: &Pool, g: &Group, m: &Manifest) {
 /// Primary: journal, as `Base` records, every region a failback request asks for, then a
 /// `FailbackDone` record; each region extent by extent under its stripe lock (a host write
 /// to it is wholly before or after the copy).
-fn serve_failback(pool: &Pool, g: &Group, dir: &Path) -> Result<(), String> {
+fn serve_failback(r: &Replication, g: &Group, dir: &Path) -> Result<(), String> {
     let epoch = g.rec.lock().epoch;
     let path = dir.join(FailbackRequest::file_name(epoch));
     let req = match std::fs::read(&path) {
@@ -234,28 +234,30 @@ fn serve_failback(pool: &Pool, g: &Group, dir: &Path) -> Result<(), String> {
     {
         return Ok(());
     }
-    let es = pool.extent_size;
+    let es = r.pool.extent_size;
     let mut sent = 0u64;
     let mut buf = vec![0u8; es as usize];
-    for r in &req.regions {
-        let Some(vol) = pool
-            .volume(&r.volume)
-            .filter(|v| v.group().is_some_and(|x| x.uid == g.uid))
+    for reg in &req.regions {
+        let Some(vol) = r
+            .volumes
+            .volume(&reg.volume)
+            .filter(|v| r.group_of(v.id).is_some_and(|x| x.uid == g.uid))
         else {
             log::warn!(
                 "group '{}': failback region of unknown volume '{}' skipped",
                 g.name,
-                r.volume
+                reg.volume
             );
             continue;
         };
-        let end = r.offset.saturating_add(r.len).min(vol.size());
-        let mut pos = r.offset;
+        let end = reg.offset.saturating_add(reg.len).min(vol.size());
+        let mut pos = reg.offset;
         while pos < end {
             let lext = pos / es;
             let n = ((lext + 1) * es).min(end) - pos;
             let _st = g.lock_range(lext, lext);
-            pool.read_plain(&vol, pos, &mut buf[..n as usize])
+            r.volumes
+                .read_plain(&vol, pos, &mut buf[..n as usize])
                 .map_err(|e| format!("failback copy: {e}"))?;
             g.journal()
                 .append(RecordKind::Base, vol.id, pos, n, &buf[..n as usize])
@@ -268,11 +270,11 @@ fn serve_failback(pool: &Pool, g: &Group, dir: &Path) -> Result<(), String> {
         .append(RecordKind::FailbackDone, 0, req.pool, sent, &[])
         .map_err(|e| format!("failback copy: {e}"))?;
     {
-        let mut r = g.rec.lock();
-        r.ext.handover.served_created = req.created;
-        r.ext.handover.failback_bytes = sent;
+        let mut rec = g.rec.lock();
+        rec.ext.handover.served_created = req.created;
+        rec.ext.handover.failback_bytes = sent;
     }
-    pool.put_group(g).map_err(|e| e.to_string())?;
+    r.put_group(g).map_err(|e| e.to_string())?;
     log::info!(
         "group '{}': failback delta for pool {:016x} journaled: {} regions, {sent} bytes",
         g.name,
@@ -283,20 +285,20 @@ fn serve_failback(pool: &Pool, g: &Group, dir: &Path) -> Result<(), String> {
 }
 
 /// Secondary: the delta asked for by this site's failback is complete.
-pub(crate) fn failback_done(pool: &Pool, g: &Group, rec: &JournalRecord) -> Result<(), String> {
-    if rec.head.offset != pool.pool_id {
+pub(crate) fn failback_done(r: &Replication, g: &Group, rec: &JournalRecord) -> Result<(), String> {
+    if rec.head.offset != r.pool.pool_id {
         return Ok(());
     }
     let done = {
-        let mut r = g.rec.lock();
-        let f = r.ext.handover.failback.take();
-        r.ext.handover.failback_bytes = rec.head.length;
+        let mut gr = g.rec.lock();
+        let f = gr.ext.handover.failback.take();
+        gr.ext.handover.failback_bytes = rec.head.length;
         if f.is_some() {
-            r.consistent_since = now_ns() / 1_000_000_000;
+            gr.consistent_since = now_ns() / 1_000_000_000;
         }
         f
     };
-    pool.put_group(g).map_err(|e| e.to_string())?;
+    r.put_group(g).map_err(|e| e.to_string())?;
     let Some(f) = done else { return Ok(()) };
     log::info!(
         "group '{}': failback complete at sequence {} ({} bytes of delta); consistent",
@@ -307,13 +309,14 @@ pub(crate) fn failback_done(pool: &Pool, g: &Group, rec: &JournalRecord) -> Resu
     if !f.keep {
         let vols: Vec<u64> = g.rec.lock().volumes.iter().map(|(l, _)| *l).collect();
         for id in vols {
-            let Some(v) = pool.volume_by_id(id) else {
+            let Some(v) = r.volumes.volume_by_id(id) else {
                 continue;
             };
-            let snap = pool.snapshots.read().get(v.id, &f.snapshot).cloned();
+            let snap = r.snapshots.reg.read().get(v.id, &f.snapshot).cloned();
             if let Some(s) = snap {
-                let mut log = pool.meta.lock();
-                pool.delete_snapshot_logged(&mut log, &s)
+                let mut log = r.pool.meta.lock();
+                r.snapshots
+                    .delete_snapshot_logged(&mut log, &s)
                     .map_err(|e| e.to_string())?;
             }
         }
@@ -359,7 +362,7 @@ impl Regions {
     }
 }
 
-impl Pool {
+impl Replication {
     fn group_named(&self, name: &str) -> Result<Arc<Group>, PoolError> {
         self.group_by_name(name)
             .ok_or_else(|| PoolError::NotFound(format!("journal group '{name}' does not exist")))
@@ -377,10 +380,10 @@ impl Pool {
             let _ = h.join();
         }
         self.groups.write().insert(new.uid, new.clone());
-        for v in self.volume_list() {
-            if v.group().is_some_and(|x| x.uid == old.uid) {
+        for v in self.volumes.volume_list() {
+            if self.group_of(v.id).is_some_and(|x| x.uid == old.uid) {
                 let _io = v.io_lock.write();
-                *v.group.write() = keep.contains(&v.id).then(|| new.clone());
+                self.set_member(v.id, keep.contains(&v.id).then(|| new.clone()));
             }
         }
     }
@@ -389,11 +392,12 @@ impl Pool {
     /// record in the remote directory (or up to the marker `at_marker`), make the volumes
     /// writable, start a journal that continues the sequence numbers, and publish the new
     /// epoch in the remote directory (later, by the shipper, when it is not reachable now).
+    /// Returns what it did: where it stopped and why, what was asked for.
     pub fn group_takeover(
         self: &Arc<Self>,
         name: &str,
         at_marker: Option<&str>,
-    ) -> Result<HandoverReport, PoolError> {
+    ) -> Result<String, PoolError> {
         let g = self.group_named(name)?;
         if g.is_primary() {
             return Err(PoolError::Invalid(format!(
@@ -500,13 +504,14 @@ impl Pool {
             })?;
         }
         let journal = self.open_journal(&rec).map_err(restart)?;
-        self.meta
+        self.pool
+            .meta
             .lock()
             .append(&MetaRecord::GroupPut(Box::new(rec.clone())))?;
         let keep: Vec<u64> = rec.volumes.iter().map(|(l, _)| *l).collect();
         let ng = Arc::new(Group::new(rec, Some(journal)));
         self.swap_group(&g, &ng, &keep);
-        self.sync()?;
+        self.pool.sync()?;
         let published = remote::ensure_group_dir(&ng.remote, name)
             .and_then(|d| remote::write_manifest(&d, &our_manifest(self, &ng)));
         match published {
@@ -522,21 +527,19 @@ impl Pool {
         log::warn!(
             "group '{name}': TAKEOVER at sequence {applied}: this site is the primary of epoch {epoch}; volumes writable"
         );
-        Ok(HandoverReport {
-            info: self.group_info(Some(name))?.remove(0),
-            detail,
-        })
+        Ok(detail)
     }
 
     /// Make an old primary (taken over by the other site) the secondary of the new epoch:
     /// ask the new primary for the regions this site wrote after the takeover point (known
     /// from its own journal), keep a snapshot of its volumes until that delta is applied,
-    /// and apply the new primary's journal from the takeover point.
+    /// and apply the new primary's journal from the takeover point. Returns what it did:
+    /// the regions asked for and the snapshot that holds this site's last image.
     pub fn group_failback(
         self: &Arc<Self>,
         name: &str,
         keep_snapshot: bool,
-    ) -> Result<HandoverReport, PoolError> {
+    ) -> Result<String, PoolError> {
         let g = self.group_named(name)?;
         if !g.is_primary() {
             return Err(PoolError::Invalid(format!(
@@ -584,12 +587,12 @@ impl Pool {
             .lock()
             .volumes
             .iter()
-            .filter_map(|(l, _)| self.volume_by_id(*l))
+            .filter_map(|(l, _)| self.volumes.volume_by_id(*l))
             .collect();
         let mut req = FailbackRequest {
             group: uid,
             epoch: m.epoch,
-            pool: self.pool_id,
+            pool: self.pool.pool_id,
             created: now_ns(),
             regions: Vec::new(),
         };
@@ -616,12 +619,12 @@ impl Pool {
         // This site's image as primary, kept until the delta is applied.
         let snap = format!("failback-e{}", m.epoch);
         for v in &ours {
-            if self.snapshots.read().get(v.id, &snap).is_some() {
+            if self.snapshots.reg.read().get(v.id, &snap).is_some() {
                 continue;
             }
             let _io = v.io_lock.write();
-            let mut log = self.meta.lock();
-            self.snapshot_locked(&mut log, v, &snap)?;
+            let mut log = self.pool.meta.lock();
+            self.snapshots.snapshot_locked(&mut log, v, &snap)?;
         }
         let mut rec = g.rec.lock().clone();
         rec.role = ROLE_SECONDARY;
@@ -652,18 +655,19 @@ impl Pool {
             ..Default::default()
         };
         let keep: Vec<u64> = rec.volumes.iter().map(|(l, _)| *l).collect();
-        self.meta
+        self.pool
+            .meta
             .lock()
             .append(&MetaRecord::GroupPut(Box::new(rec.clone())))?;
         let ng = Arc::new(Group::new(rec, None));
         self.swap_group(&g, &ng, &keep);
-        self.sync()?;
+        self.pool.sync()?;
         let jdir = self.journal_dir(name);
         if let Err(e) = std::fs::remove_dir_all(&jdir) {
             log::warn!("group '{name}': removing {}: {e}", jdir.display());
         }
         for v in &ours {
-            self.notify(v.id);
+            self.pool.notify(v.id);
         }
         start_applier(self, &ng);
         log::warn!(
@@ -672,15 +676,12 @@ impl Pool {
             m.start_seq,
             req.regions.len()
         );
-        Ok(HandoverReport {
-            info: self.group_info(Some(name))?.remove(0),
-            detail: format!(
-                "asked the new primary for {} regions ({requested} bytes) written here after sequence {}; snapshot '{snap}' holds this site's last image as primary{}",
-                req.regions.len(),
-                m.start_seq,
-                if keep_snapshot { " (kept)" } else { " until the delta is applied" }
-            ),
-        })
+        Ok(format!(
+            "asked the new primary for {} regions ({requested} bytes) written here after sequence {}; snapshot '{snap}' holds this site's last image as primary{}",
+            req.regions.len(),
+            m.start_seq,
+            if keep_snapshot { " (kept)" } else { " until the delta is applied" }
+        ))
     }
 
     /// The regions this (old primary) site's journal wrote after sequence `since`.
@@ -692,7 +693,7 @@ impl Pool {
         // Regions written while suspended (journal full) are in no journal record.
         for (vol, b) in g.rec.lock().ext.full.dirty.iter() {
             for x in b.iter() {
-                regions.add(*vol, x * self.extent_size, self.extent_size);
+                regions.add(*vol, x * self.pool.extent_size, self.pool.extent_size);
             }
         }
         for seg in j.sealed_after(since) {
@@ -704,7 +705,7 @@ impl Pool {
                         regions.add(h.volume, h.offset, h.length)
                     }
                     RecordKind::VolumeResize => {
-                        let size = self.volume_by_id(h.volume).map_or(0, |v| v.size());
+                        let size = self.volumes.volume_by_id(h.volume).map_or(0, |v| v.size());
                         regions.add(h.volume, 0, size.max(h.length));
                     }
                     _ => {}
@@ -716,14 +717,14 @@ impl Pool {
 }
 
 /// The sequence number of the marker `name` in the published segments after what is applied.
-fn find_marker(pool: &Pool, g: &Group, dir: &Path, name: &str) -> Result<u64, PoolError> {
+fn find_marker(r: &Replication, g: &Group, dir: &Path, name: &str) -> Result<u64, PoolError> {
     let (applied, epoch, vols) = {
-        let r = g.rec.lock();
-        (r.synced, r.epoch, r.volumes.clone())
+        let rec = g.rec.lock();
+        (rec.synced, rec.epoch, rec.volumes.clone())
     };
     let taken = vols
         .iter()
-        .any(|(l, _)| pool.snapshots.read().get(*l, name).is_some());
+        .any(|(l, _)| r.snapshots.reg.read().get(*l, name).is_some());
     if taken {
         return Err(PoolError::Invalid(format!(
             "group '{}': marker '{name}' is already applied here; the volumes are past it (its snapshots hold that image)",
@@ -744,9 +745,9 @@ fn find_marker(pool: &Pool, g: &Group, dir: &Path, name: &str) -> Result<u64, Po
         }
         let seg =
             read_sealed(&path, (g.uid, epoch)).map_err(|e| PoolError::Invalid(e.to_string()))?;
-        for r in seg.records.iter().filter(|r| r.head.seq > applied) {
-            if r.head.kind == RecordKind::Marker && r.name().ok().as_deref() == Some(name) {
-                return Ok(r.head.seq);
+        for rec in seg.records.iter().filter(|x| x.head.seq > applied) {
+            if rec.head.kind == RecordKind::Marker && rec.name().ok().as_deref() == Some(name) {
+                return Ok(rec.head.seq);
             }
         }
     }

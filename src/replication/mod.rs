@@ -12,8 +12,88 @@ pub mod full;
 pub mod group;
 pub mod handover;
 pub mod ops;
+pub mod options;
 pub mod pitr;
 pub mod remote;
 mod restore;
 mod resync;
 mod ship;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use crate::meta::State;
+use crate::mirror::Mirror;
+use crate::pool::{Pool, StateSource};
+use crate::snapshot::Snapshots;
+use crate::volume::Volumes;
+use group::Group;
+pub use group::JournalAdmission;
+
+/// The replication service: journal groups, their journals, shipper, applier, takeover and
+/// failback, and their part of the write pipeline (`group.rs`: journal admission before the
+/// data write, completion after it).
+pub struct Replication {
+    pub pool: Arc<Pool>,
+    pub volumes: Arc<Volumes>,
+    pub snapshots: Arc<Snapshots>,
+    pub mirror: Arc<Mirror>,
+    /// Journal groups by uid.
+    pub(crate) groups: RwLock<HashMap<u64, Arc<Group>>>,
+    /// Volume id → the journal group it is in (primary: its writes are journaled;
+    /// secondary: it is read-only while the group applies).
+    pub(crate) members: RwLock<HashMap<u64, Arc<Group>>>,
+}
+
+impl Replication {
+    /// The service; `attach_groups` (ops.rs) loads the recovered groups.
+    pub fn new(mirror: Arc<Mirror>) -> Arc<Replication> {
+        let me = Arc::new(Replication {
+            pool: mirror.pool.clone(),
+            volumes: mirror.volumes.clone(),
+            snapshots: mirror.snapshots.clone(),
+            mirror,
+            groups: RwLock::new(HashMap::new()),
+            members: RwLock::new(HashMap::new()),
+        });
+        let weak: std::sync::Weak<dyn StateSource> = Arc::downgrade(&me) as _;
+        me.pool.add_state_source(weak);
+        let hook: std::sync::Weak<dyn crate::pool::SyncHook> = Arc::downgrade(&me) as _;
+        me.pool.add_sync_hook(hook);
+        me
+    }
+
+    /// The journal group of a volume, if any.
+    pub fn group_of(&self, vol: u64) -> Option<Arc<Group>> {
+        self.members.read().get(&vol).cloned()
+    }
+
+    /// Put a volume in a group, or take it out (`None`).
+    pub(crate) fn set_member(&self, vol: u64, g: Option<Arc<Group>>) {
+        let mut m = self.members.write();
+        match g {
+            Some(g) => {
+                m.insert(vol, g);
+            }
+            None => {
+                m.remove(&vol);
+            }
+        }
+    }
+}
+
+impl StateSource for Replication {
+    fn save(&self, state: &mut State) {
+        let mut groups: Vec<crate::format::GroupRec> = self
+            .groups
+            .read()
+            .values()
+            .filter(|g| !g.is_gone())
+            .map(|g| g.rec.lock().clone())
+            .collect();
+        groups.sort_by_key(|g| g.uid);
+        state.groups = groups;
+    }
+}

@@ -6,14 +6,15 @@ use std::sync::Arc;
 
 use super::apply::{redo, start_applier};
 use super::group::{Group, JOURNALS_DIR, ROLE_PRIMARY, ROLE_SECONDARY};
+use super::options::GroupOptions;
 use super::remote;
 use super::ship::{start_base_copy, start_shipper};
-use crate::control::{GroupInfo, GroupOptions};
+use super::Replication;
 use crate::format::journal::{JournalRecord, RecordKind};
 use crate::format::{GroupRec, MetaRecord};
-use crate::journal::{now_ns, Journal, JournalConfig};
+use crate::journal::{now_ns, Journal, JournalConfig, JournalError};
 use crate::names;
-use crate::pool::{Pool, PoolError};
+use crate::pool::PoolError;
 use crate::volume::Volume;
 
 /// Default limit of the journal a primary holds (status shows use against it).
@@ -33,9 +34,29 @@ fn not_found(name: &str) -> PoolError {
     PoolError::NotFound(format!("journal group '{name}' does not exist"))
 }
 
-impl Pool {
+/// A journal failure of a resize keeps its meaning: a full disk is ENOSPC (`NoSpace`), an
+/// I/O error stays an I/O error (naming the volume), anything else is reported as
+/// inconsistent (an I/O-class error too); never `Invalid` (EINVAL, a usage error).
+fn resize_journal_err(volume: &str, e: JournalError) -> PoolError {
+    if e.errno() == libc::ENOSPC {
+        return PoolError::NoSpace(format!("volume '{volume}': journal: {e}"));
+    }
+    match e {
+        JournalError::Io { op, path, source } => PoolError::Io {
+            op,
+            path,
+            source: std::io::Error::new(
+                source.kind(),
+                format!("volume '{volume}': journal: {source}"),
+            ),
+        },
+        other => PoolError::Inconsistent(format!("volume '{volume}': journal: {other}")),
+    }
+}
+
+impl Replication {
     pub(crate) fn journal_dir(&self, name: &str) -> std::path::PathBuf {
-        self.dir.join(JOURNALS_DIR).join(name)
+        self.pool.dir.join(JOURNALS_DIR).join(name)
     }
 
     pub(crate) fn open_journal(&self, rec: &GroupRec) -> Result<Journal, PoolError> {
@@ -57,12 +78,65 @@ impl Pool {
         .map_err(|e| PoolError::Inconsistent(format!("group '{}': {e}", rec.name)))
     }
 
+    /// Refuse an operation on a volume in a journal group (delete, pair, rollback...).
+    pub(crate) fn refuse_grouped(&self, vol: &Volume, what: &str) -> Result<(), PoolError> {
+        if let Some(g) = self.group_of(vol.id) {
+            return Err(PoolError::Busy(format!(
+                "volume '{}' is in journal group '{}'; it cannot be {what} until `fusevol group remove {} {}` (or `group delete`)",
+                vol.name, g.name, g.name, vol.name
+            )));
+        }
+        Ok(())
+    }
+
+    /// Resize a volume of journal group `g` (the caller checked the size and that the volume
+    /// is in no pair, and notifies after): refused at a secondary or a stale primary; the
+    /// resize is journaled so the other site resizes at the same point of the write history.
+    pub(crate) fn resize_volume(
+        &self,
+        g: &Arc<Group>,
+        vol: &Arc<Volume>,
+        size: u64,
+    ) -> Result<(), PoolError> {
+        let name = &vol.name;
+        if g.is_stale() {
+            return Err(PoolError::Busy(format!(
+                "volume '{name}' is in journal group '{}', which was taken over by another site; it is read-only here",
+                g.name
+            )));
+        }
+        if !g.is_primary() {
+            return Err(PoolError::Busy(format!(
+                "volume '{name}' is the secondary of journal group '{}'; it is resized by the primary",
+                g.name
+            )));
+        }
+        // The other site grows before any write can reach the new space, and shrinks after
+        // the last write to the old space.
+        let journal = || {
+            g.journal()
+                .append(RecordKind::VolumeResize, vol.id, 0, size, &[])
+                .map(|_| ())
+                .map_err(|e| resize_journal_err(name, e))
+        };
+        let grow = size >= vol.size();
+        if grow {
+            journal()?;
+        }
+        self.volumes.resize(vol, size)?;
+        if !grow {
+            journal()?;
+        }
+        Ok(())
+    }
+
     fn grouped_volume(&self, name: &str) -> Result<Arc<Volume>, PoolError> {
         let v = self
+            .volumes
             .volume(name)
             .ok_or_else(|| PoolError::NotFound(format!("volume '{name}' does not exist")))?;
-        Self::refuse_paired(&v, "put in a journal group")?;
-        if let Some(g) = v.group() {
+        self.mirror.refuse_paired(&v, "put in a journal group")?;
+        if let Some(g) = self.group_of(v.id) {
             return Err(PoolError::Busy(format!(
                 "volume '{name}' is already in journal group '{}'",
                 g.name
@@ -117,7 +191,7 @@ impl Pool {
             .map(|v| self.grouped_volume(v))
             .collect::<Result<Vec<_>, _>>()?;
         let rec = GroupRec {
-            uid: new_uid(self.pool_id, name),
+            uid: new_uid(self.pool.pool_id, name),
             name: name.to_string(),
             role: ROLE_PRIMARY,
             epoch: 1,
@@ -138,7 +212,7 @@ impl Pool {
         let m = crate::format::journal::Manifest {
             group: rec.uid,
             epoch: rec.epoch,
-            pool: self.pool_id,
+            pool: self.pool.pool_id,
             created: now_ns(),
             name: name.to_string(),
             settings: Some(super::handover::settings_of(&rec)),
@@ -157,7 +231,8 @@ impl Pool {
         let g = Arc::new(Group::new(rec.clone(), Some(journal)));
         // Every volume joins at one instant: its writes are journaled from here on.
         let guards: Vec<_> = vols.iter().map(|v| v.io_lock.write()).collect();
-        self.meta
+        self.pool
+            .meta
             .lock()
             .append(&MetaRecord::GroupPut(Box::new(rec)))?;
         self.groups.write().insert(g.uid, g.clone());
@@ -171,10 +246,10 @@ impl Pool {
                     &JournalRecord::name_payload(&v.name),
                 )
                 .map_err(|e| PoolError::Invalid(e.to_string()))?;
-            *v.group.write() = Some(g.clone());
+            self.set_member(v.id, Some(g.clone()));
         }
         drop(guards);
-        self.sync()?;
+        self.pool.sync()?;
         start_shipper(self, &g);
         start_base_copy(self, &g);
         log::info!(
@@ -217,7 +292,7 @@ impl Pool {
                 m.name
             )));
         }
-        if m.pool == self.pool_id {
+        if m.pool == self.pool.pool_id {
             return Err(PoolError::Invalid(format!(
                 "group '{name}': this pool is the group's primary"
             )));
@@ -246,11 +321,12 @@ impl Pool {
             ..Default::default()
         };
         let g = Arc::new(Group::new(rec.clone(), None));
-        self.meta
+        self.pool
+            .meta
             .lock()
             .append(&MetaRecord::GroupPut(Box::new(rec)))?;
         self.groups.write().insert(g.uid, g.clone());
-        self.sync()?;
+        self.pool.sync()?;
         start_applier(self, &g);
         log::info!(
             "attached as secondary of journal group '{name}' in {}",
@@ -291,7 +367,7 @@ impl Pool {
                     &JournalRecord::name_payload(&v.name),
                 )
                 .map_err(|e| PoolError::Invalid(e.to_string()))?;
-            *v.group.write() = Some(g.clone());
+            self.set_member(v.id, Some(g.clone()));
         }
         let running = g
             .base_worker
@@ -307,8 +383,9 @@ impl Pool {
     pub fn group_remove_volume(&self, name: &str, volume: &str) -> Result<(), PoolError> {
         let g = self.primary_group(name)?;
         let v = self
+            .volumes
             .volume(volume)
-            .filter(|v| v.group().is_some_and(|x| x.uid == g.uid))
+            .filter(|v| self.group_of(v.id).is_some_and(|x| x.uid == g.uid))
             .ok_or_else(|| {
                 PoolError::NotFound(format!(
                     "volume '{volume}' is not in journal group '{name}'"
@@ -325,7 +402,7 @@ impl Pool {
             g.clear_base_progress(&mut r, v.id);
         }
         self.put_group(&g)?;
-        *v.group.write() = None;
+        self.set_member(v.id, None);
         Ok(())
     }
 
@@ -336,9 +413,12 @@ impl Pool {
         super::full::refuse_while_suspended(&g, "take a group snapshot")?;
         let mut ids: Vec<u64> = g.rec.lock().volumes.iter().map(|(l, _)| *l).collect();
         ids.sort_unstable();
-        let vols: Vec<Arc<Volume>> = ids.iter().filter_map(|&i| self.volume_by_id(i)).collect();
+        let vols: Vec<Arc<Volume>> = ids
+            .iter()
+            .filter_map(|&i| self.volumes.volume_by_id(i))
+            .collect();
         for v in &vols {
-            if self.snapshots.read().get(v.id, snap).is_some() {
+            if self.snapshots.reg.read().get(v.id, snap).is_some() {
                 return Err(PoolError::Exists(format!(
                     "volume '{}' already has a snapshot '{snap}'",
                     v.name
@@ -355,9 +435,9 @@ impl Pool {
                 &JournalRecord::name_payload(snap),
             )
             .map_err(|e| PoolError::Invalid(e.to_string()))?;
-        let mut log = self.meta.lock();
+        let mut log = self.pool.meta.lock();
         for v in &vols {
-            self.snapshot_locked(&mut log, v, snap)?;
+            self.snapshots.snapshot_locked(&mut log, v, snap)?;
         }
         drop(log);
         drop(guards);
@@ -398,15 +478,16 @@ impl Pool {
     /// Stop journaling (primary) or applying (secondary); the volumes stay, writable.
     pub fn group_delete(&self, name: &str) -> Result<(), PoolError> {
         let g = self.group_by_name(name).ok_or_else(|| not_found(name))?;
-        self.meta
+        self.pool
+            .meta
             .lock()
             .append(&MetaRecord::GroupDelete { uid: g.uid })?;
         g.gone.store(true, Ordering::Release);
         self.groups.write().remove(&g.uid);
-        for v in self.volume_list() {
-            if v.group().is_some_and(|x| x.uid == g.uid) {
+        for v in self.volumes.volume_list() {
+            if self.group_of(v.id).is_some_and(|x| x.uid == g.uid) {
                 let _io = v.io_lock.write();
-                *v.group.write() = None;
+                self.set_member(v.id, None);
             }
         }
         for h in [g.worker.lock().take(), g.base_worker.lock().take()]
@@ -415,7 +496,7 @@ impl Pool {
         {
             let _ = h.join();
         }
-        self.sync()?;
+        self.pool.sync()?;
         if g.is_primary() {
             let _ = std::fs::remove_dir_all(self.journal_dir(name));
         }
@@ -423,156 +504,8 @@ impl Pool {
         Ok(())
     }
 
-    fn info_of(&self, g: &Group) -> GroupInfo {
-        let r = g.rec.lock().clone();
-        let rt = g.rt.lock().clone();
-        let now = now_ns();
-        let mut volumes: Vec<String> = r
-            .volumes
-            .iter()
-            .filter_map(|(l, _)| self.volume_by_id(*l).map(|v| v.name.clone()))
-            .collect();
-        volumes.sort();
-        if g.is_primary() {
-            let st = g.journal().stats();
-            let lag_records = st.written.saturating_sub(r.acked);
-            // Segments still held although acknowledged (the redo floor keeps them).
-            let acked_bytes: u64 = g
-                .journal()
-                .sealed_after(0)
-                .iter()
-                .filter(|s| s.last <= r.acked)
-                .map(|s| s.bytes)
-                .sum();
-            let oldest = g
-                .journal()
-                .sealed_after(r.acked)
-                .first()
-                .map(|s| s.first_time)
-                .unwrap_or(st.oldest_time);
-            let lag_seconds = if lag_records == 0 || oldest == 0 {
-                0.0
-            } else {
-                now.saturating_sub(oldest) as f64 / 1e9
-            };
-            let state = if g.is_stale() {
-                "stale"
-            } else if rt.last_error.is_some() {
-                "remote-error"
-            } else if !r.base_pending.is_empty() {
-                "initial-copy"
-            } else {
-                "replicating"
-            };
-            GroupInfo {
-                name: g.name.clone(),
-                role: "primary".into(),
-                state: state.into(),
-                epoch: r.epoch,
-                volumes,
-                remote: r.remote.clone(),
-                written: st.written,
-                sealed: st.sealed,
-                shipped: rt.shipped,
-                applied: r.acked,
-                acknowledged: r.acked,
-                lag_records,
-                lag_bytes: st.bytes.saturating_sub(acked_bytes),
-                lag_seconds,
-                journal_bytes: st.bytes,
-                journal_limit: r.journal_limit,
-                journal_free: r.journal_limit.saturating_sub(st.bytes),
-                journal_spare_bytes: st.spare_bytes,
-                consistent: r.base_pending.is_empty(),
-                consistent_since: None,
-                last_error: rt.last_error,
-                start_seq: r.ext.handover.start_seq,
-                stale: r.ext.handover.stale.as_ref().map(|s| {
-                    format!(
-                        "taken over: epoch {} belongs to pool {:016x} (from sequence {}); read-only here, run `fusevol group failback {}`",
-                        s.epoch,
-                        s.pool,
-                        s.start_seq + 1,
-                        g.name
-                    )
-                }),
-                failback: None,
-                failback_bytes: r.ext.handover.failback_bytes,
-                full: Default::default(),
-                pitr: super::pitr::info(self, g),
-                base_copy: r.base_pending.first().and_then(|&vid| {
-                    let v = self.volume_by_id(vid)?;
-                    let total = v.size().div_ceil(self.extent_size);
-                    Some(crate::control::BaseCopyInfo {
-                        volume: v.name.clone(),
-                        extents_done: g
-                            .base_at
-                            .load(std::sync::atomic::Ordering::Relaxed)
-                            .max(r.ext.base.start_of(vid))
-                            .min(total),
-                        extents_total: total,
-                        volumes_after: r.base_pending.len() as u64 - 1,
-                    })
-                }),
-            }
-        } else {
-            let written = rt.remote_written.max(r.synced);
-            let lag_records = written - r.synced;
-            let lag_seconds = if lag_records == 0 || r.synced_time == 0 {
-                0.0
-            } else {
-                now.saturating_sub(r.synced_time) as f64 / 1e9
-            };
-            let consistent = r.consistent_since != 0 && r.base_pending.is_empty();
-            let state = if rt.last_error.is_some() {
-                "error"
-            } else if consistent {
-                "consistent"
-            } else if r.ext.handover.failback.is_some() {
-                "failback"
-            } else {
-                "initial-copy"
-            };
-            GroupInfo {
-                name: g.name.clone(),
-                role: "secondary".into(),
-                state: state.into(),
-                epoch: r.epoch,
-                volumes,
-                remote: r.remote.clone(),
-                written,
-                sealed: written,
-                shipped: written,
-                applied: r.synced,
-                acknowledged: r.acked,
-                lag_records,
-                lag_bytes: rt.remote_bytes,
-                lag_seconds,
-                journal_bytes: 0,
-                journal_limit: 0,
-                journal_free: 0,
-                journal_spare_bytes: 0,
-                consistent,
-                consistent_since: consistent.then_some(r.consistent_since),
-                last_error: rt.last_error,
-                start_seq: r.ext.handover.start_seq,
-                stale: None,
-                failback: r.ext.handover.failback.as_ref().map(|f| {
-                    format!(
-                        "waiting for the delta of {} regions ({} bytes) from the new primary; inconsistent until it is applied; snapshot '{}' holds this site's last image as primary",
-                        f.regions, f.requested, f.snapshot
-                    )
-                }),
-                failback_bytes: r.ext.handover.failback_bytes,
-                full: Default::default(),
-                pitr: super::pitr::info(self, g),
-                base_copy: None,
-            }
-        }
-    }
-
-    /// One group or all of them, sorted by name.
-    pub fn group_info(&self, name: Option<&str>) -> Result<Vec<GroupInfo>, PoolError> {
+    /// The group called `name` (not found naming it), or all of them; sorted by name.
+    pub fn group_list(&self, name: Option<&str>) -> Result<Vec<Arc<Group>>, PoolError> {
         let mut gs: Vec<Arc<Group>> = self.groups.read().values().cloned().collect();
         gs.sort_by(|a, b| a.name.cmp(&b.name));
         if let Some(n) = name {
@@ -581,10 +514,7 @@ impl Pool {
                 return Err(not_found(n));
             }
         }
-        Ok(gs
-            .iter()
-            .map(|g| self.full_info(g, self.info_of(g)))
-            .collect())
+        Ok(gs)
     }
 
     /// At open: rebuild the groups, redo the primary journals' tails, start the workers.
@@ -597,13 +527,13 @@ impl Pool {
             };
             let g = Arc::new(Group::new(rec.clone(), journal));
             for (l, _) in &rec.volumes {
-                let v = self.volume_by_id(*l).ok_or_else(|| {
+                let v = self.volumes.volume_by_id(*l).ok_or_else(|| {
                     PoolError::Inconsistent(format!(
                         "journal group '{}' names missing volume {l}",
                         rec.name
                     ))
                 })?;
-                *v.group.write() = Some(g.clone());
+                self.set_member(v.id, Some(g.clone()));
             }
             self.groups.write().insert(g.uid, g.clone());
             if g.is_primary() {

@@ -35,16 +35,17 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 
-use super::group::{Group, ROLE_SECONDARY};
+use super::group::Group;
 use super::handover::parse_published;
-use crate::control::{MarkerInfo, PitrInfo, PitrOptions};
+use super::options::PitrOptions;
+use super::Replication;
 use crate::format::group::pitr::MarkerSeen;
 use crate::format::group::PitrRec;
 use crate::format::journal::{JournalRecord, SegmentHeader, SEGMENT_HEADER_SIZE};
 use crate::journal::{now_ns, SegmentRead};
-use crate::pool::{Pool, PoolError};
+use crate::pool::PoolError;
 
-pub use super::restore::RestoreTarget;
+pub use super::restore::{RestoreReport, RestoreTarget};
 
 /// Where applied segments are kept: `REMOTE/GROUP/retained/`.
 pub const RETAINED_DIR: &str = "retained";
@@ -360,11 +361,11 @@ pub(crate) fn not_due(g: &Group, want: u64) -> bool {
 }
 
 /// Applier: a marker record was applied (its snapshots taken); remember it as a base.
-pub(crate) fn note_marker(pool: &Pool, g: &Group, rec: &JournalRecord, name: &str) {
-    let mut r = g.rec.lock();
-    let consistent = r.consistent_since != 0 && r.base_pending.is_empty();
-    let snaps = pool.snapshots.read();
-    let volumes = r
+pub(crate) fn note_marker(r: &Replication, g: &Group, rec: &JournalRecord, name: &str) {
+    let mut gr = g.rec.lock();
+    let consistent = gr.consistent_since != 0 && gr.base_pending.is_empty();
+    let snaps = r.snapshots.reg.read();
+    let volumes = gr
         .volumes
         .iter()
         .map(|&(l, p)| (p, l, snaps.get(l, name).map_or(0, |s| s.id)))
@@ -372,8 +373,8 @@ pub(crate) fn note_marker(pool: &Pool, g: &Group, rec: &JournalRecord, name: &st
     drop(snaps);
     // Markers whose snapshots are gone are no base any more: forget them (the record is
     // logged after every segment, keep it small).
-    r.ext.pitr.markers.retain(|m| marker_usable(pool, m));
-    r.ext.pitr.note_marker(MarkerSeen {
+    gr.ext.pitr.markers.retain(|m| marker_usable(r, m));
+    gr.ext.pitr.note_marker(MarkerSeen {
         name: name.to_string(),
         seq: rec.head.seq,
         time: rec.head.time,
@@ -403,43 +404,16 @@ pub(crate) fn set_options(rec: &mut PitrRec, opts: &PitrOptions) -> Result<(), S
 }
 
 /// A marker can be a base: its snapshots (by id) are all still there.
-pub(crate) fn marker_usable(pool: &Pool, m: &MarkerSeen) -> bool {
+pub(crate) fn marker_usable(r: &Replication, m: &MarkerSeen) -> bool {
     !m.volumes.is_empty()
         && m.volumes.iter().all(|&(_, l, sid)| {
-            pool.snapshot_by_id(sid)
+            r.snapshots
+                .snapshot_by_id(sid)
                 .is_some_and(|s| s.volume == l && s.name == m.name)
         })
 }
 
-/// The `pitr` part of a group's status.
-pub(crate) fn info(pool: &Pool, g: &Group) -> Option<PitrInfo> {
-    let rec = g.rec.lock().ext.pitr.clone();
-    let rt = g.rt.lock().pitr.clone();
-    if g.role != ROLE_SECONDARY && rec == PitrRec::default() && rt.retained_segments == 0 {
-        return None;
-    }
-    Some(PitrInfo {
-        retain_secs: rec.retain_secs,
-        retain_bytes: rec.retain_bytes,
-        retained_segments: rt.retained_segments,
-        retained_bytes: rt.retained_bytes,
-        retained_oldest_seq: rt.retained_first,
-        retained_oldest_time_ns: rt.oldest_time,
-        apply_delay: rec.apply_delay,
-        markers: rec
-            .markers
-            .iter()
-            .map(|m| MarkerInfo {
-                name: m.name.clone(),
-                seq: m.seq,
-                time_ns: m.time,
-                usable: m.consistent && marker_usable(pool, m),
-            })
-            .collect(),
-    })
-}
-
-impl Pool {
+impl Replication {
     /// Attach as the secondary with retention and apply delay set from the start.
     pub fn group_attach_pitr(
         self: &Arc<Self>,
@@ -467,7 +441,7 @@ impl Pool {
         }
         g.rt.lock().pitr.delay_wait = None;
         self.put_group(&g)?;
-        self.sync_metadata()?;
+        self.pool.sync_metadata()?;
         log::info!("group '{name}': point-in-time settings {opts:?}");
         Ok(())
     }

@@ -109,29 +109,35 @@ pub fn publish(src: &Path, dir: &Path, name: &str, limit: &mut RateLimit) -> io:
             Some(f) => f,
             None => File::create(&tmp)?,
         };
-        if limit.bytes_per_sec == 0 {
+        let total = if limit.bytes_per_sec == 0 {
             // No limit: an in-kernel copy (copy_file_range), no bytes through user space.
-            let n = io::copy(&mut input, &mut out)?;
-            out.set_len(n)?;
-            out.sync_all()?;
-            fs::rename(&tmp, dir.join(name))?;
-            sync_dir(dir)?;
-            return Ok(n);
-        }
-        let mut total = 0u64;
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = input.read(&mut buf)?;
-            if n == 0 {
-                break;
+            io::copy(&mut input, &mut out)?
+        } else {
+            let mut total = 0u64;
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = input.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                limit.take(n as u64);
+                out.write_all(&buf[..n])?;
+                total += n as u64;
             }
-            limit.take(n as u64);
-            out.write_all(&buf[..n])?;
-            total += n as u64;
-        }
+            total
+        };
         out.set_len(total)?;
         out.sync_all()?;
+        // Crash points: the temporary file is whole and durable but not published (the
+        // next shipper publishes the segment again over it), then published but neither the
+        // directory synced nor the segment recorded as shipped (it is published again).
+        fail::fail_point!("replication::publish::before_rename", |_| {
+            crate::journal::crash_point("replication::publish::before_rename")
+        });
         fs::rename(&tmp, dir.join(name))?;
+        fail::fail_point!("replication::publish::after_rename", |_| {
+            crate::journal::crash_point("replication::publish::after_rename")
+        });
         sync_dir(dir)?;
         Ok(total)
     })();

@@ -18,16 +18,18 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
 use super::group::Group;
 use super::handover::parse_published;
 use super::pitr::{list_retained, marker_usable, RETAINED_DIR};
 use super::remote;
-use crate::control::RestoreReport;
+use super::Replication;
 use crate::format::group::pitr::MarkerSeen;
 use crate::format::journal::{JournalRecord, RecordKind};
 use crate::journal::{read_sealed, JournalError, SegmentRead};
-use crate::pool::{Pool, PoolError};
-use crate::volume::Volume;
+use crate::pool::PoolError;
+use crate::volume::{Volume, Volumes};
 
 /// What a restore is asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +38,22 @@ pub enum RestoreTarget {
     Seq(u64),
     /// The image after the last record whose primary time is at or before this (ns).
     Time(u64),
+}
+
+/// What `group restore-to` built (the control protocol's answer as it is).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreReport {
+    pub group: String,
+    /// The image is the group's image after this sequence number ...
+    pub seq: u64,
+    /// ... whose record has this primary time (ns; 0 for the initial image).
+    pub time_ns: u64,
+    /// The base: `snapshot NAME (sequence N)` or `initial image`.
+    pub base: String,
+    /// Records applied after the base.
+    pub records: u64,
+    /// What was written: volume names in this pool, or image file paths.
+    pub outputs: Vec<String>,
 }
 
 /// Where a restore starts.
@@ -155,7 +173,7 @@ enum Dest {
 }
 
 struct Restorer<'a> {
-    pool: &'a Pool,
+    repl: &'a Replication,
     prefix: String,
     into: Option<PathBuf>,
     dests: HashMap<u64, Dest>,
@@ -194,11 +212,13 @@ impl Restorer<'_> {
         sid: u64,
         snap: &str,
     ) -> Result<(), String> {
-        let pool = self.pool;
-        let v = pool
+        let repl = self.repl;
+        let v = repl
+            .volumes
             .volume_by_id(local)
             .ok_or_else(|| format!("volume #{local} of snapshot '{snap}' is gone"))?;
-        let s = pool
+        let s = repl
+            .snapshots
             .snapshot_by_id(sid)
             .filter(|s| s.volume == local && s.name == snap)
             .ok_or_else(|| format!("snapshot '{snap}' of volume '{}' is gone", v.name))?;
@@ -208,7 +228,8 @@ impl Restorer<'_> {
             let mut pos = 0;
             while pos < s.size {
                 let n = ((s.size - pos) as usize).min(buf.len());
-                pool.read_snapshot(&s, pos, &mut buf[..n])
+                repl.snapshots
+                    .read_snapshot(&s, pos, &mut buf[..n])
                     .map_err(|e| e.to_string())?;
                 if buf[..n].iter().any(|&b| b != 0) {
                     f.write_all_at(&buf[..n], pos).map_err(|e| {
@@ -220,7 +241,8 @@ impl Restorer<'_> {
             Dest::File(f)
         } else {
             let name = format!("{}{}", self.prefix, v.name);
-            let c = pool
+            let c = repl
+                .snapshots
                 .clone_snapshot(&v.name, snap, &name)
                 .map_err(|e| e.to_string())?;
             self.made_vols.push(name);
@@ -232,18 +254,19 @@ impl Restorer<'_> {
 
     fn apply(&mut self, rec: &JournalRecord) -> Result<(), String> {
         let h = &rec.head;
-        let pool = self.pool;
+        let repl = self.repl;
         match h.kind {
             RecordKind::VolumeAdd => {
                 if let Some(d) = self.dests.get(&h.volume) {
-                    return resize(pool, d, h.length);
+                    return resize(repl, d, h.length);
                 }
                 let name = rec.name().map_err(|e| e.to_string())?;
                 let dest = if self.into.is_some() {
                     Dest::File(self.new_file(&name, h.length)?)
                 } else {
                     let full = format!("{}{name}", self.prefix);
-                    let (v, _) = pool
+                    let (v, _) = repl
+                        .volumes
                         .create_volume(&full, h.length, None)
                         .map_err(|e| e.to_string())?;
                     self.made_vols.push(full);
@@ -257,13 +280,14 @@ impl Restorer<'_> {
             }
             RecordKind::VolumeResize => {
                 if let Some(d) = self.dests.get(&h.volume) {
-                    resize(pool, d, h.length)?;
+                    resize(repl, d, h.length)?;
                 }
             }
             RecordKind::Write | RecordKind::Base => match self.dests.get(&h.volume) {
                 Some(Dest::Vol(v)) => {
                     let _io = v.io_lock.read_recursive();
-                    pool.write_plain(v, h.offset, &rec.payload)
+                    repl.volumes
+                        .write_plain(v, h.offset, &rec.payload)
                         .map_err(|e| e.to_string())?;
                 }
                 Some(Dest::File(f)) => f
@@ -274,7 +298,8 @@ impl Restorer<'_> {
             RecordKind::Zero => match self.dests.get(&h.volume) {
                 Some(Dest::Vol(v)) => {
                     let _io = v.io_lock.read_recursive();
-                    pool.discard_locked(v, h.offset, h.length)
+                    repl.volumes
+                        .discard_locked(v, h.offset, h.length)
                         .map_err(|e| e.to_string())?;
                 }
                 Some(Dest::File(f)) => {
@@ -308,14 +333,14 @@ impl Restorer<'_> {
                     .map_err(|e| format!("syncing an image file: {e}"))?;
             }
         }
-        self.pool.sync().map_err(|e| e.to_string())
+        self.repl.pool.sync().map_err(|e| e.to_string())
     }
 
     /// Remove what the failed restore made.
     fn undo(&mut self) {
         self.dests.clear();
         for v in self.made_vols.drain(..) {
-            if let Err(e) = self.pool.delete_volume(&v, true) {
+            if let Err(e) = delete_volume_recursive(self.repl, &v) {
                 log::warn!("restore: removing the partial volume '{v}': {e}");
             }
         }
@@ -329,14 +354,34 @@ fn unknown(vol: u64) -> String {
     format!("a record for volume #{vol}, which the image being restored does not have")
 }
 
-fn resize(pool: &Pool, d: &Dest, size: u64) -> Result<(), String> {
+/// Delete a volume the failed restore made, and its snapshots: what `fusevol volume delete
+/// --recursive` does (the volume service alone refuses a volume that has snapshots).
+fn delete_volume_recursive(r: &Replication, name: &str) -> Result<(), PoolError> {
+    let vol = r.volumes.volume_or_err(name)?;
+    r.mirror.refuse_paired(&vol, "deleted")?;
+    r.refuse_grouped(&vol, "deleted")?;
+    Volumes::wait_released(|| vol.open_handles());
+    let snaps = r.snapshots.snapshots_of(vol.id);
+    if !snaps.is_empty() {
+        if Volumes::wait_released(|| vol.open_handles()) > 0 {
+            return Err(Volumes::busy_open(name, vol.open_handles()));
+        }
+        for s in &snaps {
+            r.snapshots.delete_snapshot(name, &s.name)?;
+        }
+    }
+    r.volumes
+        .delete_volume(&vol, &|id| !r.snapshots.snapshots_of(id).is_empty())
+}
+
+fn resize(r: &Replication, d: &Dest, size: u64) -> Result<(), String> {
     match d {
-        Dest::Vol(v) => pool.resize(v, size).map_err(|e| e.to_string()),
+        Dest::Vol(v) => r.volumes.resize(v, size).map_err(|e| e.to_string()),
         Dest::File(f) => f.set_len(size).map_err(|e| e.to_string()),
     }
 }
 
-impl Pool {
+impl Replication {
     /// `group restore-to`: rebuild the group's volumes as of `target` into new volumes
     /// `<prefix><volume>` (default prefix `<group>-<seq>-`) or image files in `into`.
     pub fn group_restore(
@@ -439,7 +484,7 @@ impl Pool {
             .map(str::to_string)
             .unwrap_or_else(|| format!("{name}-{seq}-"));
         let mut r = Restorer {
-            pool: self,
+            repl: self,
             prefix,
             into: into.map(Path::to_path_buf),
             dests: HashMap::new(),

@@ -9,11 +9,12 @@ use std::time::{Duration, Instant};
 use super::full::{need_for, COPY_SHARE, POLL};
 use super::group::Group;
 use super::remote;
+use super::Replication;
 use crate::format::group::full::FullState;
 use crate::format::journal::{JournalRecord, RecordKind};
 use crate::format::{GroupRec, MetaRecord};
 use crate::journal::now_ns;
-use crate::pool::{Pool, PoolError};
+use crate::pool::PoolError;
 
 /// Clear the bits of a resync batch after this many bytes or regions.
 const BATCH_BYTES: u64 = 4 << 20;
@@ -23,7 +24,7 @@ pub const RESYNC_SNAPSHOT_PREFIX: &str = "resync-";
 /// How long `group resync` waits for the journal to drain below half its limit.
 const RESYNC_DRAIN_WAIT: Duration = Duration::from_secs(20);
 
-impl Pool {
+impl Replication {
     /// `group resync`: journal again, and journal the regions written while suspended.
     pub fn group_resync(self: &Arc<Self>, name: &str) -> Result<(), PoolError> {
         let g = self.full_primary(name)?;
@@ -36,7 +37,7 @@ impl Pool {
         })?;
         self.wait_drained(&g)?;
         {
-            let mut log = self.meta.lock();
+            let mut log = self.pool.meta.lock();
             let mut r = g.rec.lock();
             let mut rt = g.full.st.lock();
             match rt.state {
@@ -57,7 +58,7 @@ impl Pool {
                         .journal()
                         .append(RecordKind::ResyncStart, 0, 0, 0, &[])
                         .map_err(|e| PoolError::Invalid(format!("group '{name}': {e}")))?;
-                    let bytes = r.ext.full.dirty_regions() * self.extent_size;
+                    let bytes = r.ext.full.dirty_regions() * self.pool.extent_size;
                     let f = &mut r.ext.full;
                     f.state = FullState::Resync;
                     f.resync_seq = seq;
@@ -73,7 +74,7 @@ impl Pool {
             rt.copier = true;
         }
         // The new state is durable before the copier clears any bit.
-        if let Err(e) = self.sync_log() {
+        if let Err(e) = self.pool.sync_log() {
             g.full.st.lock().copier = false;
             return Err(PoolError::Invalid(format!("group '{name}': {e}")));
         }
@@ -141,21 +142,21 @@ pub(crate) fn refuse_takeover(r: &GroupRec) -> Result<(), PoolError> {
         )
     }))
 }
-fn stop(pool: &Pool, g: &Group) -> bool {
-    pool.stopping.load(Ordering::Acquire) || g.is_gone() || g.is_stale()
+fn stop(r: &Replication, g: &Group) -> bool {
+    r.pool.stopping.load(Ordering::Acquire) || g.is_gone() || g.is_stale()
 }
 
-/// The copier holds the last reference: the pool was dropped without a shutdown (a crash
+/// The copier holds the last reference: the service was dropped without a shutdown (a crash
 /// in a test); stop as a killed daemon would.
-fn orphaned(pool: &Arc<Pool>) -> bool {
-    Arc::strong_count(pool) == 1
+fn orphaned(r: &Arc<Replication>) -> bool {
+    Arc::strong_count(r) == 1
 }
 
 /// Wait until `need` journal bytes fit under `share` per mille of the limit (background
 /// copies leave the rest to host writes). False when stopped.
-pub(crate) fn wait_space(pool: &Pool, g: &Group, need: u64) -> bool {
+pub(crate) fn wait_space(r: &Replication, g: &Group, need: u64) -> bool {
     loop {
-        if stop(pool, g) {
+        if stop(r, g) {
             return false;
         }
         if space_for(g, need, COPY_SHARE) {
@@ -176,9 +177,9 @@ fn space_for(g: &Group, n: u64, share: u64) -> bool {
     used + need_for(n) <= cap
 }
 
-fn wait_space_or_orphaned(pool: &Arc<Pool>, g: &Group, n: u64) -> bool {
+fn wait_space_or_orphaned(r: &Arc<Replication>, g: &Group, n: u64) -> bool {
     loop {
-        if orphaned(pool) || stop(pool, g) {
+        if orphaned(r) || stop(r, g) {
             return false;
         }
         if space_for(g, n, COPY_SHARE) {
@@ -188,21 +189,21 @@ fn wait_space_or_orphaned(pool: &Arc<Pool>, g: &Group, n: u64) -> bool {
     }
 }
 
-fn start_copier(pool: &Arc<Pool>, g: &Arc<Group>) {
-    let (wp, g2) = (Arc::downgrade(pool), g.clone());
+fn start_copier(r: &Arc<Replication>, g: &Arc<Group>) {
+    let (wr, g2) = (Arc::downgrade(r), g.clone());
     let spawned = std::thread::Builder::new()
         .name(format!("resync-{}", g.name))
         .spawn(move || {
             loop {
-                let Some(pool) = wp.upgrade() else { break };
-                match resync(&pool, &g2) {
+                let Some(r) = wr.upgrade() else { break };
+                match resync(&r, &g2) {
                     Ok(()) => break,
                     Err(e) => {
                         g2.set_error(Some(format!("resync: {e}")));
-                        if stop(&pool, &g2) {
+                        if stop(&r, &g2) {
                             break;
                         }
-                        drop(pool);
+                        drop(r);
                         std::thread::sleep(Duration::from_millis(500));
                     }
                 }
@@ -216,11 +217,11 @@ fn start_copier(pool: &Arc<Pool>, g: &Arc<Group>) {
 }
 
 /// The resync copier. Ok(()) when done or stopped (a new suspension, the pool stopping).
-fn resync(pool: &Arc<Pool>, g: &Group) -> Result<(), String> {
+fn resync(r: &Arc<Replication>, g: &Group) -> Result<(), String> {
     let start = g.rec.lock().ext.full.resync_seq;
     // Writers that decided to bypass before the switch finish first (their bits are set).
     while g.full.st.lock().bypass > 0 {
-        if stop(pool, g) || orphaned(pool) {
+        if stop(r, g) || orphaned(r) {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(2));
@@ -228,22 +229,22 @@ fn resync(pool: &Arc<Pool>, g: &Group) -> Result<(), String> {
     // Every record before the start in durable volume data: a redo never replays an old
     // record over a region once its bit is cleared.
     while g.completed() < start {
-        if stop(pool, g) || orphaned(pool) {
+        if stop(r, g) || orphaned(r) {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(2));
     }
     if g.rec.lock().synced < start {
-        pool.sync().map_err(|e| format!("sync: {e}"))?;
+        r.pool.sync().map_err(|e| format!("sync: {e}"))?;
     }
-    let es = pool.extent_size;
+    let es = r.pool.extent_size;
     let mut buf = vec![0u8; es as usize];
     let mut sent = g.rec.lock().ext.full.resync_done;
     loop {
         let todo: Vec<(u64, Vec<u64>)> = {
-            let r = g.rec.lock();
+            let rec = g.rec.lock();
             let rt = g.full.st.lock();
-            r.ext
+            rec.ext
                 .full
                 .dirty
                 .iter()
@@ -264,15 +265,16 @@ fn resync(pool: &Arc<Pool>, g: &Group) -> Result<(), String> {
         }
         let mut batch = (0u64, 0usize);
         for (vid, regions) in todo {
-            let vol = pool
+            let vol = r
+                .volumes
                 .volume_by_id(vid)
-                .filter(|v| v.group().is_some_and(|x| x.uid == g.uid));
+                .filter(|v| r.group_of(v.id).is_some_and(|x| x.uid == g.uid));
             for reg in regions {
-                if orphaned(pool) {
+                if orphaned(r) {
                     return Ok(());
                 }
-                if stop(pool, g) || g.full.st.lock().state != FullState::Resync {
-                    flush_clean(pool, g, &mut sent)?;
+                if stop(r, g) || g.full.st.lock().state != FullState::Resync {
+                    flush_clean(r, g, &mut sent)?;
                     return Ok(());
                 }
                 let n = match &vol {
@@ -282,8 +284,8 @@ fn resync(pool: &Arc<Pool>, g: &Group) -> Result<(), String> {
                 };
                 if n > 0 && !space_for(g, n, COPY_SHARE) {
                     // Clear what is copied before waiting (progress, and less to redo).
-                    flush_clean(pool, g, &mut sent)?;
-                    if !wait_space_or_orphaned(pool, g, n) {
+                    flush_clean(r, g, &mut sent)?;
+                    if !wait_space_or_orphaned(r, g, n) {
                         return Ok(());
                     }
                 }
@@ -298,7 +300,8 @@ fn resync(pool: &Arc<Pool>, g: &Group) -> Result<(), String> {
                                 .append(RecordKind::Zero, v.id, off, n, &[])
                                 .map_err(|e| e.to_string())?;
                         } else {
-                            pool.read_plain(v, off, &mut buf[..n as usize])
+                            r.volumes
+                                .read_plain(v, off, &mut buf[..n as usize])
                                 .map_err(|e| e.to_string())?;
                             g.journal()
                                 .append(RecordKind::Base, v.id, off, n, &buf[..n as usize])
@@ -310,30 +313,30 @@ fn resync(pool: &Arc<Pool>, g: &Group) -> Result<(), String> {
                 batch.0 += n;
                 batch.1 += 1;
                 if batch.0 >= BATCH_BYTES || batch.1 >= BATCH_REGIONS {
-                    flush_clean(pool, g, &mut sent)?;
+                    flush_clean(r, g, &mut sent)?;
                     batch = (0, 0);
                 }
             }
         }
-        flush_clean(pool, g, &mut sent)?;
+        flush_clean(r, g, &mut sent)?;
     }
     // Done: every region written while suspended is journaled again.
-    let mut log = pool.meta.lock();
-    let mut r = g.rec.lock();
+    let mut log = r.pool.meta.lock();
+    let mut rec = g.rec.lock();
     let mut rt = g.full.st.lock();
-    if rt.state != FullState::Resync || !r.ext.full.dirty.is_empty() {
+    if rt.state != FullState::Resync || !rec.ext.full.dirty.is_empty() {
         return Ok(());
     }
     let seq = g
         .journal()
         .append(RecordKind::ResyncDone, 0, start, sent, &[])
         .map_err(|e| e.to_string())?;
-    let f = &mut r.ext.full;
+    let f = &mut rec.ext.full;
     f.state = FullState::Journaling;
     f.suspended_since = 0;
     f.resync_done = sent;
     f.resyncs += 1;
-    log.append(&MetaRecord::GroupPut(Box::new(r.clone())))
+    log.append(&MetaRecord::GroupPut(Box::new(rec.clone())))
         .map_err(|e| e.to_string())?;
     rt.state = FullState::Journaling;
     log::info!(
@@ -344,13 +347,13 @@ fn resync(pool: &Arc<Pool>, g: &Group) -> Result<(), String> {
 }
 
 /// Clear the bits of the regions copied so far, once their records are durable.
-fn flush_clean(pool: &Pool, g: &Group, sent: &mut u64) -> Result<(), String> {
+fn flush_clean(rp: &Replication, g: &Group, sent: &mut u64) -> Result<(), String> {
     if g.full.st.lock().copied.values().all(|b| b.is_empty()) {
         return Ok(());
     }
     g.journal().sync().map_err(|e| e.to_string())?;
-    let es = pool.extent_size;
-    let mut log = pool.meta.lock();
+    let es = rp.pool.extent_size;
+    let mut log = rp.pool.meta.lock();
     let mut r = g.rec.lock();
     let mut rt = g.full.st.lock();
     let copied = std::mem::take(&mut rt.copied);
@@ -381,7 +384,7 @@ fn flush_clean(pool: &Pool, g: &Group, sent: &mut u64) -> Result<(), String> {
 
 /// Secondary: a resync starts (`ResyncStart` at `rec.head.seq`).
 pub(crate) fn resync_start_applied(
-    pool: &Pool,
+    rp: &Replication,
     g: &Group,
     rec: &JournalRecord,
 ) -> Result<(), String> {
@@ -397,11 +400,11 @@ pub(crate) fn resync_start_applied(
         // A second start (the primary was suspended again mid-resync): the older snapshot
         // still holds the last consistent image.
         g.rec.lock().ext.full.resync_seq = seq;
-        return pool.put_group(g).map_err(|e| e.to_string());
+        return rp.put_group(g).map_err(|e| e.to_string());
     }
     let snap = if consistent {
         let name = format!("{RESYNC_SNAPSHOT_PREFIX}{seq}");
-        super::apply::snapshot_group_volumes(pool, g, &name)?;
+        super::apply::snapshot_group_volumes(rp, g, &name)?;
         name
     } else {
         String::new()
@@ -414,9 +417,9 @@ pub(crate) fn resync_start_applied(
         f.resync_snapshot = snap.clone();
         r.consistent_since = 0;
     }
-    pool.put_group(g).map_err(|e| e.to_string())?;
+    rp.put_group(g).map_err(|e| e.to_string())?;
     // The snapshot and the state are durable before anything after the start is applied.
-    pool.sync_metadata().map_err(|e| format!("sync: {e}"))?;
+    rp.pool.sync_metadata().map_err(|e| format!("sync: {e}"))?;
     log::warn!(
         "group '{}': resync from sequence {seq}: inconsistent until it completes{}",
         g.name,
@@ -431,7 +434,7 @@ pub(crate) fn resync_start_applied(
 
 /// Secondary: the resync is complete; consistent again, its snapshot deleted.
 pub(crate) fn resync_done_applied(
-    pool: &Pool,
+    rp: &Replication,
     g: &Group,
     rec: &JournalRecord,
 ) -> Result<(), String> {
@@ -450,14 +453,15 @@ pub(crate) fn resync_done_applied(
         }
         snap
     };
-    pool.put_group(g).map_err(|e| e.to_string())?;
+    rp.put_group(g).map_err(|e| e.to_string())?;
     if !snap.is_empty() {
         let vols: Vec<u64> = g.rec.lock().volumes.iter().map(|(l, _)| *l).collect();
         for id in vols {
-            let s = pool.snapshots.read().get(id, &snap).cloned();
+            let s = rp.snapshots.reg.read().get(id, &snap).cloned();
             if let Some(s) = s {
-                let mut log = pool.meta.lock();
-                pool.delete_snapshot_logged(&mut log, &s)
+                let mut log = rp.pool.meta.lock();
+                rp.snapshots
+                    .delete_snapshot_logged(&mut log, &s)
                     .map_err(|e| e.to_string())?;
             }
         }

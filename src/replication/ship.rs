@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use super::group::Group;
 use super::handover::{self, ManifestWatch};
 use super::remote::{self, RateLimit};
+use super::Replication;
 use crate::format::journal::RecordKind;
-use crate::pool::Pool;
 use crate::volume::Volume;
 
 const TICK: Duration = Duration::from_millis(20);
@@ -19,13 +19,13 @@ const RETRY: Duration = Duration::from_millis(500);
 /// because the volumes' data is not known durable yet.
 const UNSYNCED_JOURNAL: u64 = 1 << 30;
 
-fn stop(pool: &Pool, g: &Group) -> bool {
-    pool.stopping.load(Ordering::Acquire) || g.is_gone()
+fn stop(r: &Replication, g: &Group) -> bool {
+    r.pool.stopping.load(Ordering::Acquire) || g.is_gone()
 }
 
 /// Start the shipper of a primary group.
-pub(crate) fn start_shipper(pool: &Arc<Pool>, g: &Arc<Group>) {
-    let (pool, g2) = (Arc::downgrade(pool), g.clone());
+pub(crate) fn start_shipper(r: &Arc<Replication>, g: &Arc<Group>) {
+    let (wr, g2) = (Arc::downgrade(r), g.clone());
     let h = std::thread::Builder::new()
         .name(format!("ship-{}", g.name))
         .spawn(move || {
@@ -34,12 +34,12 @@ pub(crate) fn start_shipper(pool: &Arc<Pool>, g: &Arc<Group>) {
             let mut last_sync = Instant::now();
             let mut syncing: Option<JoinHandle<Result<(), String>>> = None;
             {
-                let r = g2.rec.lock();
-                g2.rt.lock().shipped = r.acked;
+                let rec = g2.rec.lock();
+                g2.rt.lock().shipped = rec.acked;
             }
             loop {
-                let Some(pool) = pool.upgrade() else { return };
-                if stop(&pool, &g2) || g2.is_stale() {
+                let Some(r) = wr.upgrade() else { return };
+                if stop(&r, &g2) || g2.is_stale() {
                     // A stale primary ships nothing more: its journal after the takeover
                     // point tells a failback what it changed.
                     return;
@@ -48,7 +48,7 @@ pub(crate) fn start_shipper(pool: &Arc<Pool>, g: &Arc<Group>) {
                     g2.set_error(Some(e.to_string()));
                 }
                 if Instant::now() >= wait_until {
-                    match ship_once(&pool, &g2, &mut watch) {
+                    match ship_once(&r, &g2, &mut watch) {
                         Ok(()) => g2.set_error(None),
                         Err(e) => {
                             g2.set_error(Some(e));
@@ -57,8 +57,8 @@ pub(crate) fn start_shipper(pool: &Arc<Pool>, g: &Arc<Group>) {
                     }
                 }
                 let (synced, acked) = {
-                    let r = g2.rec.lock();
-                    (r.synced, r.acked)
+                    let rec = g2.rec.lock();
+                    (rec.synced, rec.acked)
                 };
                 let held = g2.journal().stats().bytes;
                 if let Some(h) = syncing.take_if(|h| h.is_finished()) {
@@ -75,12 +75,12 @@ pub(crate) fn start_shipper(pool: &Arc<Pool>, g: &Arc<Group>) {
                     // A pool sync can take seconds under a heavy write load; it runs beside
                     // the shipper so that shipping (and so the lag) never waits for it.
                     last_sync = Instant::now();
-                    syncing = spawn_sync(&pool);
+                    syncing = spawn_sync(&r);
                 }
                 if let Err(e) = g2.journal().purge_upto(synced.min(acked)) {
                     g2.set_error(Some(e.to_string()));
                 }
-                drop(pool);
+                drop(r);
                 std::thread::sleep(TICK);
             }
         })
@@ -90,21 +90,21 @@ pub(crate) fn start_shipper(pool: &Arc<Pool>, g: &Arc<Group>) {
 
 /// Sync the pool in a thread of its own (it advances the redo floor, which lets the journal
 /// be purged).
-fn spawn_sync(pool: &Arc<Pool>) -> Option<JoinHandle<Result<(), String>>> {
-    let weak = Arc::downgrade(pool);
+fn spawn_sync(r: &Arc<Replication>) -> Option<JoinHandle<Result<(), String>>> {
+    let weak = Arc::downgrade(r);
     std::thread::Builder::new()
         .name("ship-sync".into())
         .spawn(move || match weak.upgrade() {
-            Some(p) => p.sync().map_err(|e| e.to_string()),
+            Some(r) => r.pool.sync().map_err(|e| e.to_string()),
             None => Ok(()),
         })
         .ok()
 }
 
-fn ship_once(pool: &Pool, g: &Group, watch: &mut ManifestWatch) -> Result<(), String> {
+fn ship_once(rp: &Replication, g: &Group, watch: &mut ManifestWatch) -> Result<(), String> {
     let dir = remote::ensure_group_dir(&g.remote, &g.name)
         .map_err(|e| format!("remote {}: {e}", g.remote.display()))?;
-    handover::watch(pool, g, &dir, watch)?;
+    handover::watch(rp, g, &dir, watch)?;
     let (rate, epoch) = {
         let r = g.rec.lock();
         (r.rate, r.epoch)
@@ -112,7 +112,7 @@ fn ship_once(pool: &Pool, g: &Group, watch: &mut ManifestWatch) -> Result<(), St
     let shipped = g.rt.lock().shipped;
     let mut limit = RateLimit::new(rate);
     for seg in g.journal().sealed_after(shipped) {
-        if pool.stopping.load(Ordering::Acquire) {
+        if rp.pool.stopping.load(Ordering::Acquire) {
             break;
         }
         let name = handover::published_name(&seg.name, epoch);
@@ -138,7 +138,7 @@ fn ship_once(pool: &Pool, g: &Group, watch: &mut ManifestWatch) -> Result<(), St
                 }
             };
             if newer {
-                pool.put_group(g).map_err(|e| e.to_string())?;
+                rp.put_group(g).map_err(|e| e.to_string())?;
             }
         }
         Ok(_) => {}
@@ -148,30 +148,30 @@ fn ship_once(pool: &Pool, g: &Group, watch: &mut ManifestWatch) -> Result<(), St
 }
 
 /// Start (or restart) the initial copy of the volumes in `rec.base_pending`.
-pub(crate) fn start_base_copy(pool: &Arc<Pool>, g: &Arc<Group>) {
-    let (pool, g2) = (Arc::downgrade(pool), g.clone());
+pub(crate) fn start_base_copy(r: &Arc<Replication>, g: &Arc<Group>) {
+    let (wr, g2) = (Arc::downgrade(r), g.clone());
     let h = std::thread::Builder::new()
         .name(format!("base-{}", g.name))
         .spawn(move || loop {
-            let Some(pool) = pool.upgrade() else { return };
-            if stop(&pool, &g2) {
+            let Some(r) = wr.upgrade() else { return };
+            if stop(&r, &g2) {
                 return;
             }
             let next = g2.rec.lock().base_pending.first().copied();
             let Some(vid) = next else { return };
-            let res = match pool.volume_by_id(vid) {
-                Some(vol) => base_copy(&pool, &g2, &vol),
+            let res = match r.volumes.volume_by_id(vid) {
+                Some(vol) => base_copy(&r, &g2, &vol),
                 None => Ok(true),
             };
             match res {
                 Ok(true) => {
                     {
-                        let mut r = g2.rec.lock();
-                        r.base_pending.retain(|&v| v != vid);
-                        g2.clear_base_progress(&mut r, vid);
+                        let mut rec = g2.rec.lock();
+                        rec.base_pending.retain(|&v| v != vid);
+                        g2.clear_base_progress(&mut rec, vid);
                         g2.base_at.store(0, Ordering::Relaxed);
                     }
-                    if let Err(e) = pool.put_group(&g2) {
+                    if let Err(e) = r.put_group(&g2) {
                         g2.set_error(Some(format!("base copy: {e}")));
                         return;
                     }
@@ -179,7 +179,7 @@ pub(crate) fn start_base_copy(pool: &Arc<Pool>, g: &Arc<Group>) {
                 Ok(false) => return,
                 Err(e) => {
                     g2.set_error(Some(format!("base copy: {e}")));
-                    drop(pool);
+                    drop(r);
                     std::thread::sleep(RETRY);
                 }
             }
@@ -194,8 +194,8 @@ const BASE_MARK_EVERY: u64 = 16;
 
 /// Journal every allocated extent of `vol` as a `Base` record, then `BaseDone`, starting at
 /// the durable progress of an earlier run. Returns false when stopped.
-fn base_copy(pool: &Pool, g: &Group, vol: &Volume) -> Result<bool, String> {
-    let es = pool.extent_size;
+fn base_copy(r: &Replication, g: &Group, vol: &Volume) -> Result<bool, String> {
+    let es = r.pool.extent_size;
     // Resume where the durable progress says (after a restart of the primary).
     let mut lext = g.rec.lock().ext.base.start_of(vol.id);
     g.base_at.store(lext, Ordering::Relaxed);
@@ -208,7 +208,7 @@ fn base_copy(pool: &Pool, g: &Group, vol: &Volume) -> Result<bool, String> {
     }
     let mut buf = vec![0u8; es as usize];
     loop {
-        if stop(pool, g) {
+        if stop(r, g) {
             return Ok(false);
         }
         let size = vol.size();
@@ -222,14 +222,15 @@ fn base_copy(pool: &Pool, g: &Group, vol: &Volume) -> Result<bool, String> {
         let off = lext * es;
         let n = es.min(size - off) as usize;
         // The initial copy waits for journal space like the resync (the journal limit).
-        if !super::full::wait_space(pool, g, n as u64) {
+        if !super::full::wait_space(r, g, n as u64) {
             return Ok(false);
         }
         {
             // Under the stripe: a host write to this extent is wholly before (its data is
             // in what we read, its record earlier) or wholly after (its record later).
             let _st = g.lock_range(lext, lext);
-            pool.read_plain(vol, off, &mut buf[..n])
+            r.volumes
+                .read_plain(vol, off, &mut buf[..n])
                 .map_err(|e| e.to_string())?;
             let seq = g
                 .journal()

@@ -17,13 +17,69 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use crate::control::protocol::SnapshotInfo;
+use std::collections::HashMap;
+
 use crate::extent_map::ExtentTable;
 use crate::format::MetaRecord;
-use crate::meta::SnapState;
+use crate::meta::{SnapState, State};
 use crate::names;
-use crate::pool::{create::now_secs, Pool, PoolError};
-use crate::volume::{IoError, Volume};
+use crate::pool::{create::now_secs, IoError, Pool, PoolError, StateSource};
+use crate::volume::{Volume, Volumes};
+
+/// Prefix of the internal snapshots a quick split of a pair takes: not valid as a user's
+/// snapshot name, and not deletable by a user (the split's copy reads from it).
+pub const SPLIT_SNAPSHOT_PREFIX: &str = ".split-";
+
+/// Snapshots by id; names are unique per volume.
+#[derive(Default)]
+pub struct SnapshotReg {
+    pub by_id: HashMap<u64, Arc<Snapshot>>,
+}
+
+impl SnapshotReg {
+    pub fn get(&self, volume: u64, name: &str) -> Option<&Arc<Snapshot>> {
+        self.by_id
+            .values()
+            .find(|s| s.volume == volume && s.name == name)
+    }
+
+    /// Snapshots of one volume, oldest first.
+    pub fn of_volume(&self, volume: u64) -> Vec<Arc<Snapshot>> {
+        let mut v: Vec<Arc<Snapshot>> = self
+            .by_id
+            .values()
+            .filter(|s| s.volume == volume)
+            .cloned()
+            .collect();
+        v.sort_by_key(|s| s.id);
+        v
+    }
+}
+
+/// The snapshot service: snapshots of the volumes, their rollback and clones.
+pub struct Snapshots {
+    pub pool: Arc<Pool>,
+    pub volumes: Arc<Volumes>,
+    pub(crate) reg: RwLock<SnapshotReg>,
+}
+
+impl StateSource for Snapshots {
+    fn save(&self, state: &mut State) {
+        let mut snaps: Vec<Arc<Snapshot>> = self.reg.read().by_id.values().cloned().collect();
+        snaps.sort_by_key(|s| s.id);
+        state.snapshots = snaps
+            .iter()
+            .map(|s| SnapState {
+                id: s.id,
+                volume: s.volume,
+                name: s.name.clone(),
+                created: s.created,
+                size: s.size,
+                table: s.table.read().clone(),
+            })
+            .collect();
+    }
+}
 
 pub struct Snapshot {
     pub id: u64,
@@ -67,19 +123,39 @@ impl Snapshot {
     }
 }
 
-impl Pool {
-    fn snapshot_of(&self, vol: &Volume, name: &str) -> Result<Arc<Snapshot>, PoolError> {
-        self.snapshots
-            .read()
-            .get(vol.id, name)
-            .cloned()
-            .ok_or_else(|| {
-                PoolError::NotFound(format!("volume '{}' has no snapshot '{name}'", vol.name))
-            })
+impl Snapshots {
+    /// The service over `volumes`, with the snapshots of the recovered state.
+    pub fn new(volumes: Arc<Volumes>, snaps: Vec<SnapState>) -> Arc<Snapshots> {
+        let mut reg = SnapshotReg::default();
+        for s in snaps {
+            reg.by_id.insert(s.id, Arc::new(Snapshot::from_state(s)));
+        }
+        let me = Arc::new(Snapshots {
+            pool: volumes.pool.clone(),
+            volumes,
+            reg: RwLock::new(reg),
+        });
+        let weak: std::sync::Weak<dyn StateSource> = Arc::downgrade(&me) as _;
+        me.pool.add_state_source(weak);
+        me
     }
 
-    fn volume_named(&self, name: &str) -> Result<Arc<Volume>, PoolError> {
-        self.volume(name)
+    /// Every snapshot, oldest first.
+    pub fn all(&self) -> Vec<Arc<Snapshot>> {
+        let mut all: Vec<Arc<Snapshot>> = self.reg.read().by_id.values().cloned().collect();
+        all.sort_by_key(|s| s.id);
+        all
+    }
+
+    pub(crate) fn snapshot_of(&self, vol: &Volume, name: &str) -> Result<Arc<Snapshot>, PoolError> {
+        self.reg.read().get(vol.id, name).cloned().ok_or_else(|| {
+            PoolError::NotFound(format!("volume '{}' has no snapshot '{name}'", vol.name))
+        })
+    }
+
+    pub(crate) fn volume_named(&self, name: &str) -> Result<Arc<Volume>, PoolError> {
+        self.volumes
+            .volume(name)
             .ok_or_else(|| PoolError::NotFound(format!("volume '{name}' does not exist")))
     }
 
@@ -90,12 +166,12 @@ impl Pool {
     }
 
     pub fn snapshot_by_id(&self, id: u64) -> Option<Arc<Snapshot>> {
-        self.snapshots.read().by_id.get(&id).cloned()
+        self.reg.read().by_id.get(&id).cloned()
     }
 
     /// Snapshots of a volume, oldest first.
     pub fn snapshots_of(&self, volume_id: u64) -> Vec<Arc<Snapshot>> {
-        self.snapshots.read().of_volume(volume_id)
+        self.reg.read().of_volume(volume_id)
     }
 
     /// Take a snapshot of `volume` now.
@@ -104,7 +180,7 @@ impl Pool {
         let vol = self.volume_named(volume)?;
         // Drain the writes in flight and hold new ones for the few microseconds of the copy.
         let _io = vol.io_lock.write();
-        let mut log = self.meta.lock();
+        let mut log = self.pool.meta.lock();
         let snap = self.snapshot_locked(&mut log, &vol, name)?;
         drop(log);
         log::info!("snapshot '{name}' of volume '{volume}' taken");
@@ -119,14 +195,14 @@ impl Pool {
         vol: &Volume,
         name: &str,
     ) -> Result<Arc<Snapshot>, PoolError> {
-        let mut snaps = self.snapshots.write();
+        let mut snaps = self.reg.write();
         if snaps.get(vol.id, name).is_some() {
             return Err(PoolError::Exists(format!(
                 "volume '{}' already has a snapshot '{name}'",
                 vol.name
             )));
         }
-        let id = self.take_id();
+        let id = self.pool.take_id();
         let created = now_secs();
         log.append(&MetaRecord::SnapshotCreate {
             id,
@@ -153,7 +229,7 @@ impl Pool {
         log: &mut crate::meta::MetaLog,
         snap: &Snapshot,
     ) -> Result<(), PoolError> {
-        let mut snaps = self.snapshots.write();
+        let mut snaps = self.reg.write();
         if !snaps.by_id.contains_key(&snap.id) {
             return Err(PoolError::NotFound(format!(
                 "snapshot '{}' is gone",
@@ -164,9 +240,9 @@ impl Pool {
         snaps.by_id.remove(&snap.id);
         // Freed extents become reusable only after this record is durable (Pool::sync).
         let table = std::mem::take(&mut *snap.table.write());
-        table.release(&mut *self.alloc.lock());
+        table.release(&mut *self.pool.alloc.lock());
         drop(snaps);
-        self.notify(snap.id);
+        self.pool.notify(snap.id);
         Ok(())
     }
 
@@ -174,18 +250,18 @@ impl Pool {
     /// and for the snapshot a quick split's copy still reads from.
     pub fn delete_snapshot(&self, volume: &str, name: &str) -> Result<(), PoolError> {
         let snap = self.snapshot(volume, name)?;
-        if Self::wait_released(|| snap.open_handles()) > 0 {
+        if Volumes::wait_released(|| snap.open_handles()) > 0 {
             return Err(PoolError::Busy(format!(
                 "snapshot '{name}' of volume '{volume}' is open ({} handles); close it first",
                 snap.open_handles()
             )));
         }
-        if name.starts_with(crate::mirror::SPLIT_SNAPSHOT_PREFIX) {
+        if name.starts_with(SPLIT_SNAPSHOT_PREFIX) {
             return Err(PoolError::Busy(format!(
                 "snapshot '{name}' of volume '{volume}' belongs to a quick split of its pair; it goes when the split's copy completes"
             )));
         }
-        let mut log = self.meta.lock();
+        let mut log = self.pool.meta.lock();
         self.delete_snapshot_logged(&mut log, &snap)?;
         drop(log);
         log::info!("snapshot '{name}' of volume '{volume}' deleted");
@@ -197,9 +273,7 @@ impl Pool {
     pub fn rollback_snapshot(&self, volume: &str, name: &str) -> Result<Arc<Volume>, PoolError> {
         let vol = self.volume_named(volume)?;
         let snap = self.snapshot_of(&vol, name)?;
-        Self::refuse_paired(&vol, "rolled back")?;
-        Self::refuse_grouped(&vol, "rolled back")?;
-        if Self::wait_released(|| vol.open_handles()) > 0 {
+        if Volumes::wait_released(|| vol.open_handles()) > 0 {
             return Err(PoolError::Busy(format!(
                 "volume '{volume}' is open ({} handles); close it (umount, losetup -d) before a rollback",
                 vol.open_handles()
@@ -207,7 +281,7 @@ impl Pool {
         }
         {
             let _io = vol.io_lock.write();
-            let mut log = self.meta.lock();
+            let mut log = self.pool.meta.lock();
             log.append(&MetaRecord::SnapshotRollback {
                 volume: vol.id,
                 snapshot: snap.id,
@@ -215,9 +289,9 @@ impl Pool {
             let new_table = snap.table.read().clone();
             let old = std::mem::replace(&mut *vol.map.write(), new_table);
             vol.set_size(snap.size);
-            old.release(&mut *self.alloc.lock());
+            old.release(&mut *self.pool.alloc.lock());
         }
-        self.notify(vol.id);
+        self.pool.notify(vol.id);
         log::info!("volume '{volume}' rolled back to snapshot '{name}'");
         Ok(vol)
     }
@@ -232,14 +306,14 @@ impl Pool {
         names::validate("volume", new_volume).map_err(PoolError::Invalid)?;
         let vol = self.volume_named(volume)?;
         let snap = self.snapshot_of(&vol, name)?;
-        let mut log = self.meta.lock();
-        let mut vols = self.volumes.write();
+        let mut log = self.pool.meta.lock();
+        let mut vols = self.volumes.reg.write();
         if vols.by_name.contains_key(new_volume) {
             return Err(PoolError::Exists(format!(
                 "volume '{new_volume}' already exists"
             )));
         }
-        let id = self.take_id();
+        let id = self.pool.take_id();
         let created = now_secs();
         log.append(&MetaRecord::VolumeClone {
             id,
@@ -272,81 +346,7 @@ impl Pool {
         offset: u64,
         buf: &mut [u8],
     ) -> Result<usize, IoError> {
-        self.read_table(&snap.table, snap.size, &snap.name, offset, buf)
-    }
-
-    /// Info of a snapshot just taken: it shares everything with its volume, so no scan.
-    pub fn fresh_snapshot_info(&self, snap: &Snapshot, mountpoint: &str) -> SnapshotInfo {
-        let vol_name = self
-            .volume_by_id(snap.volume)
-            .map(|v| v.name.clone())
-            .unwrap_or_default();
-        SnapshotInfo {
-            id: snap.id,
-            volume: vol_name.clone(),
-            name: snap.name.clone(),
-            created: snap.created,
-            size: snap.size,
-            exclusive: 0,
-            shared: snap.mapped_extents() * self.extent_size,
-            path: format!("{mountpoint}/.snapshots/{vol_name}/{}", snap.name),
-        }
-    }
-
-    pub fn snapshot_info(&self, snap: &Snapshot, mountpoint: &str) -> SnapshotInfo {
-        let vol_name = self
-            .volume_by_id(snap.volume)
-            .map(|v| v.name.clone())
-            .unwrap_or_default();
-        let (mut exclusive, mut shared) = (0u64, 0u64);
-        {
-            let table = snap.table.read();
-            for (_, ch) in table.chunks() {
-                let chunk_shared = Arc::strong_count(ch) > 1;
-                for &raw in ch.iter().filter(|&&r| r != 0) {
-                    let p = crate::format::Phys::unpack(raw - 1);
-                    let refs = self.array(p.array).map_or(0, |a| a.refs.get(p.index));
-                    if chunk_shared || refs > 1 {
-                        shared += 1;
-                    } else {
-                        exclusive += 1;
-                    }
-                }
-            }
-        }
-        SnapshotInfo {
-            id: snap.id,
-            volume: vol_name.clone(),
-            name: snap.name.clone(),
-            created: snap.created,
-            size: snap.size,
-            exclusive: exclusive * self.extent_size,
-            shared: shared * self.extent_size,
-            path: format!("{mountpoint}/.snapshots/{vol_name}/{}", snap.name),
-        }
-    }
-
-    /// Snapshot descriptions, oldest first; of one volume or all.
-    pub fn snapshot_infos(
-        &self,
-        volume: Option<&str>,
-        mountpoint: &str,
-    ) -> Result<Vec<SnapshotInfo>, PoolError> {
-        let list = match volume {
-            Some(v) => {
-                let vol = self.volume_named(v)?;
-                self.snapshots_of(vol.id)
-            }
-            None => {
-                let mut all: Vec<Arc<Snapshot>> =
-                    self.snapshots.read().by_id.values().cloned().collect();
-                all.sort_by_key(|s| s.id);
-                all
-            }
-        };
-        Ok(list
-            .iter()
-            .map(|s| self.snapshot_info(s, mountpoint))
-            .collect())
+        self.pool
+            .read_table(&snap.table, snap.size, &snap.name, offset, buf)
     }
 }

@@ -1,29 +1,104 @@
-//! The volume façade: what the FUSE adapter and the control socket call.
+//! The volume service: the registry of volumes and their data path over the core. The one
+//! data write of the pipeline is `Volumes::apply`; copy functions act around it
+//! (`storage::io`).
 //!
 //! A write flows: look up the extents (map read lock) → reserve new extents for holes and for
 //! shared extents (copy-on-write), marking those slots pending (map write lock + allocator)
 //! → write the data (no lock held; for a shared extent written in part, only the 4 KiB blocks
 //! it touches, completed from the old extent: `subcow`) → append the `MapSet` (or
 //! `MapSetPartial`) record and publish the new mapping (metadata lock, then map write lock).
-//! `fill` completes partial extents in the background.
+//! `pool::fill` completes partial extents in the background.
 
 mod admin;
-mod fill;
 mod io;
-mod subcow;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex, RwLock};
 
-pub use io::IoError;
+pub use crate::pool::IoError;
+pub(crate) use admin::check_size;
+pub use io::DataOp;
 
 use crate::extent_map::ExtentTable;
-use crate::meta::VolState;
-use crate::mirror::{Pair, Role};
-use std::sync::Arc;
+use crate::meta::{State, VolState};
+use crate::pool::{Pool, StateSource};
+
+/// Volumes by id and by name.
+#[derive(Default)]
+pub struct VolumeReg {
+    pub by_id: HashMap<u64, Arc<Volume>>,
+    pub by_name: HashMap<String, u64>,
+}
+
+impl VolumeReg {
+    pub fn get(&self, name: &str) -> Option<&Arc<Volume>> {
+        self.by_name.get(name).and_then(|id| self.by_id.get(id))
+    }
+}
+
+/// The volume service: the registry of volumes, their data path over the core (plan,
+/// reserve, write, commit) and their administration (create, delete, resize). It knows
+/// nothing of snapshots, pairs or groups; the copy functions act around its data path
+/// (see `storage::io`).
+pub struct Volumes {
+    pub pool: Arc<Pool>,
+    pub(crate) reg: RwLock<VolumeReg>,
+}
+
+impl Volumes {
+    /// The service over `pool`, with the volumes of the recovered state.
+    pub fn new(pool: Arc<Pool>, vols: Vec<VolState>) -> Arc<Volumes> {
+        let mut reg = VolumeReg::default();
+        for v in vols {
+            reg.by_name.insert(v.name.clone(), v.id);
+            reg.by_id.insert(v.id, Arc::new(Volume::from_state(v)));
+        }
+        let me = Arc::new(Volumes {
+            pool,
+            reg: RwLock::new(reg),
+        });
+        let weak: std::sync::Weak<dyn StateSource> = Arc::downgrade(&me) as _;
+        me.pool.add_state_source(weak);
+        me
+    }
+
+    pub fn volume(&self, name: &str) -> Option<Arc<Volume>> {
+        self.reg.read().get(name).cloned()
+    }
+
+    pub fn volume_by_id(&self, id: u64) -> Option<Arc<Volume>> {
+        self.reg.read().by_id.get(&id).cloned()
+    }
+
+    /// All volumes, sorted by name.
+    pub fn volume_list(&self) -> Vec<Arc<Volume>> {
+        let mut v: Vec<Arc<Volume>> = self.reg.read().by_id.values().cloned().collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+}
+
+impl StateSource for Volumes {
+    fn save(&self, state: &mut State) {
+        state.volumes = self
+            .volume_list()
+            .iter()
+            .map(|v| VolState {
+                id: v.id,
+                name: v.name.clone(),
+                size: v.size(),
+                tier: v.tier.clone(),
+                created: v.created,
+                origin: v.origin,
+                table: v.map.read().clone(),
+            })
+            .collect();
+    }
+}
 
 pub struct Volume {
     pub id: u64,
@@ -42,13 +117,8 @@ pub struct Volume {
     /// A second writer to such a slot waits; readers keep seeing the old mapping.
     pending: Mutex<HashSet<u64>>,
     pending_cv: Condvar,
-    /// The pair this volume is in, and its side.
-    pub(crate) pair: RwLock<Option<(Arc<Pair>, Role)>>,
     /// Arrays new extents may go to (a paired volume keeps off its partner's arrays).
     pub(crate) allowed_arrays: RwLock<Option<Vec<u32>>>,
-    /// The journal group this volume is in (primary: writes are journaled; secondary: the
-    /// volume is read-only while the group applies).
-    pub(crate) group: RwLock<Option<Arc<crate::replication::group::Group>>>,
 }
 
 impl Volume {
@@ -65,20 +135,8 @@ impl Volume {
             io_lock: RwLock::new(()),
             pending: Mutex::new(HashSet::new()),
             pending_cv: Condvar::new(),
-            pair: RwLock::new(None),
             allowed_arrays: RwLock::new(None),
-            group: RwLock::new(None),
         }
-    }
-
-    /// The journal group of the volume, if any.
-    pub fn group(&self) -> Option<Arc<crate::replication::group::Group>> {
-        self.group.read().clone()
-    }
-
-    /// The volume's pair and role, if it is paired.
-    pub fn pair(&self) -> Option<(Arc<Pair>, Role)> {
-        self.pair.read().clone()
     }
 
     pub(crate) fn from_state(v: VolState) -> Volume {

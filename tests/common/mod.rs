@@ -10,6 +10,10 @@
 //! Missing tools (fio, mkfs.ext4, losetup, ...) fail the test with a message pointing at
 //! `scripts/install-deps.sh`; a daemon that does not come up fails the test with its stderr.
 //! Nothing is ever skipped.
+//!
+//! Submodules: `images` (library-level pools opened as a `Storage`, whole images of volumes
+//! and snapshots) and `sites` (the two-site setup of the replication tests, at library level
+//! and with two daemons).
 #![allow(dead_code)]
 
 use std::fs::{self, File, OpenOptions};
@@ -26,6 +30,9 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
+
+pub mod images;
+pub mod sites;
 
 pub const KIB: u64 = 1 << 10;
 pub const MIB: u64 = 1 << 20;

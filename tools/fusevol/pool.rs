@@ -71,7 +71,7 @@ pub(crate) fn check(ctx: &Ctx, args: CheckArgs) -> Result<(), Failure> {
             pool.display()
         );
     }
-    let report = fusevol::meta::check_pool(pool)
+    let report = fusevol::pool::check_pool(pool)
         .map_err(|e| Failure::Local(format!("cannot check pool {}: {e}", pool.display())))?;
     if ctx.json {
         let value = serde_json::to_value(&report)

@@ -2,9 +2,9 @@
 
 use std::collections::BTreeMap;
 
+use crate::bitmap::Bitmap;
 use crate::format::codec::{Dec, Enc};
 use crate::format::FormatError;
-use crate::mirror::bitmap::Bitmap;
 
 /// What happens when the journal reaches its limit.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

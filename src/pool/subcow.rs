@@ -13,18 +13,17 @@
 //! block is read from N only once it is marked valid, so a crash at any moment leaves every
 //! block readable from the right place.
 
-use super::io::Cow;
-use super::IoError;
+use super::Pool;
+use super::{Cow, IoError};
 use crate::extent_map::partial::{touched, BlockBits, BLOCK};
 use crate::extent_map::Piece;
 use crate::format::{MetaRecord, Phys};
-use crate::pool::Pool;
 
 impl Pool {
     /// Copy into the fresh extent `n` what a sub-extent copy-on-write needs besides the
     /// written bytes: the rest of the blocks the piece touches in part, and the valid blocks
     /// of a partial old extent (carried over, so the source stays one hop away).
-    pub(super) fn cow_prepare(
+    pub(crate) fn cow_prepare(
         &self,
         name: &str,
         n: Phys,
@@ -83,7 +82,7 @@ impl Pool {
 
     /// Write a piece into an extent the volume owns. A partial extent's invalid blocks
     /// become valid: data first, then the `PartialValid` record, then the bits.
-    pub(super) fn write_owned(
+    pub(crate) fn write_owned(
         &self,
         name: &str,
         p: Phys,

@@ -5,8 +5,8 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::MetaError;
 use crate::format::Phys;
+use crate::meta::MetaError;
 use crate::pool::PoolError;
 
 #[derive(Debug, Serialize)]

@@ -18,10 +18,10 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use super::{Pool, PoolError};
 use crate::extent_map::partial::BLOCK;
 use crate::extent_map::RefCounts;
 use crate::format::{MetaRecord, Phys};
-use crate::pool::{Pool, PoolError};
 
 /// The filler's copy rate (bytes/s): low, so host I/O keeps the disk.
 pub const FILL_RATE: u64 = 64 << 20;
@@ -60,7 +60,7 @@ impl Pool {
                 }
             };
             // (Tests pause here to let a writer race the copy: it must wait for the lock.)
-            fail::fail_point!("filler::before_copy");
+            fail::fail_point!("pool::fill_step::before_copy");
             for (a, b) in e.valid.runs(false, 0, e.valid.nblocks()) {
                 let (off, len) = (a as u64 * BLOCK, (b - a) as u64 * BLOCK);
                 src.copy_to(e.src.index, &dst, n.index, off, len)
@@ -77,8 +77,8 @@ impl Pool {
         // Crash-ordering: the copied blocks are durable before the record that makes them
         // the extent's own (data before the pointer to it).
         self.sync_arrays_in(Some(&arrays))?;
-        fail::fail_point!("filler::before_done", |_| Err(PoolError::Invalid(
-            "failpoint filler::before_done".into()
+        fail::fail_point!("pool::fill_step::before_done", |_| Err(PoolError::Invalid(
+            "failpoint pool::fill_step::before_done".into()
         )));
         let mut log = self.meta.lock();
         // An extent may have been dropped meanwhile (its entry went with it).

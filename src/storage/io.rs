@@ -1,0 +1,117 @@
+//! The write pipeline. A host request (FUSE today; NBD and forwarding later) is routed once,
+//! top to bottom:
+//!
+//! 1. `Replication::wait_room` — a writer blocked by a full journal waits *before* it takes
+//!    the volume's I/O lock, so a snapshot or split of the volume is not held up by it;
+//! 2. the volume's `io_lock` (shared): snapshot, split and pair changes take it exclusively,
+//!    so a request is either fully under a copy function or fully outside it;
+//! 3. admissions, each with its guards: `Replication::admit` (refuses a secondary's volume;
+//!    journal space; stripe locks; the journal record appended — *write-ahead*) and
+//!    `Mirror::admit` (region locks; a durable difference bit before the write it covers —
+//!    *write-intent*; copy-before-write of a quick split; restore-first of a reverse resync);
+//! 4. the one data write, `Volumes::apply` (plan → reserve → data → `MapSet` record: *data
+//!    before the pointer to it*);
+//! 5. completions: `Mirror::dual_target` + the same `Volumes::apply` on the S-VOL, then
+//!    `Mirror::complete` (a failed dual write suspends the pair); `Replication::complete`
+//!    (a failed data write journals what the volume holds now; the record is done).
+//!
+//! No copy function calls back into this routine or into another one's; each admission owns
+//! its guards, so a completion could run later, on another thread.
+
+use super::Storage;
+use crate::pool::IoError;
+use crate::volume::{DataOp, Volume};
+
+impl Storage {
+    /// Read `buf.len()` bytes at `offset` (fewer at the end of the volume). A paired volume
+    /// reads by its pair's rules (a reverse resync serves regions not yet restored from the
+    /// S-VOL; a failed P-VOL read in PAIR is served from the S-VOL).
+    pub fn read(&self, vol: &Volume, offset: u64, buf: &mut [u8]) -> Result<usize, IoError> {
+        match self.mirror.read(vol, offset, buf) {
+            Some(r) => r,
+            None => self.volumes.read_plain(vol, offset, buf),
+        }
+    }
+
+    /// Write `data` at `offset`. A write crossing the end of the volume is cut short; one
+    /// starting at or after the end fails with `BeyondEnd` (ENOSPC, as on a block device).
+    pub fn write(&self, vol: &Volume, offset: u64, data: &[u8]) -> Result<usize, IoError> {
+        let size = vol.size();
+        if offset >= size {
+            return Err(IoError::BeyondEnd {
+                volume: vol.name.clone(),
+                offset,
+                size,
+            });
+        }
+        let since = self.replication.wait_room(vol, data.len() as u64)?;
+        let len = (data.len() as u64).min(size - offset) as usize;
+        if len == 0 {
+            return Ok(0);
+        }
+        self.submit(vol, offset, DataOp::Write(&data[..len]), since)
+    }
+
+    /// Make `[offset, offset+len)` read as zeros and free the extents it covers whole
+    /// (`fallocate` punch-hole / zero-range, discard).
+    pub fn discard(&self, vol: &Volume, offset: u64, len: u64) -> Result<(), IoError> {
+        let size = vol.size();
+        if offset >= size || len == 0 {
+            return Ok(());
+        }
+        let since = self.replication.wait_room(vol, 0)?;
+        let len = len.min(size - offset);
+        self.submit(vol, offset, DataOp::Discard(len), since)
+            .map(|_| ())
+    }
+
+    /// Allocate extents for every hole in the range (`fallocate` mode 0): later writes there
+    /// cannot fail for lack of space (unless the extent is shared with a snapshot).
+    pub fn allocate(&self, vol: &Volume, offset: u64, len: u64) -> Result<(), IoError> {
+        self.submit(vol, offset, DataOp::Allocate(len), None)
+            .map(|_| ())
+    }
+
+    /// fsync/fdatasync of a volume file: everything acknowledged before it becomes durable
+    /// (journals before arrays, arrays before the metadata log).
+    pub fn fsync_volume(&self, vol: &Volume) -> Result<(), IoError> {
+        self.volumes.fsync_volume(vol)
+    }
+
+    /// Steps 2–5 of the pipeline (see the module comment).
+    fn submit(
+        &self,
+        vol: &Volume,
+        offset: u64,
+        op: DataOp,
+        since: Option<std::time::Instant>,
+    ) -> Result<usize, IoError> {
+        let _io = vol.io_lock.read_recursive();
+        let journal = self.replication.admit(vol, offset, op, since)?;
+        let region_len = op.len().min(vol.size().saturating_sub(offset));
+        let mirror = match self.mirror.admit(vol, offset, region_len) {
+            Ok(m) => m,
+            Err(e) => {
+                if let Some(j) = journal {
+                    self.replication.complete(j, vol, false);
+                }
+                return Err(e);
+            }
+        };
+        let res = self.volumes.apply(vol, offset, op);
+        let res = match (mirror, res) {
+            (Some(m), Ok(n)) => {
+                let dual = self
+                    .mirror
+                    .dual_target(&m)
+                    .map(|t| t.and_then(|svol| self.volumes.apply(&svol, offset, op)));
+                self.mirror.complete(m, dual).map(|_| n)
+            }
+            (_, res) => res,
+        };
+        if let Some(j) = journal {
+            self.replication.complete(j, vol, res.is_ok());
+        }
+        res
+    }
+}

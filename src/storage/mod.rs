@@ -1,0 +1,156 @@
+//! The top-level owner: the storage core and the services over it, wired once for the daemon,
+//! the control handler and the tests.
+//!
+//! `Pool` (arrays, allocator, metadata log, partial extents, sync) is at the bottom;
+//! `Volumes`, `Snapshots`, `Mirror` and `Replication` each hold what they need below them.
+//! What involves several services lives here: the write pipeline (`io.rs`), and the
+//! administration that must ask a copy function first (a paired or grouped volume cannot be
+//! deleted, rolled back or resized as if it were alone).
+
+mod io;
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crate::mirror::{Mirror, Pair};
+use crate::pool::{Pool, PoolError};
+use crate::replication::Replication;
+use crate::snapshot::Snapshots;
+use crate::volume::{Volume, Volumes};
+
+pub struct Storage {
+    pub pool: Arc<Pool>,
+    pub volumes: Arc<Volumes>,
+    pub snapshots: Arc<Snapshots>,
+    pub mirror: Arc<Mirror>,
+    pub replication: Arc<Replication>,
+}
+
+impl Storage {
+    /// Open a pool for serving: the core first (recovery, checks, scrub), then each service
+    /// with its part of the recovered state, bottom to top.
+    pub fn open(dir: &Path) -> Result<Arc<Storage>, PoolError> {
+        let (pool, mut st) = Pool::open(dir)?;
+        let volumes = Volumes::new(pool.clone(), std::mem::take(&mut st.volumes));
+        let snapshots = Snapshots::new(volumes.clone(), std::mem::take(&mut st.snapshots));
+        let mirror = Mirror::new(snapshots.clone());
+        let replication = Replication::new(mirror.clone());
+        mirror.attach_pairs(std::mem::take(&mut st.pairs))?;
+        replication.attach_groups(std::mem::take(&mut st.groups))?;
+        Ok(Arc::new(Storage {
+            pool,
+            volumes,
+            snapshots,
+            mirror,
+            replication,
+        }))
+    }
+
+    /// Start the background work: the filler of partial extents and the groups' shippers,
+    /// appliers and base copiers. (Pair copiers start with their pairs.)
+    pub fn start(&self) {
+        self.pool.start_filler();
+        self.replication.start_groups();
+    }
+
+    /// Stop every background thread: pair copiers, the filler, the groups.
+    pub fn shutdown(&self) {
+        self.pool.stopping.store(true, Ordering::Release);
+        self.mirror.stop();
+        self.pool.stop_filler();
+        self.replication.stop_groups();
+    }
+
+    /// Make everything acknowledged so far durable (`Pool::sync`, journals first).
+    pub fn sync(&self) -> Result<(), PoolError> {
+        self.pool.sync()
+    }
+
+    /// Write a checkpoint of the whole state and start a new metadata log.
+    pub fn checkpoint(&self) -> Result<(), PoolError> {
+        self.pool.checkpoint()
+    }
+
+    /// Delete a volume and free its extents. Refused for a paired or grouped volume, while
+    /// the volume file is open, and while it has snapshots unless `recursive` (then they are
+    /// deleted first).
+    pub fn delete_volume(&self, name: &str, recursive: bool) -> Result<(), PoolError> {
+        let vol = self.volumes.volume_or_err(name)?;
+        self.mirror.refuse_paired(&vol, "deleted")?;
+        self.replication.refuse_grouped(&vol, "deleted")?;
+        Volumes::wait_released(|| vol.open_handles());
+        let snaps = self.snapshots.snapshots_of(vol.id);
+        if !snaps.is_empty() {
+            if !recursive {
+                return Err(PoolError::Busy(format!(
+                    "volume '{name}' has {} snapshots ({}); delete them first or use --recursive",
+                    snaps.len(),
+                    snaps
+                        .iter()
+                        .map(|s| s.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+            if Volumes::wait_released(|| vol.open_handles()) > 0 {
+                return Err(Volumes::busy_open(name, vol.open_handles()));
+            }
+            for s in &snaps {
+                self.snapshots.delete_snapshot(name, &s.name)?;
+            }
+        }
+        self.volumes
+            .delete_volume(&vol, &|id| !self.snapshots.snapshots_of(id).is_empty())
+    }
+
+    /// Grow or shrink a volume (`fusevol volume resize`); the kernel drops what it cached.
+    pub fn resize_volume(&self, name: &str, size: u64) -> Result<Arc<Volume>, PoolError> {
+        crate::volume::check_size(name, size)?;
+        let vol = self.volumes.volume_or_err(name)?;
+        self.resize(&vol, size)?;
+        self.pool.notify(vol.id);
+        Ok(vol)
+    }
+
+    /// Resize a volume: refused for a pair; a primary group's volume journals the change
+    /// so the other site follows; a secondary's is refused.
+    pub fn resize(&self, vol: &Arc<Volume>, size: u64) -> Result<(), PoolError> {
+        self.mirror.refuse_paired(vol, "resized")?;
+        match self.replication.group_of(vol.id) {
+            Some(g) => self.replication.resize_volume(&g, vol, size),
+            None => self.volumes.resize(vol, size),
+        }
+    }
+
+    /// Return a volume to the content and size of its snapshot. Refused for a paired or
+    /// grouped volume and while the volume file is open.
+    pub fn rollback_snapshot(&self, volume: &str, name: &str) -> Result<Arc<Volume>, PoolError> {
+        let vol = self.snapshots.volume_named(volume)?;
+        self.snapshots.snapshot_of(&vol, name)?;
+        self.mirror.refuse_paired(&vol, "rolled back")?;
+        self.replication.refuse_grouped(&vol, "rolled back")?;
+        self.snapshots.rollback_snapshot(volume, name)
+    }
+
+    /// Pair `pvol` with `svol` and start the initial copy. A volume of a journal group
+    /// cannot be paired.
+    #[allow(clippy::too_many_arguments)]
+    pub fn create_pair(
+        &self,
+        pvol: &str,
+        svol: &str,
+        create_svol: bool,
+        svol_tier: Option<&str>,
+        group: Option<&str>,
+        rate: Option<u64>,
+    ) -> Result<Arc<Pair>, PoolError> {
+        for name in [pvol, svol] {
+            if let Some(v) = self.volumes.volume(name) {
+                self.replication.refuse_grouped(&v, "paired")?;
+            }
+        }
+        self.mirror
+            .create_pair(pvol, svol, create_svol, svol_tier, group, rate)
+    }
+}
