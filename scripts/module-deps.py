@@ -12,6 +12,8 @@
 #                                           check an intended layering, bottom to top: every
 #                                           edge must point down the list; modules missing from
 #                                           the list are errors too
+#   scripts/module-deps.py --impls          also fail on an `impl` block for a type defined in another
+#                                          top-level module (each type's methods live beside it)
 #   scripts/module-deps.py --self-test      check the parser on a small fake crate
 #   scripts/module-deps.py --src DIR        another crate's src/ (default: the one beside scripts/)
 #
@@ -776,6 +778,25 @@ def self_test():
 # ----------------------------------------------------------------------------------------------
 
 
+def foreign_impls(src):
+    """`impl` blocks (inherent or of a trait) for a type defined in another top-level module:
+    each type's methods must live beside it. Returns (file:line, type, its modules)."""
+    defs, impls = {}, []
+    item = re.compile(r"^\s*(?:pub(?:\([a-z:]+\))?\s+)?(?:struct|enum|union|trait|type)\s+(\w+)", re.M)
+    imp = re.compile(r"^impl(?:<[^>{]*>)?\s+(?:[\w:<>', ]+\s+for\s+)?(?:&\s*)?([\w:]+)", re.M)
+    for mod, files in discover(src).items():
+        for f in files:
+            text = open(f, encoding="utf-8").read()
+            for m in item.finditer(text):
+                defs.setdefault(m.group(1), set()).add(mod)
+            for m in imp.finditer(text):
+                line = text.count("\n", 0, m.start()) + 1
+                impls.append((mod, "%s:%d" % (os.path.relpath(f, os.path.dirname(src)), line),
+                              m.group(1).split("::")[-1]))
+    return [(where, t, sorted(defs[t])) for mod, where, t in impls
+            if t in defs and mod not in defs[t]]
+
+
 def main():
     if hasattr(signal, "SIGPIPE"):  # `| head` ends quietly
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
@@ -787,6 +808,8 @@ def main():
     ap.add_argument("--dot", action="store_true", help="print a Graphviz digraph instead")
     ap.add_argument("--layers", metavar="A,B,C", help="check an ordered layering, bottom first")
     ap.add_argument("--self-test", action="store_true", help="test the parser on a fake crate")
+    ap.add_argument("--impls", action="store_true",
+                    help="also fail on an impl block for a type of another module")
     args = ap.parse_args()
     if args.self_test:
         return self_test()
@@ -794,7 +817,16 @@ def main():
     src = os.path.normpath(src)
     if not os.path.isdir(src):
         ap.error("no directory %s" % src)
-    return report(analyse(src), args)
+    rc = report(analyse(src), args)
+    if args.impls:
+        bad = foreign_impls(src)
+        print()
+        for where, t, mods in bad:
+            print("foreign impl: %s extends %s (defined in %s)" % (where, t, ", ".join(mods)))
+        if not bad:
+            print("no impl block extends a type of another module")
+        rc = rc or (1 if bad else 0)
+    return rc
 
 
 if __name__ == "__main__":

@@ -229,9 +229,7 @@ fn remote_gone_keeps_the_primary_serving_and_shipping_resumes() {
 #[test]
 fn primary_crash_redoes_its_journal_tail_and_the_secondary_converges() {
     let st = sites();
-    // The first primary stays open to the end of the test, as when the sites held it.
-    let first = st.primary();
-    let (p, s) = (first.clone(), &st.secondary());
+    let (p, s) = (st.primary(), &st.secondary());
     p.volumes.create_volume("a", SIZE, None).unwrap();
     p.volumes.create_volume("b", SIZE, None).unwrap();
     p.replication

@@ -107,30 +107,12 @@ pub fn pool_info(st: &Storage, mountpoint: &str) -> PoolInfo {
 
 /// Info of a snapshot just taken: it shares everything with its volume, so no scan.
 pub fn fresh_snapshot_info(st: &Storage, snap: &Snapshot, mountpoint: &str) -> SnapshotInfo {
-    let vol_name = st
-        .volumes
-        .volume_by_id(snap.volume)
-        .map(|v| v.name.clone())
-        .unwrap_or_default();
-    SnapshotInfo {
-        id: snap.id,
-        volume: vol_name.clone(),
-        name: snap.name.clone(),
-        created: snap.created,
-        size: snap.size,
-        exclusive: 0,
-        shared: snap.mapped_extents() * st.pool.extent_size,
-        path: format!("{mountpoint}/.snapshots/{vol_name}/{}", snap.name),
-    }
+    let shared = snap.mapped_extents() * st.pool.extent_size;
+    describe_snapshot(st, snap, mountpoint, 0, shared)
 }
 
 /// A snapshot's description, with the bytes it holds alone and those it shares.
 pub fn snapshot_info(st: &Storage, snap: &Snapshot, mountpoint: &str) -> SnapshotInfo {
-    let vol_name = st
-        .volumes
-        .volume_by_id(snap.volume)
-        .map(|v| v.name.clone())
-        .unwrap_or_default();
     let (mut exclusive, mut shared) = (0u64, 0u64);
     {
         let table = snap.table.read();
@@ -147,14 +129,30 @@ pub fn snapshot_info(st: &Storage, snap: &Snapshot, mountpoint: &str) -> Snapsho
             }
         }
     }
+    let es = st.pool.extent_size;
+    describe_snapshot(st, snap, mountpoint, exclusive * es, shared * es)
+}
+
+fn describe_snapshot(
+    st: &Storage,
+    snap: &Snapshot,
+    mountpoint: &str,
+    exclusive: u64,
+    shared: u64,
+) -> SnapshotInfo {
+    let vol_name = st
+        .volumes
+        .volume_by_id(snap.volume)
+        .map(|v| v.name.clone())
+        .unwrap_or_default();
     SnapshotInfo {
         id: snap.id,
         volume: vol_name.clone(),
         name: snap.name.clone(),
         created: snap.created,
         size: snap.size,
-        exclusive: exclusive * st.pool.extent_size,
-        shared: shared * st.pool.extent_size,
+        exclusive,
+        shared,
         path: format!("{mountpoint}/.snapshots/{vol_name}/{}", snap.name),
     }
 }

@@ -29,7 +29,7 @@ use crate::format::group::pitr::MarkerSeen;
 use crate::format::journal::{JournalRecord, RecordKind};
 use crate::journal::{read_sealed, JournalError, SegmentRead};
 use crate::pool::PoolError;
-use crate::volume::{Volume, Volumes};
+use crate::volume::Volume;
 
 /// What a restore is asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -360,18 +360,7 @@ fn delete_volume_recursive(r: &Replication, name: &str) -> Result<(), PoolError>
     let vol = r.volumes.volume_or_err(name)?;
     r.mirror.refuse_paired(&vol, "deleted")?;
     r.refuse_grouped(&vol, "deleted")?;
-    Volumes::wait_released(|| vol.open_handles());
-    let snaps = r.snapshots.snapshots_of(vol.id);
-    if !snaps.is_empty() {
-        if Volumes::wait_released(|| vol.open_handles()) > 0 {
-            return Err(Volumes::busy_open(name, vol.open_handles()));
-        }
-        for s in &snaps {
-            r.snapshots.delete_snapshot(name, &s.name)?;
-        }
-    }
-    r.volumes
-        .delete_volume(&vol, &|id| !r.snapshots.snapshots_of(id).is_empty())
+    r.snapshots.delete_volume(&vol, true)
 }
 
 fn resize(r: &Replication, d: &Dest, size: u64) -> Result<(), String> {

@@ -4,7 +4,7 @@
 //! (`ExtentTable::clone`): no data moves and no reference count changes, so taking one costs
 //! a few microseconds whatever the volume's size. The volume's first write to a shared extent
 //! after that goes to a new extent holding only the 4 KiB blocks written, which reads its
-//! other blocks from the old one until the filler has copied them (`volume/subcow.rs`,
+//! other blocks from the old one until the filler has copied them (`pool/subcow.rs`,
 //! `extent_map/partial.rs`); the snapshot keeps the old extent. Deleting a
 //! snapshot drops its chunk pointers; extents no other table holds are freed.
 //!
@@ -337,6 +337,36 @@ impl Snapshots {
         drop(log);
         log::info!("volume '{new_volume}' cloned from snapshot '{name}' of '{volume}'");
         Ok(clone)
+    }
+
+    /// Delete a volume and free its extents (the volume service's delete), first deleting its
+    /// snapshots when `recursive`, else refusing while it has any. Pairs and groups are the
+    /// caller's to refuse.
+    pub fn delete_volume(&self, vol: &Arc<Volume>, recursive: bool) -> Result<(), PoolError> {
+        let name = vol.name.as_str();
+        Volumes::wait_released(|| vol.open_handles());
+        let snaps = self.snapshots_of(vol.id);
+        if !snaps.is_empty() {
+            if !recursive {
+                return Err(PoolError::Busy(format!(
+                    "volume '{name}' has {} snapshots ({}); delete them first or use --recursive",
+                    snaps.len(),
+                    snaps
+                        .iter()
+                        .map(|s| s.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+            if Volumes::wait_released(|| vol.open_handles()) > 0 {
+                return Err(Volumes::busy_open(name, vol.open_handles()));
+            }
+            for s in &snaps {
+                self.delete_snapshot(name, &s.name)?;
+            }
+        }
+        self.volumes
+            .delete_volume(vol, &|id| !self.snapshots_of(id).is_empty())
     }
 
     /// Read from a snapshot.

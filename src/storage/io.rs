@@ -36,14 +36,7 @@ impl Storage {
     /// Write `data` at `offset`. A write crossing the end of the volume is cut short; one
     /// starting at or after the end fails with `BeyondEnd` (ENOSPC, as on a block device).
     pub fn write(&self, vol: &Volume, offset: u64, data: &[u8]) -> Result<usize, IoError> {
-        let size = vol.size();
-        if offset >= size {
-            return Err(IoError::BeyondEnd {
-                volume: vol.name.clone(),
-                offset,
-                size,
-            });
-        }
+        let size = vol.check_start(offset)?;
         let since = self.replication.wait_room(vol, data.len() as u64)?;
         let len = (data.len() as u64).min(size - offset) as usize;
         if len == 0 {

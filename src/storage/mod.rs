@@ -79,29 +79,7 @@ impl Storage {
         let vol = self.volumes.volume_or_err(name)?;
         self.mirror.refuse_paired(&vol, "deleted")?;
         self.replication.refuse_grouped(&vol, "deleted")?;
-        Volumes::wait_released(|| vol.open_handles());
-        let snaps = self.snapshots.snapshots_of(vol.id);
-        if !snaps.is_empty() {
-            if !recursive {
-                return Err(PoolError::Busy(format!(
-                    "volume '{name}' has {} snapshots ({}); delete them first or use --recursive",
-                    snaps.len(),
-                    snaps
-                        .iter()
-                        .map(|s| s.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )));
-            }
-            if Volumes::wait_released(|| vol.open_handles()) > 0 {
-                return Err(Volumes::busy_open(name, vol.open_handles()));
-            }
-            for s in &snaps {
-                self.snapshots.delete_snapshot(name, &s.name)?;
-            }
-        }
-        self.volumes
-            .delete_volume(&vol, &|id| !self.snapshots.snapshots_of(id).is_empty())
+        self.snapshots.delete_volume(&vol, recursive)
     }
 
     /// Grow or shrink a volume (`fusevol volume resize`); the kernel drops what it cached.

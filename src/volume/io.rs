@@ -323,14 +323,7 @@ impl Volumes {
     }
 
     fn write_once(&self, vol: &Volume, offset: u64, data: &[u8]) -> Result<usize, IoError> {
-        let size = vol.size();
-        if offset >= size {
-            return Err(IoError::BeyondEnd {
-                volume: vol.name.clone(),
-                offset,
-                size,
-            });
-        }
+        let size = vol.check_start(offset)?;
         let len = (data.len() as u64).min(size - offset);
         let _gate = self.pool.io_gate.read_recursive();
         let _io = vol.io_lock.read_recursive();

@@ -150,6 +150,20 @@ impl Volume {
         self.size.load(Ordering::Acquire)
     }
 
+    /// The volume's size, or `BeyondEnd` (ENOSPC, as on a block device) for a write that
+    /// starts at or after the end.
+    pub fn check_start(&self, offset: u64) -> Result<u64, IoError> {
+        let size = self.size();
+        if offset >= size {
+            return Err(IoError::BeyondEnd {
+                volume: self.name.clone(),
+                offset,
+                size,
+            });
+        }
+        Ok(size)
+    }
+
     pub(crate) fn set_size(&self, size: u64) {
         self.size.store(size, Ordering::Release);
     }
