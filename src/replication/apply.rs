@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::error::ReplicationError;
 use super::group::{Group, ROLE_SECONDARY};
 use super::remote;
 use super::Replication;
@@ -43,7 +44,7 @@ pub(crate) fn start_applier(r: &Arc<Replication>, g: &Arc<Group>) {
                     Ok(true) => Duration::ZERO,
                     Ok(false) => TICK,
                     Err(e) => {
-                        g2.set_error(Some(e));
+                        g2.set_error(Some(e.to_string()));
                         RETRY
                     }
                 };
@@ -60,7 +61,7 @@ pub(crate) fn start_applier(r: &Arc<Replication>, g: &Arc<Group>) {
 /// applied number is durable and before the acknowledgement is written leaves it behind, and
 /// when nothing more is published no later commit writes it: the primary would hold its
 /// journal and report the lag for ever.
-fn reacknowledge(r: &Replication, g: &Group) -> Result<(), String> {
+fn reacknowledge(r: &Replication, g: &Group) -> Result<(), ReplicationError> {
     let dir = remote::group_dir(&g.remote, &g.name);
     let (epoch, acked, time) = {
         let rec = g.rec.lock();
@@ -72,14 +73,21 @@ fn reacknowledge(r: &Replication, g: &Group) -> Result<(), String> {
     let behind = match remote::read_ack(&dir) {
         Ok(None) => true,
         Ok(Some(a)) => a.group == g.uid && a.epoch == epoch && a.applied < acked,
-        Err(e) => return Err(format!("reading acknowledgement: {e}")),
+        Err(e) => {
+            return Err(ReplicationError::remote(
+                &g.name,
+                "reading acknowledgement in",
+                &dir,
+                e,
+            ))
+        }
     };
     if !behind {
         return Ok(());
     }
     // The applied number read back at start-up may still be only in the page cache (a crash
     // between `put_group` and its sync): durable before it is acknowledged.
-    r.pool.sync_metadata().map_err(|e| format!("sync: {e}"))?;
+    r.pool.sync_metadata().map_err(ReplicationError::sync)?;
     let ack = Ack {
         group: g.uid,
         epoch,
@@ -87,7 +95,8 @@ fn reacknowledge(r: &Replication, g: &Group) -> Result<(), String> {
         time,
         acked_at: now_ns(),
     };
-    remote::write_ack(&dir, &ack).map_err(|e| format!("writing acknowledgement: {e}"))?;
+    remote::write_ack(&dir, &ack)
+        .map_err(|e| ReplicationError::remote(&g.name, "writing acknowledgement in", &dir, e))?;
     log::info!(
         "group '{}': acknowledgement of sequence number {acked} written again",
         g.name
@@ -115,12 +124,12 @@ struct Applied {
 
 /// Apply the published segments that are there, in order, a batch at a time, then make the
 /// data and the applied number durable and acknowledge. Ok(true): something was applied.
-pub(crate) fn apply_available(r: &Replication, g: &Group) -> Result<bool, String> {
+pub(crate) fn apply_available(r: &Replication, g: &Group) -> Result<bool, ReplicationError> {
     let dir = remote::group_dir(&g.remote, &g.name);
-    super::handover::sweep_other_epochs(&dir, g.rec.lock().epoch)?;
+    super::handover::sweep_other_epochs(&g.name, &dir, g.rec.lock().epoch)?;
     super::pitr::housekeeping(g, &dir, false);
-    let list =
-        remote::list_published(&dir).map_err(|e| format!("listing {}: {e}", dir.display()))?;
+    let list = remote::list_published(&dir)
+        .map_err(|e| ReplicationError::remote(&g.name, "listing", &dir, e))?;
     let (applied, epoch) = {
         let rec = g.rec.lock();
         (rec.synced, rec.epoch)
@@ -183,7 +192,7 @@ fn apply_segment(
     epoch: u64,
     upto: u64,
     done: &mut Applied,
-) -> Result<bool, String> {
+) -> Result<bool, ReplicationError> {
     let want = done.last + 1;
     if want > upto {
         return Ok(false);
@@ -197,9 +206,11 @@ fn apply_segment(
     else {
         if let Some((f, _)) = list.first() {
             if *f > want {
-                return Err(format!(
-                    "waiting for sequence number {want}: the remote directory starts at {f} (a gap; nothing after it is applied)"
-                ));
+                return Err(ReplicationError::Gap {
+                    group: g.name.clone(),
+                    want,
+                    first: *f,
+                });
             }
         }
         g.set_error(None);
@@ -213,7 +224,8 @@ fn apply_segment(
         g.set_error(None);
         return Ok(false);
     }
-    let seg = read_sealed(&path, (g.uid, epoch)).map_err(|e| e.to_string())?;
+    let seg =
+        read_sealed(&path, (g.uid, epoch)).map_err(|e| ReplicationError::journal(&g.name, e))?;
     let seg_last = seg.last_seq().unwrap_or(first);
     let upto = if seg_last < want {
         upto
@@ -246,12 +258,11 @@ fn apply_segment(
         if r.pool.stopping.load(Ordering::Acquire) || g.is_gone() {
             return Ok(false);
         }
-        apply_record(r, g, rec).map_err(|e| {
-            format!(
-                "{} sequence number {}: {e}; nothing after it is applied",
-                path.display(),
-                rec.head.seq
-            )
+        apply_record(r, g, rec).map_err(|e| ReplicationError::Apply {
+            group: g.name.clone(),
+            path: path.clone(),
+            seq: rec.head.seq,
+            source: Box::new(e),
         })?;
         done.last = rec.head.seq;
         done.last_time = rec.head.time;
@@ -272,21 +283,21 @@ fn commit(
     dir: &std::path::Path,
     epoch: u64,
     done: &Applied,
-) -> Result<(), String> {
+) -> Result<(), ReplicationError> {
     // Crash point: the batch's records are applied (in the page cache), nothing of it is
     // durable or acknowledged; the restarted applier applies them again from `synced`.
     fail::fail_point!("replication::apply::before_sync", |_| {
         crate::journal::crash_point("replication::apply::before_sync")
     });
-    r.pool.sync().map_err(|e| format!("sync: {e}"))?;
+    r.pool.sync().map_err(ReplicationError::sync)?;
     {
         let mut rec = g.rec.lock();
         rec.synced = done.last;
         rec.synced_time = done.last_time;
         rec.acked = done.last;
     }
-    r.put_group(g).map_err(|e| e.to_string())?;
-    r.pool.sync_metadata().map_err(|e| format!("sync: {e}"))?;
+    r.put_group(g)?;
+    r.pool.sync_metadata().map_err(ReplicationError::sync)?;
     // Crash point: the data and the applied number are durable, the acknowledgement is not
     // written (the restarted applier writes it again, see `reacknowledge`).
     fail::fail_point!("replication::apply::before_ack", |_| {
@@ -299,7 +310,8 @@ fn commit(
         time: done.last_time,
         acked_at: now_ns(),
     };
-    remote::write_ack(dir, &ack).map_err(|e| format!("writing acknowledgement: {e}"))?;
+    remote::write_ack(dir, &ack)
+        .map_err(|e| ReplicationError::remote(&g.name, "writing acknowledgement in", dir, e))?;
     // Crash point: acknowledged, the applied segments not retired yet (the restarted applier
     // finds them wholly applied and retires them).
     fail::fail_point!("replication::ack::after_write", |_| {
@@ -320,29 +332,22 @@ fn local_volume(g: &Group, r: &Replication, primary_vol: u64) -> Option<Arc<Volu
 }
 
 /// Apply one record to the secondary's volumes.
-fn apply_record(r: &Replication, g: &Group, rec: &JournalRecord) -> Result<(), String> {
+fn apply_record(r: &Replication, g: &Group, rec: &JournalRecord) -> Result<(), ReplicationError> {
     let h = &rec.head;
     match h.kind {
         RecordKind::VolumeAdd => {
-            let name = rec.name().map_err(|e| e.to_string())?;
+            let name = rec
+                .name()
+                .map_err(|source| ReplicationError::BadRecord { seq: h.seq, source })?;
             if let Some(v) = local_volume(g, r, h.volume) {
                 if v.size() != h.length {
-                    r.volumes.resize(&v, h.length).map_err(|e| e.to_string())?;
+                    r.volumes.resize(&v, h.length)?;
                 }
             } else {
                 let vol = match r.volumes.volume(&name) {
                     Some(v) if r.group_of(v.id).is_some_and(|x| x.uid == g.uid) => v,
-                    Some(_) => {
-                        return Err(format!(
-                        "volume '{name}' already exists in this pool and is not part of the group"
-                    ))
-                    }
-                    None => {
-                        r.volumes
-                            .create_volume(&name, h.length, None)
-                            .map_err(|e| e.to_string())?
-                            .0
-                    }
+                    Some(_) => return Err(ReplicationError::NameTaken { volume: name }),
+                    None => r.volumes.create_volume(&name, h.length, None)?.0,
                 };
                 let member = r.groups.read().get(&g.uid).cloned();
                 r.set_member(vol.id, member);
@@ -364,22 +369,18 @@ fn apply_record(r: &Replication, g: &Group, rec: &JournalRecord) -> Result<(), S
         }
         RecordKind::VolumeResize => {
             let v = need(g, r, h.volume)?;
-            r.volumes.resize(&v, h.length).map_err(|e| e.to_string())?;
+            r.volumes.resize(&v, h.length)?;
             r.pool.notify(v.id);
         }
         RecordKind::Write | RecordKind::Base => {
             let v = need(g, r, h.volume)?;
             let _io = v.io_lock.read_recursive();
-            r.volumes
-                .write_plain(&v, h.offset, &rec.payload)
-                .map_err(|e| e.to_string())?;
+            r.volumes.write_plain(&v, h.offset, &rec.payload)?;
         }
         RecordKind::Zero => {
             let v = need(g, r, h.volume)?;
             let _io = v.io_lock.read_recursive();
-            r.volumes
-                .discard_locked(&v, h.offset, h.length)
-                .map_err(|e| e.to_string())?;
+            r.volumes.discard_locked(&v, h.offset, h.length)?;
         }
         RecordKind::BaseDone => {
             {
@@ -392,7 +393,9 @@ fn apply_record(r: &Replication, g: &Group, rec: &JournalRecord) -> Result<(), S
             drop_lock_and_put(r, g)?;
         }
         RecordKind::Marker => {
-            let name = rec.name().map_err(|e| e.to_string())?;
+            let name = rec
+                .name()
+                .map_err(|source| ReplicationError::BadRecord { seq: h.seq, source })?;
             snapshot_group_volumes(r, g, &name)?;
             super::pitr::note_marker(r, g, rec, &name);
             log::info!("group '{}': snapshot '{name}' taken at its marker", g.name);
@@ -407,13 +410,20 @@ fn apply_record(r: &Replication, g: &Group, rec: &JournalRecord) -> Result<(), S
 
 /// Snapshot every volume of the group as `name` (those that have it already are skipped: a
 /// record applied again after a crash).
-pub(crate) fn snapshot_group_volumes(r: &Replication, g: &Group, name: &str) -> Result<(), String> {
+pub(crate) fn snapshot_group_volumes(
+    r: &Replication,
+    g: &Group,
+    name: &str,
+) -> Result<(), ReplicationError> {
     // Data before the pointer to it: what the records before this one wrote is made durable
     // first, so that after a machine crash the snapshot (which a re-apply skips) never
     // points at data that was lost.
     r.pool
         .sync()
-        .map_err(|e| format!("sync before snapshot '{name}': {e}"))?;
+        .map_err(|source| ReplicationError::SnapshotSync {
+            snapshot: name.to_string(),
+            source,
+        })?;
     let vols: Vec<u64> = g.rec.lock().volumes.iter().map(|(l, _)| *l).collect();
     for id in vols {
         let Some(v) = r.volumes.volume_by_id(id) else {
@@ -424,20 +434,19 @@ pub(crate) fn snapshot_group_volumes(r: &Replication, g: &Group, name: &str) -> 
         }
         let _io = v.io_lock.write();
         let mut log = r.pool.meta.lock();
-        r.snapshots
-            .snapshot_locked(&mut log, &v, name)
-            .map_err(|e| e.to_string())?;
+        r.snapshots.snapshot_locked(&mut log, &v, name)?;
     }
     Ok(())
 }
 
-fn drop_lock_and_put(r: &Replication, g: &Group) -> Result<(), String> {
-    r.put_group(g).map_err(|e| e.to_string())
+fn drop_lock_and_put(r: &Replication, g: &Group) -> Result<(), ReplicationError> {
+    Ok(r.put_group(g)?)
 }
 
-fn need(g: &Group, r: &Replication, primary_vol: u64) -> Result<Arc<Volume>, String> {
-    local_volume(g, r, primary_vol)
-        .ok_or_else(|| format!("record for volume #{primary_vol}, which the group does not have"))
+fn need(g: &Group, r: &Replication, primary_vol: u64) -> Result<Arc<Volume>, ReplicationError> {
+    local_volume(g, r, primary_vol).ok_or(ReplicationError::NotInGroup {
+        volume: primary_vol,
+    })
 }
 
 /// After a crash of the primary: replay into the volumes every local journal record after
@@ -449,7 +458,7 @@ pub(crate) fn redo(r: &Replication, g: &Group) -> Result<u64, PoolError> {
     let mut n = 0;
     for seg in g.journal().sealed_after(floor) {
         let s = read_sealed(&seg.path, (g.uid, epoch))
-            .map_err(|e| PoolError::Inconsistent(e.to_string()))?;
+            .map_err(|e| ReplicationError::journal(&g.name, e).into_pool())?;
         for rec in s.records.iter().filter(|x| x.head.seq > floor) {
             let h = &rec.head;
             let Some(v) = r.volumes.volume_by_id(h.volume) else {
@@ -472,13 +481,14 @@ pub(crate) fn redo(r: &Replication, g: &Group) -> Result<u64, PoolError> {
                     r.volumes.discard_locked(&v, o, n)
                 }
             });
-            res.map_err(|e| {
-                PoolError::Inconsistent(format!(
-                    "group '{}': redo of {} sequence number {}: {e}",
-                    g.name,
-                    seg.path.display(),
-                    h.seq
-                ))
+            res.map_err(|source| {
+                let redo = ReplicationError::Redo {
+                    group: g.name.clone(),
+                    path: seg.path.clone(),
+                    seq: h.seq,
+                    source: Box::new(source),
+                };
+                ReplicationError::in_group(&g.name, redo).into_pool()
             })?;
             n += 1;
         }

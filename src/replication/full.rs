@@ -60,6 +60,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use super::error::ReplicationError;
 use super::group::Group;
 use super::options::{GroupOptions, GroupSetOptions};
 pub(crate) use super::resync::{
@@ -430,7 +431,7 @@ impl Replication {
     pub(super) fn full_primary(&self, name: &str) -> Result<Arc<Group>, PoolError> {
         let g = self
             .group_by_name(name)
-            .ok_or_else(|| PoolError::NotFound(format!("journal group '{name}' does not exist")))?;
+            .ok_or_else(|| ReplicationError::NoGroup(name.to_string()).into_pool())?;
         if !g.is_primary() {
             return Err(PoolError::Invalid(format!(
                 "journal group '{name}' is a secondary here; do this on the primary"

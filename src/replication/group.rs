@@ -8,6 +8,7 @@ use std::thread::JoinHandle;
 
 use parking_lot::{ArcMutexGuard, Mutex, RawMutex};
 
+use super::error::ReplicationError;
 use super::full::Admit;
 use super::Replication;
 use crate::format::journal::RecordKind;
@@ -470,7 +471,10 @@ impl crate::pool::SyncHook for Replication {
             let done = g.completed();
             g.journal()
                 .sync_after(g.acked_durable.load(Ordering::Acquire))
-                .map_err(|e| PoolError::Invalid(format!("group '{}': {e}", g.name)))?;
+                .map_err(|e| {
+                    ReplicationError::in_group(&g.name, ReplicationError::journal(&g.name, e))
+                        .into_pool()
+                })?;
             out.push(JournalSynced { group: g, done });
         }
         Ok(Box::new(out))

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::apply::{apply_available, start_applier};
+use super::error::ReplicationError;
 use super::group::{Group, ROLE_PRIMARY, ROLE_SECONDARY};
 use super::remote;
 use super::ship::start_shipper;
@@ -55,11 +56,15 @@ pub(crate) fn parse_published(name: &str) -> Option<(u64, u64)> {
 
 /// Before applying: move published segments of older epochs into `stale/` (an old primary
 /// may have published after the takeover), and refuse to go on when a newer epoch is here.
-pub(crate) fn sweep_other_epochs(dir: &Path, epoch: u64) -> Result<(), String> {
+pub(crate) fn sweep_other_epochs(
+    group: &str,
+    dir: &Path,
+    epoch: u64,
+) -> Result<(), ReplicationError> {
     let rd = match std::fs::read_dir(dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(format!("listing {}: {e}", dir.display())),
+        Err(e) => return Err(ReplicationError::remote(group, "listing", dir, e)),
     };
     for ent in rd.flatten() {
         let name = ent.file_name().to_string_lossy().into_owned();
@@ -67,20 +72,20 @@ pub(crate) fn sweep_other_epochs(dir: &Path, epoch: u64) -> Result<(), String> {
             continue;
         };
         if e > epoch {
-            return Err(format!(
-                "{}: a segment of the newer epoch {e} (this site applies epoch {epoch}); the group was taken over elsewhere, nothing more is applied",
-                ent.path().display()
-            ));
+            return Err(ReplicationError::Conflict {
+                group: group.to_string(),
+                detail: format!(
+                    "{}: a segment of the newer epoch {e} (this site applies epoch {epoch}); the group was taken over elsewhere, nothing more is applied",
+                    ent.path().display()
+                ),
+            });
         }
         if e < epoch {
             let stale = dir.join(STALE_DIR);
             std::fs::create_dir_all(&stale)
                 .and_then(|_| std::fs::rename(ent.path(), stale.join(&name)))
                 .map_err(|err| {
-                    format!(
-                        "moving {} of the older epoch {e} aside: {err}",
-                        ent.path().display()
-                    )
+                    ReplicationError::remote(group, "moving aside (older epoch)", ent.path(), err)
                 })?;
             log::warn!(
                 "{}: a segment of the older epoch {e} moved to {}/ unapplied",
@@ -147,7 +152,7 @@ pub(crate) fn watch(
     g: &Group,
     dir: &Path,
     w: &mut ManifestWatch,
-) -> Result<(), String> {
+) -> Result<(), ReplicationError> {
     if w.written && Instant::now() < w.next {
         return Ok(());
     }
@@ -155,32 +160,48 @@ pub(crate) fn watch(
     let epoch = g.rec.lock().epoch;
     let write = match remote::read_manifest(dir) {
         Ok(m) if m.group != g.uid => {
-            return Err(format!(
-                "{} belongs to another group of that name (id {:016x}); not shipping there",
-                dir.display(),
-                m.group
-            ))
+            return Err(ReplicationError::Conflict {
+                group: g.name.clone(),
+                detail: format!(
+                    "{} belongs to another group of that name (id {:016x}); not shipping there",
+                    dir.display(),
+                    m.group
+                ),
+            })
         }
         Ok(m) if m.epoch > epoch => {
             mark_stale(r, g, &m);
-            return Err(stale_message(&g.name, &m));
+            return Err(ReplicationError::Conflict {
+                group: g.name.clone(),
+                detail: stale_message(&g.name, &m),
+            });
         }
         Ok(m) if m.epoch == epoch && m.pool != r.pool.pool_id => {
-            return Err(format!(
-                "{}: pool {:016x} is the primary of epoch {epoch} too; not shipping",
-                dir.display(),
-                m.pool
-            ))
+            return Err(ReplicationError::Conflict {
+                group: g.name.clone(),
+                detail: format!(
+                    "{}: pool {:016x} is the primary of epoch {epoch} too; not shipping",
+                    dir.display(),
+                    m.pool
+                ),
+            })
         }
         // Older epoch, or this epoch's manifest with other settings (`group set` changed
         // them): write ours.
         Ok(m) => m.epoch < epoch || m.settings != Some(settings_of(&g.rec.lock())),
         Err(e) if e.kind() == io::ErrorKind::NotFound => true,
-        Err(e) => return Err(format!("reading the manifest: {e}")),
+        Err(e) => {
+            return Err(ReplicationError::remote(
+                &g.name,
+                "reading the manifest in",
+                dir,
+                e,
+            ))
+        }
     };
     if write {
         remote::write_manifest(dir, &our_manifest(r, g))
-            .map_err(|e| format!("writing the manifest in {}: {e}", dir.display()))?;
+            .map_err(|e| ReplicationError::remote(&g.name, "writing the manifest in", dir, e))?;
         log::info!(
             "group '{}': epoch {epoch} published in {}",
             g.name,
@@ -220,13 +241,16 @@ fn mark_stale(r: &Replication, g: &Group, m: &Manifest) {
 /// Primary: journal, as `Base` records, every region a failback request asks for, then a
 /// `FailbackDone` record; each region extent by extent under its stripe lock (a host write
 /// to it is wholly before or after the copy).
-fn serve_failback(r: &Replication, g: &Group, dir: &Path) -> Result<(), String> {
+fn serve_failback(r: &Replication, g: &Group, dir: &Path) -> Result<(), ReplicationError> {
     let epoch = g.rec.lock().epoch;
     let path = dir.join(FailbackRequest::file_name(epoch));
     let req = match std::fs::read(&path) {
-        Ok(b) => FailbackRequest::decode(&b).map_err(|e| format!("{}: {e}", path.display()))?,
+        Ok(b) => FailbackRequest::decode(&b).map_err(|source| ReplicationError::Damaged {
+            path: path.clone(),
+            source,
+        })?,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(format!("reading {}: {e}", path.display())),
+        Err(e) => return Err(ReplicationError::remote(&g.name, "reading", &path, e)),
     };
     if req.group != g.uid
         || req.epoch != epoch
@@ -258,23 +282,23 @@ fn serve_failback(r: &Replication, g: &Group, dir: &Path) -> Result<(), String> 
             let _st = g.lock_range(lext, lext);
             r.volumes
                 .read_plain(&vol, pos, &mut buf[..n as usize])
-                .map_err(|e| format!("failback copy: {e}"))?;
+                .map_err(|e| failback_copy(g, e.into()))?;
             g.journal()
                 .append(RecordKind::Base, vol.id, pos, n, &buf[..n as usize])
-                .map_err(|e| format!("failback copy: {e}"))?;
+                .map_err(|e| failback_copy(g, ReplicationError::journal(&g.name, e)))?;
             sent += n;
             pos += n;
         }
     }
     g.journal()
         .append(RecordKind::FailbackDone, 0, req.pool, sent, &[])
-        .map_err(|e| format!("failback copy: {e}"))?;
+        .map_err(|e| failback_copy(g, ReplicationError::journal(&g.name, e)))?;
     {
         let mut rec = g.rec.lock();
         rec.ext.handover.served_created = req.created;
         rec.ext.handover.failback_bytes = sent;
     }
-    r.put_group(g).map_err(|e| e.to_string())?;
+    r.put_group(g)?;
     log::info!(
         "group '{}': failback delta for pool {:016x} journaled: {} regions, {sent} bytes",
         g.name,
@@ -284,8 +308,19 @@ fn serve_failback(r: &Replication, g: &Group, dir: &Path) -> Result<(), String> 
     Ok(())
 }
 
+fn failback_copy(g: &Group, e: ReplicationError) -> ReplicationError {
+    ReplicationError::FailbackCopy {
+        group: g.name.clone(),
+        source: Box::new(e),
+    }
+}
+
 /// Secondary: the delta asked for by this site's failback is complete.
-pub(crate) fn failback_done(r: &Replication, g: &Group, rec: &JournalRecord) -> Result<(), String> {
+pub(crate) fn failback_done(
+    r: &Replication,
+    g: &Group,
+    rec: &JournalRecord,
+) -> Result<(), ReplicationError> {
     if rec.head.offset != r.pool.pool_id {
         return Ok(());
     }
@@ -298,7 +333,7 @@ pub(crate) fn failback_done(r: &Replication, g: &Group, rec: &JournalRecord) -> 
         }
         f
     };
-    r.put_group(g).map_err(|e| e.to_string())?;
+    r.put_group(g)?;
     let Some(f) = done else { return Ok(()) };
     log::info!(
         "group '{}': failback complete at sequence {} ({} bytes of delta); consistent",
@@ -315,9 +350,7 @@ pub(crate) fn failback_done(r: &Replication, g: &Group, rec: &JournalRecord) -> 
             let snap = r.snapshots.reg.read().get(v.id, &f.snapshot).cloned();
             if let Some(s) = snap {
                 let mut log = r.pool.meta.lock();
-                r.snapshots
-                    .delete_snapshot_logged(&mut log, &s)
-                    .map_err(|e| e.to_string())?;
+                r.snapshots.delete_snapshot_logged(&mut log, &s)?;
             }
         }
     }
@@ -365,7 +398,7 @@ impl Regions {
 impl Replication {
     fn group_named(&self, name: &str) -> Result<Arc<Group>, PoolError> {
         self.group_by_name(name)
-            .ok_or_else(|| PoolError::NotFound(format!("journal group '{name}' does not exist")))
+            .ok_or_else(|| ReplicationError::NoGroup(name.to_string()).into_pool())
     }
 
     /// Replace a group's run-time object (its role changed): the old one's workers are
@@ -433,7 +466,8 @@ impl Replication {
         let mut detail = String::new();
         let marker_seq = match at_marker {
             Some(marker) => {
-                let seq = find_marker(self, &g, &dir, marker).map_err(restart)?;
+                let seq =
+                    find_marker(self, &g, &dir, marker).map_err(|e| restart(e.into_pool()))?;
                 g.rt.lock().apply_upto = Some(seq);
                 Some(seq)
             }
@@ -450,10 +484,14 @@ impl Replication {
         let applied = g.rec.lock().synced;
         if let (Some(marker), Some(seq)) = (at_marker, marker_seq) {
             if applied != seq {
-                return Err(restart(PoolError::Invalid(format!(
+                let text = format!(
                     "group '{name}': could not apply up to marker '{marker}' (applied up to sequence {applied}{})",
-                    stopped.map(|e| format!(": {e}")).unwrap_or_default()
-                ))));
+                    stopped.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
+                );
+                return Err(restart(match stopped {
+                    Some(e) => e.into_pool_saying(text),
+                    None => PoolError::Invalid(text),
+                }));
             }
             detail.push_str(&format!("stopped at marker '{marker}'; "));
         } else if let Some(e) = &stopped {
@@ -497,10 +535,16 @@ impl Replication {
         let jdir = self.journal_dir(name);
         if jdir.exists() {
             std::fs::remove_dir_all(&jdir).map_err(|e| {
-                restart(PoolError::Invalid(format!(
+                let text = format!(
                     "group '{name}': removing the old journal {}: {e}",
                     jdir.display()
-                )))
+                );
+                let e = ReplicationError::File {
+                    op: "removing the old journal",
+                    path: jdir.clone(),
+                    source: e,
+                };
+                restart(e.into_pool_saying(text))
             })?;
         }
         let journal = self.open_journal(&rec).map_err(restart)?;
@@ -548,9 +592,9 @@ impl Replication {
         }
         let dir = remote::group_dir(&g.remote, name);
         let m = remote::read_manifest(&dir).map_err(|e| {
-            PoolError::Invalid(format!(
-                "group '{name}': failback needs the remote directory: {e}"
-            ))
+            let text = format!("group '{name}': failback needs the remote directory: {e}");
+            ReplicationError::remote(name, "reading the manifest in", &dir, e)
+                .into_pool_saying(text)
         })?;
         let (epoch, uid) = (g.rec.lock().epoch, g.uid);
         if m.group != uid || m.epoch <= epoch {
@@ -579,7 +623,7 @@ impl Replication {
             .map_or(m.start_seq, |s| s.start_seq.min(m.start_seq));
         let regions = self
             .diverged_regions(&g, since)
-            .map_err(|e| PoolError::Inconsistent(format!("group '{name}': {e}")))?;
+            .map_err(|e| ReplicationError::in_group(name, e).into_pool())?;
         // Volumes by name: the new primary's ids.
         let theirs: BTreeMap<&str, u64> = m.volumes.iter().map(|(i, n)| (n.as_str(), *i)).collect();
         let ours: Vec<_> = g
@@ -610,10 +654,12 @@ impl Replication {
         let requested: u64 = req.regions.iter().map(|r| r.len).sum();
         remote::write_whole(&dir, &FailbackRequest::file_name(m.epoch), &req.encode()).map_err(
             |e| {
-                PoolError::Invalid(format!(
+                let text = format!(
                     "group '{name}': writing the failback request in {}: {e}",
                     dir.display()
-                ))
+                );
+                ReplicationError::remote(name, "writing the failback request in", &dir, e)
+                    .into_pool_saying(text)
             },
         )?;
         // This site's image as primary, kept until the delta is applied.
@@ -685,9 +731,14 @@ impl Replication {
     }
 
     /// The regions this (old primary) site's journal wrote after sequence `since`.
-    fn diverged_regions(&self, g: &Group, since: u64) -> Result<Vec<(u64, u64, u64)>, String> {
+    fn diverged_regions(
+        &self,
+        g: &Group,
+        since: u64,
+    ) -> Result<Vec<(u64, u64, u64)>, ReplicationError> {
         let j = g.journal();
-        j.seal().map_err(|e| e.to_string())?;
+        j.seal()
+            .map_err(|e| ReplicationError::journal(&g.name, e))?;
         let epoch = g.rec.lock().epoch;
         let mut regions = Regions::default();
         // Regions written while suspended (journal full) are in no journal record.
@@ -697,7 +748,8 @@ impl Replication {
             }
         }
         for seg in j.sealed_after(since) {
-            let s = read_sealed(&seg.path, (g.uid, epoch)).map_err(|e| e.to_string())?;
+            let s = read_sealed(&seg.path, (g.uid, epoch))
+                .map_err(|e| ReplicationError::journal(&g.name, e))?;
             for r in s.records.iter().filter(|r| r.head.seq > since) {
                 let h = &r.head;
                 match h.kind {
@@ -717,7 +769,12 @@ impl Replication {
 }
 
 /// The sequence number of the marker `name` in the published segments after what is applied.
-fn find_marker(r: &Replication, g: &Group, dir: &Path, name: &str) -> Result<u64, PoolError> {
+fn find_marker(
+    r: &Replication,
+    g: &Group,
+    dir: &Path,
+    name: &str,
+) -> Result<u64, ReplicationError> {
     let (applied, epoch, vols) = {
         let rec = g.rec.lock();
         (rec.synced, rec.epoch, rec.volumes.clone())
@@ -726,13 +783,13 @@ fn find_marker(r: &Replication, g: &Group, dir: &Path, name: &str) -> Result<u64
         .iter()
         .any(|(l, _)| r.snapshots.reg.read().get(*l, name).is_some());
     if taken {
-        return Err(PoolError::Invalid(format!(
+        return Err(ReplicationError::BadRequest(format!(
             "group '{}': marker '{name}' is already applied here; the volumes are past it (its snapshots hold that image)",
             g.name
         )));
     }
     let list: Vec<(u64, PathBuf)> = remote::list_published(dir)
-        .map_err(|e| PoolError::Invalid(format!("listing {}: {e}", dir.display())))?;
+        .map_err(|e| ReplicationError::remote(&g.name, "listing", dir, e))?;
     for (_, path) in list {
         let Some((_, e)) = path
             .file_name()
@@ -743,15 +800,15 @@ fn find_marker(r: &Replication, g: &Group, dir: &Path, name: &str) -> Result<u64
         if e != epoch {
             continue;
         }
-        let seg =
-            read_sealed(&path, (g.uid, epoch)).map_err(|e| PoolError::Invalid(e.to_string()))?;
+        let seg = read_sealed(&path, (g.uid, epoch))
+            .map_err(|e| ReplicationError::journal(&g.name, e))?;
         for rec in seg.records.iter().filter(|x| x.head.seq > applied) {
             if rec.head.kind == RecordKind::Marker && rec.name().ok().as_deref() == Some(name) {
                 return Ok(rec.head.seq);
             }
         }
     }
-    Err(PoolError::NotFound(format!(
+    Err(ReplicationError::NotFound(format!(
         "group '{}': no marker '{name}' in {} after sequence {applied}",
         g.name,
         dir.display()
@@ -799,11 +856,11 @@ mod tests {
         std::fs::write(d.join("00000000000000000001.jseg"), b"a").unwrap();
         std::fs::write(d.join("00000000000000000005.e2.jseg"), b"b").unwrap();
         std::fs::write(d.join("manifest"), b"m").unwrap();
-        sweep_other_epochs(d, 2).unwrap();
+        sweep_other_epochs("g", d, 2).unwrap();
         assert!(d.join(STALE_DIR).join("00000000000000000001.jseg").exists());
         assert!(d.join("00000000000000000005.e2.jseg").exists());
         assert!(d.join("manifest").exists());
-        let e = sweep_other_epochs(d, 1).unwrap_err();
+        let e = sweep_other_epochs("g", d, 1).unwrap_err().to_string();
         assert!(e.contains("newer epoch 2"), "{e}");
     }
 }

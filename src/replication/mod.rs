@@ -8,6 +8,7 @@
 //! writes the acknowledgement file.
 
 mod apply;
+pub mod error;
 pub mod full;
 pub mod group;
 pub mod handover;
@@ -29,6 +30,7 @@ use crate::mirror::Mirror;
 use crate::pool::{Pool, StateSource};
 use crate::snapshot::Snapshots;
 use crate::volume::Volumes;
+pub use error::ReplicationError;
 use group::Group;
 pub use group::JournalAdmission;
 

@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::apply::{redo, start_applier};
+use super::error::ReplicationError;
 use super::group::{Group, JOURNALS_DIR, ROLE_PRIMARY, ROLE_SECONDARY};
 use super::options::GroupOptions;
 use super::remote;
@@ -31,7 +32,7 @@ fn new_uid(pool_id: u64, name: &str) -> u64 {
 }
 
 fn not_found(name: &str) -> PoolError {
-    PoolError::NotFound(format!("journal group '{name}' does not exist"))
+    ReplicationError::NoGroup(name.to_string()).into_pool()
 }
 
 /// A journal failure of a resize keeps its meaning: a full disk is ENOSPC (`NoSpace`), an
@@ -75,7 +76,10 @@ impl Replication {
             rec.acked,
             cfg,
         )
-        .map_err(|e| PoolError::Inconsistent(format!("group '{}': {e}", rec.name)))
+        .map_err(|e| {
+            ReplicationError::in_group(&rec.name, ReplicationError::journal(&rec.name, e))
+                .into_pool()
+        })
     }
 
     /// Refuse an operation on a volume in a journal group (delete, pair, rollback...).
@@ -221,10 +225,12 @@ impl Replication {
         remote::ensure_group_dir(remote_dir, name)
             .and_then(|d| remote::write_manifest(&d, &m))
             .map_err(|e| {
-                PoolError::Invalid(format!(
+                let text = format!(
                     "group '{name}': cannot publish in {}: {e}",
                     remote_dir.display()
-                ))
+                );
+                ReplicationError::remote(name, "publishing the manifest in", remote_dir, e)
+                    .into_pool_saying(text)
             })?;
         let _ = std::fs::remove_dir_all(self.journal_dir(name));
         let journal = self.open_journal(&rec)?;
@@ -245,7 +251,7 @@ impl Replication {
                     v.size(),
                     &JournalRecord::name_payload(&v.name),
                 )
-                .map_err(|e| PoolError::Invalid(e.to_string()))?;
+                .map_err(|e| ReplicationError::journal(name, e).into_pool())?;
             self.set_member(v.id, Some(g.clone()));
         }
         drop(guards);
@@ -280,10 +286,18 @@ impl Replication {
         }
         let dir = remote::group_dir(remote_dir, name);
         let m = remote::read_manifest(&dir).map_err(|e| {
-            PoolError::NotFound(format!(
+            let text = format!(
                 "group '{name}': no primary has published it in {}: {e}",
                 remote_dir.display()
-            ))
+            );
+            match e.kind() {
+                // No manifest (or no group directory): nothing to attach to.
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::InvalidData => {
+                    PoolError::NotFound(text)
+                }
+                _ => ReplicationError::remote(name, "reading the manifest in", &dir, e)
+                    .into_pool_saying(text),
+            }
         })?;
         if m.name != name {
             return Err(PoolError::Invalid(format!(
@@ -366,7 +380,7 @@ impl Replication {
                     v.size(),
                     &JournalRecord::name_payload(&v.name),
                 )
-                .map_err(|e| PoolError::Invalid(e.to_string()))?;
+                .map_err(|e| ReplicationError::journal(name, e).into_pool())?;
             self.set_member(v.id, Some(g.clone()));
         }
         let running = g
@@ -394,7 +408,7 @@ impl Replication {
         let _io = v.io_lock.write();
         g.journal()
             .append(RecordKind::VolumeRemove, v.id, 0, 0, &[])
-            .map_err(|e| PoolError::Invalid(e.to_string()))?;
+            .map_err(|e| ReplicationError::journal(name, e).into_pool())?;
         {
             let mut r = g.rec.lock();
             r.volumes.retain(|(l, _)| *l != v.id);
@@ -434,7 +448,7 @@ impl Replication {
                 0,
                 &JournalRecord::name_payload(snap),
             )
-            .map_err(|e| PoolError::Invalid(e.to_string()))?;
+            .map_err(|e| ReplicationError::journal(name, e).into_pool())?;
         let mut log = self.pool.meta.lock();
         for v in &vols {
             self.snapshots.snapshot_locked(&mut log, v, snap)?;

@@ -35,6 +35,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 
+use super::error::ReplicationError;
 use super::group::Group;
 use super::handover::parse_published;
 use super::options::PitrOptions;
@@ -385,12 +386,12 @@ pub(crate) fn note_marker(r: &Replication, g: &Group, rec: &JournalRecord, name:
 }
 
 /// Apply `opts` to a group's settings (absent fields unchanged).
-pub(crate) fn set_options(rec: &mut PitrRec, opts: &PitrOptions) -> Result<(), String> {
+pub(crate) fn set_options(rec: &mut PitrRec, opts: &PitrOptions) -> Result<(), ReplicationError> {
     if let Some(d) = opts.apply_delay {
         if d > MAX_DELAY {
-            return Err(format!(
+            return Err(ReplicationError::BadRequest(format!(
                 "apply delay {d} s is longer than the limit of {MAX_DELAY} s"
-            ));
+            )));
         }
         rec.apply_delay = d;
     }
@@ -422,8 +423,7 @@ impl Replication {
         opts: &PitrOptions,
     ) -> Result<(), PoolError> {
         let mut rec = PitrRec::default();
-        set_options(&mut rec, opts)
-            .map_err(|e| PoolError::Invalid(format!("group '{name}': {e}")))?;
+        set_options(&mut rec, opts).map_err(|e| ReplicationError::in_group(name, e).into_pool())?;
         self.group_attach_with(name, remote_dir, rec)
     }
 
@@ -431,12 +431,12 @@ impl Replication {
     pub fn group_set_pitr(&self, name: &str, opts: &PitrOptions) -> Result<(), PoolError> {
         let g = self
             .group_by_name(name)
-            .ok_or_else(|| PoolError::NotFound(format!("journal group '{name}' does not exist")))?;
+            .ok_or_else(|| ReplicationError::NoGroup(name.to_string()).into_pool())?;
         {
             let mut r = g.rec.lock();
             let mut p = r.ext.pitr.clone();
             set_options(&mut p, opts)
-                .map_err(|e| PoolError::Invalid(format!("group '{name}': {e}")))?;
+                .map_err(|e| ReplicationError::in_group(name, e).into_pool())?;
             r.ext.pitr = p;
         }
         g.rt.lock().pitr.delay_wait = None;

@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::error::ReplicationError;
 use super::group::Group;
 use super::handover::parse_published;
 use super::pitr::{list_retained, marker_usable, RETAINED_DIR};
@@ -66,10 +67,14 @@ struct Base {
 
 /// Segments of `epoch` that a restore may read, by first sequence number: the retained ones
 /// and the published ones not yet applied (read only).
-fn sources(dir: &Path, epoch: u64) -> Result<BTreeMap<u64, PathBuf>, String> {
+fn sources(
+    group: &str,
+    dir: &Path,
+    epoch: u64,
+) -> Result<BTreeMap<u64, PathBuf>, ReplicationError> {
     let mut out = BTreeMap::new();
-    for (first, path) in
-        remote::list_published(dir).map_err(|e| format!("listing {}: {e}", dir.display()))?
+    for (first, path) in remote::list_published(dir)
+        .map_err(|e| ReplicationError::remote(group, "listing", dir, e))?
     {
         let e = path
             .file_name()
@@ -79,8 +84,8 @@ fn sources(dir: &Path, epoch: u64) -> Result<BTreeMap<u64, PathBuf>, String> {
             out.insert(first, path);
         }
     }
-    for r in
-        list_retained(dir).map_err(|e| format!("listing {}/{RETAINED_DIR}: {e}", dir.display()))?
+    for r in list_retained(dir)
+        .map_err(|e| ReplicationError::remote(group, "listing", dir.join(RETAINED_DIR), e))?
     {
         if r.epoch == epoch {
             out.insert(r.first, r.path);
@@ -91,53 +96,63 @@ fn sources(dir: &Path, epoch: u64) -> Result<BTreeMap<u64, PathBuf>, String> {
 
 /// Read a whole segment; a published one that the applier moved into `retained/` meanwhile
 /// is read there.
-fn read_source(path: &Path, dir: &Path, expect: (u64, u64)) -> Result<SegmentRead, String> {
+fn read_source(
+    group: &str,
+    path: &Path,
+    dir: &Path,
+    expect: (u64, u64),
+) -> Result<SegmentRead, ReplicationError> {
     match read_sealed(path, expect) {
         Err(JournalError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
             let moved = path
                 .file_name()
                 .map(|n| dir.join(RETAINED_DIR).join(n))
                 .unwrap_or_default();
-            read_sealed(&moved, expect).map_err(|e| e.to_string())
+            read_sealed(&moved, expect).map_err(|e| ReplicationError::journal(group, e))
         }
-        r => r.map_err(|e| e.to_string()),
+        r => r.map_err(|e| ReplicationError::journal(group, e)),
     }
 }
 
 /// Walk the records after `from - 1` in sequence order, at most up to `upto`, stopping
 /// before the first for which `stop` says so; every record read is verified. Returns the
 /// last record handed to `each` (seq, time), or (from - 1, 0) when none was.
+#[allow(clippy::too_many_arguments)]
 fn walk(
+    group: &str,
     srcs: &BTreeMap<u64, PathBuf>,
     dir: &Path,
     expect: (u64, u64),
     from: u64,
     upto: u64,
     mut stop: impl FnMut(&JournalRecord) -> bool,
-    mut each: impl FnMut(&JournalRecord) -> Result<(), String>,
-) -> Result<(u64, u64), String> {
+    mut each: impl FnMut(&JournalRecord) -> Result<(), ReplicationError>,
+) -> Result<(u64, u64), ReplicationError> {
     let mut next = from;
     let mut last = (from - 1, 0);
     'segs: while next <= upto {
         let Some((&first, path)) = srcs.range(..=next).next_back() else {
             if let Some((&f, p)) = srcs.iter().next() {
-                return Err(format!(
+                return Err(ReplicationError::BadRequest(format!(
                     "sequence number {next} is not retained: the oldest segment, {}, starts at {f}",
                     p.display()
-                ));
+                )));
             }
             break;
         };
-        let seg = read_source(path, dir, expect)?;
+        let seg = read_source(group, path, dir, expect)?;
         let seg_last = seg.last_seq().unwrap_or(first.saturating_sub(1));
         if seg_last < next {
             if let Some((&f, p)) = srcs.range(next + 1..).next() {
-                return Err(format!(
-                    "a gap: sequence numbers {next}..{} are in no segment ({} ends at {seg_last}, {} starts at {f}); nothing after it is restored",
-                    f - 1,
-                    path.display(),
-                    p.display()
-                ));
+                return Err(ReplicationError::Segment {
+                    path: path.clone(),
+                    detail: format!(
+                        "a gap: sequence numbers {next}..{} are in no segment ({} ends at {seg_last}, {} starts at {f}); nothing after it is restored",
+                        f - 1,
+                        path.display(),
+                        p.display()
+                    ),
+                });
             }
             break;
         }
@@ -146,8 +161,11 @@ fn walk(
             if r.head.seq > upto || stop(r) {
                 break 'segs;
             }
-            each(r)
-                .map_err(|e| format!("{} sequence number {}: {e}", path.display(), r.head.seq))?;
+            each(r).map_err(|e| ReplicationError::Record {
+                path: path.clone(),
+                seq: r.head.seq,
+                source: Box::new(e),
+            })?;
             last = (r.head.seq, r.head.time);
             next = r.head.seq + 1;
         }
@@ -190,17 +208,24 @@ impl Restorer<'_> {
             .join(format!("{name}.img"))
     }
 
-    fn new_file(&mut self, name: &str, size: u64) -> Result<File, String> {
+    fn new_file(&mut self, name: &str, size: u64) -> Result<File, ReplicationError> {
         let path = self.file_path(name);
         let f = File::options()
             .read(true)
             .write(true)
             .create_new(true)
             .open(&path)
-            .map_err(|e| format!("creating {}: {e}", path.display()))?;
+            .map_err(|source| ReplicationError::File {
+                op: "creating",
+                path: path.clone(),
+                source,
+            })?;
         self.made_files.push(path.clone());
-        f.set_len(size)
-            .map_err(|e| format!("sizing {}: {e}", path.display()))?;
+        f.set_len(size).map_err(|source| ReplicationError::File {
+            op: "sizing",
+            path,
+            source,
+        })?;
         Ok(f)
     }
 
@@ -211,40 +236,42 @@ impl Restorer<'_> {
         local: u64,
         sid: u64,
         snap: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), ReplicationError> {
         let repl = self.repl;
-        let v = repl
-            .volumes
-            .volume_by_id(local)
-            .ok_or_else(|| format!("volume #{local} of snapshot '{snap}' is gone"))?;
+        let v = repl.volumes.volume_by_id(local).ok_or_else(|| {
+            ReplicationError::NotFound(format!("volume #{local} of snapshot '{snap}' is gone"))
+        })?;
         let s = repl
             .snapshots
             .snapshot_by_id(sid)
             .filter(|s| s.volume == local && s.name == snap)
-            .ok_or_else(|| format!("snapshot '{snap}' of volume '{}' is gone", v.name))?;
+            .ok_or_else(|| {
+                ReplicationError::NotFound(format!(
+                    "snapshot '{snap}' of volume '{}' is gone",
+                    v.name
+                ))
+            })?;
         let dest = if self.into.is_some() {
             let f = self.new_file(&v.name, s.size)?;
             let mut buf = vec![0u8; 1 << 20];
             let mut pos = 0;
             while pos < s.size {
                 let n = ((s.size - pos) as usize).min(buf.len());
-                repl.snapshots
-                    .read_snapshot(&s, pos, &mut buf[..n])
-                    .map_err(|e| e.to_string())?;
+                repl.snapshots.read_snapshot(&s, pos, &mut buf[..n])?;
                 if buf[..n].iter().any(|&b| b != 0) {
-                    f.write_all_at(&buf[..n], pos).map_err(|e| {
-                        format!("writing {}: {e}", self.file_path(&v.name).display())
-                    })?;
+                    f.write_all_at(&buf[..n], pos)
+                        .map_err(|source| ReplicationError::File {
+                            op: "writing",
+                            path: self.file_path(&v.name),
+                            source,
+                        })?;
                 }
                 pos += n as u64;
             }
             Dest::File(f)
         } else {
             let name = format!("{}{}", self.prefix, v.name);
-            let c = repl
-                .snapshots
-                .clone_snapshot(&v.name, snap, &name)
-                .map_err(|e| e.to_string())?;
+            let c = repl.snapshots.clone_snapshot(&v.name, snap, &name)?;
             self.made_vols.push(name);
             Dest::Vol(c)
         };
@@ -252,7 +279,7 @@ impl Restorer<'_> {
         Ok(())
     }
 
-    fn apply(&mut self, rec: &JournalRecord) -> Result<(), String> {
+    fn apply(&mut self, rec: &JournalRecord) -> Result<(), ReplicationError> {
         let h = &rec.head;
         let repl = self.repl;
         match h.kind {
@@ -260,15 +287,14 @@ impl Restorer<'_> {
                 if let Some(d) = self.dests.get(&h.volume) {
                     return resize(repl, d, h.length);
                 }
-                let name = rec.name().map_err(|e| e.to_string())?;
+                let name = rec
+                    .name()
+                    .map_err(|source| ReplicationError::BadRecord { seq: h.seq, source })?;
                 let dest = if self.into.is_some() {
                     Dest::File(self.new_file(&name, h.length)?)
                 } else {
                     let full = format!("{}{name}", self.prefix);
-                    let (v, _) = repl
-                        .volumes
-                        .create_volume(&full, h.length, None)
-                        .map_err(|e| e.to_string())?;
+                    let (v, _) = repl.volumes.create_volume(&full, h.length, None)?;
                     self.made_vols.push(full);
                     Dest::Vol(v)
                 };
@@ -286,31 +312,42 @@ impl Restorer<'_> {
             RecordKind::Write | RecordKind::Base => match self.dests.get(&h.volume) {
                 Some(Dest::Vol(v)) => {
                     let _io = v.io_lock.read_recursive();
-                    repl.volumes
-                        .write_plain(v, h.offset, &rec.payload)
-                        .map_err(|e| e.to_string())?;
+                    repl.volumes.write_plain(v, h.offset, &rec.payload)?;
                 }
-                Some(Dest::File(f)) => f
-                    .write_all_at(&rec.payload, h.offset)
-                    .map_err(|e| format!("writing an image file: {e}"))?,
+                Some(Dest::File(f)) => {
+                    f.write_all_at(&rec.payload, h.offset).map_err(|source| {
+                        ReplicationError::ImageFile {
+                            op: "writing an image file",
+                            source,
+                        }
+                    })?
+                }
                 None => return Err(unknown(h.volume)),
             },
             RecordKind::Zero => match self.dests.get(&h.volume) {
                 Some(Dest::Vol(v)) => {
                     let _io = v.io_lock.read_recursive();
-                    repl.volumes
-                        .discard_locked(v, h.offset, h.length)
-                        .map_err(|e| e.to_string())?;
+                    repl.volumes.discard_locked(v, h.offset, h.length)?;
                 }
                 Some(Dest::File(f)) => {
-                    let size = f.metadata().map_err(|e| e.to_string())?.len();
+                    let size = f
+                        .metadata()
+                        .map_err(|source| ReplicationError::ImageFile {
+                            op: "reading the size of an image file",
+                            source,
+                        })?
+                        .len();
                     let end = h.offset.saturating_add(h.length).min(size);
                     let zeros = vec![0u8; 1 << 20];
                     let mut pos = h.offset;
                     while pos < end {
                         let n = ((end - pos) as usize).min(zeros.len());
-                        f.write_all_at(&zeros[..n], pos)
-                            .map_err(|e| format!("writing an image file: {e}"))?;
+                        f.write_all_at(&zeros[..n], pos).map_err(|source| {
+                            ReplicationError::ImageFile {
+                                op: "writing an image file",
+                                source,
+                            }
+                        })?;
                         pos += n as u64;
                     }
                 }
@@ -326,14 +363,16 @@ impl Restorer<'_> {
         Ok(())
     }
 
-    fn finish(&self) -> Result<(), String> {
+    fn finish(&self) -> Result<(), ReplicationError> {
         for d in self.dests.values() {
             if let Dest::File(f) = d {
-                f.sync_all()
-                    .map_err(|e| format!("syncing an image file: {e}"))?;
+                f.sync_all().map_err(|source| ReplicationError::ImageFile {
+                    op: "syncing an image file",
+                    source,
+                })?;
             }
         }
-        self.repl.pool.sync().map_err(|e| e.to_string())
+        Ok(self.repl.pool.sync()?)
     }
 
     /// Remove what the failed restore made.
@@ -350,8 +389,8 @@ impl Restorer<'_> {
     }
 }
 
-fn unknown(vol: u64) -> String {
-    format!("a record for volume #{vol}, which the image being restored does not have")
+fn unknown(volume: u64) -> ReplicationError {
+    ReplicationError::NotInImage { volume }
 }
 
 /// Delete a volume the failed restore made, and its snapshots: what `fusevol volume delete
@@ -363,10 +402,15 @@ fn delete_volume_recursive(r: &Replication, name: &str) -> Result<(), PoolError>
     r.snapshots.delete_volume(&vol, true)
 }
 
-fn resize(r: &Replication, d: &Dest, size: u64) -> Result<(), String> {
+fn resize(r: &Replication, d: &Dest, size: u64) -> Result<(), ReplicationError> {
     match d {
-        Dest::Vol(v) => r.volumes.resize(v, size).map_err(|e| e.to_string()),
-        Dest::File(f) => f.set_len(size).map_err(|e| e.to_string()),
+        Dest::Vol(v) => Ok(r.volumes.resize(v, size)?),
+        Dest::File(f) => f
+            .set_len(size)
+            .map_err(|source| ReplicationError::ImageFile {
+                op: "sizing an image file",
+                source,
+            }),
     }
 }
 
@@ -382,7 +426,7 @@ impl Replication {
     ) -> Result<RestoreReport, PoolError> {
         let g = self
             .group_by_name(name)
-            .ok_or_else(|| PoolError::NotFound(format!("journal group '{name}' does not exist")))?;
+            .ok_or_else(|| ReplicationError::NoGroup(name.to_string()).into_pool())?;
         if let Some(d) = into {
             if !d.is_absolute() || !d.is_dir() {
                 return Err(PoolError::Invalid(format!(
@@ -391,12 +435,18 @@ impl Replication {
                 )));
             }
         }
-        let fail = |e: String| PoolError::Invalid(format!("group '{name}': restore: {e}"));
+        let fail = |e: ReplicationError| {
+            ReplicationError::Restore {
+                group: name.to_string(),
+                source: Box::new(e),
+            }
+            .into_pool()
+        };
         let lock = g.rt.lock().pitr.restore_lock.clone();
         let _held = lock.lock();
         let dir = remote::group_dir(&g.remote, name);
         let base = self.choose_base(&g, &dir, target).map_err(fail)?;
-        let srcs = sources(&dir, base.epoch).map_err(fail)?;
+        let srcs = sources(name, &dir, base.epoch).map_err(fail)?;
         let expect = (g.uid, base.epoch);
         let (upto, until) = match target {
             RestoreTarget::Seq(n) => (n, u64::MAX),
@@ -414,6 +464,7 @@ impl Replication {
         let mut resync: Option<u64> = None;
         let mut count = 0u64;
         let (seq, time) = walk(
+            name,
             &srcs,
             &dir,
             expect,
@@ -444,29 +495,29 @@ impl Replication {
         };
         if let RestoreTarget::Seq(n) = target {
             if seq < n {
-                return Err(fail(format!(
+                return Err(fail(ReplicationError::BadRequest(format!(
                     "the records of epoch {} in {} go up to sequence number {seq} only; {n} is not there (yet)",
                     base.epoch,
                     dir.display()
-                )));
+                ))));
             }
         }
         if base.marker.is_none() && seq == 0 {
-            return Err(fail(format!(
+            return Err(fail(ReplicationError::BadRequest(format!(
                 "{} is older than anything retained: it is before the group's first record",
                 target_text(target)
-            )));
+            ))));
         }
         if !pending.is_empty() || (base.marker.is_none() && known.is_empty()) {
-            return Err(fail(format!(
+            return Err(fail(ReplicationError::BadRequest(format!(
                 "the image at sequence number {seq} is not a consistent group image: the initial copy of {} volume(s) is not complete there",
                 pending.len().max(1)
-            )));
+            ))));
         }
         if let Some(start) = resync {
-            return Err(fail(format!(
+            return Err(fail(ReplicationError::BadRequest(format!(
                 "the image at sequence number {seq} is not a consistent group image: it is inside the resync that started at sequence number {start} (restore to a moment before it or after its end)"
-            )));
+            ))));
         }
         // Pass 2: build it.
         let prefix = prefix
@@ -487,6 +538,7 @@ impl Replication {
                 }
             }
             walk(
+                name,
                 &srcs,
                 &dir,
                 expect,
@@ -499,7 +551,7 @@ impl Replication {
         })();
         if let Err(e) = built {
             r.undo();
-            return Err(fail(format!("{e}; nothing of the restore is kept")));
+            return Err(fail(ReplicationError::RestoreUndone(Box::new(e))));
         }
         let mut outputs: Vec<String> = if r.into.is_some() {
             r.made_files
@@ -530,7 +582,12 @@ impl Replication {
     }
 
     /// The latest usable base at or before `target`.
-    fn choose_base(&self, g: &Group, dir: &Path, target: RestoreTarget) -> Result<Base, String> {
+    fn choose_base(
+        &self,
+        g: &Group,
+        dir: &Path,
+        target: RestoreTarget,
+    ) -> Result<Base, ReplicationError> {
         let markers = g.rec.lock().ext.pitr.markers.clone();
         let fits = |seq: u64, time: u64| match target {
             RestoreTarget::Seq(n) => seq <= n,
@@ -548,7 +605,7 @@ impl Replication {
             });
         }
         // The initial image: the segments of epoch 1 start at the group's first record.
-        let first = sources(dir, 1)?;
+        let first = sources(&g.name, dir, 1)?;
         if first.keys().next() == Some(&1) {
             return Ok(Base {
                 marker: None,
@@ -558,7 +615,7 @@ impl Replication {
         }
         let what = target_text(target);
         let epoch = g.rec.lock().epoch;
-        let oldest = sources(dir, epoch)?
+        let oldest = sources(&g.name, dir, epoch)?
             .into_iter()
             .next()
             .map(|(f, p)| {
@@ -580,9 +637,9 @@ impl Replication {
                 )
             })
             .collect();
-        Err(format!(
+        Err(ReplicationError::BadRequest(format!(
             "{what} is older than anything retained: {oldest}, and no group snapshot at or before it is here (group snapshots: {})",
             if known.is_empty() { "none".into() } else { known.join(", ") }
-        ))
+        )))
     }
 }

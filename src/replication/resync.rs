@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::error::ReplicationError;
 use super::full::{need_for, COPY_SHARE, POLL};
 use super::group::Group;
 use super::remote;
@@ -30,10 +31,11 @@ impl Replication {
         let g = self.full_primary(name)?;
         let dir = remote::group_dir(&g.remote, name);
         remote::read_manifest(&dir).map_err(|e| {
-            PoolError::Busy(format!(
+            ReplicationError::Refused(format!(
                 "group '{name}': the remote directory {} is not reachable ({e}); a resync needs it",
                 dir.display()
             ))
+            .into_pool()
         })?;
         self.wait_drained(&g)?;
         {
@@ -57,7 +59,10 @@ impl Replication {
                     let seq = g
                         .journal()
                         .append(RecordKind::ResyncStart, 0, 0, 0, &[])
-                        .map_err(|e| PoolError::Invalid(format!("group '{name}': {e}")))?;
+                        .map_err(|e| {
+                            ReplicationError::in_group(name, ReplicationError::journal(name, e))
+                                .into_pool()
+                        })?;
                     let bytes = r.ext.full.dirty_regions() * self.pool.extent_size;
                     let f = &mut r.ext.full;
                     f.state = FullState::Resync;
@@ -76,7 +81,7 @@ impl Replication {
         // The new state is durable before the copier clears any bit.
         if let Err(e) = self.pool.sync_log() {
             g.full.st.lock().copier = false;
-            return Err(PoolError::Invalid(format!("group '{name}': {e}")));
+            return Err(ReplicationError::in_group(name, e).into_pool());
         }
         start_copier(self, &g);
         Ok(())
@@ -217,7 +222,7 @@ fn start_copier(r: &Arc<Replication>, g: &Arc<Group>) {
 }
 
 /// The resync copier. Ok(()) when done or stopped (a new suspension, the pool stopping).
-fn resync(r: &Arc<Replication>, g: &Group) -> Result<(), String> {
+fn resync(r: &Arc<Replication>, g: &Group) -> Result<(), ReplicationError> {
     let start = g.rec.lock().ext.full.resync_seq;
     // Writers that decided to bypass before the switch finish first (their bits are set).
     while g.full.st.lock().bypass > 0 {
@@ -235,7 +240,7 @@ fn resync(r: &Arc<Replication>, g: &Group) -> Result<(), String> {
         std::thread::sleep(Duration::from_millis(2));
     }
     if g.rec.lock().synced < start {
-        r.pool.sync().map_err(|e| format!("sync: {e}"))?;
+        r.pool.sync().map_err(ReplicationError::sync)?;
     }
     let es = r.pool.extent_size;
     let mut buf = vec![0u8; es as usize];
@@ -298,14 +303,12 @@ fn resync(r: &Arc<Replication>, g: &Group) -> Result<(), String> {
                         if v.map.read().get(reg).is_none() {
                             g.journal()
                                 .append(RecordKind::Zero, v.id, off, n, &[])
-                                .map_err(|e| e.to_string())?;
+                                .map_err(|e| ReplicationError::journal(&g.name, e))?;
                         } else {
-                            r.volumes
-                                .read_plain(v, off, &mut buf[..n as usize])
-                                .map_err(|e| e.to_string())?;
+                            r.volumes.read_plain(v, off, &mut buf[..n as usize])?;
                             g.journal()
                                 .append(RecordKind::Base, v.id, off, n, &buf[..n as usize])
-                                .map_err(|e| e.to_string())?;
+                                .map_err(|e| ReplicationError::journal(&g.name, e))?;
                         }
                     }
                     g.full.st.lock().copied.entry(vid).or_default().set(reg);
@@ -330,14 +333,13 @@ fn resync(r: &Arc<Replication>, g: &Group) -> Result<(), String> {
     let seq = g
         .journal()
         .append(RecordKind::ResyncDone, 0, start, sent, &[])
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| ReplicationError::journal(&g.name, e))?;
     let f = &mut rec.ext.full;
     f.state = FullState::Journaling;
     f.suspended_since = 0;
     f.resync_done = sent;
     f.resyncs += 1;
-    log.append(&MetaRecord::GroupPut(Box::new(rec.clone())))
-        .map_err(|e| e.to_string())?;
+    log.append(&MetaRecord::GroupPut(Box::new(rec.clone())))?;
     rt.state = FullState::Journaling;
     log::info!(
         "group '{}': resync from sequence {start} complete at sequence {seq}: {sent} bytes journaled again",
@@ -347,11 +349,13 @@ fn resync(r: &Arc<Replication>, g: &Group) -> Result<(), String> {
 }
 
 /// Clear the bits of the regions copied so far, once their records are durable.
-fn flush_clean(rp: &Replication, g: &Group, sent: &mut u64) -> Result<(), String> {
+fn flush_clean(rp: &Replication, g: &Group, sent: &mut u64) -> Result<(), ReplicationError> {
     if g.full.st.lock().copied.values().all(|b| b.is_empty()) {
         return Ok(());
     }
-    g.journal().sync().map_err(|e| e.to_string())?;
+    g.journal()
+        .sync()
+        .map_err(|e| ReplicationError::journal(&g.name, e))?;
     let es = rp.pool.extent_size;
     let mut log = rp.pool.meta.lock();
     let mut r = g.rec.lock();
@@ -366,8 +370,7 @@ fn flush_clean(rp: &Replication, g: &Group, sent: &mut u64) -> Result<(), String
             uid: g.uid,
             volume: vid,
             regions: regions.clone(),
-        })
-        .map_err(|e| e.to_string())?;
+        })?;
         if let Some(d) = r.ext.full.dirty.get_mut(&vid) {
             for x in &regions {
                 d.clear(*x);
@@ -387,7 +390,7 @@ pub(crate) fn resync_start_applied(
     rp: &Replication,
     g: &Group,
     rec: &JournalRecord,
-) -> Result<(), String> {
+) -> Result<(), ReplicationError> {
     let (already, consistent) = {
         let r = g.rec.lock();
         (
@@ -400,7 +403,7 @@ pub(crate) fn resync_start_applied(
         // A second start (the primary was suspended again mid-resync): the older snapshot
         // still holds the last consistent image.
         g.rec.lock().ext.full.resync_seq = seq;
-        return rp.put_group(g).map_err(|e| e.to_string());
+        return Ok(rp.put_group(g)?);
     }
     let snap = if consistent {
         let name = format!("{RESYNC_SNAPSHOT_PREFIX}{seq}");
@@ -417,9 +420,9 @@ pub(crate) fn resync_start_applied(
         f.resync_snapshot = snap.clone();
         r.consistent_since = 0;
     }
-    rp.put_group(g).map_err(|e| e.to_string())?;
+    rp.put_group(g)?;
     // The snapshot and the state are durable before anything after the start is applied.
-    rp.pool.sync_metadata().map_err(|e| format!("sync: {e}"))?;
+    rp.pool.sync_metadata().map_err(ReplicationError::sync)?;
     log::warn!(
         "group '{}': resync from sequence {seq}: inconsistent until it completes{}",
         g.name,
@@ -437,7 +440,7 @@ pub(crate) fn resync_done_applied(
     rp: &Replication,
     g: &Group,
     rec: &JournalRecord,
-) -> Result<(), String> {
+) -> Result<(), ReplicationError> {
     let snap = {
         let mut r = g.rec.lock();
         if r.ext.full.state != FullState::Resync {
@@ -453,16 +456,14 @@ pub(crate) fn resync_done_applied(
         }
         snap
     };
-    rp.put_group(g).map_err(|e| e.to_string())?;
+    rp.put_group(g)?;
     if !snap.is_empty() {
         let vols: Vec<u64> = g.rec.lock().volumes.iter().map(|(l, _)| *l).collect();
         for id in vols {
             let s = rp.snapshots.reg.read().get(id, &snap).cloned();
             if let Some(s) = s {
                 let mut log = rp.pool.meta.lock();
-                rp.snapshots
-                    .delete_snapshot_logged(&mut log, &s)
-                    .map_err(|e| e.to_string())?;
+                rp.snapshots.delete_snapshot_logged(&mut log, &s)?;
             }
         }
     }

@@ -6,11 +6,13 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::error::ReplicationError;
 use super::group::Group;
 use super::handover::{self, ManifestWatch};
 use super::remote::{self, RateLimit};
 use super::Replication;
 use crate::format::journal::RecordKind;
+use crate::pool::PoolError;
 use crate::volume::Volume;
 
 const TICK: Duration = Duration::from_millis(20);
@@ -32,7 +34,7 @@ pub(crate) fn start_shipper(r: &Arc<Replication>, g: &Arc<Group>) {
             let mut watch = ManifestWatch::new();
             let mut wait_until = Instant::now();
             let mut last_sync = Instant::now();
-            let mut syncing: Option<JoinHandle<Result<(), String>>> = None;
+            let mut syncing: Option<JoinHandle<Result<(), PoolError>>> = None;
             {
                 let rec = g2.rec.lock();
                 g2.rt.lock().shipped = rec.acked;
@@ -51,7 +53,7 @@ pub(crate) fn start_shipper(r: &Arc<Replication>, g: &Arc<Group>) {
                     match ship_once(&r, &g2, &mut watch) {
                         Ok(()) => g2.set_error(None),
                         Err(e) => {
-                            g2.set_error(Some(e));
+                            g2.set_error(Some(e.to_string()));
                             wait_until = Instant::now() + RETRY;
                         }
                     }
@@ -90,20 +92,24 @@ pub(crate) fn start_shipper(r: &Arc<Replication>, g: &Arc<Group>) {
 
 /// Sync the pool in a thread of its own (it advances the redo floor, which lets the journal
 /// be purged).
-fn spawn_sync(r: &Arc<Replication>) -> Option<JoinHandle<Result<(), String>>> {
+fn spawn_sync(r: &Arc<Replication>) -> Option<JoinHandle<Result<(), PoolError>>> {
     let weak = Arc::downgrade(r);
     std::thread::Builder::new()
         .name("ship-sync".into())
         .spawn(move || match weak.upgrade() {
-            Some(r) => r.pool.sync().map_err(|e| e.to_string()),
+            Some(r) => r.pool.sync(),
             None => Ok(()),
         })
         .ok()
 }
 
-fn ship_once(rp: &Replication, g: &Group, watch: &mut ManifestWatch) -> Result<(), String> {
+fn ship_once(
+    rp: &Replication,
+    g: &Group,
+    watch: &mut ManifestWatch,
+) -> Result<(), ReplicationError> {
     let dir = remote::ensure_group_dir(&g.remote, &g.name)
-        .map_err(|e| format!("remote {}: {e}", g.remote.display()))?;
+        .map_err(|e| ReplicationError::remote(&g.name, "remote", &g.remote, e))?;
     handover::watch(rp, g, &dir, watch)?;
     let (rate, epoch) = {
         let r = g.rec.lock();
@@ -116,12 +122,13 @@ fn ship_once(rp: &Replication, g: &Group, watch: &mut ManifestWatch) -> Result<(
             break;
         }
         let name = handover::published_name(&seg.name, epoch);
-        remote::publish(&seg.path, &dir, &name, &mut limit).map_err(|e| {
-            format!(
-                "shipping {} to {}: {e}; the journal keeps it and shipping resumes by itself",
-                seg.name,
-                dir.display()
-            )
+        remote::publish(&seg.path, &dir, &name, &mut limit).map_err(|source| {
+            ReplicationError::Publish {
+                group: g.name.clone(),
+                segment: seg.name.clone(),
+                dir: dir.clone(),
+                source,
+            }
         })?;
         g.rt.lock().shipped = seg.last;
     }
@@ -138,11 +145,18 @@ fn ship_once(rp: &Replication, g: &Group, watch: &mut ManifestWatch) -> Result<(
                 }
             };
             if newer {
-                rp.put_group(g).map_err(|e| e.to_string())?;
+                rp.put_group(g)?;
             }
         }
         Ok(_) => {}
-        Err(e) => return Err(format!("reading acknowledgement: {e}")),
+        Err(e) => {
+            return Err(ReplicationError::remote(
+                &g.name,
+                "reading acknowledgement in",
+                &dir,
+                e,
+            ))
+        }
     }
     Ok(())
 }
@@ -194,7 +208,7 @@ const BASE_MARK_EVERY: u64 = 16;
 
 /// Journal every allocated extent of `vol` as a `Base` record, then `BaseDone`, starting at
 /// the durable progress of an earlier run. Returns false when stopped.
-fn base_copy(r: &Replication, g: &Group, vol: &Volume) -> Result<bool, String> {
+fn base_copy(r: &Replication, g: &Group, vol: &Volume) -> Result<bool, ReplicationError> {
     let es = r.pool.extent_size;
     // Resume where the durable progress says (after a restart of the primary).
     let mut lext = g.rec.lock().ext.base.start_of(vol.id);
@@ -229,13 +243,11 @@ fn base_copy(r: &Replication, g: &Group, vol: &Volume) -> Result<bool, String> {
             // Under the stripe: a host write to this extent is wholly before (its data is
             // in what we read, its record earlier) or wholly after (its record later).
             let _st = g.lock_range(lext, lext);
-            r.volumes
-                .read_plain(vol, off, &mut buf[..n])
-                .map_err(|e| e.to_string())?;
+            r.volumes.read_plain(vol, off, &mut buf[..n])?;
             let seq = g
                 .journal()
                 .append(RecordKind::Base, vol.id, off, n as u64, &buf[..n])
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| ReplicationError::journal(&g.name, e))?;
             if (lext + 1).is_multiple_of(BASE_MARK_EVERY) {
                 let at = crate::format::group::BaseRec {
                     volume: vol.id,
@@ -249,6 +261,6 @@ fn base_copy(r: &Replication, g: &Group, vol: &Volume) -> Result<bool, String> {
     }
     g.journal()
         .append(RecordKind::BaseDone, vol.id, 0, vol.size(), &[])
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| ReplicationError::journal(&g.name, e))?;
     Ok(true)
 }

@@ -108,3 +108,15 @@ impl Storage {
         res
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// An admission owns its guards and can be completed on another thread (the asynchronous
+    /// data path and the NBD front end rely on it).
+    #[test]
+    fn admissions_can_move_to_another_thread() {
+        fn send<T: Send + 'static>() {}
+        send::<crate::mirror::MirrorAdmission>();
+        send::<crate::replication::group::JournalAdmission>();
+    }
+}
