@@ -28,6 +28,14 @@ struct Args {
     /// Milliseconds between background flushes of the metadata log and the array files.
     #[arg(long, default_value_t = 1000)]
     flush_ms: u64,
+    /// Serve every volume as an NBD export named after it (snapshots read-only as VOL@SNAP)
+    /// on ADDR:PORT, or on 127.0.0.1:PORT when only a port is given. Off by default.
+    #[arg(long, value_name = "[ADDR:]PORT")]
+    nbd: Option<String>,
+    /// Clients allowed to connect over NBD besides loopback ones: ADDR or ADDR/PREFIX,
+    /// comma-separated or repeated. Required to listen on a non-loopback address.
+    #[arg(long, value_name = "ADDR[/PREFIX],...", requires = "nbd")]
+    nbd_allow: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -37,12 +45,23 @@ fn main() -> ExitCode {
     // (e.g. FAILPOINTS=mirror::dual_target::svol_write=return) are armed for the daemon's life.
     #[cfg(feature = "failpoints")]
     let _failpoints = fail::FailScenario::setup();
+    let nbd = match a.nbd.as_deref() {
+        Some(l) => match fusevol::nbd::NbdOptions::parse(l, &a.nbd_allow) {
+            Ok(o) => Some(o),
+            Err(e) => {
+                eprintln!("fusevold: error: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
     let opts = fusevol::daemon::DaemonOptions {
         pool: a.pool,
         mountpoint: a.mountpoint,
         threads: a.threads,
         allow_other: a.allow_other,
         flush_interval: Duration::from_millis(a.flush_ms.max(10)),
+        nbd,
     };
     match fusevol::daemon::run(opts) {
         Ok(()) => ExitCode::SUCCESS,

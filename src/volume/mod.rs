@@ -74,6 +74,14 @@ impl Volumes {
         self.reg.read().by_id.get(&id).cloned()
     }
 
+    /// Which parts of `[offset, offset+len)` of `vol` are mapped (runs of bytes, mapped or
+    /// not; a hole reads as zeros). Read-only, under the map's read lock; the range is clipped
+    /// to the volume's size.
+    pub fn allocation(&self, vol: &Volume, offset: u64, len: u64) -> Vec<(u64, bool)> {
+        let len = len.min(vol.size().saturating_sub(offset));
+        crate::extent_map::allocation(&vol.map.read(), offset, len, self.pool.extent_size)
+    }
+
     /// All volumes, sorted by name.
     pub fn volume_list(&self) -> Vec<Arc<Volume>> {
         let mut v: Vec<Arc<Volume>> = self.reg.read().by_id.values().cloned().collect();
