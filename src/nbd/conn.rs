@@ -63,11 +63,13 @@ pub fn read_request(r: &mut impl Read) -> Result<Option<(Request, Vec<u8>)>, Req
         if req.len > MAX_PAYLOAD {
             return Err(RequestError::TooLarge(req.len));
         }
-        data.resize(req.len as usize, 0);
-        r.read_exact(&mut data).map_err(|e| match e.kind() {
-            io::ErrorKind::UnexpectedEof => RequestError::Truncated,
-            _ => RequestError::Io(e),
-        })?;
+        // Grown as bytes arrive: a client that claims 32 MiB and sends nothing does not get
+        // 32 MiB allocated.
+        data.reserve_exact((req.len as usize).min(4 << 20));
+        let got = r.take(req.len as u64).read_to_end(&mut data)?;
+        if got != req.len as usize {
+            return Err(RequestError::Truncated);
+        }
     }
     Ok(Some((req, data)))
 }
