@@ -280,6 +280,63 @@ fn paired_volume_writes_reach_the_svol() {
     );
 }
 
+/// The secondary of a journal group applies what the primary took over NBD, and refuses NBD
+/// writes itself.
+#[test]
+fn grouped_volume_writes_reach_the_secondary() {
+    let mut p = TestPool::init(&["a0:512M", "a1:512M"], "64K");
+    let mut s = TestPool::init(&["b0:512M", "b1:512M"], "64K");
+    let (pport, sport) = (free_port(), free_port());
+    p.daemon_args = vec!["--nbd".into(), format!("{pport}")];
+    s.daemon_args = vec!["--nbd".into(), format!("{sport}")];
+    p.start();
+    s.start();
+    let remote = p.root().join("remote");
+    fs::create_dir(&remote).unwrap();
+    p.create_volume("gv", "32M");
+    p.create_group("g", &["gv"], &remote);
+    s.cli_ok(&["group", "attach", "g", "--remote", remote.to_str().unwrap()]);
+    let src = p.root().join("src");
+    let data = random_file(&src, 51, 8 * MIB as usize);
+    tool_ok(
+        "nbdcopy",
+        &[
+            "--flush",
+            src.to_str().unwrap(),
+            &format!("nbd://127.0.0.1:{pport}/gv"),
+        ],
+    );
+    // Wait until the secondary has applied everything written.
+    let t0 = std::time::Instant::now();
+    loop {
+        let st = s.cli_json(&["group", "status", "g"])[0].clone();
+        let pst = p.cli_json(&["group", "status", "g"])[0].clone();
+        if st["applied"].as_u64().is_some()
+            && st["applied"] == pst["written"]
+            && st["consistent"] == true
+        {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "secondary never caught up: {st} / {pst}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let sv = fs::read(s.vol("gv")).unwrap();
+    assert_same(
+        &sv[..data.len()],
+        &data,
+        "secondary after NBD writes at the primary",
+    );
+    let suri = format!("nbd://127.0.0.1:{sport}");
+    let info = tool_ok("nbdinfo", &[&format!("{suri}/gv")]);
+    assert!(info.contains("is_read_only: true"), "{info}");
+    let mut c = RawClient::connect(&suri, "gv");
+    assert_eq!(c.write(1, 0, &[7; 4096]), w::EPERM);
+    c.disconnect();
+}
+
 #[test]
 fn kill9_after_flush_loses_nothing() {
     let (mut p, uri) = nbd_pool();
