@@ -447,6 +447,50 @@ fn pipelined_requests_errors_and_bad_input() {
     assert!(p.cli(&["ping"]).status.success());
 }
 
+/// NBD writers and the mount's writers keep each other out unless `--nbd-shared`; readers
+/// on either side never do.
+#[test]
+fn nbd_and_mount_writers_exclude_each_other_unless_shared() {
+    let (mut p, uri) = nbd_pool();
+    p.create_volume("x", "8M");
+    let file = fs::OpenOptions::new().write(true).open(p.vol("x")).unwrap();
+    // Reading over NBD is fine while the file is open for writing; writing is not.
+    let mut c = RawClient::connect(&uri, "x");
+    assert_eq!(c.request(w::CMD_READ, 0, 1, 0, 4096, &[]).0, 0);
+    assert_eq!(c.write(2, 0, &[1; 4096]), w::EPERM);
+    c.disconnect();
+    drop(file);
+    // An NBD writer keeps opens for writing out (EBUSY); read-only opens work.
+    let mut c = RawClient::connect(&uri, "x");
+    assert_eq!(c.write(3, 0, &[2; 4096]), 0);
+    let e = fs::OpenOptions::new()
+        .write(true)
+        .open(p.vol("x"))
+        .unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EBUSY), "{e}");
+    assert_eq!(fs::read(p.vol("x")).unwrap()[..4096], [2; 4096]);
+    c.disconnect();
+    // Gone with the connection.
+    let t0 = std::time::Instant::now();
+    while fs::OpenOptions::new().write(true).open(p.vol("x")).is_err() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "writer claim not released"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // --nbd-shared lets both write.
+    p.stop();
+    p.daemon_args.push("--nbd-shared".into());
+    p.start();
+    let file = fs::OpenOptions::new().write(true).open(p.vol("x")).unwrap();
+    let mut c = RawClient::connect(&uri, "x");
+    assert_eq!(c.write(4, 0, &[3; 4096]), 0);
+    let f2 = fs::OpenOptions::new().write(true).open(p.vol("x")).unwrap();
+    c.disconnect();
+    drop((file, f2));
+}
+
 #[test]
 fn non_local_bind_needs_an_allow_list() {
     let mut p = TestPool::init(ARRAYS, "256K");

@@ -36,6 +36,11 @@ struct Args {
     /// comma-separated or repeated. Required to listen on a non-loopback address.
     #[arg(long, value_name = "ADDR[/PREFIX],...", requires = "nbd")]
     nbd_allow: Vec<String>,
+    /// Let NBD clients write a volume while its file in the mount is open for writing (and
+    /// the other way round). Without it the first writer keeps the other side out: NBD writes
+    /// get EPERM, opens for writing get EBUSY.
+    #[arg(long, requires = "nbd")]
+    nbd_shared: bool,
 }
 
 fn main() -> ExitCode {
@@ -46,7 +51,7 @@ fn main() -> ExitCode {
     #[cfg(feature = "failpoints")]
     let _failpoints = fail::FailScenario::setup();
     let nbd = match a.nbd.as_deref() {
-        Some(l) => match fusevol::nbd::NbdOptions::parse(l, &a.nbd_allow) {
+        Some(l) => match fusevol::nbd::NbdOptions::parse(l, &a.nbd_allow, a.nbd_shared) {
             Ok(o) => Some(o),
             Err(e) => {
                 eprintln!("fusevold: error: {e}");

@@ -21,6 +21,7 @@ use super::handshake::{Negotiated, ALLOCATION_CONTEXT, MAX_PAYLOAD};
 use super::{nbd_error, Export};
 use crate::format::nbd::{self as w, Request};
 use crate::storage::Storage;
+use crate::volume::{Volume, Writer};
 
 /// Worker threads per connection (requests run at once on one connection): 16, so a QD16
 /// client keeps 16 reads in flight to the disk (4 workers: 17k vs 21k IOPS of 4 KiB random
@@ -91,10 +92,20 @@ struct Conn {
     export: Arc<Export>,
     neg: Negotiated,
     out: Mutex<TcpStream>,
+    /// `--nbd-shared`: writes allowed while the volume file is open for writing too.
+    shared: bool,
+    /// This connection has written and holds a network writer claim on its volume.
+    claimed: Mutex<bool>,
 }
 
 /// Serve requests on `stream` until the client disconnects or the stream fails.
-pub fn transmit(st: Arc<Storage>, export: Arc<Export>, neg: Negotiated, stream: TcpStream) {
+pub fn transmit(
+    st: Arc<Storage>,
+    export: Arc<Export>,
+    neg: Negotiated,
+    stream: TcpStream,
+    shared: bool,
+) {
     let out = match stream.try_clone() {
         Ok(s) => s,
         Err(e) => {
@@ -107,6 +118,8 @@ pub fn transmit(st: Arc<Storage>, export: Arc<Export>, neg: Negotiated, stream: 
         export,
         neg,
         out: Mutex::new(out),
+        shared,
+        claimed: Mutex::new(false),
     });
     let (tx, rx) = sync_channel::<(Request, Vec<u8>)>(QUEUE);
     let rx = Arc::new(Mutex::new(rx));
@@ -142,6 +155,11 @@ pub fn transmit(st: Arc<Storage>, export: Arc<Export>, neg: Negotiated, stream: 
     drop(tx);
     for h in workers {
         let _ = h.join();
+    }
+    if let (true, Export::Volume(v)) = (*conn.claimed.lock(), &*conn.export) {
+        v.release_writer(Writer::Network {
+            shared: conn.shared,
+        });
     }
     let _ = stream.shutdown(Shutdown::Both);
 }
@@ -233,6 +251,14 @@ impl Conn {
             }
             Export::Snapshot(_) => None,
         };
+        if let (true, Some(v)) = (writing, vol) {
+            if let Err(o) = self.claim(v) {
+                return o;
+            }
+            if req.len == 0 {
+                return Outcome::Ok;
+            }
+        }
         let res = match req.kind {
             w::CMD_READ => return self.read(req),
             w::CMD_BLOCK_STATUS => return self.block_status(req),
@@ -262,12 +288,33 @@ impl Conn {
         }
     }
 
-    fn write_zeros(
-        &self,
-        vol: &crate::volume::Volume,
-        offset: u64,
-        len: u64,
-    ) -> Result<(), crate::pool::IoError> {
+    /// Claim the volume as a network writer at this connection's first write (a client that
+    /// only reads never keeps the mount's writers out). Refused (EPERM) while the volume file
+    /// is open for writing, unless the daemon runs with `--nbd-shared`.
+    fn claim(&self, v: &Volume) -> Result<(), Outcome> {
+        let mut claimed = self.claimed.lock();
+        if *claimed {
+            return Ok(());
+        }
+        v.claim_writer(Writer::Network {
+            shared: self.shared,
+        })
+        .map_err(|_| {
+            log::warn!(
+                "nbd: export '{}': write refused: the volume file is open for writing in the \
+                 mount (start fusevold with --nbd-shared to allow both)",
+                v.name
+            );
+            Outcome::Err(
+                w::EPERM,
+                "the volume file is open for writing in the mount".into(),
+            )
+        })?;
+        *claimed = true;
+        Ok(())
+    }
+
+    fn write_zeros(&self, vol: &Volume, offset: u64, len: u64) -> Result<(), crate::pool::IoError> {
         let zeros = vec![0u8; ZERO_CHUNK.min(len as usize)];
         let mut done = 0;
         while done < len {

@@ -183,12 +183,15 @@ pub struct NbdOptions {
     pub listen: SocketAddr,
     /// Clients allowed besides loopback ones; required for a non-loopback `listen`.
     pub allow: Vec<Cidr>,
+    /// `--nbd-shared`: NBD clients may write a volume while its file in the mount is open for
+    /// writing (and the other way round). Off: the first of the two keeps the other out.
+    pub shared: bool,
 }
 
 impl NbdOptions {
     /// `PORT` (on 127.0.0.1) or `ADDR:PORT`, and the allow-list. A non-loopback address
     /// without an allow-list is refused.
-    pub fn parse(listen: &str, allow: &[String]) -> Result<NbdOptions, String> {
+    pub fn parse(listen: &str, allow: &[String], shared: bool) -> Result<NbdOptions, String> {
         let listen = match listen.parse::<u16>() {
             Ok(port) => SocketAddr::from(([127, 0, 0, 1], port)),
             Err(_) => listen
@@ -210,7 +213,11 @@ impl NbdOptions {
                  --nbd-allow 0.0.0.0/0 to let every IPv4 client in)"
             ));
         }
-        Ok(NbdOptions { listen, allow })
+        Ok(NbdOptions {
+            listen,
+            allow,
+            shared,
+        })
     }
 
     fn admits(&self, peer: IpAddr) -> bool {
@@ -305,11 +312,11 @@ fn accept_loop(
             continue;
         };
         let id = next.fetch_add(1, Ordering::Relaxed);
-        let (st, conns2) = (st.clone(), conns.clone());
+        let (st, conns2, shared) = (st.clone(), conns.clone(), opts.shared);
         let spawned = thread::Builder::new()
             .name(format!("nbd-conn-{id}"))
             .spawn(move || {
-                serve_connection(st, stream, peer);
+                serve_connection(st, stream, peer, shared);
                 conns2.lock().remove(&id);
             });
         match spawned {
@@ -324,7 +331,7 @@ fn accept_loop(
     }
 }
 
-fn serve_connection(st: Arc<Storage>, stream: TcpStream, peer: SocketAddr) {
+fn serve_connection(st: Arc<Storage>, stream: TcpStream, peer: SocketAddr, shared: bool) {
     // The reader's buffer cannot hold transmission bytes when negotiation ends: a client
     // sends its first request only after the reply to NBD_OPT_GO (or EXPORT_NAME).
     let mut r = io::BufReader::new(&stream);
@@ -352,7 +359,7 @@ fn serve_connection(st: Arc<Storage>, stream: TcpStream, peer: SocketAddr) {
     export.opened();
     let name = neg.export.clone();
     let export = Arc::new(export);
-    conn::transmit(st, export.clone(), neg, stream);
+    conn::transmit(st, export.clone(), neg, stream, shared);
     export.closed();
     log::info!("nbd: {peer} closed export '{name}'");
 }
@@ -379,13 +386,13 @@ mod tests {
 
     #[test]
     fn listen_policy() {
-        let o = NbdOptions::parse("10809", &[]).unwrap();
+        let o = NbdOptions::parse("10809", &[], false).unwrap();
         assert_eq!(o.listen, "127.0.0.1:10809".parse().unwrap());
-        assert!(NbdOptions::parse("0.0.0.0:10809", &[]).is_err());
-        let o = NbdOptions::parse("0.0.0.0:10809", &["192.168.0.0/24".into()]).unwrap();
+        assert!(NbdOptions::parse("0.0.0.0:10809", &[], false).is_err());
+        let o = NbdOptions::parse("0.0.0.0:10809", &["192.168.0.0/24".into()], false).unwrap();
         assert!(o.admits("192.168.0.7".parse().unwrap()));
         assert!(o.admits("127.0.0.1".parse().unwrap()));
         assert!(!o.admits("192.168.1.7".parse().unwrap()));
-        assert!(NbdOptions::parse("[::1]:10809", &[]).is_ok());
+        assert!(NbdOptions::parse("[::1]:10809", &[], false).is_ok());
     }
 }
