@@ -492,6 +492,52 @@ fn nbd_and_mount_writers_exclude_each_other_unless_shared() {
 }
 
 #[test]
+fn unix_socket_export() {
+    let mut p = TestPool::init(ARRAYS, "256K");
+    let sock = p.root().join("nbd.sock");
+    p.daemon_args = vec!["--nbd-socket".into(), sock.to_str().unwrap().into()];
+    p.start();
+    p.create_volume("u", "8M");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        fs::metadata(&sock).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let list = tool_ok(
+        "nbdinfo",
+        &["--list", &format!("nbd+unix:///?socket={}", sock.display())],
+    );
+    assert!(list.contains("export=\"u\""), "{list}");
+    let out = tool_ok(
+        "qemu-io",
+        &[
+            "-f",
+            "raw",
+            "-c",
+            "write -P 0x3c 64k 128k",
+            "-c",
+            "read -P 0x3c 64k 128k",
+            &format!("nbd+unix:///u?socket={}", sock.display()),
+        ],
+    );
+    assert!(out.contains("read 131072/131072"), "{out}");
+    let v = fs::read(p.vol("u")).unwrap();
+    assert!(v[64 * 1024..192 * 1024].iter().all(|&b| b == 0x3c));
+    p.stop();
+    assert!(!sock.exists(), "socket left behind after a clean stop");
+    // A stale socket (daemon killed) is replaced at the next start.
+    p.start();
+    p.kill9();
+    p.clear_dead_mount();
+    assert!(sock.exists());
+    p.start();
+    tool_ok(
+        "nbdinfo",
+        &[&format!("nbd+unix:///u?socket={}", sock.display())],
+    );
+}
+
+#[test]
 fn non_local_bind_needs_an_allow_list() {
     let mut p = TestPool::init(ARRAYS, "256K");
     let port = free_port();

@@ -139,7 +139,11 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
             Some(o) => Some(crate::nbd::NbdServer::start(st.clone(), o.clone()).map_err(
                 |source| DaemonError::Io {
                     op: "listen for NBD clients on",
-                    path: PathBuf::from(o.listen.to_string()),
+                    path: match (&o.listen, &o.socket) {
+                        (Some(l), _) => PathBuf::from(l.to_string()),
+                        (None, Some(p)) => p.clone(),
+                        (None, None) => PathBuf::new(),
+                    },
                     source,
                 },
             )?),

@@ -10,7 +10,7 @@
 //! write is in the pipeline's hands (page cache of the arrays; durable after FLUSH or FUA).
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 use std::thread;
@@ -18,7 +18,7 @@ use std::thread;
 use parking_lot::Mutex;
 
 use super::handshake::{Negotiated, ALLOCATION_CONTEXT, MAX_PAYLOAD};
-use super::{nbd_error, Export};
+use super::{nbd_error, Export, Sock};
 use crate::format::nbd::{self as w, Request};
 use crate::storage::Storage;
 use crate::volume::{Volume, Writer};
@@ -91,7 +91,7 @@ struct Conn {
     st: Arc<Storage>,
     export: Arc<Export>,
     neg: Negotiated,
-    out: Mutex<TcpStream>,
+    out: Mutex<Sock>,
     /// `--nbd-shared`: writes allowed while the volume file is open for writing too.
     shared: bool,
     /// This connection has written and holds a network writer claim on its volume.
@@ -103,7 +103,7 @@ pub fn transmit(
     st: Arc<Storage>,
     export: Arc<Export>,
     neg: Negotiated,
-    stream: TcpStream,
+    stream: Sock,
     shared: bool,
 ) {
     let out = match stream.try_clone() {

@@ -15,15 +15,10 @@
 
 pub mod conn;
 pub mod handshake;
+mod listen;
 
-use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread::{self, JoinHandle};
-
-use parking_lot::Mutex;
 
 use crate::format::nbd as w;
 use crate::pool::IoError;
@@ -31,6 +26,7 @@ use crate::snapshot::{Snapshot, SPLIT_SNAPSHOT_PREFIX};
 use crate::storage::Storage;
 use crate::volume::Volume;
 use handshake::{Catalog, HandshakeError};
+pub use listen::{Cidr, NbdOptions, NbdServer, Sock};
 
 /// The NBD error code for a data-path error (NBD has no EROFS: read-only is EPERM).
 pub fn nbd_error(e: &IoError) -> u32 {
@@ -133,205 +129,7 @@ impl Catalog for StorageCatalog<'_> {
     }
 }
 
-/// An IPv4 or IPv6 network, `ADDR` or `ADDR/PREFIX`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    addr: IpAddr,
-    prefix: u8,
-}
-
-impl Cidr {
-    pub fn parse(s: &str) -> Result<Cidr, String> {
-        let (a, p) = match s.split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (s, None),
-        };
-        let addr: IpAddr = a
-            .parse()
-            .map_err(|_| format!("'{s}' is not an IP address or ADDR/PREFIX network"))?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match p {
-            None => max,
-            Some(p) => p
-                .parse::<u8>()
-                .ok()
-                .filter(|&n| n <= max)
-                .ok_or_else(|| format!("'{s}': prefix must be 0..={max}"))?,
-        };
-        Ok(Cidr { addr, prefix })
-    }
-
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = ip.to_canonical();
-        match (self.addr, ip) {
-            (IpAddr::V4(n), IpAddr::V4(a)) => {
-                let mask = u32::MAX.checked_shl(32 - self.prefix as u32).unwrap_or(0);
-                u32::from(n) & mask == u32::from(a) & mask
-            }
-            (IpAddr::V6(n), IpAddr::V6(a)) => {
-                let mask = u128::MAX.checked_shl(128 - self.prefix as u32).unwrap_or(0);
-                u128::from(n) & mask == u128::from(a) & mask
-            }
-            _ => false,
-        }
-    }
-}
-
-/// `--nbd` and `--nbd-allow`.
-#[derive(Debug, Clone)]
-pub struct NbdOptions {
-    pub listen: SocketAddr,
-    /// Clients allowed besides loopback ones; required for a non-loopback `listen`.
-    pub allow: Vec<Cidr>,
-    /// `--nbd-shared`: NBD clients may write a volume while its file in the mount is open for
-    /// writing (and the other way round). Off: the first of the two keeps the other out.
-    pub shared: bool,
-}
-
-impl NbdOptions {
-    /// `PORT` (on 127.0.0.1) or `ADDR:PORT`, and the allow-list. A non-loopback address
-    /// without an allow-list is refused.
-    pub fn parse(listen: &str, allow: &[String], shared: bool) -> Result<NbdOptions, String> {
-        let listen = match listen.parse::<u16>() {
-            Ok(port) => SocketAddr::from(([127, 0, 0, 1], port)),
-            Err(_) => listen
-                .to_socket_addrs()
-                .map_err(|e| format!("--nbd {listen}: {e}"))?
-                .next()
-                .ok_or_else(|| format!("--nbd {listen}: no address"))?,
-        };
-        let allow = allow
-            .iter()
-            .flat_map(|a| a.split(','))
-            .filter(|a| !a.is_empty())
-            .map(Cidr::parse)
-            .collect::<Result<Vec<_>, _>>()?;
-        if !listen.ip().is_loopback() && allow.is_empty() {
-            return Err(format!(
-                "--nbd {listen}: refusing to serve volumes on a non-loopback address without \
-                 --nbd-allow ADDR[/PREFIX],... (the NBD protocol has no authentication; use \
-                 --nbd-allow 0.0.0.0/0 to let every IPv4 client in)"
-            ));
-        }
-        Ok(NbdOptions {
-            listen,
-            allow,
-            shared,
-        })
-    }
-
-    fn admits(&self, peer: IpAddr) -> bool {
-        peer.to_canonical().is_loopback()
-            || self.allow.is_empty()
-            || self.allow.iter().any(|c| c.contains(peer))
-    }
-}
-
-/// Live connections: a clone of each socket (to shut it down) and its thread.
-type Conns = Arc<Mutex<HashMap<u64, (TcpStream, JoinHandle<()>)>>>;
-
-/// The running server: a listener thread and one thread per connection.
-pub struct NbdServer {
-    pub local_addr: SocketAddr,
-    stopping: Arc<AtomicBool>,
-    conns: Conns,
-    acceptor: Option<JoinHandle<()>>,
-}
-
-impl NbdServer {
-    /// Bind and start accepting.
-    pub fn start(st: Arc<Storage>, opts: NbdOptions) -> io::Result<NbdServer> {
-        let listener = TcpListener::bind(opts.listen)?;
-        let local_addr = listener.local_addr()?;
-        log::info!("nbd: serving volumes on {local_addr}");
-        let stopping = Arc::new(AtomicBool::new(false));
-        let conns: Conns = Arc::default();
-        let acceptor = {
-            let (stopping, conns) = (stopping.clone(), conns.clone());
-            thread::Builder::new()
-                .name("nbd-accept".into())
-                .spawn(move || accept_loop(&listener, &st, &opts, &stopping, &conns))?
-        };
-        Ok(NbdServer {
-            local_addr,
-            stopping,
-            conns,
-            acceptor: Some(acceptor),
-        })
-    }
-
-    /// Stop accepting, close every connection and wait for their requests in flight.
-    pub fn stop(mut self) {
-        self.stopping.store(true, Ordering::Release);
-        // Wake the blocking accept().
-        let _ = TcpStream::connect(self.local_addr);
-        if let Some(h) = self.acceptor.take() {
-            let _ = h.join();
-        }
-        let conns: Vec<_> = self.conns.lock().drain().map(|(_, c)| c).collect();
-        for (s, _) in &conns {
-            let _ = s.shutdown(Shutdown::Read);
-        }
-        for (_, h) in conns {
-            let _ = h.join();
-        }
-    }
-}
-
-fn accept_loop(
-    listener: &TcpListener,
-    st: &Arc<Storage>,
-    opts: &NbdOptions,
-    stopping: &Arc<AtomicBool>,
-    conns: &Conns,
-) {
-    let next = AtomicU64::new(0);
-    for s in listener.incoming() {
-        if stopping.load(Ordering::Acquire) {
-            return;
-        }
-        let stream = match s {
-            Ok(s) => s,
-            Err(e) => {
-                log::warn!("nbd: accept: {e}");
-                thread::sleep(std::time::Duration::from_millis(50));
-                continue;
-            }
-        };
-        let peer = match stream.peer_addr() {
-            Ok(p) => p,
-            Err(_) => continue,
-        };
-        if !opts.admits(peer.ip()) {
-            log::warn!("nbd: refused connection from {peer} (not in --nbd-allow)");
-            let _ = stream.shutdown(Shutdown::Both);
-            continue;
-        }
-        let _ = stream.set_nodelay(true);
-        let Ok(keep) = stream.try_clone() else {
-            continue;
-        };
-        let id = next.fetch_add(1, Ordering::Relaxed);
-        let (st, conns2, shared) = (st.clone(), conns.clone(), opts.shared);
-        let spawned = thread::Builder::new()
-            .name(format!("nbd-conn-{id}"))
-            .spawn(move || {
-                serve_connection(st, stream, peer, shared);
-                conns2.lock().remove(&id);
-            });
-        match spawned {
-            Ok(h) => {
-                let mut c = conns.lock();
-                // Drop the entries of connections that ended (their threads are done).
-                c.retain(|_, (_, h)| !h.is_finished());
-                c.insert(id, (keep, h));
-            }
-            Err(e) => log::warn!("nbd: spawn connection thread: {e}"),
-        }
-    }
-}
-
-fn serve_connection(st: Arc<Storage>, stream: TcpStream, peer: SocketAddr, shared: bool) {
+fn serve_connection(st: Arc<Storage>, stream: Sock, peer: String, shared: bool) {
     // The reader's buffer cannot hold transmission bytes when negotiation ends: a client
     // sends its first request only after the reply to NBD_OPT_GO (or EXPORT_NAME).
     let mut r = io::BufReader::new(&stream);
@@ -362,37 +160,4 @@ fn serve_connection(st: Arc<Storage>, stream: TcpStream, peer: SocketAddr, share
     conn::transmit(st, export.clone(), neg, stream, shared);
     export.closed();
     log::info!("nbd: {peer} closed export '{name}'");
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cidr() {
-        let c = Cidr::parse("10.1.0.0/16").unwrap();
-        assert!(c.contains("10.1.2.3".parse().unwrap()));
-        assert!(!c.contains("10.2.0.1".parse().unwrap()));
-        assert!(c.contains("::ffff:10.1.9.9".parse().unwrap()));
-        assert!(Cidr::parse("0.0.0.0/0")
-            .unwrap()
-            .contains("1.2.3.4".parse().unwrap()));
-        assert!(Cidr::parse("fd00::/8")
-            .unwrap()
-            .contains("fd12::1".parse().unwrap()));
-        assert!(Cidr::parse("1.2.3.4/33").is_err());
-        assert!(Cidr::parse("nope").is_err());
-    }
-
-    #[test]
-    fn listen_policy() {
-        let o = NbdOptions::parse("10809", &[], false).unwrap();
-        assert_eq!(o.listen, "127.0.0.1:10809".parse().unwrap());
-        assert!(NbdOptions::parse("0.0.0.0:10809", &[], false).is_err());
-        let o = NbdOptions::parse("0.0.0.0:10809", &["192.168.0.0/24".into()], false).unwrap();
-        assert!(o.admits("192.168.0.7".parse().unwrap()));
-        assert!(o.admits("127.0.0.1".parse().unwrap()));
-        assert!(!o.admits("192.168.1.7".parse().unwrap()));
-        assert!(NbdOptions::parse("[::1]:10809", &[], false).is_ok());
-    }
 }
