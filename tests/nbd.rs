@@ -537,6 +537,28 @@ fn unix_socket_export() {
     );
 }
 
+/// SIGTERM with clients connected and requests in flight: the daemon closes them, waits for
+/// the requests, exits 0 and leaves a clean pool.
+#[test]
+fn clean_stop_with_clients_connected() {
+    let (mut p, uri) = nbd_pool();
+    p.create_volume("t", "256M");
+    let src = p.root().join("src");
+    random_file(&src, 61, 256 * MIB as usize);
+    let mut copy = Command::new(tool("nbdcopy"))
+        .args([src.to_str().unwrap(), &format!("{uri}/t")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let idle = RawClient::connect(&uri, "t");
+    std::thread::sleep(Duration::from_millis(100));
+    p.stop();
+    let _ = copy.wait();
+    drop(idle);
+    p.check_clean();
+}
+
 #[test]
 fn non_local_bind_needs_an_allow_list() {
     let mut p = TestPool::init(ARRAYS, "256K");

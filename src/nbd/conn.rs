@@ -11,6 +11,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 use std::thread;
@@ -94,8 +95,10 @@ struct Conn {
     out: Mutex<Sock>,
     /// `--nbd-shared`: writes allowed while the volume file is open for writing too.
     shared: bool,
-    /// This connection has written and holds a network writer claim on its volume.
+    /// This connection has written and holds a network writer claim on its volume (the
+    /// mutex orders the first claim; the flag lets later writes skip it).
     claimed: Mutex<bool>,
+    claimed_fast: AtomicBool,
 }
 
 /// Serve requests on `stream` until the client disconnects or the stream fails.
@@ -120,6 +123,7 @@ pub fn transmit(
         out: Mutex::new(out),
         shared,
         claimed: Mutex::new(false),
+        claimed_fast: AtomicBool::new(false),
     });
     let (tx, rx) = sync_channel::<(Request, Vec<u8>)>(QUEUE);
     let rx = Arc::new(Mutex::new(rx));
@@ -292,6 +296,9 @@ impl Conn {
     /// only reads never keeps the mount's writers out). Refused (EPERM) while the volume file
     /// is open for writing, unless the daemon runs with `--nbd-shared`.
     fn claim(&self, v: &Volume) -> Result<(), Outcome> {
+        if self.claimed_fast.load(Ordering::Acquire) {
+            return Ok(());
+        }
         let mut claimed = self.claimed.lock();
         if *claimed {
             return Ok(());
@@ -311,6 +318,7 @@ impl Conn {
             )
         })?;
         *claimed = true;
+        self.claimed_fast.store(true, Ordering::Release);
         Ok(())
     }
 
