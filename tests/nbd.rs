@@ -559,6 +559,43 @@ fn clean_stop_with_clients_connected() {
     p.check_clean();
 }
 
+/// Connections are bounded (64): the next one is closed at once, and a slot frees when a
+/// client goes.
+#[test]
+fn connections_are_bounded() {
+    let (p, uri) = nbd_pool();
+    p.create_volume("k", "1M");
+    let addr = uri.trim_start_matches("nbd://").to_string();
+    let greet = |s: &mut TcpStream| -> bool {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut g = [0u8; 18];
+        s.read_exact(&mut g).is_ok()
+    };
+    let mut held: Vec<TcpStream> = (0..64)
+        .map(|_| {
+            let mut s = TcpStream::connect(&addr).unwrap();
+            assert!(greet(&mut s));
+            s
+        })
+        .collect();
+    let mut extra = TcpStream::connect(&addr).unwrap();
+    assert!(!greet(&mut extra), "the 65th connection should be closed");
+    held.pop();
+    let t0 = std::time::Instant::now();
+    loop {
+        let mut s = TcpStream::connect(&addr).unwrap();
+        if greet(&mut s) {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "no slot freed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(held);
+    let mut c = RawClient::connect(&uri, "k");
+    assert_eq!(c.request(w::CMD_READ, 0, 1, 0, 512, &[]).0, 0);
+    c.disconnect();
+}
+
 #[test]
 fn non_local_bind_needs_an_allow_list() {
     let mut p = TestPool::init(ARRAYS, "256K");

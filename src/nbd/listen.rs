@@ -33,6 +33,13 @@ impl Sock {
         })
     }
 
+    pub fn set_read_timeout(&self, t: Option<std::time::Duration>) -> io::Result<()> {
+        match self {
+            Sock::Tcp(s) => s.set_read_timeout(t),
+            Sock::Unix(s) => s.set_read_timeout(t),
+        }
+    }
+
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
         match self {
             Sock::Tcp(s) => s.shutdown(how),
@@ -184,6 +191,10 @@ impl NbdOptions {
             || self.allow.iter().any(|c| c.contains(peer))
     }
 }
+
+/// At most this many connections at once (each has a reader and `conn::WORKERS` threads);
+/// more are closed at once with a warning.
+pub const MAX_CONNECTIONS: usize = 64;
 
 /// Live connections: a clone of each socket (to shut it down) and its thread.
 type Conns = Arc<Mutex<HashMap<u64, (Sock, JoinHandle<()>)>>>;
@@ -362,6 +373,16 @@ fn spawn_conn(
     peer: String,
     shared: bool,
 ) {
+    {
+        let mut c = conns.lock();
+        // Drop the entries of connections that ended (their threads are done).
+        c.retain(|_, (_, h)| !h.is_finished());
+        if c.len() >= MAX_CONNECTIONS {
+            log::warn!("nbd: refused connection from {peer}: {MAX_CONNECTIONS} connections open");
+            let _ = sock.shutdown(Shutdown::Both);
+            return;
+        }
+    }
     let Ok(keep) = sock.try_clone() else {
         return;
     };
@@ -375,10 +396,7 @@ fn spawn_conn(
         });
     match spawned {
         Ok(h) => {
-            let mut c = conns.lock();
-            // Drop the entries of connections that ended (their threads are done).
-            c.retain(|_, (_, h)| !h.is_finished());
-            c.insert(id, (keep, h));
+            conns.lock().insert(id, (keep, h));
         }
         Err(e) => log::warn!("nbd: spawn connection thread: {e}"),
     }

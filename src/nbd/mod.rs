@@ -49,6 +49,9 @@ pub fn nbd_error(e: &IoError) -> u32 {
     }
 }
 
+/// How long a client may take to negotiate.
+pub const NEGOTIATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// What a connection serves: a volume (read-write) or a snapshot (read-only).
 pub enum Export {
     Volume(Arc<Volume>),
@@ -132,10 +135,14 @@ impl Catalog for StorageCatalog<'_> {
 fn serve_connection(st: Arc<Storage>, stream: Sock, peer: String, shared: bool) {
     // The reader's buffer cannot hold transmission bytes when negotiation ends: a client
     // sends its first request only after the reply to NBD_OPT_GO (or EXPORT_NAME).
+    // A client that does not finish negotiating within the limit is dropped, so idle
+    // connections cannot hold every slot (`listen::MAX_CONNECTIONS`).
+    let _ = stream.set_read_timeout(Some(NEGOTIATION_TIMEOUT));
     let mut r = io::BufReader::new(&stream);
     let mut wr = io::BufWriter::new(&stream);
     let neg = handshake::negotiate(&mut r, &mut wr, &StorageCatalog(&st));
     drop((r, wr));
+    let _ = stream.set_read_timeout(None);
     let neg = match neg {
         Ok(n) => n,
         Err(HandshakeError::Closed | HandshakeError::Aborted) => return,
