@@ -410,6 +410,18 @@ pub fn encode_offset_data_prefix(
     out[20..28].copy_from_slice(&offset.to_be_bytes());
 }
 
+/// Length of an NBD_REPLY_TYPE_OFFSET_HOLE chunk, header included.
+pub const OFFSET_HOLE_LEN: usize = STRUCTURED_HEADER_LEN + 12;
+
+// Format: NBD_REPLY_TYPE_OFFSET_HOLE chunk payload: u64 offset | u32 hole size
+pub fn encode_offset_hole(flags: u16, cookie: u64, offset: u64, len: u32) -> [u8; OFFSET_HOLE_LEN] {
+    let mut b = [0u8; OFFSET_HOLE_LEN];
+    encode_structured_header(&mut b, flags, REPLY_TYPE_OFFSET_HOLE, cookie, 12);
+    b[20..28].copy_from_slice(&offset.to_be_bytes());
+    b[28..32].copy_from_slice(&len.to_be_bytes());
+    b
+}
+
 // Format: NBD_REPLY_TYPE_ERROR chunk payload: u32 error | u16 message length | message
 pub fn encode_error_chunk(cookie: u64, error: u32, message: &str) -> Vec<u8> {
     let msg = &message.as_bytes()[..message.len().min(1024)];
@@ -586,6 +598,13 @@ mod tests {
             [
                 0x66, 0x8e, 0x33, 0xef, 0, 1, 0, 1, 0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 12, 0, 0, 0,
                 0, 0, 0, 2, 0
+            ]
+        );
+        assert_eq!(
+            encode_offset_hole(0, 7, 4096, 512),
+            [
+                0x66, 0x8e, 0x33, 0xef, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 12, 0, 0, 0,
+                0, 0, 0, 0x10, 0, 0, 0, 2, 0
             ]
         );
         let bs = encode_block_status(7, 1, &[(4096, STATE_HOLE | STATE_ZERO)]);

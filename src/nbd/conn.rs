@@ -84,6 +84,8 @@ enum Outcome {
     /// A finished READ: the buffer has `w::OFFSET_DATA_PREFIX` bytes of room, then the data.
     Data(Vec<u8>),
     BlockStatus(Vec<(u32, u32)>),
+    /// A finished structured READ of several chunks (data and holes), ready to send.
+    Chunks(Vec<u8>),
     Err(u32, String),
 }
 
@@ -202,6 +204,7 @@ impl Conn {
                 buf[start..w::OFFSET_DATA_PREFIX].copy_from_slice(&w::encode_simple_reply(0, c));
                 return self.out.lock().write_all(&buf[start..]);
             }
+            Outcome::Chunks(b) => return self.out.lock().write_all(&b),
             Outcome::Ok => w::encode_simple_reply(0, c).to_vec(),
             Outcome::BlockStatus(ext) => w::encode_block_status(c, ALLOCATION_CONTEXT, &ext),
             Outcome::Err(code, msg) => {
@@ -340,17 +343,70 @@ impl Conn {
                 format!("READ of {} bytes (at most {MAX_PAYLOAD})", req.len),
             );
         }
+        // With structured replies, holes go as NBD_REPLY_TYPE_OFFSET_HOLE chunks (12 bytes
+        // instead of the zeros), unless the client asked for one chunk (DF).
+        if self.neg.structured && req.flags & w::CMD_FLAG_DF == 0 && req.len > 0 {
+            let runs = self.runs(req.offset, req.len as u64);
+            if runs.iter().any(|&(_, mapped)| !mapped) {
+                return self.read_chunks(req, runs);
+            }
+        }
         let mut buf = vec![0u8; w::OFFSET_DATA_PREFIX + req.len as usize];
-        let dst = &mut buf[w::OFFSET_DATA_PREFIX..];
-        let res = match &*self.export {
-            Export::Volume(v) => self.st.read(v, req.offset, dst),
-            Export::Snapshot(s) => self.st.snapshots.read_snapshot(s, req.offset, dst),
-        };
-        match res {
+        match self.read_into(req.offset, &mut buf[w::OFFSET_DATA_PREFIX..]) {
             // A short read (the volume shrank meanwhile) leaves zeros, as a hole would.
             Ok(_) => Outcome::Data(buf),
             Err(e) => self.fail(&e),
         }
+    }
+
+    fn read_into(&self, offset: u64, dst: &mut [u8]) -> Result<usize, crate::pool::IoError> {
+        match &*self.export {
+            Export::Volume(v) => self.st.read(v, offset, dst),
+            Export::Snapshot(s) => self.st.snapshots.read_snapshot(s, offset, dst),
+        }
+    }
+
+    /// Runs of (bytes, mapped) over the range, clipped to the export's size.
+    fn runs(&self, offset: u64, len: u64) -> Vec<(u64, bool)> {
+        match &*self.export {
+            Export::Volume(v) => self.st.allocation(v, offset, len),
+            Export::Snapshot(s) => self.st.snapshots.allocation(s, offset, len),
+        }
+    }
+
+    /// A READ as data and hole chunks in offset order, the last one flagged DONE. A write
+    /// racing the read may land in a range reported as a hole: overlapping concurrent
+    /// requests have no defined order in NBD.
+    fn read_chunks(&self, req: &Request, mut runs: Vec<(u64, bool)>) -> Outcome {
+        let covered: u64 = runs.iter().map(|r| r.0).sum();
+        if covered < req.len as u64 {
+            // The export shrank under the request: the rest reads as zeros.
+            runs.push((req.len as u64 - covered, false));
+        }
+        let mut out = Vec::with_capacity(req.len as usize / 2);
+        let mut pos = req.offset;
+        let last = runs.len() - 1;
+        for (i, (n, mapped)) in runs.into_iter().enumerate() {
+            let flags = if i == last { w::REPLY_FLAG_DONE } else { 0 };
+            if mapped {
+                let start = out.len();
+                out.resize(start + w::OFFSET_DATA_PREFIX + n as usize, 0);
+                if let Err(e) = self.read_into(pos, &mut out[start + w::OFFSET_DATA_PREFIX..]) {
+                    return self.fail(&e);
+                }
+                w::encode_offset_data_prefix(
+                    &mut out[start..start + w::OFFSET_DATA_PREFIX],
+                    flags,
+                    req.cookie,
+                    pos,
+                    n as u32,
+                );
+            } else {
+                out.extend_from_slice(&w::encode_offset_hole(flags, req.cookie, pos, n as u32));
+            }
+            pos += n;
+        }
+        Outcome::Chunks(out)
     }
 
     fn block_status(&self, req: &Request) -> Outcome {
@@ -363,10 +419,7 @@ impl Conn {
         if req.len == 0 {
             return Outcome::Err(w::EINVAL, "BLOCK_STATUS of zero bytes".into());
         }
-        let runs = match &*self.export {
-            Export::Volume(v) => self.st.allocation(v, req.offset, req.len as u64),
-            Export::Snapshot(s) => self.st.snapshots.allocation(s, req.offset, req.len as u64),
-        };
+        let runs = self.runs(req.offset, req.len as u64);
         let mut ext: Vec<(u32, u32)> = runs
             .into_iter()
             .map(|(n, mapped)| {
