@@ -6,6 +6,8 @@
 #   fallocate, fstrim, truncate ...            util-linux / coreutils
 #   qemu-img, qemu-storage-daemon              qemu-utils (or qemu-system-common on
 #                                              releases that ship the daemon there)
+#   qemu-io, qemu-nbd                          qemu-utils
+#   nbdinfo, nbdcopy                           libnbd-bin (the NBD tests' clients)
 #
 # Also makes sure /dev/fuse and the loop devices are usable. Debian/Ubuntu (apt-get) only.
 set -euo pipefail
@@ -30,7 +32,8 @@ have fusermount3 || missing+=(fuse3)
 have losetup || missing+=(mount)
 { have fallocate && have fstrim; } || missing+=(util-linux)
 { have truncate && have dd && have cmp; } || missing+=(coreutils diffutils)
-{ have qemu-img && have qemu-storage-daemon; } || missing+=(qemu-utils)
+{ have qemu-img && have qemu-storage-daemon && have qemu-io && have qemu-nbd; } || missing+=(qemu-utils)
+{ have nbdinfo && have nbdcopy; } || missing+=(libnbd-bin)
 
 apt_updated=0
 apt_install() {
@@ -77,7 +80,8 @@ if ! losetup -f >/dev/null 2>&1; then
 fi
 
 status=0
-for t in fio fusermount3 mkfs.ext4 e2fsck losetup fallocate fstrim qemu-img qemu-storage-daemon; do
+for t in fio fusermount3 mkfs.ext4 e2fsck losetup fallocate fstrim qemu-img qemu-storage-daemon \
+    qemu-io qemu-nbd nbdinfo nbdcopy; do
     if ! have "$t"; then
         echo "install-deps: still missing: $t" >&2
         status=1

@@ -26,6 +26,7 @@ pub mod journal;
 pub mod meta;
 pub mod mirror;
 pub mod names;
+pub mod nbd;
 pub mod pool;
 pub mod replication;
 pub mod snapshot;

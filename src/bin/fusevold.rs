@@ -28,6 +28,23 @@ struct Args {
     /// Milliseconds between background flushes of the metadata log and the array files.
     #[arg(long, default_value_t = 1000)]
     flush_ms: u64,
+    /// Serve every volume as an NBD export named after it (snapshots read-only as VOL@SNAP)
+    /// on ADDR:PORT, or on 127.0.0.1:PORT when only a port is given. Off by default.
+    #[arg(long, value_name = "[ADDR:]PORT")]
+    nbd: Option<String>,
+    /// Serve the NBD exports on a Unix socket too (created mode 0600; a stale one is
+    /// replaced), e.g. for `nbd+unix:///VOL?socket=PATH`.
+    #[arg(long, value_name = "PATH")]
+    nbd_socket: Option<PathBuf>,
+    /// Clients allowed to connect over NBD besides loopback ones: ADDR or ADDR/PREFIX,
+    /// comma-separated or repeated. Required to listen on a non-loopback address.
+    #[arg(long, value_name = "ADDR[/PREFIX],...", requires = "nbd")]
+    nbd_allow: Vec<String>,
+    /// Let NBD clients write a volume while its file in the mount is open for writing (and
+    /// the other way round). Without it the first writer keeps the other side out: NBD writes
+    /// get EPERM, opens for writing get EBUSY.
+    #[arg(long)]
+    nbd_shared: bool,
 }
 
 fn main() -> ExitCode {
@@ -37,12 +54,32 @@ fn main() -> ExitCode {
     // (e.g. FAILPOINTS=mirror::dual_target::svol_write=return) are armed for the daemon's life.
     #[cfg(feature = "failpoints")]
     let _failpoints = fail::FailScenario::setup();
+    let nbd = if a.nbd.is_some() || a.nbd_socket.is_some() {
+        match fusevol::nbd::NbdOptions::parse(
+            a.nbd.as_deref(),
+            a.nbd_socket.clone(),
+            &a.nbd_allow,
+            a.nbd_shared,
+        ) {
+            Ok(o) => Some(o),
+            Err(e) => {
+                eprintln!("fusevold: error: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    } else if a.nbd_shared {
+        eprintln!("fusevold: error: --nbd-shared needs --nbd or --nbd-socket");
+        return ExitCode::from(2);
+    } else {
+        None
+    };
     let opts = fusevol::daemon::DaemonOptions {
         pool: a.pool,
         mountpoint: a.mountpoint,
         threads: a.threads,
         allow_other: a.allow_other,
         flush_interval: Duration::from_millis(a.flush_ms.max(10)),
+        nbd,
     };
     match fusevol::daemon::run(opts) {
         Ok(()) => ExitCode::SUCCESS,

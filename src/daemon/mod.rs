@@ -32,6 +32,8 @@ pub struct DaemonOptions {
     pub allow_other: bool,
     /// Seconds between background flushes of the metadata log and array files.
     pub flush_interval: Duration,
+    /// Serve the volumes over NBD too (`--nbd`, `--nbd-allow`).
+    pub nbd: Option<crate::nbd::NbdOptions>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -131,6 +133,23 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
 
     let st = Storage::open(&pool_dir)?;
 
+    // NBD before the mount, so a port in use stops the daemon before anything is mounted.
+    let nbd =
+        match &opts.nbd {
+            Some(o) => Some(crate::nbd::NbdServer::start(st.clone(), o.clone()).map_err(
+                |source| DaemonError::Io {
+                    op: "listen for NBD clients on",
+                    path: match (&o.listen, &o.socket) {
+                        (Some(l), _) => PathBuf::from(l.to_string()),
+                        (None, Some(p)) => p.clone(),
+                        (None, None) => PathBuf::new(),
+                    },
+                    source,
+                },
+            )?),
+            None => None,
+        };
+
     clear_stale_mount(&opts.mountpoint);
     fs::create_dir_all(&opts.mountpoint).map_err(io_err("create mountpoint", &opts.mountpoint))?;
     let mnt = fs::canonicalize(&opts.mountpoint).map_err(io_err("resolve", &opts.mountpoint))?;
@@ -211,6 +230,9 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
 
     let served = session.run();
     stop.store(true, Ordering::Release);
+    if let Some(n) = nbd {
+        n.stop();
+    }
     server.stop();
     let _ = flusher.join();
     st.shutdown();

@@ -241,6 +241,26 @@ pub fn pieces(offset: u64, len: u64, extent_size: u64) -> impl Iterator<Item = P
     })
 }
 
+/// Which parts of `[offset, offset+len)` are mapped in `table`: runs of (bytes, mapped),
+/// adjacent runs of the same kind merged, covering the range exactly. A read-only query for
+/// front ends that report holes (NBD's `base:allocation`); the caller holds the table's lock.
+pub fn allocation(
+    table: &ExtentTable,
+    offset: u64,
+    len: u64,
+    extent_size: u64,
+) -> Vec<(u64, bool)> {
+    let mut runs: Vec<(u64, bool)> = Vec::new();
+    for p in pieces(offset, len, extent_size) {
+        let mapped = table.get(p.lext).is_some();
+        match runs.last_mut() {
+            Some((n, m)) if *m == mapped => *n += p.len,
+            _ => runs.push((p.len, mapped)),
+        }
+    }
+    runs
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -335,5 +355,20 @@ mod tests {
                 prop_assert_eq!(table.mapped(), model.len() as u64);
             }
         }
+    }
+
+    #[test]
+    fn allocation_runs() {
+        let mut t = ExtentTable::new();
+        let mut rc = NoRefs;
+        t.set(1, Some(Phys { array: 0, index: 5 }), &mut rc);
+        t.set(2, Some(Phys { array: 0, index: 6 }), &mut rc);
+        assert_eq!(
+            allocation(&t, 0, 4 * 64, 64),
+            vec![(64, false), (128, true), (64, false)]
+        );
+        assert_eq!(allocation(&t, 100, 10, 64), vec![(10, true)]);
+        assert_eq!(allocation(&t, 10, 100, 64), vec![(54, false), (46, true)]);
+        assert!(allocation(&t, 0, 0, 64).is_empty());
     }
 }

@@ -9,6 +9,7 @@ pub mod codec;
 pub mod group;
 pub mod journal;
 pub mod meta_record;
+pub mod nbd;
 pub mod pair_state;
 
 pub use array_header::ArrayHeader;

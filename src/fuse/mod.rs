@@ -18,7 +18,7 @@ use fuser::{
 use crate::pool::PoolError;
 use crate::snapshot::Snapshot;
 use crate::storage::Storage;
-use crate::volume::{IoError, Volume};
+use crate::volume::{IoError, Volume, Writer};
 
 pub const ROOT_INO: u64 = 1;
 /// `<MOUNTPOINT>/.snapshots`
@@ -297,6 +297,16 @@ impl Filesystem for FuseFs {
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         match self.node(ino) {
             Some(Node::Volume(v)) => {
+                if flags.0 & libc::O_ACCMODE != libc::O_RDONLY
+                    && v.claim_writer(Writer::File).is_err()
+                {
+                    log::warn!(
+                        "volume '{}': open for writing refused: an NBD client writes it \
+                         (start fusevold with --nbd-shared to allow both)",
+                        v.name
+                    );
+                    return reply.error(Errno::EBUSY);
+                }
                 v.opened();
                 // Every open of a volume is direct_io: reads and writes go to the daemon as
                 // they come, without a second copy in the FUSE file's page cache (the arrays
@@ -304,7 +314,6 @@ impl Filesystem for FuseFs {
                 // saves the kernel's copy into pages it never reads back, and makes buffered
                 // I/O as fast as O_DIRECT. Parallel writers are safe (the data path locks per
                 // extent); the kernel honours FOPEN_PARALLEL_DIRECT_WRITES on direct_io only.
-                let _ = flags;
                 let f = FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES | FopenFlags::FOPEN_DIRECT_IO;
                 reply.opened(FileHandle(v.id), f)
             }
@@ -325,13 +334,19 @@ impl Filesystem for FuseFs {
         _req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
-        _flags: OpenFlags,
+        flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
         match self.node(ino) {
-            Some(Node::Volume(v)) => v.closed(),
+            Some(Node::Volume(v)) => {
+                // The kernel passes the flags of the open this handle came from.
+                if flags.0 & libc::O_ACCMODE != libc::O_RDONLY {
+                    v.release_writer(Writer::File);
+                }
+                v.closed()
+            }
             Some(Node::Snapshot(s)) => s.closed(),
             _ => {}
         }

@@ -370,6 +370,13 @@ impl Snapshots {
     }
 
     /// Read from a snapshot.
+    /// Which parts of `[offset, offset+len)` of a snapshot are mapped (see
+    /// `Volumes::allocation`).
+    pub fn allocation(&self, snap: &Snapshot, offset: u64, len: u64) -> Vec<(u64, bool)> {
+        let len = len.min(snap.size.saturating_sub(offset));
+        crate::extent_map::allocation(&snap.table.read(), offset, len, self.pool.extent_size)
+    }
+
     pub fn read_snapshot(
         &self,
         snap: &Snapshot,

@@ -33,6 +33,21 @@ impl Storage {
         }
     }
 
+    /// Which parts of `[offset, offset+len)` of `vol` hold data (runs of bytes, mapped or
+    /// not); unmapped parts read as zeros. A paired volume reports everything as data: a
+    /// reverse resync reads regions not yet restored from its S-VOL, whatever its own map says.
+    pub fn allocation(&self, vol: &Volume, offset: u64, len: u64) -> Vec<(u64, bool)> {
+        if self.mirror.pair_of_volume(vol.id).is_some() {
+            let len = len.min(vol.size().saturating_sub(offset));
+            return if len == 0 {
+                Vec::new()
+            } else {
+                vec![(len, true)]
+            };
+        }
+        self.volumes.allocation(vol, offset, len)
+    }
+
     /// Write `data` at `offset`. A write crossing the end of the volume is cut short; one
     /// starting at or after the end fails with `BeyondEnd` (ENOSPC, as on a block device).
     pub fn write(&self, vol: &Volume, offset: u64, data: &[u8]) -> Result<usize, IoError> {

@@ -74,6 +74,14 @@ impl Volumes {
         self.reg.read().by_id.get(&id).cloned()
     }
 
+    /// Which parts of `[offset, offset+len)` of `vol` are mapped (runs of bytes, mapped or
+    /// not; a hole reads as zeros). Read-only, under the map's read lock; the range is clipped
+    /// to the volume's size.
+    pub fn allocation(&self, vol: &Volume, offset: u64, len: u64) -> Vec<(u64, bool)> {
+        let len = len.min(vol.size().saturating_sub(offset));
+        crate::extent_map::allocation(&vol.map.read(), offset, len, self.pool.extent_size)
+    }
+
     /// All volumes, sorted by name.
     pub fn volume_list(&self) -> Vec<Arc<Volume>> {
         let mut v: Vec<Arc<Volume>> = self.reg.read().by_id.values().cloned().collect();
@@ -119,6 +127,25 @@ pub struct Volume {
     pending_cv: Condvar,
     /// Arrays new extents may go to (a paired volume keeps off its partner's arrays).
     pub(crate) allowed_arrays: RwLock<Option<Vec<u32>>>,
+    /// Front ends writing the volume: handles of the volume file open for writing, and
+    /// network clients that have written (see `claim_writer`).
+    writers: Mutex<Writers>,
+}
+
+/// Which front end writes a volume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Writer {
+    /// The volume file in the mount, opened for writing.
+    File,
+    /// A network client (NBD); `shared`: the daemon allows it beside the mount's writers.
+    Network { shared: bool },
+}
+
+#[derive(Default)]
+struct Writers {
+    file: u64,
+    network: u64,
+    network_shared: bool,
 }
 
 impl Volume {
@@ -136,6 +163,7 @@ impl Volume {
             pending: Mutex::new(HashSet::new()),
             pending_cv: Condvar::new(),
             allowed_arrays: RwLock::new(None),
+            writers: Mutex::new(Writers::default()),
         }
     }
 
@@ -182,6 +210,39 @@ impl Volume {
 
     pub fn closed(&self) {
         self.open_handles.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Register a front end as a writer. The mount's writers and network writers exclude each
+    /// other (two caches of one disk, e.g. a file system mounted through a loop device on the
+    /// file and a VM over NBD, would corrupt it) unless the network side is `shared`.
+    /// Err: the other kind of writer is there.
+    pub fn claim_writer(&self, w: Writer) -> Result<(), Writer> {
+        let mut g = self.writers.lock();
+        match w {
+            Writer::File => {
+                if g.network > 0 && !g.network_shared {
+                    return Err(Writer::Network { shared: false });
+                }
+                g.file += 1;
+            }
+            Writer::Network { shared } => {
+                if g.file > 0 && !shared {
+                    return Err(Writer::File);
+                }
+                g.network += 1;
+                g.network_shared = shared;
+            }
+        }
+        Ok(())
+    }
+
+    /// The end of a writer registered with `claim_writer`.
+    pub fn release_writer(&self, w: Writer) {
+        let mut g = self.writers.lock();
+        match w {
+            Writer::File => g.file = g.file.saturating_sub(1),
+            Writer::Network { .. } => g.network = g.network.saturating_sub(1),
+        }
     }
 
     /// Is any of these slots being allocated by another request?

@@ -346,6 +346,9 @@ pub struct TestPool {
     log_files: Vec<PathBuf>,
     shared: Arc<Shared>,
     pub rust_log: String,
+    /// Extra `fusevold` arguments after POOL MOUNTPOINT (e.g. `--nbd 127.0.0.1:PORT`), kept
+    /// for every (re)start.
+    pub daemon_args: Vec<String>,
 }
 
 fn test_tmp_root() -> PathBuf {
@@ -418,6 +421,7 @@ impl TestPool {
             log_files: Vec::new(),
             shared,
             rust_log: std::env::var("FUSEVOL_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            daemon_args: Vec::new(),
         }
     }
 
@@ -527,6 +531,7 @@ impl TestPool {
         let mut c = Command::new(fusevold_bin());
         c.arg(&self.pool)
             .arg(&self.mnt)
+            .args(&self.daemon_args)
             .env("RUST_LOG", &self.rust_log)
             .env_remove("FUSEVOL_POOL")
             .stdin(Stdio::null())
