@@ -46,8 +46,14 @@ pub enum Request {
     VolumeList,
     /// One volume; answers `VolumeInfo`.
     VolumeInfo { name: String },
-    /// Grow or shrink a volume; answers `VolumeInfo`.
-    VolumeResize { name: String, size: u64 },
+    /// Grow or shrink a volume; answers `VolumeInfo`. A shrink needs `allow_shrink` and a
+    /// closed volume file.
+    VolumeResize {
+        name: String,
+        size: u64,
+        #[serde(default)]
+        allow_shrink: bool,
+    },
     /// Delete a volume and free its extents; answers `null`. A volume with snapshots is
     /// refused unless `recursive` (then its snapshots go first).
     VolumeDelete {

@@ -109,8 +109,12 @@ impl Handler {
                 ok(list, vec![])
             }
             Request::VolumeInfo { name } => ok(status::volume_info_by_name(st, &name)?, vec![]),
-            Request::VolumeResize { name, size } => {
-                let v = st.resize_volume(&name, size)?;
+            Request::VolumeResize {
+                name,
+                size,
+                allow_shrink,
+            } => {
+                let v = st.resize_volume(&name, size, allow_shrink)?;
                 ok(status::volume_info(st, &v), vec![])
             }
             Request::VolumeDelete { name, recursive } => {

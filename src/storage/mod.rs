@@ -105,9 +105,31 @@ impl Storage {
     }
 
     /// Grow or shrink a volume (`fusevol volume resize`); the kernel drops what it cached.
-    pub fn resize_volume(&self, name: &str, size: u64) -> Result<Arc<Volume>, PoolError> {
+    /// A shrink destroys the data past the new end, so it needs `allow_shrink` (the CLI's
+    /// `--allow-shrink`: a typo must not cut a file system's tail) and is refused while the
+    /// volume file is open (a file system mounted on it would lose its tail), as a rollback.
+    pub fn resize_volume(
+        &self,
+        name: &str,
+        size: u64,
+        allow_shrink: bool,
+    ) -> Result<Arc<Volume>, PoolError> {
         crate::volume::check_size(name, size)?;
         let vol = self.volumes.volume_or_err(name)?;
+        if size < vol.size() {
+            if !allow_shrink {
+                return Err(PoolError::Invalid(format!(
+                    "volume '{name}' is {} bytes; shrinking it to {size} destroys the data past the new end: repeat with --allow-shrink",
+                    vol.size()
+                )));
+            }
+            if Volumes::wait_released(|| vol.open_handles()) > 0 {
+                return Err(PoolError::Busy(format!(
+                    "volume '{name}' is open ({} handles); close it (umount, losetup -d) before shrinking it",
+                    vol.open_handles()
+                )));
+            }
+        }
         self.resize(&vol, size)?;
         self.pool.notify(vol.id);
         Ok(vol)

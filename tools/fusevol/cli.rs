@@ -236,13 +236,16 @@ pub(crate) enum VolumeCmd {
         /// Volume name
         name: String,
     },
-    /// Grow or shrink a volume
+    /// Grow or shrink a volume (shrinking needs --allow-shrink and a closed volume file)
     Resize {
         /// Volume name
         name: String,
         /// New size
         #[arg(long, value_name = "SIZE", value_parser = parse_size)]
         size: u64,
+        /// Allow a smaller size: the data past the new end is destroyed
+        #[arg(long)]
+        allow_shrink: bool,
     },
     /// Delete a volume and free its extents (refused while it has snapshots, unless --recursive)
     Delete {
@@ -372,6 +375,15 @@ mod tests {
             &["fusevol", "volume", "list"][..],
             &["fusevol", "volume", "info", "v"],
             &["fusevol", "volume", "resize", "v", "--size", "1G"],
+            &[
+                "fusevol",
+                "volume",
+                "resize",
+                "v",
+                "--size",
+                "1G",
+                "--allow-shrink",
+            ],
             &["fusevol", "volume", "delete", "v"],
             &["fusevol", "snapshot", "list"],
             &["fusevol", "array", "list"],
