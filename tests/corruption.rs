@@ -12,9 +12,9 @@ use std::path::Path;
 use common::*;
 
 const ARRAYS: &[&str] = &["a0:64M", "a1:64M", "a2:64M"];
-/// meta.log layout (src/format/meta_record.rs): a 64-byte header, then frames of
-/// len u32 | crc32c u32 | type u8 | payload[len].
-const LOG_HEADER: u64 = 64;
+/// meta.log layout (src/format/meta_record.rs): a 64-byte header at offset 0 and again at
+/// 4096, then from 8192 frames of len u32 | crc32c u32 | type u8 | payload[len].
+const LOG_HEADER: u64 = 8192;
 const FRAME_HEADER: u64 = 9;
 
 fn flip(path: &Path, offset: u64) {
@@ -292,4 +292,38 @@ fn truncated_last_record_is_cut_with_a_warning() {
     assert_eq!(names.len(), 5, "{names:?}");
     p.stop();
     p.check_clean();
+}
+
+/// Issue 19 item 1 through the daemon: a damaged checkpoint copy or log header copy no
+/// longer stops the pool. The daemon starts from the other copy, says in its log which copy
+/// it skipped and why, serves the same data, and rewrites the damaged copy.
+#[test]
+fn damaged_checkpoint_or_log_header_copy_starts_from_the_other() {
+    let mut p = pool_with_log_records();
+    let pool = p.pool().to_path_buf();
+    for (file, off) in [
+        ("checkpoint", 40u64),
+        ("checkpoint.2", 7),
+        ("meta.log", 20),
+        ("meta.log", 4096 + 30),
+    ] {
+        flip(&pool.join(file), off);
+        p.start();
+        let log = p.daemon_log();
+        assert!(
+            log.contains(file) && log.contains("skipped"),
+            "{file} byte {off}: the daemon does not say which copy it skipped:\n{log}"
+        );
+        assert!(log.contains("rewritten"), "{log}");
+        verify_data(&p);
+        p.kill9();
+        p.clear_dead_mount();
+        p.check_clean();
+        let out = p.check();
+        assert!(
+            !text(&out.stdout).contains("skipped"),
+            "{file} byte {off}: the damaged copy was not rewritten: {}",
+            describe(&out)
+        );
+    }
 }

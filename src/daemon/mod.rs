@@ -101,7 +101,12 @@ fn clear_stale_mount(mnt: &Path) {
 
 /// Create the pool with the default arrays and volume `vol0` when `dir` does not hold one yet.
 pub fn ensure_pool(dir: &Path) -> Result<(), DaemonError> {
-    if dir.join(crate::meta::CHECKPOINT_FILE).exists() {
+    // Any trace of a pool counts: with one checkpoint slot destroyed (or both, the log and
+    // arrays still there) this must open, or fail, the pool, never create a new one over it.
+    let traces = crate::meta::CHECKPOINT_FILES
+        .iter()
+        .chain(&[crate::meta::LOG_FILE, crate::pool::ARRAYS_DIR]);
+    if traces.into_iter().any(|n| dir.join(n).exists()) {
         return Ok(());
     }
     log::info!(

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::{MetaError, CHECKPOINT_FILE, LOG_FILE};
+use super::{MetaError, CHECKPOINT_FILES, LOG_FILE};
 use crate::format::{Checkpoint, LogHeader, MetaRecord};
 
 /// Write `bytes` to `dir/name` atomically: temporary file, fsync, rename, fsync the directory.
@@ -26,9 +26,27 @@ pub fn sync_dir(dir: &Path) -> Result<(), MetaError> {
         .map_err(|e| MetaError::io("fsync directory", dir, e))
 }
 
-/// Write a checkpoint file atomically.
+/// Write a checkpoint to both slots, one after the other, each atomically (temporary file,
+/// fsync, rename, fsync the directory).
+///
+/// Crash ordering: never overwrite the only good copy. A slot is replaced only by a rename
+/// of a complete, fsynced file, so at every moment each slot holds either its old checkpoint
+/// or the new one, whole; and the caller (`MetaLog::rotate`) cuts the log only after both
+/// slots are durable, so the log that the older checkpoint needs is still there whichever
+/// copy survives. Recovery takes the newest copy that verifies.
 pub fn write_checkpoint(dir: &Path, ckpt: &Checkpoint) -> Result<(), MetaError> {
-    write_atomic(dir, CHECKPOINT_FILE, &ckpt.encode())
+    let bytes = ckpt.encode();
+    for (i, name) in CHECKPOINT_FILES.into_iter().enumerate() {
+        if i == 1 {
+            fail::fail_point!("meta::checkpoint::between_slots", |_| Err(MetaError::io(
+                "write checkpoint",
+                dir.join(name),
+                std::io::Error::other("failpoint meta::checkpoint::between_slots")
+            )));
+        }
+        write_atomic(dir, name, &bytes)?;
+    }
+    Ok(())
 }
 
 /// Appends records to `meta.log`. Appends go to the page cache at once (so a daemon crash
@@ -40,6 +58,8 @@ pub struct MetaLog {
     pool_id: u64,
     epoch: u64,
     len: u64,
+    /// Where the records start (after the header copies).
+    start: u64,
     /// Bytes appended since the last successful sync.
     unsynced: u64,
     /// A failed fsync of the log is never retried as if it worked: the log stays failed.
@@ -55,6 +75,23 @@ impl MetaLog {
         pool_id: u64,
         epoch: u64,
         valid_len: u64,
+    ) -> Result<MetaLog, MetaError> {
+        Self::open_at(
+            dir,
+            pool_id,
+            epoch,
+            valid_len,
+            LogHeader::new(pool_id, epoch),
+        )
+    }
+
+    /// `open` for a log whose header is `header` (its version says where records start).
+    pub fn open_at(
+        dir: &Path,
+        pool_id: u64,
+        epoch: u64,
+        valid_len: u64,
+        header: LogHeader,
     ) -> Result<MetaLog, MetaError> {
         let path = dir.join(LOG_FILE);
         let file = OpenOptions::new()
@@ -79,6 +116,7 @@ impl MetaLog {
             pool_id,
             epoch,
             len: valid_len,
+            start: header.records_offset() as u64,
             unsynced: 0,
             failed: false,
             scratch: Vec::with_capacity(4096),
@@ -87,9 +125,12 @@ impl MetaLog {
 
     /// Create a fresh, empty log for `epoch` (atomically replacing any old one).
     pub fn create(dir: &Path, pool_id: u64, epoch: u64) -> Result<MetaLog, MetaError> {
-        let header = LogHeader { pool_id, epoch }.encode();
-        write_atomic(dir, LOG_FILE, &header)?;
-        Self::open(dir, pool_id, epoch, header.len() as u64)
+        // Both copies of the header are written (and fsynced) before the log is renamed
+        // into place.
+        let header = LogHeader::new(pool_id, epoch);
+        let start = header.encode_start();
+        write_atomic(dir, LOG_FILE, &start)?;
+        Self::open_at(dir, pool_id, epoch, start.len() as u64, header)
     }
 
     pub fn epoch(&self) -> u64 {
@@ -101,7 +142,7 @@ impl MetaLog {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len <= crate::format::meta_record::LOG_HEADER_SIZE as u64
+        self.len <= self.start
     }
 
     pub fn path(&self) -> &Path {

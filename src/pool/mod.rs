@@ -111,6 +111,12 @@ pub struct Pool {
     sources: RwLock<Vec<std::sync::Weak<dyn StateSource>>>,
     /// The services that take part in a sync (a journal is durable before the arrays).
     sync_hooks: RwLock<Vec<std::sync::Weak<dyn SyncHook>>>,
+    /// Log records that recovery replayed when this pool was opened (`Storage::open` writes
+    /// a checkpoint when there were any, so the next start does not replay them again).
+    pub replayed_at_open: u64,
+    /// Recovery found a metadata copy (checkpoint slot, log header) damaged, missing or
+    /// stale: `Storage::open` rewrites it with a fresh checkpoint and log.
+    pub rewrite_at_open: bool,
 }
 
 impl Pool {

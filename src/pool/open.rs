@@ -281,7 +281,13 @@ impl Pool {
                     on_disk - recovered.log_valid_len
                 );
             }
-            MetaLog::open(dir, st.pool_id, st.epoch, recovered.log_valid_len)?
+            MetaLog::open_at(
+                dir,
+                st.pool_id,
+                st.epoch,
+                recovered.log_valid_len,
+                recovered.log_header,
+            )?
         } else {
             MetaLog::create(dir, st.pool_id, st.epoch)?
         };
@@ -294,9 +300,11 @@ impl Pool {
             slots[i] = Some(a);
         }
         log::info!(
-            "pool {} (id {:016x}) open: {} arrays, {} volumes, {} snapshots, {} partial extents, {} log records replayed",
+            "pool {} (id {:016x}) open from {} (epoch {}): {} arrays, {} volumes, {} snapshots, {} partial extents, {} log records replayed",
             dir.display(),
             st.pool_id,
+            recovered.checkpoint_file,
+            st.epoch,
             st.arrays.len(),
             st.volumes.len(),
             st.snapshots.len(),
@@ -319,6 +327,8 @@ impl Pool {
             listener: RwLock::new(None),
             sources: RwLock::new(Vec::new()),
             sync_hooks: RwLock::new(Vec::new()),
+            replayed_at_open: recovered.replayed,
+            rewrite_at_open: recovered.needs_rewrite,
         });
         Ok((pool, st))
     }

@@ -38,13 +38,33 @@ impl Storage {
         let replication = Replication::new(mirror.clone());
         mirror.attach_pairs(std::mem::take(&mut st.pairs))?;
         replication.attach_groups(std::mem::take(&mut st.groups))?;
-        Ok(Arc::new(Storage {
+        let storage = Arc::new(Storage {
             pool,
             volumes,
             snapshots,
             mirror,
             replication,
-        }))
+        });
+        // Recovery leaves the pool clean: after a start that replayed log records (a crash),
+        // checkpoint once every service holds its recovered state (and the groups' redo is
+        // done), before anything is served. Otherwise the log to replay grows with every
+        // crash. Crash ordering is `MetaLog::rotate`'s: the new checkpoint is durable before
+        // the log is cut, so a crash here leaves either the old pair or the new one.
+        // The same fresh checkpoint rewrites a damaged, missing or stale copy of the
+        // checkpoint (both slots are written) or of the log header (a new log).
+        let replayed = storage.pool.replayed_at_open;
+        if replayed > 0 || storage.pool.rewrite_at_open {
+            storage.checkpoint()?;
+            if replayed > 0 {
+                log::info!(
+                    "checkpoint written after replaying {replayed} log records: the next start replays none of them"
+                );
+            }
+            if storage.pool.rewrite_at_open {
+                log::info!("damaged or missing metadata copies rewritten (both checkpoint slots and the log)");
+            }
+        }
+        Ok(storage)
     }
 
     /// Start the background work: the filler of partial extents and the groups' shippers,
