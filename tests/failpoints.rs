@@ -164,6 +164,7 @@ fn crash_between_the_two_checkpoint_slots_leaves_either_copy_usable() {
             std::fs::write(&p, &b).unwrap();
         }
         let pool = Storage::open(&dir).unwrap();
+        pool.finish_recovery().unwrap();
         assert!(pool.pool.rewrite_at_open, "damage_newest {damage_newest}");
         assert_eq!(&image(&pool, "v")[100..105], b"hello");
         drop(pool);

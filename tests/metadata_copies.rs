@@ -128,6 +128,7 @@ fn a_damaged_copy_of_any_metadata_file_is_survived_and_rewritten() {
         }
         fs::write(dir.join(FILES[fi]), &b).unwrap();
         let st = Storage::open(&dir).unwrap_or_else(|e| panic!("{what}: does not open: {e}"));
+        st.finish_recovery().unwrap();
         assert!(
             images(&st) == want,
             "{what}: different volumes, snapshots or data"
@@ -174,6 +175,7 @@ fn a_pool_in_the_old_layout_opens_and_is_upgraded() {
     old.extend_from_slice(&log[h.records_offset()..]);
     fs::write(dir.join(LOG_FILE), &old).unwrap();
     let st = Storage::open(&dir).unwrap();
+    st.finish_recovery().unwrap();
     assert!(st.pool.replayed_at_open > 0);
     assert!(images(&st) == want);
     drop(st);

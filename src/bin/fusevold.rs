@@ -28,6 +28,12 @@ struct Args {
     /// Milliseconds between background flushes of the metadata log and the array files.
     #[arg(long, default_value_t = 1000)]
     flush_ms: u64,
+    /// Damage in the middle of the metadata log: `strict` refuses to start (naming the file
+    /// and offset); `salvage` applies the valid prefix, reports what was lost (log and
+    /// POOL/salvage-report.json) and serves the pool read-only until `fusevol pool
+    /// salvage-confirm`.
+    #[arg(long, default_value = "strict", value_name = "MODE")]
+    recovery: fusevol::meta::RecoveryMode,
 }
 
 fn main() -> ExitCode {
@@ -43,6 +49,7 @@ fn main() -> ExitCode {
         threads: a.threads,
         allow_other: a.allow_other,
         flush_interval: Duration::from_millis(a.flush_ms.max(10)),
+        recovery: a.recovery,
     };
     match fusevol::daemon::run(opts) {
         Ok(()) => ExitCode::SUCCESS,

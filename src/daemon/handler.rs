@@ -329,6 +329,22 @@ impl Handler {
                 st.checkpoint()?;
                 ok(json!(null), vec![])
             }
+            Request::SalvageConfirm => {
+                let (report, epoch) = st.pool.commit_salvage()?;
+                // The daemon stops (as on SIGTERM) so that the next start serves the pool
+                // read-write from the committed checkpoint, with pairs and groups started
+                // and the lost records' extents scrubbed.
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::this(),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+                ok(
+                    report,
+                    vec![format!(
+                        "salvage confirmed (checkpoint epoch {epoch}); fusevold stops: start it again (without --recovery salvage) to serve the pool read-write"
+                    )],
+                )
+            }
         }
     }
 }

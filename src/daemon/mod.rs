@@ -32,6 +32,8 @@ pub struct DaemonOptions {
     pub allow_other: bool,
     /// Seconds between background flushes of the metadata log and array files.
     pub flush_interval: Duration,
+    /// Recovery policy for damage in the middle of the metadata log (`--recovery`).
+    pub recovery: crate::meta::RecoveryMode,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +119,9 @@ pub fn ensure_pool(dir: &Path) -> Result<(), DaemonError> {
     Ok(())
 }
 
+/// Where a salvage start writes its loss report (JSON), in the pool directory.
+pub const SALVAGE_REPORT_FILE: &str = "salvage-report.json";
+
 pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     ensure_pool(&opts.pool)?;
     let pool_dir = fs::canonicalize(&opts.pool).map_err(io_err("resolve", &opts.pool))?;
@@ -134,7 +139,19 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         source: e.into(),
     })?;
 
-    let st = Storage::open(&pool_dir)?;
+    let st = Storage::open_with(&pool_dir, opts.recovery)?;
+    // A clean pool before serving: checkpoint after a replay, rewrite damaged copies.
+    st.finish_recovery()?;
+    if let Some(report) = st.pool.salvage_report() {
+        // The loss report, for the operator (and the CLI's `pool info` says read-only).
+        let path = pool_dir.join(SALVAGE_REPORT_FILE);
+        let text = serde_json::to_string_pretty(&report).unwrap_or_default();
+        if let Err(e) = fs::write(&path, text) {
+            log::error!("write {}: {e}", path.display());
+        } else {
+            log::warn!("salvage loss report written to {}", path.display());
+        }
+    }
 
     clear_stale_mount(&opts.mountpoint);
     fs::create_dir_all(&opts.mountpoint).map_err(io_err("create mountpoint", &opts.mountpoint))?;
@@ -196,8 +213,11 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
             .expect("spawn flusher")
     };
     // Completes partial extents (sub-extent copy-on-write) in the background, and starts
-    // the journal groups' shippers, appliers and base copiers.
-    st.start();
+    // the journal groups' shippers, appliers and base copiers. Not while an unconfirmed
+    // salvage holds the pool read-only.
+    if st.pool.read_only().is_none() {
+        st.start();
+    }
 
     let mut unmounter = session.unmount_callable();
     let mnt2 = mnt.clone();

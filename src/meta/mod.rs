@@ -12,7 +12,8 @@
 //! * Recovery (`recover`) is the one replay routine; the offline checker (`check_pool`) and the
 //!   daemon both use it. Policy: a torn tail (an incomplete or bad last frame with nothing valid
 //!   after it) is cut off with a warning naming the file and offset; any other bad record stops
-//!   recovery with an error naming the file and offset.
+//!   recovery with an error naming the file and offset (`RecoveryMode::Strict`), or, in
+//!   `RecoveryMode::Salvage`, ends the replay there with a report of what was not applied.
 
 mod log;
 mod recovery;
@@ -22,8 +23,8 @@ pub mod state;
 use std::io;
 use std::path::PathBuf;
 
-pub use log::{sync_dir, write_checkpoint, MetaLog};
-pub use recovery::{recover, Recovered};
+pub use log::{commit_recovered, sync_dir, write_checkpoint, MetaLog};
+pub use recovery::{recover, recover_with, LostRecord, Recovered, RecoveryMode, SalvageReport};
 pub use replay::apply;
 pub use state::{PairSt, SnapState, State, VolState};
 

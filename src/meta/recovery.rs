@@ -3,9 +3,99 @@
 use std::fs;
 use std::path::Path;
 
+use serde::Serialize;
+
 use super::{apply, MetaError, State, CHECKPOINT_FILES, LOG_FILE};
 use crate::format::meta_record::LOG_HEADER_COPY;
-use crate::format::{Checkpoint, LogHeader, RecordFrame};
+use crate::format::{Checkpoint, LogHeader, MetaRecord, RecordFrame};
+
+/// How recovery treats damage in the middle of the metadata log (a torn tail is cut off
+/// in both modes: it is what a crash leaves).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecoveryMode {
+    /// Refuse: an error naming the file and offset, nothing applied.
+    #[default]
+    Strict,
+    /// Apply the valid prefix up to the first damaged or inapplicable record and report
+    /// what was lost; the opener serves the result read-only until an operator confirms.
+    Salvage,
+}
+
+impl std::str::FromStr for RecoveryMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "strict" => Ok(RecoveryMode::Strict),
+            "salvage" => Ok(RecoveryMode::Salvage),
+            _ => Err(format!("unknown recovery mode '{s}' (strict or salvage)")),
+        }
+    }
+}
+
+/// One whole record found after the damage point and not applied.
+#[derive(Debug, Clone, Serialize)]
+pub struct LostRecord {
+    pub offset: u64,
+    pub kind: String,
+    /// Volumes (or snapshots' volumes) it touched, by name where known (`#id` otherwise).
+    pub volumes: Vec<String>,
+    /// Logical extents it mapped or unmapped.
+    pub extents: u64,
+}
+
+/// What a salvage left out: everything from the first damaged record to the end of the log.
+#[derive(Debug, Clone, Serialize)]
+pub struct SalvageReport {
+    pub log: String,
+    /// Offset of the first record not applied.
+    pub damaged_at: u64,
+    pub reason: String,
+    /// Records applied before it.
+    pub records_applied: u64,
+    /// Bytes of the log from `damaged_at` to its end.
+    pub bytes_lost: u64,
+    /// The records after the damage that still verify (none of them is applied: each may
+    /// depend on the lost one).
+    pub lost_records: Vec<LostRecord>,
+    /// Every volume the lost records touched.
+    pub volumes: Vec<String>,
+    /// Logical extents the lost records mapped or unmapped.
+    pub extents: u64,
+}
+
+impl std::fmt::Display for SalvageReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "salvage: {} damaged at offset {}: {}",
+            self.log, self.damaged_at, self.reason
+        )?;
+        writeln!(
+            f,
+            "  {} records applied before it; not applied: the damaged record and {} later records that verify ({} bytes of the log)",
+            self.records_applied,
+            self.lost_records.len(),
+            self.bytes_lost
+        )?;
+        for r in &self.lost_records {
+            writeln!(
+                f,
+                "  lost: offset {} {} volumes [{}] extents {}",
+                r.offset,
+                r.kind,
+                r.volumes.join(", "),
+                r.extents
+            )?;
+        }
+        write!(
+            f,
+            "  volumes touched by lost records: [{}]; logical extents: {}",
+            self.volumes.join(", "),
+            self.extents
+        )
+    }
+}
 
 /// What recovery found.
 pub struct Recovered {
@@ -26,6 +116,8 @@ pub struct Recovered {
     pub needs_rewrite: bool,
     /// Warnings (torn tail, stale log, skipped copies), each naming file and offset.
     pub warnings: Vec<String>,
+    /// Salvage mode only: the log was damaged and only its valid prefix was applied.
+    pub salvage: Option<SalvageReport>,
 }
 
 /// One checkpoint slot, read and verified.
@@ -150,6 +242,11 @@ fn log_header(
 /// nothing is changed on disk (the caller truncates a torn tail when it opens the log for
 /// writing, and rewrites damaged copies with a fresh checkpoint when `needs_rewrite`).
 pub fn recover(dir: &Path) -> Result<Recovered, MetaError> {
+    recover_with(dir, RecoveryMode::Strict)
+}
+
+/// `recover` with an explicit policy for damage in the middle of the log.
+pub fn recover_with(dir: &Path, mode: RecoveryMode) -> Result<Recovered, MetaError> {
     let mut warnings = Vec::new();
     let (mut state, checkpoint_file, mut needs_rewrite) = newest_checkpoint(dir, &mut warnings)?;
     let fresh = |state, warnings, needs_rewrite| Recovered {
@@ -161,6 +258,7 @@ pub fn recover(dir: &Path) -> Result<Recovered, MetaError> {
         checkpoint_file,
         needs_rewrite,
         warnings,
+        salvage: None,
     };
 
     let log_path = dir.join(LOG_FILE);
@@ -210,20 +308,29 @@ pub fn recover(dir: &Path) -> Result<Recovered, MetaError> {
 
     let mut pos = header.records_offset();
     let mut replayed = 0;
+    let mut salvage = None;
     while pos < log.len() {
         match RecordFrame::parse(&log[pos..]) {
             RecordFrame::Record(rec, n) => {
-                apply(&mut state, &rec).map_err(|detail| MetaError::Inconsistent {
-                    path: log_path.clone(),
-                    offset: pos as u64,
-                    detail,
-                })?;
+                if let Err(detail) = apply(&mut state, &rec) {
+                    if mode == RecoveryMode::Salvage {
+                        let reason = format!("record does not apply: {detail}");
+                        salvage = Some(report(&log_path, &log, pos, reason, replayed, &state));
+                        break;
+                    }
+                    return Err(MetaError::Inconsistent {
+                        path: log_path.clone(),
+                        offset: pos as u64,
+                        detail,
+                    });
+                }
                 replayed += 1;
                 pos += n;
             }
             RecordFrame::Incomplete | RecordFrame::Corrupt(_) => {
                 // A torn tail has nothing valid after it. A valid frame later in the file
-                // means this damage is in the middle of the log: refuse.
+                // means this damage is in the middle of the log: refuse (strict) or stop
+                // here and report what follows (salvage).
                 if let Some(later) = find_valid_frame_after(&log, pos) {
                     let source = match RecordFrame::parse(&log[pos..]) {
                         RecordFrame::Corrupt(e) => e,
@@ -234,6 +341,11 @@ pub fn recover(dir: &Path) -> Result<Recovered, MetaError> {
                             ),
                         },
                     };
+                    if mode == RecoveryMode::Salvage {
+                        let reason = source.to_string();
+                        salvage = Some(report(&log_path, &log, pos, reason, replayed, &state));
+                        break;
+                    }
                     return Err(MetaError::Corrupt {
                         path: log_path,
                         offset: pos as u64,
@@ -250,6 +362,9 @@ pub fn recover(dir: &Path) -> Result<Recovered, MetaError> {
             }
         }
     }
+    if let Some(r) = &salvage {
+        warnings.push(r.to_string());
+    }
     Ok(Recovered {
         state,
         replayed,
@@ -259,7 +374,106 @@ pub fn recover(dir: &Path) -> Result<Recovered, MetaError> {
         checkpoint_file,
         needs_rewrite,
         warnings,
+        salvage,
     })
+}
+
+/// The salvage report for damage at `pos`: every whole record after it, described.
+fn report(
+    path: &Path,
+    log: &[u8],
+    pos: usize,
+    reason: String,
+    applied: u64,
+    st: &State,
+) -> SalvageReport {
+    let mut names: std::collections::HashMap<u64, String> =
+        st.volumes.iter().map(|v| (v.id, v.name.clone())).collect();
+    for s in &st.snapshots {
+        names.insert(
+            s.id,
+            format!(
+                "{}@{}",
+                names.get(&s.volume).cloned().unwrap_or_default(),
+                s.name
+            ),
+        );
+    }
+    let mut lost = Vec::new();
+    let mut p = pos;
+    while p < log.len() {
+        match RecordFrame::parse(&log[p..]) {
+            RecordFrame::Record(rec, n) => {
+                lost.push(describe(p as u64, &rec, &mut names));
+                p += n;
+            }
+            _ => match find_valid_frame_after(log, p) {
+                Some(next) => p = next,
+                None => break,
+            },
+        }
+    }
+    let mut volumes: Vec<String> = lost.iter().flat_map(|r| r.volumes.clone()).collect();
+    volumes.sort();
+    volumes.dedup();
+    SalvageReport {
+        log: path.display().to_string(),
+        damaged_at: pos as u64,
+        reason,
+        records_applied: applied,
+        bytes_lost: (log.len() - pos) as u64,
+        extents: lost.iter().map(|r| r.extents).sum(),
+        lost_records: lost,
+        volumes,
+    }
+}
+
+/// A lost record's kind, the volumes it touched and the logical extents it (un)mapped.
+fn describe(
+    offset: u64,
+    rec: &MetaRecord,
+    names: &mut std::collections::HashMap<u64, String>,
+) -> LostRecord {
+    let debug = format!("{rec:?}");
+    let kind = debug
+        .split(|c: char| !c.is_alphanumeric())
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let name = |names: &std::collections::HashMap<u64, String>, id: u64| {
+        names.get(&id).cloned().unwrap_or_else(|| format!("#{id}"))
+    };
+    let (ids, extents): (Vec<u64>, u64) = match rec {
+        MetaRecord::VolumeCreate { id, name: n, .. }
+        | MetaRecord::VolumeClone { id, name: n, .. } => {
+            names.insert(*id, n.clone());
+            (vec![*id], 0)
+        }
+        MetaRecord::VolumeDelete { id } | MetaRecord::VolumeResize { id, .. } => (vec![*id], 0),
+        MetaRecord::MapSet { volume, entries }
+        | MetaRecord::MapSetPartial {
+            volume, entries, ..
+        } => (vec![*volume], entries.len() as u64),
+        MetaRecord::Unmap { volume, lexts } => (vec![*volume], lexts.len() as u64),
+        MetaRecord::SnapshotCreate { volume, .. } | MetaRecord::SnapshotRollback { volume, .. } => {
+            (vec![*volume], 0)
+        }
+        MetaRecord::SnapshotDelete { id } => (vec![*id], 0),
+        MetaRecord::PairCreate { pvol, svol, .. } => (vec![*pvol, *svol], 0),
+        MetaRecord::GroupDirty {
+            volume, regions, ..
+        }
+        | MetaRecord::GroupClean {
+            volume, regions, ..
+        } => (vec![*volume], regions.len() as u64),
+        _ => (Vec::new(), 0),
+    };
+    LostRecord {
+        offset,
+        kind,
+        volumes: ids.into_iter().map(|id| name(names, id)).collect(),
+        extents,
+    }
 }
 
 /// The offset of the first whole, checksummed frame strictly after `pos`, if any.
@@ -482,5 +696,46 @@ mod tests {
             "{:?}",
             r.warnings
         );
+    }
+
+    /// Salvage (issue 19 item 2): a damaged record in the middle applies the prefix and
+    /// reports the records after it (strict refuses the same log).
+    #[test]
+    fn salvage_applies_the_prefix_and_reports_the_rest() {
+        let (d, _log) = setup();
+        let p = d.path().join(LOG_FILE);
+        let mut b = fs::read(&p).unwrap();
+        // The third record (v3): flip a payload byte.
+        let mut pos = LOG_RECORDS_V2;
+        for _ in 0..2 {
+            let RecordFrame::Record(_, n) = RecordFrame::parse(&b[pos..]) else {
+                panic!()
+            };
+            pos += n;
+        }
+        b[pos + 12] ^= 0xff;
+        fs::write(&p, &b).unwrap();
+        assert!(recover(d.path()).is_err());
+        let r = recover_with(d.path(), RecoveryMode::Salvage).unwrap();
+        assert_eq!(r.replayed, 2);
+        assert_eq!(r.state.volumes.len(), 2);
+        let s = r.salvage.expect("a salvage report");
+        assert_eq!(s.damaged_at, pos as u64);
+        assert_eq!(s.records_applied, 2);
+        assert_eq!(
+            s.lost_records.len(),
+            2,
+            "v4 and v5 verify but are not applied"
+        );
+        assert_eq!(s.volumes, vec!["v4".to_string(), "v5".to_string()]);
+        assert_eq!(s.lost_records[0].kind, "VolumeCreate");
+        assert!(r
+            .warnings
+            .iter()
+            .any(|w| w.contains(&format!("offset {pos}"))));
+        // A clean log salvages to the same as strict, with no report.
+        let (d2, _l2) = setup();
+        let r2 = recover_with(d2.path(), RecoveryMode::Salvage).unwrap();
+        assert!(r2.salvage.is_none() && r2.replayed == 5);
     }
 }

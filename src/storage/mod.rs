@@ -13,6 +13,7 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use crate::meta::RecoveryMode;
 use crate::mirror::{Mirror, Pair};
 use crate::pool::{Pool, PoolError};
 use crate::replication::Replication;
@@ -31,13 +32,32 @@ impl Storage {
     /// Open a pool for serving: the core first (recovery, checks, scrub), then each service
     /// with its part of the recovered state, bottom to top.
     pub fn open(dir: &Path) -> Result<Arc<Storage>, PoolError> {
-        let (pool, mut st) = Pool::open(dir)?;
+        Self::open_with(dir, RecoveryMode::Strict)
+    }
+
+    /// `open` with a recovery mode. After a salvage that lost log records the pool is
+    /// read-only: volumes and snapshots are served for reading, pairs and journal groups are
+    /// not started (their copiers and redo would write), nothing is checkpointed, until an
+    /// operator confirms (`Pool::commit_salvage`) and the daemon starts again.
+    pub fn open_with(dir: &Path, mode: RecoveryMode) -> Result<Arc<Storage>, PoolError> {
+        let (pool, mut st) = Pool::open_with(dir, mode)?;
+        let read_only = pool.read_only().is_some();
         let volumes = Volumes::new(pool.clone(), std::mem::take(&mut st.volumes));
         let snapshots = Snapshots::new(volumes.clone(), std::mem::take(&mut st.snapshots));
         let mirror = Mirror::new(snapshots.clone());
         let replication = Replication::new(mirror.clone());
-        mirror.attach_pairs(std::mem::take(&mut st.pairs))?;
-        replication.attach_groups(std::mem::take(&mut st.groups))?;
+        if read_only {
+            if !st.pairs.is_empty() || !st.groups.is_empty() {
+                log::warn!(
+                    "read-only salvage: {} pairs and {} journal groups are not started until the salvage is confirmed",
+                    st.pairs.len(),
+                    st.groups.len()
+                );
+            }
+        } else {
+            mirror.attach_pairs(std::mem::take(&mut st.pairs))?;
+            replication.attach_groups(std::mem::take(&mut st.groups))?;
+        }
         let storage = Arc::new(Storage {
             pool,
             volumes,
@@ -45,26 +65,30 @@ impl Storage {
             mirror,
             replication,
         });
-        // Recovery leaves the pool clean: after a start that replayed log records (a crash),
-        // checkpoint once every service holds its recovered state (and the groups' redo is
-        // done), before anything is served. Otherwise the log to replay grows with every
-        // crash. Crash ordering is `MetaLog::rotate`'s: the new checkpoint is durable before
-        // the log is cut, so a crash here leaves either the old pair or the new one.
-        // The same fresh checkpoint rewrites a damaged, missing or stale copy of the
-        // checkpoint (both slots are written) or of the log header (a new log).
-        let replayed = storage.pool.replayed_at_open;
-        if replayed > 0 || storage.pool.rewrite_at_open {
-            storage.checkpoint()?;
+        Ok(storage)
+    }
+
+    /// Recovery leaves the pool clean (the daemon calls this after `open`, before it
+    /// mounts; library users may). After a start that replayed log records (a crash), write
+    /// a checkpoint once every service holds its recovered state and the groups' redo is
+    /// done: otherwise the log to replay grows with every crash. The same checkpoint
+    /// rewrites a damaged, missing or stale copy of the checkpoint (both slots are written)
+    /// or of the log header (a new log). Crash ordering is `MetaLog::rotate`'s: both slots
+    /// are durable before the log is cut. Nothing while a salvage is unconfirmed.
+    pub fn finish_recovery(&self) -> Result<(), PoolError> {
+        let replayed = self.pool.replayed_at_open;
+        if (replayed > 0 || self.pool.rewrite_at_open) && self.pool.read_only().is_none() {
+            self.checkpoint()?;
             if replayed > 0 {
                 log::info!(
                     "checkpoint written after replaying {replayed} log records: the next start replays none of them"
                 );
             }
-            if storage.pool.rewrite_at_open {
+            if self.pool.rewrite_at_open {
                 log::info!("damaged or missing metadata copies rewritten (both checkpoint slots and the log)");
             }
         }
-        Ok(storage)
+        Ok(())
     }
 
     /// Start the background work: the filler of partial extents and the groups' shippers,

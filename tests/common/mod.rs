@@ -346,6 +346,8 @@ pub struct TestPool {
     log_files: Vec<PathBuf>,
     shared: Arc<Shared>,
     pub rust_log: String,
+    /// Extra arguments for fusevold (e.g. `--recovery salvage`).
+    pub daemon_args: Vec<String>,
 }
 
 fn test_tmp_root() -> PathBuf {
@@ -418,6 +420,7 @@ impl TestPool {
             log_files: Vec::new(),
             shared,
             rust_log: std::env::var("FUSEVOL_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            daemon_args: Vec::new(),
         }
     }
 
@@ -527,6 +530,7 @@ impl TestPool {
         let mut c = Command::new(fusevold_bin());
         c.arg(&self.pool)
             .arg(&self.mnt)
+            .args(&self.daemon_args)
             .env("RUST_LOG", &self.rust_log)
             .env_remove("FUSEVOL_POOL")
             .stdin(Stdio::null())

@@ -191,6 +191,10 @@ pub(crate) struct CheckArgs {
     /// Pool directory to check [default: -p/--pool or FUSEVOL_POOL]
     #[arg(value_name = "POOL")]
     pub(crate) pool_dir: Option<PathBuf>,
+    /// Repair: salvage a damaged log (keep its valid prefix, report the rest, keep the
+    /// damaged log as meta.log.damaged-EPOCH) and rewrite damaged or missing metadata copies
+    #[arg(long)]
+    pub(crate) repair: bool,
 }
 
 #[derive(Subcommand)]
@@ -214,6 +218,9 @@ pub(crate) enum ArrayCmd {
 pub(crate) enum PoolCmd {
     /// Show the pool's identity, mount point, capacity, use, provisioning and arrays
     Info,
+    /// Confirm a salvage (`fusevold --recovery salvage`): the valid prefix becomes the
+    /// pool's state, the damaged log is kept as meta.log.damaged-EPOCH, the daemon stops
+    SalvageConfirm,
 }
 
 #[derive(Subcommand)]
