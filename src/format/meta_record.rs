@@ -100,12 +100,14 @@ impl LogHeader {
                 version,
             });
         }
-        d.u32()?;
-        Ok(LogHeader {
+        d.reserved_u32()?;
+        let h = LogHeader {
             pool_id: d.u64()?,
             epoch: d.u64()?,
             version,
-        })
+        };
+        d.zero_padding()?;
+        Ok(h)
     }
 }
 
