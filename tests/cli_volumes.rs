@@ -41,6 +41,56 @@ fn mount_entries(p: &TestPool) -> Vec<String> {
     v
 }
 
+/// Issue 19 item 7: a typo must not destroy data. A shrink needs `--allow-shrink` and is
+/// refused while the volume file is open (a loop device or a mounted file system would lose
+/// its tail); growing needs neither.
+#[test]
+fn shrink_needs_allow_shrink_and_a_closed_volume() {
+    let p = small_pool();
+    p.create_volume("x", "64M");
+    write_pattern(&p.vol("x"), 3, 40 * MIB, MIB, true);
+    let out = p.cli(&["volume", "resize", "x", "--size", "32M"]);
+    assert_eq!(
+        code(&out),
+        1,
+        "shrink without --allow-shrink: {}",
+        describe(&out)
+    );
+    assert!(
+        text(&out.stderr).contains("--allow-shrink"),
+        "the refusal names the flag: {}",
+        describe(&out)
+    );
+    assert_eq!(p.volume_info("x")["size"].as_u64(), Some(64 * MIB));
+    verify_pattern(&p.vol("x"), 3, 40 * MIB, MIB, true);
+
+    // Open (as a loop device or a mounted file system holds it): refused even with the flag.
+    let held = open_rw(&p.vol("x"), false).unwrap();
+    let out = p.cli(&["volume", "resize", "x", "--size", "32M", "--allow-shrink"]);
+    assert_eq!(
+        code(&out),
+        1,
+        "shrink of an open volume: {}",
+        describe(&out)
+    );
+    assert!(
+        text(&out.stderr).contains("open"),
+        "the refusal says the volume is open: {}",
+        describe(&out)
+    );
+    assert_eq!(p.volume_info("x")["size"].as_u64(), Some(64 * MIB));
+    // Growing an open volume is fine, and needs no flag.
+    p.cli_ok(&["volume", "resize", "x", "--size", "96M"]);
+    assert_eq!(p.volume_info("x")["size"].as_u64(), Some(96 * MIB));
+    drop(held);
+    verify_pattern(&p.vol("x"), 3, 40 * MIB, MIB, true);
+
+    // Closed and with the flag: shrunk.
+    p.cli_ok(&["volume", "resize", "x", "--size", "32M", "--allow-shrink"]);
+    assert_eq!(p.volume_info("x")["size"].as_u64(), Some(32 * MIB));
+    assert_eq!(fs::metadata(p.vol("x")).unwrap().len(), 32 * MIB);
+}
+
 #[test]
 fn volume_lifecycle_create_list_info_resize_delete() {
     let p = small_pool();
@@ -86,7 +136,14 @@ fn volume_lifecycle_create_list_info_resize_delete() {
     assert_eq!(fs::metadata(p.vol("vol0")).unwrap().len(), 128 * MIB);
     verify_pattern(&p.vol("vol0"), 7, 60 * MIB, MIB, true);
     verify_zeros(&p.vol("vol0"), 64 * MIB, 64 * MIB, true);
-    p.cli_ok(&["volume", "resize", "vol0", "--size", "32M"]);
+    p.cli_ok(&[
+        "volume",
+        "resize",
+        "vol0",
+        "--size",
+        "32M",
+        "--allow-shrink",
+    ]);
     assert_eq!(fs::metadata(p.vol("vol0")).unwrap().len(), 32 * MIB);
     let info = p.volume_info("vol0");
     assert_eq!(info["size"].as_u64(), Some(32 * MIB));
@@ -102,7 +159,14 @@ fn volume_lifecycle_create_list_info_resize_delete() {
     // extent must read as zeros, not as the old data.
     write_pattern(&p.vol("vol0"), 8, 16 * MIB, MIB, true);
     let cut = 16 * MIB + 12800;
-    p.cli_ok(&["volume", "resize", "vol0", "--size", &cut.to_string()]);
+    p.cli_ok(&[
+        "volume",
+        "resize",
+        "vol0",
+        "--size",
+        &cut.to_string(),
+        "--allow-shrink",
+    ]);
     assert_eq!(fs::metadata(p.vol("vol0")).unwrap().len(), cut);
     p.cli_ok(&["volume", "resize", "vol0", "--size", "64M"]);
     let got = read_range(&p.vol("vol0"), 16 * MIB, MIB, true);

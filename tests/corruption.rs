@@ -8,13 +8,14 @@ use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::time::Duration;
 
 use common::*;
 
 const ARRAYS: &[&str] = &["a0:64M", "a1:64M", "a2:64M"];
-/// meta.log layout (src/format/meta_record.rs): a 64-byte header, then frames of
-/// len u32 | crc32c u32 | type u8 | payload[len].
-const LOG_HEADER: u64 = 64;
+/// meta.log layout (src/format/meta_record.rs): a 64-byte header at offset 0 and again at
+/// 4096, then from 8192 frames of len u32 | crc32c u32 | type u8 | payload[len].
+const LOG_HEADER: u64 = 8192;
 const FRAME_HEADER: u64 = 9;
 
 fn flip(path: &Path, offset: u64) {
@@ -290,6 +291,160 @@ fn truncated_last_record_is_cut_with_a_warning() {
         .collect();
     assert!(!names.contains(&"last".to_string()), "{names:?}");
     assert_eq!(names.len(), 5, "{names:?}");
+    p.stop();
+    p.check_clean();
+}
+
+/// Issue 19 item 1 through the daemon: a damaged checkpoint copy or log header copy no
+/// longer stops the pool. The daemon starts from the other copy, says in its log which copy
+/// it skipped and why, serves the same data, and rewrites the damaged copy.
+#[test]
+fn damaged_checkpoint_or_log_header_copy_starts_from_the_other() {
+    let mut p = pool_with_log_records();
+    let pool = p.pool().to_path_buf();
+    for (file, off) in [
+        ("checkpoint", 40u64),
+        ("checkpoint.2", 7),
+        ("meta.log", 20),
+        ("meta.log", 4096 + 30),
+    ] {
+        flip(&pool.join(file), off);
+        p.start();
+        let log = p.daemon_log();
+        assert!(
+            log.contains(file) && log.contains("skipped"),
+            "{file} byte {off}: the daemon does not say which copy it skipped:\n{log}"
+        );
+        assert!(log.contains("rewritten"), "{log}");
+        verify_data(&p);
+        p.kill9();
+        p.clear_dead_mount();
+        p.check_clean();
+        let out = p.check();
+        assert!(
+            !text(&out.stdout).contains("skipped"),
+            "{file} byte {off}: the damaged copy was not rewritten: {}",
+            describe(&out)
+        );
+    }
+}
+
+/// The log damaged at the creation of `rec2`: the valid prefix holds `base`, `rec0` and
+/// `rec1` with their data; `rec2`, `rec3` and their data records come after the damage.
+fn damage_creation_of_rec2(p: &TestPool) {
+    let log_path = p.pool().join("meta.log");
+    let log = fs::read(&log_path).unwrap();
+    let creates: Vec<_> = frames(&log).into_iter().filter(|f| f.2 == 2).collect();
+    assert_eq!(creates.len(), 4, "four VolumeCreate records after the sync");
+    let (start, len, _) = creates[2];
+    flip(&log_path, start + FRAME_HEADER + len / 2);
+}
+
+fn volume_names(p: &TestPool) -> Vec<String> {
+    let mut n: Vec<String> = p
+        .cli_json(&["volume", "list"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap().to_string())
+        .collect();
+    n.sort();
+    n
+}
+
+fn verify_prefix(p: &TestPool) {
+    verify_pattern(&p.vol("base"), 100, 0, 4 * MIB, true);
+    for i in 0..2u64 {
+        verify_pattern(&p.vol(&format!("rec{i}")), 200 + i, i * MIB, 2 * MIB, true);
+    }
+    assert_eq!(volume_names(p), vec!["base", "rec0", "rec1"]);
+}
+
+/// Issue 19 item 2: `fusevold --recovery salvage` on a log damaged in the middle applies the
+/// valid prefix, reports what was lost (records, volumes, extents), serves read-only until
+/// `fusevol pool salvage-confirm`, which commits the prefix and stops the daemon; the next
+/// plain start is read-write and the pool checks clean.
+#[test]
+fn salvage_serves_the_valid_prefix_read_only_until_confirmed() {
+    let mut p = pool_with_log_records();
+    damage_creation_of_rec2(&p);
+    p.start_expect_failure(&[]);
+    p.daemon_args = vec!["--recovery".into(), "salvage".into()];
+    p.start();
+    let info = p.cli_json(&["pool", "info"]);
+    assert!(
+        info["read_only"]
+            .as_str()
+            .is_some_and(|s| s.contains("salvage")),
+        "{info}"
+    );
+    verify_prefix(&p);
+    // Read-only: writes are EROFS, metadata changes are refused.
+    let f = open_rw(&p.vol("base"), false).unwrap();
+    let e = f.write_all_at(&[1u8; 4096], 0).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{e}");
+    drop(f);
+    assert_eq!(
+        p.cli(&["volume", "create", "x", "--size", "1M"])
+            .status
+            .code(),
+        Some(1)
+    );
+    // The loss report names what was not applied.
+    let report: serde_json::Value =
+        serde_json::from_slice(&fs::read(p.pool().join("salvage-report.json")).unwrap()).unwrap();
+    // rec2's creation is the damaged record, so its later records name it by id (#4).
+    let vols = report["volumes"].to_string();
+    assert!(vols.contains("#4") && vols.contains("rec3"), "{report}");
+    assert!(report["extents"].as_u64().unwrap() > 0, "{report}");
+    assert!(
+        report["lost_records"].as_array().unwrap().len() >= 2,
+        "{report}"
+    );
+    assert!(p.daemon_log().contains("READ-ONLY"), "{}", p.daemon_log());
+    // A stop without confirmation changes nothing: the same salvage again.
+    p.stop();
+    p.daemon_args.clear();
+    p.start_expect_failure(&[]);
+    p.daemon_args = vec!["--recovery".into(), "salvage".into()];
+    p.start();
+    p.cli_ok(&["pool", "salvage-confirm"]);
+    wait_until(
+        "fusevold stops after the confirmation",
+        Duration::from_secs(30),
+        || !p.is_running(),
+    );
+    p.daemon_args.clear();
+    p.restart();
+    verify_prefix(&p);
+    assert!(p.cli_json(&["pool", "info"])["read_only"].is_null());
+    write_pattern(&p.vol("base"), 300, 8 * MIB, MIB, true);
+    p.create_volume("after", "8M");
+    assert!(fs::read_dir(p.pool()).unwrap().any(|e| e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .starts_with("meta.log.damaged-")));
+    p.stop();
+    p.check_clean();
+}
+
+/// `fusevol check POOL --repair` does the same offline.
+#[test]
+fn check_repair_salvages_offline() {
+    let mut p = pool_with_log_records();
+    damage_creation_of_rec2(&p);
+    assert!(!p.check().status.success());
+    let mut c = std::process::Command::new(fusevol_bin());
+    c.args(["--json", "check"]).arg(p.pool()).arg("--repair");
+    let out = run(&mut c, Duration::from_secs(120));
+    assert!(out.status.success(), "{}", describe(&out));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(r["salvage"]["volumes"].to_string().contains("rec3"), "{r}");
+    assert!(r["repaired"].as_str().is_some(), "{r}");
+    p.check_clean();
+    p.start();
+    verify_prefix(&p);
     p.stop();
     p.check_clean();
 }

@@ -209,7 +209,7 @@ fn run(dir: &Path, ops: Vec<Op>) {
                 let Some(data) = m.vols.get_mut(NAMES[v]) else {
                     continue;
                 };
-                match pool.resize_volume(NAMES[v], size_kib << 10) {
+                match pool.resize_volume(NAMES[v], size_kib << 10, true) {
                     Ok(_) => data.resize((size_kib << 10) as usize, 0),
                     Err(e) => assert!(e.to_string().contains("pool full"), "resize: {e}"),
                 }

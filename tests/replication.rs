@@ -117,7 +117,7 @@ fn base_copy_updates_discards_and_group_snapshots_reach_the_secondary() {
         std::thread::sleep(Duration::from_millis(20));
     }
     // Resize travels too; a volume removed from the group becomes writable there.
-    p.resize_volume("b", SIZE * 2).unwrap();
+    p.resize_volume("b", SIZE * 2, false).unwrap();
     write(p, "b", SIZE + 5, 1000, 99);
     wait_caught_up(p, s, "g");
     assert_eq!(s.volumes.volume("b").unwrap().size(), SIZE * 2);

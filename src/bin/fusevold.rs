@@ -45,6 +45,12 @@ struct Args {
     /// get EPERM, opens for writing get EBUSY.
     #[arg(long)]
     nbd_shared: bool,
+    /// Damage in the middle of the metadata log: `strict` refuses to start (naming the file
+    /// and offset); `salvage` applies the valid prefix, reports what was lost (log and
+    /// POOL/salvage-report.json) and serves the pool read-only until `fusevol pool
+    /// salvage-confirm`.
+    #[arg(long, default_value = "strict", value_name = "MODE")]
+    recovery: fusevol::meta::RecoveryMode,
 }
 
 fn main() -> ExitCode {
@@ -80,6 +86,7 @@ fn main() -> ExitCode {
         allow_other: a.allow_other,
         flush_interval: Duration::from_millis(a.flush_ms.max(10)),
         nbd,
+        recovery: a.recovery,
     };
     match fusevol::daemon::run(opts) {
         Ok(()) => ExitCode::SUCCESS,

@@ -46,8 +46,14 @@ pub enum Request {
     VolumeList,
     /// One volume; answers `VolumeInfo`.
     VolumeInfo { name: String },
-    /// Grow or shrink a volume; answers `VolumeInfo`.
-    VolumeResize { name: String, size: u64 },
+    /// Grow or shrink a volume; answers `VolumeInfo`. A shrink needs `allow_shrink` and a
+    /// closed volume file.
+    VolumeResize {
+        name: String,
+        size: u64,
+        #[serde(default)]
+        allow_shrink: bool,
+    },
     /// Delete a volume and free its extents; answers `null`. A volume with snapshots is
     /// refused unless `recursive` (then its snapshots go first).
     VolumeDelete {
@@ -75,6 +81,10 @@ pub enum Request {
     },
     /// Write a checkpoint of the metadata now and sync everything; answers `null`.
     Sync,
+    /// Confirm a salvage (`fusevold --recovery salvage` opened the pool read-only): the
+    /// salvaged state becomes the pool's, the damaged log is kept aside, and the daemon
+    /// stops so that it can be started again read-write. Answers the `SalvageReport`.
+    SalvageConfirm,
     /// Pair `pvol` (P-VOL) with `svol` (S-VOL, at least as large; created on the fly with
     /// `create_svol`, on `svol_tier` if given). Starts the initial copy (state COPY).
     /// `rate`: background copy limit in bytes per second (0 or none: the daemon default).
@@ -482,6 +492,9 @@ pub struct PoolInfo {
     pub provisioned: u64,
     pub arrays: Vec<ArrayInfo>,
     pub volumes: u64,
+    /// Why the pool is read-only (an unconfirmed salvage), when it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only: Option<String>,
 }
 
 impl Response {

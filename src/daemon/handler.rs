@@ -109,8 +109,12 @@ impl Handler {
                 ok(list, vec![])
             }
             Request::VolumeInfo { name } => ok(status::volume_info_by_name(st, &name)?, vec![]),
-            Request::VolumeResize { name, size } => {
-                let v = st.resize_volume(&name, size)?;
+            Request::VolumeResize {
+                name,
+                size,
+                allow_shrink,
+            } => {
+                let v = st.resize_volume(&name, size, allow_shrink)?;
                 ok(status::volume_info(st, &v), vec![])
             }
             Request::VolumeDelete { name, recursive } => {
@@ -324,6 +328,22 @@ impl Handler {
             Request::Sync => {
                 st.checkpoint()?;
                 ok(json!(null), vec![])
+            }
+            Request::SalvageConfirm => {
+                let (report, epoch) = st.pool.commit_salvage()?;
+                // The daemon stops (as on SIGTERM) so that the next start serves the pool
+                // read-write from the committed checkpoint, with pairs and groups started
+                // and the lost records' extents scrubbed.
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::this(),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+                ok(
+                    report,
+                    vec![format!(
+                        "salvage confirmed (checkpoint epoch {epoch}); fusevold stops: start it again (without --recovery salvage) to serve the pool read-write"
+                    )],
+                )
             }
         }
     }

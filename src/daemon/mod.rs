@@ -34,6 +34,8 @@ pub struct DaemonOptions {
     pub flush_interval: Duration,
     /// Serve the volumes over NBD too (`--nbd`, `--nbd-allow`).
     pub nbd: Option<crate::nbd::NbdOptions>,
+    /// Recovery policy for damage in the middle of the metadata log (`--recovery`).
+    pub recovery: crate::meta::RecoveryMode,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -103,7 +105,12 @@ fn clear_stale_mount(mnt: &Path) {
 
 /// Create the pool with the default arrays and volume `vol0` when `dir` does not hold one yet.
 pub fn ensure_pool(dir: &Path) -> Result<(), DaemonError> {
-    if dir.join(crate::meta::CHECKPOINT_FILE).exists() {
+    // Any trace of a pool counts: with one checkpoint slot destroyed (or both, the log and
+    // arrays still there) this must open, or fail, the pool, never create a new one over it.
+    let traces = crate::meta::CHECKPOINT_FILES
+        .iter()
+        .chain(&[crate::meta::LOG_FILE, crate::pool::ARRAYS_DIR]);
+    if traces.into_iter().any(|n| dir.join(n).exists()) {
         return Ok(());
     }
     log::info!(
@@ -113,6 +120,9 @@ pub fn ensure_pool(dir: &Path) -> Result<(), DaemonError> {
     create_pool(dir, &default_pool_with_volume())?;
     Ok(())
 }
+
+/// Where a salvage start writes its loss report (JSON), in the pool directory.
+pub const SALVAGE_REPORT_FILE: &str = "salvage-report.json";
 
 pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     ensure_pool(&opts.pool)?;
@@ -131,7 +141,19 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         source: e.into(),
     })?;
 
-    let st = Storage::open(&pool_dir)?;
+    let st = Storage::open_with(&pool_dir, opts.recovery)?;
+    // A clean pool before serving: checkpoint after a replay, rewrite damaged copies.
+    st.finish_recovery()?;
+    if let Some(report) = st.pool.salvage_report() {
+        // The loss report, for the operator (and the CLI's `pool info` says read-only).
+        let path = pool_dir.join(SALVAGE_REPORT_FILE);
+        let text = serde_json::to_string_pretty(&report).unwrap_or_default();
+        if let Err(e) = fs::write(&path, text) {
+            log::error!("write {}: {e}", path.display());
+        } else {
+            log::warn!("salvage loss report written to {}", path.display());
+        }
+    }
 
     // NBD before the mount, so a port in use stops the daemon before anything is mounted.
     let nbd =
@@ -210,8 +232,11 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
             .expect("spawn flusher")
     };
     // Completes partial extents (sub-extent copy-on-write) in the background, and starts
-    // the journal groups' shippers, appliers and base copiers.
-    st.start();
+    // the journal groups' shippers, appliers and base copiers. Not while an unconfirmed
+    // salvage holds the pool read-only.
+    if st.pool.read_only().is_none() {
+        st.start();
+    }
 
     let mut unmounter = session.unmount_callable();
     let mnt2 = mnt.clone();

@@ -102,6 +102,7 @@ pub fn pool_info(st: &Storage, mountpoint: &str) -> PoolInfo {
         provisioned: vols.iter().map(|v| v.size()).sum(),
         volumes: vols.len() as u64,
         arrays,
+        read_only: st.pool.read_only(),
     }
 }
 

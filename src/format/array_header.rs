@@ -95,6 +95,7 @@ impl ArrayHeader {
             name: d.str()?,
             tier: d.str()?,
         };
+        d.zero_padding()?;
         if h.extent_size == 0
             || !h.capacity.is_multiple_of(h.extent_size)
             || h.data_offset < ARRAY_HEADER_SIZE as u64

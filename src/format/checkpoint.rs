@@ -434,7 +434,7 @@ impl Checkpoint {
                 version,
             });
         }
-        d.u32()?;
+        d.reserved_u32()?;
         let mut c = Checkpoint {
             pool_id: d.u64()?,
             epoch: d.u64()?,

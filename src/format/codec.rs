@@ -95,6 +95,31 @@ impl<'a> Dec<'a> {
         let b = self.take(n)?;
         String::from_utf8(b.to_vec()).map_err(|_| FormatError::BadString { what: self.what })
     }
+    /// A reserved word: must be zero (writers write zero; anything else is damage or a
+    /// format this version does not know, and accepting it would not round-trip).
+    pub fn reserved_u32(&mut self) -> Result<(), FormatError> {
+        match self.u32()? {
+            0 => Ok(()),
+            v => Err(FormatError::Invalid {
+                what: self.what,
+                detail: format!("reserved word at offset {} is {v:#x}, not 0", self.pos - 4),
+            }),
+        }
+    }
+    /// The rest of a fixed-size header is zero padding.
+    pub fn zero_padding(&mut self) -> Result<(), FormatError> {
+        let rest = self.take(self.remaining())?;
+        match rest.iter().position(|&b| b != 0) {
+            None => Ok(()),
+            Some(i) => Err(FormatError::Invalid {
+                what: self.what,
+                detail: format!(
+                    "padding byte at offset {} is not 0",
+                    self.pos - rest.len() + i
+                ),
+            }),
+        }
+    }
     /// A count that is about to size an allocation: refuse counts the buffer cannot hold.
     pub fn count(&mut self, min_item_size: usize) -> Result<usize, FormatError> {
         let n = self.u64()? as usize;

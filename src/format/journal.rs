@@ -51,7 +51,7 @@ fn open_fixed<'a>(
     if v != version {
         return Err(FormatError::BadVersion { what, version: v });
     }
-    d.u32()?;
+    d.reserved_u32()?;
     Ok(d)
 }
 
@@ -82,12 +82,14 @@ impl SegmentHeader {
     pub fn decode(buf: &[u8]) -> Result<SegmentHeader, FormatError> {
         let what = "journal segment header";
         let mut d = open_fixed(buf, SEGMENT_HEADER_SIZE, SEG_MAGIC, SEG_VERSION, what)?;
-        Ok(SegmentHeader {
+        let h = SegmentHeader {
             group: d.u64()?,
             epoch: d.u64()?,
             first_seq: d.u64()?,
             created: d.u64()?,
-        })
+        };
+        d.zero_padding()?;
+        Ok(h)
     }
 }
 
@@ -430,7 +432,12 @@ impl JournalRecord {
             return Err(FormatError::BadMagic { what: WHAT });
         }
         let kind_raw = d.u8()?;
-        d.bytes(3)?;
+        if d.bytes(3)? != [0, 0, 0] {
+            return Err(FormatError::Invalid {
+                what: WHAT,
+                detail: "reserved bytes 5..8 are not 0".into(),
+            });
+        }
         let (group, epoch, seq, time) = (d.u64()?, d.u64()?, d.u64()?, d.u64()?);
         let (volume, offset, length) = (d.u64()?, d.u64()?, d.u64()?);
         let plen = d.u32()? as usize;
@@ -539,13 +546,15 @@ impl Ack {
             });
         }
         let mut d = open_fixed(buf, ACK_SIZE, ACK_MAGIC, 1, what)?;
-        Ok(Ack {
+        let a = Ack {
             group: d.u64()?,
             epoch: d.u64()?,
             applied: d.u64()?,
             time: d.u64()?,
             acked_at: d.u64()?,
-        })
+        };
+        d.zero_padding()?;
+        Ok(a)
     }
 }
 
@@ -673,7 +682,7 @@ impl Manifest {
                 version,
             });
         }
-        d.u32()?;
+        d.reserved_u32()?;
         let mut m = Manifest {
             group: d.u64()?,
             epoch: d.u64()?,
@@ -689,7 +698,16 @@ impl Manifest {
                 m.volumes.push((d.u64()?, d.str()?));
             }
         }
-        if version >= 3 && d.u8()? == 1 {
+        let has_settings = if version >= 3 {
+            match d.u8()? {
+                0 => false,
+                1 => true,
+                kind => return Err(FormatError::UnknownType { what: WHAT, kind }),
+            }
+        } else {
+            false
+        };
+        if has_settings {
             let (segment_bytes, seal_age_ms, rate, journal_limit) =
                 (d.u64()?, d.u64()?, d.u64()?, d.u64()?);
             let policy = match d.u8()? {
@@ -774,7 +792,7 @@ impl FailbackRequest {
                 version,
             });
         }
-        d.u32()?;
+        d.reserved_u32()?;
         let mut f = FailbackRequest {
             group: d.u64()?,
             epoch: d.u64()?,

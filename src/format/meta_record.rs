@@ -4,29 +4,57 @@ use super::checkpoint::{dec_words, enc_words, PartialRec};
 use super::codec::{Dec, Enc};
 use super::{verify_crc, ArrayRec, FormatError, GroupRec};
 
-// Format: metadata log header, LOG_HEADER_SIZE (64) bytes at offset 0 of `meta.log`.
+// Format: metadata log header, LOG_HEADER_SIZE (64) bytes.
 //   0  magic    8  b"FVMLOG\0\0"
-//   8  version  u32 (1)
+//   8  version  u32 (2; 1 is still read)
 //  12  reserved u32 (0)
 //  16  pool_id  u64
 //  24  epoch    u64   the checkpoint epoch this log continues
 //  32  zero padding up to 60
 //  60  crc32c   u32   over bytes 0..60
+// Version 2 (`meta.log` since issue 19) keeps the header twice, in different 4 KiB blocks:
+// copy 1 at offset 0, copy 2 at LOG_HEADER_COPY (4096), zeros between and after; records
+// start at LOG_RECORDS_V2 (8192). Version 1 had one copy and records from offset 64.
 pub const LOG_HEADER_SIZE: usize = 64;
+/// Where the second copy of a version 2 log header starts.
+pub const LOG_HEADER_COPY: usize = 4096;
+/// Where the records of a version 2 log start.
+pub const LOG_RECORDS_V2: usize = 8192;
 const LOG_MAGIC: &[u8; 8] = b"FVMLOG\0\0";
-const LOG_VERSION: u32 = 1;
+const LOG_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogHeader {
     pub pool_id: u64,
     pub epoch: u64,
+    /// 2 for new logs; 1 for a log written before the header was kept twice.
+    pub version: u32,
 }
 
 impl LogHeader {
+    /// A header of the current version.
+    pub fn new(pool_id: u64, epoch: u64) -> LogHeader {
+        LogHeader {
+            pool_id,
+            epoch,
+            version: LOG_VERSION,
+        }
+    }
+
+    /// Where the records start in a log with this header.
+    pub fn records_offset(&self) -> usize {
+        if self.version == 1 {
+            LOG_HEADER_SIZE
+        } else {
+            LOG_RECORDS_V2
+        }
+    }
+
+    /// One copy of the header (LOG_HEADER_SIZE bytes).
     pub fn encode(&self) -> Vec<u8> {
         let mut e = Enc::with_capacity(LOG_HEADER_SIZE);
         e.bytes(LOG_MAGIC)
-            .u32(LOG_VERSION)
+            .u32(self.version)
             .u32(0)
             .u64(self.pool_id)
             .u64(self.epoch);
@@ -37,6 +65,19 @@ impl LogHeader {
         buf
     }
 
+    /// The start of a new log: every copy of the header, up to where the records begin.
+    pub fn encode_start(&self) -> Vec<u8> {
+        let one = self.encode();
+        if self.version == 1 {
+            return one;
+        }
+        let mut buf = vec![0u8; LOG_RECORDS_V2];
+        buf[..LOG_HEADER_SIZE].copy_from_slice(&one);
+        buf[LOG_HEADER_COPY..LOG_HEADER_COPY + LOG_HEADER_SIZE].copy_from_slice(&one);
+        buf
+    }
+
+    /// Decode and verify one copy of the header.
     pub fn decode(buf: &[u8]) -> Result<LogHeader, FormatError> {
         const WHAT: &str = "metadata log header";
         if buf.len() < LOG_HEADER_SIZE {
@@ -53,17 +94,20 @@ impl LogHeader {
         verify_crc(WHAT, &buf[..60], stored)?;
         let mut d = Dec::new(&buf[8..60], WHAT);
         let version = d.u32()?;
-        if version != LOG_VERSION {
+        if version != 1 && version != LOG_VERSION {
             return Err(FormatError::BadVersion {
                 what: WHAT,
                 version,
             });
         }
-        d.u32()?;
-        Ok(LogHeader {
+        d.reserved_u32()?;
+        let h = LogHeader {
             pool_id: d.u64()?,
             epoch: d.u64()?,
-        })
+            version,
+        };
+        d.zero_padding()?;
+        Ok(h)
     }
 }
 
@@ -772,14 +816,25 @@ mod tests {
 
     #[test]
     fn header_round_trip_and_corruption() {
-        let h = LogHeader {
-            pool_id: 9,
-            epoch: 3,
-        };
+        let h = LogHeader::new(9, 3);
         let b = h.encode();
         assert_eq!(LogHeader::decode(&b).unwrap(), h);
         let mut c = b.clone();
         c[30] ^= 1;
         assert!(LogHeader::decode(&c).is_err());
+        // Version 2: two copies in different 4 KiB blocks, records after them.
+        let start = h.encode_start();
+        assert_eq!(start.len(), LOG_RECORDS_V2);
+        assert_eq!(h.records_offset(), LOG_RECORDS_V2);
+        assert_eq!(LogHeader::decode(&start[LOG_HEADER_COPY..]).unwrap(), h);
+        // Version 1 (one copy, records from 64) is still read.
+        let old = LogHeader { version: 1, ..h };
+        let b1 = old.encode_start();
+        assert_eq!(b1.len(), LOG_HEADER_SIZE);
+        let d = LogHeader::decode(&b1).unwrap();
+        assert_eq!((d.version, d.records_offset()), (1, LOG_HEADER_SIZE));
+        let mut bad = b1.clone();
+        bad[8] = 3;
+        assert!(LogHeader::decode(&bad).is_err());
     }
 }

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::{MetaError, CHECKPOINT_FILE, LOG_FILE};
+use super::{MetaError, State, CHECKPOINT_FILES, LOG_FILE};
 use crate::format::{Checkpoint, LogHeader, MetaRecord};
 
 /// Write `bytes` to `dir/name` atomically: temporary file, fsync, rename, fsync the directory.
@@ -26,9 +26,49 @@ pub fn sync_dir(dir: &Path) -> Result<(), MetaError> {
         .map_err(|e| MetaError::io("fsync directory", dir, e))
 }
 
-/// Write a checkpoint file atomically.
+/// Write a checkpoint to both slots, one after the other, each atomically (temporary file,
+/// fsync, rename, fsync the directory).
+///
+/// Crash ordering: never overwrite the only good copy. A slot is replaced only by a rename
+/// of a complete, fsynced file, so at every moment each slot holds either its old checkpoint
+/// or the new one, whole; and the caller (`MetaLog::rotate`) cuts the log only after both
+/// slots are durable, so the log that the older checkpoint needs is still there whichever
+/// copy survives. Recovery takes the newest copy that verifies.
 pub fn write_checkpoint(dir: &Path, ckpt: &Checkpoint) -> Result<(), MetaError> {
-    write_atomic(dir, CHECKPOINT_FILE, &ckpt.encode())
+    let bytes = ckpt.encode();
+    for (i, name) in CHECKPOINT_FILES.into_iter().enumerate() {
+        if i == 1 {
+            fail::fail_point!("meta::checkpoint::between_slots", |_| Err(MetaError::io(
+                "write checkpoint",
+                dir.join(name),
+                std::io::Error::other("failpoint meta::checkpoint::between_slots")
+            )));
+        }
+        write_atomic(dir, name, &bytes)?;
+    }
+    Ok(())
+}
+
+/// Make a recovered state the pool's on-disk state (a confirmed salvage, `fusevol check
+/// --repair`): with `keep_log`, the old log is first copied aside to
+/// `meta.log.damaged-<epoch>` (what was not applied stays available to a human); then
+/// checkpoint epoch+1 is written to both slots and only then a fresh log (rotation order: a
+/// crash in between leaves the new checkpoint with a stale log, which recovery ignores).
+/// Returns the new epoch.
+pub fn commit_recovered(dir: &Path, state: &State, keep_log: bool) -> Result<u64, MetaError> {
+    let log = dir.join(LOG_FILE);
+    if keep_log && log.exists() {
+        let keep = dir.join(format!("{LOG_FILE}.damaged-{}", state.epoch));
+        fs::copy(&log, &keep).map_err(|e| MetaError::io("copy the damaged log to", &keep, e))?;
+        File::open(&keep)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| MetaError::io("fsync", &keep, e))?;
+    }
+    let mut next = state.clone();
+    next.epoch = state.epoch + 1;
+    write_checkpoint(dir, &next.to_checkpoint())?;
+    MetaLog::create(dir, state.pool_id, next.epoch)?;
+    Ok(next.epoch)
 }
 
 /// Appends records to `meta.log`. Appends go to the page cache at once (so a daemon crash
@@ -40,10 +80,14 @@ pub struct MetaLog {
     pool_id: u64,
     epoch: u64,
     len: u64,
+    /// Where the records start (after the header copies).
+    start: u64,
     /// Bytes appended since the last successful sync.
     unsynced: u64,
     /// A failed fsync of the log is never retried as if it worked: the log stays failed.
     failed: bool,
+    /// Opened by an unconfirmed salvage: nothing may be appended (why, for the error).
+    read_only: Option<String>,
     scratch: Vec<u8>,
 }
 
@@ -55,6 +99,23 @@ impl MetaLog {
         pool_id: u64,
         epoch: u64,
         valid_len: u64,
+    ) -> Result<MetaLog, MetaError> {
+        Self::open_at(
+            dir,
+            pool_id,
+            epoch,
+            valid_len,
+            LogHeader::new(pool_id, epoch),
+        )
+    }
+
+    /// `open` for a log whose header is `header` (its version says where records start).
+    pub fn open_at(
+        dir: &Path,
+        pool_id: u64,
+        epoch: u64,
+        valid_len: u64,
+        header: LogHeader,
     ) -> Result<MetaLog, MetaError> {
         let path = dir.join(LOG_FILE);
         let file = OpenOptions::new()
@@ -79,17 +140,48 @@ impl MetaLog {
             pool_id,
             epoch,
             len: valid_len,
+            start: header.records_offset() as u64,
             unsynced: 0,
             failed: false,
+            read_only: None,
             scratch: Vec::with_capacity(4096),
+        })
+    }
+
+    /// Open a log that must not change (an unconfirmed salvage: its damaged part stays as it
+    /// is, for the operator). Appends and rotation fail with `why`.
+    pub fn open_read_only(
+        dir: &Path,
+        pool_id: u64,
+        epoch: u64,
+        valid_len: u64,
+        why: String,
+    ) -> Result<MetaLog, MetaError> {
+        let path = dir.join(LOG_FILE);
+        let file = File::open(&path).map_err(|e| MetaError::io("open", &path, e))?;
+        Ok(MetaLog {
+            dir: dir.to_path_buf(),
+            path,
+            file,
+            pool_id,
+            epoch,
+            len: valid_len,
+            start: valid_len,
+            unsynced: 0,
+            failed: false,
+            read_only: Some(why),
+            scratch: Vec::new(),
         })
     }
 
     /// Create a fresh, empty log for `epoch` (atomically replacing any old one).
     pub fn create(dir: &Path, pool_id: u64, epoch: u64) -> Result<MetaLog, MetaError> {
-        let header = LogHeader { pool_id, epoch }.encode();
-        write_atomic(dir, LOG_FILE, &header)?;
-        Self::open(dir, pool_id, epoch, header.len() as u64)
+        // Both copies of the header are written (and fsynced) before the log is renamed
+        // into place.
+        let header = LogHeader::new(pool_id, epoch);
+        let start = header.encode_start();
+        write_atomic(dir, LOG_FILE, &start)?;
+        Self::open_at(dir, pool_id, epoch, start.len() as u64, header)
     }
 
     pub fn epoch(&self) -> u64 {
@@ -101,7 +193,7 @@ impl MetaLog {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len <= crate::format::meta_record::LOG_HEADER_SIZE as u64
+        self.len <= self.start
     }
 
     pub fn path(&self) -> &Path {
@@ -112,6 +204,7 @@ impl MetaLog {
     /// holding the lock that guards this log.
     pub fn append(&mut self, rec: &MetaRecord) -> Result<(), MetaError> {
         self.check_healthy()?;
+        self.check_writable()?;
         fail::fail_point!("meta::append::write", |_| Err(MetaError::io(
             "append to",
             &self.path,
@@ -172,8 +265,21 @@ impl MetaLog {
         Ok(())
     }
 
+    /// Err while the pool is opened read-only by an unconfirmed salvage.
+    pub fn check_writable(&self) -> Result<(), MetaError> {
+        match &self.read_only {
+            Some(why) => Err(MetaError::io(
+                "append to",
+                &self.path,
+                std::io::Error::new(std::io::ErrorKind::ReadOnlyFilesystem, why.clone()),
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// Write checkpoint `state` (its epoch must be this log's epoch + 1) and start a new log.
     pub fn rotate(&mut self, state: &Checkpoint) -> Result<(), MetaError> {
+        self.check_writable()?;
         assert_eq!(
             state.epoch,
             self.epoch + 1,

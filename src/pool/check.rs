@@ -6,7 +6,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::format::Phys;
-use crate::meta::MetaError;
+use crate::meta::{MetaError, RecoveryMode, SalvageReport};
 use crate::pool::PoolError;
 
 #[derive(Debug, Serialize)]
@@ -32,6 +32,12 @@ pub struct CheckReport {
     pub free_extents_with_data: u64,
     pub warnings: Vec<String>,
     pub problems: Vec<String>,
+    /// Salvage mode: what the damaged log lost (None when nothing was lost).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub salvage: Option<SalvageReport>,
+    /// `--repair`: what was written (None when nothing was).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repaired: Option<String>,
 }
 
 impl CheckReport {
@@ -70,6 +76,9 @@ impl fmt::Display for CheckReport {
         for p in &self.problems {
             writeln!(f, "  PROBLEM: {p}")?;
         }
+        if let Some(r) = &self.repaired {
+            writeln!(f, "  repaired: {r}")?;
+        }
         write!(
             f,
             "{}",
@@ -86,16 +95,55 @@ impl fmt::Display for CheckReport {
 /// middle of the log, bad array header) is returned as the error; inconsistencies found
 /// afterwards are listed in the report.
 pub fn check_pool(dir: &Path) -> Result<CheckReport, MetaError> {
-    let loaded = match crate::pool::open::load(dir) {
-        Ok(l) => l,
-        Err(PoolError::Meta(m)) => return Err(m),
-        Err(other) => {
-            return Err(MetaError::Mismatch {
-                path: dir.to_path_buf(),
-                detail: other.to_string(),
-            })
-        }
-    };
+    check_pool_with(dir, RecoveryMode::Strict)
+}
+
+/// `fusevol check --repair`: recover in salvage mode; when a log was damaged (its valid
+/// prefix is kept, the rest reported) or a metadata copy is damaged, missing or stale, and
+/// the result is consistent, write it as the pool's state (`meta::commit_recovered`: the
+/// damaged log is kept aside, checkpoint to both slots, fresh log). An inconsistent result
+/// is reported and nothing is written.
+pub fn repair_pool(dir: &Path) -> Result<CheckReport, MetaError> {
+    let loaded = load_for_check(dir, RecoveryMode::Salvage)?;
+    let salvaged = loaded.recovered.salvage.is_some();
+    let mut report = report_of(dir, &loaded);
+    if !report.is_clean() {
+        return Ok(report);
+    }
+    if salvaged || loaded.recovered.needs_rewrite {
+        let st = &loaded.recovered.state;
+        let epoch = crate::meta::commit_recovered(dir, st, salvaged)?;
+        report.repaired = Some(if salvaged {
+            format!(
+                "the valid prefix of the log is now checkpoint epoch {epoch} (both slots); the damaged log is kept as {}.damaged-{}",
+                crate::meta::LOG_FILE,
+                st.epoch
+            )
+        } else {
+            format!("damaged, missing or stale metadata copies rewritten: checkpoint epoch {epoch} in both slots, fresh log")
+        });
+    }
+    Ok(report)
+}
+
+fn load_for_check(dir: &Path, mode: RecoveryMode) -> Result<crate::pool::open::Loaded, MetaError> {
+    match crate::pool::open::load(dir, mode) {
+        Ok(l) => Ok(l),
+        Err(PoolError::Meta(m)) => Err(m),
+        Err(other) => Err(MetaError::Mismatch {
+            path: dir.to_path_buf(),
+            detail: other.to_string(),
+        }),
+    }
+}
+
+/// `check_pool` with a recovery mode (salvage reports what a damaged log loses).
+pub fn check_pool_with(dir: &Path, mode: RecoveryMode) -> Result<CheckReport, MetaError> {
+    let loaded = load_for_check(dir, mode)?;
+    Ok(report_of(dir, &loaded))
+}
+
+fn report_of(dir: &Path, loaded: &crate::pool::open::Loaded) -> CheckReport {
     let st = &loaded.recovered.state;
     let mut free_with_data = 0;
     let (mut used, mut shared) = (0, 0);
@@ -132,7 +180,7 @@ pub fn check_pool(dir: &Path) -> Result<CheckReport, MetaError> {
             Err(e) => warnings.push(format!("cannot scan {}: {e}", path.display())),
         }
     }
-    Ok(CheckReport {
+    CheckReport {
         pool: dir.display().to_string(),
         pool_id: format!("{:016x}", st.pool_id),
         epoch: st.epoch,
@@ -147,5 +195,7 @@ pub fn check_pool(dir: &Path) -> Result<CheckReport, MetaError> {
         free_extents_with_data: free_with_data,
         warnings,
         problems,
-    })
+        salvage: loaded.recovered.salvage.clone(),
+        repaired: None,
+    }
 }

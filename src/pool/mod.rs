@@ -24,7 +24,7 @@ use parking_lot::{Mutex, RwLock};
 
 pub use alloc::Allocator;
 pub use array::Array;
-pub use check::{check_pool, CheckReport};
+pub use check::{check_pool, check_pool_with, repair_pool, CheckReport};
 pub use create::{create_pool, default_pool_with_volume, ArraySpec, PoolSpec, DEFAULT_EXTENT_SIZE};
 pub use extent_io::{Cow, IoError};
 pub use fill::FILL_RATE;
@@ -111,6 +111,15 @@ pub struct Pool {
     sources: RwLock<Vec<std::sync::Weak<dyn StateSource>>>,
     /// The services that take part in a sync (a journal is durable before the arrays).
     sync_hooks: RwLock<Vec<std::sync::Weak<dyn SyncHook>>>,
+    /// Log records that recovery replayed when this pool was opened (`Storage::open` writes
+    /// a checkpoint when there were any, so the next start does not replay them again).
+    pub replayed_at_open: u64,
+    /// Recovery found a metadata copy (checkpoint slot, log header) damaged, missing or
+    /// stale: `Storage::open` rewrites it with a fresh checkpoint and log.
+    pub rewrite_at_open: bool,
+    /// Opened by a salvage that lost log records: the report and the salvaged state, kept
+    /// until an operator confirms (`commit_salvage`). While set, the pool is read-only.
+    pub(crate) salvaged: Mutex<Option<(crate::meta::SalvageReport, State)>>,
 }
 
 impl Pool {
@@ -278,8 +287,49 @@ impl Pool {
         id
     }
 
-    /// Write a checkpoint and start a new log. Everything is synced first.
+    /// Why the pool is read-only (an unconfirmed salvage), or None.
+    pub fn read_only(&self) -> Option<String> {
+        self.salvaged.lock().as_ref().map(|(r, _)| {
+            format!(
+                "pool opened by a salvage that did not apply the metadata log from {} offset {}; review the loss report (POOL/salvage-report.json) and confirm with `fusevol pool salvage-confirm`",
+                r.log, r.damaged_at
+            )
+        })
+    }
+
+    /// The loss report of an unconfirmed salvage.
+    pub fn salvage_report(&self) -> Option<crate::meta::SalvageReport> {
+        self.salvaged.lock().as_ref().map(|(r, _)| r.clone())
+    }
+
+    /// Confirm a salvage: the salvaged state becomes the pool's on-disk state (the damaged
+    /// log is kept as `meta.log.damaged-<epoch>`, a checkpoint of the salvaged state goes to
+    /// both slots, a fresh log follows). The running daemon stays read-only; the next start
+    /// serves the pool read-write (and punches the extents only the lost records held).
+    pub fn commit_salvage(&self) -> Result<(crate::meta::SalvageReport, u64), PoolError> {
+        let _log = self.meta.lock();
+        let guard = self.salvaged.lock();
+        let Some((report, state)) = guard.as_ref() else {
+            return Err(PoolError::Invalid(
+                "the pool was not opened by a salvage; nothing to confirm".into(),
+            ));
+        };
+        let epoch = crate::meta::commit_recovered(&self.dir, state, true)?;
+        log::warn!(
+            "salvage confirmed: checkpoint epoch {epoch} holds the salvaged state; the damaged log is kept as {}.damaged-{}",
+            crate::meta::LOG_FILE,
+            state.epoch
+        );
+        Ok((report.clone(), epoch))
+    }
+
+    /// Write a checkpoint and start a new log. Everything is synced first. A pool opened
+    /// read-only by an unconfirmed salvage is left as it is (a checkpoint would confirm it).
     pub fn checkpoint(&self) -> Result<(), PoolError> {
+        if self.salvaged.lock().is_some() {
+            log::info!("no checkpoint: the salvage is not confirmed");
+            return Ok(());
+        }
         self.sync()?;
         let mut log = self.meta.lock();
         let state = self.snapshot_state(log.epoch() + 1);

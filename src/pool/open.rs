@@ -13,7 +13,7 @@ use super::{Allocator, Pool, PoolError};
 use crate::extent_map::partial::{PartialExt, Partials};
 use crate::extent_map::{Chunk, RefCounts};
 use crate::format::{ArrayHeader, Phys};
-use crate::meta::{recover, MetaLog, Recovered, State};
+use crate::meta::{recover_with, MetaLog, Recovered, RecoveryMode, State};
 
 /// The pool's state after recovery, checked against the array files.
 pub(crate) struct Loaded {
@@ -29,8 +29,8 @@ pub(crate) struct Loaded {
 /// Recover the metadata, read every array header, and rebuild reference counts from the
 /// tables: one reference per distinct chunk object holding an extent. Shared by the daemon
 /// and the offline checker. Nothing on disk is changed.
-pub(crate) fn load(dir: &Path) -> Result<Loaded, PoolError> {
-    let recovered = recover(dir)?;
+pub(crate) fn load(dir: &Path, mode: RecoveryMode) -> Result<Loaded, PoolError> {
+    let recovered = recover_with(dir, mode)?;
     let st: &State = &recovered.state;
     let mut problems = Vec::new();
     let mut arrays = Vec::new();
@@ -227,13 +227,20 @@ impl Pool {
     /// log. Returns the core and the recovered state, whose volumes, snapshots, pairs and
     /// groups the services above the core load (`storage::Storage::open`).
     pub fn open(dir: &Path) -> Result<(Arc<Pool>, State), PoolError> {
+        Self::open_with(dir, RecoveryMode::Strict)
+    }
+
+    /// `open` with a recovery mode. A salvage that lost log records opens the pool
+    /// read-only: no scrub (the extents of the lost records keep their bytes), the log is
+    /// neither cut nor appended to, and no checkpoint is written until `commit_salvage`.
+    pub fn open_with(dir: &Path, mode: RecoveryMode) -> Result<(Arc<Pool>, State), PoolError> {
         let Loaded {
             recovered,
             arrays,
             mut alloc,
             partials,
             problems,
-        } = load(dir)?;
+        } = load(dir, mode)?;
         for w in &recovered.warnings {
             log::warn!("{w}");
         }
@@ -244,6 +251,8 @@ impl Pool {
                 problems.join("\n  ")
             )));
         }
+        let salvage = recovered.salvage.clone();
+        let salvaged_state = salvage.as_ref().map(|_| recovered.state.clone());
         let st = recovered.state;
         let arrays: Vec<Arc<Array>> = arrays
             .into_iter()
@@ -252,7 +261,7 @@ impl Pool {
         // Scrub: a free extent may still hold bytes (an allocation that crashed before its
         // record, or a free whose punch did not happen). Punch them before anything reuses it.
         let mut scrubbed = 0;
-        for a in &arrays {
+        for a in arrays.iter().filter(|_| salvage.is_none()) {
             let with_data = a
                 .extents_with_data()
                 .map_err(|e| PoolError::io("scan array file", &a.path, e))?;
@@ -271,7 +280,20 @@ impl Pool {
         }
         alloc.rebuild_free_lists();
         let log_path = dir.join(crate::meta::LOG_FILE);
-        let log = if recovered.log_usable {
+        let log = if let Some(r) = &salvage {
+            log::error!("{r}");
+            log::error!(
+                "pool {} opened READ-ONLY by the salvage; confirm with `fusevol pool salvage-confirm`",
+                dir.display()
+            );
+            MetaLog::open_read_only(
+                dir,
+                st.pool_id,
+                st.epoch,
+                recovered.log_valid_len,
+                "the pool is read-only until the salvage is confirmed (`fusevol pool salvage-confirm`)".into(),
+            )?
+        } else if recovered.log_usable {
             let on_disk = std::fs::metadata(&log_path).map(|m| m.len()).unwrap_or(0);
             if recovered.log_valid_len < on_disk {
                 log::warn!(
@@ -281,7 +303,13 @@ impl Pool {
                     on_disk - recovered.log_valid_len
                 );
             }
-            MetaLog::open(dir, st.pool_id, st.epoch, recovered.log_valid_len)?
+            MetaLog::open_at(
+                dir,
+                st.pool_id,
+                st.epoch,
+                recovered.log_valid_len,
+                recovered.log_header,
+            )?
         } else {
             MetaLog::create(dir, st.pool_id, st.epoch)?
         };
@@ -294,9 +322,11 @@ impl Pool {
             slots[i] = Some(a);
         }
         log::info!(
-            "pool {} (id {:016x}) open: {} arrays, {} volumes, {} snapshots, {} partial extents, {} log records replayed",
+            "pool {} (id {:016x}) open from {} (epoch {}): {} arrays, {} volumes, {} snapshots, {} partial extents, {} log records replayed",
             dir.display(),
             st.pool_id,
+            recovered.checkpoint_file,
+            st.epoch,
             st.arrays.len(),
             st.volumes.len(),
             st.snapshots.len(),
@@ -319,6 +349,9 @@ impl Pool {
             listener: RwLock::new(None),
             sources: RwLock::new(Vec::new()),
             sync_hooks: RwLock::new(Vec::new()),
+            replayed_at_open: recovered.replayed,
+            rewrite_at_open: recovered.needs_rewrite,
+            salvaged: Mutex::new(salvage.zip(salvaged_state)),
         });
         Ok((pool, st))
     }

@@ -23,6 +23,18 @@ use crate::pool::IoError;
 use crate::volume::{DataOp, Volume};
 
 impl Storage {
+    /// EROFS while an unconfirmed salvage holds the pool read-only (an overwrite of an owned
+    /// extent writes no record, so the log's refusal alone would not stop it).
+    fn refuse_read_only(&self, vol: &Volume) -> Result<(), IoError> {
+        match self.pool.read_only() {
+            Some(why) => Err(IoError::ReadOnly {
+                volume: vol.name.clone(),
+                why,
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Read `buf.len()` bytes at `offset` (fewer at the end of the volume). A paired volume
     /// reads by its pair's rules (a reverse resync serves regions not yet restored from the
     /// S-VOL; a failed P-VOL read in PAIR is served from the S-VOL).
@@ -51,6 +63,7 @@ impl Storage {
     /// Write `data` at `offset`. A write crossing the end of the volume is cut short; one
     /// starting at or after the end fails with `BeyondEnd` (ENOSPC, as on a block device).
     pub fn write(&self, vol: &Volume, offset: u64, data: &[u8]) -> Result<usize, IoError> {
+        self.refuse_read_only(vol)?;
         let size = vol.check_start(offset)?;
         let since = self.replication.wait_room(vol, data.len() as u64)?;
         let len = (data.len() as u64).min(size - offset) as usize;
@@ -63,6 +76,7 @@ impl Storage {
     /// Make `[offset, offset+len)` read as zeros and free the extents it covers whole
     /// (`fallocate` punch-hole / zero-range, discard).
     pub fn discard(&self, vol: &Volume, offset: u64, len: u64) -> Result<(), IoError> {
+        self.refuse_read_only(vol)?;
         let size = vol.size();
         if offset >= size || len == 0 {
             return Ok(());
@@ -76,6 +90,7 @@ impl Storage {
     /// Allocate extents for every hole in the range (`fallocate` mode 0): later writes there
     /// cannot fail for lack of space (unless the extent is shared with a snapshot).
     pub fn allocate(&self, vol: &Volume, offset: u64, len: u64) -> Result<(), IoError> {
+        self.refuse_read_only(vol)?;
         self.submit(vol, offset, DataOp::Allocate(len), None)
             .map(|_| ())
     }

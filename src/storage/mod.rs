@@ -13,6 +13,7 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use crate::meta::RecoveryMode;
 use crate::mirror::{Mirror, Pair};
 use crate::pool::{Pool, PoolError};
 use crate::replication::Replication;
@@ -31,20 +32,63 @@ impl Storage {
     /// Open a pool for serving: the core first (recovery, checks, scrub), then each service
     /// with its part of the recovered state, bottom to top.
     pub fn open(dir: &Path) -> Result<Arc<Storage>, PoolError> {
-        let (pool, mut st) = Pool::open(dir)?;
+        Self::open_with(dir, RecoveryMode::Strict)
+    }
+
+    /// `open` with a recovery mode. After a salvage that lost log records the pool is
+    /// read-only: volumes and snapshots are served for reading, pairs and journal groups are
+    /// not started (their copiers and redo would write), nothing is checkpointed, until an
+    /// operator confirms (`Pool::commit_salvage`) and the daemon starts again.
+    pub fn open_with(dir: &Path, mode: RecoveryMode) -> Result<Arc<Storage>, PoolError> {
+        let (pool, mut st) = Pool::open_with(dir, mode)?;
+        let read_only = pool.read_only().is_some();
         let volumes = Volumes::new(pool.clone(), std::mem::take(&mut st.volumes));
         let snapshots = Snapshots::new(volumes.clone(), std::mem::take(&mut st.snapshots));
         let mirror = Mirror::new(snapshots.clone());
         let replication = Replication::new(mirror.clone());
-        mirror.attach_pairs(std::mem::take(&mut st.pairs))?;
-        replication.attach_groups(std::mem::take(&mut st.groups))?;
-        Ok(Arc::new(Storage {
+        if read_only {
+            if !st.pairs.is_empty() || !st.groups.is_empty() {
+                log::warn!(
+                    "read-only salvage: {} pairs and {} journal groups are not started until the salvage is confirmed",
+                    st.pairs.len(),
+                    st.groups.len()
+                );
+            }
+        } else {
+            mirror.attach_pairs(std::mem::take(&mut st.pairs))?;
+            replication.attach_groups(std::mem::take(&mut st.groups))?;
+        }
+        let storage = Arc::new(Storage {
             pool,
             volumes,
             snapshots,
             mirror,
             replication,
-        }))
+        });
+        Ok(storage)
+    }
+
+    /// Recovery leaves the pool clean (the daemon calls this after `open`, before it
+    /// mounts; library users may). After a start that replayed log records (a crash), write
+    /// a checkpoint once every service holds its recovered state and the groups' redo is
+    /// done: otherwise the log to replay grows with every crash. The same checkpoint
+    /// rewrites a damaged, missing or stale copy of the checkpoint (both slots are written)
+    /// or of the log header (a new log). Crash ordering is `MetaLog::rotate`'s: both slots
+    /// are durable before the log is cut. Nothing while a salvage is unconfirmed.
+    pub fn finish_recovery(&self) -> Result<(), PoolError> {
+        let replayed = self.pool.replayed_at_open;
+        if (replayed > 0 || self.pool.rewrite_at_open) && self.pool.read_only().is_none() {
+            self.checkpoint()?;
+            if replayed > 0 {
+                log::info!(
+                    "checkpoint written after replaying {replayed} log records: the next start replays none of them"
+                );
+            }
+            if self.pool.rewrite_at_open {
+                log::info!("damaged or missing metadata copies rewritten (both checkpoint slots and the log)");
+            }
+        }
+        Ok(())
     }
 
     /// Start the background work: the filler of partial extents and the groups' shippers,
@@ -83,9 +127,31 @@ impl Storage {
     }
 
     /// Grow or shrink a volume (`fusevol volume resize`); the kernel drops what it cached.
-    pub fn resize_volume(&self, name: &str, size: u64) -> Result<Arc<Volume>, PoolError> {
+    /// A shrink destroys the data past the new end, so it needs `allow_shrink` (the CLI's
+    /// `--allow-shrink`: a typo must not cut a file system's tail) and is refused while the
+    /// volume file is open (a file system mounted on it would lose its tail), as a rollback.
+    pub fn resize_volume(
+        &self,
+        name: &str,
+        size: u64,
+        allow_shrink: bool,
+    ) -> Result<Arc<Volume>, PoolError> {
         crate::volume::check_size(name, size)?;
         let vol = self.volumes.volume_or_err(name)?;
+        if size < vol.size() {
+            if !allow_shrink {
+                return Err(PoolError::Invalid(format!(
+                    "volume '{name}' is {} bytes; shrinking it to {size} destroys the data past the new end: repeat with --allow-shrink",
+                    vol.size()
+                )));
+            }
+            if Volumes::wait_released(|| vol.open_handles()) > 0 {
+                return Err(PoolError::Busy(format!(
+                    "volume '{name}' is open ({} handles); close it (umount, losetup -d) before shrinking it",
+                    vol.open_handles()
+                )));
+            }
+        }
         self.resize(&vol, size)?;
         self.pool.notify(vol.id);
         Ok(vol)

@@ -346,8 +346,8 @@ pub struct TestPool {
     log_files: Vec<PathBuf>,
     shared: Arc<Shared>,
     pub rust_log: String,
-    /// Extra `fusevold` arguments after POOL MOUNTPOINT (e.g. `--nbd 127.0.0.1:PORT`), kept
-    /// for every (re)start.
+    /// Extra `fusevold` arguments after POOL MOUNTPOINT (e.g. `--nbd 127.0.0.1:PORT`,
+    /// `--recovery salvage`), kept for every (re)start.
     pub daemon_args: Vec<String>,
 }
 

@@ -191,6 +191,10 @@ pub(crate) struct CheckArgs {
     /// Pool directory to check [default: -p/--pool or FUSEVOL_POOL]
     #[arg(value_name = "POOL")]
     pub(crate) pool_dir: Option<PathBuf>,
+    /// Repair: salvage a damaged log (keep its valid prefix, report the rest, keep the
+    /// damaged log as meta.log.damaged-EPOCH) and rewrite damaged or missing metadata copies
+    #[arg(long)]
+    pub(crate) repair: bool,
 }
 
 #[derive(Subcommand)]
@@ -214,6 +218,9 @@ pub(crate) enum ArrayCmd {
 pub(crate) enum PoolCmd {
     /// Show the pool's identity, mount point, capacity, use, provisioning and arrays
     Info,
+    /// Confirm a salvage (`fusevold --recovery salvage`): the valid prefix becomes the
+    /// pool's state, the damaged log is kept as meta.log.damaged-EPOCH, the daemon stops
+    SalvageConfirm,
 }
 
 #[derive(Subcommand)]
@@ -236,13 +243,16 @@ pub(crate) enum VolumeCmd {
         /// Volume name
         name: String,
     },
-    /// Grow or shrink a volume
+    /// Grow or shrink a volume (shrinking needs --allow-shrink and a closed volume file)
     Resize {
         /// Volume name
         name: String,
         /// New size
         #[arg(long, value_name = "SIZE", value_parser = parse_size)]
         size: u64,
+        /// Allow a smaller size: the data past the new end is destroyed
+        #[arg(long)]
+        allow_shrink: bool,
     },
     /// Delete a volume and free its extents (refused while it has snapshots, unless --recursive)
     Delete {
@@ -372,6 +382,15 @@ mod tests {
             &["fusevol", "volume", "list"][..],
             &["fusevol", "volume", "info", "v"],
             &["fusevol", "volume", "resize", "v", "--size", "1G"],
+            &[
+                "fusevol",
+                "volume",
+                "resize",
+                "v",
+                "--size",
+                "1G",
+                "--allow-shrink",
+            ],
             &["fusevol", "volume", "delete", "v"],
             &["fusevol", "snapshot", "list"],
             &["fusevol", "array", "list"],

@@ -133,6 +133,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Check(args) => pool::check(&ctx, args),
         Command::Array(cmd) => pool::array(&ctx, cmd),
         Command::Pool(PoolCmd::Info) => ctx.request(Request::PoolInfo, pool::show_pool),
+        Command::Pool(PoolCmd::SalvageConfirm) => {
+            ctx.request(Request::SalvageConfirm, |r: serde_json::Value| {
+                println!(
+                    "salvage confirmed: log records from offset {} were dropped; fusevold stops, start it again",
+                    r["damaged_at"]
+                )
+            })
+        }
         Command::Volume(cmd) => volume::volume(&ctx, cmd),
         Command::Snapshot(cmd) => snapshot::snapshot(&ctx, cmd),
         Command::Pair(cmd) => pair::pair(&ctx, cmd),

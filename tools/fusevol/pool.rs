@@ -71,8 +71,19 @@ pub(crate) fn check(ctx: &Ctx, args: CheckArgs) -> Result<(), Failure> {
             pool.display()
         );
     }
-    let report = fusevol::pool::check_pool(pool)
-        .map_err(|e| Failure::Local(format!("cannot check pool {}: {e}", pool.display())))?;
+    let report = if args.repair {
+        fusevol::pool::repair_pool(pool)
+    } else {
+        fusevol::pool::check_pool(pool)
+    }
+    .map_err(|e| Failure::Local(format!("cannot check pool {}: {e}", pool.display())))?;
+    if args.repair {
+        if let Some(s) = &report.salvage {
+            if !ctx.json {
+                println!("{s}");
+            }
+        }
+    }
     if ctx.json {
         let value = serde_json::to_value(&report)
             .map_err(|e| Failure::Local(format!("cannot encode the check report: {e}")))?;
@@ -138,6 +149,9 @@ pub(crate) fn show_pool(p: PoolInfo) {
         ("arrays", p.arrays.len().to_string()),
     ];
     print!("{}", key_values(&fields));
+    if let Some(why) = &p.read_only {
+        println!("READ-ONLY: {why}");
+    }
     if !p.arrays.is_empty() {
         println!();
         print!("{}", array_table(&p.arrays));

@@ -52,16 +52,25 @@ pub(crate) fn volume(ctx: &Ctx, cmd: VolumeCmd) -> Result<(), Failure> {
             print!("{}", table(&header, rows));
         }),
         VolumeCmd::Info { name } => ctx.request(Request::VolumeInfo { name }, show_volume),
-        VolumeCmd::Resize { name, size } => {
-            ctx.request(Request::VolumeResize { name, size }, |v: VolumeInfo| {
+        VolumeCmd::Resize {
+            name,
+            size,
+            allow_shrink,
+        } => ctx.request(
+            Request::VolumeResize {
+                name,
+                size,
+                allow_shrink,
+            },
+            |v: VolumeInfo| {
                 println!(
                     "volume {} is now {} ({} bytes)",
                     v.name,
                     format_size(v.size),
                     v.size
                 )
-            })
-        }
+            },
+        ),
         VolumeCmd::Delete { name, recursive } => {
             let shown = name.clone();
             ctx.request(Request::VolumeDelete { name, recursive }, move |()| {
