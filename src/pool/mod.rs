@@ -120,6 +120,8 @@ pub struct Pool {
     /// Opened by a salvage that lost log records: the report and the salvaged state, kept
     /// until an operator confirms (`commit_salvage`). While set, the pool is read-only.
     pub(crate) salvaged: Mutex<Option<(crate::meta::SalvageReport, State)>>,
+    /// `salvaged` is set: checked without a lock on every write (the hot path).
+    pub(crate) salvage_pending: std::sync::atomic::AtomicBool,
 }
 
 impl Pool {
@@ -289,6 +291,12 @@ impl Pool {
 
     /// Why the pool is read-only (an unconfirmed salvage), or None.
     pub fn read_only(&self) -> Option<String> {
+        if !self
+            .salvage_pending
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return None;
+        }
         self.salvaged.lock().as_ref().map(|(r, _)| {
             format!(
                 "pool opened by a salvage that did not apply the metadata log from {} offset {}; review the loss report (POOL/salvage-report.json) and confirm with `fusevol pool salvage-confirm`",

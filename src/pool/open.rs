@@ -351,6 +351,7 @@ impl Pool {
             sync_hooks: RwLock::new(Vec::new()),
             replayed_at_open: recovered.replayed,
             rewrite_at_open: recovered.needs_rewrite,
+            salvage_pending: std::sync::atomic::AtomicBool::new(salvage.is_some()),
             salvaged: Mutex::new(salvage.zip(salvaged_state)),
         });
         Ok((pool, st))
