@@ -19,6 +19,7 @@
 pub mod bitmap;
 pub mod control;
 pub mod daemon;
+pub mod events;
 pub mod extent_map;
 pub mod format;
 pub mod fuse;

@@ -28,6 +28,9 @@ struct Args {
     /// Milliseconds between background flushes of the metadata log and the array files.
     #[arg(long, default_value_t = 1000)]
     flush_ms: u64,
+    /// Events kept in the pool's durable ring (POOL/events.jsonl) for `fusevol events`.
+    #[arg(long, default_value_t = fusevol::events::DEFAULT_CAPACITY)]
+    event_ring: usize,
 }
 
 fn main() -> ExitCode {
@@ -43,6 +46,7 @@ fn main() -> ExitCode {
         threads: a.threads,
         allow_other: a.allow_other,
         flush_interval: Duration::from_millis(a.flush_ms.max(10)),
+        event_ring: a.event_ring.max(1),
     };
     match fusevol::daemon::run(opts) {
         Ok(()) => ExitCode::SUCCESS,

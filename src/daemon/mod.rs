@@ -32,6 +32,8 @@ pub struct DaemonOptions {
     pub allow_other: bool,
     /// Seconds between background flushes of the metadata log and array files.
     pub flush_interval: Duration,
+    /// Events kept in the pool's durable ring (`POOL/events.jsonl`).
+    pub event_ring: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -130,6 +132,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     })?;
 
     let st = Storage::open(&pool_dir)?;
+    st.pool.events.set_capacity(opts.event_ring);
 
     clear_stale_mount(&opts.mountpoint);
     fs::create_dir_all(&opts.mountpoint).map_err(io_err("create mountpoint", &opts.mountpoint))?;
@@ -193,6 +196,12 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     // Completes partial extents (sub-extent copy-on-write) in the background, and starts
     // the journal groups' shippers, appliers and base copiers.
     st.start();
+    st.pool.events.publish(
+        "daemon",
+        &pool_dir.display().to_string(),
+        "started",
+        serde_json::json!({"pid": std::process::id(), "mountpoint": mnt.display().to_string()}),
+    );
 
     let mut unmounter = session.unmount_callable();
     let mnt2 = mnt.clone();
@@ -211,6 +220,14 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
 
     let served = session.run();
     stop.store(true, Ordering::Release);
+    // Followers see the stop and their streams end, so the server's connections can close.
+    st.pool.events.publish(
+        "daemon",
+        &pool_dir.display().to_string(),
+        "stopping",
+        serde_json::Value::Null,
+    );
+    st.pool.events.close();
     server.stop();
     let _ = flusher.join();
     st.shutdown();

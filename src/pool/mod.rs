@@ -111,6 +111,10 @@ pub struct Pool {
     sources: RwLock<Vec<std::sync::Weak<dyn StateSource>>>,
     /// The services that take part in a sync (a journal is durable before the arrays).
     sync_hooks: RwLock<Vec<std::sync::Weak<dyn SyncHook>>>,
+    /// The pool's events (`events.rs`): every service publishes its state changes here.
+    pub events: Arc<crate::events::EventLog>,
+    /// The pool ran out of space and said so (one `nospace` event until space is found).
+    pub(crate) nospace_reported: std::sync::atomic::AtomicBool,
 }
 
 impl Pool {
@@ -137,6 +141,7 @@ impl Pool {
     /// durable. A failed fsync is reported, never retried as if it had worked.
     pub fn sync(&self) -> Result<(), PoolError> {
         let _one = self.sync_lock.lock();
+        self.events.sync();
         // Journal before data: a service's journal is durable before the arrays are.
         let hooks = self.sync_hooks();
         let mut done = Vec::with_capacity(hooks.len());

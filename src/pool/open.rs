@@ -319,6 +319,8 @@ impl Pool {
             listener: RwLock::new(None),
             sources: RwLock::new(Vec::new()),
             sync_hooks: RwLock::new(Vec::new()),
+            events: Arc::new(crate::events::EventLog::open(dir)),
+            nospace_reported: std::sync::atomic::AtomicBool::new(false),
         });
         Ok((pool, st))
     }

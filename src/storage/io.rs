@@ -18,6 +18,8 @@
 //! No copy function calls back into this routine or into another one's; each admission owns
 //! its guards, so a completion could run later, on another thread.
 
+use std::sync::atomic::Ordering;
+
 use super::Storage;
 use crate::pool::IoError;
 use crate::volume::{DataOp, Volume};
@@ -42,7 +44,27 @@ impl Storage {
         if len == 0 {
             return Ok(0);
         }
-        self.submit(vol, offset, DataOp::Write(&data[..len]), since)
+        let res = self.submit(vol, offset, DataOp::Write(&data[..len]), since);
+        self.note_nospace(&res);
+        res
+    }
+
+    /// The pool ran out of space: one `pool nospace` event per episode (until a write
+    /// succeeds again). One relaxed load on the success path.
+    fn note_nospace<T>(&self, res: &Result<T, IoError>) {
+        let flag = &self.pool.nospace_reported;
+        match res {
+            Err(e @ IoError::NoSpace { .. }) if !flag.swap(true, Ordering::Relaxed) => {
+                self.pool.events.publish(
+                    "pool",
+                    &self.pool.dir.display().to_string(),
+                    "nospace",
+                    serde_json::json!({"message": e.to_string()}),
+                );
+            }
+            Ok(_) if flag.load(Ordering::Relaxed) => flag.store(false, Ordering::Relaxed),
+            _ => {}
+        }
     }
 
     /// Make `[offset, offset+len)` read as zeros and free the extents it covers whole

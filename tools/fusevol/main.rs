@@ -8,6 +8,7 @@
 //! [`exit_code`], and documented in `--help`.
 
 mod cli;
+mod events;
 mod exit;
 mod group;
 mod output;
@@ -137,6 +138,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Snapshot(cmd) => snapshot::snapshot(&ctx, cmd),
         Command::Pair(cmd) => pair::pair(&ctx, cmd),
         Command::Group(cmd) => group::group(&ctx, cmd),
+        Command::Events { follow, since } => events::events(&ctx, since, follow),
         Command::Sync => ctx.request(Request::Sync, |()| println!("synced")),
         Command::Ping => ctx.request(Request::Ping, |info: PoolInfo| {
             println!(
