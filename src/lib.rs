@@ -30,6 +30,7 @@ pub mod names;
 pub mod pool;
 pub mod replication;
 pub mod snapshot;
+pub mod stats;
 pub mod storage;
 pub mod sys;
 pub mod units;

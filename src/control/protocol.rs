@@ -128,6 +128,11 @@ pub enum Request {
         #[serde(default)]
         from_now: bool,
     },
+    /// Host I/O statistics of one volume or all; answers `Vec<VolumeStats>`.
+    Stats {
+        #[serde(default)]
+        volume: Option<String>,
+    },
     /// Pairs, all or the one of `pvol`; answers `Vec<PairInfo>`.
     PairStatus {
         #[serde(default)]
@@ -261,6 +266,16 @@ pub struct Response {
     pub warnings: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorBody>,
+}
+
+/// Host I/O of one volume since the daemon started (`fusevol stats`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VolumeStats {
+    pub volume: String,
+    /// Seconds the counters have been running (since the daemon started).
+    pub seconds: f64,
+    #[serde(flatten)]
+    pub io: crate::stats::IoCounts,
 }
 
 /// The first line of an `events` stream.

@@ -19,6 +19,8 @@ use crate::storage::Storage;
 pub struct Handler {
     pub storage: Arc<Storage>,
     pub mountpoint: String,
+    /// When the daemon started (the statistics count from here).
+    pub started: std::time::Instant,
 }
 
 fn code_of(e: &PoolError) -> ErrorCode {
@@ -324,6 +326,10 @@ impl Handler {
             }
             Request::GroupStatus { name: None } => ok(status::group_info(st, None)?, vec![]),
             Request::GroupStatus { name: Some(name) } => ok(vec![self.one_group(&name)?], vec![]),
+            Request::Stats { volume } => ok(
+                status::volume_stats(st, volume.as_deref(), self.started)?,
+                vec![],
+            ),
             Request::Events { .. } => Err(PoolError::Invalid(
                 "events is answered as a stream by the control server".into(),
             )),

@@ -164,6 +164,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         Arc::new(Handler {
             storage: st.clone(),
             mountpoint: mnt.display().to_string(),
+            started: Instant::now(),
         }),
     )
     .map_err(io_err("listen on control socket in", &pool_dir))?;

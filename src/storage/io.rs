@@ -19,6 +19,7 @@
 //! its guards, so a completion could run later, on another thread.
 
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use super::Storage;
 use crate::pool::IoError;
@@ -29,24 +30,39 @@ impl Storage {
     /// reads by its pair's rules (a reverse resync serves regions not yet restored from the
     /// S-VOL; a failed P-VOL read in PAIR is served from the S-VOL).
     pub fn read(&self, vol: &Volume, offset: u64, buf: &mut [u8]) -> Result<usize, IoError> {
-        match self.mirror.read(vol, offset, buf) {
+        let t0 = Instant::now();
+        let res = match self.mirror.read(vol, offset, buf) {
             Some(r) => r,
             None => self.volumes.read_plain(vol, offset, buf),
+        };
+        match &res {
+            Ok(n) => vol.stats.read(*n as u64, t0.elapsed().as_nanos() as u64),
+            Err(e) => vol.stats.error(error_kind(e)),
         }
+        res
     }
 
     /// Write `data` at `offset`. A write crossing the end of the volume is cut short; one
     /// starting at or after the end fails with `BeyondEnd` (ENOSPC, as on a block device).
     pub fn write(&self, vol: &Volume, offset: u64, data: &[u8]) -> Result<usize, IoError> {
+        let t0 = Instant::now();
+        let res = self.write_counted(vol, offset, data);
+        match &res {
+            Ok(n) => vol.stats.write(*n as u64, t0.elapsed().as_nanos() as u64),
+            Err(e) => vol.stats.error(error_kind(e)),
+        }
+        self.note_nospace(&res);
+        res
+    }
+
+    fn write_counted(&self, vol: &Volume, offset: u64, data: &[u8]) -> Result<usize, IoError> {
         let size = vol.check_start(offset)?;
         let since = self.replication.wait_room(vol, data.len() as u64)?;
         let len = (data.len() as u64).min(size - offset) as usize;
         if len == 0 {
             return Ok(0);
         }
-        let res = self.submit(vol, offset, DataOp::Write(&data[..len]), since);
-        self.note_nospace(&res);
-        res
+        self.submit(vol, offset, DataOp::Write(&data[..len]), since)
     }
 
     /// The pool ran out of space: one `pool nospace` event per episode (until a write
@@ -74,10 +90,16 @@ impl Storage {
         if offset >= size || len == 0 {
             return Ok(());
         }
-        let since = self.replication.wait_room(vol, 0)?;
         let len = len.min(size - offset);
-        self.submit(vol, offset, DataOp::Discard(len), since)
-            .map(|_| ())
+        let res = self
+            .replication
+            .wait_room(vol, 0)
+            .and_then(|since| self.submit(vol, offset, DataOp::Discard(len), since));
+        match &res {
+            Ok(_) => vol.stats.discard(len),
+            Err(e) => vol.stats.error(error_kind(e)),
+        }
+        res.map(|_| ())
     }
 
     /// Allocate extents for every hole in the range (`fallocate` mode 0): later writes there
@@ -128,5 +150,19 @@ impl Storage {
             self.replication.complete(j, vol, res.is_ok());
         }
         res
+    }
+}
+
+/// The kind a failed request is counted under (`stats::ERROR_KINDS`).
+fn error_kind(e: &IoError) -> usize {
+    match e {
+        IoError::BeyondEnd { .. } => 0,
+        IoError::NoSpace { .. } => 1,
+        IoError::Array { .. } => 2,
+        IoError::Meta { .. } | IoError::Sync { .. } => 3,
+        IoError::ReadOnly { .. } => 4,
+        IoError::Journal { .. } => 5,
+        IoError::JournalFull { .. } => 6,
+        IoError::Invalid { .. } => 7,
     }
 }

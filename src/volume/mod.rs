@@ -119,6 +119,8 @@ pub struct Volume {
     pending_cv: Condvar,
     /// Arrays new extents may go to (a paired volume keeps off its partner's arrays).
     pub(crate) allowed_arrays: RwLock<Option<Vec<u32>>>,
+    /// Host I/O counted by the pipeline router (`storage::io`) since the daemon started.
+    pub stats: crate::stats::IoStats,
 }
 
 impl Volume {
@@ -136,6 +138,7 @@ impl Volume {
             pending: Mutex::new(HashSet::new()),
             pending_cv: Condvar::new(),
             allowed_arrays: RwLock::new(None),
+            stats: crate::stats::IoStats::default(),
         }
     }
 

@@ -182,6 +182,20 @@ pub(crate) enum Command {
         #[arg(long, value_name = "SEQ")]
         since: Option<u64>,
     },
+    /// Host I/O of volumes: requests and bytes per second, latency p50/p99/max, discards,
+    /// errors by kind
+    ///
+    /// Counted for every read, write and discard through the mount since the daemon started.
+    /// Rates are over the run time, or with --watch over each interval (like `iostat -x`);
+    /// latencies (milliseconds) are since the start. --json prints the raw counters.
+    Stats {
+        /// Only this volume [default: all]
+        #[arg(value_name = "VOL")]
+        volume: Option<String>,
+        /// Print again every SECS seconds, with the rates of that interval
+        #[arg(long, value_name = "SECS")]
+        watch: Option<u64>,
+    },
     /// Write a metadata checkpoint and flush all arrays to stable storage
     Sync,
     /// Check that a fusevold is serving the pool and answering
