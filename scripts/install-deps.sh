@@ -6,6 +6,8 @@
 #   fallocate, fstrim, truncate ...            util-linux / coreutils
 #   qemu-img, qemu-storage-daemon              qemu-utils (or qemu-system-common on
 #                                              releases that ship the daemon there)
+#   promtool (checks a /metrics scrape)        prometheus
+#   curl (scrapes /metrics)                    curl
 #
 # Also makes sure /dev/fuse and the loop devices are usable. Debian/Ubuntu (apt-get) only.
 set -euo pipefail
@@ -31,6 +33,8 @@ have losetup || missing+=(mount)
 { have fallocate && have fstrim; } || missing+=(util-linux)
 { have truncate && have dd && have cmp; } || missing+=(coreutils diffutils)
 { have qemu-img && have qemu-storage-daemon; } || missing+=(qemu-utils)
+have promtool || missing+=(prometheus)
+have curl || missing+=(curl)
 
 apt_updated=0
 apt_install() {

@@ -2,6 +2,7 @@
 //! flush in the background, and unmount cleanly on SIGINT/SIGTERM.
 
 mod handler;
+pub mod metrics;
 pub mod status;
 
 use std::fs::{self, OpenOptions};
@@ -34,6 +35,8 @@ pub struct DaemonOptions {
     pub flush_interval: Duration,
     /// Events kept in the pool's durable ring (`POOL/events.jsonl`).
     pub event_ring: usize,
+    /// Serve Prometheus metrics at `http://ADDR/metrics` (off when `None`).
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -169,6 +172,14 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     )
     .map_err(io_err("listen on control socket in", &pool_dir))?;
 
+    let metrics = match opts.metrics {
+        Some(addr) => Some(
+            metrics::MetricsServer::start(addr, st.clone(), mnt.display().to_string())
+                .map_err(io_err("serve metrics for", &pool_dir))?,
+        ),
+        None => None,
+    };
+
     let stop = Arc::new(AtomicBool::new(false));
     let flusher = {
         let (st, stop, every) = (st.clone(), stop.clone(), opts.flush_interval);
@@ -229,6 +240,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         serde_json::Value::Null,
     );
     st.pool.events.close();
+    drop(metrics);
     server.stop();
     let _ = flusher.join();
     st.shutdown();
