@@ -8,6 +8,8 @@
 #                                              releases that ship the daemon there)
 #   qemu-io, qemu-nbd                          qemu-utils
 #   nbdinfo, nbdcopy                           libnbd-bin (the NBD tests' clients)
+#   promtool (checks a /metrics scrape)        prometheus
+#   curl (scrapes /metrics)                    curl
 #
 # Also makes sure /dev/fuse and the loop devices are usable. Debian/Ubuntu (apt-get) only.
 set -euo pipefail
@@ -34,6 +36,8 @@ have losetup || missing+=(mount)
 { have truncate && have dd && have cmp; } || missing+=(coreutils diffutils)
 { have qemu-img && have qemu-storage-daemon && have qemu-io && have qemu-nbd; } || missing+=(qemu-utils)
 { have nbdinfo && have nbdcopy; } || missing+=(libnbd-bin)
+have promtool || missing+=(prometheus)
+have curl || missing+=(curl)
 
 apt_updated=0
 apt_install() {

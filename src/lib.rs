@@ -19,6 +19,7 @@
 pub mod bitmap;
 pub mod control;
 pub mod daemon;
+pub mod events;
 pub mod extent_map;
 pub mod format;
 pub mod fuse;
@@ -30,6 +31,7 @@ pub mod nbd;
 pub mod pool;
 pub mod replication;
 pub mod snapshot;
+pub mod stats;
 pub mod storage;
 pub mod sys;
 pub mod units;

@@ -51,6 +51,26 @@ struct Args {
     /// salvage-confirm`.
     #[arg(long, default_value = "strict", value_name = "MODE")]
     recovery: fusevol::meta::RecoveryMode,
+    /// Events kept in the pool's durable ring (POOL/events.jsonl) for `fusevol events`.
+    #[arg(long, default_value_t = fusevol::events::DEFAULT_CAPACITY)]
+    event_ring: usize,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics (a bare PORT binds 127.0.0.1).
+    /// Off by default.
+    #[arg(long, env = "FUSEVOLD_METRICS", value_name = "ADDR:PORT", value_parser = parse_metrics_addr)]
+    metrics: Option<std::net::SocketAddr>,
+}
+
+/// `9187`, `:9187` → 127.0.0.1:9187; `0.0.0.0:9187`, `localhost:9187`, `[::1]:9187` as given.
+fn parse_metrics_addr(s: &str) -> Result<std::net::SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    let port_only = s.strip_prefix(':').unwrap_or(s);
+    if let Ok(port) = port_only.parse::<u16>() {
+        return Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    s.to_socket_addrs()
+        .map_err(|e| format!("'{s}': {e}"))?
+        .next()
+        .ok_or_else(|| format!("'{s}' names no address"))
 }
 
 fn main() -> ExitCode {
@@ -87,6 +107,8 @@ fn main() -> ExitCode {
         flush_interval: Duration::from_millis(a.flush_ms.max(10)),
         nbd,
         recovery: a.recovery,
+        event_ring: a.event_ring.max(1),
+        metrics: a.metrics,
     };
     match fusevol::daemon::run(opts) {
         Ok(()) => ExitCode::SUCCESS,

@@ -163,6 +163,16 @@ impl Client {
         Ok(resp)
     }
 
+    /// The next line of a streaming answer (`events`), after `call` returned its first.
+    pub fn next_response(&mut self) -> Result<Response, ClientError> {
+        let mut conn = self.conn.take().ok_or_else(|| ClientError::Closed {
+            socket: self.socket.clone(),
+        })?;
+        let resp = self.receive(&mut conn)?;
+        self.conn = Some(conn);
+        Ok(resp)
+    }
+
     /// Send one request and return its `data` decoded as `T` with the warnings; an `ok:false`
     /// answer becomes [`ClientError::Daemon`]. A missing `data` decodes as JSON `null` (so `()`
     /// works for requests that answer nothing).

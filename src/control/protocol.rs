@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 // Request and answer types that belong to the services; defined there, part of the wire
 // format here.
+pub use crate::events::Event;
 pub use crate::replication::options::{GroupOptions, GroupSetOptions, PitrOptions};
 pub use crate::replication::pitr::RestoreReport;
 
@@ -124,6 +125,24 @@ pub enum Request {
     },
     /// Dissolve a pair (back to SMPL); both volumes keep their data. Answers `null`.
     PairDelete { pvol: String },
+    /// The pool's events: a stream, not one answer. First an `EventsHeader`, then one line
+    /// per `Event` (`data` has `seq`) — those of the ring after `since` (all without it, none
+    /// with `from_now`), then, with `follow`, live ones as they happen — and a last line: an
+    /// `EventsEnd` (`data` has `end`), or an error (`busy`) when this observer fell behind and
+    /// was cut off. The connection closes after the stream.
+    Events {
+        #[serde(default)]
+        since: Option<u64>,
+        #[serde(default)]
+        follow: bool,
+        #[serde(default)]
+        from_now: bool,
+    },
+    /// Host I/O statistics of one volume or all; answers `Vec<VolumeStats>`.
+    Stats {
+        #[serde(default)]
+        volume: Option<String>,
+    },
     /// Pairs, all or the one of `pvol`; answers `Vec<PairInfo>`.
     PairStatus {
         #[serde(default)]
@@ -257,6 +276,37 @@ pub struct Response {
     pub warnings: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorBody>,
+}
+
+/// Host I/O of one volume since the daemon started (`fusevol stats`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VolumeStats {
+    pub volume: String,
+    /// Seconds the counters have been running (since the daemon started).
+    pub seconds: f64,
+    #[serde(flatten)]
+    pub io: crate::stats::IoCounts,
+}
+
+/// The first line of an `events` stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventsHeader {
+    /// The last sequence number given out when the stream started (0: none yet).
+    pub last_seq: u64,
+    /// The oldest sequence number still in the ring (`last_seq + 1` when it is empty).
+    pub first_kept: u64,
+    /// Events the ring keeps.
+    pub capacity: u64,
+    /// `[first, last]` asked for with `since` but already dropped from the ring.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropped: Option<(u64, u64)>,
+}
+
+/// The last line of an `events` stream that was not cut off.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventsEnd {
+    /// `backlog` (no `follow`: the ring was sent) or `daemon-stopping`.
+    pub end: String,
 }
 
 /// A failed request: a stable machine-readable code and a message naming the thing.

@@ -45,9 +45,18 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
+/// A request answered by many lines (`events`); the connection closes after it.
+pub type ResponseStream<'a> = Box<dyn Iterator<Item = Response> + Send + 'a>;
+
 /// What the daemon plugs into the server: one call per request, from any connection thread.
 pub trait ControlHandler: Send + Sync + 'static {
     fn handle(&self, req: Request) -> Response;
+
+    /// A streaming answer to `req`, if it is one (default: none). Each item is written as
+    /// a line as soon as it comes; the stream should end when the daemon stops.
+    fn stream(&self, _req: &Request) -> Option<ResponseStream<'_>> {
+        None
+    }
 }
 
 /// Any `Fn(Request) -> Response` closure is a handler (handy for tests and small tools).
@@ -324,6 +333,17 @@ fn serve_connection(stream: UnixStream, handler: &dyn ControlHandler) {
             return;
         }
         if !line.iter().all(u8::is_ascii_whitespace) {
+            if let Ok(req) = serde_json::from_slice::<Request>(&line) {
+                if let Some(stream) = handler.stream(&req) {
+                    for resp in stream {
+                        if let Err(e) = write_response(reader.get_mut(), &resp) {
+                            log::debug!("control stream ended: {e}");
+                            return;
+                        }
+                    }
+                    return;
+                }
+            }
             let resp = answer(&line, handler);
             if let Err(e) = write_response(reader.get_mut(), &resp) {
                 log::debug!("control connection write failed: {e}");

@@ -7,8 +7,11 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::status;
-use crate::control::protocol::{ErrorCode, GroupInfo, Request, Response};
-use crate::control::server::ControlHandler;
+use crate::control::protocol::{
+    ErrorCode, Event, EventsEnd, EventsHeader, GroupInfo, Request, Response,
+};
+use crate::control::server::{ControlHandler, ResponseStream};
+use crate::events::LiveEvents;
 use crate::names;
 use crate::pool::PoolError;
 use crate::storage::Storage;
@@ -16,6 +19,8 @@ use crate::storage::Storage;
 pub struct Handler {
     pub storage: Arc<Storage>,
     pub mountpoint: String,
+    /// When the daemon started (the statistics count from here).
+    pub started: std::time::Instant,
 }
 
 fn code_of(e: &PoolError) -> ErrorCode {
@@ -325,6 +330,13 @@ impl Handler {
             }
             Request::GroupStatus { name: None } => ok(status::group_info(st, None)?, vec![]),
             Request::GroupStatus { name: Some(name) } => ok(vec![self.one_group(&name)?], vec![]),
+            Request::Stats { volume } => ok(
+                status::volume_stats(st, volume.as_deref(), self.started)?,
+                vec![],
+            ),
+            Request::Events { .. } => Err(PoolError::Invalid(
+                "events is answered as a stream by the control server".into(),
+            )),
             Request::Sync => {
                 st.checkpoint()?;
                 ok(json!(null), vec![])
@@ -349,7 +361,86 @@ impl Handler {
     }
 }
 
+/// An `events` stream: header, backlog, live events, and how it ended.
+struct EventStream {
+    header: Option<EventsHeader>,
+    backlog: std::vec::IntoIter<Arc<Event>>,
+    live: Option<LiveEvents>,
+    done: bool,
+}
+
+fn event_line(ev: &Event) -> Response {
+    Response::success(serde_json::to_value(ev).expect("events serialize"), vec![])
+}
+
+impl Iterator for EventStream {
+    type Item = Response;
+
+    fn next(&mut self) -> Option<Response> {
+        if let Some(h) = self.header.take() {
+            return Some(Response::success(
+                serde_json::to_value(h).expect("protocol types serialize"),
+                vec![],
+            ));
+        }
+        if let Some(ev) = self.backlog.next() {
+            return Some(event_line(&ev));
+        }
+        if self.done {
+            return None;
+        }
+        let end = match &self.live {
+            None => "backlog",
+            Some(live) => match live.rx.recv() {
+                Ok(ev) => return Some(event_line(&ev)),
+                Err(_) if live.was_cut_off() => {
+                    self.done = true;
+                    return Some(Response::failure(
+                        ErrorCode::Busy,
+                        format!(
+                            "cut off: this observer fell {} events behind the daemon; reconnect with --since the last sequence number it printed",
+                            crate::events::OBSERVER_QUEUE
+                        ),
+                    ));
+                }
+                Err(_) => "daemon-stopping",
+            },
+        };
+        self.done = true;
+        Some(Response::success(
+            serde_json::to_value(EventsEnd { end: end.into() }).expect("protocol types serialize"),
+            vec![],
+        ))
+    }
+}
+
 impl ControlHandler for Handler {
+    fn stream(&self, req: &Request) -> Option<ResponseStream<'_>> {
+        let Request::Events {
+            since,
+            follow,
+            from_now,
+        } = req
+        else {
+            return None;
+        };
+        let events = &self.storage.pool.events;
+        let since = if *from_now { Some(u64::MAX) } else { *since };
+        let sub = events.subscribe(since, *follow);
+        let header = EventsHeader {
+            last_seq: sub.last_seq,
+            first_kept: sub.first_kept,
+            capacity: events.capacity() as u64,
+            dropped: sub.dropped,
+        };
+        Some(Box::new(EventStream {
+            header: Some(header),
+            backlog: sub.backlog.into_iter(),
+            live: sub.live,
+            done: false,
+        }))
+    }
+
     fn handle(&self, req: Request) -> Response {
         log::debug!("control request {req:?}");
         match self.dispatch(req) {

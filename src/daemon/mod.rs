@@ -2,6 +2,7 @@
 //! flush in the background, and unmount cleanly on SIGINT/SIGTERM.
 
 mod handler;
+pub mod metrics;
 pub mod status;
 
 use std::fs::{self, OpenOptions};
@@ -36,6 +37,10 @@ pub struct DaemonOptions {
     pub nbd: Option<crate::nbd::NbdOptions>,
     /// Recovery policy for damage in the middle of the metadata log (`--recovery`).
     pub recovery: crate::meta::RecoveryMode,
+    /// Events kept in the pool's durable ring (`POOL/events.jsonl`).
+    pub event_ring: usize,
+    /// Serve Prometheus metrics at `http://ADDR/metrics` (off when `None`).
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -171,6 +176,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
             )?),
             None => None,
         };
+    st.pool.events.set_capacity(opts.event_ring);
 
     clear_stale_mount(&opts.mountpoint);
     fs::create_dir_all(&opts.mountpoint).map_err(io_err("create mountpoint", &opts.mountpoint))?;
@@ -202,9 +208,18 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         Arc::new(Handler {
             storage: st.clone(),
             mountpoint: mnt.display().to_string(),
+            started: Instant::now(),
         }),
     )
     .map_err(io_err("listen on control socket in", &pool_dir))?;
+
+    let metrics = match opts.metrics {
+        Some(addr) => Some(
+            metrics::MetricsServer::start(addr, st.clone(), mnt.display().to_string())
+                .map_err(io_err("serve metrics for", &pool_dir))?,
+        ),
+        None => None,
+    };
 
     let stop = Arc::new(AtomicBool::new(false));
     let flusher = {
@@ -237,6 +252,12 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     if st.pool.read_only().is_none() {
         st.start();
     }
+    st.pool.events.publish(
+        "daemon",
+        &pool_dir.display().to_string(),
+        "started",
+        serde_json::json!({"pid": std::process::id(), "mountpoint": mnt.display().to_string()}),
+    );
 
     let mut unmounter = session.unmount_callable();
     let mnt2 = mnt.clone();
@@ -258,6 +279,15 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     if let Some(n) = nbd {
         n.stop();
     }
+    // Followers see the stop and their streams end, so the server's connections can close.
+    st.pool.events.publish(
+        "daemon",
+        &pool_dir.display().to_string(),
+        "stopping",
+        serde_json::Value::Null,
+    );
+    st.pool.events.close();
+    drop(metrics);
     server.stop();
     let _ = flusher.join();
     st.shutdown();

@@ -496,3 +496,28 @@ fn pitr_info(st: &Storage, g: &Group) -> Option<PitrInfo> {
             .collect(),
     })
 }
+
+/// Host I/O statistics of `volume`, or of every volume (by name).
+pub fn volume_stats(
+    st: &Storage,
+    volume: Option<&str>,
+    started: std::time::Instant,
+) -> Result<Vec<crate::control::VolumeStats>, PoolError> {
+    let vols = match volume {
+        Some(name) => vec![st.volumes.volume_or_err(name)?],
+        None => {
+            let mut v = st.volumes.volume_list();
+            v.sort_by(|a, b| a.name.cmp(&b.name));
+            v
+        }
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(vols
+        .iter()
+        .map(|v| crate::control::VolumeStats {
+            volume: v.name.clone(),
+            seconds,
+            io: v.stats.counts(),
+        })
+        .collect())
+}

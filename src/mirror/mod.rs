@@ -31,6 +31,7 @@ use std::time::Instant;
 use parking_lot::{ArcMutexGuard, Condvar, Mutex, RawMutex, RwLock};
 
 use crate::bitmap::Bitmap;
+use crate::events::EventLog;
 use crate::meta::{PairSt, State};
 use crate::pool::{Pool, StateSource};
 use crate::snapshot::{Snapshot, Snapshots};
@@ -93,6 +94,9 @@ pub struct Pair {
     stripes: Vec<Arc<Mutex<()>>>,
     pub(crate) stop: AtomicBool,
     pub(crate) worker: Mutex<Option<JoinHandle<()>>>,
+    /// Where its state changes are published (the pool's event log).
+    events: Arc<EventLog>,
+    extent_size: u64,
 }
 
 impl Pair {
@@ -103,8 +107,11 @@ impl Pair {
         group: String,
         separate_arrays: bool,
         m: PairMut,
+        pool: &Pool,
     ) -> Pair {
         Pair {
+            events: pool.events.clone(),
+            extent_size: pool.extent_size,
             id,
             pvol,
             svol,
@@ -139,9 +146,62 @@ impl Pair {
             .collect()
     }
 
+    /// Change the state and publish the change (with PSUE's reason, and the copy's start
+    /// or end with its bytes).
     pub(crate) fn set_state(&self, m: &mut PairMut, s: PairState) {
+        let from = m.state;
         m.state = s;
         self.changed.notify_all();
+        if from == s {
+            // A quick split's background copy ended (PSUS stays PSUS).
+            self.events.publish(
+                "pair",
+                &self.pvol.name,
+                "copy-finished",
+                serde_json::json!({"svol": self.svol.name, "copy": "split", "state": s.name()}),
+            );
+            return;
+        }
+        let mut detail = serde_json::json!({
+            "svol": self.svol.name,
+            "from": from.name(),
+            "state": s.name(),
+        });
+        if s == PairState::Psue {
+            detail["reason"] = m.error.clone().unwrap_or_default().into();
+        }
+        self.events
+            .publish("pair", &self.pvol.name, "state", detail);
+        let copying =
+            |st: PairState| matches!(st, PairState::Copy | PairState::CopyRs | PairState::CopyRsR);
+        if copying(s) && !copying(from) {
+            self.publish_copy_started(m);
+        } else if copying(from) && s == PairState::Pair {
+            self.events.publish(
+                "pair",
+                &self.pvol.name,
+                "copy-finished",
+                serde_json::json!({
+                    "svol": self.svol.name,
+                    "copy": from.name(),
+                    "bytes": m.copy_total * self.extent_size,
+                }),
+            );
+        }
+    }
+
+    /// A copy (initial, resync or restore) starts with `m.copy_total` regions to copy.
+    pub(crate) fn publish_copy_started(&self, m: &PairMut) {
+        self.events.publish(
+            "pair",
+            &self.pvol.name,
+            "copy-started",
+            serde_json::json!({
+                "svol": self.svol.name,
+                "copy": m.state.name(),
+                "bytes": m.copy_total * self.extent_size,
+            }),
+        );
     }
 
     pub(crate) fn stopped(&self) -> bool {

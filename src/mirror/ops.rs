@@ -158,9 +158,17 @@ impl Mirror {
                 rate_window: (Instant::now(), 0),
                 copied_unrecorded: Bitmap::new(),
             },
+            &self.pool,
         ));
         self.attach(&pair);
         drop(log);
+        self.pool.events.publish(
+            "pair",
+            pvol,
+            "created",
+            serde_json::json!({"svol": svol, "state": "COPY", "group": pair.group}),
+        );
+        pair.publish_copy_started(&pair.st.lock());
         copier::ensure(self, &pair);
         log::info!(
             "pair {pvol} → {svol} created (COPY){}",
@@ -388,6 +396,12 @@ impl Mirror {
         *pair.svol.allowed_arrays.write() = None;
         self.pool.notify(pair.pvol.id);
         self.pool.notify(pair.svol.id);
+        self.pool.events.publish(
+            "pair",
+            &pair.pvol.name,
+            "deleted",
+            serde_json::json!({"svol": pair.svol.name, "state": "SMPL"}),
+        );
         log::info!(
             "pair {} → {} deleted (SMPL)",
             pair.pvol.name,
@@ -444,6 +458,7 @@ impl Mirror {
                     rate_window: (Instant::now(), 0),
                     copied_unrecorded: Bitmap::new(),
                 },
+                &self.pool,
             ));
             self.attach(&pair);
             copier::ensure(self, &pair);

@@ -122,6 +122,10 @@ pub struct Pool {
     pub(crate) salvaged: Mutex<Option<(crate::meta::SalvageReport, State)>>,
     /// `salvaged` is set: checked without a lock on every write (the hot path).
     pub(crate) salvage_pending: std::sync::atomic::AtomicBool,
+    /// The pool's events (`events.rs`): every service publishes its state changes here.
+    pub events: Arc<crate::events::EventLog>,
+    /// The pool ran out of space and said so (one `nospace` event until space is found).
+    pub(crate) nospace_reported: std::sync::atomic::AtomicBool,
 }
 
 impl Pool {
@@ -148,6 +152,7 @@ impl Pool {
     /// durable. A failed fsync is reported, never retried as if it had worked.
     pub fn sync(&self) -> Result<(), PoolError> {
         let _one = self.sync_lock.lock();
+        self.events.sync();
         // Journal before data: a service's journal is durable before the arrays are.
         let hooks = self.sync_hooks();
         let mut done = Vec::with_capacity(hooks.len());

@@ -353,6 +353,8 @@ impl Pool {
             rewrite_at_open: recovered.needs_rewrite,
             salvage_pending: std::sync::atomic::AtomicBool::new(salvage.is_some()),
             salvaged: Mutex::new(salvage.zip(salvaged_state)),
+            events: Arc::new(crate::events::EventLog::open(dir)),
+            nospace_reported: std::sync::atomic::AtomicBool::new(false),
         });
         Ok((pool, st))
     }

@@ -388,6 +388,10 @@ fn apply_record(r: &Replication, g: &Group, rec: &JournalRecord) -> Result<(), R
                 gr.base_pending.retain(|&v| v != h.volume);
                 if gr.base_pending.is_empty() && gr.consistent_since == 0 {
                     gr.consistent_since = now_ns() / 1_000_000_000;
+                    g.publish(
+                        "initial-copy-done",
+                        serde_json::json!({"seq": rec.head.seq, "state": "consistent"}),
+                    );
                 }
             }
             drop_lock_and_put(r, g)?;

@@ -338,6 +338,10 @@ impl Replication {
             log::error!("group '{}': recording the suspension: {e}", g.name);
         }
         rt.state = FullState::Suspended;
+        g.publish(
+            "suspended",
+            serde_json::json!({"reason": "journal full", "used": used, "limit": limit, "after_seq": r.ext.full.suspended_seq}),
+        );
         log::error!(
             "group '{}': journal full ({used} of {limit} bytes){}: SUSPENDED after sequence {}; journaling stopped, changed regions are kept in a bitmap; run `fusevol group resync {}` once the remote directory takes segments again",
             g.name,
@@ -551,7 +555,7 @@ mod tests {
             .full
             .dirty
             .insert(7, Bitmap::from_runs(&[(1, 1), (3, 2)]));
-        let g = Group::new(rec, None);
+        let g = Group::new(rec, None, Arc::new(crate::events::EventLog::in_memory()));
         let es = 100;
         // Another volume, or no overlap: whole.
         assert_eq!(clean_pieces(&g, es, 8, 150, 300), vec![(150, 300)]);
@@ -580,7 +584,7 @@ mod tests {
                 b.set(*d);
             }
             rec.ext.full.dirty.insert(3, b.clone());
-            let g = Group::new(rec, None);
+            let g = Group::new(rec, None, Arc::new(crate::events::EventLog::in_memory()));
             let pieces = clean_pieces(&g, es, 3, off, len);
             let want: Vec<u64> = (off..off + len).filter(|x| !b.contains(x / es)).collect();
             let got: Vec<u64> = pieces.iter().flat_map(|&(o, n)| o..o + n).collect();

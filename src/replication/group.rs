@@ -48,6 +48,8 @@ pub struct Group {
     pub remote: PathBuf,
     /// The persistent part; every change is logged as a `GroupPut`.
     pub(crate) rec: Mutex<GroupRec>,
+    /// Where its state changes are published (the pool's event log).
+    pub(crate) events: Arc<crate::events::EventLog>,
     /// The primary's journal.
     pub(crate) journal: Option<Journal>,
     /// A write holds the stripes of its extents from its journal append to the end of its
@@ -78,12 +80,17 @@ pub struct Group {
 }
 
 impl Group {
-    pub(crate) fn new(rec: GroupRec, journal: Option<Journal>) -> Group {
+    pub(crate) fn new(
+        rec: GroupRec,
+        journal: Option<Journal>,
+        events: Arc<crate::events::EventLog>,
+    ) -> Group {
         let stale = rec.ext.handover.stale.is_some();
         let full = super::full::FullRuntime::new(&rec.ext.full);
         // Loaded from the metadata: durable.
         let acked = rec.acked;
         Group {
+            events,
             uid: rec.uid,
             name: rec.name.clone(),
             role: rec.role,
@@ -194,13 +201,42 @@ impl Group {
         self.journal().done(seq);
     }
 
+    /// Set or clear the group's error; a new error and its clearing are events.
     pub(crate) fn set_error(&self, msg: Option<String>) {
-        if let Some(m) = &msg {
-            if self.rt.lock().last_error.as_ref() != Some(m) {
+        let mut rt = self.rt.lock();
+        if rt.last_error == msg {
+            return;
+        }
+        match &msg {
+            Some(m) => {
                 log::warn!("group '{}': {m}", self.name);
+                self.publish("error", serde_json::json!({"message": m}));
+            }
+            None => {
+                self.publish("error-cleared", serde_json::Value::Null);
             }
         }
-        self.rt.lock().last_error = msg;
+        rt.last_error = msg;
+    }
+
+    /// Publish a change of this group, with its role.
+    pub(crate) fn publish(&self, change: &str, detail: serde_json::Value) -> u64 {
+        let mut detail = match detail {
+            serde_json::Value::Object(m) => m,
+            _ => serde_json::Map::new(),
+        };
+        let role = if self.role == ROLE_PRIMARY {
+            "primary"
+        } else {
+            "secondary"
+        };
+        detail.insert("role".into(), role.into());
+        self.events.publish(
+            "group",
+            &self.name,
+            change,
+            serde_json::Value::Object(detail),
+        )
     }
 }
 

@@ -335,6 +335,10 @@ pub(crate) fn failback_done(
     };
     r.put_group(g)?;
     let Some(f) = done else { return Ok(()) };
+    g.publish(
+        "failback-finished",
+        serde_json::json!({"seq": rec.head.seq, "bytes": rec.head.length, "state": "consistent"}),
+    );
     log::info!(
         "group '{}': failback complete at sequence {} ({} bytes of delta); consistent",
         g.name,
@@ -553,7 +557,7 @@ impl Replication {
             .lock()
             .append(&MetaRecord::GroupPut(Box::new(rec.clone())))?;
         let keep: Vec<u64> = rec.volumes.iter().map(|(l, _)| *l).collect();
-        let ng = Arc::new(Group::new(rec, Some(journal)));
+        let ng = Arc::new(Group::new(rec, Some(journal), self.pool.events.clone()));
         self.swap_group(&g, &ng, &keep);
         self.pool.sync()?;
         let published = remote::ensure_group_dir(&ng.remote, name)
@@ -568,6 +572,10 @@ impl Replication {
             }
         }
         start_shipper(self, &ng);
+        ng.publish(
+            "takeover",
+            serde_json::json!({"seq": applied, "epoch": epoch, "state": "primary"}),
+        );
         log::warn!(
             "group '{name}': TAKEOVER at sequence {applied}: this site is the primary of epoch {epoch}; volumes writable"
         );
@@ -705,7 +713,7 @@ impl Replication {
             .meta
             .lock()
             .append(&MetaRecord::GroupPut(Box::new(rec.clone())))?;
-        let ng = Arc::new(Group::new(rec, None));
+        let ng = Arc::new(Group::new(rec, None, self.pool.events.clone()));
         self.swap_group(&g, &ng, &keep);
         self.pool.sync()?;
         let jdir = self.journal_dir(name);
@@ -716,6 +724,10 @@ impl Replication {
             self.pool.notify(v.id);
         }
         start_applier(self, &ng);
+        ng.publish(
+            "failback",
+            serde_json::json!({"epoch": m.epoch, "from_seq": m.start_seq, "regions": req.regions.len(), "snapshot": snap}),
+        );
         log::warn!(
             "group '{name}': FAILBACK: this site is now the secondary of epoch {} from sequence {}; asked for {} regions ({requested} bytes); snapshot '{snap}' holds its last image as primary",
             m.epoch,

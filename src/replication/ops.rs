@@ -234,7 +234,11 @@ impl Replication {
             })?;
         let _ = std::fs::remove_dir_all(self.journal_dir(name));
         let journal = self.open_journal(&rec)?;
-        let g = Arc::new(Group::new(rec.clone(), Some(journal)));
+        let g = Arc::new(Group::new(
+            rec.clone(),
+            Some(journal),
+            self.pool.events.clone(),
+        ));
         // Every volume joins at one instant: its writes are journaled from here on.
         let guards: Vec<_> = vols.iter().map(|v| v.io_lock.write()).collect();
         self.pool
@@ -258,6 +262,14 @@ impl Replication {
         self.pool.sync()?;
         start_shipper(self, &g);
         start_base_copy(self, &g);
+        g.publish(
+            "created",
+            serde_json::json!({
+                "volumes": vols.iter().map(|v| v.name.clone()).collect::<Vec<_>>(),
+                "remote": remote_dir.display().to_string(),
+                "state": "initial-copy",
+            }),
+        );
         log::info!(
             "journal group '{name}' created with {} volumes, replicated to {}",
             vols.len(),
@@ -334,7 +346,7 @@ impl Replication {
             },
             ..Default::default()
         };
-        let g = Arc::new(Group::new(rec.clone(), None));
+        let g = Arc::new(Group::new(rec.clone(), None, self.pool.events.clone()));
         self.pool
             .meta
             .lock()
@@ -342,6 +354,10 @@ impl Replication {
         self.groups.write().insert(g.uid, g.clone());
         self.pool.sync()?;
         start_applier(self, &g);
+        g.publish(
+            "attached",
+            serde_json::json!({"remote": remote_dir.display().to_string(), "state": "initial-copy"}),
+        );
         log::info!(
             "attached as secondary of journal group '{name}' in {}",
             remote_dir.display()
@@ -514,6 +530,7 @@ impl Replication {
         if g.is_primary() {
             let _ = std::fs::remove_dir_all(self.journal_dir(name));
         }
+        g.publish("deleted", serde_json::Value::Null);
         log::info!("journal group '{name}' deleted");
         Ok(())
     }
@@ -539,7 +556,7 @@ impl Replication {
             } else {
                 None
             };
-            let g = Arc::new(Group::new(rec.clone(), journal));
+            let g = Arc::new(Group::new(rec.clone(), journal, self.pool.events.clone()));
             for (l, _) in &rec.volumes {
                 let v = self.volumes.volume_by_id(*l).ok_or_else(|| {
                     PoolError::Inconsistent(format!(

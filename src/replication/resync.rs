@@ -71,6 +71,10 @@ impl Replication {
                     f.resync_done = 0;
                     log.append(&MetaRecord::GroupPut(Box::new(r.clone())))?;
                     rt.state = FullState::Resync;
+                    g.publish(
+                        "resync-started",
+                        serde_json::json!({"seq": seq, "bytes": bytes}),
+                    );
                     log::warn!(
                         "group '{name}': RESYNC from sequence {seq}: journaling again; {bytes} bytes of regions written while suspended follow as base records (the secondary is inconsistent until they are applied)"
                     );
@@ -341,6 +345,10 @@ fn resync(r: &Arc<Replication>, g: &Group) -> Result<(), ReplicationError> {
     f.resyncs += 1;
     log.append(&MetaRecord::GroupPut(Box::new(rec.clone())))?;
     rt.state = FullState::Journaling;
+    g.publish(
+        "resync-finished",
+        serde_json::json!({"seq": seq, "bytes": sent}),
+    );
     log::info!(
         "group '{}': resync from sequence {start} complete at sequence {seq}: {sent} bytes journaled again",
         g.name
@@ -423,6 +431,10 @@ pub(crate) fn resync_start_applied(
     rp.put_group(g)?;
     // The snapshot and the state are durable before anything after the start is applied.
     rp.pool.sync_metadata().map_err(ReplicationError::sync)?;
+    g.publish(
+        "resync-started",
+        serde_json::json!({"seq": seq, "snapshot": snap}),
+    );
     log::warn!(
         "group '{}': resync from sequence {seq}: inconsistent until it completes{}",
         g.name,
@@ -456,6 +468,10 @@ pub(crate) fn resync_done_applied(
         }
         snap
     };
+    g.publish(
+        "resync-finished",
+        serde_json::json!({"seq": rec.head.seq, "bytes": rec.head.length}),
+    );
     rp.put_group(g)?;
     if !snap.is_empty() {
         let vols: Vec<u64> = g.rec.lock().volumes.iter().map(|(l, _)| *l).collect();

@@ -166,35 +166,47 @@ pub(crate) fn start_base_copy(r: &Arc<Replication>, g: &Arc<Group>) {
     let (wr, g2) = (Arc::downgrade(r), g.clone());
     let h = std::thread::Builder::new()
         .name(format!("base-{}", g.name))
-        .spawn(move || loop {
-            let Some(r) = wr.upgrade() else { return };
-            if stop(&r, &g2) {
-                return;
-            }
-            let next = g2.rec.lock().base_pending.first().copied();
-            let Some(vid) = next else { return };
-            let res = match r.volumes.volume_by_id(vid) {
-                Some(vol) => base_copy(&r, &g2, &vol),
-                None => Ok(true),
-            };
-            match res {
-                Ok(true) => {
-                    {
-                        let mut rec = g2.rec.lock();
-                        rec.base_pending.retain(|&v| v != vid);
-                        g2.clear_base_progress(&mut rec, vid);
-                        g2.base_at.store(0, Ordering::Relaxed);
-                    }
-                    if let Err(e) = r.put_group(&g2) {
-                        g2.set_error(Some(format!("base copy: {e}")));
-                        return;
-                    }
+        .spawn(move || {
+            let mut copied_any = false;
+            loop {
+                let Some(r) = wr.upgrade() else { return };
+                if stop(&r, &g2) {
+                    return;
                 }
-                Ok(false) => return,
-                Err(e) => {
-                    g2.set_error(Some(format!("base copy: {e}")));
-                    drop(r);
-                    std::thread::sleep(RETRY);
+                let next = g2.rec.lock().base_pending.first().copied();
+                let Some(vid) = next else {
+                    if copied_any {
+                        g2.publish(
+                            "initial-copy-sent",
+                            serde_json::json!({"state": "replicating"}),
+                        );
+                    }
+                    return;
+                };
+                copied_any = true;
+                let res = match r.volumes.volume_by_id(vid) {
+                    Some(vol) => base_copy(&r, &g2, &vol),
+                    None => Ok(true),
+                };
+                match res {
+                    Ok(true) => {
+                        {
+                            let mut rec = g2.rec.lock();
+                            rec.base_pending.retain(|&v| v != vid);
+                            g2.clear_base_progress(&mut rec, vid);
+                            g2.base_at.store(0, Ordering::Relaxed);
+                        }
+                        if let Err(e) = r.put_group(&g2) {
+                            g2.set_error(Some(format!("base copy: {e}")));
+                            return;
+                        }
+                    }
+                    Ok(false) => return,
+                    Err(e) => {
+                        g2.set_error(Some(format!("base copy: {e}")));
+                        drop(r);
+                        std::thread::sleep(RETRY);
+                    }
                 }
             }
         })

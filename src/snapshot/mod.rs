@@ -220,6 +220,12 @@ impl Snapshots {
             open_handles: AtomicU64::new(0),
         });
         snaps.by_id.insert(id, snap.clone());
+        self.pool.events.publish(
+            "snapshot",
+            &format!("{}@{name}", vol.name),
+            "created",
+            serde_json::json!({"size": snap.size}),
+        );
         Ok(snap)
     }
 
@@ -243,6 +249,16 @@ impl Snapshots {
         table.release(&mut *self.pool.alloc.lock());
         drop(snaps);
         self.pool.notify(snap.id);
+        let volume = self
+            .volumes
+            .volume_by_id(snap.volume)
+            .map_or_else(|| format!("#{}", snap.volume), |v| v.name.clone());
+        self.pool.events.publish(
+            "snapshot",
+            &format!("{volume}@{}", snap.name),
+            "deleted",
+            serde_json::Value::Null,
+        );
         Ok(())
     }
 
@@ -293,6 +309,12 @@ impl Snapshots {
         }
         self.pool.notify(vol.id);
         log::info!("volume '{volume}' rolled back to snapshot '{name}'");
+        self.pool.events.publish(
+            "snapshot",
+            &format!("{volume}@{name}"),
+            "rolled-back",
+            serde_json::json!({"size": snap.size}),
+        );
         Ok(vol)
     }
 
@@ -336,6 +358,12 @@ impl Snapshots {
         drop(vols);
         drop(log);
         log::info!("volume '{new_volume}' cloned from snapshot '{name}' of '{volume}'");
+        self.pool.events.publish(
+            "volume",
+            new_volume,
+            "created",
+            serde_json::json!({"size": snap.size, "clone_of": format!("{volume}@{name}")}),
+        );
         Ok(clone)
     }
 

@@ -18,6 +18,9 @@
 //! No copy function calls back into this routine or into another one's; each admission owns
 //! its guards, so a completion could run later, on another thread.
 
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
 use super::Storage;
 use crate::pool::IoError;
 use crate::volume::{DataOp, Volume};
@@ -39,10 +42,16 @@ impl Storage {
     /// reads by its pair's rules (a reverse resync serves regions not yet restored from the
     /// S-VOL; a failed P-VOL read in PAIR is served from the S-VOL).
     pub fn read(&self, vol: &Volume, offset: u64, buf: &mut [u8]) -> Result<usize, IoError> {
-        match self.mirror.read(vol, offset, buf) {
+        let t0 = Instant::now();
+        let res = match self.mirror.read(vol, offset, buf) {
             Some(r) => r,
             None => self.volumes.read_plain(vol, offset, buf),
+        };
+        match &res {
+            Ok(n) => vol.stats.read(*n as u64, t0.elapsed().as_nanos() as u64),
+            Err(e) => vol.stats.error(error_kind(e)),
         }
+        res
     }
 
     /// Which parts of `[offset, offset+len)` of `vol` hold data (runs of bytes, mapped or
@@ -63,6 +72,17 @@ impl Storage {
     /// Write `data` at `offset`. A write crossing the end of the volume is cut short; one
     /// starting at or after the end fails with `BeyondEnd` (ENOSPC, as on a block device).
     pub fn write(&self, vol: &Volume, offset: u64, data: &[u8]) -> Result<usize, IoError> {
+        let t0 = Instant::now();
+        let res = self.write_counted(vol, offset, data);
+        match &res {
+            Ok(n) => vol.stats.write(*n as u64, t0.elapsed().as_nanos() as u64),
+            Err(e) => vol.stats.error(error_kind(e)),
+        }
+        self.note_nospace(&res);
+        res
+    }
+
+    fn write_counted(&self, vol: &Volume, offset: u64, data: &[u8]) -> Result<usize, IoError> {
         self.refuse_read_only(vol)?;
         let size = vol.check_start(offset)?;
         let since = self.replication.wait_room(vol, data.len() as u64)?;
@@ -73,6 +93,24 @@ impl Storage {
         self.submit(vol, offset, DataOp::Write(&data[..len]), since)
     }
 
+    /// The pool ran out of space: one `pool nospace` event per episode (until a write
+    /// succeeds again). One relaxed load on the success path.
+    fn note_nospace<T>(&self, res: &Result<T, IoError>) {
+        let flag = &self.pool.nospace_reported;
+        match res {
+            Err(e @ IoError::NoSpace { .. }) if !flag.swap(true, Ordering::Relaxed) => {
+                self.pool.events.publish(
+                    "pool",
+                    &self.pool.dir.display().to_string(),
+                    "nospace",
+                    serde_json::json!({"message": e.to_string()}),
+                );
+            }
+            Ok(_) if flag.load(Ordering::Relaxed) => flag.store(false, Ordering::Relaxed),
+            _ => {}
+        }
+    }
+
     /// Make `[offset, offset+len)` read as zeros and free the extents it covers whole
     /// (`fallocate` punch-hole / zero-range, discard).
     pub fn discard(&self, vol: &Volume, offset: u64, len: u64) -> Result<(), IoError> {
@@ -81,10 +119,16 @@ impl Storage {
         if offset >= size || len == 0 {
             return Ok(());
         }
-        let since = self.replication.wait_room(vol, 0)?;
         let len = len.min(size - offset);
-        self.submit(vol, offset, DataOp::Discard(len), since)
-            .map(|_| ())
+        let res = self
+            .replication
+            .wait_room(vol, 0)
+            .and_then(|since| self.submit(vol, offset, DataOp::Discard(len), since));
+        match &res {
+            Ok(_) => vol.stats.discard(len),
+            Err(e) => vol.stats.error(error_kind(e)),
+        }
+        res.map(|_| ())
     }
 
     /// Allocate extents for every hole in the range (`fallocate` mode 0): later writes there
@@ -136,6 +180,20 @@ impl Storage {
             self.replication.complete(j, vol, res.is_ok());
         }
         res
+    }
+}
+
+/// The kind a failed request is counted under (`stats::ERROR_KINDS`).
+fn error_kind(e: &IoError) -> usize {
+    match e {
+        IoError::BeyondEnd { .. } => 0,
+        IoError::NoSpace { .. } => 1,
+        IoError::Array { .. } => 2,
+        IoError::Meta { .. } | IoError::Sync { .. } => 3,
+        IoError::ReadOnly { .. } => 4,
+        IoError::Journal { .. } => 5,
+        IoError::JournalFull { .. } => 6,
+        IoError::Invalid { .. } => 7,
     }
 }
 

@@ -95,6 +95,12 @@ impl Volumes {
             "created volume '{name}' ({} on tier {tier})",
             units::format_size(size)
         );
+        self.pool.events.publish(
+            "volume",
+            name,
+            "created",
+            serde_json::json!({"size": size, "tier": tier}),
+        );
         Ok((vol, warnings))
     }
 
@@ -141,6 +147,9 @@ impl Volumes {
         drop(log);
         self.pool.notify(vol.id);
         log::info!("deleted volume '{name}'");
+        self.pool
+            .events
+            .publish("volume", name, "deleted", serde_json::Value::Null);
         Ok(())
     }
 
@@ -197,6 +206,12 @@ impl Volumes {
             vol.name,
             units::format_size(old),
             units::format_size(size)
+        );
+        self.pool.events.publish(
+            "volume",
+            &vol.name,
+            "resized",
+            serde_json::json!({"old_size": old, "size": size}),
         );
         Ok(())
     }

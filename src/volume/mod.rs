@@ -127,6 +127,8 @@ pub struct Volume {
     pending_cv: Condvar,
     /// Arrays new extents may go to (a paired volume keeps off its partner's arrays).
     pub(crate) allowed_arrays: RwLock<Option<Vec<u32>>>,
+    /// Host I/O counted by the pipeline router (`storage::io`) since the daemon started.
+    pub stats: crate::stats::IoStats,
     /// Front ends writing the volume: handles of the volume file open for writing, and
     /// network clients that have written (see `claim_writer`).
     writers: Mutex<Writers>,
@@ -163,6 +165,7 @@ impl Volume {
             pending: Mutex::new(HashSet::new()),
             pending_cv: Condvar::new(),
             allowed_arrays: RwLock::new(None),
+            stats: crate::stats::IoStats::default(),
             writers: Mutex::new(Writers::default()),
         }
     }

@@ -49,7 +49,8 @@ GROUPS
   directory: `group create` on the primary, `group attach` on the secondary. `group status`
   shows the sequence numbers (written, sealed, shipped, applied, acknowledged), the lag in
   records, bytes and seconds, the journal's use and whether the secondary image is consistent.
-  `group wait` polls until --applied SEQ, --consistent or --caught-up (exit 5 on timeout).
+  `group wait` waits on the pool's events until --applied SEQ, --consistent or --caught-up
+  (exit 5 on timeout, 1 at once if the group is in state error).
   A secondary can keep applied segments (`--retain-secs`, `--retain-size`) and rebuild the
   group's volumes as of a sequence number or time with `group restore-to` (no answer timeout
   unless --timeout is given); `--apply-delay` keeps its image a set time behind.
@@ -164,6 +165,37 @@ pub(crate) enum Command {
     /// segments to <DIR>/<GROUP>/; the secondary applies them in order and acknowledges.
     #[command(subcommand)]
     Group(GroupCmd),
+    /// Show the pool's events: what the ring holds, then (with --follow) live ones
+    ///
+    /// Every state change is an event with a pool-wide sequence number: volumes and snapshots
+    /// created, resized, deleted, rolled back; pair states (with PSUE's reason) and copies
+    /// started and finished; group changes (created, attached, initial copy done, error,
+    /// suspended, resync, takeover, failback); the pool out of space; the daemon started and
+    /// stopping. The ring survives restarts (POOL/events.jsonl, `fusevold --event-ring N`).
+    /// --json prints one JSON object per line, each with "seq".
+    Events {
+        /// Keep printing events as they happen
+        #[arg(long)]
+        follow: bool,
+        /// Only events after sequence number SEQ (the last one you saw); a warning says
+        /// when some of those were already dropped from the ring
+        #[arg(long, value_name = "SEQ")]
+        since: Option<u64>,
+    },
+    /// Host I/O of volumes: requests and bytes per second, latency p50/p99/max, discards,
+    /// errors by kind
+    ///
+    /// Counted for every read, write and discard through the mount since the daemon started.
+    /// Rates are over the run time, or with --watch over each interval (like `iostat -x`);
+    /// latencies (milliseconds) are since the start. --json prints the raw counters.
+    Stats {
+        /// Only this volume [default: all]
+        #[arg(value_name = "VOL")]
+        volume: Option<String>,
+        /// Print again every SECS seconds, with the rates of that interval
+        #[arg(long, value_name = "SECS")]
+        watch: Option<u64>,
+    },
     /// Write a metadata checkpoint and flush all arrays to stable storage
     Sync,
     /// Check that a fusevold is serving the pool and answering

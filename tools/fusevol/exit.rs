@@ -25,6 +25,8 @@ pub(crate) enum Failure {
     PairSuspended(String),
     /// `--wait`: the pair was split or deleted meanwhile and will not reach PAIR.
     PairChanged(String),
+    /// `group wait`: the group is in state error; its goal cannot come without an operator.
+    GroupError(String),
 }
 
 impl From<ClientError> for Failure {
@@ -40,7 +42,12 @@ impl From<ClientError> for Failure {
 pub(crate) fn exit_code(outcome: &Result<(), Failure>) -> ExitCode {
     ExitCode::from(match outcome {
         Ok(()) => 0,
-        Err(Failure::Daemon(_) | Failure::Unclean { .. } | Failure::PairChanged(_)) => 1,
+        Err(
+            Failure::Daemon(_)
+            | Failure::Unclean { .. }
+            | Failure::PairChanged(_)
+            | Failure::GroupError(_),
+        ) => 1,
         Err(Failure::Usage(_)) => 2,
         Err(Failure::Unreachable(_)) => 3,
         Err(Failure::Local(_)) => 4,
@@ -66,6 +73,7 @@ pub(crate) fn report(failure: &Failure, json_mode: bool) {
         Failure::WaitTimeout(msg) => ("wait_timeout", msg.clone()),
         Failure::PairSuspended(msg) => ("pair_suspended", msg.clone()),
         Failure::PairChanged(msg) => ("pair_changed", msg.clone()),
+        Failure::GroupError(msg) => ("group_error", msg.clone()),
     };
     if json_mode {
         println!(

@@ -14,7 +14,6 @@ use fusevol::units::format_size;
 use crate::cli::GroupCmd;
 use crate::exit::Failure;
 use crate::output::{format_local_time, key_values, print_json, print_warnings};
-use crate::pair::POLL_INTERVAL;
 use crate::Ctx;
 
 pub(crate) fn group(ctx: &Ctx, cmd: GroupCmd) -> Result<(), Failure> {
@@ -538,15 +537,28 @@ fn is_error_state(state: &str) -> bool {
     state == "error" || state.ends_with("-error")
 }
 
-/// `group wait`: poll the group's status until `goal` is reached or the limit passes. An error
-/// state does not end the wait; the last error seen is reported at the end.
+/// `group wait`: wait on the pool's events until `goal` is reached or the limit passes. The
+/// status is read once after subscribing, then again when an event names the group; the
+/// applied sequence number is not an event, so for `--applied` and `--caught-up` it is read
+/// again after a second without one too. A secondary in state `error` ends the wait at once
+/// with its error (nothing after the failed record is applied until an operator acts); a
+/// primary's `remote-error` does not (shipping resumes by itself).
 fn group_wait(ctx: &Ctx, name: &str, goal: Goal, limit: Option<u64>) -> Result<(), Failure> {
+    let mut events = crate::events::Stream::open(ctx, None, true, true)?;
     let mut client = ctx.client()?;
     let start = Instant::now();
     let deadline = limit.map(|secs| start + Duration::from_secs(secs));
     let mut last_error: Option<String> = None;
     loop {
         let g = fetch_group(&mut client, name)?;
+        if g.state == "error" && !goal.reached(&g) {
+            return Err(Failure::GroupError(format!(
+                "group {name} is in state error and will not {} without an operator: {} ({})",
+                goal.describe(),
+                g.last_error.as_deref().unwrap_or("no error message"),
+                progress(&g)
+            )));
+        }
         if is_error_state(&g.state) {
             last_error = Some(
                 g.last_error
@@ -565,25 +577,46 @@ fn group_wait(ctx: &Ctx, name: &str, goal: Goal, limit: Option<u64>) -> Result<(
             }
             return Ok(());
         }
-        let now = Instant::now();
-        if let (Some(deadline), Some(secs)) = (deadline, limit) {
-            if now >= deadline {
-                let error = match last_error.or(g.last_error.clone()) {
-                    Some(e) => format!("; last error: {e}"),
-                    None => String::new(),
-                };
-                return Err(Failure::WaitTimeout(format!(
-                    "timed out after {secs} s waiting for group {name} to {} ({}){error}",
-                    goal.describe(),
-                    progress(&g)
-                )));
+        let recheck = match goal {
+            Goal::Consistent => None,
+            Goal::Applied(_) | Goal::CaughtUp => Some(Instant::now() + APPLIED_RECHECK),
+        };
+        let until = match (deadline, recheck) {
+            (Some(d), Some(r)) => Some(d.min(r)),
+            (d, r) => d.or(r),
+        };
+        loop {
+            match events.next(until)? {
+                None if deadline.is_some_and(|d| Instant::now() >= d) => {
+                    let error = match last_error.or(g.last_error.clone()) {
+                        Some(e) => format!("; last error: {e}"),
+                        None => String::new(),
+                    };
+                    return Err(Failure::WaitTimeout(format!(
+                        "timed out after {} s waiting for group {name} to {} ({}){error}",
+                        limit.unwrap_or(0),
+                        goal.describe(),
+                        progress(&g)
+                    )));
+                }
+                None => break,
+                Some(crate::events::Line::End(_)) => {
+                    return Err(Failure::Unreachable(ClientError::Closed {
+                        socket: client.socket_path().to_path_buf(),
+                    }))
+                }
+                Some(crate::events::Line::Event(ev)) if ev.object == "group" && ev.name == name => {
+                    break
+                }
+                Some(_) => {}
             }
-            std::thread::sleep(POLL_INTERVAL.min(deadline - now));
-        } else {
-            std::thread::sleep(POLL_INTERVAL);
         }
     }
 }
+
+/// `group wait --applied/--caught-up`: how long to go without an event before reading the
+/// applied sequence number again (it moves without events).
+const APPLIED_RECHECK: Duration = Duration::from_secs(1);
 
 /// The status of group `name` (the daemon answers not found for an unknown group).
 fn fetch_group(client: &mut Client, name: &str) -> Result<GroupInfo, ClientError> {

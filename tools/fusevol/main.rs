@@ -8,6 +8,7 @@
 //! [`exit_code`], and documented in `--help`.
 
 mod cli;
+mod events;
 mod exit;
 mod group;
 mod output;
@@ -15,6 +16,7 @@ mod pair;
 mod pitr;
 mod pool;
 mod snapshot;
+mod stats;
 mod volume;
 
 use std::path::{Path, PathBuf};
@@ -145,6 +147,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Snapshot(cmd) => snapshot::snapshot(&ctx, cmd),
         Command::Pair(cmd) => pair::pair(&ctx, cmd),
         Command::Group(cmd) => group::group(&ctx, cmd),
+        Command::Stats { volume, watch } => stats::stats(&ctx, volume, watch),
+        Command::Events { follow, since } => events::events(&ctx, since, follow),
         Command::Sync => ctx.request(Request::Sync, |()| println!("synced")),
         Command::Ping => ctx.request(Request::Ping, |info: PoolInfo| {
             println!(

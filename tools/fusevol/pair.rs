@@ -190,8 +190,11 @@ fn follow_copy(
     }
 }
 
-/// `pair wait`: poll until the pair of `pvol` is in `want` (SMPL: no pair).
+/// `pair wait`: wait until the pair of `pvol` is in `want` (SMPL: no pair). Subscribes to
+/// the pool's events first, then reads the pair's state once, and again only when an event
+/// names the pair or its P-VOL (no polling).
 fn pair_wait(ctx: &Ctx, pvol: &str, want: &str, limit: Option<u64>) -> Result<(), Failure> {
+    let mut events = crate::events::Stream::open(ctx, None, true, true)?;
     let mut client = ctx.client()?;
     let start = Instant::now();
     let deadline = limit.map(|secs| start + Duration::from_secs(secs));
@@ -221,16 +224,27 @@ fn pair_wait(ctx: &Ctx, pvol: &str, want: &str, limit: Option<u64>) -> Result<()
                 suspended_message(p)
             )));
         }
-        let now = Instant::now();
-        if let (Some(deadline), Some(secs)) = (deadline, limit) {
-            if now >= deadline {
-                return Err(Failure::WaitTimeout(format!(
-                    "timed out after {secs} s waiting for pair {pvol} to reach {want} (it is {state})"
-                )));
+        // Until an event names this pair (or its P-VOL) or the time is up.
+        loop {
+            match events.next(deadline)? {
+                None => {
+                    return Err(Failure::WaitTimeout(format!(
+                    "timed out after {} s waiting for pair {pvol} to reach {want} (it is {state})",
+                    limit.unwrap_or(0)
+                )))
+                }
+                Some(crate::events::Line::End(_)) => {
+                    return Err(Failure::Unreachable(ClientError::Closed {
+                        socket: client.socket_path().to_path_buf(),
+                    }))
+                }
+                Some(crate::events::Line::Event(ev))
+                    if (ev.object == "pair" || ev.object == "volume") && ev.name == pvol =>
+                {
+                    break
+                }
+                Some(_) => {}
             }
-            std::thread::sleep(POLL_INTERVAL.min(deadline - now));
-        } else {
-            std::thread::sleep(POLL_INTERVAL);
         }
     }
 }

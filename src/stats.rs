@@ -1,0 +1,268 @@
+//! Per-volume I/O statistics: counters and latency histograms of relaxed atomics, cheap
+//! enough to stay on always. The write pipeline router (`storage::io`) counts every host
+//! read, write and discard of a volume once, with its latency and, when it fails, its error
+//! kind; `fusevol stats` and the metrics endpoint read them.
+//!
+//! A latency histogram has 4 buckets per power of two of nanoseconds (an upper bound within
+//! 25 % of the true value), so a percentile costs a walk over 256 counters and recording one
+//! costs a `leading_zeros` and one `fetch_add`.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use serde::{Deserialize, Serialize};
+
+const BUCKETS: usize = 256;
+
+/// Kinds of errors counted, in the order of `IoStats::errors`.
+pub const ERROR_KINDS: [&str; 8] = [
+    "beyond_end",
+    "no_space",
+    "array_io",
+    "metadata",
+    "read_only",
+    "journal",
+    "journal_full",
+    "other",
+];
+
+/// A latency histogram (nanoseconds).
+pub struct Histogram {
+    buckets: [AtomicU64; BUCKETS],
+    count: AtomicU64,
+    sum_ns: AtomicU64,
+    max_ns: AtomicU64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            count: AtomicU64::new(0),
+            sum_ns: AtomicU64::new(0),
+            max_ns: AtomicU64::new(0),
+        }
+    }
+}
+
+fn bucket_of(ns: u64) -> usize {
+    if ns < 4 {
+        return ns as usize;
+    }
+    let l = 63 - ns.leading_zeros() as usize;
+    let frac = ((ns >> (l - 2)) & 3) as usize;
+    (l * 4 + frac).min(BUCKETS - 1)
+}
+
+/// The largest value bucket `i` holds.
+fn bucket_upper(i: usize) -> u64 {
+    if i < 4 {
+        return i as u64;
+    }
+    if i < 8 {
+        return 3; // unused: 4..=7 start at bucket 8
+    }
+    let (l, frac) = (i / 4, (i % 4) as u64);
+    ((5 + frac) << (l - 2)).saturating_sub(1)
+}
+
+impl Histogram {
+    pub fn record(&self, ns: u64) {
+        self.buckets[bucket_of(ns)].fetch_add(1, Relaxed);
+        self.count.fetch_add(1, Relaxed);
+        self.sum_ns.fetch_add(ns, Relaxed);
+        self.max_ns.fetch_max(ns, Relaxed);
+    }
+
+    /// The `q` quantile (0..=1) in nanoseconds: the upper bound of its bucket, at most the
+    /// maximum seen. 0 when nothing was recorded.
+    pub fn quantile(&self, q: f64) -> u64 {
+        let counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Relaxed)).collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return 0;
+        }
+        let rank = ((total as f64) * q).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, c) in counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return bucket_upper(i).min(self.max_ns.load(Relaxed));
+            }
+        }
+        self.max_ns.load(Relaxed)
+    }
+
+    /// Cumulative counts at the upper bounds of the non-empty buckets (for a Prometheus
+    /// histogram): `(upper bound ns, count of values ≤ it)`.
+    pub fn cumulative(&self) -> Vec<(u64, u64)> {
+        let mut out = Vec::new();
+        let mut seen = 0;
+        for (i, b) in self.buckets.iter().enumerate() {
+            let c = b.load(Relaxed);
+            if c > 0 {
+                seen += c;
+                out.push((bucket_upper(i), seen));
+            }
+        }
+        out
+    }
+
+    pub fn summary(&self) -> Latency {
+        Latency {
+            count: self.count.load(Relaxed),
+            sum_us: self.sum_ns.load(Relaxed) / 1000,
+            p50_us: self.quantile(0.50) as f64 / 1000.0,
+            p99_us: self.quantile(0.99) as f64 / 1000.0,
+            max_us: self.max_ns.load(Relaxed) as f64 / 1000.0,
+        }
+    }
+}
+
+/// Latency of one kind of request since the daemon started, in microseconds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Latency {
+    pub count: u64,
+    pub sum_us: u64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub max_us: f64,
+}
+
+/// The counters of one volume.
+#[derive(Default)]
+pub struct IoStats {
+    pub reads: AtomicU64,
+    pub read_bytes: AtomicU64,
+    pub writes: AtomicU64,
+    pub write_bytes: AtomicU64,
+    pub discards: AtomicU64,
+    pub discard_bytes: AtomicU64,
+    pub read_latency: Histogram,
+    pub write_latency: Histogram,
+    pub errors: [AtomicU64; ERROR_KINDS.len()],
+}
+
+/// What `fusevol stats` shows of one volume (totals since the daemon started).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct IoCounts {
+    pub reads: u64,
+    pub read_bytes: u64,
+    pub writes: u64,
+    pub write_bytes: u64,
+    pub discards: u64,
+    pub discard_bytes: u64,
+    pub read_latency: Latency,
+    pub write_latency: Latency,
+    /// Failed requests by kind (only kinds seen).
+    pub errors: std::collections::BTreeMap<String, u64>,
+}
+
+impl IoStats {
+    pub fn read(&self, bytes: u64, ns: u64) {
+        self.reads.fetch_add(1, Relaxed);
+        self.read_bytes.fetch_add(bytes, Relaxed);
+        self.read_latency.record(ns);
+    }
+
+    pub fn write(&self, bytes: u64, ns: u64) {
+        self.writes.fetch_add(1, Relaxed);
+        self.write_bytes.fetch_add(bytes, Relaxed);
+        self.write_latency.record(ns);
+    }
+
+    pub fn discard(&self, bytes: u64) {
+        self.discards.fetch_add(1, Relaxed);
+        self.discard_bytes.fetch_add(bytes, Relaxed);
+    }
+
+    /// A failed request; `kind` indexes `ERROR_KINDS`.
+    pub fn error(&self, kind: usize) {
+        self.errors[kind.min(ERROR_KINDS.len() - 1)].fetch_add(1, Relaxed);
+    }
+
+    pub fn counts(&self) -> IoCounts {
+        IoCounts {
+            reads: self.reads.load(Relaxed),
+            read_bytes: self.read_bytes.load(Relaxed),
+            writes: self.writes.load(Relaxed),
+            write_bytes: self.write_bytes.load(Relaxed),
+            discards: self.discards.load(Relaxed),
+            discard_bytes: self.discard_bytes.load(Relaxed),
+            read_latency: self.read_latency.summary(),
+            write_latency: self.write_latency.summary(),
+            errors: ERROR_KINDS
+                .iter()
+                .zip(&self.errors)
+                .map(|(k, c)| (k.to_string(), c.load(Relaxed)))
+                .filter(|(_, c)| *c > 0)
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_bound_values_within_a_quarter() {
+        for ns in [
+            0u64,
+            1,
+            3,
+            4,
+            5,
+            7,
+            8,
+            100,
+            999,
+            1000,
+            123_456,
+            10_000_000_000,
+        ] {
+            let i = bucket_of(ns);
+            assert!(bucket_upper(i) >= ns, "{ns} in bucket {i}");
+            if ns >= 8 {
+                assert!(bucket_upper(i) as f64 <= ns as f64 * 1.25 + 1.0, "{ns}");
+            }
+            if i > 0 {
+                assert!(
+                    bucket_upper(i - 1) < ns,
+                    "{ns} belongs in an earlier bucket"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn quantiles_and_max() {
+        let h = Histogram::default();
+        for us in 1..=100u64 {
+            h.record(us * 1000);
+        }
+        let s = h.summary();
+        assert_eq!(s.count, 100);
+        assert!((45.0..=63.0).contains(&s.p50_us), "{s:?}");
+        assert!((99.0..=100.0).contains(&s.p99_us), "{s:?}");
+        assert_eq!(s.max_us, 100.0);
+        assert_eq!(h.cumulative().last().map(|c| c.1), Some(100));
+    }
+
+    #[test]
+    fn counts_show_errors_by_kind() {
+        let st = IoStats::default();
+        st.write(4096, 10_000);
+        st.read(8192, 5_000);
+        st.discard(1 << 20);
+        st.error(1);
+        st.error(99);
+        let c = st.counts();
+        assert_eq!(
+            (c.writes, c.write_bytes, c.reads, c.read_bytes),
+            (1, 4096, 1, 8192)
+        );
+        assert_eq!((c.discards, c.discard_bytes), (1, 1 << 20));
+        assert_eq!(c.errors.get("no_space"), Some(&1));
+        assert_eq!(c.errors.get("other"), Some(&1));
+    }
+}
