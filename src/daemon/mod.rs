@@ -202,6 +202,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         Arc::new(Handler {
             storage: st.clone(),
             mountpoint: mnt.display().to_string(),
+            nbd: nbd.as_ref().map(|n| n.exports.clone()),
         }),
     )
     .map_err(io_err("listen on control socket in", &pool_dir))?;

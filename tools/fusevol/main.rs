@@ -9,6 +9,7 @@
 
 mod cli;
 mod exit;
+mod export;
 mod group;
 mod output;
 mod pair;
@@ -145,6 +146,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Snapshot(cmd) => snapshot::snapshot(&ctx, cmd),
         Command::Pair(cmd) => pair::pair(&ctx, cmd),
         Command::Group(cmd) => group::group(&ctx, cmd),
+        Command::ExportNbd(cmd) => export::export_nbd(&ctx, cmd),
         Command::Sync => ctx.request(Request::Sync, |()| println!("synced")),
         Command::Ping => ctx.request(Request::Ping, |info: PoolInfo| {
             println!(
