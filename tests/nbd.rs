@@ -778,3 +778,130 @@ impl RawClient {
         }
     }
 }
+
+/// `fusevol export-nbd remove/add/list` change the export table at run time.
+#[test]
+fn export_table_remove_add_read_only() {
+    let (p, uri) = nbd_pool();
+    p.create_volume("a", "16M");
+    p.create_volume("b", "16M");
+    p.cli_ok(&["snapshot", "create", "a", "s1"]);
+
+    // Default: everything exported.
+    let list = p.cli_json(&["export-nbd", "list"]);
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["a", "a@s1", "b"], "{list}");
+    assert_eq!(list[0]["size"], 16 * MIB);
+    assert_eq!(list[0]["read_only"], false);
+    assert_eq!(list[1]["read_only"], true);
+    assert_eq!(list[0]["connections"], 0);
+
+    // remove: gone from LIST, GO refused; the others unchanged.
+    p.cli_ok(&["export-nbd", "remove", "a"]);
+    let l = tool_ok("nbdinfo", &["--list", &uri]);
+    assert!(!l.contains("export=\"a\""), "{l}");
+    assert!(l.contains("export=\"a@s1\""), "{l}");
+    assert!(l.contains("export=\"b\""), "{l}");
+    tool_fails("nbdinfo", &[&format!("{uri}/a")]);
+    tool_ok("nbdinfo", &[&format!("{uri}/b")]);
+    // Removing it again, or an unknown name, fails naming it.
+    let out = p.cli(&["export-nbd", "remove", "a"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("'a'"), "{}", describe(&out));
+    let out = p.cli(&["export-nbd", "add", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("'nope'"), "{}", describe(&out));
+
+    // add: back, writable.
+    let e = p.cli_json(&["export-nbd", "add", "a"]);
+    assert_eq!(e["name"], "a");
+    assert_eq!(e["read_only"], false);
+    let l = tool_ok("nbdinfo", &["--list", &uri]);
+    assert!(l.contains("export=\"a\""), "{l}");
+    let qio = |what: &str| -> Vec<String> {
+        vec![
+            "-f".into(),
+            "raw".into(),
+            "-c".into(),
+            what.into(),
+            format!("{uri}/b"),
+        ]
+    };
+    let args = qio("write -P 0xab 0 64k");
+    tool_ok(
+        "qemu-io",
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+
+    // add --read-only on a writable volume: flagged read-only, writes refused.
+    let e = p.cli_json(&["export-nbd", "add", "b", "--read-only"]);
+    assert_eq!(e["read_only"], true);
+    let info = tool_ok("nbdinfo", &[&format!("{uri}/b")]);
+    assert!(info.contains("is_read_only: true"), "{info}");
+    let args = qio("write -P 0xcd 0 64k");
+    tool_fails(
+        "qemu-io",
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let mut args = qio("read -P 0xab 0 64k");
+    args.insert(0, "-r".into());
+    tool_ok(
+        "qemu-io",
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    // A client that ignores the flag gets EPERM.
+    let mut c = RawClient::connect(&uri, "b");
+    assert_eq!(c.write(1, 0, &[0xcd; 4096]), w::EPERM);
+    // ... and is counted while connected.
+    let list = p.cli_json(&["export-nbd", "list"]);
+    let b = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "b")
+        .unwrap();
+    assert_eq!(b["connections"], 1, "{list}");
+    assert_eq!(b["read_only"], true, "{list}");
+    c.disconnect();
+    let mut buf = vec![0u8; 65536];
+    fs::File::open(p.vol("b"))
+        .unwrap()
+        .read_exact(&mut buf)
+        .unwrap();
+    assert!(
+        buf.iter().all(|&x| x == 0xab),
+        "read-only export was written"
+    );
+    // Plain add makes it writable again; the text output works too.
+    let out = p.cli_ok(&["export-nbd", "add", "b"]);
+    assert!(out.contains("exporting b"), "{out}");
+    assert!(p.cli_ok(&["export-nbd", "list"]).contains("CONNECTIONS"));
+}
+
+/// Without `--nbd` the commands fail with a clear message.
+#[test]
+fn export_nbd_needs_nbd() {
+    let mut p = TestPool::init(ARRAYS, "256K");
+    p.start();
+    p.create_volume("a", "16M");
+    for args in [
+        &["export-nbd", "list"][..],
+        &["export-nbd", "add", "a"],
+        &["export-nbd", "remove", "a"],
+    ] {
+        let out = p.cli(args);
+        assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+        assert!(
+            text(&out.stderr).contains("not serving NBD"),
+            "{}",
+            describe(&out)
+        );
+    }
+    let out = p.cli(&["export-nbd", "remove", "a"]);
+    assert!(text(&out.stderr).contains("'a'"), "{}", describe(&out));
+}

@@ -19,7 +19,7 @@ pub use protocol::{
     ArrayInfo, ErrorBody, ErrorCode, GroupInfo, GroupOptions, HandoverReport, PairInfo, PoolInfo,
     Request, Response, SnapshotInfo, VolumeInfo,
 };
-pub use protocol::{BaseCopyInfo, FullInfo, GroupSetOptions};
+pub use protocol::{BaseCopyInfo, FullInfo, GroupSetOptions, NbdExportInfo};
 pub use protocol::{Event, EventsEnd, EventsHeader, VolumeStats};
 pub use protocol::{MarkerInfo, PitrInfo, PitrOptions, RestoreReport};
 pub use server::{serve, ControlHandler, ServerHandle, MAX_REQUEST_LINE};

@@ -62,6 +62,17 @@ pub enum Request {
         #[serde(default)]
         recursive: bool,
     },
+    /// Export `VOL` or `VOL@SNAP` over NBD again (read-only if asked); answers `NbdExportInfo`.
+    /// Refused (invalid) when the daemon runs without `--nbd`.
+    ExportNbdAdd {
+        name: String,
+        #[serde(default)]
+        read_only: bool,
+    },
+    /// Stop exporting `VOL` or `VOL@SNAP` to new NBD clients; answers `null`.
+    ExportNbdRemove { name: String },
+    /// The NBD exports shown now; answers `Vec<NbdExportInfo>`.
+    ExportNbdList,
     /// Take a snapshot of a volume; answers `SnapshotInfo`.
     SnapshotCreate { volume: String, name: String },
     /// Snapshots of one volume, or of all volumes; answers `Vec<SnapshotInfo>` (oldest first).
@@ -352,6 +363,17 @@ pub struct ArrayInfo {
     pub free: u64,
     /// Bytes the backing file really occupies on its file system (like `du`).
     pub on_disk: u64,
+}
+
+/// One NBD export (`export-nbd list`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NbdExportInfo {
+    /// `VOL` or `VOL@SNAP`.
+    pub name: String,
+    pub size: u64,
+    pub read_only: bool,
+    /// NBD connections open on it now.
+    pub connections: u64,
 }
 
 /// One volume.

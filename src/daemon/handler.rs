@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::status;
 use crate::control::protocol::{
-    ErrorCode, Event, EventsEnd, EventsHeader, GroupInfo, Request, Response,
+    ErrorCode, Event, EventsEnd, EventsHeader, GroupInfo, NbdExportInfo, Request, Response,
 };
 use crate::control::server::{ControlHandler, ResponseStream};
 use crate::events::LiveEvents;
@@ -21,6 +21,17 @@ pub struct Handler {
     pub mountpoint: String,
     /// When the daemon started (the statistics count from here).
     pub started: std::time::Instant,
+    /// The NBD export table, when the daemon runs with `--nbd`.
+    pub nbd: Option<Arc<crate::nbd::ExportTable>>,
+}
+
+fn export_info(r: crate::nbd::ExportRow) -> NbdExportInfo {
+    NbdExportInfo {
+        name: r.name,
+        size: r.size,
+        read_only: r.read_only,
+        connections: r.connections,
+    }
 }
 
 fn code_of(e: &PoolError) -> ErrorCode {
@@ -85,9 +96,38 @@ impl Handler {
             .ok_or_else(|| PoolError::NotFound(format!("group '{name}' not found")))
     }
 
+    /// The export table, or invalid naming the export when NBD is off.
+    fn exports(&self, name: &str) -> Result<&crate::nbd::ExportTable, PoolError> {
+        self.nbd.as_deref().ok_or_else(|| {
+            let what = if name.is_empty() {
+                String::new()
+            } else {
+                format!("cannot change export '{name}': ")
+            };
+            PoolError::Invalid(format!(
+                "{what}the daemon is not serving NBD (start fusevold with --nbd ADDR:PORT)"
+            ))
+        })
+    }
+
     fn dispatch(&self, req: Request) -> Result<Response, PoolError> {
         let st = &self.storage;
         match req {
+            Request::ExportNbdAdd { name, read_only } => {
+                let row = self.exports(&name)?.add(st, &name, read_only)?;
+                ok(export_info(row), vec![])
+            }
+            Request::ExportNbdRemove { name } => {
+                self.exports(&name)?.remove(st, &name)?;
+                ok(json!(null), vec![])
+            }
+            Request::ExportNbdList => {
+                let rows = self.exports("")?.list(st);
+                ok(
+                    rows.into_iter().map(export_info).collect::<Vec<_>>(),
+                    vec![],
+                )
+            }
             Request::Ping | Request::PoolInfo => {
                 ok(status::pool_info(st, &self.mountpoint), vec![])
             }

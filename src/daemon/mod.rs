@@ -209,6 +209,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
             storage: st.clone(),
             mountpoint: mnt.display().to_string(),
             started: Instant::now(),
+            nbd: nbd.as_ref().map(|n| n.exports.clone()),
         }),
     )
     .map_err(io_err("listen on control socket in", &pool_dir))?;

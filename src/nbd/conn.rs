@@ -256,7 +256,10 @@ impl Conn {
             Export::Snapshot(_) if writing => {
                 return Outcome::Err(w::EPERM, "a snapshot export is read-only".into())
             }
-            Export::Snapshot(_) => None,
+            Export::VolumeReadOnly(_) if writing => {
+                return Outcome::Err(w::EPERM, "this export was added read-only".into())
+            }
+            Export::Snapshot(_) | Export::VolumeReadOnly(_) => None,
         };
         if let (true, Some(v)) = (writing, vol) {
             if let Err(o) = self.claim(v) {
@@ -361,7 +364,7 @@ impl Conn {
 
     fn read_into(&self, offset: u64, dst: &mut [u8]) -> Result<usize, crate::pool::IoError> {
         match &*self.export {
-            Export::Volume(v) => self.st.read(v, offset, dst),
+            Export::Volume(v) | Export::VolumeReadOnly(v) => self.st.read(v, offset, dst),
             Export::Snapshot(s) => self.st.snapshots.read_snapshot(s, offset, dst),
         }
     }
@@ -369,7 +372,7 @@ impl Conn {
     /// Runs of (bytes, mapped) over the range, clipped to the export's size.
     fn runs(&self, offset: u64, len: u64) -> Vec<(u64, bool)> {
         match &*self.export {
-            Export::Volume(v) => self.st.allocation(v, offset, len),
+            Export::Volume(v) | Export::VolumeReadOnly(v) => self.st.allocation(v, offset, len),
             Export::Snapshot(s) => self.st.snapshots.allocation(s, offset, len),
         }
     }

@@ -16,7 +16,7 @@ use std::thread::{self, JoinHandle};
 
 use parking_lot::Mutex;
 
-use super::serve_connection;
+use super::{serve_connection, ExportTable};
 use crate::storage::Storage;
 
 /// A client connection over TCP or a Unix socket.
@@ -206,6 +206,8 @@ pub struct NbdServer {
     stopping: Arc<AtomicBool>,
     conns: Conns,
     acceptors: Vec<JoinHandle<()>>,
+    /// The run-time export table (`fusevol export-nbd`).
+    pub exports: Arc<ExportTable>,
 }
 
 /// Bind a Unix socket at `path`, replacing a stale one (a socket nobody answers on).
@@ -237,18 +239,20 @@ impl NbdServer {
         let conns: Conns = Arc::default();
         let next = Arc::new(AtomicU64::new(0));
         let opts = Arc::new(opts);
+        let exports = Arc::new(ExportTable::default());
         let mut acceptors = Vec::new();
         let mut local_addr = None;
         if let Some(addr) = opts.listen {
             let listener = TcpListener::bind(addr)?;
             local_addr = Some(listener.local_addr()?);
             log::info!("nbd: serving volumes on {}", listener.local_addr()?);
-            let (st, opts, stopping, conns, next) = (
+            let (st, opts, stopping, conns, next, table) = (
                 st.clone(),
                 opts.clone(),
                 stopping.clone(),
                 conns.clone(),
                 next.clone(),
+                exports.clone(),
             );
             acceptors.push(
                 thread::Builder::new()
@@ -274,6 +278,7 @@ impl NbdServer {
                             let _ = s.set_nodelay(true);
                             spawn_conn(
                                 &st,
+                                &table,
                                 &conns,
                                 &next,
                                 Sock::Tcp(s),
@@ -287,12 +292,13 @@ impl NbdServer {
         if let Some(path) = &opts.socket {
             let listener = bind_unix(path)?;
             log::info!("nbd: serving volumes on unix socket {}", path.display());
-            let (st, opts2, stopping, conns, next) = (
+            let (st, opts2, stopping, conns, next, table) = (
                 st.clone(),
                 opts.clone(),
                 stopping.clone(),
                 conns.clone(),
                 next.clone(),
+                exports.clone(),
             );
             acceptors.push(
                 thread::Builder::new()
@@ -307,6 +313,7 @@ impl NbdServer {
                             };
                             spawn_conn(
                                 &st,
+                                &table,
                                 &conns,
                                 &next,
                                 Sock::Unix(s),
@@ -323,6 +330,7 @@ impl NbdServer {
             stopping,
             conns,
             acceptors,
+            exports,
         })
     }
 
@@ -367,6 +375,7 @@ fn accepted<T>(r: io::Result<T>) -> Option<T> {
 
 fn spawn_conn(
     st: &Arc<Storage>,
+    table: &Arc<ExportTable>,
     conns: &Conns,
     next: &AtomicU64,
     sock: Sock,
@@ -387,11 +396,11 @@ fn spawn_conn(
         return;
     };
     let id = next.fetch_add(1, Ordering::Relaxed);
-    let (st, conns2) = (st.clone(), conns.clone());
+    let (st, conns2, table) = (st.clone(), conns.clone(), table.clone());
     let spawned = thread::Builder::new()
         .name(format!("nbd-conn-{id}"))
         .spawn(move || {
-            serve_connection(st, sock, peer, shared);
+            serve_connection(st, &table, sock, peer, shared);
             conns2.lock().remove(&id);
         });
     match spawned {

@@ -196,6 +196,13 @@ pub(crate) enum Command {
         #[arg(long, value_name = "SECS")]
         watch: Option<u64>,
     },
+    /// Change what the daemon exports over NBD at run time (needs fusevold --nbd)
+    ///
+    /// With --nbd every volume and snapshot is exported; `remove` hides one from new clients
+    /// (open connections finish), `add` exports it again, optionally read-only. The table is
+    /// runtime-only: a restarted daemon exports everything again.
+    #[command(subcommand, name = "export-nbd")]
+    ExportNbd(ExportNbdCmd),
     /// Write a metadata checkpoint and flush all arrays to stable storage
     Sync,
     /// Check that a fusevold is serving the pool and answering
@@ -253,6 +260,25 @@ pub(crate) enum PoolCmd {
     /// Confirm a salvage (`fusevold --recovery salvage`): the valid prefix becomes the
     /// pool's state, the damaged log is kept as meta.log.damaged-EPOCH, the daemon stops
     SalvageConfirm,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ExportNbdCmd {
+    /// Export a volume or snapshot again (VOL or VOL@SNAP)
+    Add {
+        /// VOL or VOL@SNAP
+        name: String,
+        /// Export read-only even when the volume is writable
+        #[arg(long)]
+        read_only: bool,
+    },
+    /// Stop exporting a volume or snapshot to new clients (open connections finish)
+    Remove {
+        /// VOL or VOL@SNAP
+        name: String,
+    },
+    /// List the exports with size, read-only and open connections
+    List,
 }
 
 #[derive(Subcommand)]

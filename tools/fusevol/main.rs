@@ -10,6 +10,7 @@
 mod cli;
 mod events;
 mod exit;
+mod export;
 mod group;
 mod output;
 mod pair;
@@ -149,6 +150,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Group(cmd) => group::group(&ctx, cmd),
         Command::Stats { volume, watch } => stats::stats(&ctx, volume, watch),
         Command::Events { follow, since } => events::events(&ctx, since, follow),
+        Command::ExportNbd(cmd) => export::export_nbd(&ctx, cmd),
         Command::Sync => ctx.request(Request::Sync, |()| println!("synced")),
         Command::Ping => ctx.request(Request::Ping, |info: PoolInfo| {
             println!(
