@@ -133,19 +133,40 @@ impl MetaLog {
             file.sync_all()
                 .map_err(|e| MetaError::io("fsync", &path, e))?;
         }
-        Ok(MetaLog {
+        let start = header.records_offset() as u64;
+        Ok(Self::with_file(
+            dir,
+            path,
+            file,
+            (pool_id, epoch),
+            (valid_len, start),
+            None,
+        ))
+    }
+
+    /// A log over an open file: `ids` (pool id, epoch), `at` (valid length, where records
+    /// start); `read_only` says why appends fail, if they must.
+    fn with_file(
+        dir: &Path,
+        path: PathBuf,
+        file: File,
+        ids: (u64, u64),
+        at: (u64, u64),
+        read_only: Option<String>,
+    ) -> MetaLog {
+        MetaLog {
             dir: dir.to_path_buf(),
             path,
             file,
-            pool_id,
-            epoch,
-            len: valid_len,
-            start: header.records_offset() as u64,
+            pool_id: ids.0,
+            epoch: ids.1,
+            len: at.0,
+            start: at.1,
             unsynced: 0,
             failed: false,
-            read_only: None,
-            scratch: Vec::with_capacity(4096),
-        })
+            scratch: Vec::with_capacity(if read_only.is_some() { 0 } else { 4096 }),
+            read_only,
+        }
     }
 
     /// Open a log that must not change (an unconfirmed salvage: its damaged part stays as it
@@ -159,19 +180,14 @@ impl MetaLog {
     ) -> Result<MetaLog, MetaError> {
         let path = dir.join(LOG_FILE);
         let file = File::open(&path).map_err(|e| MetaError::io("open", &path, e))?;
-        Ok(MetaLog {
-            dir: dir.to_path_buf(),
+        Ok(Self::with_file(
+            dir,
             path,
             file,
-            pool_id,
-            epoch,
-            len: valid_len,
-            start: valid_len,
-            unsynced: 0,
-            failed: false,
-            read_only: Some(why),
-            scratch: Vec::new(),
-        })
+            (pool_id, epoch),
+            (valid_len, valid_len),
+            Some(why),
+        ))
     }
 
     /// Create a fresh, empty log for `epoch` (atomically replacing any old one).
