@@ -3,7 +3,7 @@
 
 mod common;
 use common::images::{image, snap_image};
-use common::sites::Sites;
+use common::sites::{crash, Sites};
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -263,8 +263,7 @@ fn primary_crash_redoes_its_journal_tail_and_the_secondary_converges() {
     let written = info(&p, "g").written;
     let (a, b) = (image(&p, "a"), image(&p, "b"));
     // "Crash": no shutdown, no sync; the workers see the pool gone and stop.
-    drop(p);
-    std::thread::sleep(Duration::from_millis(100));
+    crash(p);
     let p = st.primary();
     p.replication.start_groups();
     assert!(image(&p, "a") == a && image(&p, "b") == b);

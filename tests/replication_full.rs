@@ -7,7 +7,7 @@
 
 mod common;
 use common::images::{image, snap_image};
-use common::sites::Sites;
+use common::sites::{crash, Sites};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -409,8 +409,7 @@ fn crash_while_suspended_and_during_the_resync_then_s_equals_p() {
     let dirty = info(&p).full.dirty_regions;
     assert!(dirty > 0);
     // Crash while suspended: no shutdown, no sync.
-    drop(p);
-    std::thread::sleep(Duration::from_millis(100));
+    crash(p);
     let p = st.primary();
     p.replication.start_groups();
     let pi = info(&p);
@@ -439,8 +438,7 @@ fn crash_while_suspended_and_during_the_resync_then_s_equals_p() {
         "the resync ended before the crash: {pi:?}"
     );
     write(&p, &mut m, "b", 4096, 10_000, 4000).unwrap();
-    drop(p);
-    std::thread::sleep(Duration::from_millis(200));
+    crash(p);
     let p = st.primary();
     for (v, want) in &m.vols {
         assert!(
@@ -524,8 +522,7 @@ fn secondary_crash_in_the_middle_of_a_resync_keeps_its_snapshot_and_converges() 
         std::thread::sleep(Duration::from_millis(5));
     }
     // Crash of the secondary while it applies the resync.
-    drop(s);
-    std::thread::sleep(Duration::from_millis(200));
+    crash(s);
     let s = st.secondary();
     let si = info(&s);
     assert_eq!(si.state, "resync", "{si:?}");

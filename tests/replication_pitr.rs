@@ -4,10 +4,9 @@
 
 mod common;
 use common::images::{image, snap_image};
-use common::sites::Sites;
+use common::sites::{crash, Sites};
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fusevol::control::{GroupInfo, GroupOptions, PitrInfo, PitrOptions};
@@ -602,16 +601,7 @@ fn settings_markers_and_retained_segments_survive_a_crash_of_the_secondary() {
     wait_caught_up(p, &s, "g");
     let before = pitr(&s, "g");
     // "Crash": no shutdown; the workers see the pool gone and stop.
-    let weak = Arc::downgrade(&s.pool);
-    drop(s);
-    let t0 = Instant::now();
-    while weak.strong_count() > 0 {
-        assert!(
-            t0.elapsed() < Duration::from_secs(5),
-            "the pool is still held"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    crash(s);
     let s = st.secondary();
     s.replication.start_groups();
     let t0 = Instant::now();

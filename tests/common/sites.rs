@@ -5,11 +5,30 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use fusevol::storage::Storage;
 
 use super::images::storage_at;
 use super::TestPool;
+
+/// A crash as the in-process tests model it: the storage is dropped with no shutdown and no
+/// sync; the workers of the old instance (shipper, applier, resync copier) notice the service
+/// gone and stop at their next step, as a killed daemon's would have stopped anywhere. Returns
+/// once the old pool is gone, so that no worker of it still writes when the pool is opened
+/// again (a fixed sleep here let an old resync copier and shipper outlive the reopen).
+pub fn crash(st: Arc<Storage>) {
+    let weak = Arc::downgrade(&st.pool);
+    drop(st);
+    let t0 = Instant::now();
+    while weak.strong_count() > 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "a worker of the crashed instance still holds the pool after 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
 
 /// Two pools at library level: `<tmp>/primary` and `<tmp>/secondary` (each created on first
 /// open, with `arrays` arrays of `array_size` bytes and extents of `es` bytes), and the remote
