@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, INodeNo, InitFlags,
     KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty,
-    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, WriteFlags,
+    ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, Request, WriteFlags,
 };
 
 use crate::pool::PoolError;
@@ -491,6 +491,37 @@ impl Filesystem for FuseFs {
                 log::warn!("fallocate mode {mode:#x} on volume '{}': {e}", v.name);
                 reply.error(errno_of(&e))
             }
+        }
+    }
+
+    /// SEEK_DATA / SEEK_HOLE from the extent map (`storage/holes.rs`). The kernel answers
+    /// SEEK_SET, SEEK_CUR and SEEK_END itself.
+    fn lseek(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
+        let data = match whence {
+            libc::SEEK_DATA => true,
+            libc::SEEK_HOLE => false,
+            _ => return reply.error(Errno::EINVAL),
+        };
+        let Ok(offset) = u64::try_from(offset) else {
+            return reply.error(Errno::ENXIO);
+        };
+        let found = match self.node(ino) {
+            Some(Node::Volume(v)) => self.st.seek_volume(&v, offset, data),
+            Some(Node::Snapshot(s)) => self.st.seek_snapshot(&s, offset, data),
+            Some(_) => return reply.error(Errno::EISDIR),
+            None => return reply.error(Errno::ENOENT),
+        };
+        match found {
+            Some(o) => reply.offset(o as i64),
+            None => reply.error(Errno::ENXIO),
         }
     }
 

@@ -8,6 +8,8 @@
 //! deleted, rolled back or resized as if it were alone).
 
 mod io;
+// Holes seen by tools (lseek SEEK_DATA/SEEK_HOLE), issue 18.
+mod holes;
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
