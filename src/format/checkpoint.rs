@@ -153,6 +153,9 @@ pub struct Checkpoint {
     pub partials: Vec<PartialRec>,
     /// Journal groups (version 3; older checkpoints have none).
     pub groups: Vec<GroupRec>,
+    /// Volumes made one family by copies that shared extents (version 5; older checkpoints
+    /// have none): (volume, the volume its extents came from).
+    pub links: Vec<(u64, u64)>,
 }
 
 /// A journal group as this pool knows it (either side).
@@ -268,8 +271,8 @@ impl GroupRec {
 
 // Format: checkpoint file `checkpoint`, written whole (tmp + fsync + rename + fsync dir).
 //   0  magic        8  b"FVCKPT\0\0"
-//   8  version      u32 (4; versions 1, 2 and 3 are read too: they end after the pairs,
-//                   after the partials, and have no group sections)
+//   8  version      u32 (5; versions 1 to 4 are read too: they end after the pairs,
+//                   after the partials, have no group sections, have no links)
 //  12  reserved     u32 (0)
 //  16  pool_id      u64
 //  24  epoch        u64
@@ -292,10 +295,12 @@ impl GroupRec {
 //                   (u64 n, n × u64), consistent_since u64, segment_bytes u64,
 //                   seal_age_ms u64, rate u64, journal_limit u64, then (version 4) the
 //                   sections (format/group/mod.rs)
+//  ..  links        (version 5) u64 count, then per link: volume u64, from u64 (volumes that
+//                   share extents through a copy, `MetaRecord::MapShare`)
 //  end crc32c       u32 over every byte before it
 // (str = u16 length + UTF-8 bytes; table = u64 n, then n × (chunk index u64, chunk id u64))
 const MAGIC: &[u8; 8] = b"FVCKPT\0\0";
-const VERSION: u32 = 4;
+const VERSION: u32 = 5;
 const SLOTS: u64 = 512;
 
 fn enc_table(e: &mut Enc, t: &TableRec) {
@@ -406,6 +411,10 @@ impl Checkpoint {
         for g in &self.groups {
             g.encode(&mut e);
         }
+        e.u64(self.links.len() as u64);
+        for &(v, from) in &self.links {
+            e.u64(v).u64(from);
+        }
         let crc = crc32c::crc32c(&e.buf);
         e.u32(crc);
         e.buf
@@ -513,6 +522,12 @@ impl Checkpoint {
                 c.groups.push(GroupRec::decode(&mut d, Some(version >= 4))?);
             }
         }
+        if version >= 5 {
+            let n = d.count(16)?;
+            for _ in 0..n {
+                c.links.push((d.u64()?, d.u64()?));
+            }
+        }
         if d.remaining() != 0 {
             return Err(FormatError::Invalid {
                 what: WHAT,
@@ -599,6 +614,7 @@ mod tests {
                 journal_limit: 1 << 30,
                 ext: Default::default(),
             }],
+            links: vec![(8, 3), (9, 8)],
         }
     }
 
@@ -652,9 +668,10 @@ mod tests {
         let mut c = sample();
         c.partials.clear();
         c.groups.clear();
+        c.links.clear();
         let mut b = c.encode();
-        // A version-1 file is the same without the (empty) partials and groups sections.
-        b.truncate(b.len() - 20);
+        // A version-1 file is the same without the (empty) partials, groups and links.
+        b.truncate(b.len() - 28);
         b[8..12].copy_from_slice(&1u32.to_le_bytes());
         let crc = crc32c::crc32c(&b);
         b.extend_from_slice(&crc.to_le_bytes());

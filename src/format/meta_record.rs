@@ -241,6 +241,19 @@ pub enum MetaRecord {
     PartialDone {
         exts: Vec<u64>,
     },
+    /// Extents of another volume or snapshot mapped into `volume` copy-on-write by a copy
+    /// (`copy_file_range`): each `entries` pair (logical extent, packed `Phys`) points at an
+    /// extent some table maps already, whose data an earlier record published; the extent
+    /// gains this table's reference (a partial one stays partial). The logical extents in
+    /// `holes` become holes (the source is a hole there). `from` is the volume the extents
+    /// come from (for a snapshot, its volume): the two are one family from now on (the
+    /// checker's test for extents mapped by unrelated volumes).
+    MapShare {
+        volume: u64,
+        from: u64,
+        entries: Vec<(u64, u64)>,
+        holes: Vec<u64>,
+    },
     /// Regions (extents) of a primary volume written while its journal group is suspended
     /// (journal full); made durable before the write that changes them (write-intent).
     GroupDirty {
@@ -283,6 +296,7 @@ impl MetaRecord {
             MetaRecord::MapSetPartial { .. } => 40,
             MetaRecord::PartialValid { .. } => 41,
             MetaRecord::PartialDone { .. } => 42,
+            MetaRecord::MapShare { .. } => 43,
             MetaRecord::GroupDirty { .. } => 30,
             MetaRecord::GroupClean { .. } => 31,
         }
@@ -411,6 +425,21 @@ impl MetaRecord {
                 e.u64(exts.len() as u64);
                 for x in exts {
                     e.u64(*x);
+                }
+            }
+            MetaRecord::MapShare {
+                volume,
+                from,
+                entries,
+                holes,
+            } => {
+                e.u64(*volume).u64(*from).u64(entries.len() as u64);
+                for (l, p) in entries {
+                    e.u64(*l).u64(*p);
+                }
+                e.u64(holes.len() as u64);
+                for l in holes {
+                    e.u64(*l);
                 }
             }
             MetaRecord::GroupDirty {
@@ -571,6 +600,25 @@ impl MetaRecord {
                     exts.push(d.u64()?);
                 }
                 MetaRecord::PartialDone { exts }
+            }
+            43 => {
+                let (volume, from) = (d.u64()?, d.u64()?);
+                let n = d.count(16)?;
+                let mut entries = Vec::with_capacity(n);
+                for _ in 0..n {
+                    entries.push((d.u64()?, d.u64()?));
+                }
+                let n = d.count(8)?;
+                let mut holes = Vec::with_capacity(n);
+                for _ in 0..n {
+                    holes.push(d.u64()?);
+                }
+                MetaRecord::MapShare {
+                    volume,
+                    from,
+                    entries,
+                    holes,
+                }
             }
             30 | 31 => {
                 let (uid, volume) = (d.u64()?, d.u64()?);
@@ -746,6 +794,12 @@ mod tests {
                 valid: vec![0x10, 0],
             },
             MetaRecord::PartialDone { exts: vec![9, 10] },
+            MetaRecord::MapShare {
+                volume: 7,
+                from: 10,
+                entries: vec![(2, 9), (3, 1 << 41)],
+                holes: vec![4, 7],
+            },
             MetaRecord::GroupPut(Box::new(GroupRec {
                 uid: 5,
                 name: "g".into(),

@@ -12,12 +12,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, INodeNo, InitFlags,
     KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty,
-    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, WriteFlags,
+    ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, Request, WriteFlags,
 };
 
 use crate::pool::PoolError;
 use crate::snapshot::Snapshot;
-use crate::storage::Storage;
+use crate::storage::{CopyFrom, Storage};
 use crate::volume::{IoError, Volume, Writer};
 
 pub const ROOT_INO: u64 = 1;
@@ -489,6 +489,81 @@ impl Filesystem for FuseFs {
             Ok(()) => reply.ok(),
             Err(e) => {
                 log::warn!("fallocate mode {mode:#x} on volume '{}': {e}", v.name);
+                reply.error(errno_of(&e))
+            }
+        }
+    }
+
+    /// SEEK_DATA / SEEK_HOLE from the extent map (`storage/holes.rs`). The kernel answers
+    /// SEEK_SET, SEEK_CUR and SEEK_END itself.
+    fn lseek(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
+        let data = match whence {
+            libc::SEEK_DATA => true,
+            libc::SEEK_HOLE => false,
+            _ => return reply.error(Errno::EINVAL),
+        };
+        let Ok(offset) = u64::try_from(offset) else {
+            return reply.error(Errno::ENXIO);
+        };
+        let found = match self.node(ino) {
+            Some(Node::Volume(v)) => self.st.seek_volume(&v, offset, data),
+            Some(Node::Snapshot(s)) => self.st.seek_snapshot(&s, offset, data),
+            Some(_) => return reply.error(Errno::EISDIR),
+            None => return reply.error(Errno::ENOENT),
+        };
+        match found {
+            Some(o) => reply.offset(o as i64),
+            None => reply.error(Errno::ENXIO),
+        }
+    }
+
+    /// A copy between files of the mount (`cp`, `qemu-img convert`): whole extents are
+    /// shared copy-on-write, the rest copied in the daemon (`storage/copy.rs`).
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        ino_in: INodeNo,
+        _fh_in: FileHandle,
+        offset_in: u64,
+        ino_out: INodeNo,
+        _fh_out: FileHandle,
+        offset_out: u64,
+        len: u64,
+        _flags: fuser::CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        let dst = match self.node(ino_out) {
+            Some(Node::Volume(v)) => v,
+            Some(Node::Snapshot(_)) => return reply.error(Errno::EROFS),
+            Some(_) => return reply.error(Errno::EISDIR),
+            None => return reply.error(Errno::ENOENT),
+        };
+        // The reply carries a 32-bit count: copy at most 4 GiB - 4 KiB per request (the
+        // caller asks again for the rest).
+        let len = len.min(u64::from(u32::MAX) & !4095);
+        let node = self.node(ino_in);
+        let src = match &node {
+            Some(Node::Volume(v)) => CopyFrom::Volume(v),
+            Some(Node::Snapshot(s)) => CopyFrom::Snapshot(s),
+            Some(_) => return reply.error(Errno::EISDIR),
+            None => return reply.error(Errno::ENOENT),
+        };
+        match self.st.copy_range(src, offset_in, &dst, offset_out, len) {
+            Ok(n) => reply.written(n as u32),
+            Err(e) => {
+                match &e {
+                    IoError::BeyondEnd { .. } => log::debug!("{e}"),
+                    IoError::NoSpace { .. } | IoError::Invalid { .. } => log::warn!("{e}"),
+                    _ => log::error!("{e}"),
+                }
                 reply.error(errno_of(&e))
             }
         }

@@ -455,6 +455,12 @@ fn describe(
             volume, entries, ..
         } => (vec![*volume], entries.len() as u64),
         MetaRecord::Unmap { volume, lexts } => (vec![*volume], lexts.len() as u64),
+        MetaRecord::MapShare {
+            volume,
+            entries,
+            holes,
+            ..
+        } => (vec![*volume], (entries.len() + holes.len()) as u64),
         MetaRecord::SnapshotCreate { volume, .. } | MetaRecord::SnapshotRollback { volume, .. } => {
             (vec![*volume], 0)
         }

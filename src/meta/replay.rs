@@ -177,6 +177,29 @@ pub fn apply(state: &mut State, rec: &MetaRecord) -> Result<(), String> {
                 v.table.set(l, None, &mut NoRefs);
             }
         }
+        MetaRecord::MapShare {
+            volume,
+            from,
+            entries,
+            holes,
+        } => {
+            let es = state.extent_size;
+            let v = volume_mut(state, *volume)?;
+            let limit = v.size.div_ceil(es);
+            if let Some(&(l, _)) = entries.iter().find(|&&(l, _)| l >= limit) {
+                return Err(format!(
+                    "volume id {volume}: shared logical extent {l} beyond the volume end"
+                ));
+            }
+            // Unlike `MapSet`, the extents are not fresh: a partial one stays partial.
+            for &(l, p) in entries {
+                v.table.set(l, Some(Phys::unpack(p)), &mut NoRefs);
+            }
+            for &l in holes {
+                v.table.set(l, None, &mut NoRefs);
+            }
+            State::add_link(&mut state.links, *volume, *from);
+        }
         MetaRecord::SnapshotCreate {
             id,
             volume,
@@ -593,5 +616,63 @@ mod tests {
         )
         .unwrap();
         assert!(s.partials.is_empty());
+    }
+
+    #[test]
+    fn shared_extents_keep_their_partial_state_and_link_the_volumes() {
+        use crate::format::PartialRec;
+        let mut s = base();
+        s.extent_size = 64 << 10;
+        for (id, name) in [(1, "a"), (2, "b")] {
+            apply(
+                &mut s,
+                &MetaRecord::VolumeCreate {
+                    id,
+                    name: name.into(),
+                    size: 1 << 20,
+                    tier: "fast".into(),
+                    created: 0,
+                },
+            )
+            .unwrap();
+        }
+        apply(
+            &mut s,
+            &MetaRecord::MapSetPartial {
+                volume: 1,
+                entries: vec![(0, p(5)), (1, p(4))],
+                partials: vec![PartialRec {
+                    ext: p(5),
+                    src: p(3),
+                    valid: vec![1],
+                }],
+            },
+        )
+        .unwrap();
+        apply(
+            &mut s,
+            &MetaRecord::MapSet {
+                volume: 2,
+                entries: vec![(7, p(9))],
+            },
+        )
+        .unwrap();
+        let share = |entries: Vec<(u64, u64)>, holes: Vec<u64>| MetaRecord::MapShare {
+            volume: 2,
+            from: 1,
+            entries,
+            holes,
+        };
+        apply(&mut s, &share(vec![(3, p(5)), (4, p(4))], vec![7])).unwrap();
+        assert_eq!(s.volumes[1].table.get(3), Some(Phys::unpack(p(5))));
+        assert_eq!(s.volumes[1].table.get(7), None);
+        assert_eq!(s.partials.len(), 1, "a shared partial extent stays partial");
+        assert_eq!(s.links, vec![(2, 1)]);
+        apply(&mut s, &share(vec![(5, p(4))], vec![])).unwrap();
+        assert_eq!(s.links, vec![(2, 1)], "one link per pair of volumes");
+        assert!(
+            apply(&mut s, &share(vec![(16, p(4))], vec![])).is_err(),
+            "beyond the end"
+        );
     }
 }

@@ -68,6 +68,9 @@ pub struct State {
     pub partials: BTreeMap<Phys, PartialExt>,
     /// Journal groups, as their last `GroupPut` left them.
     pub groups: Vec<GroupRec>,
+    /// (volume, from): volumes that share extents through copies (`MapShare`), sorted,
+    /// never removed (a deleted volume may have passed extents on).
+    pub links: Vec<(u64, u64)>,
 }
 
 /// Writes tables into a checkpoint, each distinct chunk object once.
@@ -191,6 +194,7 @@ impl State {
                 .collect(),
             partials,
             groups: c.groups.clone(),
+            links: c.links.clone(),
         })
     }
 
@@ -257,6 +261,17 @@ impl State {
                 })
                 .collect(),
             groups: self.groups.clone(),
+            links: self.links.clone(),
+        }
+    }
+
+    /// Record that `volume` shares extents of `from` (idempotent, kept sorted).
+    pub fn add_link(links: &mut Vec<(u64, u64)>, volume: u64, from: u64) {
+        if volume == from {
+            return;
+        }
+        if let Err(i) = links.binary_search(&(volume, from)) {
+            links.insert(i, (volume, from));
         }
     }
 

@@ -270,6 +270,7 @@ impl Pool {
             .collect();
         let mut state = State {
             groups: Vec::new(),
+            links: Vec::new(),
             pool_id: self.pool_id,
             epoch,
             extent_size: self.extent_size,

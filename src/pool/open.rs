@@ -157,8 +157,8 @@ pub(crate) fn table_names(st: &State) -> Vec<String> {
         .collect()
 }
 
-/// Extents shared between unrelated volumes: each volume with its snapshots and its clones
-/// (transitively) is one family; an extent found in two families is owned twice.
+/// Extents shared between unrelated volumes: each volume with its snapshots, its clones and
+/// the volumes it shares extents with through copies (transitively) is one family; an extent found in two families is owned twice.
 pub(crate) fn cross_family_sharing(st: &State) -> Vec<String> {
     // Union-find over volume ids.
     let mut parent: HashMap<u64, u64> = st.volumes.iter().map(|v| (v.id, v.id)).collect();
@@ -174,6 +174,14 @@ pub(crate) fn cross_family_sharing(st: &State) -> Vec<String> {
     for v in &st.volumes {
         if v.origin != 0 && parent.contains_key(&v.origin) {
             let (a, b) = (find(&mut parent, v.id), find(&mut parent, v.origin));
+            parent.insert(a, b);
+        }
+    }
+    // Copies that shared extents (`MapShare`) join their volumes' families; a deleted
+    // volume stays a node, so extents it passed on keep linking the others.
+    for &(v, from) in &st.links {
+        let (a, b) = (find(&mut parent, v), find(&mut parent, from));
+        if a != b {
             parent.insert(a, b);
         }
     }

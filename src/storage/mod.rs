@@ -8,6 +8,11 @@
 //! deleted, rolled back or resized as if it were alone).
 
 mod io;
+// Holes seen by tools (lseek SEEK_DATA/SEEK_HOLE), issue 18.
+mod holes;
+// Copies inside the mount (copy_file_range), issue 18.
+mod copy;
+pub use copy::CopyFrom;
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -43,6 +48,7 @@ impl Storage {
         let (pool, mut st) = Pool::open_with(dir, mode)?;
         let read_only = pool.read_only().is_some();
         let volumes = Volumes::new(pool.clone(), std::mem::take(&mut st.volumes));
+        volumes.set_links(std::mem::take(&mut st.links));
         let snapshots = Snapshots::new(volumes.clone(), std::mem::take(&mut st.snapshots));
         let mirror = Mirror::new(snapshots.clone());
         let replication = Replication::new(mirror.clone());

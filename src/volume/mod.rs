@@ -11,6 +11,8 @@
 
 mod admin;
 mod io;
+// Copies that share extents (copy_file_range), issue 18.
+mod share;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,6 +24,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 pub use crate::pool::IoError;
 pub(crate) use admin::check_size;
 pub use io::DataOp;
+pub use share::ShareFrom;
 
 use crate::extent_map::ExtentTable;
 use crate::meta::{State, VolState};
@@ -47,6 +50,9 @@ impl VolumeReg {
 pub struct Volumes {
     pub pool: Arc<Pool>,
     pub(crate) reg: RwLock<VolumeReg>,
+    /// (volume, from): volumes that share extents through copies (`MapShare`); kept for
+    /// the checker's family test, saved in checkpoints.
+    pub(crate) links: Mutex<Vec<(u64, u64)>>,
 }
 
 impl Volumes {
@@ -60,10 +66,16 @@ impl Volumes {
         let me = Arc::new(Volumes {
             pool,
             reg: RwLock::new(reg),
+            links: Mutex::new(Vec::new()),
         });
         let weak: std::sync::Weak<dyn StateSource> = Arc::downgrade(&me) as _;
         me.pool.add_state_source(weak);
         me
+    }
+
+    /// The recovered links between volumes that share extents through copies.
+    pub fn set_links(&self, links: Vec<(u64, u64)>) {
+        *self.links.lock() = links;
     }
 
     pub fn volume(&self, name: &str) -> Option<Arc<Volume>> {
@@ -105,6 +117,7 @@ impl StateSource for Volumes {
                 table: v.map.read().clone(),
             })
             .collect();
+        state.links = self.links.lock().clone();
     }
 }
 
