@@ -23,6 +23,7 @@ pub mod events;
 pub mod extent_map;
 pub mod format;
 pub mod fuse;
+pub mod info;
 pub mod journal;
 pub mod meta;
 pub mod mirror;

@@ -15,6 +15,7 @@ pub mod protocol;
 pub mod server;
 
 pub use client::{Client, ClientError, DEFAULT_TIMEOUT};
+pub use protocol::InfoView;
 pub use protocol::{
     ArrayInfo, ErrorBody, ErrorCode, GroupInfo, GroupOptions, HandoverReport, PairInfo, PoolInfo,
     Request, Response, SnapshotInfo, VolumeInfo,

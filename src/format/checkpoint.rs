@@ -153,6 +153,9 @@ pub struct Checkpoint {
     pub partials: Vec<PartialRec>,
     /// Journal groups (version 3; older checkpoints have none).
     pub groups: Vec<GroupRec>,
+    /// Volume information by volume or snapshot id, encoded `volinfo::InfoRecord`s
+    /// (version 5; older checkpoints have none).
+    pub infos: Vec<(u64, Vec<u8>)>,
 }
 
 /// A journal group as this pool knows it (either side).
@@ -268,8 +271,8 @@ impl GroupRec {
 
 // Format: checkpoint file `checkpoint`, written whole (tmp + fsync + rename + fsync dir).
 //   0  magic        8  b"FVCKPT\0\0"
-//   8  version      u32 (4; versions 1, 2 and 3 are read too: they end after the pairs,
-//                   after the partials, and have no group sections)
+//   8  version      u32 (5; versions 1-4 are read too: they end after the pairs, after
+//                   the partials, have no group sections, have no infos)
 //  12  reserved     u32 (0)
 //  16  pool_id      u64
 //  24  epoch        u64
@@ -292,10 +295,12 @@ impl GroupRec {
 //                   (u64 n, n × u64), consistent_since u64, segment_bytes u64,
 //                   seal_age_ms u64, rate u64, journal_limit u64, then (version 4) the
 //                   sections (format/group/mod.rs)
+//  ..  infos        (version 5) u64 count, then per record: id u64 (volume or snapshot),
+//                   u32 length (≤ 4096), the encoded volume information (format/volinfo.rs)
 //  end crc32c       u32 over every byte before it
 // (str = u16 length + UTF-8 bytes; table = u64 n, then n × (chunk index u64, chunk id u64))
 const MAGIC: &[u8; 8] = b"FVCKPT\0\0";
-const VERSION: u32 = 4;
+const VERSION: u32 = 5;
 const SLOTS: u64 = 512;
 
 fn enc_table(e: &mut Enc, t: &TableRec) {
@@ -406,6 +411,10 @@ impl Checkpoint {
         for g in &self.groups {
             g.encode(&mut e);
         }
+        e.u64(self.infos.len() as u64);
+        for (id, info) in &self.infos {
+            e.u64(*id).u32(info.len() as u32).bytes(info);
+        }
         let crc = crc32c::crc32c(&e.buf);
         e.u32(crc);
         e.buf
@@ -513,6 +522,20 @@ impl Checkpoint {
                 c.groups.push(GroupRec::decode(&mut d, Some(version >= 4))?);
             }
         }
+        if version >= 5 {
+            let n = d.count(12)?;
+            for _ in 0..n {
+                let id = d.u64()?;
+                let len = d.u32()? as usize;
+                if len > super::volinfo::INFO_MAX {
+                    return Err(FormatError::Invalid {
+                        what: WHAT,
+                        detail: format!("volume information of {len} bytes for id {id}"),
+                    });
+                }
+                c.infos.push((id, d.bytes(len)?.to_vec()));
+            }
+        }
         if d.remaining() != 0 {
             return Err(FormatError::Invalid {
                 what: WHAT,
@@ -599,6 +622,7 @@ mod tests {
                 journal_limit: 1 << 30,
                 ext: Default::default(),
             }],
+            infos: vec![(8, vec![1, 2, 3])],
         }
     }
 
@@ -652,10 +676,24 @@ mod tests {
         let mut c = sample();
         c.partials.clear();
         c.groups.clear();
+        c.infos.clear();
         let mut b = c.encode();
-        // A version-1 file is the same without the (empty) partials and groups sections.
-        b.truncate(b.len() - 20);
+        // A version-1 file is the same without the (empty) partials, groups and infos sections.
+        b.truncate(b.len() - 28);
         b[8..12].copy_from_slice(&1u32.to_le_bytes());
+        let crc = crc32c::crc32c(&b);
+        b.extend_from_slice(&crc.to_le_bytes());
+        assert_eq!(Checkpoint::decode(&b).unwrap(), c);
+    }
+
+    #[test]
+    fn version_4_still_decodes() {
+        let mut c = sample();
+        c.infos.clear();
+        let mut b = c.encode();
+        // A version-4 file is the same without the (empty) infos section.
+        b.truncate(b.len() - 12);
+        b[8..12].copy_from_slice(&4u32.to_le_bytes());
         let crc = crc32c::crc32c(&b);
         b.extend_from_slice(&crc.to_le_bytes());
         assert_eq!(Checkpoint::decode(&b).unwrap(), c);

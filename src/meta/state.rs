@@ -68,6 +68,9 @@ pub struct State {
     pub partials: BTreeMap<Phys, PartialExt>,
     /// Journal groups, as their last `GroupPut` left them.
     pub groups: Vec<GroupRec>,
+    /// Volume information by volume or snapshot id (encoded `format::volinfo::InfoRecord`);
+    /// an id's entry goes with its volume or snapshot.
+    pub infos: BTreeMap<u64, Vec<u8>>,
 }
 
 /// Writes tables into a checkpoint, each distinct chunk object once.
@@ -191,6 +194,7 @@ impl State {
                 .collect(),
             partials,
             groups: c.groups.clone(),
+            infos: c.infos.iter().cloned().collect(),
         })
     }
 
@@ -257,6 +261,7 @@ impl State {
                 })
                 .collect(),
             groups: self.groups.clone(),
+            infos: self.infos.iter().map(|(id, b)| (*id, b.clone())).collect(),
         }
     }
 

@@ -195,6 +195,7 @@ pub fn create_pool(dir: &Path, spec: &PoolSpec) -> Result<(), PoolError> {
         pairs: Vec::new(),
         partials: Vec::new(),
         groups: Vec::new(),
+        infos: Vec::new(),
     };
     write_checkpoint(dir, &ckpt)?;
     MetaLog::create(dir, pool_id, 1)?;

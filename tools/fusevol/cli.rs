@@ -296,11 +296,9 @@ pub(crate) enum VolumeCmd {
     },
     /// List all volumes with size, allocation and tier
     List,
-    /// Show one volume in detail, including its extents per array
-    Info {
-        /// Volume name
-        name: String,
-    },
+    /// Show one volume in detail (extents per array, volume information), or get, set and
+    /// unset its volume information (`volume info set VOL label=nightly host=db1`)
+    Info(crate::backup::InfoArgs),
     /// Grow or shrink a volume (shrinking needs --allow-shrink and a closed volume file)
     Resize {
         /// Volume name

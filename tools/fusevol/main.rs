@@ -7,6 +7,7 @@
 //! the answer's `data` on stdout for scripts. Exit codes are decided in one place,
 //! [`exit_code`], and documented in `--help`.
 
+mod backup;
 mod cli;
 mod events;
 mod exit;

@@ -120,6 +120,7 @@ mod tests {
             exclusive,
             shared: 1 << 20,
             path: format!("/m/.snapshots/{volume}/{name}"),
+            info: Default::default(),
         };
         let out = snapshot_table(&[
             snap("vm1", "old", 0, 0),
