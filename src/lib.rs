@@ -16,6 +16,7 @@
 //! write; `Replication::complete`).
 #![forbid(unsafe_code)]
 
+pub mod backup;
 pub mod bitmap;
 pub mod control;
 pub mod daemon;

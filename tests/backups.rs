@@ -57,11 +57,20 @@ fn info_by_cli_and_xattr_agree_and_survive_kill9() {
         "user.ticket=OPS-7",
     ]);
     let vol = p.vol("db");
-    assert_eq!(getfattr(&vol, "user.fusevol.label").as_deref(), Some("nightly"));
-    assert_eq!(getfattr(&vol, "user.fusevol.user.ticket").as_deref(), Some("OPS-7"));
+    assert_eq!(
+        getfattr(&vol, "user.fusevol.label").as_deref(),
+        Some("nightly")
+    );
+    assert_eq!(
+        getfattr(&vol, "user.fusevol.user.ticket").as_deref(),
+        Some("OPS-7")
+    );
     let out = setfattr(&vol, "user.fusevol.app", "postgres");
     assert!(out.status.success(), "setfattr: {}", describe(&out));
-    assert_eq!(p.cli_ok(&["volume", "info", "get", "db", "app"]).trim(), "postgres");
+    assert_eq!(
+        p.cli_ok(&["volume", "info", "get", "db", "app"]).trim(),
+        "postgres"
+    );
     // getfattr -d lists every field.
     let dump = run(
         Command::new(tool("getfattr")).arg("-d").arg(&vol),
@@ -69,17 +78,28 @@ fn info_by_cli_and_xattr_agree_and_survive_kill9() {
     );
     let dump = text(&dump.stdout);
     for k in ["label", "host", "mountpoint", "app", "user.ticket"] {
-        assert!(dump.contains(&format!("user.fusevol.{k}=")), "{k} missing in {dump}");
+        assert!(
+            dump.contains(&format!("user.fusevol.{k}=")),
+            "{k} missing in {dump}"
+        );
     }
     // Origin fields are the array's, not the user's; unknown keys are refused.
-    assert!(!setfattr(&vol, "user.fusevol.origin.kind", "x").status.success());
-    assert!(!p.cli(&["volume", "info", "set", "db", "colour=red"]).status.success());
+    assert!(!setfattr(&vol, "user.fusevol.origin.kind", "x")
+        .status
+        .success());
+    assert!(!p
+        .cli(&["volume", "info", "set", "db", "colour=red"])
+        .status
+        .success());
     assert!(!setfattr(&vol, "user.other", "x").status.success());
     // Removal both ways.
     p.cli_ok(&["volume", "info", "unset", "db", "mountpoint"]);
     assert_eq!(getfattr(&vol, "user.fusevol.mountpoint"), None);
     let out = run(
-        Command::new(tool("setfattr")).arg("-x").arg("user.fusevol.host").arg(&vol),
+        Command::new(tool("setfattr"))
+            .arg("-x")
+            .arg("user.fusevol.host")
+            .arg(&vol),
         CLI_TIMEOUT,
     );
     assert!(out.status.success(), "setfattr -x: {}", describe(&out));
@@ -95,7 +115,10 @@ fn info_by_cli_and_xattr_agree_and_survive_kill9() {
     assert_eq!(field(&v, "label"), "nightly");
     assert_eq!(field(&v, "app"), "postgres");
     assert_eq!(field(&v, "user.ticket"), "OPS-7");
-    assert_eq!(getfattr(&p.vol("db"), "user.fusevol.label").as_deref(), Some("nightly"));
+    assert_eq!(
+        getfattr(&p.vol("db"), "user.fusevol.label").as_deref(),
+        Some("nightly")
+    );
     // And through a checkpoint (sync), then a clean restart.
     p.cli_ok(&["sync"]);
     p.restart();
@@ -123,7 +146,10 @@ fn every_copy_carries_info_and_origin() {
         assert!(id.contains(&field(&s, "origin.pool")) || field(&s, "origin.pool").contains(id));
     }
     let snapfile = p.mnt().join(".snapshots/app/s1");
-    assert_eq!(getfattr(&snapfile, "user.fusevol.origin.kind").as_deref(), Some("snapshot"));
+    assert_eq!(
+        getfattr(&snapfile, "user.fusevol.origin.kind").as_deref(),
+        Some("snapshot")
+    );
     // The snapshot's record is its own: changing the volume's later does not change it.
     p.cli_ok(&["volume", "info", "set", "app", "label=changed"]);
     assert_eq!(field(&info(&p, "app@s1"), "label"), "weekly");

@@ -15,12 +15,12 @@ pub mod protocol;
 pub mod server;
 
 pub use client::{Client, ClientError, DEFAULT_TIMEOUT};
-pub use protocol::InfoView;
 pub use protocol::{
     ArrayInfo, ErrorBody, ErrorCode, GroupInfo, GroupOptions, HandoverReport, PairInfo, PoolInfo,
     Request, Response, SnapshotInfo, VolumeInfo,
 };
 pub use protocol::{BaseCopyInfo, FullInfo, GroupSetOptions, NbdExportInfo};
+pub use protocol::{CatalogEntry, ExportPlan, InfoView, RebuildReport};
 pub use protocol::{Event, EventsEnd, EventsHeader, VolumeStats};
 pub use protocol::{MarkerInfo, PitrInfo, PitrOptions, RestoreReport};
 pub use server::{serve, ControlHandler, ServerHandle, MAX_REQUEST_LINE};

@@ -16,6 +16,8 @@ use serde::{Deserialize, Serialize};
 
 // Request and answer types that belong to the services; defined there, part of the wire
 // format here.
+pub use crate::backup::catalog::{CatalogEntry, RebuildReport};
+pub use crate::backup::export::ExportPlan;
 pub use crate::events::Event;
 pub use crate::info::InfoView;
 pub use crate::replication::options::{GroupOptions, GroupSetOptions, PitrOptions};
@@ -247,6 +249,35 @@ pub enum Request {
     },
     /// Remove fields of the volume information; answers `InfoView`.
     VolumeInfoUnset { name: String, keys: Vec<String> },
+    /// The backup catalog, all or the copies of one volume, oldest first; answers
+    /// `Vec<CatalogEntry>`.
+    Catalog {
+        #[serde(default)]
+        volume: Option<String>,
+    },
+    /// Rebuild the catalog index from the volumes' records; answers `RebuildReport`.
+    CatalogRebuild,
+    /// What to send for `volume export` of `VOL` or `VOL@SNAP` (incremental from snapshot
+    /// `from`); answers `ExportPlan`.
+    ExportPlan {
+        name: String,
+        #[serde(default)]
+        from: Option<String>,
+    },
+    /// An import's data is written: snapshot `snapshot` of `volume` (if not empty) and the
+    /// volume information (`info`, encoded; origin import from the stream's source).
+    /// Answers `null`.
+    ImportCommit {
+        volume: String,
+        #[serde(default)]
+        snapshot: String,
+        #[serde(default)]
+        info: Vec<u8>,
+        src_volume: String,
+        #[serde(default)]
+        src_snapshot: String,
+        src_pool: u64,
+    },
 }
 
 /// A group snapshot whose marker this site applied (a base for `group restore-to`).

@@ -48,6 +48,33 @@ impl Handler {
                     .collect();
                 ok(InfoView::of(&st.infos.get(id)), warnings)
             })(),
+            Request::Catalog { volume } => {
+                crate::backup::catalog::list(st, volume.as_deref()).and_then(|l| ok(l, vec![]))
+            }
+            Request::CatalogRebuild => {
+                crate::backup::catalog::rebuild(st).and_then(|r| ok(r, vec![]))
+            }
+            Request::ExportPlan { name, from } => {
+                crate::backup::export::plan(st, &self.mountpoint, name, from.as_deref())
+                    .and_then(|p| ok(p, vec![]))
+            }
+            Request::ImportCommit {
+                volume,
+                snapshot,
+                info,
+                src_volume,
+                src_snapshot,
+                src_pool,
+            } => crate::backup::export::commit(
+                st,
+                volume,
+                snapshot,
+                info,
+                src_volume,
+                src_snapshot,
+                *src_pool,
+            )
+            .and_then(|()| ok(serde_json::Value::Null, vec![])),
             _ => return None,
         };
         Some(res)

@@ -383,7 +383,11 @@ impl Handler {
             // Answered by `dispatch_backup` (daemon/backup.rs) before this match.
             Request::VolumeInfoGet { .. }
             | Request::VolumeInfoSet { .. }
-            | Request::VolumeInfoUnset { .. } => Err(PoolError::Invalid(
+            | Request::VolumeInfoUnset { .. }
+            | Request::Catalog { .. }
+            | Request::CatalogRebuild
+            | Request::ExportPlan { .. }
+            | Request::ImportCommit { .. } => Err(PoolError::Invalid(
                 "backup request reached the general dispatcher".into(),
             )),
             Request::Sync => {

@@ -2,7 +2,10 @@
 
 use clap::{Args, Subcommand};
 
-use fusevol::control::{InfoView, Request, VolumeInfo};
+use fusevol::control::{CatalogEntry, InfoView, RebuildReport, Request, VolumeInfo};
+use fusevol::units::format_size;
+
+use crate::output::{format_time, table, L, R};
 
 use crate::exit::Failure;
 use crate::Ctx;
@@ -115,4 +118,84 @@ pub(crate) fn show_info(v: InfoView) {
         "invalid" => println!("# volume information is invalid: {}", v.error),
         _ => {}
     }
+}
+
+/// `fusevol catalog [VOL]`, `catalog rebuild`.
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub(crate) struct CatalogArgs {
+    /// Only the copies of this volume [default: all]
+    #[arg(value_name = "VOL")]
+    pub(crate) volume: Option<String>,
+    #[command(subcommand)]
+    pub(crate) cmd: Option<CatalogCmd>,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum CatalogCmd {
+    /// Rebuild the catalog index (<POOL>/catalog.json) from the volumes' own records
+    Rebuild,
+}
+
+pub(crate) fn catalog(ctx: &Ctx, args: CatalogArgs) -> Result<(), Failure> {
+    match args.cmd {
+        Some(CatalogCmd::Rebuild) => ctx.request(Request::CatalogRebuild, |r: RebuildReport| {
+            print_catalog(&r.entries);
+            if r.index_was_missing {
+                println!("# index was missing; written afresh");
+            }
+            for n in &r.removed {
+                println!("# index had a stale entry: {n}");
+            }
+            for n in &r.added {
+                println!("# index lacked: {n}");
+            }
+        }),
+        None => ctx.request(
+            Request::Catalog {
+                volume: args.volume,
+            },
+            |l: Vec<CatalogEntry>| print_catalog(&l),
+        ),
+    }
+}
+
+fn print_catalog(l: &[CatalogEntry]) {
+    if l.is_empty() {
+        println!("no backups");
+        return;
+    }
+    let rows = l
+        .iter()
+        .map(|e| {
+            let info = match e.info.as_str() {
+                "valid" => String::new(),
+                "missing" => "MISSING".into(),
+                _ => format!("INVALID: {}", e.error),
+            };
+            vec![
+                format_time(e.time),
+                e.name.clone(),
+                e.kind.clone(),
+                e.source.clone(),
+                e.label.clone(),
+                e.host.clone(),
+                format_size(e.size),
+                format_size(e.held),
+                info,
+            ]
+        })
+        .collect();
+    let header = [
+        ("TIME", L),
+        ("BACKUP", L),
+        ("KIND", L),
+        ("SOURCE", L),
+        ("LABEL", L),
+        ("HOST", L),
+        ("SIZE", R),
+        ("HELD", R),
+        ("INFO", L),
+    ];
+    print!("{}", table(&header, rows));
 }

@@ -203,6 +203,10 @@ pub(crate) enum Command {
     /// runtime-only: a restarted daemon exports everything again.
     #[command(subcommand, name = "export-nbd")]
     ExportNbd(ExportNbdCmd),
+    /// The backup catalog: every snapshot, split S-VOL, clone, imported or replicated copy,
+    /// oldest first, with its source, time, label, host, kind, size and the space it holds;
+    /// `catalog rebuild` rebuilds the index from the volumes' own records
+    Catalog(crate::backup::CatalogArgs),
     /// Write a metadata checkpoint and flush all arrays to stable storage
     Sync,
     /// Check that a fusevold is serving the pool and answering
@@ -309,6 +313,32 @@ pub(crate) enum VolumeCmd {
         /// Allow a smaller size: the data past the new end is destroyed
         #[arg(long)]
         allow_shrink: bool,
+    },
+    /// Export a volume or snapshot as a self-describing stream (volume information, only
+    /// the allocated extents with CRC32C, a checksummed trailer), or as a raw or qcow2 image
+    Export {
+        /// VOL or VOL@SNAP
+        #[arg(value_name = "VOL[@SNAP]")]
+        name: String,
+        /// Output file, or - for stdout
+        #[arg(value_name = "FILE|-")]
+        file: String,
+        /// Send only what changed since this older snapshot of the same volume (incremental)
+        #[arg(long, value_name = "SNAP")]
+        from: Option<String>,
+        /// stream (default), raw or qcow2
+        #[arg(long, value_enum, default_value = "stream")]
+        format: crate::copy::ExportFormat,
+    },
+    /// Import an export stream into a new volume NAME (with its snapshot and volume
+    /// information), or apply an incremental stream onto NAME, whose latest snapshot must
+    /// be the stream's base. A damaged or cut stream is refused with nothing left behind
+    Import {
+        /// Stream file, or - for stdin
+        #[arg(value_name = "FILE|-")]
+        file: String,
+        /// Volume to create (full stream) or to update (incremental stream)
+        name: String,
     },
     /// Delete a volume and free its extents (refused while it has snapshots, unless --recursive)
     Delete {

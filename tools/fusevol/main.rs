@@ -9,6 +9,7 @@
 
 mod backup;
 mod cli;
+mod copy;
 mod events;
 mod exit;
 mod export;
@@ -152,6 +153,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Stats { volume, watch } => stats::stats(&ctx, volume, watch),
         Command::Events { follow, since } => events::events(&ctx, since, follow),
         Command::ExportNbd(cmd) => export::export_nbd(&ctx, cmd),
+        Command::Catalog(args) => backup::catalog(&ctx, args),
         Command::Sync => ctx.request(Request::Sync, |()| println!("synced")),
         Command::Ping => ctx.request(Request::Ping, |info: PoolInfo| {
             println!(

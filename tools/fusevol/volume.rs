@@ -51,6 +51,13 @@ pub(crate) fn volume(ctx: &Ctx, cmd: VolumeCmd) -> Result<(), Failure> {
             ];
             print!("{}", table(&header, rows));
         }),
+        VolumeCmd::Export {
+            name,
+            file,
+            from,
+            format,
+        } => crate::copy::export(ctx, name, file, from, format),
+        VolumeCmd::Import { file, name } => crate::copy::import(ctx, file, name),
         VolumeCmd::Info(args) => crate::backup::info(ctx, args, show_volume),
         VolumeCmd::Resize {
             name,
