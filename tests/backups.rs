@@ -177,3 +177,355 @@ fn every_copy_carries_info_and_origin() {
     p.stop();
     p.check_clean();
 }
+
+fn write_at(path: &Path, off: u64, len: usize, seed: u8) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    let buf: Vec<u8> = (0..len)
+        .map(|i| (i as u8).wrapping_mul(31) ^ seed)
+        .collect();
+    f.write_all_at(&buf, off).unwrap();
+    f.sync_data().unwrap();
+}
+
+fn cmp_files(a: &Path, b: &Path) {
+    let out = run(Command::new("cmp").arg(a).arg(b), Duration::from_secs(120));
+    assert!(
+        out.status.success(),
+        "cmp {} {}: {}",
+        a.display(),
+        b.display(),
+        describe(&out)
+    );
+}
+
+fn snap(p: &TestPool, vol: &str, s: &str) -> std::path::PathBuf {
+    p.mnt().join(".snapshots").join(vol).join(s)
+}
+
+use std::time::Duration;
+
+#[test]
+fn export_import_full_and_incremental_over_three_generations() {
+    let p = TestPool::new(&["a0:512M", "a1:512M"], "1M");
+    p.create_volume("src", "48M");
+    p.cli_ok(&[
+        "volume",
+        "info",
+        "set",
+        "src",
+        "label=gen",
+        "host=h9",
+        "app=db",
+    ]);
+    let v = p.vol("src");
+    let dir = p.root().join("streams");
+    std::fs::create_dir(&dir).unwrap();
+    // Generation 1: a few extents; 2: overwrites, new extents and a discarded one; 3: more.
+    write_at(&v, 0, 3 << 20, 1);
+    write_at(&v, 20 << 20, 1 << 20, 2);
+    p.cli_ok(&["snapshot", "create", "src", "g1"]);
+    write_at(&v, 4096, 8192, 3);
+    write_at(&v, 30 << 20, 2 << 20, 4);
+    let out = run(
+        Command::new("fallocate")
+            .args([
+                "-p",
+                "-o",
+                &(20u64 << 20).to_string(),
+                "-l",
+                &(1u64 << 20).to_string(),
+            ])
+            .arg(&v),
+        CLI_TIMEOUT,
+    );
+    assert!(out.status.success(), "punch: {}", describe(&out));
+    p.cli_ok(&["snapshot", "create", "src", "g2"]);
+    write_at(&v, 47 << 20, 1 << 20, 5);
+    p.cli_ok(&["snapshot", "create", "src", "g3"]);
+    let s1 = dir.join("g1.fvs");
+    let s2 = dir.join("g2.fvs");
+    let s3 = dir.join("g3.fvs");
+    let full = p.cli_json(&["volume", "export", "src@g1", s1.to_str().unwrap()]);
+    assert_eq!(full["extents"], 4, "{full}");
+    let inc2 = p.cli_json(&[
+        "volume",
+        "export",
+        "src@g2",
+        s2.to_str().unwrap(),
+        "--from",
+        "g1",
+    ]);
+    assert_eq!(inc2["holes"], 1, "{inc2}");
+    // Only the changed extents: one rewritten (first), two new; not the unchanged ones.
+    assert_eq!(inc2["extents"], 3, "{inc2}");
+    p.cli_ok(&[
+        "volume",
+        "export",
+        "src@g3",
+        s3.to_str().unwrap(),
+        "--from",
+        "g2",
+    ]);
+    // Incremental's size is a fraction of the full one.
+    assert!(std::fs::metadata(&s3).unwrap().len() < std::fs::metadata(&s1).unwrap().len());
+    // Applied in order on a new volume.
+    p.cli_ok(&["volume", "import", s1.to_str().unwrap(), "dst"]);
+    cmp_files(&p.vol("dst"), &snap(&p, "src", "g1"));
+    // Out of order: refused, naming both snapshots.
+    let out = p.cli(&["volume", "import", s3.to_str().unwrap(), "dst"]);
+    assert!(!out.status.success());
+    let msg = text(&out.stderr);
+    assert!(msg.contains("'g2'") && msg.contains("'g1'"), "{msg}");
+    p.cli_ok(&["volume", "import", s2.to_str().unwrap(), "dst"]);
+    cmp_files(&p.vol("dst"), &snap(&p, "src", "g2"));
+    p.cli_ok(&["volume", "import", s3.to_str().unwrap(), "dst"]);
+    cmp_files(&p.vol("dst"), &snap(&p, "src", "g3"));
+    cmp_files(&snap(&p, "dst", "g2"), &snap(&p, "src", "g2"));
+    // The imported volume carries the source's info and its origin.
+    let i = info(&p, "dst");
+    assert_eq!(field(&i, "label"), "gen");
+    assert_eq!(field(&i, "app"), "db");
+    assert_eq!(field(&i, "origin.kind"), "import");
+    assert_eq!(field(&i, "origin.volume"), "src");
+    assert_eq!(field(&i, "origin.snapshot"), "g3");
+    assert_eq!(field(&info(&p, "dst@g1"), "origin.snapshot"), "g1");
+    // Through a pipe, and as raw and qcow2 images.
+    let sh = format!(
+        "{f} -p {pool} volume export src@g3 - | {f} -p {pool} volume import - piped",
+        f = fusevol_bin(),
+        pool = p.pool().display()
+    );
+    let out = run(Command::new("sh").arg("-c").arg(&sh), CLI_TIMEOUT);
+    assert!(out.status.success(), "{sh}: {}", describe(&out));
+    cmp_files(&p.vol("piped"), &snap(&p, "src", "g3"));
+    let raw = dir.join("g3.raw");
+    p.cli_ok(&[
+        "volume",
+        "export",
+        "src@g3",
+        raw.to_str().unwrap(),
+        "--format",
+        "raw",
+    ]);
+    cmp_files(&raw, &snap(&p, "src", "g3"));
+    let qcow = dir.join("g3.qcow2");
+    p.cli_ok(&[
+        "volume",
+        "export",
+        "src@g3",
+        qcow.to_str().unwrap(),
+        "--format",
+        "qcow2",
+    ]);
+    let out = run(
+        Command::new(tool("qemu-img"))
+            .arg("compare")
+            .arg(&qcow)
+            .arg(&raw),
+        CLI_TIMEOUT,
+    );
+    assert!(out.status.success(), "qemu-img compare: {}", describe(&out));
+}
+
+#[test]
+fn damaged_or_cut_stream_is_refused_with_nothing_left_behind() {
+    let p = TestPool::new(&["a0:256M", "a1:256M"], "1M");
+    p.create_volume("src", "16M");
+    write_at(&p.vol("src"), 0, 4 << 20, 7);
+    p.cli_ok(&["snapshot", "create", "src", "a"]);
+    write_at(&p.vol("src"), 8 << 20, 2 << 20, 8);
+    p.cli_ok(&["snapshot", "create", "src", "b"]);
+    let dir = p.root().join("streams");
+    std::fs::create_dir(&dir).unwrap();
+    let full = dir.join("a.fvs");
+    let inc = dir.join("b.fvs");
+    p.cli_ok(&["volume", "export", "src@a", full.to_str().unwrap()]);
+    p.cli_ok(&[
+        "volume",
+        "export",
+        "src@b",
+        inc.to_str().unwrap(),
+        "--from",
+        "a",
+    ]);
+    let good = std::fs::read(&full).unwrap();
+    let volumes = |p: &TestPool| -> Vec<String> {
+        p.cli_json(&["volume", "list"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // One flipped byte anywhere (header, data, crc, trailer), or cut short: refused with the
+    // offset, and no volume 'copy' left.
+    let bad = dir.join("bad.fvs");
+    for (i, at) in [10usize, 100, 2 << 20, good.len() - 30, good.len() - 2]
+        .iter()
+        .enumerate()
+    {
+        let mut b = good.clone();
+        b[*at] ^= 0x10;
+        std::fs::write(&bad, &b).unwrap();
+        let out = p.cli(&["volume", "import", bad.to_str().unwrap(), "copy"]);
+        assert!(!out.status.success(), "flip {i} at {at} accepted");
+        assert!(text(&out.stderr).contains("offset"), "{}", describe(&out));
+        assert!(
+            !volumes(&p).contains(&"copy".to_string()),
+            "flip at {at} left a volume"
+        );
+    }
+    for cut in [5usize, 300, 3 << 20, good.len() - 1] {
+        std::fs::write(&bad, &good[..cut]).unwrap();
+        let out = p.cli(&["volume", "import", bad.to_str().unwrap(), "copy"]);
+        assert!(!out.status.success(), "cut at {cut} accepted");
+        assert!(
+            text(&out.stderr).contains(&format!("offset {cut}")),
+            "{}",
+            describe(&out)
+        );
+        assert!(!volumes(&p).contains(&"copy".to_string()));
+    }
+    // A damaged incremental leaves its target as the base was.
+    p.cli_ok(&["volume", "import", full.to_str().unwrap(), "copy"]);
+    let mut b = std::fs::read(&inc).unwrap();
+    let at = b.len() / 2;
+    b[at] ^= 1;
+    std::fs::write(&bad, &b).unwrap();
+    let out = p.cli(&["volume", "import", bad.to_str().unwrap(), "copy"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("rolled back"),
+        "{}",
+        describe(&out)
+    );
+    cmp_files(&p.vol("copy"), &snap(&p, "src", "a"));
+    let snaps = p.cli_json(&["snapshot", "list", "copy"]);
+    assert_eq!(snaps.as_array().unwrap().len(), 1, "{snaps}");
+    // The good incremental still applies.
+    p.cli_ok(&["volume", "import", inc.to_str().unwrap(), "copy"]);
+    cmp_files(&p.vol("copy"), &snap(&p, "src", "b"));
+}
+
+#[test]
+fn export_reads_only_the_allocated_extents() {
+    let p = TestPool::new(&["a0:2G", "a1:2G", "a2:2G"], "1M");
+    p.set_budget(Duration::from_secs(600));
+    p.create_volume("big", "4G");
+    // 10 % allocated: the first MiB of every 10 MiB.
+    let v = p.vol("big");
+    let f = std::fs::OpenOptions::new().write(true).open(&v).unwrap();
+    let buf = vec![0x5au8; 1 << 20];
+    let mut allocated = 0u64;
+    for i in (0..4096u64).step_by(10) {
+        std::os::unix::fs::FileExt::write_all_at(&f, &buf, i << 20).unwrap();
+        allocated += 1 << 20;
+    }
+    f.sync_all().unwrap();
+    drop(f);
+    let before = p.cli_json(&["stats", "big"])[0]["read_bytes"]
+        .as_u64()
+        .unwrap();
+    let out = run(
+        Command::new(fusevol_bin())
+            .arg("-p")
+            .arg(p.pool())
+            .args(["--json", "volume", "export", "big", "-"])
+            .stdout(std::process::Stdio::null()),
+        Duration::from_secs(300),
+    );
+    assert!(out.status.success(), "export: {}", describe(&out));
+    let after = p.cli_json(&["stats", "big"])[0]["read_bytes"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(
+        after - before,
+        allocated,
+        "bytes read from the volume by the export"
+    );
+    // The stream itself, to a file: its data bytes are the allocated bytes.
+    let file = p.root().join("big.fvs");
+    let r = p.cli_json(&["volume", "export", "big", file.to_str().unwrap()]);
+    assert_eq!(r["data_bytes"].as_u64().unwrap(), allocated, "{r}");
+    assert!(std::fs::metadata(&file).unwrap().len() < allocated + (1 << 20));
+}
+
+#[test]
+fn catalog_lists_every_copy_and_rebuild_gives_the_same_listing() {
+    let p = TestPool::new(&["a0:256M", "a1:256M"], "1M");
+    p.create_volume("db", "8M");
+    p.create_volume("web", "8M");
+    p.cli_ok(&[
+        "volume",
+        "info",
+        "set",
+        "db",
+        "label=db-nightly",
+        "host=dbhost",
+    ]);
+    write_at(&p.vol("db"), 0, 2 << 20, 1);
+    p.cli_ok(&["snapshot", "create", "db", "n1"]);
+    write_at(&p.vol("db"), 0, 1 << 20, 2);
+    p.cli_ok(&["snapshot", "create", "db", "n2"]);
+    p.cli_ok(&["snapshot", "create", "web", "w1"]);
+    p.cli_ok(&["pair", "create", "db", "db-s", "--create-svol", "--wait"]);
+    p.cli_ok(&["pair", "split", "db"]);
+    let cat = p.cli_json(&["catalog"]);
+    let names: Vec<&str> = cat
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    for n in ["db@n1", "db@n2", "web@w1", "db-s"] {
+        assert!(names.contains(&n), "{n} missing in {cat}");
+    }
+    assert!(!names.contains(&"db") && !names.contains(&"web"), "{cat}");
+    let e = |n: &str| {
+        cat.as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == n)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(e("db@n1")["label"], "db-nightly");
+    assert_eq!(e("db@n1")["host"], "dbhost");
+    assert_eq!(e("db@n1")["kind"], "snapshot");
+    assert_eq!(e("db@n1")["source"], "db");
+    assert_eq!(e("db-s")["kind"], "split");
+    assert_eq!(
+        e("db@n1")["held"].as_u64().unwrap(),
+        1 << 20,
+        "n1 alone holds the overwritten MiB"
+    );
+    // Oldest first.
+    let times: Vec<u64> = cat
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["time"].as_u64().unwrap())
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{cat}");
+    // Per volume.
+    let only = p.cli_json(&["catalog", "db"]);
+    assert!(
+        only.as_array().unwrap().iter().all(|e| e["source"] == "db"),
+        "{only}"
+    );
+    assert!(
+        cat.as_array().unwrap().iter().all(|e| e["info"] == "valid"),
+        "{cat}"
+    );
+    // The index is a copy: delete it, rebuild, same listing.
+    let index = p.pool().join("catalog.json");
+    assert!(index.exists());
+    std::fs::remove_file(&index).unwrap();
+    let rebuilt = p.cli_json(&["catalog", "rebuild"]);
+    assert_eq!(rebuilt["index_was_missing"], true);
+    assert_eq!(rebuilt["entries"], cat);
+    assert_eq!(p.cli_json(&["catalog"]), cat);
+    let on_disk: Value = serde_json::from_slice(&std::fs::read(&index).unwrap()).unwrap();
+    assert_eq!(on_disk, cat);
+}
