@@ -529,3 +529,110 @@ fn catalog_lists_every_copy_and_rebuild_gives_the_same_listing() {
     let on_disk: Value = serde_json::from_slice(&std::fs::read(&index).unwrap()).unwrap();
     assert_eq!(on_disk, cat);
 }
+
+/// A snapshot of a mounted ext4 taken between `fsfreeze -f` and `fsfreeze -u` hooks is a
+/// clean file system: no journal replay needed (dumpe2fs shows no needs_recovery, e2fsck -n
+/// is clean). A failing pre hook refuses the snapshot; the post hook runs anyway.
+#[test]
+fn hooks_freeze_ext4_for_a_clean_snapshot() {
+    for t in [
+        "losetup",
+        "mkfs.ext4",
+        "e2fsck",
+        "dumpe2fs",
+        "fsfreeze",
+        "mount",
+        "umount",
+    ] {
+        tool(t);
+    }
+    let p = TestPool::new(&["a0:512M", "a1:512M"], "256K");
+    p.set_budget(Duration::from_secs(400));
+    p.create_volume("disk", "128M");
+    let dev = p.losetup(&p.vol("disk"), false);
+    run_ok(
+        Command::new(tool("mkfs.ext4")).args(["-F", "-q", &dev]),
+        Duration::from_secs(300),
+    );
+    let m = p.root().join("ext4");
+    p.mount(&dev, &m);
+    // Files written and not synced: their metadata is in the journal until a commit.
+    for i in 0..20 {
+        std::fs::write(m.join(format!("f{i}")), vec![i as u8; 50_000]).unwrap();
+    }
+    let mark = p.root().join("post-ran");
+    let pre = format!("{} -f {}", tool("fsfreeze").display(), m.display());
+    let post = format!(
+        "{} -u {} && echo $FUSEVOL_RESULT $FUSEVOL_VOLUMES $FUSEVOL_SNAPSHOT > {}",
+        tool("fsfreeze").display(),
+        m.display(),
+        mark.display()
+    );
+    p.cli_ok(&[
+        "snapshot", "create", "disk", "frozen", "--pre", &pre, "--post", &post,
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(&mark).unwrap().trim(),
+        "ok disk frozen"
+    );
+    // The file system is writable again (the post hook thawed it).
+    std::fs::write(m.join("after"), b"x").unwrap();
+    let snapfile = snap(&p, "disk", "frozen");
+    let out = run(
+        Command::new(tool("dumpe2fs")).arg("-h").arg(&snapfile),
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "dumpe2fs: {}", describe(&out));
+    let features = text(&out.stdout);
+    assert!(features.contains("has_journal"), "{features}");
+    assert!(
+        !features.contains("needs_recovery"),
+        "snapshot needs journal replay:\n{features}"
+    );
+    let out = run(
+        Command::new(tool("e2fsck"))
+            .args(["-n", "-f"])
+            .arg(&snapfile),
+        Duration::from_secs(120),
+    );
+    assert!(
+        out.status.success(),
+        "e2fsck -n of the snapshot: {}",
+        describe(&out)
+    );
+    // A failing pre hook: no snapshot, the post hook still ran (told the copy failed).
+    let out = p.cli(&[
+        "snapshot",
+        "create",
+        "disk",
+        "refused",
+        "--pre",
+        "exit 7",
+        "--post",
+        &format!("echo $FUSEVOL_RESULT > {}", mark.display()),
+    ]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("pre hook"), "{}", describe(&out));
+    assert_eq!(std::fs::read_to_string(&mark).unwrap().trim(), "failed");
+    let snaps = p.cli_json(&["snapshot", "list", "disk"]);
+    assert_eq!(snaps.as_array().unwrap().len(), 1, "{snaps}");
+    // A hook past its timeout is killed and refuses the copy.
+    let out = p.cli(&[
+        "snapshot",
+        "create",
+        "disk",
+        "slow",
+        "--pre",
+        "sleep 30",
+        "--hook-timeout",
+        "1",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("timed out"),
+        "{}",
+        describe(&out)
+    );
+    p.umount(&m);
+    p.detach_loop(&dev);
+}

@@ -4,3 +4,4 @@
 
 pub mod catalog;
 pub mod export;
+pub mod hooks;

@@ -2,6 +2,7 @@
 
 use clap::{Args, Subcommand};
 
+use fusevol::backup::hooks::{around, HookEnv, HookError};
 use fusevol::control::{CatalogEntry, InfoView, RebuildReport, Request, VolumeInfo};
 use fusevol::units::format_size;
 
@@ -198,4 +199,58 @@ fn print_catalog(l: &[CatalogEntry]) {
         ("INFO", L),
     ];
     print!("{}", table(&header, rows));
+}
+
+/// `--pre CMD`, `--post CMD`, `--hook-timeout SECS` of the commands that make a copy.
+#[derive(Args, Clone, Debug, Default)]
+pub(crate) struct HookArgs {
+    /// Run CMD (sh -c) before the copy instant (e.g. `fsfreeze -f /mnt/data`); if it fails,
+    /// no copy is made. Env: FUSEVOL_OP, FUSEVOL_VOLUMES, FUSEVOL_SNAPSHOT, FUSEVOL_GROUP
+    #[arg(long, value_name = "CMD")]
+    pub(crate) pre: Option<String>,
+    /// Run CMD after the copy, always (also when the pre hook or the copy failed;
+    /// FUSEVOL_RESULT is ok or failed), e.g. `fsfreeze -u /mnt/data`
+    #[arg(long, value_name = "CMD")]
+    pub(crate) post: Option<String>,
+    /// Kill a hook that runs longer than SECS
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub(crate) hook_timeout: u64,
+}
+
+/// Run `copy` between the hooks; a failure of either hook becomes a local error naming it.
+pub(crate) fn with_hooks(
+    hooks: &HookArgs,
+    env: HookEnv,
+    copy: impl FnOnce() -> Result<(), Failure>,
+) -> Result<(), Failure> {
+    if hooks.pre.is_none() && hooks.post.is_none() {
+        return copy();
+    }
+    match around(
+        hooks.pre.as_deref(),
+        hooks.post.as_deref(),
+        &env,
+        std::time::Duration::from_secs(hooks.hook_timeout),
+        copy,
+    ) {
+        Ok(()) => Ok(()),
+        Err(HookError::Copy(f)) => Err(f),
+        Err(e) => Err(Failure::Local(e.to_string())),
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Daemon(body) => write!(f, "{}", body.message),
+            Failure::Unclean { problems } => write!(f, "pool check found {problems} problem(s)"),
+            Failure::Unreachable(e) => write!(f, "{e}"),
+            Failure::Usage(m)
+            | Failure::Local(m)
+            | Failure::WaitTimeout(m)
+            | Failure::PairSuspended(m)
+            | Failure::PairChanged(m)
+            | Failure::GroupError(m) => write!(f, "{m}"),
+        }
+    }
 }

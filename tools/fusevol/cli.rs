@@ -361,6 +361,8 @@ pub(crate) enum SnapshotCmd {
         /// Name of the new snapshot (unique per volume)
         #[arg(value_name = "SNAP")]
         name: String,
+        #[command(flatten)]
+        hooks: crate::backup::HookArgs,
     },
     /// List snapshots, of one volume or of all, oldest first, with the space they hold
     ///
@@ -509,7 +511,7 @@ mod tests {
             }
         }
         match parse(&["fusevol", "snapshot", "create", "v0", "s1"]) {
-            Command::Snapshot(SnapshotCmd::Create { volume, name }) => {
+            Command::Snapshot(SnapshotCmd::Create { volume, name, .. }) => {
                 assert_eq!((volume.as_str(), name.as_str()), ("v0", "s1"));
             }
             _ => panic!("wrong command"),

@@ -11,18 +11,32 @@ use crate::Ctx;
 
 pub(crate) fn snapshot(ctx: &Ctx, cmd: SnapshotCmd) -> Result<(), Failure> {
     match cmd {
-        SnapshotCmd::Create { volume, name } => ctx.request(
-            Request::SnapshotCreate { volume, name },
-            |s: SnapshotInfo| {
-                println!(
-                    "created snapshot {} of volume {} at {}: {}",
-                    s.name,
-                    s.volume,
-                    format_time(s.created),
-                    s.path
+        SnapshotCmd::Create {
+            volume,
+            name,
+            hooks,
+        } => {
+            let env = fusevol::backup::hooks::HookEnv {
+                op: "snapshot".into(),
+                volumes: vec![volume.clone()],
+                snapshot: name.clone(),
+                group: String::new(),
+            };
+            crate::backup::with_hooks(&hooks, env, || {
+                ctx.request(
+                    Request::SnapshotCreate { volume, name },
+                    |s: SnapshotInfo| {
+                        println!(
+                            "created snapshot {} of volume {} at {}: {}",
+                            s.name,
+                            s.volume,
+                            format_time(s.created),
+                            s.path
+                        )
+                    },
                 )
-            },
-        ),
+            })
+        }
         SnapshotCmd::List { volume } => {
             let of = volume.clone();
             ctx.request(
