@@ -38,6 +38,8 @@ have losetup || missing+=(mount)
 { have nbdinfo && have nbdcopy; } || missing+=(libnbd-bin)
 have promtool || missing+=(prometheus)
 have curl || missing+=(curl)
+# Backups (issue 14): volume information as extended attributes.
+{ have getfattr && have setfattr; } || missing+=(attr)
 
 apt_updated=0
 apt_install() {

@@ -16,6 +16,7 @@
 //! write; `Replication::complete`).
 #![forbid(unsafe_code)]
 
+pub mod backup;
 pub mod bitmap;
 pub mod control;
 pub mod daemon;
@@ -23,6 +24,7 @@ pub mod events;
 pub mod extent_map;
 pub mod format;
 pub mod fuse;
+pub mod info;
 pub mod journal;
 pub mod meta;
 pub mod mirror;

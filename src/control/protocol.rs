@@ -16,7 +16,10 @@ use serde::{Deserialize, Serialize};
 
 // Request and answer types that belong to the services; defined there, part of the wire
 // format here.
+pub use crate::backup::catalog::{CatalogEntry, RebuildReport};
+pub use crate::backup::export::ExportPlan;
 pub use crate::events::Event;
+pub use crate::info::InfoView;
 pub use crate::replication::options::{GroupOptions, GroupSetOptions, PitrOptions};
 pub use crate::replication::pitr::RestoreReport;
 
@@ -236,6 +239,45 @@ pub enum Request {
         #[serde(default)]
         into: Option<String>,
     },
+    /// The volume information of `VOL` or `VOL@SNAP`; answers `InfoView`.
+    VolumeInfoGet { name: String },
+    /// Set fields of the volume information (`label`, `host`, `mountpoint`, `app`, `time`,
+    /// `user.<key>`); answers `InfoView`.
+    VolumeInfoSet {
+        name: String,
+        fields: Vec<(String, String)>,
+    },
+    /// Remove fields of the volume information; answers `InfoView`.
+    VolumeInfoUnset { name: String, keys: Vec<String> },
+    /// The backup catalog, all or the copies of one volume, oldest first; answers
+    /// `Vec<CatalogEntry>`.
+    Catalog {
+        #[serde(default)]
+        volume: Option<String>,
+    },
+    /// Rebuild the catalog index from the volumes' records; answers `RebuildReport`.
+    CatalogRebuild,
+    /// What to send for `volume export` of `VOL` or `VOL@SNAP` (incremental from snapshot
+    /// `from`); answers `ExportPlan`.
+    ExportPlan {
+        name: String,
+        #[serde(default)]
+        from: Option<String>,
+    },
+    /// An import's data is written: snapshot `snapshot` of `volume` (if not empty) and the
+    /// volume information (`info`, encoded; origin import from the stream's source).
+    /// Answers `null`.
+    ImportCommit {
+        volume: String,
+        #[serde(default)]
+        snapshot: String,
+        #[serde(default)]
+        info: Vec<u8>,
+        src_volume: String,
+        #[serde(default)]
+        src_snapshot: String,
+        src_pool: u64,
+    },
 }
 
 /// A group snapshot whose marker this site applied (a base for `group restore-to`).
@@ -392,6 +434,9 @@ pub struct VolumeInfo {
     pub open_handles: u64,
     /// How many extents the volume has on each array (array name, extents).
     pub extents_per_array: Vec<(String, u64)>,
+    /// Its volume information (backups).
+    #[serde(default)]
+    pub info: InfoView,
 }
 
 /// One snapshot.
@@ -410,6 +455,9 @@ pub struct SnapshotInfo {
     pub shared: u64,
     /// Path of the read-only file in the mount.
     pub path: String,
+    /// Its volume information (backups).
+    #[serde(default)]
+    pub info: InfoView,
 }
 
 /// One pair (local split mirror).

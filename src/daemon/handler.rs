@@ -45,7 +45,7 @@ fn code_of(e: &PoolError) -> ErrorCode {
     }
 }
 
-fn ok<T: Serialize>(v: T, warnings: Vec<String>) -> Result<Response, PoolError> {
+pub(crate) fn ok<T: Serialize>(v: T, warnings: Vec<String>) -> Result<Response, PoolError> {
     Ok(Response::success(
         serde_json::to_value(v).expect("protocol types serialize"),
         warnings,
@@ -112,6 +112,9 @@ impl Handler {
 
     fn dispatch(&self, req: Request) -> Result<Response, PoolError> {
         let st = &self.storage;
+        if let Some(res) = self.dispatch_backup(&req) {
+            return res;
+        }
         match req {
             Request::ExportNbdAdd { name, read_only } => {
                 let row = self.exports(&name)?.add(st, &name, read_only)?;
@@ -167,7 +170,7 @@ impl Handler {
                 ok(json!(null), vec![])
             }
             Request::SnapshotCreate { volume, name } => {
-                let s = st.snapshots.create_snapshot(&volume, &name)?;
+                let s = st.snapshot_with_info(&volume, &name, &[])?;
                 ok(
                     status::fresh_snapshot_info(st, &s, &self.mountpoint),
                     vec![],
@@ -190,7 +193,7 @@ impl Handler {
                 name,
                 new_volume,
             } => {
-                let v = st.snapshots.clone_snapshot(&volume, &name, &new_volume)?;
+                let v = st.clone_with_info(&volume, &name, &new_volume)?;
                 ok(status::volume_info(st, &v), vec![])
             }
             Request::PairCreate {
@@ -222,7 +225,7 @@ impl Handler {
                 group,
                 quick,
             } => {
-                let pairs = st.mirror.split_pairs(&pvols, group.as_deref(), quick)?;
+                let pairs = st.split_with_info(&pvols, group.as_deref(), quick)?;
                 ok(
                     pairs
                         .iter()
@@ -282,7 +285,7 @@ impl Handler {
                 ok(self.one_group(&name)?, vec![])
             }
             Request::GroupSnapshot { name, snapshot } => {
-                naming(&name, st.replication.group_snapshot(&name, &snapshot))?;
+                naming(&name, st.group_snapshot_with_info(&name, &snapshot))?;
                 ok(json!(null), vec![])
             }
             Request::GroupDelete { name } => {
@@ -376,6 +379,16 @@ impl Handler {
             ),
             Request::Events { .. } => Err(PoolError::Invalid(
                 "events is answered as a stream by the control server".into(),
+            )),
+            // Answered by `dispatch_backup` (daemon/backup.rs) before this match.
+            Request::VolumeInfoGet { .. }
+            | Request::VolumeInfoSet { .. }
+            | Request::VolumeInfoUnset { .. }
+            | Request::Catalog { .. }
+            | Request::CatalogRebuild
+            | Request::ExportPlan { .. }
+            | Request::ImportCommit { .. } => Err(PoolError::Invalid(
+                "backup request reached the general dispatcher".into(),
             )),
             Request::Sync => {
                 st.checkpoint()?;

@@ -1,6 +1,7 @@
 //! `fusevold`: serve one pool — lock it, recover it, mount it, answer the control socket,
 //! flush in the background, and unmount cleanly on SIGINT/SIGTERM.
 
+mod backup;
 mod handler;
 pub mod metrics;
 pub mod status;

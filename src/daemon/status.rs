@@ -56,6 +56,7 @@ pub fn volume_info(st: &Storage, vol: &Volume) -> VolumeInfo {
                 (name, n)
             })
             .collect(),
+        info: crate::info::InfoView::of(&st.infos.get(vol.id)),
     }
 }
 
@@ -155,6 +156,7 @@ fn describe_snapshot(
         exclusive,
         shared,
         path: format!("{mountpoint}/.snapshots/{vol_name}/{}", snap.name),
+        info: crate::info::InfoView::of(&st.infos.get(snap.id)),
     }
 }
 

@@ -156,6 +156,9 @@ pub struct Checkpoint {
     /// Volumes made one family by copies that shared extents (version 5; older checkpoints
     /// have none): (volume, the volume its extents came from).
     pub links: Vec<(u64, u64)>,
+    /// Volume information by volume or snapshot id, encoded `volinfo::InfoRecord`s
+    /// (version 6; older checkpoints have none).
+    pub infos: Vec<(u64, Vec<u8>)>,
 }
 
 /// A journal group as this pool knows it (either side).
@@ -271,8 +274,8 @@ impl GroupRec {
 
 // Format: checkpoint file `checkpoint`, written whole (tmp + fsync + rename + fsync dir).
 //   0  magic        8  b"FVCKPT\0\0"
-//   8  version      u32 (5; versions 1 to 4 are read too: they end after the pairs,
-//                   after the partials, have no group sections, have no links)
+//   8  version      u32 (6; versions 1 to 5 are read too: they end after the pairs,
+//                   after the partials, have no group sections, have no links, have no infos)
 //  12  reserved     u32 (0)
 //  16  pool_id      u64
 //  24  epoch        u64
@@ -297,10 +300,12 @@ impl GroupRec {
 //                   sections (format/group/mod.rs)
 //  ..  links        (version 5) u64 count, then per link: volume u64, from u64 (volumes that
 //                   share extents through a copy, `MetaRecord::MapShare`)
+//  ..  infos        (version 6) u64 count, then per record: id u64 (volume or snapshot),
+//                   u32 length (≤ 4096), the encoded volume information (format/volinfo.rs)
 //  end crc32c       u32 over every byte before it
 // (str = u16 length + UTF-8 bytes; table = u64 n, then n × (chunk index u64, chunk id u64))
 const MAGIC: &[u8; 8] = b"FVCKPT\0\0";
-const VERSION: u32 = 5;
+const VERSION: u32 = 6;
 const SLOTS: u64 = 512;
 
 fn enc_table(e: &mut Enc, t: &TableRec) {
@@ -415,6 +420,10 @@ impl Checkpoint {
         for &(v, from) in &self.links {
             e.u64(v).u64(from);
         }
+        e.u64(self.infos.len() as u64);
+        for (id, info) in &self.infos {
+            e.u64(*id).u32(info.len() as u32).bytes(info);
+        }
         let crc = crc32c::crc32c(&e.buf);
         e.u32(crc);
         e.buf
@@ -528,6 +537,20 @@ impl Checkpoint {
                 c.links.push((d.u64()?, d.u64()?));
             }
         }
+        if version >= 6 {
+            let n = d.count(12)?;
+            for _ in 0..n {
+                let id = d.u64()?;
+                let len = d.u32()? as usize;
+                if len > super::volinfo::INFO_MAX {
+                    return Err(FormatError::Invalid {
+                        what: WHAT,
+                        detail: format!("volume information of {len} bytes for id {id}"),
+                    });
+                }
+                c.infos.push((id, d.bytes(len)?.to_vec()));
+            }
+        }
         if d.remaining() != 0 {
             return Err(FormatError::Invalid {
                 what: WHAT,
@@ -615,6 +638,7 @@ mod tests {
                 ext: Default::default(),
             }],
             links: vec![(8, 3), (9, 8)],
+            infos: vec![(8, vec![1, 2, 3])],
         }
     }
 
@@ -669,13 +693,33 @@ mod tests {
         c.partials.clear();
         c.groups.clear();
         c.links.clear();
+        c.infos.clear();
         let mut b = c.encode();
-        // A version-1 file is the same without the (empty) partials, groups and links.
-        b.truncate(b.len() - 28);
+        // A version-1 file is the same without the (empty) partials, groups, links and infos.
+        b.truncate(b.len() - 36);
         b[8..12].copy_from_slice(&1u32.to_le_bytes());
         let crc = crc32c::crc32c(&b);
         b.extend_from_slice(&crc.to_le_bytes());
         assert_eq!(Checkpoint::decode(&b).unwrap(), c);
+    }
+
+    #[test]
+    fn versions_4_and_5_still_decode() {
+        // A version-5 file is the same without the (empty) infos section, a version-4 file
+        // also without the (empty) links section.
+        for (version, cut) in [(5u32, 12), (4, 20)] {
+            let mut c = sample();
+            c.infos.clear();
+            if version < 5 {
+                c.links.clear();
+            }
+            let mut b = c.encode();
+            b.truncate(b.len() - cut);
+            b[8..12].copy_from_slice(&version.to_le_bytes());
+            let crc = crc32c::crc32c(&b);
+            b.extend_from_slice(&crc.to_le_bytes());
+            assert_eq!(Checkpoint::decode(&b).unwrap(), c, "version {version}");
+        }
     }
 
     #[test]

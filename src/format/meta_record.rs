@@ -268,6 +268,13 @@ pub enum MetaRecord {
         volume: u64,
         regions: Vec<u64>,
     },
+    /// The volume information of volume or snapshot `id` is now `info` (an encoded
+    /// `volinfo::InfoRecord`; empty: none). Kept as bytes so that a damaged or newer record
+    /// is reported, not lost.
+    InfoPut {
+        id: u64,
+        info: Vec<u8>,
+    },
 }
 
 impl MetaRecord {
@@ -299,6 +306,8 @@ impl MetaRecord {
             MetaRecord::MapShare { .. } => 43,
             MetaRecord::GroupDirty { .. } => 30,
             MetaRecord::GroupClean { .. } => 31,
+            // Kind 50: volume information (backups, issue 14).
+            MetaRecord::InfoPut { .. } => 50,
         }
     }
 
@@ -456,6 +465,9 @@ impl MetaRecord {
                 for r in regions {
                     e.u64(*r);
                 }
+            }
+            MetaRecord::InfoPut { id, info } => {
+                e.u64(*id).u32(info.len() as u32).bytes(info);
             }
         }
         out.extend_from_slice(&e.buf);
@@ -641,6 +653,20 @@ impl MetaRecord {
                     }
                 }
             }
+            50 => {
+                let id = d.u64()?;
+                let n = d.u32()? as usize;
+                if n > super::volinfo::INFO_MAX {
+                    return Err(FormatError::Invalid {
+                        what: WHAT,
+                        detail: format!("volume information of {n} bytes"),
+                    });
+                }
+                MetaRecord::InfoPut {
+                    id,
+                    info: d.bytes(n)?.to_vec(),
+                }
+            }
             other => {
                 return Err(FormatError::UnknownType {
                     what: WHAT,
@@ -822,6 +848,14 @@ mod tests {
                 uid: 5,
                 volume: 1,
                 regions: vec![7],
+            },
+            MetaRecord::InfoPut {
+                id: 9,
+                info: vec![1, 2, 3],
+            },
+            MetaRecord::InfoPut {
+                id: 9,
+                info: vec![],
             },
         ]
     }

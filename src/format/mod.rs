@@ -11,6 +11,8 @@ pub mod journal;
 pub mod meta_record;
 pub mod nbd;
 pub mod pair_state;
+pub mod stream;
+pub mod volinfo;
 
 pub use array_header::ArrayHeader;
 pub use checkpoint::{

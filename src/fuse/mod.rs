@@ -4,6 +4,8 @@
 //! own beyond what the kernel protocol needs; every operation goes to the `Storage` (its
 //! write pipeline for volume I/O, its services for lookups).
 
+mod xattr;
+
 use std::cell::RefCell;
 use std::ffi::OsStr;
 use std::sync::Arc;
@@ -209,6 +211,12 @@ impl Filesystem for FuseFs {
         // Volume files are opened with direct_io (see `open`); shared mmap of them still works
         // where the kernel allows it for direct_io files (6.6 and later).
         let _ = config.add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP);
+        // Extended attributes are served (volume information, `xattr.rs`): the daemon
+        // handles clearing set-id bits itself (volume files have none), so the kernel does
+        // not ask for `security.capability` before every write.
+        if let Err(missing) = config.add_capabilities(InitFlags::FUSE_HANDLE_KILLPRIV_V2) {
+            log::warn!("kernel lacks {missing:?}; writes may ask for security.capability first");
+        }
         if let Err(max) = config.set_max_write(MAX_REQUEST) {
             let _ = config.set_max_write(max);
         }
@@ -648,20 +656,33 @@ impl Filesystem for FuseFs {
     fn getxattr(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        _name: &OsStr,
-        _size: u32,
+        ino: INodeNo,
+        name: &OsStr,
+        size: u32,
         reply: fuser::ReplyXattr,
     ) {
-        reply.error(Errno::from_i32(libc::ENODATA))
+        self.xattr_get(ino, name, size, reply)
     }
 
-    fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: fuser::ReplyXattr) {
-        if size == 0 {
-            reply.size(0)
-        } else {
-            reply.data(&[])
-        }
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: fuser::ReplyXattr) {
+        self.xattr_list(ino, size, reply)
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        self.xattr_set(ino, name, value, flags, reply)
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.xattr_remove(ino, name, reply)
     }
 
     // The namespace is managed with the CLI: files cannot be made or removed in the mount.

@@ -89,6 +89,7 @@ pub fn apply(state: &mut State, rec: &MetaRecord) -> Result<(), String> {
             if state.volumes.len() == before {
                 return Err(format!("volume id {id} does not exist"));
             }
+            state.infos.remove(id);
         }
         MetaRecord::VolumeResize { id, size } => {
             let es = state.extent_size;
@@ -234,6 +235,7 @@ pub fn apply(state: &mut State, rec: &MetaRecord) -> Result<(), String> {
             if state.snapshots.len() == before {
                 return Err(format!("snapshot id {id} does not exist"));
             }
+            state.infos.remove(id);
         }
         MetaRecord::SnapshotRollback {
             volume,
@@ -406,6 +408,20 @@ pub fn apply(state: &mut State, rec: &MetaRecord) -> Result<(), String> {
             state.groups.retain(|g| g.uid != *uid);
             if state.groups.len() == before {
                 return Err(format!("group {uid:#x} does not exist"));
+            }
+        }
+        MetaRecord::InfoPut { id, info } => {
+            if !state.volumes.iter().any(|v| v.id == *id)
+                && !state.snapshots.iter().any(|s| s.id == *id)
+            {
+                return Err(format!(
+                    "volume information for id {id}, which is neither a volume nor a snapshot"
+                ));
+            }
+            if info.is_empty() {
+                state.infos.remove(id);
+            } else {
+                state.infos.insert(*id, info.clone());
             }
         }
         MetaRecord::PairDelete { id } => {

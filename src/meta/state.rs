@@ -71,6 +71,9 @@ pub struct State {
     /// (volume, from): volumes that share extents through copies (`MapShare`), sorted,
     /// never removed (a deleted volume may have passed extents on).
     pub links: Vec<(u64, u64)>,
+    /// Volume information by volume or snapshot id (encoded `format::volinfo::InfoRecord`);
+    /// an id's entry goes with its volume or snapshot.
+    pub infos: BTreeMap<u64, Vec<u8>>,
 }
 
 /// Writes tables into a checkpoint, each distinct chunk object once.
@@ -195,6 +198,7 @@ impl State {
             partials,
             groups: c.groups.clone(),
             links: c.links.clone(),
+            infos: c.infos.iter().cloned().collect(),
         })
     }
 
@@ -262,6 +266,7 @@ impl State {
                 .collect(),
             groups: self.groups.clone(),
             links: self.links.clone(),
+            infos: self.infos.iter().map(|(id, b)| (*id, b.clone())).collect(),
         }
     }
 

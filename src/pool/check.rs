@@ -150,6 +150,24 @@ fn report_of(dir: &Path, loaded: &crate::pool::open::Loaded) -> CheckReport {
     let mut warnings = loaded.recovered.warnings.clone();
     let mut problems = loaded.problems.clone();
     problems.extend(crate::pool::open::cross_family_sharing(st));
+    // Volume information (backups): every record decodes (magic, version, checksum, limits).
+    for (id, blob) in &st.infos {
+        if let Err(e) = crate::format::volinfo::InfoRecord::decode(blob) {
+            let what = st
+                .volumes
+                .iter()
+                .find(|v| v.id == *id)
+                .map(|v| format!("volume '{}'", v.name))
+                .or_else(|| {
+                    st.snapshots
+                        .iter()
+                        .find(|s| s.id == *id)
+                        .map(|s| format!("snapshot '{}' (of volume id {})", s.name, s.volume))
+                })
+                .unwrap_or_else(|| format!("id {id}"));
+            problems.push(format!("volume information of {what} is invalid: {e}"));
+        }
+    }
     for (file, h, path, refs) in &loaded.arrays {
         for i in 0..h.capacity / h.extent_size {
             match refs.get(i) {

@@ -196,6 +196,7 @@ pub fn create_pool(dir: &Path, spec: &PoolSpec) -> Result<(), PoolError> {
         partials: Vec::new(),
         groups: Vec::new(),
         links: Vec::new(),
+        infos: Vec::new(),
     };
     write_checkpoint(dir, &ckpt)?;
     MetaLog::create(dir, pool_id, 1)?;

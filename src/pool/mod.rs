@@ -280,6 +280,7 @@ impl Pool {
             snapshots: Vec::new(),
             pairs: Vec::new(),
             partials: self.partials.entries(),
+            infos: Default::default(),
         };
         for src in self.sources.read().iter().filter_map(|w| w.upgrade()) {
             src.save(&mut state);

@@ -7,6 +7,7 @@
 //! administration that must ask a copy function first (a paired or grouped volume cannot be
 //! deleted, rolled back or resized as if it were alone).
 
+mod copies;
 mod io;
 // Holes seen by tools (lseek SEEK_DATA/SEEK_HOLE), issue 18.
 mod holes;
@@ -31,6 +32,9 @@ pub struct Storage {
     pub snapshots: Arc<Snapshots>,
     pub mirror: Arc<Mirror>,
     pub replication: Arc<Replication>,
+    /// Volume information (backups, issue 14): registered last, so its checkpoint part
+    /// sees which volumes and snapshots exist.
+    pub infos: Arc<crate::info::Infos>,
 }
 
 impl Storage {
@@ -52,6 +56,7 @@ impl Storage {
         let snapshots = Snapshots::new(volumes.clone(), std::mem::take(&mut st.snapshots));
         let mirror = Mirror::new(snapshots.clone());
         let replication = Replication::new(mirror.clone());
+        let infos = crate::info::Infos::new(snapshots.clone(), std::mem::take(&mut st.infos));
         if read_only {
             if !st.pairs.is_empty() || !st.groups.is_empty() {
                 log::warn!(
@@ -70,6 +75,7 @@ impl Storage {
             snapshots,
             mirror,
             replication,
+            infos,
         });
         Ok(storage)
     }

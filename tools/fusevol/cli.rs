@@ -203,6 +203,10 @@ pub(crate) enum Command {
     /// runtime-only: a restarted daemon exports everything again.
     #[command(subcommand, name = "export-nbd")]
     ExportNbd(ExportNbdCmd),
+    /// The backup catalog: every snapshot, split S-VOL, clone, imported or replicated copy,
+    /// oldest first, with its source, time, label, host, kind, size and the space it holds;
+    /// `catalog rebuild` rebuilds the index from the volumes' own records
+    Catalog(crate::backup::CatalogArgs),
     /// Write a metadata checkpoint and flush all arrays to stable storage
     Sync,
     /// Check that a fusevold is serving the pool and answering
@@ -296,11 +300,9 @@ pub(crate) enum VolumeCmd {
     },
     /// List all volumes with size, allocation and tier
     List,
-    /// Show one volume in detail, including its extents per array
-    Info {
-        /// Volume name
-        name: String,
-    },
+    /// Show one volume in detail (extents per array, volume information), or get, set and
+    /// unset its volume information (`volume info set VOL label=nightly host=db1`)
+    Info(crate::backup::InfoArgs),
     /// Grow or shrink a volume (shrinking needs --allow-shrink and a closed volume file)
     Resize {
         /// Volume name
@@ -311,6 +313,32 @@ pub(crate) enum VolumeCmd {
         /// Allow a smaller size: the data past the new end is destroyed
         #[arg(long)]
         allow_shrink: bool,
+    },
+    /// Export a volume or snapshot as a self-describing stream (volume information, only
+    /// the allocated extents with CRC32C, a checksummed trailer), or as a raw or qcow2 image
+    Export {
+        /// VOL or VOL@SNAP
+        #[arg(value_name = "VOL[@SNAP]")]
+        name: String,
+        /// Output file, or - for stdout
+        #[arg(value_name = "FILE|-")]
+        file: String,
+        /// Send only what changed since this older snapshot of the same volume (incremental)
+        #[arg(long, value_name = "SNAP")]
+        from: Option<String>,
+        /// stream (default), raw or qcow2
+        #[arg(long, value_enum, default_value = "stream")]
+        format: crate::copy::ExportFormat,
+    },
+    /// Import an export stream into a new volume NAME (with its snapshot and volume
+    /// information), or apply an incremental stream onto NAME, whose latest snapshot must
+    /// be the stream's base. A damaged or cut stream is refused with nothing left behind
+    Import {
+        /// Stream file, or - for stdin
+        #[arg(value_name = "FILE|-")]
+        file: String,
+        /// Volume to create (full stream) or to update (incremental stream)
+        name: String,
     },
     /// Delete a volume and free its extents (refused while it has snapshots, unless --recursive)
     Delete {
@@ -333,6 +361,8 @@ pub(crate) enum SnapshotCmd {
         /// Name of the new snapshot (unique per volume)
         #[arg(value_name = "SNAP")]
         name: String,
+        #[command(flatten)]
+        hooks: crate::backup::HookArgs,
     },
     /// List snapshots, of one volume or of all, oldest first, with the space they hold
     ///
@@ -481,7 +511,7 @@ mod tests {
             }
         }
         match parse(&["fusevol", "snapshot", "create", "v0", "s1"]) {
-            Command::Snapshot(SnapshotCmd::Create { volume, name }) => {
+            Command::Snapshot(SnapshotCmd::Create { volume, name, .. }) => {
                 assert_eq!((volume.as_str(), name.as_str()), ("v0", "s1"));
             }
             _ => panic!("wrong command"),

@@ -94,13 +94,25 @@ pub(crate) fn group(ctx: &Ctx, cmd: GroupCmd) -> Result<(), Failure> {
                 move |g: GroupInfo| println!("{shown} (volumes: {})", volume_list(&g.volumes)),
             )
         }
-        GroupCmd::Snapshot { name, snapshot } => {
+        GroupCmd::Snapshot {
+            name,
+            snapshot,
+            hooks,
+        } => {
             check_name("group", &name, &name)?;
             check_name("snapshot", &name, &snapshot)?;
             let shown =
                 format!("took snapshot {snapshot} of every volume of group {name} at one instant");
-            ctx.request(Request::GroupSnapshot { name, snapshot }, move |()| {
-                println!("{shown}")
+            let env = fusevol::backup::hooks::HookEnv {
+                op: "group-snapshot".into(),
+                volumes: Vec::new(),
+                snapshot: snapshot.clone(),
+                group: name.clone(),
+            };
+            crate::backup::with_hooks(&hooks, env, || {
+                ctx.request(Request::GroupSnapshot { name, snapshot }, move |()| {
+                    println!("{shown}")
+                })
             })
         }
         GroupCmd::Takeover { name, at_marker } => {

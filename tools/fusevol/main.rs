@@ -7,7 +7,9 @@
 //! the answer's `data` on stdout for scripts. Exit codes are decided in one place,
 //! [`exit_code`], and documented in `--help`.
 
+mod backup;
 mod cli;
+mod copy;
 mod events;
 mod exit;
 mod export;
@@ -151,6 +153,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Stats { volume, watch } => stats::stats(&ctx, volume, watch),
         Command::Events { follow, since } => events::events(&ctx, since, follow),
         Command::ExportNbd(cmd) => export::export_nbd(&ctx, cmd),
+        Command::Catalog(args) => backup::catalog(&ctx, args),
         Command::Sync => ctx.request(Request::Sync, |()| println!("synced")),
         Command::Ping => ctx.request(Request::Ping, |info: PoolInfo| {
             println!(

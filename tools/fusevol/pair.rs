@@ -55,12 +55,19 @@ pub(crate) fn pair(ctx: &Ctx, cmd: PairCmd) -> Result<(), Failure> {
             pvols,
             group,
             quick,
+            hooks,
         } => {
             if pvols.is_empty() && group.is_none() {
                 return Err(Failure::Usage(
                     "pair split needs at least one PVOL or --group NAME".into(),
                 ));
             }
+            let env = fusevol::backup::hooks::HookEnv {
+                op: "pair-split".into(),
+                volumes: pvols.clone(),
+                snapshot: String::new(),
+                group: group.clone().unwrap_or_default(),
+            };
             let req = Request::PairSplit {
                 pvols,
                 group,
@@ -71,7 +78,9 @@ pub(crate) fn pair(ctx: &Ctx, cmd: PairCmd) -> Result<(), Failure> {
                 // A steady split answers once the copies are done: no answer timeout.
                 ctx.timeout = Duration::ZERO;
             }
-            ctx.request(req, move |pairs: Vec<PairInfo>| show_split(&pairs, quick))
+            crate::backup::with_hooks(&hooks, env, || {
+                ctx.request(req, move |pairs: Vec<PairInfo>| show_split(&pairs, quick))
+            })
         }
         PairCmd::Resync {
             pvol,

@@ -11,18 +11,32 @@ use crate::Ctx;
 
 pub(crate) fn snapshot(ctx: &Ctx, cmd: SnapshotCmd) -> Result<(), Failure> {
     match cmd {
-        SnapshotCmd::Create { volume, name } => ctx.request(
-            Request::SnapshotCreate { volume, name },
-            |s: SnapshotInfo| {
-                println!(
-                    "created snapshot {} of volume {} at {}: {}",
-                    s.name,
-                    s.volume,
-                    format_time(s.created),
-                    s.path
+        SnapshotCmd::Create {
+            volume,
+            name,
+            hooks,
+        } => {
+            let env = fusevol::backup::hooks::HookEnv {
+                op: "snapshot".into(),
+                volumes: vec![volume.clone()],
+                snapshot: name.clone(),
+                group: String::new(),
+            };
+            crate::backup::with_hooks(&hooks, env, || {
+                ctx.request(
+                    Request::SnapshotCreate { volume, name },
+                    |s: SnapshotInfo| {
+                        println!(
+                            "created snapshot {} of volume {} at {}: {}",
+                            s.name,
+                            s.volume,
+                            format_time(s.created),
+                            s.path
+                        )
+                    },
                 )
-            },
-        ),
+            })
+        }
         SnapshotCmd::List { volume } => {
             let of = volume.clone();
             ctx.request(
@@ -120,6 +134,7 @@ mod tests {
             exclusive,
             shared: 1 << 20,
             path: format!("/m/.snapshots/{volume}/{name}"),
+            info: Default::default(),
         };
         let out = snapshot_table(&[
             snap("vm1", "old", 0, 0),

@@ -51,7 +51,14 @@ pub(crate) fn volume(ctx: &Ctx, cmd: VolumeCmd) -> Result<(), Failure> {
             ];
             print!("{}", table(&header, rows));
         }),
-        VolumeCmd::Info { name } => ctx.request(Request::VolumeInfo { name }, show_volume),
+        VolumeCmd::Export {
+            name,
+            file,
+            from,
+            format,
+        } => crate::copy::export(ctx, name, file, from, format),
+        VolumeCmd::Import { file, name } => crate::copy::import(ctx, file, name),
+        VolumeCmd::Info(args) => crate::backup::info(ctx, args, show_volume),
         VolumeCmd::Resize {
             name,
             size,
@@ -115,4 +122,14 @@ fn show_volume(v: VolumeInfo) {
         ("extents", extents),
     ];
     print!("{}", key_values(&fields));
+    match v.info.status.as_str() {
+        "missing" => println!("volume information: none"),
+        "invalid" => println!("volume information: INVALID ({})", v.info.error),
+        _ => {
+            println!("volume information:");
+            for (k, val) in &v.info.fields {
+                println!("  {k}={val}");
+            }
+        }
+    }
 }

@@ -111,6 +111,8 @@ pub(crate) enum GroupCmd {
         /// Name of the snapshot taken of each volume
         #[arg(value_name = "SNAP")]
         snapshot: String,
+        #[command(flatten)]
+        hooks: crate::backup::HookArgs,
     },
     /// On the secondary: become the primary under a new epoch (disaster or planned switch)
     ///
@@ -399,7 +401,7 @@ mod tests {
             _ => panic!("wrong command"),
         }
         match parse(&["fusevol", "group", "snapshot", "g1", "s1"]).command {
-            Command::Group(GroupCmd::Snapshot { name, snapshot }) => {
+            Command::Group(GroupCmd::Snapshot { name, snapshot, .. }) => {
                 assert_eq!((name.as_str(), snapshot.as_str()), ("g1", "s1"))
             }
             _ => panic!("wrong command"),

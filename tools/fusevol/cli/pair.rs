@@ -45,6 +45,8 @@ pub(crate) enum PairCmd {
         /// Split at once, without waiting for the copy to finish
         #[arg(long)]
         quick: bool,
+        #[command(flatten)]
+        hooks: crate::backup::HookArgs,
     },
     /// Resynchronize a split or suspended pair, copying only changed regions
     Resync {
@@ -186,6 +188,7 @@ mod tests {
                 pvols,
                 group,
                 quick,
+                ..
             }) => {
                 assert_eq!(pvols, vec!["v0", "v1"]);
                 assert_eq!(group, None);
@@ -198,6 +201,7 @@ mod tests {
                 pvols,
                 group,
                 quick,
+                ..
             }) => {
                 assert!(pvols.is_empty());
                 assert_eq!(group.as_deref(), Some("g1"));
