@@ -22,6 +22,7 @@ pub mod daemon;
 pub mod events;
 pub mod extent_map;
 pub mod format;
+pub mod fsio;
 pub mod fuse;
 pub mod journal;
 pub mod meta;

@@ -29,18 +29,13 @@ pub struct Array {
 
 /// Create a new array file: sparse, header written and synced.
 pub fn create_array_file(path: &Path, header: &ArrayHeader) -> Result<(), PoolError> {
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .map_err(|e| PoolError::io("create array file", path, e))?;
-    f.set_len(header.data_offset + header.capacity)
+    let f =
+        crate::fsio::create_new(path).map_err(|e| PoolError::io("create array file", path, e))?;
+    crate::fsio::set_len(&f, header.data_offset + header.capacity)
         .map_err(|e| PoolError::io("size array file", path, e))?;
-    f.write_all_at(&header.encode(), 0)
+    crate::fsio::pwrite(&f, &header.encode(), 0)
         .map_err(|e| PoolError::io("write array header", path, e))?;
-    f.sync_all()
-        .map_err(|e| PoolError::io("fsync array file", path, e))?;
+    crate::fsio::fsync(&f).map_err(|e| PoolError::io("fsync array file", path, e))?;
     Ok(())
 }
 
@@ -121,8 +116,7 @@ impl Array {
             libc::EIO
         )));
         self.dirty.store(true, Ordering::Release);
-        self.file
-            .write_all_at(data, self.file_offset(index, offset))
+        crate::fsio::pwrite(&self.file, data, self.file_offset(index, offset))
     }
 
     /// Copy `len` bytes at `offset` of extent `src` (this array) to the same offset of extent
@@ -139,7 +133,7 @@ impl Array {
             return Ok(());
         }
         dst.dirty.store(true, Ordering::Release);
-        crate::sys::copy_range(
+        crate::fsio::copy_range(
             &self.file,
             self.file_offset(src, offset),
             &dst.file,
@@ -151,7 +145,7 @@ impl Array {
     /// Deallocate a byte range inside one extent (reads return zeros afterwards).
     pub fn punch(&self, index: u64, offset: u64, len: u64) -> io::Result<()> {
         self.dirty.store(true, Ordering::Release);
-        sys::punch_hole(&self.file, self.file_offset(index, offset), len)
+        crate::fsio::punch(&self.file, self.file_offset(index, offset), len)
     }
 
     /// fdatasync if anything was written since the last sync. A failure sticks.
@@ -169,7 +163,7 @@ impl Array {
             self.sync_failed.store(true, Ordering::Release);
             Err(io::Error::from_raw_os_error(libc::EIO))
         });
-        self.file.sync_data().inspect_err(|_| {
+        crate::fsio::fdatasync(&self.file).inspect_err(|_| {
             self.sync_failed.store(true, Ordering::Release);
         })
     }
