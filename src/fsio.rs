@@ -22,6 +22,34 @@ pub fn pwrite(f: &File, buf: &[u8], offset: u64) -> io::Result<()> {
     Ok(())
 }
 
+/// pwritev of all `parts` at `offset`, looping over short writes.
+pub fn pwritev(f: &File, parts: &[&[u8]], offset: u64) -> io::Result<()> {
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    let (mut done, mut at) = (0usize, offset);
+    while done < total {
+        // The slices that remain after `done` bytes.
+        let mut skip = done;
+        let mut slices: Vec<io::IoSlice<'_>> = Vec::with_capacity(parts.len());
+        for p in parts {
+            if skip >= p.len() {
+                skip -= p.len();
+                continue;
+            }
+            slices.push(io::IoSlice::new(&p[skip..]));
+            skip = 0;
+        }
+        let n = nix::sys::uio::pwritev(f, &slices, at as i64).map_err(io::Error::from)?;
+        if n == 0 {
+            return Err(io::Error::from(io::ErrorKind::WriteZero));
+        }
+        done += n;
+        at += n as u64;
+    }
+    #[cfg(feature = "failpoints")]
+    record::write(f, &parts.concat(), offset);
+    Ok(())
+}
+
 /// Deallocate `len` bytes at `offset` (reads return zeros afterwards).
 pub fn punch(f: &File, offset: u64, len: u64) -> io::Result<()> {
     crate::sys::punch_hole(f, offset, len)?;
@@ -65,6 +93,19 @@ pub fn fsync(f: &File) -> io::Result<()> {
 /// Create (or truncate) a file for writing.
 pub fn create(path: &Path) -> io::Result<File> {
     let f = File::create(path)?;
+    #[cfg(feature = "failpoints")]
+    record::create(path);
+    Ok(f)
+}
+
+/// Create (or truncate) a file for reading and writing.
+pub fn create_rw(path: &Path) -> io::Result<File> {
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)?;
     #[cfg(feature = "failpoints")]
     record::create(path);
     Ok(f)
