@@ -23,6 +23,7 @@ pub mod daemon;
 pub mod events;
 pub mod extent_map;
 pub mod format;
+pub mod fsio;
 pub mod fuse;
 pub mod info;
 pub mod journal;

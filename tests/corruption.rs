@@ -448,3 +448,61 @@ fn check_repair_salvages_offline() {
     p.stop();
     p.check_clean();
 }
+
+/// Issue 19 item 1: both pool-directory checkpoint slots destroyed. The daemon starts from
+/// the copy in the arrays' reserved area (its log names the array copy it used and the
+/// slots it skipped), serves the same data and rebuilds both slots; offline, `fusevol check
+/// POOL --repair` does the same.
+#[test]
+fn both_checkpoint_slots_destroyed_start_from_the_arrays_copy() {
+    let mut p = pool_with_log_records();
+    let pool = p.pool().to_path_buf();
+    let destroy = || {
+        fs::write(pool.join("checkpoint"), vec![0u8; 4096]).unwrap();
+        fs::remove_file(pool.join("checkpoint.2")).unwrap();
+    };
+    destroy();
+    p.start();
+    let log = p.daemon_log();
+    assert!(
+        log.contains("open from arrays/") && log.contains("(array copy, label"),
+        "the daemon does not say which array copy it used:\n{log}"
+    );
+    assert!(
+        log.contains("checkpoint.2 is missing") && log.contains("checkpoint at offset 0"),
+        "{log}"
+    );
+    verify_data(&p);
+    p.stop();
+    p.check_clean();
+    for f in ["checkpoint", "checkpoint.2"] {
+        assert!(
+            fusevol::format::Checkpoint::decode(&fs::read(pool.join(f)).unwrap()).is_ok(),
+            "{f} not rebuilt"
+        );
+    }
+
+    destroy();
+    assert!(!p.check().status.success() || text(&p.check().stdout).contains("skipped"));
+    let mut c = std::process::Command::new(fusevol_bin());
+    c.args(["--json", "check"]).arg(&pool).arg("--repair");
+    let out = run(&mut c, Duration::from_secs(120));
+    assert!(out.status.success(), "{}", describe(&out));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(r["repaired"].as_str().is_some(), "{r}");
+    for f in ["checkpoint", "checkpoint.2"] {
+        assert!(
+            fusevol::format::Checkpoint::decode(&fs::read(pool.join(f)).unwrap()).is_ok(),
+            "{f} not rebuilt by check --repair"
+        );
+    }
+    let out = p.check();
+    assert!(
+        out.status.success() && !text(&out.stdout).contains("skipped"),
+        "{}",
+        describe(&out)
+    );
+    p.start();
+    verify_data(&p);
+    p.stop();
+}

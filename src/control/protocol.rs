@@ -405,6 +405,10 @@ pub struct ArrayInfo {
     pub free: u64,
     /// Bytes the backing file really occupies on its file system (like `du`).
     pub on_disk: u64,
+    /// Why the array's file could not be used when the daemon started (deleted,
+    /// unreadable); None when it is online. Its extents fail with EIO.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missing: Option<String>,
 }
 
 /// One NBD export (`export-nbd list`).

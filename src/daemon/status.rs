@@ -83,6 +83,7 @@ pub fn array_infos(st: &Storage) -> Vec<ArrayInfo> {
                 used: used * a.extent_size,
                 free: free * a.extent_size,
                 on_disk: a.on_disk(),
+                missing: a.missing.clone(),
             }
         })
         .collect()

@@ -3,6 +3,7 @@
 //! Every file starts with a magic and a format version; every record and header carries a
 //! CRC32C. Decoders never trust a length or count they have not bounds-checked.
 
+pub mod array_copy;
 pub mod array_header;
 pub mod checkpoint;
 pub mod codec;

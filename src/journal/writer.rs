@@ -3,8 +3,6 @@
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
-use std::io::IoSlice;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -195,7 +193,7 @@ impl Journal {
                 inner.spares.push((p, len));
                 inner.spare_bytes += len;
             } else {
-                fs::remove_file(&p).map_err(|e| JournalError::io("remove", &p, e))?;
+                crate::fsio::remove(&p).map_err(|e| JournalError::io("remove", &p, e))?;
             }
         }
         let n = segs.len();
@@ -219,7 +217,7 @@ impl Journal {
                         d.error,
                         firsts[i + 1] - 1
                     );
-                    fs::remove_file(&path).map_err(|e| JournalError::io("remove", &path, e))?;
+                    crate::fsio::remove(&path).map_err(|e| JournalError::io("remove", &path, e))?;
                     continue;
                 }
                 if !last_one || seg.sealed {
@@ -239,17 +237,17 @@ impl Journal {
                     .write(true)
                     .open(&path)
                     .map_err(|e| JournalError::io("open", &path, e))?;
-                f.set_len(seg.valid_len)
+                crate::fsio::set_len(&f, seg.valid_len)
                     .map_err(|e| JournalError::io("truncate", &path, e))?;
             }
             let Some(last) = seg.last_seq() else {
                 // Created but never written: nothing to keep.
-                fs::remove_file(&path).map_err(|e| JournalError::io("remove", &path, e))?;
+                crate::fsio::remove(&path).map_err(|e| JournalError::io("remove", &path, e))?;
                 continue;
             };
             if last + 1 < inner.next_seq && !last_one {
                 // Older than what the caller says is kept: a purge was interrupted.
-                fs::remove_file(&path).map_err(|e| JournalError::io("remove", &path, e))?;
+                crate::fsio::remove(&path).map_err(|e| JournalError::io("remove", &path, e))?;
                 continue;
             }
             let name = segment_name(first);
@@ -260,7 +258,7 @@ impl Journal {
                     .open(&path)
                     .map_err(|e| JournalError::io("open", &path, e))?;
                 // A recycled file may hold old bytes after the last record.
-                f.set_len(bytes)
+                crate::fsio::set_len(&f, bytes)
                     .map_err(|e| JournalError::io("truncate", &path, e))?;
                 bytes += write_seal(
                     &f,
@@ -422,7 +420,7 @@ impl Journal {
                             "journal: spare segment file {} not reused ({e})",
                             spare.display()
                         );
-                        let _ = fs::remove_file(&spare);
+                        let _ = crate::fsio::remove(&spare);
                         (new_segment_file(&path, &hdr)?, false)
                     }
                 },
@@ -482,8 +480,7 @@ impl Journal {
         )?;
         if cur.recycled {
             // A sealed segment ends at its seal (it is shipped whole, as it is on disk).
-            cur.file
-                .set_len(cur.len + added)
+            crate::fsio::set_len(&cur.file, cur.len + added)
                 .map_err(|e| JournalError::io("truncate journal segment", &cur.path, e))?;
         }
         g.bytes += added;
@@ -549,7 +546,7 @@ impl Journal {
         for (path, f, _) in unsynced.iter().chain(cur.iter()) {
             self.fdatasyncs
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            f.sync_data()
+            crate::fsio::fdatasync(f)
                 .map_err(|e| JournalError::io("fdatasync journal segment", path, e))?;
         }
         Ok(())
@@ -595,7 +592,7 @@ impl Journal {
         let keep = self.inner.lock().room_for_spare(seg.bytes);
         if keep {
             let spare = self.dir.join(format!("{}{SPARE_SUFFIX}", seg.first));
-            match fs::rename(&seg.path, &spare) {
+            match crate::fsio::rename(&seg.path, &spare) {
                 Ok(()) => {
                     let mut g = self.inner.lock();
                     g.spares.push((spare, seg.bytes));
@@ -606,7 +603,7 @@ impl Journal {
                 Err(_) => {}
             }
         }
-        match fs::remove_file(&seg.path) {
+        match crate::fsio::remove(&seg.path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(JournalError::io("remove journal segment", &seg.path, e)),
@@ -642,14 +639,9 @@ fn payload_crc(payload: &[u8]) -> Option<u32> {
 
 /// Create the file of a new segment with its header.
 fn new_segment_file(path: &Path, hdr: &SegmentHeader) -> Result<File, JournalError> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)
+    let file = crate::fsio::create_rw(path)
         .map_err(|e| JournalError::io("create journal segment", path, e))?;
-    file.write_all_at(&hdr.encode(), 0)
+    crate::fsio::pwrite(&file, &hdr.encode(), 0)
         .map_err(|e| JournalError::io("write journal segment", path, e))?;
     Ok(file)
 }
@@ -660,8 +652,8 @@ fn new_segment_file(path: &Path, hdr: &SegmentHeader) -> Result<File, JournalErr
 /// there (an old record has an earlier sequence number), and the seal truncates them.
 fn reuse_spare(spare: &Path, path: &Path, hdr: &SegmentHeader) -> std::io::Result<File> {
     let file = OpenOptions::new().read(true).write(true).open(spare)?;
-    file.write_all_at(&hdr.encode(), 0)?;
-    fs::rename(spare, path)?;
+    crate::fsio::pwrite(&file, &hdr.encode(), 0)?;
+    crate::fsio::rename(spare, path)?;
     Ok(file)
 }
 
@@ -685,35 +677,14 @@ fn write_seal(
         offset: count,
         length: 0,
     };
-    f.write_all_at(&head.encode(&[]), at)
+    crate::fsio::pwrite(f, &head.encode(&[]), at)
         .map_err(|e| JournalError::io("seal journal segment", path, e))?;
     Ok(record_size(0))
 }
 
-/// pwritev of all `parts` at `offset`, looping over short writes.
-fn write_vectored_at(f: &File, parts: &[&[u8]], mut offset: u64) -> std::io::Result<()> {
-    let total: usize = parts.iter().map(|p| p.len()).sum();
-    let mut done = 0usize;
-    while done < total {
-        // Build the slices that remain after `done` bytes.
-        let mut skip = done;
-        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(parts.len());
-        for p in parts {
-            if skip >= p.len() {
-                skip -= p.len();
-                continue;
-            }
-            slices.push(IoSlice::new(&p[skip..]));
-            skip = 0;
-        }
-        let n = nix::sys::uio::pwritev(f, &slices, offset as i64).map_err(std::io::Error::from)?;
-        if n == 0 {
-            return Err(std::io::Error::from(std::io::ErrorKind::WriteZero));
-        }
-        done += n;
-        offset += n as u64;
-    }
-    Ok(())
+/// pwritev of all `parts` at `offset` (`fsio::pwritev`).
+fn write_vectored_at(f: &File, parts: &[&[u8]], offset: u64) -> std::io::Result<()> {
+    crate::fsio::pwritev(f, parts, offset)
 }
 
 #[cfg(test)]

@@ -1,33 +1,32 @@
 //! The metadata log writer and checkpoint rotation.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::{MetaError, State, CHECKPOINT_FILES, LOG_FILE};
 use crate::format::{Checkpoint, LogHeader, MetaRecord};
+use crate::fsio;
 
 /// Write `bytes` to `dir/name` atomically: temporary file, fsync, rename, fsync the directory.
 pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), MetaError> {
     let tmp = dir.join(format!("{name}.tmp"));
     let dst = dir.join(name);
-    let mut f = File::create(&tmp).map_err(|e| MetaError::io("create", &tmp, e))?;
-    f.write_all(bytes)
-        .map_err(|e| MetaError::io("write", &tmp, e))?;
-    f.sync_all().map_err(|e| MetaError::io("fsync", &tmp, e))?;
-    fs::rename(&tmp, &dst).map_err(|e| MetaError::io("rename", &dst, e))?;
+    let f = fsio::create(&tmp).map_err(|e| MetaError::io("create", &tmp, e))?;
+    fsio::pwrite(&f, bytes, 0).map_err(|e| MetaError::io("write", &tmp, e))?;
+    fsio::fsync(&f).map_err(|e| MetaError::io("fsync", &tmp, e))?;
+    fsio::rename(&tmp, &dst).map_err(|e| MetaError::io("rename", &dst, e))?;
     sync_dir(dir)
 }
 
 pub fn sync_dir(dir: &Path) -> Result<(), MetaError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| MetaError::io("fsync directory", dir, e))
+    fsio::sync_dir(dir).map_err(|e| MetaError::io("fsync directory", dir, e))
 }
 
 /// Write a checkpoint to both slots, one after the other, each atomically (temporary file,
-/// fsync, rename, fsync the directory).
+/// fsync, rename, fsync the directory), and then into the reserved area of every array file
+/// it lists (`array_copy`: the bytes past the data area, fdatasync, then the label,
+/// fdatasync). The caller cuts the log only after this returns, so every copy of epoch E+1
+/// is durable before the log of epoch E is gone.
 ///
 /// Crash ordering: never overwrite the only good copy. A slot is replaced only by a rename
 /// of a complete, fsynced file, so at every moment each slot holds either its old checkpoint
@@ -46,6 +45,12 @@ pub fn write_checkpoint(dir: &Path, ckpt: &Checkpoint) -> Result<(), MetaError> 
         }
         write_atomic(dir, name, &bytes)?;
     }
+    fail::fail_point!("meta::checkpoint::before_arrays", |_| Err(MetaError::io(
+        "write checkpoint",
+        dir.join(super::array_copy::ARRAYS_DIR),
+        std::io::Error::other("failpoint meta::checkpoint::before_arrays")
+    )));
+    super::array_copy::write_array_copies(dir, ckpt, &bytes);
     Ok(())
 }
 
@@ -61,7 +66,7 @@ pub fn commit_recovered(dir: &Path, state: &State, keep_log: bool) -> Result<u64
         let keep = dir.join(format!("{LOG_FILE}.damaged-{}", state.epoch));
         fs::copy(&log, &keep).map_err(|e| MetaError::io("copy the damaged log to", &keep, e))?;
         File::open(&keep)
-            .and_then(|f| f.sync_all())
+            .and_then(|f| fsio::fsync(&f))
             .map_err(|e| MetaError::io("fsync", &keep, e))?;
     }
     let mut next = state.clone();
@@ -128,10 +133,9 @@ impl MetaLog {
             .map_err(|e| MetaError::io("stat", &path, e))?
             .len();
         if actual != valid_len {
-            file.set_len(valid_len)
+            fsio::set_len(&file, valid_len)
                 .map_err(|e| MetaError::io("truncate torn tail of", &path, e))?;
-            file.sync_all()
-                .map_err(|e| MetaError::io("fsync", &path, e))?;
+            fsio::fsync(&file).map_err(|e| MetaError::io("fsync", &path, e))?;
         }
         let start = header.records_offset() as u64;
         Ok(Self::with_file(
@@ -228,8 +232,7 @@ impl MetaLog {
         )));
         self.scratch.clear();
         rec.encode_frame(&mut self.scratch);
-        self.file
-            .write_all_at(&self.scratch, self.len)
+        fsio::pwrite(&self.file, &self.scratch, self.len)
             .map_err(|e| MetaError::io("append to", &self.path, e))?;
         self.len += self.scratch.len() as u64;
         self.unsynced += self.scratch.len() as u64;

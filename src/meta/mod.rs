@@ -15,6 +15,7 @@
 //!   recovery with an error naming the file and offset (`RecoveryMode::Strict`), or, in
 //!   `RecoveryMode::Salvage`, ends the replay there with a report of what was not applied.
 
+mod array_copy;
 mod log;
 mod recovery;
 mod replay;

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use super::array_copy::read_array_copies;
 use super::{apply, MetaError, State, CHECKPOINT_FILES, LOG_FILE};
 use crate::format::meta_record::LOG_HEADER_COPY;
 use crate::format::{Checkpoint, LogHeader, MetaRecord, RecordFrame};
@@ -110,7 +111,7 @@ pub struct Recovered {
     /// The log's header (its version says where the records start).
     pub log_header: LogHeader,
     /// The checkpoint copy the state came from.
-    pub checkpoint_file: &'static str,
+    pub checkpoint_file: String,
     /// A copy of the checkpoint or of the log header is damaged, missing or older than the
     /// one used: the opener writes a fresh checkpoint (both slots) and log to rewrite it.
     pub needs_rewrite: bool,
@@ -134,17 +135,34 @@ fn read_slot(dir: &Path, name: &'static str) -> Result<State, String> {
     State::from_checkpoint(Checkpoint::decode(&bytes).map_err(corrupt)?).map_err(corrupt)
 }
 
-/// The newest checkpoint copy that verifies (the epoch is the generation number), with a
-/// warning for each copy skipped and why.
+/// The newest checkpoint copy that verifies (the epoch is the generation number) among
+/// the two pool-directory slots and the copy in every array file, with a warning for each
+/// copy skipped and why. Returns the state, the name of the copy used, and whether a copy
+/// must be rewritten (damaged, missing or older than the one used).
 fn newest_checkpoint(
     dir: &Path,
     warnings: &mut Vec<String>,
-) -> Result<(State, &'static str, bool), MetaError> {
-    let slots: Vec<(&'static str, Result<State, String>)> = CHECKPOINT_FILES
+) -> Result<(State, String, bool), MetaError> {
+    let mut cands: Vec<(String, Result<State, String>)> = CHECKPOINT_FILES
         .iter()
-        .map(|&name| (name, read_slot(dir, name)))
+        .map(|&name| (name.to_string(), read_slot(dir, name)))
         .collect();
-    let best = slots
+    let slots = cands.len();
+    let arrays = read_array_copies(dir);
+    for a in &arrays {
+        let copy = match &a.copy {
+            Ok((st, slot)) => Ok((st.clone(), *slot)),
+            Err(e) => Err(e.clone()),
+        };
+        cands.push((
+            match &copy {
+                Ok((_, slot)) => format!("{} (array copy, label {})", a.file, slot + 1),
+                Err(_) => format!("{} (array copy)", a.file),
+            },
+            copy.map(|(st, _)| st),
+        ));
+    }
+    let best = cands
         .iter()
         .enumerate()
         .filter_map(|(i, (_, r))| r.as_ref().ok().map(|s| (s.epoch, std::cmp::Reverse(i))))
@@ -152,47 +170,70 @@ fn newest_checkpoint(
         .map(|(_, std::cmp::Reverse(i))| i);
     let Some(best) = best else {
         return Err(MetaError::NoCheckpoint {
-            detail: slots
+            detail: cands
                 .iter()
                 .map(|(_, r)| r.as_ref().err().cloned().unwrap_or_default())
                 .collect::<Vec<_>>()
                 .join("; "),
         });
     };
-    let mut slots = slots;
-    let chosen = std::mem::replace(&mut slots[best].1, Err(String::new())).expect("best copy");
+    let best_name = cands[best].0.clone();
+    let chosen = std::mem::replace(&mut cands[best].1, Err(String::new())).expect("best copy");
+    // The arrays the chosen state lists, by file: a copy is expected in each one present.
+    let listed: Vec<&str> = chosen.arrays.iter().map(|a| a.file.as_str()).collect();
     let mut needs_rewrite = false;
-    for (i, (name, r)) in slots.into_iter().enumerate() {
+    for (i, (name, r)) in cands.into_iter().enumerate() {
         if i == best {
             continue;
         }
-        needs_rewrite = true;
+        let array = i.checked_sub(slots).map(|j| &arrays[j]);
+        if let Some(a) = array {
+            if !listed.contains(&a.file.as_str()) || a.pool_id.is_some_and(|p| p != chosen.pool_id)
+            {
+                // Not an array of this pool (or of this state): neither used nor rewritten.
+                if r.is_ok() || a.pool_id.is_some() {
+                    warnings.push(format!(
+                        "{}: not an array of pool {:016x} at epoch {}; its copy is not used",
+                        dir.join(&a.file).display(),
+                        chosen.pool_id,
+                        chosen.epoch
+                    ));
+                }
+                continue;
+            }
+        }
         match r {
             Ok(st) if st.pool_id != chosen.pool_id => {
                 return Err(MetaError::Mismatch {
-                    path: dir.join(name),
+                    path: dir.join(&name),
                     detail: format!(
                         "belongs to pool {:016x}, {} to pool {:016x}",
-                        st.pool_id, CHECKPOINT_FILES[best], chosen.pool_id
+                        st.pool_id, best_name, chosen.pool_id
                     ),
                 })
             }
-            // Same epoch: a good second copy, nothing to rewrite.
-            Ok(st) if st.epoch == chosen.epoch => needs_rewrite = false,
-            Ok(st) => warnings.push(format!(
-                "{}: checkpoint epoch {} is older than epoch {} of {} (a checkpoint cut short by a crash); rewritten",
-                dir.join(name).display(),
-                st.epoch,
-                chosen.epoch,
-                CHECKPOINT_FILES[best]
-            )),
-            Err(why) => warnings.push(format!(
-                "checkpoint copy skipped: {why}; epoch {} of {} used, the copy is rewritten",
-                chosen.epoch, CHECKPOINT_FILES[best]
-            )),
+            // Same epoch: a good copy, nothing to rewrite.
+            Ok(st) if st.epoch == chosen.epoch => {}
+            Ok(st) => {
+                needs_rewrite = true;
+                warnings.push(format!(
+                    "{}: checkpoint epoch {} is older than epoch {} of {} (a checkpoint cut short by a crash); rewritten",
+                    dir.join(&name).display(),
+                    st.epoch,
+                    chosen.epoch,
+                    best_name
+                ))
+            }
+            Err(why) => {
+                needs_rewrite = true;
+                warnings.push(format!(
+                    "checkpoint copy skipped: {why}; epoch {} of {} used, the copy is rewritten",
+                    chosen.epoch, best_name
+                ))
+            }
         }
     }
-    Ok((chosen, CHECKPOINT_FILES[best], needs_rewrite))
+    Ok((chosen, best_name, needs_rewrite))
 }
 
 /// The log's header from the first copy that verifies (version 1 logs have one copy).
@@ -255,7 +296,7 @@ pub fn recover_with(dir: &Path, mode: RecoveryMode) -> Result<Recovered, MetaErr
         log_valid_len: 0,
         log_usable: false,
         log_header: LogHeader::new(0, 0),
-        checkpoint_file,
+        checkpoint_file: checkpoint_file.clone(),
         needs_rewrite,
         warnings,
         salvage: None,
@@ -669,7 +710,7 @@ mod tests {
         .unwrap();
         let r2 = recover(d.path()).unwrap();
         assert_eq!(
-            (r2.state.epoch, r2.checkpoint_file),
+            (r2.state.epoch, r2.checkpoint_file.as_str()),
             (2, CHECKPOINT_COPY_FILE)
         );
         assert!(r2.needs_rewrite && !r2.log_usable);

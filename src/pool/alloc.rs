@@ -72,10 +72,15 @@ struct ArrayAlloc {
     free: Vec<u64>,
     /// Extents referenced or waiting in `pending_free`.
     used: u64,
+    /// The array's file is missing: nothing is allocated on it, nothing freed is reused.
+    offline: bool,
 }
 
 impl ArrayAlloc {
     fn take(&mut self) -> Option<u64> {
+        if self.offline {
+            return None;
+        }
         let idx = match self.free.pop() {
             Some(i) => i,
             None if self.hwm < self.capacity => {
@@ -90,6 +95,9 @@ impl ArrayAlloc {
     }
 
     fn free_count(&self) -> u64 {
+        if self.offline {
+            return 0;
+        }
         self.capacity - self.used
     }
 }
@@ -120,8 +128,14 @@ impl Allocator {
             hwm: 0,
             free: Vec::new(),
             used: 0,
+            offline: false,
         });
         refs
+    }
+
+    /// The array's file is missing: allocation passes it over from now on.
+    pub fn set_offline(&mut self, id: u32) {
+        self.array_mut(id).offline = true;
     }
 
     fn array_mut(&mut self, id: u32) -> &mut ArrayAlloc {
@@ -192,7 +206,11 @@ impl Allocator {
             }
             a.hwm = hwm;
             a.used = used;
-            a.free = (0..hwm).rev().filter(|&i| a.refs.get(i) == 0).collect();
+            a.free = if a.offline {
+                Vec::new()
+            } else {
+                (0..hwm).rev().filter(|&i| a.refs.get(i) == 0).collect()
+            };
         }
     }
 
@@ -227,7 +245,9 @@ impl Allocator {
             let a = self.array_mut(p.array);
             if a.refs.get(p.index) == 0 {
                 a.used -= 1;
-                a.free.push(p.index);
+                if !a.offline {
+                    a.free.push(p.index);
+                }
             }
         }
     }

@@ -15,7 +15,12 @@ pub struct Array {
     pub name: String,
     pub tier: String,
     pub path: PathBuf,
-    pub file: File,
+    /// None when the array is missing (see `missing`).
+    file: Option<File>,
+    /// Why the array file could not be used when the pool was opened (deleted, unreadable):
+    /// the pool serves without it, every I/O on its extents fails with EIO naming it, and
+    /// nothing is allocated on it (issue 19 item 6).
+    pub missing: Option<String>,
     pub extent_size: u64,
     pub capacity_extents: u64,
     data_offset: u64,
@@ -29,18 +34,13 @@ pub struct Array {
 
 /// Create a new array file: sparse, header written and synced.
 pub fn create_array_file(path: &Path, header: &ArrayHeader) -> Result<(), PoolError> {
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .map_err(|e| PoolError::io("create array file", path, e))?;
-    f.set_len(header.data_offset + header.capacity)
+    let f =
+        crate::fsio::create_new(path).map_err(|e| PoolError::io("create array file", path, e))?;
+    crate::fsio::set_len(&f, header.data_offset + header.capacity)
         .map_err(|e| PoolError::io("size array file", path, e))?;
-    f.write_all_at(&header.encode(), 0)
+    crate::fsio::pwrite(&f, &header.encode(), 0)
         .map_err(|e| PoolError::io("write array header", path, e))?;
-    f.sync_all()
-        .map_err(|e| PoolError::io("fsync array file", path, e))?;
+    crate::fsio::fsync(&f).map_err(|e| PoolError::io("fsync array file", path, e))?;
     Ok(())
 }
 
@@ -91,7 +91,8 @@ impl Array {
             name: h.name.clone(),
             tier: h.tier.clone(),
             path,
-            file,
+            file: Some(file),
+            missing: None,
             extent_size: h.extent_size,
             capacity_extents: h.capacity / h.extent_size,
             data_offset: h.data_offset,
@@ -99,6 +100,41 @@ impl Array {
             dirty: AtomicBool::new(false),
             sync_failed: AtomicBool::new(false),
         }
+    }
+
+    /// An array whose file is missing or unreadable (`why`): known from the metadata only.
+    pub fn missing(
+        rec: &crate::format::ArrayRec,
+        extent_size: u64,
+        path: PathBuf,
+        refs: std::sync::Arc<super::alloc::RefTable>,
+        why: String,
+    ) -> Array {
+        Array {
+            id: rec.id,
+            name: rec.name.clone(),
+            tier: rec.tier.clone(),
+            path,
+            file: None,
+            missing: Some(why),
+            extent_size,
+            capacity_extents: rec.capacity / extent_size,
+            data_offset: DATA_OFFSET,
+            refs,
+            dirty: AtomicBool::new(false),
+            sync_failed: AtomicBool::new(false),
+        }
+    }
+
+    /// The open file, or EIO naming the missing array file.
+    fn f(&self) -> io::Result<&File> {
+        self.file.as_ref().ok_or_else(|| {
+            io::Error::other(format!(
+                "array '{}' is missing ({}); its extents cannot be read or written",
+                self.name,
+                self.missing.as_deref().unwrap_or("unknown")
+            ))
+        })
     }
 
     /// Byte offset in the file of `offset` inside extent `index`.
@@ -111,7 +147,7 @@ impl Array {
         fail::fail_point!("array::read::eio", |_| Err(io::Error::from_raw_os_error(
             libc::EIO
         )));
-        let n = read_full(&self.file, buf, self.file_offset(index, offset))?;
+        let n = read_full(self.f()?, buf, self.file_offset(index, offset))?;
         buf[n..].fill(0);
         Ok(())
     }
@@ -120,9 +156,9 @@ impl Array {
         fail::fail_point!("array::write::eio", |_| Err(io::Error::from_raw_os_error(
             libc::EIO
         )));
+        let f = self.f()?;
         self.dirty.store(true, Ordering::Release);
-        self.file
-            .write_all_at(data, self.file_offset(index, offset))
+        crate::fsio::pwrite(f, data, self.file_offset(index, offset))
     }
 
     /// Copy `len` bytes at `offset` of extent `src` (this array) to the same offset of extent
@@ -138,11 +174,12 @@ impl Array {
         if len == 0 {
             return Ok(());
         }
+        let (from, to) = (self.f()?, dst.f()?);
         dst.dirty.store(true, Ordering::Release);
-        crate::sys::copy_range(
-            &self.file,
+        crate::fsio::copy_range(
+            from,
             self.file_offset(src, offset),
-            &dst.file,
+            to,
             dst.file_offset(dst_index, offset),
             len,
         )
@@ -150,8 +187,13 @@ impl Array {
 
     /// Deallocate a byte range inside one extent (reads return zeros afterwards).
     pub fn punch(&self, index: u64, offset: u64, len: u64) -> io::Result<()> {
+        if self.file.is_none() {
+            // A freed extent of a missing array: nothing to deallocate, and it is never
+            // reused (no allocation on a missing array).
+            return Ok(());
+        }
         self.dirty.store(true, Ordering::Release);
-        sys::punch_hole(&self.file, self.file_offset(index, offset), len)
+        crate::fsio::punch(self.f()?, self.file_offset(index, offset), len)
     }
 
     /// fdatasync if anything was written since the last sync. A failure sticks.
@@ -169,14 +211,18 @@ impl Array {
             self.sync_failed.store(true, Ordering::Release);
             Err(io::Error::from_raw_os_error(libc::EIO))
         });
-        self.file.sync_data().inspect_err(|_| {
+        crate::fsio::fdatasync(self.f()?).inspect_err(|_| {
             self.sync_failed.store(true, Ordering::Release);
         })
     }
 
     /// Bytes the file occupies on its file system.
     pub fn on_disk(&self) -> u64 {
-        self.file.metadata().map(|m| m.blocks() * 512).unwrap_or(0)
+        self.file
+            .as_ref()
+            .and_then(|f| f.metadata().ok())
+            .map(|m| m.blocks() * 512)
+            .unwrap_or(0)
     }
 
     /// The extents that hold any data according to the file system (SEEK_DATA).
@@ -184,7 +230,7 @@ impl Array {
         let start = self.data_offset;
         let end = self.data_offset + self.capacity_extents * self.extent_size;
         let mut out = Vec::new();
-        for (a, b) in sys::data_regions(&self.file, start, end)? {
+        for (a, b) in sys::data_regions(self.f()?, start, end)? {
             let first = (a - start) / self.extent_size;
             let last = (b - start).div_ceil(self.extent_size);
             for i in first..last {

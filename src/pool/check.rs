@@ -168,7 +168,18 @@ fn report_of(dir: &Path, loaded: &crate::pool::open::Loaded) -> CheckReport {
             problems.push(format!("volume information of {what} is invalid: {e}"));
         }
     }
-    for (file, h, path, refs) in &loaded.arrays {
+    for la in &loaded.arrays {
+        let (file, h) = match &la.file {
+            Ok(x) => x,
+            Err(why) => {
+                problems.push(format!(
+                    "array '{}' ({}) is missing: {why}",
+                    la.rec.name, la.rec.file
+                ));
+                continue;
+            }
+        };
+        let (path, refs) = (&la.path, &la.refs);
         for i in 0..h.capacity / h.extent_size {
             match refs.get(i) {
                 0 => {}

@@ -213,7 +213,7 @@ impl Pool {
                 fail::fail_point!("pool::sync::log_fsync", |_| Err(
                     io::Error::from_raw_os_error(libc::EIO)
                 ));
-                handle.sync_data()
+                crate::fsio::fdatasync(&handle)
             };
             fsync_log()
         } else {
@@ -402,7 +402,7 @@ impl Pool {
         if unsynced == 0 {
             return Ok(());
         }
-        let res = handle.sync_data();
+        let res = crate::fsio::fdatasync(&handle);
         self.meta.lock().mark_synced(unsynced, res)
     }
 }

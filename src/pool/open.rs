@@ -18,12 +18,21 @@ use crate::meta::{recover_with, MetaLog, Recovered, RecoveryMode, State};
 /// The pool's state after recovery, checked against the array files.
 pub(crate) struct Loaded {
     pub recovered: Recovered,
-    pub arrays: Vec<(File, ArrayHeader, PathBuf, Arc<RefTable>)>,
+    pub arrays: Vec<LoadedArray>,
     pub alloc: Allocator,
     /// The live partial extents (their sources hold a reference each in `alloc`).
     pub partials: Arc<Partials>,
     /// Problems found; `Pool::open` refuses to serve when there are any.
     pub problems: Vec<String>,
+}
+
+/// One array after loading: its file and header, or why it is missing.
+pub(crate) struct LoadedArray {
+    pub rec: crate::format::ArrayRec,
+    pub path: PathBuf,
+    pub refs: Arc<RefTable>,
+    /// The open file and its verified header; Err: why the array is missing.
+    pub file: Result<(File, ArrayHeader), String>,
 }
 
 /// Recover the metadata, read every array header, and rebuild reference counts from the
@@ -37,7 +46,25 @@ pub(crate) fn load(dir: &Path, mode: RecoveryMode) -> Result<Loaded, PoolError> 
     let mut alloc = Allocator::default();
     for rec in &st.arrays {
         let path = dir.join(&rec.file);
-        let (file, h) = read_header(&path)?;
+        let (file, h) = match read_header(&path) {
+            Ok(x) => x,
+            // A file that is gone or cannot be read: the pool is served without it (its
+            // extents fail with EIO). A header that reads but does not verify is damage
+            // and stops the opening, naming the file and offset.
+            Err(PoolError::Io { op, source, .. }) => {
+                let why = format!("{op} {}: {source}", path.display());
+                let refs = alloc.add_array(rec.id, &rec.tier, rec.capacity / st.extent_size);
+                alloc.set_offline(rec.id);
+                arrays.push(LoadedArray {
+                    rec: rec.clone(),
+                    path,
+                    refs,
+                    file: Err(why),
+                });
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let mismatch = |what: &str, want: String, got: String| {
             PoolError::Inconsistent(format!(
                 "array file {} header at offset 0: {what} is {got}, the metadata says {want}",
@@ -66,7 +93,12 @@ pub(crate) fn load(dir: &Path, mode: RecoveryMode) -> Result<Loaded, PoolError> 
             ));
         }
         let refs = alloc.add_array(rec.id, &rec.tier, h.capacity / h.extent_size);
-        arrays.push((file, h, path, refs));
+        arrays.push(LoadedArray {
+            rec: rec.clone(),
+            path,
+            refs,
+            file: Ok((file, h)),
+        });
     }
     let mut seen: HashSet<*const Chunk> = HashSet::new();
     let names = table_names(st);
@@ -128,6 +160,9 @@ pub(crate) fn load(dir: &Path, mode: RecoveryMode) -> Result<Loaded, PoolError> 
             ));
         }
     }
+    let lost = missing_array_warnings(st, &arrays);
+    let mut recovered = recovered;
+    recovered.warnings.extend(lost);
     Ok(Loaded {
         recovered,
         arrays,
@@ -135,6 +170,47 @@ pub(crate) fn load(dir: &Path, mode: RecoveryMode) -> Result<Loaded, PoolError> 
         partials,
         problems,
     })
+}
+
+/// For each missing array: a warning naming it, and one per volume or snapshot naming the
+/// byte ranges that live there (their reads and writes fail with EIO; nothing reads as
+/// zeros in their place).
+fn missing_array_warnings(st: &State, arrays: &[LoadedArray]) -> Vec<String> {
+    let mut out = Vec::new();
+    let names = table_names(st);
+    let es = st.extent_size;
+    for a in arrays {
+        let Err(why) = &a.file else { continue };
+        out.push(format!(
+            "array '{}' ({}) is MISSING: {why}; the pool is served without it (nothing is allocated there, its extents fail with EIO)",
+            a.rec.name, a.rec.file
+        ));
+        for (table, name) in st.tables().zip(&names) {
+            let mut runs: Vec<(u64, u64)> = Vec::new();
+            for (l, p) in table.iter_mapped() {
+                if p.array != a.rec.id {
+                    continue;
+                }
+                match runs.last_mut() {
+                    Some((_, end)) if *end == l => *end = l + 1,
+                    _ => runs.push((l, l + 1)),
+                }
+            }
+            if runs.is_empty() {
+                continue;
+            }
+            let ranges: Vec<String> = runs
+                .iter()
+                .map(|(s, e)| format!("bytes {}-{}", s * es, e * es - 1))
+                .collect();
+            out.push(format!(
+                "{name}: {} on missing array '{}': reads and writes there fail with EIO",
+                ranges.join(", "),
+                a.rec.name
+            ));
+        }
+    }
+    out
 }
 
 /// A name for every table of `State::tables`, in the same order (for messages).
@@ -264,12 +340,20 @@ impl Pool {
         let st = recovered.state;
         let arrays: Vec<Arc<Array>> = arrays
             .into_iter()
-            .map(|(f, h, path, refs)| Arc::new(Array::new(f, path, &h, refs)))
+            .map(|a| {
+                Arc::new(match a.file {
+                    Ok((f, h)) => Array::new(f, a.path, &h, a.refs),
+                    Err(why) => Array::missing(&a.rec, st.extent_size, a.path, a.refs, why),
+                })
+            })
             .collect();
         // Scrub: a free extent may still hold bytes (an allocation that crashed before its
         // record, or a free whose punch did not happen). Punch them before anything reuses it.
         let mut scrubbed = 0;
-        for a in arrays.iter().filter(|_| salvage.is_none()) {
+        for a in arrays
+            .iter()
+            .filter(|a| salvage.is_none() && a.missing.is_none())
+        {
             let with_data = a
                 .extents_with_data()
                 .map_err(|e| PoolError::io("scan array file", &a.path, e))?;

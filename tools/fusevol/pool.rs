@@ -174,6 +174,12 @@ fn array_table(arrays: &[ArrayInfo]) -> String {
                 percent(a.used, a.capacity),
                 format_size(a.free),
                 format_size(a.on_disk),
+                if a.missing.is_some() {
+                    "MISSING"
+                } else {
+                    "online"
+                }
+                .to_string(),
                 a.path.clone(),
             ]
         })
@@ -187,7 +193,17 @@ fn array_table(arrays: &[ArrayInfo]) -> String {
         ("USE%", R),
         ("FREE", R),
         ("ON-DISK", R),
+        ("STATE", L),
         ("PATH", L),
     ];
-    table(&header, rows)
+    let mut out = table(&header, rows);
+    for a in arrays {
+        if let Some(why) = &a.missing {
+            out.push_str(&format!(
+                "array {} is MISSING ({why}): its extents fail with EIO\n",
+                a.name
+            ));
+        }
+    }
+    out
 }
