@@ -7,7 +7,10 @@
 //! administration that must ask a copy function first (a paired or grouped volume cannot be
 //! deleted, rolled back or resized as if it were alone).
 
+mod destage;
 mod io;
+
+pub use destage::Destaging;
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -26,6 +29,8 @@ pub struct Storage {
     pub snapshots: Arc<Snapshots>,
     pub mirror: Arc<Mirror>,
     pub replication: Arc<Replication>,
+    /// Journaled writes acknowledged before their data write finished (`destage.rs`).
+    pub destaging: Destaging,
 }
 
 impl Storage {
@@ -64,6 +69,7 @@ impl Storage {
             snapshots,
             mirror,
             replication,
+            destaging: Destaging::default(),
         });
         Ok(storage)
     }
