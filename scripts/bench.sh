@@ -26,6 +26,7 @@
 #   BENCH_END_FSYNC=1                 0: no fsync at the end of write jobs
 #   BENCH_FUSEVOL_BIN=target/release  where fusevol and fusevold are
 #   BENCH_FUSEVOL_THREADS=N           pass --threads N to fusevold
+#   BENCH_FUSEVOL_IO_THREADS=N        pass --io-threads N to fusevold (0: no I/O stage, as before issue 18)
 #   BENCH_FUSEVOL_INIT_ARGS="..."     extra args for `fusevol init` (default: none; arrays are sized up
 #                                     automatically when BENCH_SIZE does not fit the default pool)
 #   BENCH_QEMU_FILE_OPTS="..."        extra options for qemu's file blockdev, e.g. "cache.direct=on,aio=native"
@@ -236,6 +237,7 @@ setup_fusevol() {
     "${FV_INIT_CMD[@]}" > "$W/fusevol/init.log" 2>&1 || { cat "$W/fusevol/init.log" >&2; die "fusevol init failed"; }
     FVD_CMD=("$FV_BIN/fusevold" "$FV_POOL" "$FV_MNT")
     if [ -n "${BENCH_FUSEVOL_THREADS:-}" ]; then FVD_CMD+=(--threads "$BENCH_FUSEVOL_THREADS"); fi
+    if [ -n "${BENCH_FUSEVOL_IO_THREADS:-}" ]; then FVD_CMD+=(--io-threads "$BENCH_FUSEVOL_IO_THREADS"); fi
     log "starting: ${FVD_CMD[*]}"
     RUST_LOG=${RUST_LOG:-info} "${FVD_CMD[@]}" > "$W/fusevol/fusevold.log" 2>&1 &
     FVD_PID=$!

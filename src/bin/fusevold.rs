@@ -22,6 +22,11 @@ struct Args {
     /// FUSE worker threads, each with its own cloned /dev/fuse descriptor.
     #[arg(long, default_value_t = 4)]
     threads: usize,
+    /// Threads of the I/O stage: a read, write or fsync that arrives while another is in
+    /// flight runs there, so the FUSE workers keep taking requests while the I/O waits for
+    /// the disk. 0 runs every request on the FUSE worker that received it.
+    #[arg(long, default_value_t = 16)]
+    io_threads: usize,
     /// Let users other than the daemon's own open the volume files (mount option allow_other).
     #[arg(long)]
     allow_other: bool,
@@ -109,6 +114,7 @@ fn main() -> ExitCode {
         recovery: a.recovery,
         event_ring: a.event_ring.max(1),
         metrics: a.metrics,
+        io_threads: a.io_threads,
     };
     match fusevol::daemon::run(opts) {
         Ok(()) => ExitCode::SUCCESS,

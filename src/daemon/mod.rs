@@ -42,6 +42,8 @@ pub struct DaemonOptions {
     pub event_ring: usize,
     /// Serve Prometheus metrics at `http://ADDR/metrics` (off when `None`).
     pub metrics: Option<std::net::SocketAddr>,
+    /// Threads of the FUSE adapter's I/O stage (`--io-threads`; 0: none, see `fuse::stage`).
+    pub io_threads: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -194,8 +196,9 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     }
     config.n_threads = Some(opts.threads.max(1));
     config.clone_fd = true;
-    let mut session = Session::new(FuseFs::new(st.clone()), &mnt, &config)
-        .map_err(io_err("mount FUSE at", &mnt))?;
+    let fs = FuseFs::with_io_threads(st.clone(), opts.io_threads, opts.threads.max(1))
+        .map_err(io_err("start the I/O stage for", &mnt))?;
+    let mut session = Session::new(fs, &mnt, &config).map_err(io_err("mount FUSE at", &mnt))?;
     log::info!("mounted {} at {}", pool_dir.display(), mnt.display());
 
     let notifier = session.notifier();

@@ -328,6 +328,35 @@ impl RecordHead {
     }
 }
 
+/// The sequence number, primary time and payload length of the record whose 72-byte header
+/// is `buf`, checking only its magic (not its CRC, which covers the payload): enough to walk
+/// a segment's records without reading their payloads (the stand-in secondary does).
+pub fn peek_record(buf: &[u8]) -> Result<(u64, u64, usize), FormatError> {
+    const WHAT: &str = "journal record header";
+    if buf.len() < RECORD_HEADER_SIZE {
+        return Err(FormatError::Truncated {
+            what: WHAT,
+            need: RECORD_HEADER_SIZE,
+            have: buf.len(),
+        });
+    }
+    let mut d = Dec::new(&buf[..RECORD_HEADER_SIZE], WHAT);
+    if d.u32()? != REC_MAGIC {
+        return Err(FormatError::BadMagic { what: WHAT });
+    }
+    d.bytes(20)?;
+    let (seq, time) = (d.u64()?, d.u64()?);
+    d.bytes(24)?;
+    let plen = d.u32()? as usize;
+    if plen > MAX_PAYLOAD {
+        return Err(FormatError::Invalid {
+            what: WHAT,
+            detail: format!("payload length {plen}"),
+        });
+    }
+    Ok((seq, time, plen))
+}
+
 /// One decoded record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JournalRecord {

@@ -22,6 +22,9 @@ use crate::snapshot::Snapshot;
 use crate::storage::{CopyFrom, Storage};
 use crate::volume::{IoError, Volume, Writer};
 
+pub mod stage;
+use stage::Dispatch;
+
 pub const ROOT_INO: u64 = 1;
 /// `<MOUNTPOINT>/.snapshots`
 pub const SNAPROOT_INO: u64 = 2;
@@ -52,6 +55,8 @@ pub struct FuseFs {
     uid: u32,
     gid: u32,
     mounted_at: SystemTime,
+    /// Runs data requests on the worker or hands them to the I/O stage (see `stage`).
+    dispatch: Dispatch,
 }
 
 thread_local! {
@@ -90,13 +95,30 @@ fn pool_errno(e: &PoolError) -> Errno {
 }
 
 impl FuseFs {
+    /// An adapter whose data requests run on the FUSE workers themselves.
     pub fn new(st: Arc<Storage>) -> FuseFs {
         FuseFs {
             st,
             uid: nix::unistd::getuid().as_raw(),
             gid: nix::unistd::getgid().as_raw(),
             mounted_at: SystemTime::now(),
+            dispatch: Dispatch::new(0, 1).expect("no threads to start"),
         }
+    }
+
+    /// An adapter with an I/O stage of `io_threads` threads: a data request (read, write,
+    /// fsync) that arrives while another is in flight runs there, so the FUSE worker goes
+    /// back for the next request while its I/O is at the disk; the reply is sent when the
+    /// I/O completes. 0 keeps every request on its worker. `workers`: the FUSE worker
+    /// threads of the session.
+    pub fn with_io_threads(
+        st: Arc<Storage>,
+        io_threads: usize,
+        workers: usize,
+    ) -> std::io::Result<FuseFs> {
+        let mut fs = FuseFs::new(st);
+        fs.dispatch = Dispatch::new(io_threads, workers)?;
+        Ok(fs)
     }
 
     fn volume(&self, ino: INodeNo) -> Option<Arc<Volume>> {
@@ -372,27 +394,14 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let node = self.node(ino);
-        READ_BUF.with(|b| {
-            let mut buf = b.borrow_mut();
-            if buf.len() < size as usize {
-                buf.resize(size as usize, 0);
-            }
-            let dst = &mut buf[..size as usize];
-            let res = match &node {
-                Some(Node::Volume(v)) => self.st.read(v, offset, dst),
-                Some(Node::Snapshot(s)) => self.st.snapshots.read_snapshot(s, offset, dst),
-                Some(_) => return reply.error(Errno::EISDIR),
-                None => return reply.error(Errno::ENOENT),
-            };
-            match res {
-                Ok(n) => reply.data(&buf[..n]),
-                Err(e) => {
-                    log::error!("{e}");
-                    reply.error(errno_of(&e))
-                }
-            }
-        })
+        let node = match self.node(ino) {
+            Some(n @ (Node::Volume(_) | Node::Snapshot(_))) => n,
+            Some(_) => return reply.error(Errno::EISDIR),
+            None => return reply.error(Errno::ENOENT),
+        };
+        let st = self.st.clone();
+        self.dispatch
+            .run(move |_inflight| serve_read(&st, &node, offset, size, reply));
     }
 
     fn write(
@@ -412,17 +421,17 @@ impl Filesystem for FuseFs {
             Some(Node::Snapshot(_)) => return reply.error(Errno::EROFS),
             _ => return reply.error(Errno::ENOENT),
         };
-        match self.st.write(&v, offset, data) {
-            Ok(n) => reply.written(n as u32),
-            Err(e) => {
-                match &e {
-                    IoError::BeyondEnd { .. } => log::debug!("{e}"),
-                    IoError::NoSpace { .. } => log::warn!("{e}"),
-                    _ => log::error!("{e}"),
-                }
-                reply.error(errno_of(&e))
-            }
+        let t = self.dispatch.begin();
+        if t.inline {
+            // Alone: written from the kernel's buffer on this worker, no copy.
+            return serve_write(&self.st, &v, offset, data, reply);
         }
+        // Others are in flight: the stage takes a copy of the data (the kernel's buffer is
+        // this worker's, reused for its next request).
+        let (st, data) = (self.st.clone(), data.to_vec());
+        self.dispatch.hand_off(t, move |_inflight| {
+            serve_write(&st, &v, offset, &data, reply)
+        });
     }
 
     fn flush(
@@ -448,13 +457,22 @@ impl Filesystem for FuseFs {
         let Some(v) = self.volume(ino) else {
             return reply.error(Errno::ENOENT);
         };
-        match self.st.fsync_volume(&v) {
-            Ok(()) => reply.ok(),
-            Err(e) => {
-                log::error!("{e}");
-                reply.error(errno_of(&e))
-            }
-        }
+        // Covers every write acknowledged before it: a write's reply is sent only after its
+        // pipeline returned, wherever it ran.
+        let st = self.st.clone();
+        self.dispatch
+            .run(move |_inflight| match st.fsync_volume(&v) {
+                Ok(()) => reply.ok(),
+                Err(e) => {
+                    log::error!("{e}");
+                    reply.error(errno_of(&e))
+                }
+            });
+    }
+
+    fn destroy(&mut self) {
+        // Every request handed to the I/O stage is answered before the pool is closed.
+        self.dispatch.drain();
     }
 
     fn fallocate(
@@ -731,4 +749,47 @@ impl Filesystem for FuseFs {
     ) {
         reply.error(Errno::EPERM)
     }
+}
+
+/// A read request's data path and reply (on a FUSE worker or a thread of the I/O stage).
+fn serve_read(st: &Storage, node: &Node, offset: u64, size: u32, reply: ReplyData) {
+    // Tests make a read wait here (`sleep(MS)`) to see that others are served meanwhile.
+    fail::fail_point!("fuse::serve_read::start");
+    READ_BUF.with(|b| {
+        let mut buf = b.borrow_mut();
+        if buf.len() < size as usize {
+            buf.resize(size as usize, 0);
+        }
+        let dst = &mut buf[..size as usize];
+        let res = match node {
+            Node::Volume(v) => st.read(v, offset, dst),
+            Node::Snapshot(s) => st.snapshots.read_snapshot(s, offset, dst),
+            _ => return reply.error(Errno::EISDIR),
+        };
+        match res {
+            Ok(n) => reply.data(&buf[..n]),
+            Err(e) => {
+                log::error!("{e}");
+                reply.error(errno_of(&e))
+            }
+        }
+    })
+}
+
+/// A write request's data path and reply: acknowledged only when the whole pipeline
+/// (journal, data, metadata record, pair's dual write) has returned.
+/// A journaled write that overwrites in place is acknowledged once its record is in the
+/// journal, and its data write finishes after the reply (`storage::destage`).
+fn serve_write(st: &Storage, v: &Volume, offset: u64, data: &[u8], reply: ReplyWrite) {
+    st.write_early_ack(v, offset, data, |res| match res {
+        Ok(n) => reply.written(n as u32),
+        Err(e) => {
+            match &e {
+                IoError::BeyondEnd { .. } => log::debug!("{e}"),
+                IoError::NoSpace { .. } => log::warn!("{e}"),
+                _ => log::error!("{e}"),
+            }
+            reply.error(errno_of(&e))
+        }
+    })
 }

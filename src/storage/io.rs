@@ -28,7 +28,7 @@ use crate::volume::{DataOp, Volume};
 impl Storage {
     /// EROFS while an unconfirmed salvage holds the pool read-only (an overwrite of an owned
     /// extent writes no record, so the log's refusal alone would not stop it).
-    fn refuse_read_only(&self, vol: &Volume) -> Result<(), IoError> {
+    pub(super) fn refuse_read_only(&self, vol: &Volume) -> Result<(), IoError> {
         match self.pool.read_only() {
             Some(why) => Err(IoError::ReadOnly {
                 volume: vol.name.clone(),
@@ -43,6 +43,9 @@ impl Storage {
     /// S-VOL; a failed P-VOL read in PAIR is served from the S-VOL).
     pub fn read(&self, vol: &Volume, offset: u64, buf: &mut [u8]) -> Result<usize, IoError> {
         let t0 = Instant::now();
+        // A journaled write acknowledged before its data write: wait for it (destage.rs).
+        self.destaging
+            .wait(vol.id, offset, offset.saturating_add(buf.len() as u64));
         let res = match self.mirror.read(vol, offset, buf) {
             Some(r) => r,
             None => self.volumes.read_plain(vol, offset, buf),
@@ -95,7 +98,7 @@ impl Storage {
 
     /// The pool ran out of space: one `pool nospace` event per episode (until a write
     /// succeeds again). One relaxed load on the success path.
-    fn note_nospace<T>(&self, res: &Result<T, IoError>) {
+    pub(super) fn note_nospace<T>(&self, res: &Result<T, IoError>) {
         let flag = &self.pool.nospace_reported;
         match res {
             Err(e @ IoError::NoSpace { .. }) if !flag.swap(true, Ordering::Relaxed) => {
@@ -142,11 +145,14 @@ impl Storage {
     /// fsync/fdatasync of a volume file: everything acknowledged before it becomes durable
     /// (journals before arrays, arrays before the metadata log).
     pub fn fsync_volume(&self, vol: &Volume) -> Result<(), IoError> {
+        // Acknowledged writes still being destaged are on the arrays before the sync (their
+        // records would be redone anyway; this keeps fsync meaning "on the arrays").
+        self.destaging.wait(vol.id, 0, u64::MAX);
         self.volumes.fsync_volume(vol)
     }
 
     /// Steps 2–5 of the pipeline (see the module comment).
-    fn submit(
+    pub(super) fn submit(
         &self,
         vol: &Volume,
         offset: u64,
@@ -184,7 +190,7 @@ impl Storage {
 }
 
 /// The kind a failed request is counted under (`stats::ERROR_KINDS`).
-fn error_kind(e: &IoError) -> usize {
+pub(super) fn error_kind(e: &IoError) -> usize {
     match e {
         IoError::BeyondEnd { .. } => 0,
         IoError::NoSpace { .. } => 1,

@@ -8,12 +8,15 @@
 //! deleted, rolled back or resized as if it were alone).
 
 mod copies;
+mod destage;
 mod io;
 // Holes seen by tools (lseek SEEK_DATA/SEEK_HOLE), issue 18.
 mod holes;
 // Copies inside the mount (copy_file_range), issue 18.
 mod copy;
 pub use copy::CopyFrom;
+
+pub use destage::Destaging;
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -35,6 +38,8 @@ pub struct Storage {
     /// Volume information (backups, issue 14): registered last, so its checkpoint part
     /// sees which volumes and snapshots exist.
     pub infos: Arc<crate::info::Infos>,
+    /// Journaled writes acknowledged before their data write finished (`destage.rs`).
+    pub destaging: Destaging,
 }
 
 impl Storage {
@@ -76,6 +81,7 @@ impl Storage {
             mirror,
             replication,
             infos,
+            destaging: Destaging::default(),
         });
         Ok(storage)
     }

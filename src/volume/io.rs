@@ -84,6 +84,23 @@ impl Volumes {
         }
     }
 
+    /// Would a write of `[offset, offset+len)` overwrite extents in place — every one mapped,
+    /// owned by this volume alone and complete — so that it cannot fail for lack of space?
+    /// Stays true while the caller holds the volume's `io_lock` and the range's journal
+    /// stripes (what could change it — snapshot, clone, discard, another write — waits).
+    pub fn overwrites_in_place(&self, vol: &Volume, offset: u64, len: u64) -> bool {
+        let map = vol.map.read();
+        pieces(offset, len, self.pool.extent_size).all(|pc| {
+            let lk = map.lookup(pc.lext);
+            match lk.phys {
+                Some(p) => {
+                    !self.pool.is_shared(p, lk.chunk_shared) && self.pool.partials.get(p).is_none()
+                }
+                None => false,
+            }
+        })
+    }
+
     /// Read the volume's own extents, whatever its pair does.
     pub(crate) fn read_plain(
         &self,
