@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bitmap;
+pub mod cluster;
 pub mod control;
 pub mod daemon;
 pub mod events;

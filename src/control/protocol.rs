@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 // Request and answer types that belong to the services; defined there, part of the wire
 // format here.
+pub use crate::cluster::{ClusterNodeInfo, ClusterStatusInfo, ClusterVolumeInfo};
 pub use crate::events::Event;
 pub use crate::replication::options::{GroupOptions, GroupSetOptions, PitrOptions};
 pub use crate::replication::pitr::RestoreReport;
@@ -73,6 +74,13 @@ pub enum Request {
     ExportNbdRemove { name: String },
     /// The NBD exports shown now; answers `Vec<NbdExportInfo>`.
     ExportNbdList,
+    /// This node's view of the cluster (`fusevold --cluster`); answers `ClusterStatusInfo`.
+    /// Refused (invalid) when the daemon runs without `--cluster`.
+    ClusterStatus,
+    /// Every node that joined, up or down; answers `Vec<ClusterNodeInfo>`.
+    ClusterNodes,
+    /// The cluster's catalog of volumes; answers `Vec<ClusterVolumeInfo>`.
+    ClusterVolumes,
     /// Take a snapshot of a volume; answers `SnapshotInfo`.
     SnapshotCreate { volume: String, name: String },
     /// Snapshots of one volume, or of all volumes; answers `Vec<SnapshotInfo>` (oldest first).

@@ -10,6 +10,7 @@ pub mod group;
 pub mod journal;
 pub mod meta_record;
 pub mod nbd;
+pub mod nbd_client;
 pub mod pair_state;
 
 pub use array_header::ArrayHeader;

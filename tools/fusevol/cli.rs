@@ -203,6 +203,12 @@ pub(crate) enum Command {
     /// runtime-only: a restarted daemon exports everything again.
     #[command(subcommand, name = "export-nbd")]
     ExportNbd(ExportNbdCmd),
+    /// Several hosts: this node's view of the cluster (needs fusevold --cluster)
+    ///
+    /// Every node shows the same catalog (from etcd): nodes up or down, each volume's owner
+    /// and whether it is available.
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
     /// Write a metadata checkpoint and flush all arrays to stable storage
     Sync,
     /// Check that a fusevold is serving the pool and answering
@@ -260,6 +266,16 @@ pub(crate) enum PoolCmd {
     /// Confirm a salvage (`fusevold --recovery salvage`): the valid prefix becomes the
     /// pool's state, the damaged log is kept as meta.log.damaged-EPOCH, the daemon stops
     SalvageConfirm,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ClusterCmd {
+    /// This node, its etcd connection and lease, and counts of nodes and volumes
+    Status,
+    /// Every node that joined: up or down, address, capacity, free space, load
+    Nodes,
+    /// The catalog: every volume of the cluster, its owner, and whether it is available
+    Volumes,
 }
 
 #[derive(Subcommand)]

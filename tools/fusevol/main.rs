@@ -8,6 +8,7 @@
 //! [`exit_code`], and documented in `--help`.
 
 mod cli;
+mod cluster;
 mod events;
 mod exit;
 mod export;
@@ -151,6 +152,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Stats { volume, watch } => stats::stats(&ctx, volume, watch),
         Command::Events { follow, since } => events::events(&ctx, since, follow),
         Command::ExportNbd(cmd) => export::export_nbd(&ctx, cmd),
+        Command::Cluster(cmd) => cluster::cluster(&ctx, cmd),
         Command::Sync => ctx.request(Request::Sync, |()| println!("synced")),
         Command::Ping => ctx.request(Request::Ping, |info: PoolInfo| {
             println!(
