@@ -25,7 +25,12 @@ const DOWN_WITHIN: Duration = Duration::from_secs(TTL + 4);
 
 /// A pool served as cluster node `name`.
 fn node(etcd: &Etcd, name: &str) -> TestPool {
-    let mut p = TestPool::init(ARRAYS, "256K");
+    node_with(etcd, name, ARRAYS, &[])
+}
+
+/// A pool with `arrays`, served as cluster node `name` with `extra` daemon arguments.
+fn node_with(etcd: &Etcd, name: &str, arrays: &[&str], extra: &[&str]) -> TestPool {
+    let mut p = TestPool::init(arrays, "256K");
     p.daemon_args = vec![
         "--nbd".into(),
         format!("127.0.0.1:{}", free_port()),
@@ -36,6 +41,7 @@ fn node(etcd: &Etcd, name: &str) -> TestPool {
         "--cluster-ttl".into(),
         TTL.to_string(),
     ];
+    p.daemon_args.extend(extra.iter().map(|s| s.to_string()));
     p.start();
     p
 }
@@ -532,4 +538,91 @@ fn without_cluster_the_cluster_commands_say_so_and_options_are_checked() {
     ];
     let e = q.start_expect_failure(&[]);
     assert!(e.stderr.contains("nbd"), "{}", e.stderr);
+}
+
+#[test]
+fn placement_by_priority_tier_and_free_space_and_create_on_another_node() {
+    let etcd = Etcd::start();
+    let a = node(&etcd, "a");
+    let b = node(&etcd, "b");
+    // c: only a "slow" tier, and the admin's first choice (priority 10).
+    let c = node_with(&etcd, "c", &["s0:1G:slow"], &["--cluster-priority", "10"]);
+    wait_nodes_up(&[&a, &b, &c], &["a", "b", "c"]);
+    let owner = |n: &str| {
+        wait_until(&format!("'{n}' ready"), Duration::from_secs(10), || {
+            catalog_entry(&a, n).is_some_and(|v| v["state"] == "ready")
+        });
+        catalog_entry(&a, n).unwrap()["owner"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    // Tier fast: c has none; a and b are equal, the asking node first.
+    a.cli_ok(&["volume", "create", "p1", "--size", "64M", "--tier", "fast"]);
+    assert_eq!(owner("p1"), "a");
+    // No tier: the admin's priority first.
+    let v = a.cli_json(&["volume", "create", "p2", "--size", "64M"]);
+    assert_eq!(v["node"], "c", "{v}");
+    assert_eq!(owner("p2"), "c");
+    // Tier slow: only c has it.
+    a.cli_ok(&["volume", "create", "p3", "--size", "64M", "--tier", "slow"]);
+    assert_eq!(owner("p3"), "c");
+    // --node: made on b, used through a's mount, the data on b.
+    let out = a.cli_ok(&["volume", "create", "p4", "--size", "32M", "--node", "b"]);
+    assert!(out.contains("on node b"), "{out}");
+    assert_eq!(owner("p4"), "b");
+    assert!(b
+        .cli_json(&["volume", "list"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|v| v["name"] == "p4"));
+    wait_visible(&[&a], "p4");
+    write_pattern(&a.vol("p4"), 21, 0, 4 * MIB, true);
+    verify_pattern(&b.vol("p4"), 21, 0, 4 * MIB, true);
+    // Refusals name what is short.
+    let out = a.cli(&["volume", "create", "big", "--size", "5G", "--tier", "fast"]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("cannot place the volume")
+            && err.contains("in tier 'fast'")
+            && err.contains("short by"),
+        "{err}"
+    );
+    let out = a.cli(&["volume", "create", "t", "--size", "1M", "--tier", "tape"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("tier 'tape'"),
+        "{}",
+        describe(&out)
+    );
+    let out = a.cli(&["volume", "create", "p4", "--size", "1M", "--node", "c"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("already exists in the cluster"),
+        "{}",
+        describe(&out)
+    );
+    let out = a.cli(&["volume", "create", "z1", "--size", "1M", "--node", "zz"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("node 'zz'"),
+        "{}",
+        describe(&out)
+    );
+    assert!(catalog_entry(&a, "big").is_none() && catalog_entry(&a, "z1").is_none());
+    // Nodes list shows the priorities.
+    let nodes = cluster_json(&b, "nodes");
+    let prio = |n: &str| {
+        nodes
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["name"] == n)
+            .unwrap()["priority"]
+            .clone()
+    };
+    assert_eq!(prio("c"), 10);
+    assert_eq!(prio("a"), 100);
 }

@@ -71,6 +71,10 @@ struct Args {
     /// Where peers reach this node's NBD server (default: the --nbd address).
     #[arg(long, value_name = "ADDR:PORT", requires = "cluster")]
     cluster_address: Option<String>,
+    /// Placement priority of this node's pool: `volume create` without --node picks the
+    /// lowest number first (then free space in the tier, then load).
+    #[arg(long, value_name = "N", default_value_t = fusevol::cluster::records::DEFAULT_PRIORITY, requires = "cluster")]
+    cluster_priority: u32,
 }
 
 /// `9187`, `:9187` → 127.0.0.1:9187; `0.0.0.0:9187`, `localhost:9187`, `[::1]:9187` as given.
@@ -131,6 +135,7 @@ fn main() -> ExitCode {
             node: a.node.clone().unwrap_or_default(),
             ttl: a.cluster_ttl,
             address: a.cluster_address.clone(),
+            priority: a.cluster_priority,
         }),
     };
     match fusevol::daemon::run(opts) {

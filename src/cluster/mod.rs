@@ -15,8 +15,10 @@
 //! Without `--cluster` none of this runs and nothing changes.
 
 mod catalog;
+mod placement;
 pub mod records;
 pub mod remote;
+pub mod requests;
 mod session;
 
 use std::collections::{HashMap, HashSet};
@@ -46,6 +48,8 @@ pub struct ClusterOptions {
     pub address: String,
     /// Lease TTL in seconds.
     pub ttl: u64,
+    /// Placement priority of this node's pool (lower first; `--cluster-priority`).
+    pub priority: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -118,6 +122,8 @@ pub struct ClusterNodeInfo {
     pub capacity: u64,
     pub free: u64,
     pub load: f64,
+    /// Placement priority (lower first).
+    pub priority: u32,
     /// Volumes the catalog lists with this owner.
     pub volumes: u64,
 }
@@ -190,13 +196,23 @@ struct Inner {
     client: tokio::sync::Mutex<Option<etcd_client::Client>>,
     stop: tokio::sync::watch::Sender<bool>,
     started: u64,
+    /// Create requests addressed to this node go to the request thread.
+    requests_tx: Mutex<Option<std::sync::mpsc::Sender<requests::CreateRequest>>>,
+    /// Request ids already taken (a re-read of the prefix sees them again until deleted).
+    seen_requests: Mutex<HashSet<String>>,
 }
+
+/// Makes a volume in this node's pool for a request from another node: (name, size, tier)
+/// → (local id, size, tier).
+pub type Executor =
+    Box<dyn Fn(&str, u64, Option<&str>) -> Result<(u64, u64, String), PoolError> + Send + Sync>;
 
 pub struct Cluster {
     inner: Arc<Inner>,
     rt: tokio::runtime::Runtime,
     indexes: Mutex<Indexes>,
     pub remotes: remote::Remotes,
+    executor: Mutex<Option<Arc<Executor>>>,
 }
 
 fn now_secs() -> u64 {
@@ -277,6 +293,7 @@ impl Inner {
             load: load_average(),
             started: self.started,
             pid: std::process::id(),
+            priority: self.opts.priority,
         }
     }
 }
@@ -302,13 +319,27 @@ impl Cluster {
             client: tokio::sync::Mutex::new(None),
             stop,
             started: now_secs(),
+            requests_tx: Mutex::new(None),
+            seen_requests: Mutex::new(HashSet::new()),
         });
         let cluster = Arc::new(Cluster {
             inner: inner.clone(),
             rt,
             indexes: Mutex::new(Indexes::default()),
             remotes: remote::Remotes::default(),
+            executor: Mutex::new(None),
         });
+        let (tx, rx) = std::sync::mpsc::channel();
+        *inner.requests_tx.lock() = Some(tx);
+        let weak = Arc::downgrade(&cluster);
+        std::thread::Builder::new()
+            .name("cluster-requests".into())
+            .spawn(move || {
+                while let Ok(req) = rx.recv() {
+                    let Some(c) = weak.upgrade() else { return };
+                    c.serve_request(req);
+                }
+            })?;
         log::info!(
             "cluster: node '{}' joining etcd at {} (NBD address {}, lease TTL {} s)",
             inner.opts.node,
@@ -328,6 +359,8 @@ impl Cluster {
     /// Stop: revoke the lease (the node shows down at once) and end the tasks.
     pub fn stop(&self) {
         let _ = self.inner.stop.send(true);
+        self.inner.requests_tx.lock().take();
+        self.executor.lock().take();
         let lease = self.inner.state.lock().lease.take();
         if let Some(id) = lease {
             let inner = self.inner.clone();
@@ -518,6 +551,7 @@ impl Cluster {
                         capacity: n.rec.capacity,
                         free: n.rec.free,
                         load: n.rec.load,
+                        priority: n.rec.priority,
                         volumes,
                     },
                     None => ClusterNodeInfo {
@@ -533,6 +567,7 @@ impl Cluster {
                         capacity: 0,
                         free: 0,
                         load: 0.0,
+                        priority: records::DEFAULT_PRIORITY,
                         volumes,
                     },
                 }

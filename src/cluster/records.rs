@@ -65,6 +65,15 @@ pub struct NodeRecord {
     pub started: u64,
     /// fusevold's process id (for the operator).
     pub pid: u32,
+    /// The admin's priority of this node's pool for placement (lower first).
+    #[serde(default = "default_priority")]
+    pub priority: u32,
+}
+
+pub const DEFAULT_PRIORITY: u32 = 100;
+
+fn default_priority() -> u32 {
+    DEFAULT_PRIORITY
 }
 
 /// A catalog entry: a global volume name, its owner node and its id there.
@@ -193,6 +202,7 @@ mod tests {
             load: 0.5,
             started: 0,
             pid: 1,
+            priority: DEFAULT_PRIORITY,
         };
         c.apply(&node_key("a"), Some(&serde_json::to_vec(&n).unwrap()), 6);
         assert!(c.node_up("a"));

@@ -275,6 +275,7 @@ async fn watch_once(inner: &Inner) -> EResult<()> {
         for kv in resp.kvs() {
             if let Ok(k) = kv.key_str() {
                 fresh.apply(k, Some(kv.value()), kv.mod_revision());
+                super::requests::offer(inner, k, kv.value());
             }
         }
         fresh.revision = rev;
@@ -320,7 +321,8 @@ async fn watch_once(inner: &Inner) -> EResult<()> {
             let Ok(key) = kv.key_str() else { continue };
             match ev.event_type() {
                 etcd_client::EventType::Put => {
-                    cache.apply(key, Some(kv.value()), kv.mod_revision())
+                    cache.apply(key, Some(kv.value()), kv.mod_revision());
+                    super::requests::offer(inner, key, kv.value());
                 }
                 etcd_client::EventType::Delete => {
                     if let Some(node) = key.strip_prefix(records::NODES) {

@@ -296,6 +296,7 @@ mod tests {
             created: 1_700_000_000,
             open_handles: 0,
             extents_per_array: vec![("a0".into(), 3)],
+            node: None,
         }
     }
 

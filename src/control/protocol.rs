@@ -43,6 +43,9 @@ pub enum Request {
         size: u64,
         #[serde(default)]
         tier: Option<String>,
+        /// In a cluster: the node to make it on (without it the cluster places it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        node: Option<String>,
     },
     /// All volumes; answers `Vec<VolumeInfo>`.
     VolumeList,
@@ -400,6 +403,10 @@ pub struct VolumeInfo {
     pub open_handles: u64,
     /// How many extents the volume has on each array (array name, extents).
     pub extents_per_array: Vec<(String, u64)>,
+    /// In a cluster, the node that made it, when not the one answering (`volume create`
+    /// placed elsewhere); `id` is then its id in that node's pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// One snapshot.

@@ -157,7 +157,46 @@ impl Handler {
                     .expect("just added");
                 ok(info, vec![])
             }
-            Request::VolumeCreate { name, size, tier } => {
+            Request::VolumeCreate {
+                name,
+                size,
+                tier,
+                node,
+            } => {
+                if let Some(c) = &self.cluster {
+                    names::validate("volume", &name).map_err(PoolError::Invalid)?;
+                    let target = match node {
+                        Some(n) => n,
+                        None => c
+                            .place(size, tier.as_deref())
+                            .map_err(|e| e.into_pool_error())?,
+                    };
+                    if target != c.node() {
+                        let r = c
+                            .create_remote(&target, &name, size, tier.as_deref())
+                            .map_err(|e| e.into_pool_error())?;
+                        let info = crate::control::protocol::VolumeInfo {
+                            id: r.local_id.unwrap_or(0),
+                            name,
+                            size: r.size,
+                            tier: r.tier,
+                            allocated: 0,
+                            created: std::time::SystemTime::now()
+                                .duration_since(std::time::UNIX_EPOCH)
+                                .map(|d| d.as_secs())
+                                .unwrap_or(0),
+                            open_handles: 0,
+                            extents_per_array: vec![],
+                            node: Some(target),
+                        };
+                        return ok(info, vec![]);
+                    }
+                } else if let Some(n) = node {
+                    return Err(PoolError::Invalid(format!(
+                        "cannot create volume '{name}' on node '{n}': this fusevold is not in a \
+                         cluster (--node needs fusevold --cluster)"
+                    )));
+                }
                 let make = || {
                     let (v, warnings) = st.volumes.create_volume(&name, size, tier.as_deref())?;
                     let (id, size, tier) = (v.id, v.size(), v.tier.clone());

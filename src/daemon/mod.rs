@@ -53,6 +53,8 @@ pub struct ClusterJoin {
     pub ttl: u64,
     /// Where peers reach this node's NBD server; default: the `--nbd` address.
     pub address: Option<String>,
+    /// Placement priority of this node's pool (lower first).
+    pub priority: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -183,6 +185,7 @@ fn cluster_options(
         node: j.node.clone(),
         address,
         ttl: j.ttl,
+        priority: j.priority,
     })
 }
 
@@ -248,6 +251,17 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         ),
         None => None,
     };
+    if let Some(c) = &cluster {
+        // Volumes other nodes place here are made by the ordinary cluster create.
+        let st2 = st.clone();
+        c.set_executor(Box::new(move |name, size, tier| {
+            let (v, warnings) = st2.volumes.create_volume(name, size, tier)?;
+            for w in warnings {
+                log::warn!("{w}");
+            }
+            Ok((v.id, v.size(), v.tier.clone()))
+        }));
+    }
 
     clear_stale_mount(&opts.mountpoint);
     fs::create_dir_all(&opts.mountpoint).map_err(io_err("create mountpoint", &opts.mountpoint))?;

@@ -56,6 +56,7 @@ pub fn volume_info(st: &Storage, vol: &Volume) -> VolumeInfo {
                 (name, n)
             })
             .collect(),
+        node: None,
     }
 }
 

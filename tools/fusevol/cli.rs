@@ -309,6 +309,10 @@ pub(crate) enum VolumeCmd {
         /// Place the volume's extents on arrays of this tier [default: the pool's choice]
         #[arg(long, value_name = "TIER")]
         tier: Option<String>,
+        /// In a cluster: make it on this node [default: placement by priority, free
+        /// space in the tier, then load; this node first at equal priority]
+        #[arg(long, value_name = "NODE")]
+        node: Option<String>,
     },
     /// List all volumes with size, allocation and tier
     List,
@@ -434,10 +438,16 @@ mod tests {
         assert!(cli.json);
         assert_eq!(cli.pool.as_deref(), Some(Path::new("/p")));
         match cli.command {
-            Command::Volume(VolumeCmd::Create { name, size, tier }) => {
+            Command::Volume(VolumeCmd::Create {
+                name,
+                size,
+                tier,
+                node,
+            }) => {
                 assert_eq!(name, "v0");
                 assert_eq!(size, 4 << 30);
                 assert_eq!(tier.as_deref(), Some("slow"));
+                assert_eq!(node, None);
             }
             _ => panic!("wrong command"),
         }
