@@ -10,6 +10,8 @@
 #   nbdinfo, nbdcopy                           libnbd-bin (the NBD tests' clients)
 #   promtool (checks a /metrics scrape)        prometheus
 #   curl (scrapes /metrics)                    curl
+#   etcd (the cluster tests' catalog)          etcd-server
+#   protoc (builds etcd-client's gRPC code)    protobuf-compiler
 #
 # Also makes sure /dev/fuse and the loop devices are usable. Debian/Ubuntu (apt-get) only.
 set -euo pipefail
@@ -40,6 +42,8 @@ have promtool || missing+=(prometheus)
 have curl || missing+=(curl)
 # Backups (issue 14): volume information as extended attributes.
 { have getfattr && have setfattr; } || missing+=(attr)
+have etcd || missing+=(etcd-server)
+have protoc || missing+=(protobuf-compiler)
 
 apt_updated=0
 apt_install() {
@@ -92,6 +96,9 @@ for t in fio fusermount3 mkfs.ext4 e2fsck losetup fallocate fstrim qemu-img qemu
         echo "install-deps: still missing: $t" >&2
         status=1
     fi
+done
+for t in etcd protoc; do
+    have "$t" || { echo "install-deps: still missing: $t" >&2; status=1; }
 done
 [ -c /dev/fuse ] || { echo "install-deps: /dev/fuse is not available" >&2; status=1; }
 if ! losetup -f >/dev/null 2>&1; then

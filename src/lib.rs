@@ -18,6 +18,7 @@
 
 pub mod backup;
 pub mod bitmap;
+pub mod cluster;
 pub mod control;
 pub mod daemon;
 pub mod events;

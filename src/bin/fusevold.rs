@@ -63,6 +63,23 @@ struct Args {
     /// Off by default.
     #[arg(long, env = "FUSEVOLD_METRICS", value_name = "ADDR:PORT", value_parser = parse_metrics_addr)]
     metrics: Option<std::net::SocketAddr>,
+    /// Join a cluster: etcd endpoints (comma-separated), e.g. http://127.0.0.1:2379. Needs
+    /// --node and --nbd; every node's mount then shows every volume of the cluster.
+    #[arg(long, value_name = "URL[,URL...]", requires_all = ["node", "nbd"])]
+    cluster: Option<String>,
+    /// This node's name in the cluster (unique).
+    #[arg(long, value_name = "NAME", requires = "cluster")]
+    node: Option<String>,
+    /// Lease TTL in seconds: a node that stops renewing shows as down within this.
+    #[arg(long, value_name = "SECS", default_value_t = fusevol::cluster::DEFAULT_TTL, requires = "cluster")]
+    cluster_ttl: u64,
+    /// Where peers reach this node's NBD server (default: the --nbd address).
+    #[arg(long, value_name = "ADDR:PORT", requires = "cluster")]
+    cluster_address: Option<String>,
+    /// Placement priority of this node's pool: `volume create` without --node picks the
+    /// lowest number first (then free space in the tier, then load).
+    #[arg(long, value_name = "N", default_value_t = fusevol::cluster::records::DEFAULT_PRIORITY, requires = "cluster")]
+    cluster_priority: u32,
 }
 
 /// `9187`, `:9187` → 127.0.0.1:9187; `0.0.0.0:9187`, `localhost:9187`, `[::1]:9187` as given.
@@ -115,6 +132,17 @@ fn main() -> ExitCode {
         event_ring: a.event_ring.max(1),
         metrics: a.metrics,
         io_threads: a.io_threads,
+        cluster: a.cluster.map(|urls| fusevol::daemon::ClusterJoin {
+            endpoints: urls
+                .split(',')
+                .map(|u| u.trim().to_string())
+                .filter(|u| !u.is_empty())
+                .collect(),
+            node: a.node.clone().unwrap_or_default(),
+            ttl: a.cluster_ttl,
+            address: a.cluster_address.clone(),
+            priority: a.cluster_priority,
+        }),
     };
     match fusevol::daemon::run(opts) {
         Ok(()) => ExitCode::SUCCESS,

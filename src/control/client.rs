@@ -297,6 +297,7 @@ mod tests {
             open_handles: 0,
             extents_per_array: vec![("a0".into(), 3)],
             info: Default::default(),
+            node: None,
         }
     }
 

@@ -21,6 +21,7 @@ pub use protocol::{
 };
 pub use protocol::{BaseCopyInfo, FullInfo, GroupSetOptions, NbdExportInfo};
 pub use protocol::{CatalogEntry, ExportPlan, InfoView, RebuildReport};
+pub use protocol::{ClusterNodeInfo, ClusterStatusInfo, ClusterVolumeInfo};
 pub use protocol::{Event, EventsEnd, EventsHeader, VolumeStats};
 pub use protocol::{MarkerInfo, PitrInfo, PitrOptions, RestoreReport};
 pub use server::{serve, ControlHandler, ServerHandle, MAX_REQUEST_LINE};

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 // format here.
 pub use crate::backup::catalog::{CatalogEntry, RebuildReport};
 pub use crate::backup::export::ExportPlan;
+pub use crate::cluster::{ClusterNodeInfo, ClusterStatusInfo, ClusterVolumeInfo};
 pub use crate::events::Event;
 pub use crate::info::InfoView;
 pub use crate::replication::options::{GroupOptions, GroupSetOptions, PitrOptions};
@@ -45,6 +46,9 @@ pub enum Request {
         size: u64,
         #[serde(default)]
         tier: Option<String>,
+        /// In a cluster: the node to make it on (without it the cluster places it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        node: Option<String>,
     },
     /// All volumes; answers `Vec<VolumeInfo>`.
     VolumeList,
@@ -76,6 +80,13 @@ pub enum Request {
     ExportNbdRemove { name: String },
     /// The NBD exports shown now; answers `Vec<NbdExportInfo>`.
     ExportNbdList,
+    /// This node's view of the cluster (`fusevold --cluster`); answers `ClusterStatusInfo`.
+    /// Refused (invalid) when the daemon runs without `--cluster`.
+    ClusterStatus,
+    /// Every node that joined, up or down; answers `Vec<ClusterNodeInfo>`.
+    ClusterNodes,
+    /// The cluster's catalog of volumes; answers `Vec<ClusterVolumeInfo>`.
+    ClusterVolumes,
     /// Take a snapshot of a volume; answers `SnapshotInfo`.
     SnapshotCreate { volume: String, name: String },
     /// Snapshots of one volume, or of all volumes; answers `Vec<SnapshotInfo>` (oldest first).
@@ -441,6 +452,10 @@ pub struct VolumeInfo {
     /// Its volume information (backups).
     #[serde(default)]
     pub info: InfoView,
+    /// In a cluster, the node that made it, when not the one answering (`volume create`
+    /// placed elsewhere); `id` is then its id in that node's pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// One snapshot.

@@ -23,6 +23,9 @@ pub struct Handler {
     pub started: std::time::Instant,
     /// The NBD export table, when the daemon runs with `--nbd`.
     pub nbd: Option<Arc<crate::nbd::ExportTable>>,
+    /// The cluster, when the daemon runs with `--cluster`: volume create, resize and delete
+    /// go through its catalog.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 fn export_info(r: crate::nbd::ExportRow) -> NbdExportInfo {
@@ -110,6 +113,17 @@ impl Handler {
         })
     }
 
+    /// The cluster, or invalid when the daemon runs alone.
+    fn cluster(&self) -> Result<&crate::cluster::Cluster, PoolError> {
+        self.cluster.as_deref().ok_or_else(|| {
+            PoolError::Invalid(
+                "this fusevold is not in a cluster (start it with --cluster URL --node NAME \
+                 --nbd ADDR:PORT)"
+                    .into(),
+            )
+        })
+    }
+
     fn dispatch(&self, req: Request) -> Result<Response, PoolError> {
         let st = &self.storage;
         if let Some(res) = self.dispatch_backup(&req) {
@@ -131,6 +145,9 @@ impl Handler {
                     vec![],
                 )
             }
+            Request::ClusterStatus => ok(self.cluster()?.status(), vec![]),
+            Request::ClusterNodes => ok(self.cluster()?.nodes(), vec![]),
+            Request::ClusterVolumes => ok(self.cluster()?.volumes(), vec![]),
             Request::Ping | Request::PoolInfo => {
                 ok(status::pool_info(st, &self.mountpoint), vec![])
             }
@@ -143,8 +160,60 @@ impl Handler {
                     .expect("just added");
                 ok(info, vec![])
             }
-            Request::VolumeCreate { name, size, tier } => {
-                let (v, warnings) = st.volumes.create_volume(&name, size, tier.as_deref())?;
+            Request::VolumeCreate {
+                name,
+                size,
+                tier,
+                node,
+            } => {
+                if let Some(c) = &self.cluster {
+                    names::validate("volume", &name).map_err(PoolError::Invalid)?;
+                    let target = match node {
+                        Some(n) => n,
+                        None => c
+                            .place(size, tier.as_deref())
+                            .map_err(|e| e.into_pool_error())?,
+                    };
+                    if target != c.node() {
+                        let r = c
+                            .create_remote(&target, &name, size, tier.as_deref())
+                            .map_err(|e| e.into_pool_error())?;
+                        let info = crate::control::protocol::VolumeInfo {
+                            id: r.local_id.unwrap_or(0),
+                            name,
+                            size: r.size,
+                            tier: r.tier,
+                            allocated: 0,
+                            created: std::time::SystemTime::now()
+                                .duration_since(std::time::UNIX_EPOCH)
+                                .map(|d| d.as_secs())
+                                .unwrap_or(0),
+                            open_handles: 0,
+                            extents_per_array: vec![],
+                            info: Default::default(),
+                            node: Some(target),
+                        };
+                        return ok(info, vec![]);
+                    }
+                } else if let Some(n) = node {
+                    return Err(PoolError::Invalid(format!(
+                        "cannot create volume '{name}' on node '{n}': this fusevold is not in a \
+                         cluster (--node needs fusevold --cluster)"
+                    )));
+                }
+                let make = || {
+                    let (v, warnings) = st.volumes.create_volume(&name, size, tier.as_deref())?;
+                    let (id, size, tier) = (v.id, v.size(), v.tier.clone());
+                    Ok(((v, warnings), id, size, tier))
+                };
+                let (v, warnings) = match &self.cluster {
+                    Some(c) => {
+                        names::validate("volume", &name).map_err(PoolError::Invalid)?;
+                        c.create_volume(&name, size, tier.as_deref().unwrap_or(""), make)
+                            .map_err(|e| e.into_pool_error())?
+                    }
+                    None => make()?.0,
+                };
                 ok(status::volume_info(st, &v), warnings)
             }
             Request::VolumeList => {
@@ -162,11 +231,27 @@ impl Handler {
                 size,
                 allow_shrink,
             } => {
-                let v = st.resize_volume(&name, size, allow_shrink)?;
+                let resize = || {
+                    let v = st.resize_volume(&name, size, allow_shrink)?;
+                    let size = v.size();
+                    Ok((v, size))
+                };
+                let v = match &self.cluster {
+                    Some(c) => c
+                        .resize_volume(&name, resize)
+                        .map_err(|e| e.into_pool_error())?,
+                    None => resize()?.0,
+                };
                 ok(status::volume_info(st, &v), vec![])
             }
             Request::VolumeDelete { name, recursive } => {
-                st.delete_volume(&name, recursive)?;
+                let delete = || st.delete_volume(&name, recursive);
+                match &self.cluster {
+                    Some(c) => c
+                        .delete_volume(&name, delete)
+                        .map_err(|e| e.into_pool_error())?,
+                    None => delete()?,
+                }
                 ok(json!(null), vec![])
             }
             Request::SnapshotCreate { volume, name } => {

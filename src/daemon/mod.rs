@@ -44,6 +44,20 @@ pub struct DaemonOptions {
     pub metrics: Option<std::net::SocketAddr>,
     /// Threads of the FUSE adapter's I/O stage (`--io-threads`; 0: none, see `fuse::stage`).
     pub io_threads: usize,
+    /// Join a cluster over etcd (`--cluster URL --node NAME`; needs `nbd` with a TCP address).
+    pub cluster: Option<ClusterJoin>,
+}
+
+/// `--cluster URL[,URL...] --node NAME [--cluster-ttl SECS] [--cluster-address ADDR:PORT]`.
+#[derive(Debug, Clone)]
+pub struct ClusterJoin {
+    pub endpoints: Vec<String>,
+    pub node: String,
+    pub ttl: u64,
+    /// Where peers reach this node's NBD server; default: the `--nbd` address.
+    pub address: Option<String>,
+    /// Placement priority of this node's pool (lower first).
+    pub priority: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -132,6 +146,52 @@ pub fn ensure_pool(dir: &Path) -> Result<(), DaemonError> {
 /// Where a salvage start writes its loss report (JSON), in the pool directory.
 pub const SALVAGE_REPORT_FILE: &str = "salvage-report.json";
 
+/// The cluster client's options from `--cluster`: the NBD server must listen on TCP (peers
+/// forward I/O there), and is made shared (a forwarded writer may write a volume whose file is
+/// open for writing in a mount: the cluster, not the front end, decides who writes).
+fn cluster_options(
+    j: &ClusterJoin,
+    nbd: &mut Option<crate::nbd::NbdOptions>,
+) -> Result<crate::cluster::ClusterOptions, DaemonError> {
+    let bad = |msg: String| DaemonError::Io {
+        op: "join the cluster as node",
+        path: PathBuf::from(&j.node),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, msg),
+    };
+    crate::names::validate("node", &j.node).map_err(bad)?;
+    let listen = nbd.as_mut().and_then(|o| {
+        o.shared = true;
+        o.listen
+    });
+    let address = match (&j.address, listen) {
+        (Some(a), _) => a.clone(),
+        (None, Some(l)) if !l.ip().is_unspecified() => l.to_string(),
+        (None, Some(l)) => {
+            return Err(bad(format!(
+                "--nbd listens on {l}: give --cluster-address ADDR:PORT, the address peers use"
+            )))
+        }
+        (None, None) => {
+            return Err(bad(
+                "--cluster needs --nbd ADDR:PORT (peers forward I/O to this node over NBD)".into(),
+            ))
+        }
+    };
+    if j.ttl < 2 {
+        return Err(bad(format!(
+            "--cluster-ttl {} is too short (at least 2 s)",
+            j.ttl
+        )));
+    }
+    Ok(crate::cluster::ClusterOptions {
+        endpoints: j.endpoints.clone(),
+        node: j.node.clone(),
+        address,
+        ttl: j.ttl,
+        priority: j.priority,
+    })
+}
+
 pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     ensure_pool(&opts.pool)?;
     let pool_dir = fs::canonicalize(&opts.pool).map_err(io_err("resolve", &opts.pool))?;
@@ -163,9 +223,16 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         }
     }
 
+    // In a cluster, peers forward I/O to this node's NBD server: it must listen on TCP, and a
+    // forwarded writer may write a volume whose file is open in a mount (shared).
+    let mut nbd_opts = opts.nbd.clone();
+    let cluster_opts = match &opts.cluster {
+        Some(j) => Some(cluster_options(j, &mut nbd_opts)?),
+        None => None,
+    };
     // NBD before the mount, so a port in use stops the daemon before anything is mounted.
     let nbd =
-        match &opts.nbd {
+        match &nbd_opts {
             Some(o) => Some(crate::nbd::NbdServer::start(st.clone(), o.clone()).map_err(
                 |source| DaemonError::Io {
                     op: "listen for NBD clients on",
@@ -180,6 +247,24 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
             None => None,
         };
     st.pool.events.set_capacity(opts.event_ring);
+    let cluster = match cluster_opts {
+        Some(o) => Some(
+            crate::cluster::Cluster::start(st.clone(), o)
+                .map_err(io_err("start the cluster client for", &pool_dir))?,
+        ),
+        None => None,
+    };
+    if let Some(c) = &cluster {
+        // Volumes other nodes place here are made by the ordinary cluster create.
+        let st2 = st.clone();
+        c.set_executor(Box::new(move |name, size, tier| {
+            let (v, warnings) = st2.volumes.create_volume(name, size, tier)?;
+            for w in warnings {
+                log::warn!("{w}");
+            }
+            Ok((v.id, v.size(), v.tier.clone()))
+        }));
+    }
 
     clear_stale_mount(&opts.mountpoint);
     fs::create_dir_all(&opts.mountpoint).map_err(io_err("create mountpoint", &opts.mountpoint))?;
@@ -196,8 +281,13 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     }
     config.n_threads = Some(opts.threads.max(1));
     config.clone_fd = true;
-    let fs = FuseFs::with_io_threads(st.clone(), opts.io_threads, opts.threads.max(1))
-        .map_err(io_err("start the I/O stage for", &mnt))?;
+    let fs = FuseFs::with_io_threads(
+        st.clone(),
+        cluster.clone(),
+        opts.io_threads,
+        opts.threads.max(1),
+    )
+    .map_err(io_err("start the I/O stage for", &mnt))?;
     let mut session = Session::new(fs, &mnt, &config).map_err(io_err("mount FUSE at", &mnt))?;
     log::info!("mounted {} at {}", pool_dir.display(), mnt.display());
 
@@ -214,6 +304,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
             mountpoint: mnt.display().to_string(),
             started: Instant::now(),
             nbd: nbd.as_ref().map(|n| n.exports.clone()),
+            cluster: cluster.clone(),
         }),
     )
     .map_err(io_err("listen on control socket in", &pool_dir))?;
@@ -281,6 +372,10 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
 
     let served = session.run();
     stop.store(true, Ordering::Release);
+    // Leave the cluster first: the lease is revoked, peers see this node down at once.
+    if let Some(c) = &cluster {
+        c.stop();
+    }
     if let Some(n) = nbd {
         n.stop();
     }

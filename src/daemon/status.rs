@@ -57,6 +57,7 @@ pub fn volume_info(st: &Storage, vol: &Volume) -> VolumeInfo {
             })
             .collect(),
         info: crate::info::InfoView::of(&st.infos.get(vol.id)),
+        node: None,
     }
 }
 

@@ -11,6 +11,7 @@ pub mod group;
 pub mod journal;
 pub mod meta_record;
 pub mod nbd;
+pub mod nbd_client;
 pub mod pair_state;
 pub mod stream;
 pub mod volinfo;

@@ -17,6 +17,7 @@ use fuser::{
     ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, Request, WriteFlags,
 };
 
+use crate::cluster::{Cluster, RemoteError, RemoteSnapshot, RemoteVolume};
 use crate::pool::PoolError;
 use crate::snapshot::Snapshot;
 use crate::storage::{CopyFrom, Storage};
@@ -33,6 +34,10 @@ pub const SNAPROOT_NAME: &str = ".snapshots";
 pub const VOLUME_INO_BASE: u64 = 16;
 /// `.snapshots/<VOL>` of volume `id` is inode `SNAPDIR_INO_BASE + id`.
 pub const SNAPDIR_INO_BASE: u64 = 1 << 48;
+/// Volume `i` of another node (cluster index `i`) is inode `REMOTE_INO_BASE + i`.
+pub const REMOTE_INO_BASE: u64 = 1 << 40;
+/// `.snapshots/<VOL>` of remote volume `i` is inode `REMOTE_SNAPDIR_BASE + i`.
+pub const REMOTE_SNAPDIR_BASE: u64 = 1 << 44;
 /// The kernel caps one request at 1 MiB.
 pub const MAX_REQUEST: u32 = 1 << 20;
 const TTL: Duration = Duration::from_secs(1);
@@ -48,10 +53,17 @@ enum Node {
     SnapDir(Arc<Volume>),
     Volume(Arc<Volume>),
     Snapshot(Arc<Snapshot>),
+    /// A volume another node owns: I/O is forwarded to it (`cluster`).
+    Remote(RemoteVolume),
+    /// `.snapshots/<VOL>` of a remote volume.
+    RemoteSnapDir(RemoteVolume),
+    /// A snapshot of a remote volume: reads are forwarded to the owner's `VOL@SNAP`.
+    RemoteSnapshot(RemoteSnapshot),
 }
 
 pub struct FuseFs {
     st: Arc<Storage>,
+    cluster: Option<Arc<Cluster>>,
     uid: u32,
     gid: u32,
     mounted_at: SystemTime,
@@ -79,6 +91,31 @@ pub fn io_errno(e: &IoError) -> i32 {
     }
 }
 
+/// The errno for a forwarded request's failure. An owner that is down or does not answer is
+/// EIO (never data from anywhere else); the owner's own answer keeps its meaning.
+pub fn remote_errno(e: &RemoteError) -> i32 {
+    use crate::format::nbd as w;
+    match e {
+        RemoteError::BeyondEnd { .. } => libc::ENOSPC,
+        RemoteError::Remote { error, .. } => match *error {
+            w::ENOSPC => libc::ENOSPC,
+            w::EPERM => libc::EROFS,
+            w::EINVAL => libc::EINVAL,
+            w::ENOMEM => libc::ENOMEM,
+            _ => libc::EIO,
+        },
+        RemoteError::Unavailable { .. } | RemoteError::Io { .. } => libc::EIO,
+    }
+}
+
+fn remote_fail(e: RemoteError) -> Errno {
+    match &e {
+        RemoteError::BeyondEnd { .. } => log::debug!("{e}"),
+        _ => log::error!("{e}"),
+    }
+    Errno::from_i32(remote_errno(&e))
+}
+
 fn errno_of(e: &IoError) -> Errno {
     Errno::from_i32(io_errno(e))
 }
@@ -97,8 +134,14 @@ fn pool_errno(e: &PoolError) -> Errno {
 impl FuseFs {
     /// An adapter whose data requests run on the FUSE workers themselves.
     pub fn new(st: Arc<Storage>) -> FuseFs {
+        FuseFs::with_cluster(st, None)
+    }
+
+    /// A mount that also shows the volumes of the other nodes of `cluster`.
+    pub fn with_cluster(st: Arc<Storage>, cluster: Option<Arc<Cluster>>) -> FuseFs {
         FuseFs {
             st,
+            cluster,
             uid: nix::unistd::getuid().as_raw(),
             gid: nix::unistd::getgid().as_raw(),
             mounted_at: SystemTime::now(),
@@ -111,21 +154,16 @@ impl FuseFs {
     /// back for the next request while its I/O is at the disk; the reply is sent when the
     /// I/O completes. 0 keeps every request on its worker. `workers`: the FUSE worker
     /// threads of the session.
+    /// `cluster`: as for `with_cluster`.
     pub fn with_io_threads(
         st: Arc<Storage>,
+        cluster: Option<Arc<Cluster>>,
         io_threads: usize,
         workers: usize,
     ) -> std::io::Result<FuseFs> {
-        let mut fs = FuseFs::new(st);
+        let mut fs = FuseFs::with_cluster(st, cluster);
         fs.dispatch = Dispatch::new(io_threads, workers)?;
         Ok(fs)
-    }
-
-    fn volume(&self, ino: INodeNo) -> Option<Arc<Volume>> {
-        match self.node(ino) {
-            Some(Node::Volume(v)) => Some(v),
-            _ => None,
-        }
     }
 
     fn node(&self, ino: INodeNo) -> Option<Node> {
@@ -137,6 +175,20 @@ impl FuseFs {
                 .volumes
                 .volume_by_id(i - SNAPDIR_INO_BASE)
                 .map(Node::SnapDir),
+            i if i >= REMOTE_SNAPDIR_BASE => self
+                .cluster
+                .as_ref()?
+                .remote_by_index(i - REMOTE_SNAPDIR_BASE)
+                .map(Node::RemoteSnapDir),
+            i if i >= REMOTE_INO_BASE => {
+                let c = self.cluster.as_ref()?;
+                match c.remote_by_index(i - REMOTE_INO_BASE) {
+                    Some(r) => Some(Node::Remote(r)),
+                    None => c
+                        .remote_snapshot_by_index(i - REMOTE_INO_BASE)
+                        .map(Node::RemoteSnapshot),
+                }
+            }
             i if i >= VOLUME_INO_BASE => {
                 let id = i - VOLUME_INO_BASE;
                 match self.st.volumes.volume_by_id(id) {
@@ -155,7 +207,59 @@ impl FuseFs {
             Node::SnapDir(v) => self.dir_attr(SNAPDIR_INO_BASE + v.id),
             Node::Volume(v) => self.volume_attr(v),
             Node::Snapshot(s) => self.snapshot_attr(s),
+            Node::Remote(r) => self.remote_attr(r),
+            Node::RemoteSnapDir(r) => self.dir_attr(REMOTE_SNAPDIR_BASE + r.index),
+            Node::RemoteSnapshot(s) => {
+                let mut a = self.remote_attr(&s.volume);
+                a.ino = INodeNo(REMOTE_INO_BASE + s.index);
+                a.size = s.size;
+                a.blocks = s.size / 512;
+                a.perm = 0o400;
+                a
+            }
         }
+    }
+
+    fn remote_attr(&self, r: &RemoteVolume) -> FileAttr {
+        FileAttr {
+            ino: INodeNo(REMOTE_INO_BASE + r.index),
+            size: r.size,
+            blocks: r.size / 512,
+            atime: self.mounted_at,
+            mtime: self.mounted_at,
+            ctime: self.mounted_at,
+            crtime: self.mounted_at,
+            kind: FileType::RegularFile,
+            perm: 0o600,
+            nlink: 1,
+            uid: self.uid,
+            gid: self.gid,
+            rdev: 0,
+            blksize: 4096,
+            flags: 0,
+        }
+    }
+
+    /// Forward one request for remote volume `r` to its owner (EIO naming the owner when it
+    /// is down).
+    fn forward<T>(
+        &self,
+        r: &RemoteVolume,
+        f: impl FnOnce(&Cluster, &crate::cluster::Target) -> Result<T, RemoteError>,
+    ) -> Result<T, Errno> {
+        self.forward_to(r, &r.name, f)
+    }
+
+    /// Forward to export `export` of `r`'s owner (the volume, or `VOL@SNAP`).
+    fn forward_to<T>(
+        &self,
+        r: &RemoteVolume,
+        export: &str,
+        f: impl FnOnce(&Cluster, &crate::cluster::Target) -> Result<T, RemoteError>,
+    ) -> Result<T, Errno> {
+        let c = self.cluster.as_ref().ok_or(Errno::ENOENT)?;
+        let t = c.target(r, export).map_err(remote_fail)?;
+        f(c, &t).map_err(remote_fail)
     }
 
     fn snapshot_attr(&self, s: &Snapshot) -> FileAttr {
@@ -221,6 +325,38 @@ impl FuseFs {
     }
 }
 
+impl FuseFs {
+    /// fallocate on a forwarded volume: punching or zeroing becomes an NBD TRIM (the owner
+    /// punches, reads give zeros); plain allocation inside the volume is accepted as is
+    /// (the owner allocates on write).
+    fn fallocate_remote(
+        &self,
+        r: &RemoteVolume,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        let known =
+            libc::FALLOC_FL_KEEP_SIZE | libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_ZERO_RANGE;
+        if mode & !known != 0 {
+            return reply.error(Errno::from_i32(libc::EOPNOTSUPP));
+        }
+        let end = offset.saturating_add(length);
+        if mode & (libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_ZERO_RANGE) != 0 {
+            let len = end.min(r.size).saturating_sub(offset);
+            match self.forward(r, |c, t| c.remotes.trim(t, offset, len)) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
+            }
+        } else if end > r.size && mode & libc::FALLOC_FL_KEEP_SIZE == 0 {
+            reply.error(Errno::from_i32(libc::EFBIG))
+        } else {
+            reply.ok()
+        }
+    }
+}
+
 impl Filesystem for FuseFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // Asynchronous direct I/O: libaio on the volume file keeps many requests in flight.
@@ -253,8 +389,27 @@ impl Filesystem for FuseFs {
         };
         let found = match self.node(parent) {
             Some(Node::Root) if name == SNAPROOT_NAME => Some(Node::SnapRoot),
-            Some(Node::Root) => self.st.volumes.volume(name).map(Node::Volume),
-            Some(Node::SnapRoot) => self.st.volumes.volume(name).map(Node::SnapDir),
+            Some(Node::Root) => match self.st.volumes.volume(name) {
+                Some(v) => Some(Node::Volume(v)),
+                None => self
+                    .cluster
+                    .as_ref()
+                    .and_then(|c| c.remote_volume(name))
+                    .map(Node::Remote),
+            },
+            Some(Node::SnapRoot) => match self.st.volumes.volume(name) {
+                Some(v) => Some(Node::SnapDir(v)),
+                None => self
+                    .cluster
+                    .as_ref()
+                    .and_then(|c| c.remote_volume(name))
+                    .map(Node::RemoteSnapDir),
+            },
+            Some(Node::RemoteSnapDir(v)) => self
+                .cluster
+                .as_ref()
+                .and_then(|c| c.remote_snapshot(&v.name, name))
+                .map(Node::RemoteSnapshot),
             Some(Node::SnapDir(v)) => self
                 .st
                 .snapshots
@@ -297,7 +452,13 @@ impl Filesystem for FuseFs {
     ) {
         let v = match self.node(ino) {
             Some(Node::Volume(v)) => v,
-            Some(Node::Snapshot(_)) if size.is_some() => return reply.error(Errno::EROFS),
+            Some(Node::Snapshot(_) | Node::RemoteSnapshot(_)) if size.is_some() => {
+                return reply.error(Errno::EROFS)
+            }
+            // A forwarded volume is resized on its owner (`fusevol volume resize` there).
+            Some(Node::Remote(r)) if size.is_some_and(|s| s != r.size) => {
+                return reply.error(Errno::EPERM)
+            }
             Some(n) => return reply.attr(&TTL, &self.attr(&n)),
             None => return reply.error(Errno::ENOENT),
         };
@@ -354,6 +515,21 @@ impl Filesystem for FuseFs {
                 s.opened();
                 reply.opened(FileHandle(s.id), FopenFlags::empty())
             }
+            Some(Node::Remote(r)) => {
+                let f = FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES | FopenFlags::FOPEN_DIRECT_IO;
+                reply.opened(FileHandle(REMOTE_INO_BASE + r.index), f)
+            }
+            Some(Node::RemoteSnapshot(s)) => {
+                if flags.0 & libc::O_ACCMODE != libc::O_RDONLY {
+                    return reply.error(Errno::EROFS);
+                }
+                // Not cached here: a snapshot deleted and made again under its name on the
+                // owner must not be read from this kernel's old pages.
+                reply.opened(
+                    FileHandle(REMOTE_INO_BASE + s.index),
+                    FopenFlags::FOPEN_DIRECT_IO,
+                )
+            }
             Some(_) => reply.error(Errno::EISDIR),
             None => reply.error(Errno::ENOENT),
         }
@@ -395,6 +571,24 @@ impl Filesystem for FuseFs {
         reply: ReplyData,
     ) {
         let node = match self.node(ino) {
+            // A volume of another node: forwarded to its owner from this worker.
+            Some(Node::Remote(r)) => {
+                let mut buf = vec![0u8; size as usize];
+                return match self.forward(&r, |c, t| c.remotes.read(t, r.size, offset, &mut buf)) {
+                    Ok(n) => reply.data(&buf[..n]),
+                    Err(e) => reply.error(e),
+                };
+            }
+            Some(Node::RemoteSnapshot(s)) => {
+                let mut buf = vec![0u8; size as usize];
+                let read = |c: &Cluster, t: &crate::cluster::Target| {
+                    c.remotes.read(t, s.size, offset, &mut buf)
+                };
+                return match self.forward_to(&s.volume, &s.export, read) {
+                    Ok(n) => reply.data(&buf[..n]),
+                    Err(e) => reply.error(e),
+                };
+            }
             Some(n @ (Node::Volume(_) | Node::Snapshot(_))) => n,
             Some(_) => return reply.error(Errno::EISDIR),
             None => return reply.error(Errno::ENOENT),
@@ -418,7 +612,13 @@ impl Filesystem for FuseFs {
     ) {
         let v = match self.node(ino) {
             Some(Node::Volume(v)) => v,
-            Some(Node::Snapshot(_)) => return reply.error(Errno::EROFS),
+            Some(Node::Snapshot(_) | Node::RemoteSnapshot(_)) => return reply.error(Errno::EROFS),
+            Some(Node::Remote(r)) => {
+                return match self.forward(&r, |c, t| c.remotes.write(t, r.size, offset, data)) {
+                    Ok(n) => reply.written(n as u32),
+                    Err(e) => reply.error(e),
+                }
+            }
             _ => return reply.error(Errno::ENOENT),
         };
         let t = self.dispatch.begin();
@@ -454,8 +654,15 @@ impl Filesystem for FuseFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let Some(v) = self.volume(ino) else {
-            return reply.error(Errno::ENOENT);
+        let v = match self.node(ino) {
+            Some(Node::Volume(v)) => v,
+            Some(Node::Remote(r)) => {
+                return match self.forward(&r, |c, t| c.remotes.flush(t)) {
+                    Ok(()) => reply.ok(),
+                    Err(e) => reply.error(e),
+                }
+            }
+            _ => return reply.error(Errno::ENOENT),
         };
         // Covers every write acknowledged before it: a write's reply is sent only after its
         // pipeline returned, wherever it ran.
@@ -487,7 +694,8 @@ impl Filesystem for FuseFs {
     ) {
         let v = match self.node(ino) {
             Some(Node::Volume(v)) => v,
-            Some(Node::Snapshot(_)) => return reply.error(Errno::EROFS),
+            Some(Node::Snapshot(_) | Node::RemoteSnapshot(_)) => return reply.error(Errno::EROFS),
+            Some(Node::Remote(r)) => return self.fallocate_remote(&r, offset, length, mode, reply),
             _ => return reply.error(Errno::ENOENT),
         };
         let keep = mode & libc::FALLOC_FL_KEEP_SIZE != 0;
@@ -607,6 +815,7 @@ impl Filesystem for FuseFs {
             Some(Node::Root) => (ROOT_INO, ROOT_INO),
             Some(Node::SnapRoot) => (SNAPROOT_INO, ROOT_INO),
             Some(Node::SnapDir(v)) => (SNAPDIR_INO_BASE + v.id, SNAPROOT_INO),
+            Some(Node::RemoteSnapDir(r)) => (REMOTE_SNAPDIR_BASE + r.index, SNAPROOT_INO),
             Some(_) => return reply.error(Errno::ENOTDIR),
             None => return reply.error(Errno::ENOENT),
         };
@@ -620,15 +829,36 @@ impl Filesystem for FuseFs {
                 for v in self.st.volumes.volume_list() {
                     entries.push((volume_ino(v.id), FileType::RegularFile, v.name.clone()));
                 }
+                if let Some(c) = &self.cluster {
+                    for r in c.remote_volumes() {
+                        entries.push((REMOTE_INO_BASE + r.index, FileType::RegularFile, r.name));
+                    }
+                }
             }
             Some(Node::SnapRoot) => {
                 for v in self.st.volumes.volume_list() {
                     entries.push((SNAPDIR_INO_BASE + v.id, FileType::Directory, v.name.clone()));
                 }
+                if let Some(c) = &self.cluster {
+                    for r in c.remote_volumes() {
+                        entries.push((REMOTE_SNAPDIR_BASE + r.index, FileType::Directory, r.name));
+                    }
+                }
             }
             Some(Node::SnapDir(v)) => {
                 for s in self.st.snapshots.snapshots_of(v.id) {
                     entries.push((volume_ino(s.id), FileType::RegularFile, s.name.clone()));
+                }
+            }
+            Some(Node::RemoteSnapDir(r)) => {
+                for e in &r.snapshots {
+                    let snap = self
+                        .cluster
+                        .as_ref()
+                        .and_then(|c| c.remote_snapshot(&r.name, &e.name));
+                    if let Some(s) = snap {
+                        entries.push((REMOTE_INO_BASE + s.index, FileType::RegularFile, s.name));
+                    }
                 }
             }
             _ => {}

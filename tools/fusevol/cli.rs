@@ -207,6 +207,12 @@ pub(crate) enum Command {
     /// oldest first, with its source, time, label, host, kind, size and the space it holds;
     /// `catalog rebuild` rebuilds the index from the volumes' own records
     Catalog(crate::backup::CatalogArgs),
+    /// Several hosts: this node's view of the cluster (needs fusevold --cluster)
+    ///
+    /// Every node shows the same catalog (from etcd): nodes up or down, each volume's owner
+    /// and whether it is available.
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
     /// Write a metadata checkpoint and flush all arrays to stable storage
     Sync,
     /// Check that a fusevold is serving the pool and answering
@@ -267,6 +273,16 @@ pub(crate) enum PoolCmd {
 }
 
 #[derive(Subcommand)]
+pub(crate) enum ClusterCmd {
+    /// This node, its etcd connection and lease, and counts of nodes and volumes
+    Status,
+    /// Every node that joined: up or down, address, capacity, free space, load
+    Nodes,
+    /// The catalog: every volume of the cluster, its owner, and whether it is available
+    Volumes,
+}
+
+#[derive(Subcommand)]
 pub(crate) enum ExportNbdCmd {
     /// Export a volume or snapshot again (VOL or VOL@SNAP)
     Add {
@@ -297,6 +313,10 @@ pub(crate) enum VolumeCmd {
         /// Place the volume's extents on arrays of this tier [default: the pool's choice]
         #[arg(long, value_name = "TIER")]
         tier: Option<String>,
+        /// In a cluster: make it on this node [default: placement by priority, free
+        /// space in the tier, then load; this node first at equal priority]
+        #[arg(long, value_name = "NODE")]
+        node: Option<String>,
     },
     /// List all volumes with size, allocation and tier
     List,
@@ -448,10 +468,16 @@ mod tests {
         assert!(cli.json);
         assert_eq!(cli.pool.as_deref(), Some(Path::new("/p")));
         match cli.command {
-            Command::Volume(VolumeCmd::Create { name, size, tier }) => {
+            Command::Volume(VolumeCmd::Create {
+                name,
+                size,
+                tier,
+                node,
+            }) => {
                 assert_eq!(name, "v0");
                 assert_eq!(size, 4 << 30);
                 assert_eq!(tier.as_deref(), Some("slow"));
+                assert_eq!(node, None);
             }
             _ => panic!("wrong command"),
         }

@@ -496,6 +496,7 @@ fn prepare(client: &mut Client, h: &StreamHeader, name: &str) -> Result<Undo, Fa
             name: name.to_string(),
             size: h.size,
             tier: None,
+            node: None,
         })?;
         return Ok(Undo::Delete);
     }

@@ -9,6 +9,7 @@
 
 mod backup;
 mod cli;
+mod cluster;
 mod copy;
 mod events;
 mod exit;
@@ -154,6 +155,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Events { follow, since } => events::events(&ctx, since, follow),
         Command::ExportNbd(cmd) => export::export_nbd(&ctx, cmd),
         Command::Catalog(args) => backup::catalog(&ctx, args),
+        Command::Cluster(cmd) => cluster::cluster(&ctx, cmd),
         Command::Sync => ctx.request(Request::Sync, |()| println!("synced")),
         Command::Ping => ctx.request(Request::Ping, |info: PoolInfo| {
             println!(

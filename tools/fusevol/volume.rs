@@ -10,14 +10,25 @@ use crate::Ctx;
 
 pub(crate) fn volume(ctx: &Ctx, cmd: VolumeCmd) -> Result<(), Failure> {
     match cmd {
-        VolumeCmd::Create { name, size, tier } => ctx.request(
-            Request::VolumeCreate { name, size, tier },
+        VolumeCmd::Create {
+            name,
+            size,
+            tier,
+            node,
+        } => ctx.request(
+            Request::VolumeCreate {
+                name,
+                size,
+                tier,
+                node,
+            },
             |v: VolumeInfo| {
                 println!(
-                    "created volume {}: {}, tier {}",
+                    "created volume {}: {}, tier {}{}",
                     v.name,
                     format_size(v.size),
-                    v.tier
+                    v.tier,
+                    v.node.map(|n| format!(", on node {n}")).unwrap_or_default()
                 )
             },
         ),

@@ -1,0 +1,608 @@
+//! Several hosts, one set of volumes (`fusevold --cluster URL --node NAME --nbd ADDR:PORT`).
+//!
+//! The shared state lives in etcd, never in a protocol of our own: each node registers under
+//! a lease it keeps alive (`session`), the catalog of global volume names is written only in
+//! transactions that compare the revision read (`catalog`), and every daemon watches the
+//! prefix into a local cache (`records::Cache`), so lookups cost no round trip. Data moves
+//! over NBD: I/O to a volume another node owns is forwarded to that node's NBD server
+//! (`remote`).
+//!
+//! This module sits above `storage` and `nbd`, beside `control`: it reads the local pool
+//! (volumes, arrays) to publish it, and `fuse` asks it for the volumes of other nodes. The
+//! etcd client is async (tonic); a tokio runtime with one worker thread lives inside this
+//! module only, and the rest of the daemon calls in with blocking methods.
+//!
+//! Without `--cluster` none of this runs and nothing changes.
+
+mod catalog;
+mod placement;
+pub mod records;
+pub mod remote;
+pub mod requests;
+mod session;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use parking_lot::{Mutex, RwLock};
+use serde::{Deserialize, Serialize};
+
+use crate::pool::PoolError;
+use crate::storage::Storage;
+use records::{Cache, NodeRecord, SnapshotEntry, TierSpace, VolumeRecord};
+pub use remote::{RemoteError, Target};
+
+/// Default lease TTL in seconds: a dead node shows as unavailable within this.
+pub const DEFAULT_TTL: u64 = 10;
+/// How long one catalog operation may wait for etcd.
+pub const OP_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// etcd endpoints (`http://127.0.0.1:2379`, comma-separated on the command line).
+    pub endpoints: Vec<String>,
+    /// This node's name (unique in the cluster).
+    pub node: String,
+    /// `ADDR:PORT` where peers reach this node's NBD server.
+    pub address: String,
+    /// Lease TTL in seconds.
+    pub ttl: u64,
+    /// Placement priority of this node's pool (lower first; `--cluster-priority`).
+    pub priority: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("cluster catalog (etcd at {endpoints}) unreachable while trying to {op}: {detail}")]
+    Unreachable {
+        endpoints: String,
+        op: String,
+        detail: String,
+    },
+    #[error("volume '{name}' already exists in the cluster (owner node '{owner}')")]
+    Exists { name: String, owner: String },
+    #[error("volume '{name}' is owned by node '{owner}': run the command on that node")]
+    NotOwner { name: String, owner: String },
+    #[error("volume '{name}' was changed by another node while this one updated it (revision {read} read, now {now}); try again")]
+    Conflict { name: String, read: i64, now: i64 },
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+}
+
+impl ClusterError {
+    /// The pool error a control answer carries (its code and this message).
+    pub fn into_pool_error(self) -> PoolError {
+        match self {
+            ClusterError::Pool(e) => e,
+            e @ ClusterError::Exists { .. } => PoolError::Exists(e.to_string()),
+            e @ ClusterError::NotOwner { .. } => PoolError::Invalid(e.to_string()),
+            e @ ClusterError::Conflict { .. } => PoolError::Busy(e.to_string()),
+            e @ ClusterError::Unreachable { .. } => PoolError::Inconsistent(e.to_string()),
+        }
+    }
+}
+
+/// A volume of another node as this node's mount shows it.
+#[derive(Debug, Clone)]
+pub struct RemoteVolume {
+    /// Index in this daemon's table of remote names (stable for the daemon's life; the mount
+    /// turns it into an inode number).
+    pub index: u64,
+    pub name: String,
+    pub owner: String,
+    pub size: u64,
+    /// The owner's NBD address while it is registered; None when it is down.
+    pub address: Option<String>,
+    pub snapshots: Vec<SnapshotEntry>,
+}
+
+/// A snapshot of another node's volume (read-only, forwarded to the owner's NBD export
+/// `VOL@SNAP`).
+#[derive(Debug, Clone)]
+pub struct RemoteSnapshot {
+    /// Index in the same table as the remote volumes' (its own entry).
+    pub index: u64,
+    pub volume: RemoteVolume,
+    pub name: String,
+    pub size: u64,
+    /// The owner's NBD export name.
+    pub export: String,
+}
+
+/// `fusevol cluster nodes`: one node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterNodeInfo {
+    pub name: String,
+    pub address: String,
+    /// `up` (registered under a live lease) or `down`.
+    pub state: String,
+    pub pools: Vec<String>,
+    pub tiers: Vec<TierSpace>,
+    pub capacity: u64,
+    pub free: u64,
+    pub load: f64,
+    /// Placement priority (lower first).
+    pub priority: u32,
+    /// Volumes the catalog lists with this owner.
+    pub volumes: u64,
+}
+
+/// `fusevol cluster volumes`: one catalog entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterVolumeInfo {
+    pub name: String,
+    pub owner: String,
+    pub local_id: u64,
+    pub size: u64,
+    pub tier: String,
+    /// `creating` or `ready`.
+    pub state: String,
+    /// False when the owner is not registered (down): I/O to it fails with EIO.
+    pub available: bool,
+    /// Where this node serves it from: `local` or `forwarded`.
+    pub served: String,
+    pub snapshots: Vec<String>,
+    /// The etcd revision of the entry.
+    pub revision: i64,
+}
+
+/// `fusevol cluster status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStatusInfo {
+    pub node: String,
+    pub address: String,
+    pub endpoints: Vec<String>,
+    /// The watch is live (the cache follows etcd).
+    pub connected: bool,
+    /// This node's lease (hex), while registered.
+    pub lease: Option<String>,
+    pub ttl: u64,
+    /// The etcd revision the cache reflects.
+    pub revision: i64,
+    pub nodes_up: u64,
+    pub nodes_known: u64,
+    pub volumes: u64,
+    pub volumes_unavailable: u64,
+    /// The last error talking to etcd, if the last attempt failed.
+    pub last_error: Option<String>,
+}
+
+#[derive(Default)]
+struct SessionState {
+    connected: bool,
+    lease: Option<i64>,
+    last_error: Option<String>,
+    /// The cache has been filled by a full read at least once.
+    synced: bool,
+}
+
+/// Remote names ↔ indexes (stable, never reused while the daemon runs).
+#[derive(Default)]
+struct Indexes {
+    by_name: HashMap<String, u64>,
+    names: Vec<String>,
+}
+
+struct Inner {
+    opts: ClusterOptions,
+    st: Arc<Storage>,
+    cache: RwLock<Cache>,
+    state: Mutex<SessionState>,
+    /// Names this node is creating now (their catalog entry says `creating`).
+    creating: Mutex<HashSet<String>>,
+    /// Names already warned about as shadowed (local volume vs another owner's entry).
+    shadow_warned: Mutex<HashSet<String>>,
+    client: tokio::sync::Mutex<Option<etcd_client::Client>>,
+    stop: tokio::sync::watch::Sender<bool>,
+    started: u64,
+    /// Create requests addressed to this node go to the request thread.
+    requests_tx: Mutex<Option<std::sync::mpsc::Sender<requests::CreateRequest>>>,
+    /// Request ids already taken (a re-read of the prefix sees them again until deleted).
+    seen_requests: Mutex<HashSet<String>>,
+}
+
+/// Makes a volume in this node's pool for a request from another node: (name, size, tier)
+/// → (local id, size, tier).
+pub type Executor =
+    Box<dyn Fn(&str, u64, Option<&str>) -> Result<(u64, u64, String), PoolError> + Send + Sync>;
+
+pub struct Cluster {
+    inner: Arc<Inner>,
+    rt: tokio::runtime::Runtime,
+    indexes: Mutex<Indexes>,
+    pub remotes: remote::Remotes,
+    executor: Mutex<Option<Arc<Executor>>>,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The host's one-minute load average.
+fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|f| f.parse().ok()))
+        .unwrap_or(0.0)
+}
+
+impl Inner {
+    fn endpoints(&self) -> String {
+        self.opts.endpoints.join(",")
+    }
+
+    /// A connected client (connected on first use; tonic reconnects by itself after that).
+    async fn client(&self) -> Result<etcd_client::Client, etcd_client::Error> {
+        let mut g = self.client.lock().await;
+        if let Some(c) = g.as_ref() {
+            return Ok(c.clone());
+        }
+        let opts = etcd_client::ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(2))
+            .with_timeout(OP_TIMEOUT)
+            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
+            .with_keep_alive_while_idle(true);
+        let c = etcd_client::Client::connect(&self.opts.endpoints, Some(opts)).await?;
+        *g = Some(c.clone());
+        Ok(c)
+    }
+
+    fn set_error(&self, e: String) {
+        self.state.lock().last_error = Some(e);
+    }
+
+    fn stopping(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    /// This node's registration as it stands now.
+    fn node_record(&self) -> NodeRecord {
+        let pool = &self.st.pool;
+        let mut tiers: Vec<TierSpace> = Vec::new();
+        {
+            let al = pool.alloc.lock();
+            for a in pool.arrays().iter() {
+                let (_, free) = al.usage(a.id);
+                let cap = a.capacity_extents * a.extent_size;
+                let free = free * a.extent_size;
+                match tiers.iter_mut().find(|t| t.tier == a.tier) {
+                    Some(t) => {
+                        t.capacity += cap;
+                        t.free += free;
+                    }
+                    None => tiers.push(TierSpace {
+                        tier: a.tier.clone(),
+                        capacity: cap,
+                        free,
+                    }),
+                }
+            }
+        }
+        tiers.sort_by(|a, b| a.tier.cmp(&b.tier));
+        NodeRecord {
+            name: self.opts.node.clone(),
+            address: self.opts.address.clone(),
+            pools: vec![pool.dir.display().to_string()],
+            capacity: tiers.iter().map(|t| t.capacity).sum(),
+            free: tiers.iter().map(|t| t.free).sum(),
+            tiers,
+            load: load_average(),
+            started: self.started,
+            pid: std::process::id(),
+            priority: self.opts.priority,
+        }
+    }
+}
+
+impl Cluster {
+    /// Start the cluster side: a runtime, the registration (lease + keep-alive) and the
+    /// watch. Returns at once; etcd being unreachable now is not an error (the daemon serves
+    /// its local volumes and keeps trying, logging why).
+    pub fn start(st: Arc<Storage>, opts: ClusterOptions) -> std::io::Result<Arc<Cluster>> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("cluster")
+            .enable_all()
+            .build()?;
+        let (stop, _) = tokio::sync::watch::channel(false);
+        let inner = Arc::new(Inner {
+            opts,
+            st,
+            cache: RwLock::new(Cache::default()),
+            state: Mutex::new(SessionState::default()),
+            creating: Mutex::new(HashSet::new()),
+            shadow_warned: Mutex::new(HashSet::new()),
+            client: tokio::sync::Mutex::new(None),
+            stop,
+            started: now_secs(),
+            requests_tx: Mutex::new(None),
+            seen_requests: Mutex::new(HashSet::new()),
+        });
+        let cluster = Arc::new(Cluster {
+            inner: inner.clone(),
+            rt,
+            indexes: Mutex::new(Indexes::default()),
+            remotes: remote::Remotes::default(),
+            executor: Mutex::new(None),
+        });
+        let (tx, rx) = std::sync::mpsc::channel();
+        *inner.requests_tx.lock() = Some(tx);
+        let weak = Arc::downgrade(&cluster);
+        std::thread::Builder::new()
+            .name("cluster-requests".into())
+            .spawn(move || {
+                while let Ok(req) = rx.recv() {
+                    let Some(c) = weak.upgrade() else { return };
+                    c.serve_request(req);
+                }
+            })?;
+        log::info!(
+            "cluster: node '{}' joining etcd at {} (NBD address {}, lease TTL {} s)",
+            inner.opts.node,
+            inner.endpoints(),
+            inner.opts.address,
+            inner.opts.ttl
+        );
+        cluster.rt.spawn(session::watch_loop(inner.clone()));
+        cluster.rt.spawn(session::register_loop(inner));
+        Ok(cluster)
+    }
+
+    pub fn node(&self) -> &str {
+        &self.inner.opts.node
+    }
+
+    /// Stop: revoke the lease (the node shows down at once) and end the tasks.
+    pub fn stop(&self) {
+        let _ = self.inner.stop.send(true);
+        self.inner.requests_tx.lock().take();
+        self.executor.lock().take();
+        let lease = self.inner.state.lock().lease.take();
+        if let Some(id) = lease {
+            let inner = self.inner.clone();
+            let r = self.rt.block_on(async move {
+                tokio::time::timeout(Duration::from_secs(2), async move {
+                    let mut c = inner.client().await?;
+                    c.lease_revoke(id).await.map(|_| ())
+                })
+                .await
+            });
+            match r {
+                Ok(Ok(())) => log::info!("cluster: node '{}' left (lease revoked)", self.node()),
+                Ok(Err(e)) => log::warn!("cluster: revoke lease at stop: {e}"),
+                Err(_) => log::warn!("cluster: revoke lease at stop: timed out"),
+            }
+        }
+    }
+
+    fn block_on<T>(
+        &self,
+        op: &str,
+        f: impl std::future::Future<Output = Result<T, ClusterError>>,
+    ) -> Result<T, ClusterError> {
+        match self
+            .rt
+            .block_on(async { tokio::time::timeout(OP_TIMEOUT * 2, f).await })
+        {
+            Ok(r) => r,
+            Err(_) => Err(ClusterError::Unreachable {
+                endpoints: self.inner.endpoints(),
+                op: op.to_string(),
+                detail: "timed out".into(),
+            }),
+        }
+    }
+
+    // ---- lookups from the cache (no round trip) --------------------------------------------
+
+    fn index_of(&self, name: &str) -> u64 {
+        let mut g = self.indexes.lock();
+        if let Some(&i) = g.by_name.get(name) {
+            return i;
+        }
+        let i = g.names.len() as u64;
+        g.names.push(name.to_string());
+        g.by_name.insert(name.to_string(), i);
+        i
+    }
+
+    fn remote_from(&self, cache: &Cache, rec: &VolumeRecord) -> RemoteVolume {
+        RemoteVolume {
+            index: self.index_of(&rec.name),
+            name: rec.name.clone(),
+            owner: rec.owner.clone(),
+            size: rec.size,
+            address: cache.nodes.get(&rec.owner).map(|n| n.rec.address.clone()),
+            snapshots: rec.snapshots.clone(),
+        }
+    }
+
+    /// Is `rec` a volume this node shows as forwarded (another owner, not shadowed by a
+    /// local volume of the same name, created completely)?
+    fn forwarded(&self, rec: &VolumeRecord) -> bool {
+        rec.owner != self.inner.opts.node
+            && rec.state == records::STATE_READY
+            && self.inner.st.volumes.volume(&rec.name).is_none()
+    }
+
+    /// The volume `name` of another node, if the catalog has one (and no local volume has
+    /// that name).
+    pub fn remote_volume(&self, name: &str) -> Option<RemoteVolume> {
+        let cache = self.inner.cache.read();
+        let rec = &cache.volumes.get(name)?.rec;
+        self.forwarded(rec).then(|| self.remote_from(&cache, rec))
+    }
+
+    /// The remote volume with this index, if it is still in the catalog.
+    pub fn remote_by_index(&self, index: u64) -> Option<RemoteVolume> {
+        let name = self.indexes.lock().names.get(index as usize)?.clone();
+        if name.contains('\0') {
+            return None;
+        }
+        self.remote_volume(&name)
+    }
+
+    /// Snapshot `snap` of remote volume `volume`, if the catalog lists it.
+    pub fn remote_snapshot(&self, volume: &str, snap: &str) -> Option<RemoteSnapshot> {
+        let v = self.remote_volume(volume)?;
+        let e = v.snapshots.iter().find(|s| s.name == snap)?.clone();
+        Some(RemoteSnapshot {
+            // Names cannot hold NUL, so "VOL\0SNAP" never collides with a volume's entry.
+            index: self.index_of(&format!("{volume}\0{snap}")),
+            export: format!("{volume}@{snap}"),
+            name: e.name,
+            size: e.size,
+            volume: v,
+        })
+    }
+
+    /// The remote snapshot with this index, if it is still in the catalog.
+    pub fn remote_snapshot_by_index(&self, index: u64) -> Option<RemoteSnapshot> {
+        let key = self.indexes.lock().names.get(index as usize)?.clone();
+        let (vol, snap) = key.split_once('\0')?;
+        self.remote_snapshot(vol, snap)
+    }
+
+    /// Every volume of other nodes, by name.
+    pub fn remote_volumes(&self) -> Vec<RemoteVolume> {
+        let cache = self.inner.cache.read();
+        cache
+            .volumes
+            .values()
+            .filter(|v| self.forwarded(&v.rec))
+            .map(|v| self.remote_from(&cache, &v.rec))
+            .collect()
+    }
+
+    /// Where to send I/O for `v` (export `export`), or Unavailable naming the owner.
+    pub fn target<'a>(
+        &self,
+        v: &'a RemoteVolume,
+        export: &'a str,
+    ) -> Result<Target<'a>, RemoteError> {
+        match v.address.as_deref() {
+            Some(address) => Ok(Target {
+                volume: &v.name,
+                node: &v.owner,
+                address,
+                export,
+            }),
+            None => Err(RemoteError::Unavailable {
+                volume: v.name.clone(),
+                node: v.owner.clone(),
+            }),
+        }
+    }
+
+    // ---- status ------------------------------------------------------------------------------
+
+    pub fn status(&self) -> ClusterStatusInfo {
+        let cache = self.inner.cache.read();
+        let s = self.inner.state.lock();
+        ClusterStatusInfo {
+            node: self.inner.opts.node.clone(),
+            address: self.inner.opts.address.clone(),
+            endpoints: self.inner.opts.endpoints.clone(),
+            connected: s.connected,
+            lease: s.lease.map(|l| format!("{l:x}")),
+            ttl: self.inner.opts.ttl,
+            revision: cache.revision,
+            nodes_up: cache.nodes.len() as u64,
+            nodes_known: cache
+                .members
+                .keys()
+                .chain(cache.nodes.keys())
+                .collect::<HashSet<_>>()
+                .len() as u64,
+            volumes: cache.volumes.len() as u64,
+            volumes_unavailable: cache
+                .volumes
+                .values()
+                .filter(|v| !cache.node_up(&v.rec.owner))
+                .count() as u64,
+            last_error: s.last_error.clone(),
+        }
+    }
+
+    pub fn nodes(&self) -> Vec<ClusterNodeInfo> {
+        let cache = self.inner.cache.read();
+        let mut names: Vec<&String> = cache.members.keys().chain(cache.nodes.keys()).collect();
+        names.sort();
+        names.dedup();
+        names
+            .into_iter()
+            .map(|name| {
+                let volumes = cache
+                    .volumes
+                    .values()
+                    .filter(|v| &v.rec.owner == name)
+                    .count() as u64;
+                match cache.nodes.get(name) {
+                    Some(n) => ClusterNodeInfo {
+                        name: name.clone(),
+                        address: n.rec.address.clone(),
+                        state: "up".into(),
+                        pools: n.rec.pools.clone(),
+                        tiers: n.rec.tiers.clone(),
+                        capacity: n.rec.capacity,
+                        free: n.rec.free,
+                        load: n.rec.load,
+                        priority: n.rec.priority,
+                        volumes,
+                    },
+                    None => ClusterNodeInfo {
+                        name: name.clone(),
+                        address: cache
+                            .members
+                            .get(name)
+                            .map(|m| m.address.clone())
+                            .unwrap_or_default(),
+                        state: "down".into(),
+                        pools: vec![],
+                        tiers: vec![],
+                        capacity: 0,
+                        free: 0,
+                        load: 0.0,
+                        priority: records::DEFAULT_PRIORITY,
+                        volumes,
+                    },
+                }
+            })
+            .collect()
+    }
+
+    pub fn volumes(&self) -> Vec<ClusterVolumeInfo> {
+        let cache = self.inner.cache.read();
+        let me = &self.inner.opts.node;
+        cache
+            .volumes
+            .values()
+            .map(|v| {
+                let r = &v.rec;
+                let local = &r.owner == me;
+                ClusterVolumeInfo {
+                    name: r.name.clone(),
+                    owner: r.owner.clone(),
+                    local_id: r.local_id,
+                    size: r.size,
+                    tier: r.tier.clone(),
+                    state: r.state.clone(),
+                    available: local || cache.node_up(&r.owner),
+                    served: if local {
+                        "local".into()
+                    } else if self.inner.st.volumes.volume(&r.name).is_some() {
+                        "shadowed by a local volume".into()
+                    } else {
+                        "forwarded".into()
+                    },
+                    snapshots: r.snapshots.iter().map(|s| s.name.clone()).collect(),
+                    revision: v.mod_revision,
+                }
+            })
+            .collect()
+    }
+}

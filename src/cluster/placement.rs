@@ -1,0 +1,134 @@
+//! Where a new volume goes when `volume create` names no node (seed 004's construction rule):
+//! the pools in priority order (a priority per node's pool, set by the admin with
+//! `fusevold --cluster-priority N`, lower first; equal priorities prefer the node that was
+//! asked, as the seed's "first priority is normally the manager's own SAN"), then the most
+//! free capacity in the tier asked for, then the lowest load. A node qualifies when it is up,
+//! has the tier (any tier when none is asked) and has at least the volume's size free in it.
+//! Nothing qualifies → a refusal naming what is short.
+
+use super::records::NodeRecord;
+
+/// Free bytes of `n` in `tier` (all tiers when None); None when it has no such tier.
+fn space(n: &NodeRecord, tier: Option<&str>) -> Option<u64> {
+    match tier {
+        None => Some(n.free),
+        Some(t) => n.tiers.iter().find(|x| x.tier == t).map(|x| x.free),
+    }
+}
+
+/// Pick the node for a volume of `size` bytes in `tier`, asked on node `me`.
+pub fn choose(
+    nodes: &[&NodeRecord],
+    me: &str,
+    size: u64,
+    tier: Option<&str>,
+) -> Result<String, String> {
+    let mut fits: Vec<(&NodeRecord, u64)> = nodes
+        .iter()
+        .filter_map(|n| space(n, tier).map(|s| (*n, s)))
+        .filter(|(_, s)| *s >= size)
+        .collect();
+    fits.sort_by(|(a, sa), (b, sb)| {
+        a.priority
+            .cmp(&b.priority)
+            .then((a.name != me).cmp(&(b.name != me)))
+            .then(sb.cmp(sa))
+            .then(a.load.total_cmp(&b.load))
+            .then(a.name.cmp(&b.name))
+    });
+    if let Some((n, _)) = fits.first() {
+        return Ok(n.name.clone());
+    }
+    let what = match tier {
+        Some(t) => format!("in tier '{t}'"),
+        None => "in any tier".to_string(),
+    };
+    if nodes.is_empty() {
+        return Err("no node of the cluster is up".into());
+    }
+    let with_tier: Vec<(&NodeRecord, u64)> = nodes
+        .iter()
+        .filter_map(|n| space(n, tier).map(|s| (*n, s)))
+        .collect();
+    let Some((best, free)) = with_tier.iter().max_by_key(|(_, s)| *s) else {
+        return Err(format!(
+            "no node that is up has tier '{}' (nodes up: {})",
+            tier.unwrap_or(""),
+            nodes
+                .iter()
+                .map(|n| n.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    };
+    Err(format!(
+        "no node has {} free {what}: short by {} bytes on the largest, node '{}' ({} bytes free)",
+        size,
+        size - free,
+        best.name,
+        free
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::records::TierSpace;
+    use super::*;
+
+    fn node(name: &str, priority: u32, tiers: &[(&str, u64)], load: f64) -> NodeRecord {
+        NodeRecord {
+            name: name.into(),
+            address: String::new(),
+            pools: vec![],
+            tiers: tiers
+                .iter()
+                .map(|(t, f)| TierSpace {
+                    tier: t.to_string(),
+                    capacity: *f * 2,
+                    free: *f,
+                })
+                .collect(),
+            capacity: tiers.iter().map(|(_, f)| f * 2).sum(),
+            free: tiers.iter().map(|(_, f)| f).sum(),
+            load,
+            started: 0,
+            pid: 0,
+            priority,
+        }
+    }
+
+    #[test]
+    fn own_node_first_at_equal_priority_then_free_then_load() {
+        let a = node("a", 100, &[("fast", 10)], 0.0);
+        let b = node("b", 100, &[("fast", 50)], 0.0);
+        let c = node("c", 100, &[("fast", 50)], 3.0);
+        let all = [&a, &b, &c];
+        assert_eq!(choose(&all, "a", 5, Some("fast")).unwrap(), "a");
+        // a is too small: the most free, then the lower load.
+        assert_eq!(choose(&all, "a", 20, Some("fast")).unwrap(), "b");
+        assert_eq!(choose(&all, "x", 5, None).unwrap(), "b");
+    }
+
+    #[test]
+    fn admin_priority_comes_before_everything() {
+        let a = node("a", 100, &[("fast", 100)], 0.0);
+        let b = node("b", 10, &[("fast", 20)], 5.0);
+        assert_eq!(choose(&[&a, &b], "a", 5, Some("fast")).unwrap(), "b");
+        assert_eq!(choose(&[&a, &b], "a", 50, Some("fast")).unwrap(), "a");
+    }
+
+    #[test]
+    fn refusals_name_what_is_short() {
+        let a = node("a", 100, &[("fast", 10), ("slow", 100)], 0.0);
+        let b = node("b", 100, &[("fast", 30)], 0.0);
+        let e = choose(&[&a, &b], "a", 40, Some("fast")).unwrap_err();
+        assert!(
+            e.contains("in tier 'fast'") && e.contains("node 'b'") && e.contains("short by 10"),
+            "{e}"
+        );
+        let e = choose(&[&a, &b], "a", 1, Some("tape")).unwrap_err();
+        assert!(e.contains("tier 'tape'"), "{e}");
+        assert_eq!(choose(&[&a, &b], "a", 100, Some("slow")).unwrap(), "a");
+        assert!(choose(&[], "a", 1, None).is_err());
+    }
+}

@@ -1,0 +1,218 @@
+//! What lives in etcd: the key layout and the JSON records under it, and the local cache of
+//! them that every daemon keeps from its watch (lookups never wait for a round trip).
+//!
+//! Keys (prefix `/fusevol/`):
+//!
+//! ```text
+//! /fusevol/members/<node>   MemberRecord  every node that ever joined (no lease: a node that
+//!                                         is down is still listed, as down)
+//! /fusevol/nodes/<node>     NodeRecord    the live registration, attached to the node's lease:
+//!                                         present = up; it vanishes when the lease expires
+//! /fusevol/volumes/<name>   VolumeRecord  the catalog: one key per global volume name, written
+//!                                         only in transactions that compare the revision read
+//! ```
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+pub const PREFIX: &str = "/fusevol/";
+pub const MEMBERS: &str = "/fusevol/members/";
+pub const NODES: &str = "/fusevol/nodes/";
+pub const VOLUMES: &str = "/fusevol/volumes/";
+
+pub fn member_key(node: &str) -> String {
+    format!("{MEMBERS}{node}")
+}
+pub fn node_key(node: &str) -> String {
+    format!("{NODES}{node}")
+}
+pub fn volume_key(name: &str) -> String {
+    format!("{VOLUMES}{name}")
+}
+
+/// A node as it joined: name and NBD address (static between starts).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberRecord {
+    pub name: String,
+    /// `ADDR:PORT` of the node's NBD server (where peers forward I/O).
+    pub address: String,
+    /// Unix seconds of the node's last registration.
+    pub joined: u64,
+}
+
+/// One tier of a node's pool, with its capacity and free space in bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TierSpace {
+    pub tier: String,
+    pub capacity: u64,
+    pub free: u64,
+}
+
+/// A node's live registration (under its lease), refreshed while it runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub name: String,
+    pub address: String,
+    /// Pool directories the node serves.
+    pub pools: Vec<String>,
+    pub tiers: Vec<TierSpace>,
+    pub capacity: u64,
+    pub free: u64,
+    /// The host's one-minute load average (from /proc/loadavg).
+    pub load: f64,
+    /// Unix seconds of the daemon's start.
+    pub started: u64,
+    /// fusevold's process id (for the operator).
+    pub pid: u32,
+    /// The admin's priority of this node's pool for placement (lower first).
+    #[serde(default = "default_priority")]
+    pub priority: u32,
+}
+
+pub const DEFAULT_PRIORITY: u32 = 100;
+
+fn default_priority() -> u32 {
+    DEFAULT_PRIORITY
+}
+
+/// A catalog entry: a global volume name, its owner node and its id there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeRecord {
+    pub name: String,
+    pub owner: String,
+    /// The volume's id in the owner's pool (0 while `creating`).
+    pub local_id: u64,
+    pub size: u64,
+    pub tier: String,
+    /// `creating` (the name is taken, the owner is making the volume) or `ready`.
+    pub state: String,
+    /// The volume's snapshots on the owner (served read-only as NBD exports `VOL@SNAP`).
+    #[serde(default)]
+    pub snapshots: Vec<SnapshotEntry>,
+}
+
+/// A snapshot in a catalog entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotEntry {
+    pub name: String,
+    pub size: u64,
+}
+
+pub const STATE_CREATING: &str = "creating";
+pub const STATE_READY: &str = "ready";
+
+/// A record with the revision it was last written at (what a transaction compares).
+#[derive(Debug, Clone)]
+pub struct Versioned<T> {
+    pub rec: T,
+    pub mod_revision: i64,
+}
+
+/// Everything under the prefix, as this daemon last saw it.
+#[derive(Debug, Default, Clone)]
+pub struct Cache {
+    pub members: BTreeMap<String, MemberRecord>,
+    pub nodes: BTreeMap<String, Versioned<NodeRecord>>,
+    pub volumes: BTreeMap<String, Versioned<VolumeRecord>>,
+    /// The etcd revision the cache reflects.
+    pub revision: i64,
+}
+
+impl Cache {
+    /// Apply one put (`value` Some) or delete of `key`; unknown keys and bad JSON are
+    /// skipped with a warning (another version of fusevol may share the prefix).
+    pub fn apply(&mut self, key: &str, value: Option<&[u8]>, mod_revision: i64) {
+        fn parse<T: for<'a> Deserialize<'a>>(key: &str, v: &[u8]) -> Option<T> {
+            match serde_json::from_slice(v) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    log::warn!("cluster: ignoring key {key}: {e}");
+                    None
+                }
+            }
+        }
+        if let Some(name) = key.strip_prefix(MEMBERS) {
+            match value.and_then(|v| parse::<MemberRecord>(key, v)) {
+                Some(r) => {
+                    self.members.insert(name.to_string(), r);
+                }
+                None => {
+                    self.members.remove(name);
+                }
+            }
+        } else if let Some(name) = key.strip_prefix(NODES) {
+            match value.and_then(|v| parse::<NodeRecord>(key, v)) {
+                Some(rec) => {
+                    self.nodes
+                        .insert(name.to_string(), Versioned { rec, mod_revision });
+                }
+                None => {
+                    self.nodes.remove(name);
+                }
+            }
+        } else if let Some(name) = key.strip_prefix(VOLUMES) {
+            match value.and_then(|v| parse::<VolumeRecord>(key, v)) {
+                Some(rec) => {
+                    self.volumes
+                        .insert(name.to_string(), Versioned { rec, mod_revision });
+                }
+                None => {
+                    self.volumes.remove(name);
+                }
+            }
+        }
+    }
+
+    pub fn node_up(&self, node: &str) -> bool {
+        self.nodes.contains_key(node)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vol(name: &str, owner: &str) -> VolumeRecord {
+        VolumeRecord {
+            name: name.into(),
+            owner: owner.into(),
+            local_id: 3,
+            size: 1 << 20,
+            tier: "fast".into(),
+            state: STATE_READY.into(),
+            snapshots: vec![],
+        }
+    }
+
+    #[test]
+    fn cache_applies_puts_and_deletes_by_key() {
+        let mut c = Cache::default();
+        let v = serde_json::to_vec(&vol("v1", "a")).unwrap();
+        c.apply(&volume_key("v1"), Some(&v), 5);
+        assert_eq!(c.volumes["v1"].rec.owner, "a");
+        assert_eq!(c.volumes["v1"].mod_revision, 5);
+        let n = NodeRecord {
+            name: "a".into(),
+            address: "127.0.0.1:1".into(),
+            pools: vec![],
+            tiers: vec![],
+            capacity: 0,
+            free: 0,
+            load: 0.5,
+            started: 0,
+            pid: 1,
+            priority: DEFAULT_PRIORITY,
+        };
+        c.apply(&node_key("a"), Some(&serde_json::to_vec(&n).unwrap()), 6);
+        assert!(c.node_up("a"));
+        c.apply(&node_key("a"), None, 7);
+        assert!(!c.node_up("a"));
+        c.apply(&volume_key("v1"), None, 8);
+        assert!(c.volumes.is_empty());
+        // Garbage is skipped, not fatal.
+        c.apply(&volume_key("bad"), Some(b"{"), 9);
+        assert!(c.volumes.is_empty());
+        c.apply("/fusevol/other/x", Some(b"1"), 10);
+    }
+}

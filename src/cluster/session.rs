@@ -1,0 +1,344 @@
+//! The node's life in etcd: registration under a lease kept alive, re-registration after the
+//! lease is lost (the daemon was stopped longer than the TTL, or etcd lost it), the watch that
+//! keeps the local cache, and the publication of the local volumes in the catalog.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, WatchOptions};
+
+use super::records::{
+    self, MemberRecord, SnapshotEntry, VolumeRecord, STATE_CREATING, STATE_READY,
+};
+use super::{now_secs, Inner};
+use crate::snapshot::SPLIT_SNAPSHOT_PREFIX;
+
+/// Pause between attempts while etcd cannot be reached.
+const RETRY: Duration = Duration::from_secs(1);
+/// The catalog is reconciled with the local pool this often.
+const RECONCILE_EVERY: Duration = Duration::from_secs(3);
+
+type EResult<T> = Result<T, etcd_client::Error>;
+
+fn other(msg: String) -> etcd_client::Error {
+    etcd_client::Error::LeaseKeepAliveError(msg)
+}
+
+/// Wait `d`, or less when the daemon stops; true when stopping.
+async fn pause(inner: &Inner, d: Duration) -> bool {
+    let mut rx = inner.stop.subscribe();
+    if *rx.borrow() {
+        return true;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(d) => inner.stopping(),
+        _ = rx.changed() => true,
+    }
+}
+
+/// Keep this node registered until the daemon stops.
+pub(super) async fn register_loop(inner: Arc<Inner>) {
+    let mut failures = 0u32;
+    while !inner.stopping() {
+        match session(&inner).await {
+            Ok(()) => return,
+            Err(e) => {
+                inner.state.lock().lease = None;
+                inner.set_error(e.to_string());
+                // The first failure and then one in 30 are logged (etcd may be down for long).
+                if failures.is_multiple_of(30) {
+                    log::warn!(
+                        "cluster: node '{}' not registered (etcd at {}): {e}; retrying",
+                        inner.opts.node,
+                        inner.endpoints()
+                    );
+                }
+                failures += 1;
+            }
+        }
+        if pause(&inner, RETRY).await {
+            return;
+        }
+    }
+}
+
+/// One registration: grant a lease, put the node under it, keep it alive, refresh the node
+/// record and reconcile the catalog. Returns Err when the lease is lost or etcd fails.
+async fn session(inner: &Inner) -> EResult<()> {
+    let mut c = inner.client().await?;
+    let ttl = inner.opts.ttl as i64;
+    let lease = c.lease_grant(ttl, None).await?.id();
+    let member = MemberRecord {
+        name: inner.opts.node.clone(),
+        address: inner.opts.address.clone(),
+        joined: now_secs(),
+    };
+    c.put(
+        records::member_key(&inner.opts.node),
+        serde_json::to_vec(&member).expect("serialize"),
+        None,
+    )
+    .await?;
+    let mut node = inner.node_record();
+    c.put(
+        records::node_key(&inner.opts.node),
+        serde_json::to_vec(&node).expect("serialize"),
+        Some(PutOptions::new().with_lease(lease)),
+    )
+    .await?;
+    {
+        let mut s = inner.state.lock();
+        s.lease = Some(lease);
+        s.last_error = None;
+    }
+    log::info!(
+        "cluster: node '{}' registered (lease {lease:x}, TTL {ttl} s)",
+        inner.opts.node
+    );
+    let (mut keeper, mut stream) = c.lease_keep_alive(lease).await?;
+    let every = Duration::from_millis((inner.opts.ttl * 1000 / 3).max(300));
+    let mut last_reconcile = tokio::time::Instant::now() - RECONCILE_EVERY;
+    loop {
+        if last_reconcile.elapsed() >= RECONCILE_EVERY && inner.state.lock().synced {
+            reconcile(inner, &mut c).await?;
+            last_reconcile = tokio::time::Instant::now();
+        }
+        if pause(inner, every).await {
+            return Ok(());
+        }
+        keeper.keep_alive().await?;
+        let answer = tokio::time::timeout(Duration::from_secs(inner.opts.ttl), stream.message())
+            .await
+            .map_err(|_| other("no keep-alive answer from etcd".into()))??;
+        match answer {
+            Some(r) if r.ttl() > 0 => {}
+            Some(_) => {
+                log::warn!(
+                    "cluster: node '{}': lease {lease:x} expired (the daemon was stopped or cut \
+                     off longer than {ttl} s); registering again",
+                    inner.opts.node
+                );
+                return Err(other(format!("lease {lease:x} expired")));
+            }
+            None => return Err(other("keep-alive stream closed".into())),
+        }
+        // Free space and load change: refresh the registration when they do.
+        let now = inner.node_record();
+        if now.free != node.free
+            || now.capacity != node.capacity
+            || (now.load - node.load).abs() >= 0.1
+            || now.tiers != node.tiers
+        {
+            c.put(
+                records::node_key(&inner.opts.node),
+                serde_json::to_vec(&now).expect("serialize"),
+                Some(PutOptions::new().with_lease(lease)),
+            )
+            .await?;
+            node = now;
+        }
+    }
+}
+
+/// Make the catalog say what the local pool holds: publish local volumes it lacks (made
+/// before joining, by a clone, by a pair's S-VOL ...), update size and snapshots, and drop
+/// entries of this node whose volume is gone (deleted while etcd was unreachable, or a
+/// create that died half-way). Each write compares the revision the cache read; a lost race
+/// is simply seen again next round.
+async fn reconcile(inner: &Inner, c: &mut etcd_client::Client) -> EResult<()> {
+    let me = &inner.opts.node;
+    let st = &inner.st;
+    let locals = st.volumes.volume_list();
+    let creating = inner.creating.lock().clone();
+    let mut ops: Vec<Txn> = Vec::new();
+    {
+        let cache = inner.cache.read();
+        for v in &locals {
+            if creating.contains(&v.name) {
+                continue;
+            }
+            let mut snapshots: Vec<SnapshotEntry> = st
+                .snapshots
+                .snapshots_of(v.id)
+                .iter()
+                .filter(|s| !s.name.starts_with(SPLIT_SNAPSHOT_PREFIX))
+                .map(|s| SnapshotEntry {
+                    name: s.name.clone(),
+                    size: s.size,
+                })
+                .collect();
+            snapshots.sort_by(|a, b| a.name.cmp(&b.name));
+            let want = VolumeRecord {
+                name: v.name.clone(),
+                owner: me.clone(),
+                local_id: v.id,
+                size: v.size(),
+                tier: v.tier.clone(),
+                state: STATE_READY.into(),
+                snapshots,
+            };
+            let key = records::volume_key(&v.name);
+            let value = serde_json::to_vec(&want).expect("serialize");
+            match cache.volumes.get(&v.name) {
+                None => ops.push(
+                    Txn::new()
+                        .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                        .and_then([TxnOp::put(key, value, None)]),
+                ),
+                Some(e) if &e.rec.owner == me => {
+                    if e.rec != want {
+                        ops.push(
+                            Txn::new()
+                                .when([Compare::mod_revision(
+                                    key.clone(),
+                                    CompareOp::Equal,
+                                    e.mod_revision,
+                                )])
+                                .and_then([TxnOp::put(key, value, None)]),
+                        );
+                    }
+                }
+                Some(e) => {
+                    if inner.shadow_warned.lock().insert(v.name.clone()) {
+                        log::warn!(
+                            "cluster: local volume '{}' is not in the catalog: the name belongs \
+                             to node '{}'; this node's mount shows its own volume under that \
+                             name, the others show node '{}''s",
+                            v.name,
+                            e.rec.owner,
+                            e.rec.owner
+                        );
+                    }
+                }
+            }
+        }
+        for (name, e) in &cache.volumes {
+            let gone = &e.rec.owner == me
+                && !creating.contains(name)
+                && !locals.iter().any(|v| &v.name == name);
+            if gone {
+                let key = records::volume_key(name);
+                ops.push(
+                    Txn::new()
+                        .when([Compare::mod_revision(
+                            key.clone(),
+                            CompareOp::Equal,
+                            e.mod_revision,
+                        )])
+                        .and_then([TxnOp::delete(key, None)]),
+                );
+                if e.rec.state == STATE_CREATING {
+                    log::info!("cluster: dropping unfinished catalog entry '{name}'");
+                } else {
+                    log::info!("cluster: volume '{name}' is gone here; dropping its catalog entry");
+                }
+            }
+        }
+    }
+    for t in ops {
+        c.txn(t).await?;
+    }
+    Ok(())
+}
+
+/// Keep the cache: a full read, then a watch from the next revision; on any failure (etcd
+/// restarted, connection lost) start over. While etcd is away the cache keeps what it last
+/// saw (forwarding then goes straight to the owners' NBD servers, which answer or fail).
+pub(super) async fn watch_loop(inner: Arc<Inner>) {
+    let mut failures = 0u32;
+    while !inner.stopping() {
+        if let Err(e) = watch_once(&inner).await {
+            let was = std::mem::replace(&mut inner.state.lock().connected, false);
+            inner.set_error(e.to_string());
+            if was || failures.is_multiple_of(30) {
+                log::warn!(
+                    "cluster: watch of etcd at {} lost: {e}; reconnecting",
+                    inner.endpoints()
+                );
+            }
+            failures += 1;
+        }
+        if pause(&inner, RETRY).await {
+            return;
+        }
+    }
+}
+
+async fn watch_once(inner: &Inner) -> EResult<()> {
+    let mut c = inner.client().await?;
+    let resp = c
+        .get(records::PREFIX, Some(GetOptions::new().with_prefix()))
+        .await?;
+    let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
+    {
+        let mut fresh = records::Cache::default();
+        for kv in resp.kvs() {
+            if let Ok(k) = kv.key_str() {
+                fresh.apply(k, Some(kv.value()), kv.mod_revision());
+                super::requests::offer(inner, k, kv.value());
+            }
+        }
+        fresh.revision = rev;
+        *inner.cache.write() = fresh;
+    }
+    let (_watcher, mut stream) = c
+        .watch(
+            records::PREFIX,
+            Some(
+                WatchOptions::new()
+                    .with_prefix()
+                    .with_start_revision(rev + 1)
+                    .with_progress_notify(),
+            ),
+        )
+        .await?;
+    {
+        let mut s = inner.state.lock();
+        if !s.connected {
+            log::info!(
+                "cluster: watching etcd at {} from revision {rev}",
+                inner.endpoints()
+            );
+        }
+        s.connected = true;
+        s.synced = true;
+    }
+    let mut stop = inner.stop.subscribe();
+    loop {
+        let msg = tokio::select! {
+            m = stream.message() => m?,
+            _ = stop.changed() => return Ok(()),
+        };
+        let Some(resp) = msg else {
+            return Err(other("watch stream closed".into()));
+        };
+        if resp.canceled() {
+            return Err(other(format!("watch canceled: {}", resp.cancel_reason())));
+        }
+        let mut cache = inner.cache.write();
+        for ev in resp.events() {
+            let Some(kv) = ev.kv() else { continue };
+            let Ok(key) = kv.key_str() else { continue };
+            match ev.event_type() {
+                etcd_client::EventType::Put => {
+                    cache.apply(key, Some(kv.value()), kv.mod_revision());
+                    super::requests::offer(inner, key, kv.value());
+                }
+                etcd_client::EventType::Delete => {
+                    if let Some(node) = key.strip_prefix(records::NODES) {
+                        if cache.node_up(node) && node != inner.opts.node {
+                            log::warn!(
+                                "cluster: node '{node}' is unavailable (its lease ended); \
+                                 its volumes fail with EIO until it registers again"
+                            );
+                        }
+                    }
+                    cache.apply(key, None, kv.mod_revision())
+                }
+            }
+        }
+        if let Some(h) = resp.header() {
+            cache.revision = cache.revision.max(h.revision());
+        }
+    }
+}

@@ -1,0 +1,628 @@
+//! Several hosts over etcd (`fusevold --cluster URL --node NAME --nbd ADDR:PORT`): a real etcd
+//! (`tests/common/etcd.rs`) and two or three daemons with their own pools on this machine.
+//! Names are unique under concurrent creates; a volume of one node is read and written
+//! through the others' mounts (dd, fio --verify, ext4 on a loop device); a killed or stopped
+//! owner shows unavailable within the lease TTL and its volumes fail with EIO, nothing is
+//! lost after it restarts; an etcd restart leaves local volumes served throughout.
+
+mod common;
+
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::etcd::{free_port, Etcd};
+use common::*;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+const ARRAYS: &[&str] = &["a0:1G", "a1:1G"];
+const TTL: u64 = 3;
+/// Lease TTL plus the watch's delivery and the keep-alive period: a dead node must show down
+/// within this.
+const DOWN_WITHIN: Duration = Duration::from_secs(TTL + 4);
+
+/// A pool served as cluster node `name`.
+fn node(etcd: &Etcd, name: &str) -> TestPool {
+    node_with(etcd, name, ARRAYS, &[])
+}
+
+/// A pool with `arrays`, served as cluster node `name` with `extra` daemon arguments.
+fn node_with(etcd: &Etcd, name: &str, arrays: &[&str], extra: &[&str]) -> TestPool {
+    let mut p = TestPool::init(arrays, "256K");
+    p.daemon_args = vec![
+        "--nbd".into(),
+        format!("127.0.0.1:{}", free_port()),
+        "--cluster".into(),
+        etcd.url(),
+        "--node".into(),
+        name.into(),
+        "--cluster-ttl".into(),
+        TTL.to_string(),
+    ];
+    p.daemon_args.extend(extra.iter().map(|s| s.to_string()));
+    p.start();
+    p
+}
+
+fn cluster_json(p: &TestPool, what: &str) -> Value {
+    p.cli_json(&["cluster", what])
+}
+
+fn catalog_entry(p: &TestPool, name: &str) -> Option<Value> {
+    cluster_json(p, "volumes")
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == name)
+        .cloned()
+}
+
+fn node_state(p: &TestPool, node: &str) -> Option<String> {
+    cluster_json(p, "nodes")
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == node)
+        .map(|n| n["state"].as_str().unwrap().to_string())
+}
+
+/// Wait until every node sees every other one up and `vol`'s file appears in each mount.
+fn wait_visible(nodes: &[&TestPool], vol: &str) {
+    for p in nodes {
+        wait_until(
+            &format!("volume '{vol}' in {}", p.mnt().display()),
+            Duration::from_secs(20),
+            || p.vol(vol).exists(),
+        );
+    }
+}
+
+fn wait_nodes_up(nodes: &[&TestPool], names: &[&str]) {
+    for p in nodes {
+        for n in names {
+            wait_until(
+                &format!("node '{n}' up as seen from {}", p.pool().display()),
+                Duration::from_secs(20),
+                || node_state(p, n).as_deref() == Some("up"),
+            );
+        }
+    }
+}
+
+fn dd(args: &[&str]) -> std::process::Output {
+    run(
+        Command::new(tool("dd")).args(args),
+        Duration::from_secs(120),
+    )
+}
+
+#[test]
+fn concurrent_creates_of_one_name_have_exactly_one_winner_and_all_nodes_agree() {
+    let etcd = Etcd::start();
+    let a = node(&etcd, "a");
+    let b = node(&etcd, "b");
+    wait_nodes_up(&[&a, &b], &["a", "b"]);
+    for round in 0..6 {
+        let name = format!("race{round}");
+        let (ha, hb) = (a.handle(), b.handle());
+        let (n1, n2) = (name.clone(), name.clone());
+        let ta = thread::spawn(move || ha.cli(&["volume", "create", &n1, "--size", "64M"]));
+        let tb = thread::spawn(move || hb.cli(&["volume", "create", &n2, "--size", "64M"]));
+        let (ra, rb) = (ta.join().unwrap(), tb.join().unwrap());
+        let wins = [&ra, &rb].iter().filter(|o| o.status.success()).count();
+        assert_eq!(
+            wins,
+            1,
+            "round {round}: exactly one create must win\nA: {}\nB: {}",
+            describe(&ra),
+            describe(&rb)
+        );
+        let (loser, winner) = if ra.status.success() {
+            (&rb, "a")
+        } else {
+            (&ra, "b")
+        };
+        let err = text(&loser.stderr);
+        assert!(
+            err.contains(&format!("volume '{name}' already exists in the cluster"))
+                && err.contains(&format!("owner node '{winner}'")),
+            "round {round}: the loser's error must name the volume and the owner: {err}"
+        );
+        // Both see the same owner; only the winner holds it locally.
+        for p in [&a, &b] {
+            wait_until("catalog entry ready", Duration::from_secs(10), || {
+                catalog_entry(p, &name).is_some_and(|v| v["state"] == "ready")
+            });
+            assert_eq!(catalog_entry(p, &name).unwrap()["owner"], winner);
+        }
+        let locals = |p: &TestPool| {
+            p.cli_json(&["volume", "list"])
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|v| v["name"] == name.as_str())
+                .count()
+        };
+        assert_eq!(
+            locals(&a) + locals(&b),
+            1,
+            "round {round}: one local volume in all"
+        );
+    }
+
+    // Every node shows the same catalog and the same nodes.
+    wait_until("same catalog on a and b", Duration::from_secs(10), || {
+        let strip = |p: &TestPool| {
+            let mut v = cluster_json(p, "volumes");
+            for e in v.as_array_mut().unwrap() {
+                e.as_object_mut().unwrap().remove("served");
+            }
+            v
+        };
+        strip(&a) == strip(&b)
+    });
+    let names = |p: &TestPool| -> Vec<String> {
+        cluster_json(p, "nodes")
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| format!("{}:{}", n["name"], n["state"]))
+            .collect()
+    };
+    assert_eq!(names(&a), names(&b));
+    let st = cluster_json(&a, "status");
+    assert_eq!(st["node"], "a");
+    assert_eq!(st["connected"], true);
+    assert_eq!(st["nodes_up"], 2);
+    assert!(st["lease"].is_string());
+    // Text output works too.
+    let text_out = a.cli_ok(&["cluster", "volumes"]);
+    assert!(text_out.contains("race0"), "{text_out}");
+    a.cli_ok(&["cluster", "nodes"]);
+    a.cli_ok(&["cluster", "status"]);
+
+    // Resize and delete are the owner's; another node is told who owns the volume.
+    let owner_of = |n: &str| {
+        catalog_entry(&a, n).unwrap()["owner"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (own, other) = if owner_of("race0") == "a" {
+        (&a, &b)
+    } else {
+        (&b, &a)
+    };
+    let out = other.cli(&["volume", "delete", "race0"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("is owned by node"),
+        "{}",
+        describe(&out)
+    );
+    own.cli_ok(&["volume", "resize", "race0", "--size", "128M"]);
+    wait_until(
+        "resize seen by the other node",
+        Duration::from_secs(10),
+        || {
+            catalog_entry(other, "race0").unwrap()["size"] == 128 * MIB
+                && std::fs::metadata(other.vol("race0")).map(|m| m.len()).ok() == Some(128 * MIB)
+        },
+    );
+    own.cli_ok(&["volume", "delete", "race0"]);
+    wait_until(
+        "delete seen by the other node",
+        Duration::from_secs(10),
+        || catalog_entry(other, "race0").is_none() && !other.vol("race0").exists(),
+    );
+    // The name is free again.
+    other.cli_ok(&["volume", "create", "race0", "--size", "16M"]);
+    // Names are checked before anything reaches etcd.
+    let out = a.cli(&["volume", "create", "../x", "--size", "16M"]);
+    assert!(!out.status.success());
+}
+
+#[test]
+fn a_volume_of_node_a_is_read_and_written_through_b_and_c() {
+    let etcd = Etcd::start();
+    let a = node(&etcd, "a");
+    let b = node(&etcd, "b");
+    let c = node(&etcd, "c");
+    a.set_budget(Duration::from_secs(600));
+    wait_nodes_up(&[&a, &b, &c], &["a", "b", "c"]);
+    a.create_volume("shared", "256M");
+    wait_visible(&[&b, &c], "shared");
+    assert_eq!(
+        std::fs::metadata(b.vol("shared")).unwrap().len(),
+        256 * MIB,
+        "size through b"
+    );
+    let entry = catalog_entry(&c, "shared").unwrap();
+    assert_eq!(entry["owner"], "a");
+    assert_eq!(entry["served"], "forwarded");
+    assert_eq!(entry["available"], true);
+
+    // dd through B, read back through C and on A itself.
+    let src = b.root().join("src.bin");
+    let mut data = vec![0u8; (8 * MIB) as usize];
+    fill_pattern(11, 0, &mut data);
+    std::fs::write(&src, &data).unwrap();
+    let out = dd(&[
+        &format!("if={}", src.display()),
+        &format!("of={}", b.vol("shared").display()),
+        "bs=1M",
+        "seek=3",
+        "conv=notrunc,fsync",
+        "oflag=direct",
+    ]);
+    assert!(out.status.success(), "dd through b: {}", describe(&out));
+    for (who, p) in [("c", &c), ("a", &a)] {
+        let got = read_range(&p.vol("shared"), 3 * MIB, 8 * MIB, true);
+        assert!(
+            got == data,
+            "data written through b differs when read through {who}"
+        );
+    }
+    // Written through C, read through B.
+    write_pattern(&c.vol("shared"), 12, 100 * MIB, 4 * MIB, true);
+    verify_pattern(&b.vol("shared"), 12, 100 * MIB, 4 * MIB, true);
+    verify_pattern(&a.vol("shared"), 12, 100 * MIB, 4 * MIB, false);
+
+    // A snapshot on the owner is a read-only file in the others' .snapshots/, forwarded.
+    a.cli_ok(&["snapshot", "create", "shared", "s1"]);
+    let snap_b = b.mnt().join(".snapshots/shared/s1");
+    wait_until("snapshot visible on b", Duration::from_secs(20), || {
+        snap_b.exists()
+    });
+    assert_eq!(std::fs::metadata(&snap_b).unwrap().len(), 256 * MIB);
+    write_pattern(&c.vol("shared"), 13, 100 * MIB, 4 * MIB, true);
+    verify_pattern(&snap_b, 12, 100 * MIB, 4 * MIB, false);
+    verify_pattern(&b.vol("shared"), 13, 100 * MIB, 4 * MIB, true);
+    let e = open_rw(&snap_b, false).unwrap_err();
+    assert_eq!(
+        e.raw_os_error(),
+        Some(libc::EROFS),
+        "open of a remote snapshot for writing"
+    );
+    let listed: Vec<String> = std::fs::read_dir(b.mnt().join(".snapshots/shared"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(listed, vec!["s1".to_string()]);
+
+    // fio --verify through B (QD16 libaio O_DIRECT) and C (psync).
+    for (p, extra) in [
+        (
+            &b,
+            &[
+                "--rw=randwrite",
+                "--bs=4k",
+                "--size=32M",
+                "--offset=128M",
+                "--ioengine=libaio",
+                "--iodepth=16",
+                "--direct=1",
+            ][..],
+        ),
+        (
+            &c,
+            &[
+                "--rw=write",
+                "--bs=1M",
+                "--size=48M",
+                "--offset=160M",
+                "--ioengine=psync",
+                "--direct=1",
+            ][..],
+        ),
+    ] {
+        let mut cmd = Command::new(tool("fio"));
+        cmd.arg("--name=fwd")
+            .arg(format!("--filename={}", p.vol("shared").display()))
+            .args(["--verify=crc32c", "--verify_fatal=1", "--do_verify=1"])
+            .args(extra)
+            .current_dir(p.root());
+        let out = run(&mut cmd, Duration::from_secs(300));
+        assert!(
+            out.status.success(),
+            "fio --verify forwarded: {}",
+            describe(&out)
+        );
+        let err = text(&out.stderr).to_lowercase();
+        assert!(!err.contains("verify"), "fio verify problems: {err}");
+    }
+
+    // ext4 on a loop device over the forwarded file on B; e2fsck clean.
+    a.create_volume("fs", "128M");
+    wait_visible(&[&b], "fs");
+    let dev = b.losetup(&b.vol("fs"), false);
+    run_ok(
+        Command::new(tool("mkfs.ext4")).args(["-q", "-F", &dev]),
+        Duration::from_secs(300),
+    );
+    let dir = b.root().join("ext4");
+    b.mount(&dev, &dir);
+    let mut content = vec![0u8; (3 * MIB) as usize];
+    fill_pattern(77, 0, &mut content);
+    for i in 0..8 {
+        std::fs::write(dir.join(format!("f{i}")), &content).unwrap();
+    }
+    run_ok(&mut Command::new("sync"), Duration::from_secs(60));
+    b.umount(&dir);
+    let out = run(
+        Command::new(tool("e2fsck")).args(["-f", "-n", &dev]),
+        Duration::from_secs(300),
+    );
+    assert_eq!(out.status.code(), Some(0), "e2fsck -fn: {}", describe(&out));
+    b.mount(&dev, &dir);
+    for i in 0..8 {
+        assert!(std::fs::read(dir.join(format!("f{i}"))).unwrap() == content);
+    }
+    b.umount(&dir);
+    b.detach_loop(&dev);
+    // The owner's own copy checks clean as well.
+    let dev_a = a.losetup(&a.vol("fs"), false);
+    let out = run(
+        Command::new(tool("e2fsck")).args(["-f", "-n", &dev_a]),
+        Duration::from_secs(300),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "e2fsck on the owner: {}",
+        describe(&out)
+    );
+    a.detach_loop(&dev_a);
+}
+
+#[test]
+fn killed_owner_is_unavailable_within_the_ttl_writes_fail_eio_and_nothing_is_lost() {
+    let etcd = Etcd::start();
+    let mut a = node(&etcd, "a");
+    let mut b = node(&etcd, "b");
+    wait_nodes_up(&[&a, &b], &["a", "b"]);
+    a.create_volume("v", "64M");
+    wait_visible(&[&b], "v");
+    write_pattern(&b.vol("v"), 5, 0, 16 * MIB, true);
+
+    // kill -9 of the owner: B reports it unavailable within the TTL.
+    a.kill9();
+    let t0 = Instant::now();
+    wait_until("a down as seen from b", DOWN_WITHIN, || {
+        node_state(&b, "a").as_deref() == Some("down")
+            && catalog_entry(&b, "v").is_some_and(|v| v["available"] == false)
+    });
+    let took = t0.elapsed();
+    assert!(took <= DOWN_WITHIN, "took {took:?}");
+    assert_eq!(cluster_json(&b, "status")["volumes_unavailable"], 1);
+    // Writes and reads fail with EIO (never stale data), and the log names the node.
+    let out = dd(&[
+        "if=/dev/zero",
+        &format!("of={}", b.vol("v").display()),
+        "bs=4k",
+        "count=1",
+        "conv=notrunc",
+        "oflag=direct",
+    ]);
+    assert!(
+        !out.status.success(),
+        "write to a dead owner's volume succeeded"
+    );
+    assert!(
+        text(&out.stderr).contains("Input/output error"),
+        "{}",
+        describe(&out)
+    );
+    let f = open_ro(&b.vol("v"), true).unwrap();
+    let mut buf = aligned(4096);
+    let e = std::os::unix::fs::FileExt::read_at(&f, &mut buf[..], 0).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EIO));
+    drop(f);
+    let log = b.daemon_log();
+    assert!(
+        log.contains("owner node 'a' is unavailable"),
+        "b's log does not name the node:\n{log}"
+    );
+
+    // A comes back: it registers again, and everything written before is there.
+    a.clear_dead_mount();
+    a.start();
+    wait_until("a up again as seen from b", Duration::from_secs(20), || {
+        node_state(&b, "a").as_deref() == Some("up")
+            && catalog_entry(&b, "v").is_some_and(|v| v["available"] == true)
+    });
+    verify_pattern(&b.vol("v"), 5, 0, 16 * MIB, true);
+    verify_pattern(&a.vol("v"), 5, 0, 16 * MIB, true);
+    write_pattern(&b.vol("v"), 6, 16 * MIB, MIB, true);
+    verify_pattern(&a.vol("v"), 6, 16 * MIB, MIB, true);
+
+    // SIGSTOP: the lease runs out, the node shows down; SIGCONT: it registers again.
+    let pid = Pid::from_raw(a.pid().unwrap() as i32);
+    kill(pid, Signal::SIGSTOP).unwrap();
+    let stopped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_until("stopped a down as seen from b", DOWN_WITHIN, || {
+            node_state(&b, "a").as_deref() == Some("down")
+        });
+    }));
+    kill(pid, Signal::SIGCONT).unwrap();
+    stopped.unwrap();
+    wait_until(
+        "a registered again after SIGCONT",
+        Duration::from_secs(20),
+        || node_state(&b, "a").as_deref() == Some("up"),
+    );
+    assert!(
+        a.daemon_log().contains("registering again"),
+        "a's log:\n{}",
+        a.daemon_log()
+    );
+    verify_pattern(&b.vol("v"), 6, 16 * MIB, MIB, true);
+    b.stop();
+    a.stop();
+}
+
+#[test]
+fn etcd_restart_leaves_local_volumes_served_and_daemons_reconnect() {
+    let mut etcd = Etcd::start();
+    let a = node(&etcd, "a");
+    let b = node(&etcd, "b");
+    wait_nodes_up(&[&a, &b], &["a", "b"]);
+    a.create_volume("va", "64M");
+    wait_visible(&[&b], "va");
+
+    // Local I/O on A runs the whole time etcd is down and coming back.
+    let vol = a.vol("va");
+    let writer = thread::spawn(move || {
+        let end = Instant::now() + Duration::from_secs(8);
+        let mut i = 0u64;
+        while Instant::now() < end {
+            write_pattern(&vol, 100 + i, (i % 16) * MIB, MIB, true);
+            verify_pattern(&vol, 100 + i, (i % 16) * MIB, MIB, true);
+            i += 1;
+        }
+        i
+    });
+    etcd.stop();
+    thread::sleep(Duration::from_secs(2));
+    // Forwarding does not need etcd: B still reaches A over NBD.
+    write_pattern(&b.vol("va"), 9, 32 * MIB, MIB, true);
+    verify_pattern(&a.vol("va"), 9, 32 * MIB, MIB, true);
+    // A catalog change is refused with a clear error while etcd is away.
+    let out = a.cli(&["volume", "create", "later", "--size", "16M"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("unreachable"),
+        "{}",
+        describe(&out)
+    );
+    assert!(!a.vol("later").exists());
+    thread::sleep(Duration::from_secs(1));
+    etcd.restart();
+    let rounds = writer
+        .join()
+        .expect("local I/O failed while etcd restarted");
+    assert!(rounds > 0);
+
+    // Both reconnect: watch live again, and a new volume shows up on the other node.
+    for p in [&a, &b] {
+        wait_until("watch reconnected", Duration::from_secs(30), || {
+            cluster_json(p, "status")["connected"] == true
+        });
+    }
+    wait_nodes_up(&[&a, &b], &["a", "b"]);
+    b.create_volume("vb", "32M");
+    wait_visible(&[&a], "vb");
+    write_pattern(&a.vol("vb"), 3, 0, 2 * MIB, true);
+    verify_pattern(&b.vol("vb"), 3, 0, 2 * MIB, true);
+}
+
+#[test]
+fn without_cluster_the_cluster_commands_say_so_and_options_are_checked() {
+    let p = TestPool::new(ARRAYS, "256K");
+    let out = p.cli(&["cluster", "status"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("not in a cluster"),
+        "{}",
+        describe(&out)
+    );
+    // --cluster without --nbd is refused at start.
+    let mut q = TestPool::init(ARRAYS, "256K");
+    q.daemon_args = vec![
+        "--cluster".into(),
+        "http://127.0.0.1:1".into(),
+        "--node".into(),
+        "x".into(),
+    ];
+    let e = q.start_expect_failure(&[]);
+    assert!(e.stderr.contains("nbd"), "{}", e.stderr);
+}
+
+#[test]
+fn placement_by_priority_tier_and_free_space_and_create_on_another_node() {
+    let etcd = Etcd::start();
+    let a = node(&etcd, "a");
+    let b = node(&etcd, "b");
+    // c: only a "slow" tier, and the admin's first choice (priority 10).
+    let c = node_with(&etcd, "c", &["s0:1G:slow"], &["--cluster-priority", "10"]);
+    wait_nodes_up(&[&a, &b, &c], &["a", "b", "c"]);
+    let owner = |n: &str| {
+        wait_until(&format!("'{n}' ready"), Duration::from_secs(10), || {
+            catalog_entry(&a, n).is_some_and(|v| v["state"] == "ready")
+        });
+        catalog_entry(&a, n).unwrap()["owner"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    // Tier fast: c has none; a and b are equal, the asking node first.
+    a.cli_ok(&["volume", "create", "p1", "--size", "64M", "--tier", "fast"]);
+    assert_eq!(owner("p1"), "a");
+    // No tier: the admin's priority first.
+    let v = a.cli_json(&["volume", "create", "p2", "--size", "64M"]);
+    assert_eq!(v["node"], "c", "{v}");
+    assert_eq!(owner("p2"), "c");
+    // Tier slow: only c has it.
+    a.cli_ok(&["volume", "create", "p3", "--size", "64M", "--tier", "slow"]);
+    assert_eq!(owner("p3"), "c");
+    // --node: made on b, used through a's mount, the data on b.
+    let out = a.cli_ok(&["volume", "create", "p4", "--size", "32M", "--node", "b"]);
+    assert!(out.contains("on node b"), "{out}");
+    assert_eq!(owner("p4"), "b");
+    assert!(b
+        .cli_json(&["volume", "list"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|v| v["name"] == "p4"));
+    wait_visible(&[&a], "p4");
+    write_pattern(&a.vol("p4"), 21, 0, 4 * MIB, true);
+    verify_pattern(&b.vol("p4"), 21, 0, 4 * MIB, true);
+    // Refusals name what is short.
+    let out = a.cli(&["volume", "create", "big", "--size", "5G", "--tier", "fast"]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("cannot place the volume")
+            && err.contains("in tier 'fast'")
+            && err.contains("short by"),
+        "{err}"
+    );
+    let out = a.cli(&["volume", "create", "t", "--size", "1M", "--tier", "tape"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("tier 'tape'"),
+        "{}",
+        describe(&out)
+    );
+    let out = a.cli(&["volume", "create", "p4", "--size", "1M", "--node", "c"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("already exists in the cluster"),
+        "{}",
+        describe(&out)
+    );
+    let out = a.cli(&["volume", "create", "z1", "--size", "1M", "--node", "zz"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("node 'zz'"),
+        "{}",
+        describe(&out)
+    );
+    assert!(catalog_entry(&a, "big").is_none() && catalog_entry(&a, "z1").is_none());
+    // Nodes list shows the priorities.
+    let nodes = cluster_json(&b, "nodes");
+    let prio = |n: &str| {
+        nodes
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["name"] == n)
+            .unwrap()["priority"]
+            .clone()
+    };
+    assert_eq!(prio("c"), 10);
+    assert_eq!(prio("a"), 100);
+}
