@@ -636,3 +636,41 @@ fn hooks_freeze_ext4_for_a_clean_snapshot() {
     p.umount(&m);
     p.detach_loop(&dev);
 }
+
+#[test]
+fn catalog_restore_from_snapshot_svol_and_stream() {
+    let p = TestPool::new(&["a0:256M", "a1:256M"], "1M");
+    p.create_volume("db", "8M");
+    write_at(&p.vol("db"), 0, 2 << 20, 1);
+    p.cli_ok(&["snapshot", "create", "db", "good"]);
+    let good = std::fs::read(snap(&p, "db", "good")).unwrap();
+    write_at(&p.vol("db"), 0, 1 << 20, 2);
+    // Refused while the target is open.
+    let open = std::fs::File::open(p.vol("db")).unwrap();
+    let out = p.cli(&["catalog", "restore", "db@good"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("open"), "{}", describe(&out));
+    drop(open);
+    p.cli_ok(&["catalog", "restore", "db@good"]);
+    assert!(std::fs::read(p.vol("db")).unwrap() == good);
+    // A split S-VOL restores its P-VOL (reverse resync).
+    p.cli_ok(&["pair", "create", "db", "db-s", "--create-svol", "--wait"]);
+    p.cli_ok(&["pair", "split", "db"]);
+    write_at(&p.vol("db"), 4 << 20, 1 << 20, 3);
+    p.cli_ok(&["catalog", "restore", "db-s"]);
+    p.cli_ok(&["pair", "wait", "db", "--state", "PAIR", "--timeout", "60"]);
+    assert!(std::fs::read(p.vol("db")).unwrap() == good);
+    p.cli_ok(&["pair", "delete", "db"]);
+    // An export stream: imported under the stream's volume name (or --to).
+    let file = p.root().join("db.fvs");
+    p.cli_ok(&["volume", "export", "db@good", file.to_str().unwrap()]);
+    p.cli_ok(&[
+        "catalog",
+        "restore",
+        file.to_str().unwrap(),
+        "--to",
+        "db-restored",
+    ]);
+    assert!(std::fs::read(p.vol("db-restored")).unwrap() == good);
+    assert_eq!(field(&info(&p, "db-restored"), "origin.kind"), "import");
+}

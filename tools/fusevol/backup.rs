@@ -136,6 +136,17 @@ pub(crate) struct CatalogArgs {
 pub(crate) enum CatalogCmd {
     /// Rebuild the catalog index (<POOL>/catalog.json) from the volumes' own records
     Rebuild,
+    /// Restore a backup onto its source volume, found from the backup's own record: a
+    /// snapshot by rollback, a split S-VOL by `pair resync --restore`, an export stream FILE
+    /// by import (into --to, or the stream's volume name). Refused while the target is open
+    Restore {
+        /// VOL@SNAP, an S-VOL's name, or an export stream file
+        #[arg(value_name = "BACKUP")]
+        backup: String,
+        /// The volume to restore into [default: the backup's source]
+        #[arg(long, value_name = "VOL")]
+        to: Option<String>,
+    },
 }
 
 pub(crate) fn catalog(ctx: &Ctx, args: CatalogArgs) -> Result<(), Failure> {
@@ -152,6 +163,7 @@ pub(crate) fn catalog(ctx: &Ctx, args: CatalogArgs) -> Result<(), Failure> {
                 println!("# index lacked: {n}");
             }
         }),
+        Some(CatalogCmd::Restore { backup, to }) => restore(ctx, backup, to),
         None => ctx.request(
             Request::Catalog {
                 volume: args.volume,
@@ -252,5 +264,105 @@ impl std::fmt::Display for Failure {
             | Failure::PairChanged(m)
             | Failure::GroupError(m) => write!(f, "{m}"),
         }
+    }
+}
+
+fn refuse_open(client: &mut fusevol::control::Client, vol: &str) -> Result<(), Failure> {
+    let (v, _): (VolumeInfo, _) = client.call_ok(&Request::VolumeInfo {
+        name: vol.to_string(),
+    })?;
+    if v.open_handles > 0 {
+        return Err(Failure::Local(format!(
+            "volume '{vol}' is open ({} handles); close it (umount, losetup -d) before a restore",
+            v.open_handles
+        )));
+    }
+    Ok(())
+}
+
+fn restore(ctx: &Ctx, backup: String, to: Option<String>) -> Result<(), Failure> {
+    let mut client = ctx.client()?;
+    let (catalog, _): (Vec<CatalogEntry>, _) =
+        client.call_ok(&Request::Catalog { volume: None })?;
+    let Some(entry) = catalog.iter().find(|e| e.name == backup) else {
+        if std::path::Path::new(&backup).is_file() {
+            // An export stream: import it (a full stream into a new volume, an incremental
+            // onto the volume whose latest snapshot is its base).
+            let target = match to {
+                Some(t) => t,
+                None => stream_volume(&backup)?,
+            };
+            return crate::copy::import(ctx, backup, target);
+        }
+        return Err(Failure::Local(format!(
+            "'{backup}' is neither a backup in the catalog nor an export stream file"
+        )));
+    };
+    if entry.source.is_empty() {
+        return Err(Failure::Local(format!(
+            "backup '{backup}' does not say which volume it is a copy of (its volume information is {})",
+            entry.info
+        )));
+    }
+    let target = to.unwrap_or_else(|| entry.source.clone());
+    if let Some((vol, snap)) = backup.split_once('@') {
+        if target != vol {
+            return Err(Failure::Local(format!(
+                "snapshot '{backup}' restores onto its own volume '{vol}', not '{target}' (use snapshot clone for a new volume)"
+            )));
+        }
+        refuse_open(&mut client, vol)?;
+        let req = Request::SnapshotRollback {
+            volume: vol.to_string(),
+            name: snap.to_string(),
+        };
+        return ctx.request(req, |v: VolumeInfo| {
+            println!(
+                "restored volume {} from snapshot {backup} (rollback)",
+                v.name
+            )
+        });
+    }
+    let (pairs, _): (Vec<fusevol::control::PairInfo>, _) =
+        client.call_ok(&Request::PairStatus { pvol: None })?;
+    match pairs.iter().find(|p| p.svol == backup) {
+        Some(p) => {
+            if p.pvol != target {
+                return Err(Failure::Local(format!(
+                    "S-VOL '{backup}' restores onto its P-VOL '{}', not '{target}'",
+                    p.pvol
+                )));
+            }
+            refuse_open(&mut client, &target)?;
+            let req = Request::PairResync {
+                pvol: target.clone(),
+                restore: true,
+                rate: None,
+            };
+            ctx.request(req, |p: fusevol::control::PairInfo| {
+                println!(
+                    "restoring volume {} from S-VOL {backup}: {} (pair wait {} --state PAIR to wait)",
+                    p.pvol, p.state, p.pvol
+                )
+            })
+        }
+        None => Err(Failure::Local(format!(
+            "backup '{backup}' ({}) is a volume of its own now (no pair, kind {}); copy it back with export/import or dd",
+            entry.source, entry.kind
+        ))),
+    }
+}
+
+/// The source volume named in a stream file's header.
+fn stream_volume(file: &str) -> Result<String, Failure> {
+    use std::io::Read;
+    let mut buf = vec![0u8; 8192];
+    let n = std::fs::File::open(file)
+        .and_then(|mut f| f.read(&mut buf))
+        .map_err(|e| Failure::Local(format!("cannot read {file}: {e}")))?;
+    match fusevol::format::stream::StreamHeader::parse(&buf[..n]) {
+        Ok(fusevol::format::stream::Parsed::Done(h, _)) => Ok(h.volume),
+        Ok(_) => Err(Failure::Local(format!("{file}: stream header cut short"))),
+        Err(e) => Err(Failure::Local(format!("{file}: not an export stream: {e}"))),
     }
 }

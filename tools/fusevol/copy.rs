@@ -212,32 +212,53 @@ fn write_stream(
     let mut crc = crc32c::crc32c(&head);
     sink.write(&head)?;
     let (mut n, mut bytes) = (0u64, 0u64);
-    let mut data = vec![0u8; plan.extent_size as usize];
-    let mut rec = Vec::with_capacity(plan.extent_size as usize + 32);
-    for i in runs(&plan.extents) {
-        let len = extent_len(i, plan.extent_size, plan.size) as usize;
-        src.read_exact_at(&mut data[..len], i * plan.extent_size)
-            .map_err(|e| {
-                local(format!(
-                    "cannot read {} at offset {}: {e}",
-                    plan.path,
-                    i * plan.extent_size
-                ))
-            })?;
-        rec.clear();
-        StreamRecord::Extent {
-            index: i,
-            data: data[..len].to_vec(),
+    let mut rec = Vec::with_capacity(64);
+    // A reader thread keeps a few extents read ahead of the checksumming and writing.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<(u64, Vec<u8>), Failure>>(4);
+    std::thread::scope(|scope| -> Result<(), Failure> {
+        scope.spawn(move || {
+            for i in runs(&plan.extents) {
+                let len = extent_len(i, plan.extent_size, plan.size) as usize;
+                let mut data = vec![0u8; len];
+                let r = src
+                    .read_exact_at(&mut data, i * plan.extent_size)
+                    .map(|()| (i, data))
+                    .map_err(|e| {
+                        local(format!(
+                            "cannot read {} at offset {}: {e}",
+                            plan.path,
+                            i * plan.extent_size
+                        ))
+                    });
+                let stop = r.is_err();
+                if tx.send(r).is_err() || stop {
+                    return;
+                }
+            }
+        });
+        for r in rx {
+            let (i, data) = r?;
+            let len = data.len();
+            // The extent record (format::stream), written without copying the data: tag,
+            // index, len, data, crc32c over all of them; the stream crc takes the record's.
+            let mut head = [0u8; 13];
+            head[0] = 1;
+            head[1..9].copy_from_slice(&i.to_le_bytes());
+            head[9..13].copy_from_slice(&(len as u32).to_le_bytes());
+            let rcrc = crc32c::crc32c_append(crc32c::crc32c(&head), &data);
+            crc = crc32c::crc32c_combine(crc, rcrc, 13 + len);
+            crc = crc32c::crc32c_append(crc, &rcrc.to_le_bytes());
+            sink.write(&head)?;
+            sink.write(&data)?;
+            sink.write(&rcrc.to_le_bytes())?;
+            n += 1;
+            bytes += len as u64;
+            if let Some(b) = pb {
+                b.inc(len as u64);
+            }
         }
-        .encode(&mut rec);
-        crc = crc32c::crc32c_append(crc, &rec);
-        sink.write(&rec)?;
-        n += 1;
-        bytes += len as u64;
-        if let Some(b) = pb {
-            b.inc(len as u64);
-        }
-    }
+        Ok(())
+    })?;
     let mut holes = 0;
     for i in runs(&plan.holes) {
         rec.clear();
