@@ -199,6 +199,19 @@ impl Journal {
         let n = segs.len();
         let firsts: Vec<u64> = segs.iter().map(|(f, _)| *f).collect();
         for (i, (first, path)) in segs.into_iter().enumerate() {
+            // The newest segment may have been created just before a machine crash, its
+            // header never written (a file shorter than a header): it holds nothing.
+            let len = fs::metadata(&path)
+                .map_err(|e| JournalError::io("stat", &path, e))?
+                .len();
+            if i + 1 == n && len < crate::format::journal::SEGMENT_HEADER_SIZE as u64 {
+                log::warn!(
+                    "journal segment {}: created but its header never written ({len} bytes, a crash right after its creation); removed",
+                    path.display()
+                );
+                crate::fsio::remove(&path).map_err(|e| JournalError::io("remove", &path, e))?;
+                continue;
+            }
             let seg = read_segment(&path, Some((group, epoch)))?;
             if seg.header.first_seq != first {
                 return Err(JournalError::Invalid {
