@@ -59,13 +59,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-start() { # extra args...; prints seconds until mounted and answering
+start() { # extra args...; sets PID and TOOK (seconds until mounted and answering)
     local t0; t0=$(now)
     RUST_LOG=${RUST_LOG:-info} "$FVD" "$POOL" "$MNT" --flush-ms 3600000 "$@" >> "$W/fusevold.log" 2>&1 &
     PID=$!
     for _ in $(seq 1 6000); do
         kill -0 "$PID" 2>/dev/null || { tail -20 "$W/fusevold.log" >&2; die "fusevold exited"; }
-        if mountpoint -q "$MNT" && "${FV[@]}" pool info > /dev/null 2>&1; then since "$t0"; return; fi
+        if mountpoint -q "$MNT" && "${FV[@]}" pool info > /dev/null 2>&1; then TOOK=$(since "$t0"); return; fi
         sleep 0.02
     done
     die "fusevold did not come up"
@@ -80,7 +80,7 @@ rec() { RESULTS+=("| $1 | $2 |"); log "$1: $2"; }
 
 log "work dir $W; volume $SIZE, extent $EXTENT, $SNAPS snapshots, $VOLS volumes"
 "${FV[@]}" init "$POOL" --extent-size "$EXTENT" --array "a0:$ARR" --array "a1:$ARR" --array "a2:$ARR" --array "a3:$ARR" > /dev/null
-rec "start, empty pool (s)" "$(start)"
+start; rec "start, empty pool (s)" "$TOOK"
 rec "RSS, empty pool" "$(rss)"
 "${FV[@]}" volume create big --size "$SIZE" > /dev/null
 t0=$(now); fallocate -l "$SIZE_B" "$MNT/big"; rec "fallocate $SIZE (maps every extent) (s)" "$(since "$t0")"
@@ -88,11 +88,11 @@ rec "mapped extents" "$("${FV[@]}" --json volume info big | python3 -c "import j
 rec "RSS, $SIZE mapped" "$(rss)"
 rec "metadata log (bytes)" "$(stat -c %s "$POOL/meta.log")"
 stop KILL
-rec "start after kill -9, replaying that log (s)" "$(start)"
+start; rec "start after kill -9, replaying that log (s)" "$TOOK"
 rec "RSS after the replay" "$(rss)"
 stop TERM
 rec "checkpoint (bytes)" "$(stat -c %s "$POOL/checkpoint")"
-rec "start after a checkpoint, $SIZE mapped (s)" "$(start)"
+start; rec "start after a checkpoint, $SIZE mapped (s)" "$TOOK"
 rec "RSS after a start from the checkpoint" "$(rss)"
 
 # Snapshots: a 64 GiB volume with data spread over it (one 64 KiB write per 64 MiB).
@@ -136,7 +136,7 @@ t0=$(now); "${FV[@]}" --json volume list > "$W/list.json"; rec "volume list --js
 t0=$(now); ls "$MNT" > /dev/null; rec "ls MOUNTPOINT (s)" "$(since "$t0")"
 rec "RSS with $VOLS more volumes" "$(rss)"
 stop TERM
-rec "start after a checkpoint, everything above (s)" "$(start)"
+start; rec "start after a checkpoint, everything above (s)" "$TOOK"
 rec "RSS after that start" "$(rss)"
 stop TERM
 

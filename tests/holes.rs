@@ -114,13 +114,15 @@ fn scribble(path: &Path, mapped: &mut BTreeSet<u64>, size: u64, rng: &mut Rng, s
     for l in 0..size.div_ceil(ES) {
         match rng.range(0, 10) {
             0..=1 => {
-                let mut buf = vec![0u8; ES as usize];
+                // The last extent is cut by the end of the volume.
+                let mut buf = vec![0u8; ES.min(size - l * ES) as usize];
                 fill_pattern(seed, l * ES, &mut buf);
                 f.write_all_at(&buf, l * ES).unwrap();
                 mapped.insert(l);
             }
             2 => {
-                let off = l * ES + rng.range(0, ES / 4096) * 4096;
+                let blocks = (ES.min(size - l * ES) / 4096).max(1);
+                let off = l * ES + rng.range(0, blocks) * 4096;
                 let mut buf = vec![0u8; 4096];
                 fill_pattern(seed, off, &mut buf);
                 f.write_all_at(&buf, off).unwrap();

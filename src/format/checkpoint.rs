@@ -36,9 +36,18 @@ impl ArrayRec {
 
 /// One chunk of an extent table: its non-hole entries as (slot 0..512, packed `Phys` + 1).
 /// Tables that share a chunk in memory share it here too (by chunk id = index).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChunkRec {
-    pub entries: Vec<(u16, u64)>,
+    /// The chunk's 512 slots as stored in memory: packed phys + 1, 0 for a hole. Shared with
+    /// the in-memory table (no copy when a checkpoint is written or loaded).
+    pub slots: std::sync::Arc<[u64; 512]>,
+}
+
+impl ChunkRec {
+    /// Mapped slots.
+    pub fn mapped(&self) -> usize {
+        self.slots.iter().filter(|&&r| r != 0).count()
+    }
 }
 
 /// A table as (chunk index in the table, chunk id in `Checkpoint::chunks`).
@@ -282,7 +291,10 @@ impl GroupRec {
 //  32  extent_size  u64
 //  40  next_id      u64
 //  48  arrays       u64 count, then per array: id u32, name str, tier str, capacity u64, file str
-//  ..  chunks       u64 count, then per chunk: u64 n, then n × (slot u16 as u64, packed phys+1 u64)
+//  ..  chunks       u64 count, then per chunk: u64 n (mapped slots), then n × (slot u16 as u64,
+//                   packed phys+1 u64) when n < DENSE (sparse form), else (version 5) all 512
+//                   slots as u64 (packed phys+1, 0 = hole; dense form: half the bytes of the
+//                   sparse form for a full chunk, and decoded without a per-entry loop)
 //  ..  volumes      u64 count, then per volume: id u64, name str, size u64, tier str,
 //                   created u64, origin u64, table
 //  ..  snapshots    u64 count, then per snapshot: id u64, volume u64, name str, created u64,
@@ -307,6 +319,8 @@ impl GroupRec {
 const MAGIC: &[u8; 8] = b"FVCKPT\0\0";
 const VERSION: u32 = 6;
 const SLOTS: u64 = 512;
+/// From this many mapped slots on, a version-5 chunk is written dense (512 × u64).
+const DENSE: usize = 256;
 
 fn enc_table(e: &mut Enc, t: &TableRec) {
     e.u64(t.len() as u64);
@@ -370,9 +384,16 @@ impl Checkpoint {
         }
         e.u64(self.chunks.len() as u64);
         for c in &self.chunks {
-            e.u64(c.entries.len() as u64);
-            for &(slot, raw) in &c.entries {
-                e.u64(slot as u64).u64(raw);
+            let n = c.mapped();
+            e.u64(n as u64);
+            if n >= DENSE {
+                for &raw in c.slots.iter() {
+                    e.u64(raw);
+                }
+            } else {
+                for (slot, &raw) in c.slots.iter().enumerate().filter(|(_, &r)| r != 0) {
+                    e.u64(slot as u64).u64(raw);
+                }
             }
         }
         e.u64(self.volumes.len() as u64);
@@ -465,20 +486,48 @@ impl Checkpoint {
             c.arrays.push(ArrayRec::decode(&mut d)?);
         }
         let nc = d.count(8)?;
+        c.chunks.reserve(nc);
         for _ in 0..nc {
-            let n = d.count(16)?;
-            let mut entries = Vec::with_capacity(n);
-            for _ in 0..n {
-                let (slot, raw) = (d.u64()?, d.u64()?);
-                if slot >= SLOTS || raw == 0 {
+            let n = d.u64()? as usize;
+            let mut arc = std::sync::Arc::new([0u64; SLOTS as usize]);
+            let slots = std::sync::Arc::get_mut(&mut arc).expect("a new Arc is unique");
+            if version >= 5 && n >= DENSE {
+                if n > SLOTS as usize {
                     return Err(FormatError::Invalid {
                         what: WHAT,
-                        detail: format!("chunk entry slot {slot} value {raw}"),
+                        detail: format!("chunk with {n} mapped slots"),
                     });
                 }
-                entries.push((slot as u16, raw));
+                d.u64s(slots)?;
+                let got = slots.iter().filter(|&&r| r != 0).count();
+                if got != n {
+                    return Err(FormatError::Invalid {
+                        what: WHAT,
+                        detail: format!("dense chunk says {n} mapped slots, holds {got}"),
+                    });
+                }
+            } else {
+                if n.saturating_mul(16) > d.remaining() || (version >= 5 && n >= DENSE) {
+                    return Err(FormatError::Invalid {
+                        what: WHAT,
+                        detail: format!("chunk with {n} sparse entries"),
+                    });
+                }
+                // Slots in increasing order, as every version writes them (one encoding).
+                let mut next = 0;
+                for _ in 0..n {
+                    let (slot, raw) = (d.u64()?, d.u64()?);
+                    if slot >= SLOTS || slot < next || raw == 0 {
+                        return Err(FormatError::Invalid {
+                            what: WHAT,
+                            detail: format!("chunk entry slot {slot} value {raw}"),
+                        });
+                    }
+                    slots[slot as usize] = raw;
+                    next = slot + 1;
+                }
             }
-            c.chunks.push(ChunkRec { entries });
+            c.chunks.push(ChunkRec { slots: arc });
         }
         let nv = d.count(32)?;
         for _ in 0..nv {
@@ -580,9 +629,20 @@ mod tests {
             }],
             chunks: vec![
                 ChunkRec {
-                    entries: vec![(0, 5), (511, (1 << 40) + 9)],
+                    slots: {
+                        let mut v = [0u64; 512];
+                        v[0] = 5;
+                        v[511] = (1 << 40) + 9;
+                        std::sync::Arc::new(v)
+                    },
                 },
-                ChunkRec { entries: vec![] },
+                ChunkRec {
+                    slots: std::sync::Arc::new([0u64; 512]),
+                },
+                // A full chunk is written dense.
+                ChunkRec {
+                    slots: std::sync::Arc::new(std::array::from_fn(|i| i as u64 + 1)),
+                },
             ],
             volumes: vec![VolumeRec {
                 id: 8,
@@ -694,6 +754,7 @@ mod tests {
         c.groups.clear();
         c.links.clear();
         c.infos.clear();
+        c.chunks.truncate(2); // a dense chunk needs version 5
         let mut b = c.encode();
         // A version-1 file is the same without the (empty) partials, groups, links and infos.
         b.truncate(b.len() - 36);
@@ -712,6 +773,7 @@ mod tests {
             c.infos.clear();
             if version < 5 {
                 c.links.clear();
+                c.chunks.truncate(2); // a dense chunk needs version 5
             }
             let mut b = c.encode();
             b.truncate(b.len() - cut);

@@ -90,6 +90,14 @@ impl<'a> Dec<'a> {
     pub fn bytes(&mut self, n: usize) -> Result<&'a [u8], FormatError> {
         self.take(n)
     }
+    /// `out.len()` little-endian u64 values in a row (one bounds check for all).
+    pub fn u64s(&mut self, out: &mut [u64]) -> Result<(), FormatError> {
+        let b = self.take(out.len() * 8)?;
+        for (o, w) in out.iter_mut().zip(b.chunks_exact(8)) {
+            *o = u64::from_le_bytes(w.try_into().unwrap());
+        }
+        Ok(())
+    }
     pub fn str(&mut self) -> Result<String, FormatError> {
         let n = u16::from_le_bytes(self.take(2)?.try_into().unwrap()) as usize;
         let b = self.take(n)?;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::bitmap::Bitmap;
 use crate::extent_map::partial::{BlockBits, PartialExt, BLOCK};
-use crate::extent_map::{Chunk, ExtentTable, CHUNK};
+use crate::extent_map::{Chunk, ExtentTable};
 use crate::format::{
     ArrayRec, Checkpoint, ChunkRec, FormatError, GroupRec, PairRec, PartialRec, Phys, SnapshotRec,
     TableRec, VolumeRec,
@@ -89,14 +89,7 @@ impl ChunkWriter {
             .map(|(index, ch)| {
                 let key = Arc::as_ptr(ch);
                 let id = *self.ids.entry(key).or_insert_with(|| {
-                    self.chunks.push(ChunkRec {
-                        entries: ch
-                            .iter()
-                            .enumerate()
-                            .filter(|(_, &raw)| raw != 0)
-                            .map(|(slot, &raw)| (slot as u16, raw))
-                            .collect(),
-                    });
+                    self.chunks.push(ChunkRec { slots: ch.clone() });
                     self.chunks.len() as u64 - 1
                 });
                 (index as u64, id)
@@ -136,17 +129,8 @@ impl State {
                 })?;
             partials.insert(n, e);
         }
-        let chunks: Vec<Arc<Chunk>> = c
-            .chunks
-            .iter()
-            .map(|cr| {
-                let mut ch = [0u64; CHUNK];
-                for &(slot, raw) in &cr.entries {
-                    ch[slot as usize] = raw;
-                }
-                Arc::new(ch)
-            })
-            .collect();
+        // The decoded chunks become the tables' chunks as they are (no copy).
+        let chunks: Vec<Arc<Chunk>> = c.chunks.iter().map(|cr| cr.slots.clone()).collect();
         Ok(State {
             pool_id: c.pool_id,
             epoch: c.epoch,

@@ -67,6 +67,41 @@ pub fn read_header(path: &Path) -> Result<(File, ArrayHeader), PoolError> {
     Ok((f, h))
 }
 
+/// Read-ahead hints on the array files (issue 18; measured in docs/benchmarks.md, "Read-ahead
+/// hints"). By default a read that spans several extents first tells the kernel about all of
+/// them (POSIX_FADV_WILLNEED), so the arrays read them in parallel instead of one piece after
+/// the other; single-extent reads (random 4 KiB) get no hint and keep the kernel's default
+/// read-ahead, which already reads a lone small random read as it is. `FUSEVOL_READ_HINTS`
+/// chooses otherwise for measuring: `none` (no hints, the behaviour before issue 18),
+/// `random` (POSIX_FADV_RANDOM on every array file: no read-ahead at all; it lost on
+/// sequential reads and won nothing on random ones), `willneed`, or `random,willneed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadHints {
+    pub random: bool,
+    pub willneed: bool,
+}
+
+pub fn read_hints() -> ReadHints {
+    static HINTS: std::sync::OnceLock<ReadHints> = std::sync::OnceLock::new();
+    *HINTS.get_or_init(|| {
+        let default = ReadHints {
+            random: false,
+            willneed: true,
+        };
+        let Ok(v) = std::env::var("FUSEVOL_READ_HINTS") else {
+            return default;
+        };
+        let h = ReadHints {
+            random: v.split(',').any(|w| w.trim() == "random"),
+            willneed: v.split(',').any(|w| w.trim() == "willneed"),
+        };
+        if h != default {
+            log::info!("array read hints (FUSEVOL_READ_HINTS={v}): {h:?}");
+        }
+        h
+    })
+}
+
 fn read_full(f: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     let mut done = 0;
     while done < buf.len() {
@@ -86,6 +121,15 @@ impl Array {
         h: &ArrayHeader,
         refs: std::sync::Arc<super::alloc::RefTable>,
     ) -> Array {
+        if read_hints().random {
+            use std::os::unix::io::AsRawFd;
+            let _ = nix::fcntl::posix_fadvise(
+                file.as_raw_fd(),
+                0,
+                0,
+                nix::fcntl::PosixFadviseAdvice::POSIX_FADV_RANDOM,
+            );
+        }
         Array {
             id: h.array_id,
             name: h.name.clone(),
@@ -135,6 +179,19 @@ impl Array {
                 self.missing.as_deref().unwrap_or("unknown")
             ))
         })
+    }
+
+    /// Tell the kernel that `len` bytes at `offset` of extent `index` will be read soon
+    /// (read-ahead starts now). A hint: errors are ignored.
+    pub fn will_need(&self, index: u64, offset: u64, len: u64) {
+        use std::os::unix::io::AsRawFd;
+        let Some(file) = &self.file else { return };
+        let _ = nix::fcntl::posix_fadvise(
+            file.as_raw_fd(),
+            self.file_offset(index, offset) as i64,
+            len as i64,
+            nix::fcntl::PosixFadviseAdvice::POSIX_FADV_WILLNEED,
+        );
     }
 
     /// Byte offset in the file of `offset` inside extent `index`.

@@ -146,6 +146,13 @@ impl Pool {
                 plan.push((piece, map.get(piece.lext)));
             }
         }
+        if plan.len() > 1 && super::array::read_hints().willneed {
+            for (piece, p) in plan.iter().filter_map(|(pc, p)| p.map(|p| (pc, p))) {
+                if let Some(a) = self.array(p.array) {
+                    a.will_need(p.index, piece.offset, piece.len);
+                }
+            }
+        }
         for (piece, phys) in plan {
             let dst = &mut buf[piece.buf_offset..piece.buf_offset + piece.len as usize];
             match phys {
