@@ -91,6 +91,7 @@ pub fn error_code_name(code: ErrorCode) -> &'static str {
         ErrorCode::Busy => "busy",
         ErrorCode::NoSpace => "no_space",
         ErrorCode::Io => "io",
+        ErrorCode::Locked => "locked",
     }
 }
 
@@ -296,6 +297,7 @@ mod tests {
             created: 1_700_000_000,
             open_handles: 0,
             extents_per_array: vec![("a0".into(), 3)],
+            lock: None,
         }
     }
 

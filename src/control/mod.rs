@@ -11,6 +11,7 @@
 use std::path::{Path, PathBuf};
 
 pub mod client;
+pub mod plan;
 pub mod protocol;
 pub mod server;
 
@@ -21,6 +22,7 @@ pub use protocol::{
 };
 pub use protocol::{BaseCopyInfo, FullInfo, GroupSetOptions, NbdExportInfo};
 pub use protocol::{Event, EventsEnd, EventsHeader, VolumeStats};
+pub use protocol::{LockInfo, LockObject};
 pub use protocol::{MarkerInfo, PitrInfo, PitrOptions, RestoreReport};
 pub use server::{serve, ControlHandler, ServerHandle, MAX_REQUEST_LINE};
 

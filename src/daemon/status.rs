@@ -56,6 +56,7 @@ pub fn volume_info(st: &Storage, vol: &Volume) -> VolumeInfo {
                 (name, n)
             })
             .collect(),
+        lock: None,
     }
 }
 
@@ -207,6 +208,7 @@ pub fn pair_info(st: &Storage, pair: &Pair) -> PairInfo {
         quick_split_copying: m.split_snap.is_some(),
         separate_arrays: pair.separate_arrays,
         error: m.error.clone(),
+        lock: None,
     }
 }
 
@@ -340,6 +342,7 @@ fn group_base_info(st: &Storage, g: &Group) -> GroupInfo {
                     volumes_after: r.base_pending.len() as u64 - 1,
                 })
             }),
+            lock: None,
         }
     } else {
         let written = rt.remote_written.max(r.synced);
@@ -393,6 +396,7 @@ fn group_base_info(st: &Storage, g: &Group) -> GroupInfo {
             full: Default::default(),
             pitr: pitr_info(st, g),
             base_copy: None,
+            lock: None,
         }
     }
 }
