@@ -295,3 +295,61 @@ fn group_attach_refuses_a_colliding_volume_up_front() {
         "{vols}"
     );
 }
+
+#[test]
+fn a_filling_journal_publishes_high_water_and_journal_full() {
+    let p = TestPool::new(ARRAYS, "64K");
+    p.set_budget(Duration::from_secs(120));
+    p.create_volume("data", "16M");
+    let remote = p.root().join("remote");
+    std::fs::create_dir(&remote).unwrap();
+    // No secondary: nothing acknowledges, so the journal only grows.
+    p.cli_ok(&[
+        "group",
+        "create",
+        "db",
+        "--volumes",
+        "data",
+        "--remote",
+        remote.to_str().unwrap(),
+        "--segment-size",
+        "64K",
+        "--journal-limit",
+        "1M",
+        "--journal-full",
+        "block",
+        "--block-timeout",
+        "0.3",
+    ]);
+    let out = Command::new("dd")
+        .arg("if=/dev/urandom")
+        .arg(format!("of={}", p.vol("data").display()))
+        .args(["bs=64K", "count=32", "conv=notrunc,fsync", "status=none"])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "2 MiB into a 1 MiB journal: {}",
+        describe(&out)
+    );
+    assert!(
+        text(&out.stderr).contains("No space left on device"),
+        "{}",
+        describe(&out)
+    );
+    let evs = text(&p.cli(&["--json", "events"]).stdout);
+    let changes: Vec<String> = evs
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["object"] == "group" && e["name"] == "db")
+        .map(|e| e["change"].as_str().unwrap().to_string())
+        .collect();
+    let hw = changes.iter().position(|c| c == "journal-high-water");
+    let full = changes.iter().position(|c| c == "journal-full");
+    assert!(hw.is_some() && full.is_some() && hw < full, "{changes:?}");
+    assert_eq!(
+        changes.iter().filter(|c| *c == "journal-full").count(),
+        1,
+        "one event per episode: {changes:?}"
+    );
+}
