@@ -27,6 +27,9 @@
 #   BENCH_FUSEVOL_BIN=target/release  where fusevol and fusevold are
 #   BENCH_FUSEVOL_THREADS=N           pass --threads N to fusevold
 #   BENCH_FUSEVOL_IO_THREADS=N        pass --io-threads N to fusevold (0: no I/O stage, as before issue 18)
+#   BENCH_FUSEVOL_METRICS=ADDR:PORT   pass --metrics ADDR:PORT to fusevold and scrape /metrics with
+#                                     curl once a second for the whole run (statistics are always on;
+#                                     this adds the exporter and a scraper far busier than Prometheus')
 #   BENCH_FUSEVOL_INIT_ARGS="..."     extra args for `fusevol init` (default: none; arrays are sized up
 #                                     automatically when BENCH_SIZE does not fit the default pool)
 #   BENCH_QEMU_FILE_OPTS="..."        extra options for qemu's file blockdev, e.g. "cache.direct=on,aio=native"
@@ -238,6 +241,7 @@ setup_fusevol() {
     FVD_CMD=("$FV_BIN/fusevold" "$FV_POOL" "$FV_MNT")
     if [ -n "${BENCH_FUSEVOL_THREADS:-}" ]; then FVD_CMD+=(--threads "$BENCH_FUSEVOL_THREADS"); fi
     if [ -n "${BENCH_FUSEVOL_IO_THREADS:-}" ]; then FVD_CMD+=(--io-threads "$BENCH_FUSEVOL_IO_THREADS"); fi
+    if [ -n "${BENCH_FUSEVOL_METRICS:-}" ]; then FVD_CMD+=(--metrics "$BENCH_FUSEVOL_METRICS"); fi
     log "starting: ${FVD_CMD[*]}"
     RUST_LOG=${RUST_LOG:-info} "${FVD_CMD[@]}" > "$W/fusevol/fusevold.log" 2>&1 &
     FVD_PID=$!
@@ -247,6 +251,14 @@ setup_fusevol() {
     "${FV_CREATE_CMD[@]}" > "$W/fusevol/create.log" 2>&1 || { cat "$W/fusevol/create.log" >&2; die "volume create failed"; }
     FILE[fusevol]="$FV_MNT/bench"
     wait_for 30 "$FV_MNT/bench" fv_file_ready
+    if [ -n "${BENCH_FUSEVOL_METRICS:-}" ]; then
+        # A scraper for the whole run; it ends with fusevold (curl fails, the loop stops).
+        ( while kill -0 "$FVD_PID" 2>/dev/null; do
+              curl -sf "http://$BENCH_FUSEVOL_METRICS/metrics" > "$W/fusevol/last-scrape.txt" || true
+              sleep 1
+          done ) &
+        log "scraping http://$BENCH_FUSEVOL_METRICS/metrics every second"
+    fi
 }
 fvd_ready() {
     kill -0 "$FVD_PID" 2>/dev/null || { tail -n 30 "$W/fusevol/fusevold.log" >&2; die "fusevold exited"; }

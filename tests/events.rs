@@ -215,9 +215,7 @@ fn group_wait_ends_at_once_when_the_secondary_is_in_error() {
     p.set_budget(Duration::from_secs(180));
     p.create_volume("data", "8M");
     p.create_volume("logs", "8M");
-    // The secondary already has a 'logs' that is not the group's.
-    s.create_volume("logs", "8M");
-    p.create_group("db", &["data", "logs"], &remote);
+    p.create_group("db", &["data"], &remote);
     s.cli_ok(&[
         "group",
         "attach",
@@ -225,8 +223,26 @@ fn group_wait_ends_at_once_when_the_secondary_is_in_error() {
         "--remote",
         remote.to_str().unwrap(),
     ]);
+    // After the attach the secondary gets a 'logs' of its own, then the primary adds its
+    // 'logs' to the group: the applier cannot create it (attach refuses such a collision up
+    // front, a later add-volume can only be found by the applier).
+    s.cli_ok(&["group", "wait", "db", "--consistent", "--timeout", "60"]);
+    s.create_volume("logs", "8M");
+    p.cli_ok(&["group", "add", "db", "logs"]);
+    let written = p.cli_json(&["group", "status", "db"])[0]["written"]
+        .as_u64()
+        .unwrap()
+        .to_string();
     let t0 = Instant::now();
-    let out = s.cli(&["group", "wait", "db", "--consistent", "--timeout", "60"]);
+    let out = s.cli(&[
+        "group",
+        "wait",
+        "db",
+        "--applied",
+        &written,
+        "--timeout",
+        "60",
+    ]);
     let took = t0.elapsed();
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     assert!(
@@ -243,5 +259,97 @@ fn group_wait_ends_at_once_when_the_secondary_is_in_error() {
             v["object"] == "group" && v["name"] == "db" && v["change"] == "error"
         }),
         "{evs}"
+    );
+}
+
+#[test]
+fn group_attach_refuses_a_colliding_volume_up_front() {
+    let Daemons { p, s, remote } = Daemons::new(2, "128M", "256K");
+    p.set_budget(Duration::from_secs(120));
+    p.create_volume("data", "8M");
+    p.create_volume("logs", "8M");
+    s.create_volume("logs", "8M");
+    p.create_group("db", &["data", "logs"], &remote);
+    let t0 = Instant::now();
+    let out = s.cli(&[
+        "group",
+        "attach",
+        "db",
+        "--remote",
+        remote.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("'logs'") && err.contains("already exist") && !err.contains("'data'"),
+        "{}",
+        describe(&out)
+    );
+    assert!(t0.elapsed() < Duration::from_secs(10));
+    // Nothing was attached: no group, no volume 'data' on the secondary.
+    let groups = s.cli_json(&["group", "status"]);
+    assert_eq!(groups, serde_json::json!([]), "{groups}");
+    let vols = s.cli_json(&["volume", "list"]);
+    assert!(
+        vols.as_array().unwrap().iter().all(|v| v["name"] != "data"),
+        "{vols}"
+    );
+}
+
+#[test]
+fn a_filling_journal_publishes_high_water_and_journal_full() {
+    let p = TestPool::new(ARRAYS, "64K");
+    p.set_budget(Duration::from_secs(120));
+    p.create_volume("data", "16M");
+    let remote = p.root().join("remote");
+    std::fs::create_dir(&remote).unwrap();
+    // No secondary: nothing acknowledges, so the journal only grows.
+    p.cli_ok(&[
+        "group",
+        "create",
+        "db",
+        "--volumes",
+        "data",
+        "--remote",
+        remote.to_str().unwrap(),
+        "--segment-size",
+        "64K",
+        "--journal-limit",
+        "1M",
+        "--journal-full",
+        "block",
+        "--block-timeout",
+        "0.3",
+    ]);
+    let out = Command::new("dd")
+        .arg("if=/dev/urandom")
+        .arg(format!("of={}", p.vol("data").display()))
+        .args(["bs=64K", "count=32", "conv=notrunc,fsync", "status=none"])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "2 MiB into a 1 MiB journal: {}",
+        describe(&out)
+    );
+    assert!(
+        text(&out.stderr).contains("No space left on device"),
+        "{}",
+        describe(&out)
+    );
+    let evs = text(&p.cli(&["--json", "events"]).stdout);
+    let changes: Vec<String> = evs
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["object"] == "group" && e["name"] == "db")
+        .map(|e| e["change"].as_str().unwrap().to_string())
+        .collect();
+    let hw = changes.iter().position(|c| c == "journal-high-water");
+    let full = changes.iter().position(|c| c == "journal-full");
+    assert!(hw.is_some() && full.is_some() && hw < full, "{changes:?}");
+    assert_eq!(
+        changes.iter().filter(|c| *c == "journal-full").count(),
+        1,
+        "one event per episode: {changes:?}"
     );
 }

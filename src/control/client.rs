@@ -91,6 +91,7 @@ pub fn error_code_name(code: ErrorCode) -> &'static str {
         ErrorCode::Busy => "busy",
         ErrorCode::NoSpace => "no_space",
         ErrorCode::Io => "io",
+        ErrorCode::Locked => "locked",
     }
 }
 
@@ -298,6 +299,7 @@ mod tests {
             extents_per_array: vec![("a0".into(), 3)],
             info: Default::default(),
             node: None,
+            lock: None,
         }
     }
 

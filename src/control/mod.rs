@@ -11,6 +11,7 @@
 use std::path::{Path, PathBuf};
 
 pub mod client;
+pub mod plan;
 pub mod protocol;
 pub mod server;
 
@@ -23,6 +24,7 @@ pub use protocol::{BaseCopyInfo, FullInfo, GroupSetOptions, NbdExportInfo};
 pub use protocol::{CatalogEntry, ExportPlan, InfoView, RebuildReport};
 pub use protocol::{ClusterNodeInfo, ClusterStatusInfo, ClusterVolumeInfo};
 pub use protocol::{Event, EventsEnd, EventsHeader, VolumeStats};
+pub use protocol::{LockInfo, LockObject};
 pub use protocol::{MarkerInfo, PitrInfo, PitrOptions, RestoreReport};
 pub use server::{serve, ControlHandler, ServerHandle, MAX_REQUEST_LINE};
 

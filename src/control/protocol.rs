@@ -289,6 +289,45 @@ pub enum Request {
         src_snapshot: String,
         src_pool: u64,
     },
+    // --- Locks and two-phase changes (issue 15) ---
+    /// Say who is asking on this connection: changing requests on objects locked by this
+    /// owner pass; others are refused while locked by someone else. Answers `null`.
+    Session { owner: String },
+    /// Take (or renew, by the same owner) an operation lock on a volume, pair (its P-VOL) or
+    /// journal group. `ttl`: seconds until it ends by itself (none: until `unlock`).
+    /// `session`: it ends when this connection closes too. Answers `LockInfo`.
+    Lock {
+        object: LockObject,
+        name: String,
+        owner: String,
+        #[serde(default)]
+        ttl: Option<u64>,
+        #[serde(default)]
+        session: bool,
+    },
+    /// Release a lock: by its owner, or by anyone with `force`. Answers `LockInfo` (the lock
+    /// that ended).
+    Unlock {
+        object: LockObject,
+        name: String,
+        #[serde(default)]
+        owner: Option<String>,
+        #[serde(default)]
+        force: bool,
+    },
+    /// The locks held now; answers `Vec<LockInfo>`.
+    LockList,
+    /// Validate a change set against this pool (`execute: false`: changes nothing), or take
+    /// its locks for this connection, validate again and execute it, undoing the steps done
+    /// on the first failure. Answers `PlanReport`.
+    Plan {
+        plan: crate::control::plan::PoolPlan,
+        #[serde(default)]
+        execute: bool,
+    },
+    /// Undo a change this connection executed (`PlanReport::change`), e.g. because another
+    /// pool of the same plan failed. Answers `PlanReport`.
+    PlanUndo { change: String },
 }
 
 /// A group snapshot whose marker this site applied (a base for `group restore-to`).
@@ -398,6 +437,8 @@ pub enum ErrorCode {
     NoSpace,
     /// An I/O error on a pool file.
     Io,
+    /// The object is locked by another owner (`fusevol lock`).
+    Locked,
 }
 
 /// One array of the pool.
@@ -456,6 +497,9 @@ pub struct VolumeInfo {
     /// placed elsewhere); `id` is then its id in that node's pool.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// The operation lock on it, if one is held (`fusevol lock`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock: Option<LockInfo>,
 }
 
 /// One snapshot.
@@ -504,6 +548,9 @@ pub struct PairInfo {
     pub separate_arrays: bool,
     /// Why the pair is PSUE, or the last error.
     pub error: Option<String>,
+    /// The operation lock on it, if one is held (`fusevol lock`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock: Option<LockInfo>,
 }
 
 /// The journal limit, its policy and the suspension / resync of a group (`GroupInfo.full`).
@@ -603,6 +650,9 @@ pub struct GroupInfo {
     /// Primary: the initial copy while it runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_copy: Option<BaseCopyInfo>,
+    /// The operation lock on the group, if one is held (`fusevol lock group`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock: Option<LockInfo>,
 }
 
 /// Where a primary's initial copy (base copy) is.
@@ -634,6 +684,44 @@ pub struct PoolInfo {
     /// Why the pool is read-only (an unconfirmed salvage), when it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_only: Option<String>,
+}
+
+/// What an operation lock is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LockObject {
+    Volume,
+    Pair,
+    Group,
+}
+
+impl LockObject {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LockObject::Volume => "volume",
+            LockObject::Pair => "pair",
+            LockObject::Group => "group",
+        }
+    }
+}
+
+/// One operation lock (`fusevol lock`, or the implicit lock of `apply`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockInfo {
+    pub object: LockObject,
+    pub name: String,
+    pub owner: String,
+    /// When it was taken (or last renewed), RFC 3339 UTC.
+    pub since: String,
+    /// Its time to live in seconds, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<u64>,
+    /// Seconds left until it ends by itself, if it has a TTL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<u64>,
+    /// It ends when the connection that took it closes (the lock of a running `apply`).
+    #[serde(default)]
+    pub session: bool,
 }
 
 impl Response {

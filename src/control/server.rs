@@ -52,6 +52,17 @@ pub type ResponseStream<'a> = Box<dyn Iterator<Item = Response> + Send + 'a>;
 pub trait ControlHandler: Send + Sync + 'static {
     fn handle(&self, req: Request) -> Response;
 
+    /// `req` arriving on connection `conn` (a number unique for the server's life); a handler
+    /// that keeps per-connection state (who is asking, locks held for a connection) uses
+    /// this. Default: [`handle`](ControlHandler::handle).
+    fn handle_on(&self, _conn: u64, req: Request) -> Response {
+        self.handle(req)
+    }
+
+    /// Connection `conn` has closed (the client went away or the server stops); per-connection
+    /// state can go. Default: nothing.
+    fn disconnected(&self, _conn: u64) {}
+
     /// A streaming answer to `req`, if it is one (default: none). Each item is written as
     /// a line as soon as it comes; the stream should end when the daemon stops.
     fn stream(&self, _req: &Request) -> Option<ResponseStream<'_>> {
@@ -289,7 +300,8 @@ fn spawn_connection(stream: UnixStream, handler: &Arc<dyn ControlHandler>, conns
     let spawned = thread::Builder::new()
         .name(format!("control-conn-{id}"))
         .spawn(move || {
-            serve_connection(stream, &*handler);
+            serve_connection(stream, &*handler, id);
+            handler.disconnected(id);
             lock(&registry).open.remove(&id);
         });
     match spawned {
@@ -301,7 +313,7 @@ fn spawn_connection(stream: UnixStream, handler: &Arc<dyn ControlHandler>, conns
 }
 
 /// Answer request lines on one connection until EOF, an I/O error or an oversize line.
-fn serve_connection(stream: UnixStream, handler: &dyn ControlHandler) {
+fn serve_connection(stream: UnixStream, handler: &dyn ControlHandler, conn: u64) {
     if let Err(e) = stream.set_write_timeout(Some(WRITE_TIMEOUT)) {
         log::warn!("control connection: cannot set write timeout: {e}");
     }
@@ -344,7 +356,7 @@ fn serve_connection(stream: UnixStream, handler: &dyn ControlHandler) {
                     return;
                 }
             }
-            let resp = answer(&line, handler);
+            let resp = answer(&line, handler, conn);
             if let Err(e) = write_response(reader.get_mut(), &resp) {
                 log::debug!("control connection write failed: {e}");
                 return;
@@ -358,7 +370,7 @@ fn serve_connection(stream: UnixStream, handler: &dyn ControlHandler) {
 }
 
 /// Parse one request line and let the handler answer it.
-fn answer(line: &[u8], handler: &dyn ControlHandler) -> Response {
+fn answer(line: &[u8], handler: &dyn ControlHandler, conn: u64) -> Response {
     let req: Request = match serde_json::from_slice(line) {
         Ok(r) => r,
         Err(e) => {
@@ -367,7 +379,7 @@ fn answer(line: &[u8], handler: &dyn ControlHandler) -> Response {
         }
     };
     log::debug!("control request: {req:?}");
-    match panic::catch_unwind(AssertUnwindSafe(|| handler.handle(req))) {
+    match panic::catch_unwind(AssertUnwindSafe(|| handler.handle_on(conn, req))) {
         Ok(resp) => resp,
         Err(payload) => {
             let what = payload

@@ -26,6 +26,8 @@ pub struct Handler {
     /// The cluster, when the daemon runs with `--cluster`: volume create, resize and delete
     /// go through its catalog.
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Sessions, operation locks and two-phase changes (`guard.rs`).
+    pub plane: super::guard::ControlPlane,
 }
 
 fn export_info(r: crate::nbd::ExportRow) -> NbdExportInfo {
@@ -37,7 +39,7 @@ fn export_info(r: crate::nbd::ExportRow) -> NbdExportInfo {
     }
 }
 
-fn code_of(e: &PoolError) -> ErrorCode {
+pub(super) fn code_of(e: &PoolError) -> ErrorCode {
     match e {
         PoolError::Invalid(_) => ErrorCode::Invalid,
         PoolError::NotFound(_) => ErrorCode::NotFound,
@@ -192,6 +194,7 @@ impl Handler {
                             extents_per_array: vec![],
                             info: Default::default(),
                             node: Some(target),
+                            lock: None,
                         };
                         return ok(info, vec![]);
                     }
@@ -462,6 +465,14 @@ impl Handler {
                 status::volume_stats(st, volume.as_deref(), self.started)?,
                 vec![],
             ),
+            Request::Session { .. }
+            | Request::Lock { .. }
+            | Request::Unlock { .. }
+            | Request::LockList
+            | Request::Plan { .. }
+            | Request::PlanUndo { .. } => Err(PoolError::Invalid(
+                "locks and plans are answered per connection by the control plane".into(),
+            )),
             Request::Events { .. } => Err(PoolError::Invalid(
                 "events is answered as a stream by the control server".into(),
             )),
@@ -577,6 +588,24 @@ impl ControlHandler for Handler {
             live: sub.live,
             done: false,
         }))
+    }
+
+    fn handle_on(&self, conn: u64, req: Request) -> Response {
+        use super::guard::{AnnotateKind, Intercepted};
+        let pool = self.storage.pool.dir.display().to_string();
+        match self.plane.intercept(&self.storage, &pool, conn, req) {
+            Intercepted::Answered(resp) => resp,
+            Intercepted::Pass(req) => {
+                let kind = AnnotateKind::of(&req);
+                let mut resp = self.handle(req);
+                self.plane.annotate(kind, &mut resp);
+                resp
+            }
+        }
+    }
+
+    fn disconnected(&self, conn: u64) {
+        self.plane.disconnected(conn);
     }
 
     fn handle(&self, req: Request) -> Response {

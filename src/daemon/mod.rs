@@ -2,8 +2,11 @@
 //! flush in the background, and unmount cleanly on SIGINT/SIGTERM.
 
 mod backup;
+mod guard;
 mod handler;
+pub mod locks;
 pub mod metrics;
+pub mod plan;
 pub mod status;
 
 use std::fs::{self, OpenOptions};
@@ -297,6 +300,10 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         let _ = notifier.inval_inode(INodeNo(volume_ino(id)), 0, 0);
     }));
 
+    let locks = locks::Locks::new(st.pool.events.clone());
+    let lock_reaper = locks
+        .start_reaper()
+        .map_err(io_err("start the lock reaper for", &pool_dir))?;
     let server = crate::control::server::serve(
         &pool_dir.join(crate::pool::SOCKET_FILE),
         Arc::new(Handler {
@@ -305,6 +312,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
             started: Instant::now(),
             nbd: nbd.as_ref().map(|n| n.exports.clone()),
             cluster: cluster.clone(),
+            plane: guard::ControlPlane::new(locks.clone()),
         }),
     )
     .map_err(io_err("listen on control socket in", &pool_dir))?;
@@ -389,6 +397,8 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     st.pool.events.close();
     drop(metrics);
     server.stop();
+    locks.stop();
+    let _ = lock_reaper.join();
     let _ = flusher.join();
     st.shutdown();
     let result = st.checkpoint();

@@ -58,6 +58,7 @@ pub fn volume_info(st: &Storage, vol: &Volume) -> VolumeInfo {
             .collect(),
         info: crate::info::InfoView::of(&st.infos.get(vol.id)),
         node: None,
+        lock: None,
     }
 }
 
@@ -211,6 +212,7 @@ pub fn pair_info(st: &Storage, pair: &Pair) -> PairInfo {
         quick_split_copying: m.split_snap.is_some(),
         separate_arrays: pair.separate_arrays,
         error: m.error.clone(),
+        lock: None,
     }
 }
 
@@ -344,6 +346,7 @@ fn group_base_info(st: &Storage, g: &Group) -> GroupInfo {
                     volumes_after: r.base_pending.len() as u64 - 1,
                 })
             }),
+            lock: None,
         }
     } else {
         let written = rt.remote_written.max(r.synced);
@@ -397,6 +400,7 @@ fn group_base_info(st: &Storage, g: &Group) -> GroupInfo {
             full: Default::default(),
             pitr: pitr_info(st, g),
             base_copy: None,
+            lock: None,
         }
     }
 }

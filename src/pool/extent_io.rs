@@ -91,6 +91,9 @@ impl Cow {
     }
 }
 
+/// The shortest gap between two `io-error` events of one array.
+const ARRAY_EVENT_GAP: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl Pool {
     pub(crate) fn array_err(
         &self,
@@ -104,6 +107,29 @@ impl Pool {
             Some(a) => (a.path.clone(), a.file_offset(p.index, inner)),
             None => (PathBuf::from(format!("<array {}>", p.array)), 0),
         };
+        // An array error is an event, at most one per array per ARRAY_EVENT_GAP.
+        let publish = {
+            let mut last = self.array_error_events.lock();
+            let now = std::time::Instant::now();
+            match last.get(&p.array) {
+                Some(t) if now.duration_since(*t) < ARRAY_EVENT_GAP => false,
+                _ => {
+                    last.insert(p.array, now);
+                    true
+                }
+            }
+        };
+        if publish {
+            let array = self
+                .array(p.array)
+                .map_or_else(|| format!("#{}", p.array), |a| a.name.clone());
+            self.events.publish(
+                "array",
+                &array,
+                "io-error",
+                serde_json::json!({"op": op, "path": path.display().to_string(), "offset": offset, "volume": name, "error": e.to_string()}),
+            );
+        }
         IoError::Array {
             volume: name.to_string(),
             op,

@@ -126,6 +126,8 @@ pub struct Pool {
     pub events: Arc<crate::events::EventLog>,
     /// The pool ran out of space and said so (one `nospace` event until space is found).
     pub(crate) nospace_reported: std::sync::atomic::AtomicBool,
+    /// When each array's last `io-error` event was published (they are rate-limited).
+    pub(crate) array_error_events: Mutex<std::collections::HashMap<u32, std::time::Instant>>,
 }
 
 impl Pool {

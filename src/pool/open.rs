@@ -447,6 +447,7 @@ impl Pool {
             salvaged: Mutex::new(salvage.zip(salvaged_state)),
             events: Arc::new(crate::events::EventLog::open(dir)),
             nospace_reported: std::sync::atomic::AtomicBool::new(false),
+            array_error_events: Mutex::default(),
         });
         Ok((pool, st))
     }

@@ -266,6 +266,10 @@ impl Replication {
                     if rt.full_since != 0 {
                         rt.full_since = 0;
                         log::info!("group '{}': journal space again; writes go on", g.name);
+                        g.publish(
+                            "journal-space",
+                            serde_json::json!({"used": used, "limit": limit}),
+                        );
                     }
                     return Ok(Some(Admit::Journal(g.clone(), need)));
                 }
@@ -276,6 +280,10 @@ impl Replication {
                             "group '{}': journal full ({used} of {limit} bytes): writers wait up to {} ms for the secondary to take segments",
                             g.name,
                             timeout
+                        );
+                        g.publish(
+                            "journal-full",
+                            serde_json::json!({"used": used, "limit": limit, "policy": "block", "block_timeout_ms": timeout}),
                         );
                     }
                     let waited = t0.elapsed();
@@ -304,17 +312,27 @@ impl Replication {
         let mut rt = g.full.st.lock();
         if !rt.warned && used >= high_water(limit) {
             rt.warned = true;
+            drop(rt);
             log::warn!(
                 "group '{}': journal above its high-water mark: {used} of {limit} bytes ({} %)",
                 g.name,
                 used * 100 / limit.max(1)
             );
+            g.publish(
+                "journal-high-water",
+                serde_json::json!({"used": used, "limit": limit, "high_water": high_water(limit)}),
+            );
         } else if rt.warned && used < limit / 1000 * LOW_WATER_PM {
             rt.warned = false;
             rt.failed = None;
+            drop(rt);
             log::info!(
                 "group '{}': journal below its high-water mark again ({used} of {limit} bytes)",
                 g.name
+            );
+            g.publish(
+                "journal-below-high-water",
+                serde_json::json!({"used": used, "limit": limit}),
             );
         }
     }

@@ -576,6 +576,10 @@ impl Replication {
             "takeover",
             serde_json::json!({"seq": applied, "epoch": epoch, "state": "primary"}),
         );
+        ng.publish(
+            "epoch",
+            serde_json::json!({"epoch": epoch, "by": "takeover", "role": "primary"}),
+        );
         log::warn!(
             "group '{name}': TAKEOVER at sequence {applied}: this site is the primary of epoch {epoch}; volumes writable"
         );
@@ -727,6 +731,10 @@ impl Replication {
         ng.publish(
             "failback",
             serde_json::json!({"epoch": m.epoch, "from_seq": m.start_seq, "regions": req.regions.len(), "snapshot": snap}),
+        );
+        ng.publish(
+            "epoch",
+            serde_json::json!({"epoch": m.epoch, "by": "failback", "role": "secondary"}),
         );
         log::warn!(
             "group '{name}': FAILBACK: this site is now the secondary of epoch {} from sequence {}; asked for {} regions ({requested} bytes); snapshot '{snap}' holds its last image as primary",

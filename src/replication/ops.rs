@@ -220,6 +220,14 @@ impl Replication {
             created: now_ns(),
             name: name.to_string(),
             settings: Some(super::handover::settings_of(&rec)),
+            // The group's volumes, so that `group attach` can refuse one that collides with
+            // a volume of the secondary's pool before anything is applied.
+            volumes: {
+                let mut v: Vec<(u64, String)> =
+                    vols.iter().map(|v| (v.id, v.name.clone())).collect();
+                v.sort();
+                v
+            },
             ..Default::default()
         };
         remote::ensure_group_dir(remote_dir, name)
@@ -321,6 +329,24 @@ impl Replication {
         if m.pool == self.pool.pool_id {
             return Err(PoolError::Invalid(format!(
                 "group '{name}': this pool is the group's primary"
+            )));
+        }
+        // The group's volumes come from the manifest: one that collides with a local volume
+        // would stop the applier later (state error), so refuse now, naming it.
+        let taken: Vec<&str> = m
+            .volumes
+            .iter()
+            .map(|(_, v)| v.as_str())
+            .filter(|v| self.volumes.volume(v).is_some())
+            .collect();
+        if !taken.is_empty() {
+            return Err(PoolError::Exists(format!(
+                "group '{name}': its volume(s) {} already exist in this pool and are not part of the group; nothing was attached (delete or rename the local volume(s), or attach in another pool)",
+                taken
+                    .iter()
+                    .map(|v| format!("'{v}'"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )));
         }
         // One remote directory feeds one secondary: the first one's acknowledgements let the

@@ -128,6 +128,11 @@ pub(crate) struct Cli {
     #[arg(long, global = true, value_name = "SECS")]
     pub(crate) timeout: Option<u64>,
 
+    /// Who is acting: the owner `lock`/`unlock` take and release; changing commands pass the
+    /// locks this owner holds (others are refused while an object is locked)
+    #[arg(long, global = true, env = "FUSEVOL_OWNER", value_name = "NAME")]
+    pub(crate) owner: Option<String>,
+
     #[command(subcommand)]
     pub(crate) command: Command,
 }
@@ -213,6 +218,61 @@ pub(crate) enum Command {
     /// and whether it is available.
     #[command(subcommand)]
     Cluster(ClusterCmd),
+    // --- The operator's control plane (issue 15): locks, plan/apply, CCI aliases ---
+    /// Take (or renew) an operation lock on a volume, pair or journal group (needs --owner)
+    ///
+    /// While it is held, every changing command on the object from anyone but its owner is
+    /// refused (exit 1, naming the holder and since when); reads and host I/O go on. A lock on
+    /// a volume also keeps pair and group commands off it. It ends with `unlock`, at --ttl, or
+    /// when the daemon restarts. Changing commands given --owner NAME pass NAME's locks.
+    Lock {
+        /// VOL, `volume VOL`, `pair PVOL` or `group NAME`
+        #[arg(value_name = "OBJECT", num_args = 1..=2, required = true)]
+        target: Vec<String>,
+        /// Seconds until the lock ends by itself [default: until unlocked]
+        #[arg(long, value_name = "SECS")]
+        ttl: Option<u64>,
+    },
+    /// Release an operation lock (by its --owner, or anyone with --force)
+    Unlock {
+        /// VOL, `volume VOL`, `pair PVOL` or `group NAME`
+        #[arg(value_name = "OBJECT", num_args = 1..=2, required = true)]
+        target: Vec<String>,
+        /// Release a lock another owner holds
+        #[arg(long)]
+        force: bool,
+    },
+    /// List the operation locks held now
+    Locks,
+    /// Validate a change set (TOML or JSON) against the live pool(s) and print what would be
+    /// created, changed or removed; changes nothing
+    ///
+    /// The file lists [[volume]] (name, size, tier, absent), [[pair]] (pvol, svol, svol_tier,
+    /// group, rate, absent) and [[group]] (name, volumes, remote, secondary_pool, absent)
+    /// entries; `pool = DIR` at the top or in an entry names the pool (default: -p). Exit 1
+    /// with every problem listed when a pool does not validate it.
+    Plan {
+        /// The change set
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Execute a change set: every named pool must validate it first; each pool takes the
+    /// locks, validates again and executes; on the first failure everything done is undone
+    ///
+    /// Entries that already hold are left alone, so applying a file twice changes nothing the
+    /// second time. Removals run last and cannot be undone.
+    Apply {
+        /// The change set
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// CCI-style aliases of the pair commands, for array administrators
+    ///
+    /// paircreate = pair create, pairsplit = pair split, pairresync = pair resync,
+    /// pairdisplay = pair status, pairevtwait = pair wait: the same arguments, options and exit
+    /// codes. The same names work as argv[0] (a symlink named pairsplit to fusevol).
+    #[command(subcommand)]
+    Cci(CciCmd),
     /// Write a metadata checkpoint and flush all arrays to stable storage
     Sync,
     /// Check that a fusevold is serving the pool and answering
@@ -425,6 +485,63 @@ pub(crate) enum SnapshotCmd {
         #[arg(value_name = "NEWVOL")]
         new_volume: String,
     },
+}
+
+/// `fusevol cci NAME ARGS...`: the arguments are those of the fusevol pair verb.
+#[derive(Subcommand)]
+pub(crate) enum CciCmd {
+    /// = pair create PVOL SVOL [--create-svol] [--svol-tier T] [--group G] [--rate R] [--wait]
+    #[command(disable_help_flag = true)]
+    Paircreate {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// = pair split PVOL... [--group G] [--quick]
+    #[command(disable_help_flag = true)]
+    Pairsplit {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// = pair resync PVOL [--restore] [--rate R] [--wait]
+    #[command(disable_help_flag = true)]
+    Pairresync {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// = pair status [PVOL]
+    #[command(disable_help_flag = true)]
+    Pairdisplay {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// = pair wait PVOL --state STATE [--timeout SECS]
+    #[command(disable_help_flag = true)]
+    Pairevtwait {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+/// The CCI names and the pair verb each stands for.
+pub(crate) const CCI_ALIASES: &[(&str, &str)] = &[
+    ("paircreate", "create"),
+    ("pairsplit", "split"),
+    ("pairresync", "resync"),
+    ("pairdisplay", "status"),
+    ("pairevtwait", "wait"),
+];
+
+impl CciCmd {
+    /// The pair verb and the arguments after it.
+    pub(crate) fn verb_and_args(self) -> (&'static str, Vec<String>) {
+        match self {
+            CciCmd::Paircreate { args } => ("create", args),
+            CciCmd::Pairsplit { args } => ("split", args),
+            CciCmd::Pairresync { args } => ("resync", args),
+            CciCmd::Pairdisplay { args } => ("status", args),
+            CciCmd::Pairevtwait { args } => ("wait", args),
+        }
+    }
 }
 
 #[cfg(test)]

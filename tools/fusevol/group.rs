@@ -355,6 +355,9 @@ fn group_block(g: &GroupInfo) -> String {
     if let Some(b) = &g.base_copy {
         fields.push(("initial copy", format_base_copy(b)));
     }
+    if let Some(l) = &g.lock {
+        fields.push(("lock", crate::change::lock_text(l)));
+    }
     if g.start_seq > 0 {
         fields.push(("epoch starts after", g.start_seq.to_string()));
     }
@@ -677,6 +680,7 @@ mod tests {
             full: Default::default(),
             pitr: None,
             base_copy: None,
+            lock: None,
         }
     }
 

@@ -8,6 +8,7 @@
 //! [`exit_code`], and documented in `--help`.
 
 mod backup;
+mod change;
 mod cli;
 mod cluster;
 mod copy;
@@ -39,11 +40,12 @@ use output::{print_json, print_warnings};
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::try_parse_from(cci_argv0(std::env::args_os().collect())) {
         Ok(cli) => cli,
         Err(e) => return clap_failure(e),
     };
-    let json_mode = cli.json;
+    // `cci NAME ... --json` puts --json after the alias; it counts too.
+    let json_mode = cli.json || std::env::args_os().any(|a| a == "--json");
     let outcome = run(cli);
     if let Err(failure) = &outcome {
         report(failure, json_mode);
@@ -87,6 +89,8 @@ struct Ctx {
     timeout: Duration,
     /// --timeout as given, if it was.
     timeout_given: Option<u64>,
+    /// --owner / FUSEVOL_OWNER: named to the daemon on every connection.
+    owner: Option<String>,
 }
 
 /// The answer timeout when --timeout is not given.
@@ -101,8 +105,18 @@ impl Ctx {
     }
 
     fn client(&self) -> Result<Client, Failure> {
-        let mut client = Client::connect(self.pool(None)?)?;
+        self.client_at(self.pool(None)?)
+    }
+
+    /// A connection to the daemon of `pool` that has named the owner (if one is given).
+    fn client_at(&self, pool: &Path) -> Result<Client, Failure> {
+        let mut client = Client::connect(pool)?;
         client.set_timeout(self.timeout);
+        if let Some(owner) = &self.owner {
+            client.call_ok::<Value>(&Request::Session {
+                owner: owner.clone(),
+            })?;
+        }
         Ok(client)
     }
 
@@ -133,6 +147,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         json: cli.json,
         timeout: Duration::from_secs(cli.timeout.unwrap_or(DEFAULT_TIMEOUT_SECS)),
         timeout_given: cli.timeout,
+        owner: cli.owner,
     };
     match cli.command {
         Command::Init(args) => pool::init(&ctx, args),
@@ -156,6 +171,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::ExportNbd(cmd) => export::export_nbd(&ctx, cmd),
         Command::Catalog(args) => backup::catalog(&ctx, args),
         Command::Cluster(cmd) => cluster::cluster(&ctx, cmd),
+        Command::Lock { target, ttl } => change::lock(&ctx, &target, ttl),
+        Command::Unlock { target, force } => change::unlock(&ctx, &target, force),
+        Command::Locks => change::locks(&ctx),
+        Command::Plan { file } => change::plan(&ctx, &file, false),
+        Command::Apply { file } => change::plan(&ctx, &file, true),
+        Command::Cci(cmd) => cci(ctx, cmd),
         Command::Sync => ctx.request(Request::Sync, |()| println!("synced")),
         Command::Ping => ctx.request(Request::Ping, |info: PoolInfo| {
             println!(
@@ -163,5 +184,59 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 info.path, info.mountpoint
             )
         }),
+    }
+}
+
+/// Called as `paircreate`, `pairsplit` ... (a symlink to fusevol): the pair verb it names.
+fn cci_argv0(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let name = args
+        .first()
+        .and_then(|a| Path::new(a).file_name())
+        .and_then(|n| n.to_str())
+        .unwrap_or("")
+        .to_string();
+    if let Some((_, verb)) = cli::CCI_ALIASES.iter().find(|(alias, _)| *alias == name) {
+        args.splice(0..1, ["fusevol".into(), "pair".into(), (*verb).into()]);
+    }
+    args
+}
+
+/// `fusevol cci NAME ARGS...`: run `fusevol pair VERB ARGS...` with the global options given
+/// before `cci` (those after it win).
+fn cci(outer: Ctx, cmd: cli::CciCmd) -> Result<(), Failure> {
+    let (verb, args) = cmd.verb_and_args();
+    let argv: Vec<String> = ["fusevol".to_string(), "pair".into(), verb.into()]
+        .into_iter()
+        .chain(args)
+        .collect();
+    let inner = match Cli::try_parse_from(argv) {
+        Ok(c) => c,
+        Err(e) if e.exit_code() == 0 => {
+            let _ = e.print();
+            return Ok(());
+        }
+        Err(e) => {
+            if !outer.json {
+                let _ = e.print();
+            }
+            let msg = e.render().to_string();
+            let first = msg.trim().trim_start_matches("error: ").lines().next();
+            return Err(Failure::Usage(first.unwrap_or("").to_string()));
+        }
+    };
+    let ctx = Ctx {
+        pool: inner.pool.or(outer.pool),
+        json: inner.json || outer.json,
+        timeout: if inner.timeout.is_some() {
+            Duration::from_secs(inner.timeout.unwrap_or(DEFAULT_TIMEOUT_SECS))
+        } else {
+            outer.timeout
+        },
+        timeout_given: inner.timeout.or(outer.timeout_given),
+        owner: inner.owner.or(outer.owner),
+    };
+    match inner.command {
+        Command::Pair(cmd) => pair::pair(&ctx, cmd),
+        _ => unreachable!("the argv names a pair verb"),
     }
 }

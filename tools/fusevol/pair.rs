@@ -334,6 +334,9 @@ fn pair_table(pairs: &[PairInfo]) -> String {
             if !p.separate_arrays {
                 notes.push("S-VOL shares arrays with P-VOL".to_string());
             }
+            if let Some(l) = &p.lock {
+                notes.push(format!("locked {}", crate::change::lock_text(l)));
+            }
             vec![
                 p.pvol.clone(),
                 p.svol.clone(),
@@ -399,6 +402,7 @@ mod tests {
             quick_split_copying: false,
             separate_arrays: true,
             error: None,
+            lock: None,
         };
         let copying = PairInfo {
             group: Some("g1".into()),

@@ -112,7 +112,7 @@ fn show_volume(v: VolumeInfo) {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let fields = [
+    let mut fields = vec![
         ("name", v.name.clone()),
         ("id", v.id.to_string()),
         (
@@ -132,6 +132,9 @@ fn show_volume(v: VolumeInfo) {
         ("open handles", v.open_handles.to_string()),
         ("extents", extents),
     ];
+    if let Some(l) = &v.lock {
+        fields.push(("lock", crate::change::lock_text(l)));
+    }
     print!("{}", key_values(&fields));
     match v.info.status.as_str() {
         "missing" => println!("volume information: none"),
