@@ -122,22 +122,10 @@ impl Storage {
             && self.volumes.overwrites_in_place(vol, offset, len as u64);
         if !early {
             // The ordinary order: data (and a pair's dual write), then the answer.
-            let res = match self.mirror.admit(vol, offset, len as u64) {
-                Ok(m) => {
-                    let res = self.volumes.apply(vol, offset, op);
-                    match (m, res) {
-                        (Some(m), Ok(n)) => {
-                            let dual = self
-                                .mirror
-                                .dual_target(&m)
-                                .map(|t| t.and_then(|svol| self.volumes.apply(&svol, offset, op)));
-                            self.mirror.complete(m, dual).map(|_| n)
-                        }
-                        (_, res) => res,
-                    }
-                }
-                Err(e) => Err(e),
-            };
+            let res = self
+                .mirror
+                .admit(vol, offset, len as u64)
+                .and_then(|m| self.apply_and_mirror(vol, offset, op, m));
             self.replication.complete(journal, vol, res.is_ok());
             return res;
         }

@@ -171,8 +171,24 @@ impl Storage {
                 return Err(e);
             }
         };
+        let res = self.apply_and_mirror(vol, offset, op, mirror);
+        if let Some(j) = journal {
+            self.replication.complete(j, vol, res.is_ok());
+        }
+        res
+    }
+
+    /// Steps 4–5 for the data: the one data write, then, for an admitted pair, the same write
+    /// on its S-VOL (the dual target) and the pair's completion.
+    pub(super) fn apply_and_mirror(
+        &self,
+        vol: &Volume,
+        offset: u64,
+        op: DataOp,
+        mirror: Option<crate::mirror::MirrorAdmission>,
+    ) -> Result<usize, IoError> {
         let res = self.volumes.apply(vol, offset, op);
-        let res = match (mirror, res) {
+        match (mirror, res) {
             (Some(m), Ok(n)) => {
                 let dual = self
                     .mirror
@@ -181,11 +197,7 @@ impl Storage {
                 self.mirror.complete(m, dual).map(|_| n)
             }
             (_, res) => res,
-        };
-        if let Some(j) = journal {
-            self.replication.complete(j, vol, res.is_ok());
         }
-        res
     }
 }
 
