@@ -18,6 +18,7 @@
 //! copied the same way.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::Storage;
 use crate::pool::IoError;
@@ -35,6 +36,10 @@ pub enum CopyFrom<'a> {
     Volume(&'a Arc<Volume>),
     Snapshot(&'a Arc<Snapshot>),
 }
+
+/// How long a copy waits for the in-flight writes of its source volume before it copies a
+/// batch byte by byte instead of sharing it.
+const QUIESCE_WAIT: Duration = Duration::from_millis(500);
 
 impl CopyFrom<'_> {
     fn size(&self) -> u64 {
@@ -112,9 +117,29 @@ impl Storage {
         let mut i = 0;
         while i < whole {
             let n = SHARE_BATCH.min(whole - i);
+            // A write to another source volume that is in flight (planned as an overwrite in
+            // place, or acknowledged early and still being destaged) would land in an extent
+            // once it is shared: quiesce the source's writes around the share, as a snapshot
+            // does. Waiting is bounded (a copy the other way holds this source's lock shared
+            // as its destination and may want ours): on timeout the batch is copied instead.
+            let quiet = match src {
+                CopyFrom::Volume(v) if v.id != dst.id => {
+                    match v.io_lock.try_write_for(QUIESCE_WAIT) {
+                        Some(g) => Some(g),
+                        None => {
+                            let (s0, d0) = ((src_l + i) * es, (dst_l + i) * es);
+                            self.copy_bytes(src, s0, dst, d0, n * es)?;
+                            i += n;
+                            continue;
+                        }
+                    }
+                }
+                _ => None,
+            };
             let unshared = self
                 .volumes
                 .share_extents(dst, &from, src_l + i, dst_l + i, n)?;
+            drop(quiet);
             for l in unshared {
                 let k = l - src_l;
                 self.copy_bytes(src, l * es, dst, (dst_l + k) * es, es)?;
