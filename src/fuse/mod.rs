@@ -221,17 +221,33 @@ impl FuseFs {
     }
 
     fn remote_attr(&self, r: &RemoteVolume) -> FileAttr {
+        let ino = REMOTE_INO_BASE + r.index;
+        let t = self.mounted_at;
+        self.file_attr(ino, FileType::RegularFile, r.size, r.size / 512, t, 0o600)
+    }
+
+    /// The attributes every node shares: owned by the daemon's user, one time for all four
+    /// stamps; directories have two links.
+    fn file_attr(
+        &self,
+        ino: u64,
+        kind: FileType,
+        size: u64,
+        blocks: u64,
+        time: SystemTime,
+        perm: u16,
+    ) -> FileAttr {
         FileAttr {
-            ino: INodeNo(REMOTE_INO_BASE + r.index),
-            size: r.size,
-            blocks: r.size / 512,
-            atime: self.mounted_at,
-            mtime: self.mounted_at,
-            ctime: self.mounted_at,
-            crtime: self.mounted_at,
-            kind: FileType::RegularFile,
-            perm: 0o600,
-            nlink: 1,
+            ino: INodeNo(ino),
+            size,
+            blocks,
+            atime: time,
+            mtime: time,
+            ctime: time,
+            crtime: time,
+            kind,
+            perm,
+            nlink: if kind == FileType::Directory { 2 } else { 1 },
             uid: self.uid,
             gid: self.gid,
             rdev: 0,
@@ -264,64 +280,21 @@ impl FuseFs {
 
     fn snapshot_attr(&self, s: &Snapshot) -> FileAttr {
         let created = UNIX_EPOCH + Duration::from_secs(s.created);
-        FileAttr {
-            ino: INodeNo(volume_ino(s.id)),
-            size: s.size,
-            blocks: s.mapped_extents() * self.st.pool.extent_size / 512,
-            atime: created,
-            mtime: created,
-            ctime: created,
-            crtime: created,
-            kind: FileType::RegularFile,
-            perm: 0o400,
-            nlink: 1,
-            uid: self.uid,
-            gid: self.gid,
-            rdev: 0,
-            blksize: 4096,
-            flags: 0,
-        }
+        let blocks = s.mapped_extents() * self.st.pool.extent_size / 512;
+        let ino = volume_ino(s.id);
+        self.file_attr(ino, FileType::RegularFile, s.size, blocks, created, 0o400)
     }
 
     fn dir_attr(&self, ino: u64) -> FileAttr {
-        FileAttr {
-            ino: INodeNo(ino),
-            size: 0,
-            blocks: 0,
-            atime: self.mounted_at,
-            mtime: self.mounted_at,
-            ctime: self.mounted_at,
-            crtime: self.mounted_at,
-            kind: FileType::Directory,
-            perm: if ino == ROOT_INO { 0o755 } else { 0o555 },
-            nlink: 2,
-            uid: self.uid,
-            gid: self.gid,
-            rdev: 0,
-            blksize: 4096,
-            flags: 0,
-        }
+        let perm = if ino == ROOT_INO { 0o755 } else { 0o555 };
+        self.file_attr(ino, FileType::Directory, 0, 0, self.mounted_at, perm)
     }
 
     fn volume_attr(&self, v: &Volume) -> FileAttr {
         let created = UNIX_EPOCH + Duration::from_secs(v.created);
-        FileAttr {
-            ino: INodeNo(volume_ino(v.id)),
-            size: v.size(),
-            blocks: v.mapped_extents() * self.st.pool.extent_size / 512,
-            atime: created,
-            mtime: created,
-            ctime: created,
-            crtime: created,
-            kind: FileType::RegularFile,
-            perm: 0o600,
-            nlink: 1,
-            uid: self.uid,
-            gid: self.gid,
-            rdev: 0,
-            blksize: 4096,
-            flags: 0,
-        }
+        let blocks = v.mapped_extents() * self.st.pool.extent_size / 512;
+        let ino = volume_ino(v.id);
+        self.file_attr(ino, FileType::RegularFile, v.size(), blocks, created, 0o600)
     }
 }
 
