@@ -101,6 +101,8 @@ pub struct Client {
     socket: PathBuf,
     conn: Option<BufReader<UnixStream>>,
     timeout: Duration,
+    /// The start of a streamed line whose rest had not arrived when a read timed out.
+    pending: Vec<u8>,
 }
 
 impl Client {
@@ -111,6 +113,7 @@ impl Client {
             socket: socket_path(pool_dir),
             conn: None,
             timeout: DEFAULT_TIMEOUT,
+            pending: Vec::new(),
         };
         client.conn = Some(client.open()?);
         Ok(client)
@@ -165,11 +168,29 @@ impl Client {
     }
 
     /// The next line of a streaming answer (`events`), after `call` returned its first.
+    ///
+    /// Unlike [`Client::call`], a timeout here keeps the stream: the daemon sends lines only
+    /// when something happens, so a quiet period is not a failed exchange. A line cut by the
+    /// timeout is kept and completed by the next call.
     pub fn next_response(&mut self) -> Result<Response, ClientError> {
         let mut conn = self.conn.take().ok_or_else(|| ClientError::Closed {
             socket: self.socket.clone(),
         })?;
-        let resp = self.receive(&mut conn)?;
+        conn.get_ref()
+            .set_read_timeout(self.limit())
+            .map_err(|e| self.io_error(e))?;
+        let mut pending = std::mem::take(&mut self.pending);
+        let room = (MAX_RESPONSE_LINE + 1).saturating_sub(pending.len() as u64);
+        let read = conn.by_ref().take(room).read_until(b'\n', &mut pending);
+        if let Err(e) = read {
+            let err = self.io_error(e);
+            if matches!(err, ClientError::Timeout { .. }) {
+                self.pending = pending;
+                self.conn = Some(conn);
+            }
+            return Err(err);
+        }
+        let resp = self.parse_line(&pending)?;
         self.conn = Some(conn);
         Ok(resp)
     }
@@ -260,6 +281,11 @@ impl Client {
             .take(MAX_RESPONSE_LINE + 1)
             .read_until(b'\n', &mut line)
             .map_err(|e| self.io_error(e))?;
+        self.parse_line(&line)
+    }
+
+    /// One complete response line (ending in a newline), or why it is not one.
+    fn parse_line(&self, line: &[u8]) -> Result<Response, ClientError> {
         if line.last() != Some(&b'\n') {
             if line.len() as u64 > MAX_RESPONSE_LINE {
                 return Err(ClientError::BadResponse {
@@ -271,7 +297,7 @@ impl Client {
                 socket: self.socket.clone(),
             });
         }
-        serde_json::from_slice(&line).map_err(|e| ClientError::BadResponse {
+        serde_json::from_slice(line).map_err(|e| ClientError::BadResponse {
             socket: self.socket.clone(),
             reason: format!("not a valid response: {e}"),
         })
@@ -448,6 +474,41 @@ mod tests {
         assert_eq!(err.code(), "timeout");
         tx.send(()).unwrap();
         daemon.join().unwrap();
+    }
+
+    #[test]
+    fn a_quiet_stream_survives_timeouts_and_split_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let daemon = fake_daemon(dir.path(), move |r| {
+            let w = r.get_mut();
+            w.write_all(b"{\"ok\":true,\"data\":{\"header\":1}}\n")
+                .unwrap();
+            // A quiet period, then an event line cut in two around another one.
+            rx.recv().unwrap();
+            w.write_all(b"{\"ok\":true,\"da").unwrap();
+            w.flush().unwrap();
+            rx.recv().unwrap();
+            w.write_all(b"ta\":{\"end\":\"backlog\"}}\n").unwrap();
+            rx.recv().unwrap();
+        });
+        let mut c = Client::connect(dir.path()).unwrap();
+        assert!(c.call(&Request::Ping).unwrap().ok);
+        c.set_timeout(Duration::from_millis(100));
+        let err = c.next_response().err().unwrap();
+        assert!(matches!(err, ClientError::Timeout { .. }), "{err:?}");
+        tx.send(()).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let err = c.next_response().err().unwrap();
+        assert!(matches!(err, ClientError::Timeout { .. }), "{err:?}");
+        tx.send(()).unwrap();
+        let resp = c.next_response().unwrap();
+        assert!(resp.ok);
+        assert_eq!(resp.data.unwrap()["end"], "backlog");
+        tx.send(()).unwrap();
+        daemon.join().unwrap();
+        let err = c.next_response().err().unwrap();
+        assert!(matches!(err, ClientError::Closed { .. }), "{err:?}");
     }
 
     #[test]
