@@ -337,3 +337,68 @@ fn pvol_read_error_in_pair_is_served_from_svol() {
     assert_eq!(io_errno(&e), libc::EIO);
     pool.shutdown();
 }
+
+/// A crash between the two legs of a dual write (the S-VOL's write lost, as a machine crash
+/// loses it) leaves the pair's write intent behind: the next open copies those regions again
+/// and the pair comes back to PAIR with S = P. Intents that a sync made void are cleared, so a
+/// clean pair reopens in PAIR without a copy; a split syncs first and keeps its diff exact.
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_dual_write_torn_by_a_crash_is_copied_again_at_open() {
+    let _s = serial();
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("p");
+    let pool = pool_at(&dir);
+    pool.volumes.create_volume("p", SIZE, Some("fast")).unwrap();
+    let mut pm = vec![0u8; SIZE as usize];
+    write(&pool, &mut pm, "p", 0, 100_000, 1);
+    pool.create_pair("p", "s", true, Some("backup"), None, None)
+        .unwrap();
+    wait_state(&pool, "p", PairState::Pair);
+    write(&pool, &mut pm, "p", 7 * ES, 3000, 2);
+    same(&image(&pool, "s"), &pm, "S in PAIR");
+
+    // Two syncs with no write between: the intents are cleared, a reopen copies nothing.
+    pool.sync().unwrap();
+    pool.sync().unwrap();
+    common::sites::crash(pool);
+    let pool = Storage::open(&dir).unwrap();
+    assert_eq!(pool.mirror.pair_of("p").unwrap().state(), PairState::Pair);
+
+    // The S-VOL leg of one write lost; then a crash.
+    fail::cfg("mirror::dual_target::lost", "return").unwrap();
+    write(&pool, &mut pm, "p", 20 * ES + 100, 5000, 3);
+    fail::remove("mirror::dual_target::lost");
+    assert_ne!(image(&pool, "s"), pm, "the lost leg shows");
+    common::sites::crash(pool);
+    let pool = Storage::open(&dir).unwrap();
+    let st = pool.mirror.pair_of("p").unwrap().state();
+    assert!(
+        matches!(st, PairState::CopyRs | PairState::Pair),
+        "after the crash: {}",
+        st.name()
+    );
+    wait_state(&pool, "p", PairState::Pair);
+    same(&image(&pool, "p"), &pm, "P after the repair");
+    same(&image(&pool, "s"), &pm, "S after the repair");
+
+    // A lost leg, then a steady split: the split image is P's, the diff only what changed.
+    fail::cfg("mirror::dual_target::lost", "return").unwrap();
+    write(&pool, &mut pm, "p", 30 * ES, 100, 4);
+    fail::remove("mirror::dual_target::lost");
+    common::sites::crash(pool);
+    let pool = Storage::open(&dir).unwrap();
+    wait_state(&pool, "p", PairState::Pair);
+    pool.mirror.split_pairs(&["p".into()], None, false).unwrap();
+    same(&image(&pool, "s"), &pm, "S at the split");
+    let pair = pool.mirror.pair_of("p").unwrap();
+    assert_eq!(
+        status::pair_info(&pool, &pair).diff_bytes,
+        0,
+        "diff right after the split"
+    );
+    write(&pool, &mut pm, "p", 2 * ES, 10, 5);
+    assert_eq!(status::pair_info(&pool, &pair).diff_bytes, ES);
+    drop(pair);
+    pool.shutdown();
+}

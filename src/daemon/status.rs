@@ -196,7 +196,12 @@ pub fn pair_info(st: &Storage, pair: &Pair) -> PairInfo {
     } else {
         100.0 * (m.copy_total.saturating_sub(left)) as f64 / m.copy_total as f64
     };
-    let mut diff = m.p_dirty.clone();
+    // In a dual-write state `p_dirty` holds write intents, not differences.
+    let mut diff = if m.state.dual_writes() {
+        crate::bitmap::Bitmap::new()
+    } else {
+        m.p_dirty.clone()
+    };
     diff.union_with(&m.s_dirty);
     PairInfo {
         id: pair.id,

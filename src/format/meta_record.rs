@@ -207,7 +207,9 @@ pub enum MetaRecord {
         regions: Vec<u64>,
     },
     /// Regions changed on one side (0 = P-VOL, 1 = S-VOL) since the split; made durable
-    /// before the write that changes them.
+    /// before the write that changes them. In a dual-write state side 0 is the write-intent
+    /// bitmap of the dual writes, and side 2 clears intent bits (after a sync made their
+    /// writes durable on both sides).
     PairDirty {
         id: u64,
         side: u8,

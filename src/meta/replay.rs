@@ -329,6 +329,7 @@ pub fn apply(state: &mut State, rec: &MetaRecord) -> Result<(), String> {
                 }
                 p.state = PairState::Psus as u8;
                 p.split_snap = snap;
+                // The split synced the dual writes first: their intents go with it.
                 p.p_dirty.clear_all();
                 p.s_dirty.clear_all();
                 p.error.clear();
@@ -378,13 +379,18 @@ pub fn apply(state: &mut State, rec: &MetaRecord) -> Result<(), String> {
         }
         MetaRecord::PairDirty { id, side, regions } => {
             let p = pair_mut(state, *id)?;
-            let b = if *side == 0 {
-                &mut p.p_dirty
-            } else {
-                &mut p.s_dirty
-            };
-            for &r in regions {
-                b.set(r);
+            match side {
+                0 => regions.iter().for_each(|&r| {
+                    p.p_dirty.set(r);
+                }),
+                1 => regions.iter().for_each(|&r| {
+                    p.s_dirty.set(r);
+                }),
+                // Write intents of a dual-write state, cleared after a sync.
+                2 => regions.iter().for_each(|&r| {
+                    p.p_dirty.clear(r);
+                }),
+                s => return Err(format!("pair id {id}: unknown difference side {s}")),
             }
         }
         MetaRecord::GroupPut(g) => {

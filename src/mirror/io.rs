@@ -23,9 +23,47 @@ pub struct MirrorAdmission {
     role: Role,
     state: PairState,
     regions: Vec<u64>,
+    /// Whether `regions` are counted in the pair's `inflight` (a dual write).
+    inflight: bool,
     /// Released when the admission is completed (or dropped, when the data write failed).
     #[allow(dead_code)]
     guards: Vec<ArcMutexGuard<RawMutex, ()>>,
+}
+
+impl MirrorAdmission {
+    /// Count this dual write's regions as in flight until it is dropped.
+    fn count_inflight(mut self) -> Self {
+        let mut m = self.pair.st.lock();
+        for &r in &self.regions {
+            *m.inflight.entry(r).or_insert(0) += 1;
+        }
+        drop(m);
+        self.inflight = true;
+        self
+    }
+}
+
+impl Drop for MirrorAdmission {
+    fn drop(&mut self) {
+        if !self.inflight {
+            return;
+        }
+        let mut m = self.pair.st.lock();
+        for r in &self.regions {
+            if let Some(n) = m.inflight.get_mut(r) {
+                *n -= 1;
+                if *n == 0 {
+                    m.inflight.remove(r);
+                }
+            }
+        }
+    }
+}
+
+/// The write-intent candidates of one pair, taken before a pool sync (see
+/// [`Mirror::intent_candidates`]).
+pub struct IntentPass {
+    pairs: Vec<(Arc<Pair>, Vec<u64>)>,
 }
 
 impl Mirror {
@@ -84,6 +122,93 @@ impl Mirror {
         Ok(())
     }
 
+    /// Dual-write states: record the write intent of the units around `regions` durably
+    /// before the write (one log sync for the first write to a unit), and note the regions
+    /// as touched so the cleaning pass leaves them set.
+    fn mark_intent(&self, pair: &Pair, regions: &[u64]) -> Result<(), IoError> {
+        let es = self.pool.extent_size;
+        let per_unit = (super::INTENT_UNIT / es).max(1);
+        let last = pair.pvol.size().max(pair.svol.size()).div_ceil(es);
+        let mut units: Vec<u64> = Vec::new();
+        {
+            let mut m = pair.st.lock();
+            for &r in regions {
+                m.touched.set(r);
+                if !m.p_dirty.contains(r) {
+                    units.push(r / per_unit);
+                }
+            }
+        }
+        if units.is_empty() {
+            return Ok(());
+        }
+        units.dedup();
+        let all: Vec<u64> = units
+            .iter()
+            .flat_map(|u| u * per_unit..((u + 1) * per_unit).min(last.max(u * per_unit + 1)))
+            .collect();
+        self.mark_dirty(pair, Side::P, &all)
+    }
+
+    /// Before a pool sync: for every pair in a dual-write state, the intent bits no write
+    /// touched since the last pass and none has in flight. The touched marks start afresh.
+    pub fn intent_candidates(&self) -> IntentPass {
+        let mut pairs = Vec::new();
+        for pair in self.pair_list() {
+            let mut m = pair.st.lock();
+            if !m.state.dual_writes() || m.p_dirty.is_empty() {
+                m.touched.clear_all();
+                continue;
+            }
+            let cand: Vec<u64> = m
+                .p_dirty
+                .iter()
+                .filter(|r| !m.touched.contains(*r) && !m.inflight.contains_key(r))
+                .collect();
+            m.touched.clear_all();
+            if !cand.is_empty() {
+                pairs.push((pair.clone(), cand));
+            }
+        }
+        IntentPass { pairs }
+    }
+
+    /// After the pool sync that followed `pass` succeeded: clear the candidates no write
+    /// touched meanwhile (their writes are durable on both sides). The clearing record is
+    /// not synced: losing it only makes a recovery copy more.
+    pub fn clean_intents(&self, pass: IntentPass) {
+        for (pair, cand) in pass.pairs {
+            let mut log = self.pool.meta.lock();
+            let mut m = pair.st.lock();
+            if !m.state.dual_writes() {
+                continue;
+            }
+            let clear: Vec<u64> = cand
+                .into_iter()
+                .filter(|r| {
+                    m.p_dirty.contains(*r) && !m.touched.contains(*r) && !m.inflight.contains_key(r)
+                })
+                .collect();
+            if clear.is_empty() {
+                continue;
+            }
+            // Appended under both locks: an admission that finds a bit clear appends its
+            // intent after this record, so a replay never ends with an intent cleared
+            // under a write in flight.
+            if let Err(e) = log.append(&MetaRecord::PairDirty {
+                id: pair.id,
+                side: 2,
+                regions: clear.clone(),
+            }) {
+                log::warn!("pair {}: clearing write intents: {e}", pair.pvol.name);
+                continue;
+            }
+            for r in clear {
+                m.p_dirty.clear(r);
+            }
+        }
+    }
+
     /// Move a pair to PSUE (dual write or copy failed); the P-VOL goes on.
     pub(crate) fn suspend(&self, pair: &Pair, reason: String) {
         {
@@ -125,6 +250,7 @@ impl Mirror {
             .pool
             .regions(offset, len.min(vol.size().saturating_sub(offset)));
         let state = pair.state();
+        let mut dual = false;
         let guards = match role {
             Role::Secondary => {
                 if state != PairState::Psus {
@@ -148,6 +274,8 @@ impl Mirror {
                 }
                 _ => {
                     let g = pair.lock_regions(regions.iter().copied());
+                    self.mark_intent(&pair, &regions)?;
+                    dual = true;
                     if state == PairState::CopyRsR {
                         self.restore_first(&pair, &regions)?;
                     }
@@ -155,13 +283,15 @@ impl Mirror {
                 }
             },
         };
-        Ok(Some(MirrorAdmission {
+        let adm = MirrorAdmission {
             pair,
             role,
             state,
             regions,
+            inflight: false,
             guards,
-        }))
+        };
+        Ok(Some(if dual { adm.count_inflight() } else { adm }))
     }
 
     /// After the data write on the volume succeeded: the S-VOL the same operation must also
@@ -188,6 +318,8 @@ impl Mirror {
                 return None;
             }
         }
+        // The S-VOL leg lost, as a machine crash between the two legs loses it.
+        fail::fail_point!("mirror::dual_target::lost", |_| None);
         fail::fail_point!("mirror::dual_target::svol_write", |_| Some(Err(
             IoError::Invalid {
                 volume: pair.svol.name.clone(),

@@ -15,7 +15,13 @@
 //! so a copy never overwrites newer data. Copy progress (`PairCopied`) is recorded only after
 //! the copied data is synced; difference bits (`PairDirty`) are made durable *before* the
 //! write that sets them (a write-intent bitmap), so a crash can only make a resync copy more,
-//! never less. A quick split takes a snapshot of the P-VOL at the split instant; the rest of
+//! never less. In the dual-write states (COPY, PAIR, COPY(RS), COPY(RS-R)) `p_dirty` is the
+//! same kind of write-intent bitmap for the two legs of a dual write: a unit of
+//! [`INTENT_UNIT`] around every region a host write touches is recorded durably before the
+//! write, and cleared (`PairDirty` side 2, not synced) once a pool sync has made every write
+//! to it durable on both sides and no write touched it since. A pair found after a crash in a
+//! dual-write state with intent bits copies those regions again (P→S, or S→P in COPY(RS-R))
+//! before it reports PAIR; a split keeps them as changed regions. A quick split takes a snapshot of the P-VOL at the split instant; the rest of
 //! the copy reads from it, so the S-VOL only ever shows the split-time image.
 
 mod copier;
@@ -40,6 +46,10 @@ use crate::volume::{Volume, Volumes};
 /// Default background copy limit: 128 MiB/s.
 pub const DEFAULT_COPY_RATE: u64 = 128 << 20;
 const STRIPES: usize = 256;
+/// The write-intent unit of a pair in a dual-write state: the first write to a unit pays one
+/// metadata log sync; after a crash the units with intents are copied again (md's bitmap
+/// chunk: large enough that a random writer pays few syncs, small enough to copy quickly).
+pub const INTENT_UNIT: u64 = 64 << 20;
 pub use crate::format::PairState;
 pub use crate::snapshot::SPLIT_SNAPSHOT_PREFIX;
 
@@ -67,6 +77,11 @@ pub(crate) struct PairMut {
     pub rate_window: (Instant, u64),
     /// Regions the copier has copied but not yet recorded (still in `todo`).
     pub copied_unrecorded: Bitmap,
+    /// Dual-write states: regions a host write was admitted to since the last intent
+    /// cleaning pass (their write-intent bits in `p_dirty` stay set).
+    pub touched: Bitmap,
+    /// Regions with a dual write in flight (admitted, not completed), with their count.
+    pub inflight: HashMap<u64, u32>,
 }
 
 impl PairMut {

@@ -157,6 +157,8 @@ impl Mirror {
                 rate: 0,
                 rate_window: (Instant::now(), 0),
                 copied_unrecorded: Bitmap::new(),
+                touched: Bitmap::new(),
+                inflight: Default::default(),
             },
             &self.pool,
         ));
@@ -257,6 +259,11 @@ impl Mirror {
                     }
                 )));
             }
+            // With the writes stopped, make every dual write so far durable on both sides:
+            // the split image is then on disk, and the write intents can go with the split.
+            if pairs.iter().any(|p| !p.st.lock().p_dirty.is_empty()) {
+                self.pool.sync()?;
+            }
             let mut log = self.pool.meta.lock();
             let mut snaps = Vec::new();
             for p in &pairs {
@@ -273,8 +280,11 @@ impl Mirror {
             })?;
             for p in &pairs {
                 let mut m = p.st.lock();
+                // The write intents of the dual-write state are void: the sync above made
+                // every dual write durable on both sides.
                 m.p_dirty.clear_all();
                 m.s_dirty.clear_all();
+                m.touched.clear_all();
                 m.error = None;
                 m.split_snap = snaps
                     .iter()
@@ -439,6 +449,36 @@ impl Mirror {
                 split_snaps.push(s.id);
             }
             let separate = self.place_pair(&p, &s);
+            let mut ps = ps;
+            let mut state = state;
+            if state.dual_writes() && !ps.p_dirty.is_empty() && self.pool.read_only().is_none() {
+                // Write intents left by a crash: the two legs of those dual writes may differ.
+                // Copy those regions again (P→S; S→P for a restore) before PAIR.
+                let restore = state == PairState::CopyRsR;
+                log::warn!(
+                    "pair {} → {}: {} region(s) had dual writes in flight or not yet synced at the last stop; copying them again ({})",
+                    p.name,
+                    s.name,
+                    ps.p_dirty.count(),
+                    if restore { "S-VOL → P-VOL" } else { "P-VOL → S-VOL" }
+                );
+                self.pool.meta.lock().append(&MetaRecord::PairResync {
+                    id: ps.id,
+                    restore,
+                    rate: ps.rate,
+                })?;
+                let (pd, sd) = (
+                    std::mem::take(&mut ps.p_dirty),
+                    std::mem::take(&mut ps.s_dirty),
+                );
+                ps.todo.union_with(&pd);
+                ps.todo.union_with(&sd);
+                state = if restore {
+                    PairState::CopyRsR
+                } else {
+                    PairState::CopyRs
+                };
+            }
             let pair = Arc::new(Pair::new(
                 ps.id,
                 p,
@@ -457,6 +497,8 @@ impl Mirror {
                     rate: 0,
                     rate_window: (Instant::now(), 0),
                     copied_unrecorded: Bitmap::new(),
+                    touched: Bitmap::new(),
+                    inflight: Default::default(),
                 },
                 &self.pool,
             ));

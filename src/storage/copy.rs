@@ -39,7 +39,7 @@ pub enum CopyFrom<'a> {
 
 /// How long a copy waits for the in-flight writes of its source volume before it copies a
 /// batch byte by byte instead of sharing it.
-const QUIESCE_WAIT: Duration = Duration::from_millis(500);
+const QUIESCE_WAIT: Duration = Duration::from_secs(2);
 
 impl CopyFrom<'_> {
     fn size(&self) -> u64 {
@@ -127,6 +127,13 @@ impl Storage {
                     match v.io_lock.try_write_for(QUIESCE_WAIT) {
                         Some(g) => Some(g),
                         None => {
+                            log::info!(
+                                "copy from volume '{}': its writes did not pause within {:?}; extents {}..{} are copied, not shared",
+                                v.name,
+                                QUIESCE_WAIT,
+                                src_l + i,
+                                src_l + i + n
+                            );
                             let (s0, d0) = ((src_l + i) * es, (dst_l + i) * es);
                             self.copy_bytes(src, s0, dst, d0, n * es)?;
                             i += n;

@@ -126,7 +126,12 @@ impl Storage {
 
     /// Make everything acknowledged so far durable (`Pool::sync`, journals first).
     pub fn sync(&self) -> Result<(), PoolError> {
-        self.pool.sync()
+        // Pairs' write intents that no write touched since the last sync are cleared once
+        // this sync has made their writes durable on both sides.
+        let pass = self.mirror.intent_candidates();
+        self.pool.sync()?;
+        self.mirror.clean_intents(pass);
+        Ok(())
     }
 
     /// Write a checkpoint of the whole state and start a new metadata log.
