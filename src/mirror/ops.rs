@@ -462,21 +462,30 @@ impl Mirror {
                     ps.p_dirty.count(),
                     if restore { "S-VOL → P-VOL" } else { "P-VOL → S-VOL" }
                 );
-                self.pool.meta.lock().append(&MetaRecord::PairResync {
+                let mut log = self.pool.meta.lock();
+                log.append(&MetaRecord::PairResync {
                     id: ps.id,
                     restore,
                     rate: ps.rate,
                 })?;
+                if state == PairState::Copy {
+                    // The initial copy goes on as such (only its to-do list grew).
+                    log.append(&MetaRecord::PairState {
+                        id: ps.id,
+                        state: PairState::Copy as u8,
+                        error: String::new(),
+                    })?;
+                }
+                drop(log);
                 let (pd, sd) = (
                     std::mem::take(&mut ps.p_dirty),
                     std::mem::take(&mut ps.s_dirty),
                 );
                 ps.todo.union_with(&pd);
                 ps.todo.union_with(&sd);
-                state = if restore {
-                    PairState::CopyRsR
-                } else {
-                    PairState::CopyRs
+                state = match state {
+                    PairState::CopyRsR | PairState::Copy => state,
+                    _ => PairState::CopyRs,
                 };
             }
             let pair = Arc::new(Pair::new(
