@@ -34,6 +34,11 @@
 #                                     automatically when BENCH_SIZE does not fit the default pool)
 #   BENCH_QEMU_FILE_OPTS="..."        extra options for qemu's file blockdev, e.g. "cache.direct=on,aio=native"
 #   BENCH_SAVE_JSON=DIR               copy every fio JSON result to DIR
+#   BENCH_DISK_BYTES=1                also count the bytes read from the disk per 4 KiB read: the
+#                                     backing device's sectors read (/sys/class/block/DEV/stat, the
+#                                     whole machine's I/O) and, for fusevol, the daemon's own
+#                                     read_bytes (/proc/PID/io), divided by the job's reads (ramp
+#                                     included); printed after the table
 # Needs root (drop_caches, FUSE mounts), fio, python3; qemu-img/qemu-storage-daemon and fuse3 for qemu.
 set -euo pipefail
 
@@ -294,10 +299,29 @@ job_args() { # job -> fio options
 }
 FIO_COMMON="--size=$SIZE_B --allow_file_create=0 --fallocate=none --invalidate=1 --randrepeat=0 --numjobs=1 --output-format=json"
 
+# Bytes read from the disk so far: the backing device's (whole machine) and fusevold's own.
+DISK_STAT=""
+disk_stat_file() {
+    local src dev
+    src=$(findmnt -rn -o SOURCE --target "$BASE" | head -1)
+    dev=$(basename "$(readlink -f "$src" 2>/dev/null || echo "$src")")
+    [ -r "/sys/class/block/$dev/stat" ] && echo "/sys/class/block/$dev/stat"
+}
+disk_read_bytes() { # -> "device_bytes daemon_bytes"
+    local dev=0 fvd=0
+    [ -n "$DISK_STAT" ] && dev=$(awk '{printf "%.0f", $3 * 512}' "$DISK_STAT")
+    if [ -n "$FVD_PID" ] && [ -r "/proc/$FVD_PID/io" ]; then
+        fvd=$(awk '/^read_bytes:/ {print $2}' "/proc/$FVD_PID/io")
+    fi
+    echo "$dev $fvd"
+}
+DISK_RESULTS="$W/disk.tsv"
+
 run_job() { # target job rep
-    local t=$1 job=$2 rep=$3 f=${FILE[$1]} out val
+    local t=$1 job=$2 rep=$3 f=${FILE[$1]} out val before after
     check_target "$t"
     drop_caches
+    before=$(disk_read_bytes)
     out="$W/json/$t.$job.$rep.json"
     # shellcheck disable=SC2046
     # in the background + wait, so that SIGINT/SIGTERM reach the trap at once (and cleanup stops fio)
@@ -310,6 +334,10 @@ run_job() { # target job rep
         die "fio $job on $t failed"
     fi
     FIO_PID=""
+    after=$(disk_read_bytes)
+    if [ "${BENCH_DISK_BYTES:-0}" = 1 ] && [[ $job == randread* ]]; then
+        printf '%s\t%s\t%s\t%s\t%s\n' "$t" "$job" "$out" "$before" "$after" >> "$DISK_RESULTS"
+    fi
     val=$(python3 - "$out" "$job" <<'EOF'
 import json, sys
 text = open(sys.argv[1]).read()
@@ -347,6 +375,8 @@ EOF
 
 # ---------------------------------------------------------------- run
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+DISK_STAT=$(disk_stat_file || true)
+: > "$DISK_RESULTS"
 log "work dir $W ($FSTYPE), size $SIZE, targets: $TARGETS, load average $LOAD_START"
 for t in $TARGETS; do "setup_$t"; done
 for t in $TARGETS; do
@@ -450,6 +480,33 @@ if out:
                  + notes + "\n")
     print("\nmarkdown written to " + out)
 EOF
+
+if [ "${BENCH_DISK_BYTES:-0}" = 1 ] && [ -s "$DISK_RESULTS" ]; then
+    python3 - "$DISK_RESULTS" "$OUT" "$RUNTIME" "$RAMP" <<'EOF'
+import json, sys
+rows = []
+for line in open(sys.argv[1]):
+    t, job, out, before, after = line.rstrip("\n").split("\t")
+    text = open(out).read()
+    j = json.loads(text[text.index('{'):])["jobs"][0]
+    # reads in the job's whole time, ramp included (fio counts only the measured part)
+    ops = j["read"]["iops"] * (float(sys.argv[3]) + float(sys.argv[4]))
+    d0, p0 = map(int, before.split())
+    d1, p1 = map(int, after.split())
+    dev = (d1 - d0) / ops / 1024 if ops else 0
+    own = "%.1f" % ((p1 - p0) / ops / 1024) if t == "fusevol" and ops else "-"
+    rows.append([t, job, "%.0f" % ops, "%.1f" % dev, own])
+head = ["target", "job", "reads (est.)", "device KiB/read (whole machine)", "fusevold KiB/read"]
+md = "\n".join(["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+               + ["| " + " | ".join(r) + " |" for r in rows])
+print("\nBytes read from the disk per 4 KiB read:")
+print(md)
+if sys.argv[2]:
+    with open(sys.argv[2], "a") as fh:
+        fh.write("\nBytes read from the disk per 4 KiB read (device: all of the machine's reads; "
+                 "fusevold: /proc/PID/io read_bytes):\n\n" + md + "\n")
+EOF
+fi
 
 # ---------------------------------------------------------------- copy functions
 # Snapshots and pairs (scripts/bench-copy.sh) after the fio comparison; BENCH_COPY=0 skips.

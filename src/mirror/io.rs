@@ -7,6 +7,7 @@ use parking_lot::{ArcMutexGuard, RawMutex};
 use super::{Mirror, Pair, PairState, Role};
 use crate::extent_map::pieces;
 use crate::format::MetaRecord;
+use crate::pool::Access;
 use crate::volume::{IoError, Volume};
 
 /// Which bitmap a change goes to.
@@ -444,7 +445,7 @@ impl Mirror {
         }
         let mut buf = vec![0u8; len];
         self.pool
-            .read_table(table, size, &src.name, start, &mut buf)?;
+            .read_table(table, size, &src.name, start, &mut buf, Access::Sequential)?;
         self.volumes.write_plain(dst, start, &buf)?;
         pair.st.lock().count_copied(len as u64);
         Ok(())
@@ -510,7 +511,9 @@ impl Mirror {
                 }
                 (Role::Secondary, true) => {
                     let s = snap.as_ref().expect("redirect implies a split snapshot");
-                    self.pool.read_table(&s.table, s.size, &vol.name, at, dst)?;
+                    let access = vol.streams.classify(at, dst.len() as u64);
+                    self.pool
+                        .read_table(&s.table, s.size, &vol.name, at, dst, access)?;
                 }
                 _ => {
                     self.volumes.read_plain(vol, at, dst)?;

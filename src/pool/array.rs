@@ -6,6 +6,7 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use super::streams::Access;
 use super::PoolError;
 use crate::format::array_header::{ArrayHeader, ARRAY_HEADER_SIZE, DATA_OFFSET};
 use crate::sys;
@@ -17,6 +18,9 @@ pub struct Array {
     pub path: PathBuf,
     /// None when the array is missing (see `missing`).
     file: Option<File>,
+    /// The same file opened again with POSIX_FADV_RANDOM (no read-ahead), for small reads
+    /// that continue no stream (`streams::Access::Random`); None: `file` serves them too.
+    random_file: Option<File>,
     /// Why the array file could not be used when the pool was opened (deleted, unreadable):
     /// the pool serves without it, every I/O on its extents fails with EIO naming it, and
     /// nothing is allocated on it (issue 19 item 6).
@@ -75,10 +79,16 @@ pub fn read_header(path: &Path) -> Result<(File, ArrayHeader), PoolError> {
 /// chooses otherwise for measuring: `none` (no hints, the behaviour before issue 18),
 /// `random` (POSIX_FADV_RANDOM on every array file: no read-ahead at all; it lost on
 /// sequential reads and won nothing on random ones), `willneed`, or `random,willneed`.
+///
+/// `stream` (on by default since the second round of issue 18): small reads that continue no
+/// stream of their volume (`streams::ReadStreams`) go through a second descriptor of the array
+/// opened with POSIX_FADV_RANDOM, so they read exactly their bytes; streams and large reads
+/// keep the read-ahead of the first. `FUSEVOL_READ_HINTS=willneed` is the behaviour before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadHints {
     pub random: bool,
     pub willneed: bool,
+    pub stream: bool,
 }
 
 pub fn read_hints() -> ReadHints {
@@ -87,6 +97,7 @@ pub fn read_hints() -> ReadHints {
         let default = ReadHints {
             random: false,
             willneed: true,
+            stream: true,
         };
         let Ok(v) = std::env::var("FUSEVOL_READ_HINTS") else {
             return default;
@@ -94,12 +105,24 @@ pub fn read_hints() -> ReadHints {
         let h = ReadHints {
             random: v.split(',').any(|w| w.trim() == "random"),
             willneed: v.split(',').any(|w| w.trim() == "willneed"),
+            stream: v.split(',').any(|w| w.trim() == "stream"),
         };
         if h != default {
             log::info!("array read hints (FUSEVOL_READ_HINTS={v}): {h:?}");
         }
         h
     })
+}
+
+/// No read-ahead on this open file description (POSIX_FADV_RANDOM). A hint: errors are ignored.
+fn advise_random(f: &File) {
+    use std::os::unix::io::AsRawFd;
+    let _ = nix::fcntl::posix_fadvise(
+        f.as_raw_fd(),
+        0,
+        0,
+        nix::fcntl::PosixFadviseAdvice::POSIX_FADV_RANDOM,
+    );
 }
 
 fn read_full(f: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
@@ -122,20 +145,34 @@ impl Array {
         refs: std::sync::Arc<super::alloc::RefTable>,
     ) -> Array {
         if read_hints().random {
-            use std::os::unix::io::AsRawFd;
-            let _ = nix::fcntl::posix_fadvise(
-                file.as_raw_fd(),
-                0,
-                0,
-                nix::fcntl::PosixFadviseAdvice::POSIX_FADV_RANDOM,
-            );
+            advise_random(&file);
         }
+        let random_file = if read_hints().stream {
+            // Its own open file description: the advice is per description, not per inode.
+            match OpenOptions::new().read(true).open(&path) {
+                Ok(f) => {
+                    advise_random(&f);
+                    Some(f)
+                }
+                Err(e) => {
+                    log::warn!(
+                        "array file {}: cannot open it a second time for random reads ({e}); \
+                         they keep the kernel's read-ahead",
+                        path.display()
+                    );
+                    None
+                }
+            }
+        } else {
+            None
+        };
         Array {
             id: h.array_id,
             name: h.name.clone(),
             tier: h.tier.clone(),
             path,
             file: Some(file),
+            random_file,
             missing: None,
             extent_size: h.extent_size,
             capacity_extents: h.capacity / h.extent_size,
@@ -160,6 +197,7 @@ impl Array {
             tier: rec.tier.clone(),
             path,
             file: None,
+            random_file: None,
             missing: Some(why),
             extent_size,
             capacity_extents: rec.capacity / extent_size,
@@ -199,12 +237,17 @@ impl Array {
         self.data_offset + index * self.extent_size + offset
     }
 
-    /// Read `buf.len()` bytes at `offset` inside extent `index`; bytes past the file end are zero.
-    pub fn read(&self, index: u64, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+    /// Read `buf.len()` bytes at `offset` inside extent `index`; bytes past the file end are
+    /// zero. `access` picks the descriptor: read-ahead for streams, none for lone small reads.
+    pub fn read(&self, index: u64, offset: u64, buf: &mut [u8], access: Access) -> io::Result<()> {
         fail::fail_point!("array::read::eio", |_| Err(io::Error::from_raw_os_error(
             libc::EIO
         )));
-        let n = read_full(self.f()?, buf, self.file_offset(index, offset))?;
+        let f = match (access, &self.random_file) {
+            (Access::Random, Some(rf)) => rf,
+            _ => self.f()?,
+        };
+        let n = read_full(f, buf, self.file_offset(index, offset))?;
         buf[n..].fill(0);
         Ok(())
     }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use parking_lot::RwLock;
 
+use super::streams::Access;
 use super::{Pool, PoolError};
 use crate::extent_map::partial::{touched, BlockBits, PartialExt, BLOCK};
 use crate::extent_map::{pieces, ExtentTable, Piece};
@@ -152,6 +153,7 @@ impl Pool {
     }
 
     /// Read from any extent table (a volume's or a snapshot's). Holes read as zeros.
+    /// `access`: with or without the arrays' read-ahead (`streams`).
     pub(crate) fn read_table(
         &self,
         table: &RwLock<ExtentTable>,
@@ -159,6 +161,7 @@ impl Pool {
         name: &str,
         offset: u64,
         buf: &mut [u8],
+        access: Access,
     ) -> Result<usize, IoError> {
         if offset >= size {
             return Ok(0);
@@ -184,8 +187,8 @@ impl Pool {
             match phys {
                 None => dst.fill(0),
                 Some(p) => match self.partials.get(p) {
-                    Some(e) => self.read_partial(name, p, &e, piece.offset, dst)?,
-                    None => self.read_at(name, p, piece.offset, dst)?,
+                    Some(e) => self.read_partial(name, p, &e, piece.offset, dst, access)?,
+                    None => self.read_at(name, p, piece.offset, dst, access)?,
                 },
             }
         }
@@ -198,9 +201,10 @@ impl Pool {
         p: Phys,
         offset: u64,
         dst: &mut [u8],
+        access: Access,
     ) -> Result<(), IoError> {
         let a = self.array(p.array).expect("mapped extent has an array");
-        a.read(p.index, offset, dst)
+        a.read(p.index, offset, dst, access)
             .map_err(|e| self.array_err(name, "read", p, offset, e))
     }
 
@@ -226,6 +230,7 @@ impl Pool {
         e: &PartialExt,
         offset: u64,
         dst: &mut [u8],
+        access: Access,
     ) -> Result<(), IoError> {
         let end = offset + dst.len() as u64;
         let (f, l) = touched(offset, dst.len() as u64);
@@ -234,7 +239,7 @@ impl Pool {
                 let lo = (a as u64 * BLOCK).max(offset);
                 let hi = (b as u64 * BLOCK).min(end);
                 let part = &mut dst[(lo - offset) as usize..(hi - offset) as usize];
-                self.read_at(name, from, lo, part)?;
+                self.read_at(name, from, lo, part, access)?;
             }
         }
         Ok(())

@@ -14,6 +14,7 @@ mod extent_io;
 mod fill;
 mod hooks;
 pub(crate) mod open;
+pub mod streams;
 mod subcow;
 
 use std::io;
@@ -29,6 +30,7 @@ pub use create::{create_pool, default_pool_with_volume, ArraySpec, PoolSpec, DEF
 pub use extent_io::{Cow, IoError};
 pub use fill::FILL_RATE;
 pub use hooks::{StateSource, SyncHook};
+pub use streams::{Access, ReadStreams};
 
 use crate::format::{ArrayRec, FormatError, Phys};
 use crate::meta::{MetaError, MetaLog, State};

@@ -13,6 +13,7 @@
 //! block is read from N only once it is marked valid, so a crash at any moment leaves every
 //! block readable from the right place.
 
+use super::streams::Access;
 use super::Pool;
 use super::{Cow, IoError};
 use crate::extent_map::partial::{touched, BlockBits, BLOCK};
@@ -64,7 +65,7 @@ impl Pool {
             if let Some(from) = home(head as usize) {
                 let lo = head * BLOCK;
                 let part = &mut buf[..(pc.offset - lo) as usize];
-                self.read_at(name, from, lo, part)?;
+                self.read_at(name, from, lo, part, Access::Sequential)?;
                 self.write_at(name, n, lo, part)?;
             }
         }
@@ -73,7 +74,7 @@ impl Pool {
             if let Some(from) = home(tb as usize) {
                 let hi = (tb + 1) * BLOCK;
                 let part = &mut buf[..(hi - end) as usize];
-                self.read_at(name, from, end, part)?;
+                self.read_at(name, from, end, part, Access::Sequential)?;
                 self.write_at(name, n, end, part)?;
             }
         }

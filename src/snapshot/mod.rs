@@ -91,6 +91,8 @@ pub struct Snapshot {
     pub size: u64,
     pub(crate) table: RwLock<ExtentTable>,
     open_handles: AtomicU64,
+    /// Recent reads' ends (read-ahead for streams only, `pool::streams`).
+    streams: crate::pool::ReadStreams,
 }
 
 impl Snapshot {
@@ -103,6 +105,7 @@ impl Snapshot {
             size: s.size,
             table: RwLock::new(s.table),
             open_handles: AtomicU64::new(0),
+            streams: crate::pool::ReadStreams::default(),
         }
     }
 
@@ -218,6 +221,7 @@ impl Snapshots {
             size: vol.size(),
             table: RwLock::new(vol.map.read().clone()),
             open_handles: AtomicU64::new(0),
+            streams: crate::pool::ReadStreams::default(),
         });
         snaps.by_id.insert(id, snap.clone());
         self.pool.events.publish(
@@ -411,7 +415,8 @@ impl Snapshots {
         offset: u64,
         buf: &mut [u8],
     ) -> Result<usize, IoError> {
+        let access = snap.streams.classify(offset, buf.len() as u64);
         self.pool
-            .read_table(&snap.table, snap.size, &snap.name, offset, buf)
+            .read_table(&snap.table, snap.size, &snap.name, offset, buf, access)
     }
 }

@@ -108,8 +108,9 @@ impl Volumes {
         offset: u64,
         buf: &mut [u8],
     ) -> Result<usize, IoError> {
+        let access = vol.streams.classify(offset, buf.len() as u64);
         self.pool
-            .read_table(&vol.map, vol.size(), &vol.name, offset, buf)
+            .read_table(&vol.map, vol.size(), &vol.name, offset, buf, access)
     }
 
     /// Look the range up and reserve extents for its holes and shared extents. Waits out

@@ -142,6 +142,9 @@ pub struct Volume {
     pub(crate) allowed_arrays: RwLock<Option<Vec<u32>>>,
     /// Host I/O counted by the pipeline router (`storage::io`) since the daemon started.
     pub stats: crate::stats::IoStats,
+    /// Where recent reads of the volume ended: streams read with read-ahead, lone small reads
+    /// without (`pool::streams`).
+    pub(crate) streams: crate::pool::ReadStreams,
     /// Front ends writing the volume: handles of the volume file open for writing, and
     /// network clients that have written (see `claim_writer`).
     writers: Mutex<Writers>,
@@ -179,6 +182,7 @@ impl Volume {
             pending_cv: Condvar::new(),
             allowed_arrays: RwLock::new(None),
             stats: crate::stats::IoStats::default(),
+            streams: crate::pool::ReadStreams::default(),
             writers: Mutex::new(Writers::default()),
         }
     }
