@@ -511,6 +511,11 @@ pub fn volume_stats(
     volume: Option<&str>,
     started: std::time::Instant,
 ) -> Result<Vec<crate::control::VolumeStats>, PoolError> {
+    if !st.io_stats_on() {
+        return Err(PoolError::Invalid(
+            "per-volume I/O statistics are off in this daemon (started with --no-stats); restart fusevold without it to count them".into(),
+        ));
+    }
     let vols = match volume {
         Some(name) => vec![st.volumes.volume_or_err(name)?],
         None => {
