@@ -503,3 +503,59 @@ fn lag_alert_above_while_the_secondary_is_stopped_and_below_after() {
     p.cli_ok(&["group", "set", "db", "--lag-alert", "0"]);
     assert!(group(&p)["lag_alert_secs"].is_null());
 }
+
+#[test]
+fn a_plan_attaches_with_a_rename() {
+    let Daemons { p, s, remote } = Daemons::new(2, "128M", "256K");
+    p.set_budget(Duration::from_secs(180));
+    s.create_volume("data", "4M");
+    let plan_text = |rename: &str| {
+        format!(
+            "pool = \"{}\"\n[[volume]]\nname = \"data\"\nsize = \"8M\"\n[[group]]\nname = \"rep\"\nvolumes = [\"data\"]\nremote = \"{}\"\nsecondary_pool = \"{}\"\n{rename}",
+            p.pool().display(),
+            remote.display(),
+            s.pool().display()
+        )
+    };
+    let run_plan = |verb: &str, body: &str| {
+        let f = p.root().join(format!("{verb}.toml"));
+        std::fs::write(&f, body).unwrap();
+        Command::new(fusevol_bin())
+            .env_remove("FUSEVOL_POOL")
+            .args([verb, f.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    // Without a rename the secondary's own 'data' is in the way.
+    let out = run_plan("plan", &plan_text(""));
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(
+        text(&out.stderr).contains("volume 'data' already exists"),
+        "{}",
+        describe(&out)
+    );
+    let body = plan_text("secondary_rename = \"r-\"\n");
+    let out = run_plan("plan", &body);
+    assert!(out.status.success(), "{}", describe(&out));
+    let out = run_plan("apply", &body);
+    assert!(out.status.success(), "{}", describe(&out));
+    wait_ok(
+        &s,
+        &["group", "wait", "rep", "--consistent", "--timeout", "60"],
+    );
+    dd(&p.vol("data"), 0, 8);
+    wait_ok(
+        &p,
+        &["group", "wait", "rep", "--caught-up", "--timeout", "60"],
+    );
+    let g = s.cli_json(&["group", "status", "rep"])[0].clone();
+    assert_eq!(strs(&g["volumes"]), vec!["r-data"], "{g}");
+    same(&p.vol("data"), &s.vol("r-data"), None);
+    // Applying it again is a no-op.
+    let out = run_plan("apply", &body);
+    assert!(
+        text(&out.stdout).contains("nothing to do"),
+        "{}",
+        describe(&out)
+    );
+}
