@@ -104,10 +104,10 @@ fn strs(v: &Value) -> Vec<String> {
 fn default_pools_rename_takeover_and_failback() {
     // Two default pools (fusevold creates them): both have vol0 (8 GiB, thin).
     let mut p = TestPool::empty();
-    p.set_budget(Duration::from_secs(400));
+    p.set_budget(Duration::from_secs(900));
     p.start();
     let mut s = TestPool::empty();
-    s.set_budget(Duration::from_secs(400));
+    s.set_budget(Duration::from_secs(900));
     s.start();
     // Each site reaches the shared directory through a path of its own, so the primary can
     // lose it (its symlink removed) while the secondary still sees it.
