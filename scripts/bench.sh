@@ -30,6 +30,12 @@
 #   BENCH_FUSEVOL_METRICS=ADDR:PORT   pass --metrics ADDR:PORT to fusevold and scrape /metrics with
 #                                     curl once a second for the whole run (statistics are always on;
 #                                     this adds the exporter and a scraper far busier than Prometheus')
+#   BENCH_STATS=on|off|both           per-volume statistics of fusevol: on (default, as always),
+#                                     off (fusevold --no-stats), or both: a second fusevol target,
+#                                     "fusevol-nostats" (its own pool and daemon with --no-stats), runs
+#                                     beside "fusevol", which then has statistics AND metrics on (the
+#                                     exporter at BENCH_FUSEVOL_METRICS, default 127.0.0.1:19187, scraped
+#                                     every second); an extra table gives stats-on / stats-off per job
 #   BENCH_FUSEVOL_INIT_ARGS="..."     extra args for `fusevol init` (default: none; arrays are sized up
 #                                     automatically when BENCH_SIZE does not fit the default pool)
 #   BENCH_QEMU_FILE_OPTS="..."        extra options for qemu's file blockdev, e.g. "cache.direct=on,aio=native"
@@ -64,6 +70,16 @@ else
     SIZE=${BENCH_SIZE:-4G}; RUNTIME=${BENCH_RUNTIME:-12}; RAMP=${BENCH_RAMP:-2}
 fi
 TARGETS=${BENCH_TARGETS:-raw qemu fusevol}
+STATS=${BENCH_STATS:-on}
+case "$STATS" in
+    on|off) ;;
+    both)
+        case " $TARGETS " in *" fusevol "*) ;; *) TARGETS="$TARGETS fusevol" ;; esac
+        case " $TARGETS " in *" fusevol-nostats "*) ;; *) TARGETS="$TARGETS fusevol-nostats" ;; esac
+        BENCH_FUSEVOL_METRICS=${BENCH_FUSEVOL_METRICS:-127.0.0.1:19187}
+        ;;
+    *) echo "bench.sh: BENCH_STATS must be on, off or both (not '$STATS')" >&2; exit 2 ;;
+esac
 BASE=${BENCH_DIR:-/var/tmp}
 REPEAT=${BENCH_REPEAT:-1}
 END_FSYNC=${BENCH_END_FSYNC:-1}
@@ -87,7 +103,7 @@ SIZE_B=$(size_bytes "$SIZE")
 [ $((SIZE_B % 1048576)) = 0 ] || die "BENCH_SIZE must be a multiple of 1 MiB"
 
 for t in $TARGETS; do
-    case "$t" in raw|qemu|fusevol) ;; *) die "unknown target '$t' in BENCH_TARGETS" ;; esac
+    case "$t" in raw|qemu|fusevol|fusevol-nostats) ;; *) die "unknown target '$t' in BENCH_TARGETS" ;; esac
 done
 for j in $JOBS; do
     case " $ALL_JOBS " in *" $j "*) ;; *) die "unknown job '$j' in BENCH_JOBS (known: $ALL_JOBS)" ;; esac
@@ -114,13 +130,13 @@ if [ -n "$missing" ]; then
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fio qemu-utils fuse3 >/dev/null
     fi
 fi
-if { has_target qemu || has_target fusevol; } && [ ! -e /dev/fuse ]; then die "/dev/fuse is missing"; fi
+if { has_target qemu || has_target fusevol || has_target fusevol-nostats; } && [ ! -e /dev/fuse ]; then die "/dev/fuse is missing"; fi
 CAN_DROP=1
 if [ "$(id -u)" != 0 ] || ! [ -w /proc/sys/vm/drop_caches ]; then
     CAN_DROP=0
     log "WARNING: cannot write /proc/sys/vm/drop_caches (not root?): page cache is NOT dropped between jobs"
 fi
-if has_target fusevol; then
+if has_target fusevol || has_target fusevol-nostats; then
     [ -x "$FV_BIN/fusevol" ] && [ -x "$FV_BIN/fusevold" ] ||
         die "$FV_BIN/fusevol and fusevold not found: run 'cargo build --release' (or drop fusevol from BENCH_TARGETS)"
 fi
@@ -142,6 +158,10 @@ FIO_PID=""
 QEMU_FILE="$W/qemu/export.img"
 FV_MNT="$W/fusevol/mnt"
 FV_POOL="$W/fusevol/pool"
+# BENCH_STATS=both: the second fusevol target (statistics off)
+FVN_PID=""
+FVN_MNT="$W/fusevol-nostats/mnt"
+FVN_POOL="$W/fusevol-nostats/pool"
 
 is_mounted() { findmnt -rn --mountpoint "$1" >/dev/null 2>&1; }
 
@@ -173,10 +193,11 @@ cleanup() {
     fi
     stop_pid "$QSD_PID" qemu-storage-daemon "$QEMU_FILE"
     stop_pid "$FVD_PID" fusevold "$FV_MNT"
-    QSD_PID=""; FVD_PID=""
+    stop_pid "$FVN_PID" "fusevold --no-stats" "$FVN_MNT"
+    QSD_PID=""; FVD_PID=""; FVN_PID=""
     if [ "$KEEP" = 1 ]; then
         log "work dir kept: $W"
-    elif is_mounted "$QEMU_FILE" || is_mounted "$FV_MNT"; then
+    elif is_mounted "$QEMU_FILE" || is_mounted "$FV_MNT" || is_mounted "$FVN_MNT"; then
         log "a mount is still there; not removing $W"
     else
         rm -rf "$W"
@@ -247,6 +268,7 @@ setup_fusevol() {
     if [ -n "${BENCH_FUSEVOL_THREADS:-}" ]; then FVD_CMD+=(--threads "$BENCH_FUSEVOL_THREADS"); fi
     if [ -n "${BENCH_FUSEVOL_IO_THREADS:-}" ]; then FVD_CMD+=(--io-threads "$BENCH_FUSEVOL_IO_THREADS"); fi
     if [ -n "${BENCH_FUSEVOL_METRICS:-}" ]; then FVD_CMD+=(--metrics "$BENCH_FUSEVOL_METRICS"); fi
+    if [ "$STATS" = off ]; then FVD_CMD+=(--no-stats); fi
     log "starting: ${FVD_CMD[*]}"
     RUST_LOG=${RUST_LOG:-info} "${FVD_CMD[@]}" > "$W/fusevol/fusevold.log" 2>&1 &
     FVD_PID=$!
@@ -271,6 +293,41 @@ fvd_ready() {
 }
 fv_file_ready() { [ -f "$FV_MNT/bench" ] && [ "$(stat -c %s "$FV_MNT/bench")" = "$SIZE_B" ]; }
 
+# BENCH_STATS=both: the same pool layout and daemon options as "fusevol", with --no-stats and no
+# exporter, in a pool of its own.
+setup_fusevol-nostats() {
+    mkdir -p "$W/fusevol-nostats"
+    local init_args=()
+    if [ -n "${BENCH_FUSEVOL_INIT_ARGS:-}" ]; then
+        read -r -a init_args <<< "$BENCH_FUSEVOL_INIT_ARGS"
+    elif [ "$SIZE_B" -gt $((9 << 30)) ]; then
+        local a=$(( (SIZE_B / 2 + (1 << 30) - 1) >> 30 ))G
+        init_args=(--array "a0:$a" --array "a1:$a" --array "a2:$a")
+    fi
+    "$FV_BIN/fusevol" init "$FVN_POOL" "${init_args[@]}" > "$W/fusevol-nostats/init.log" 2>&1 ||
+        { cat "$W/fusevol-nostats/init.log" >&2; die "fusevol init (no stats) failed"; }
+    FVN_CMD=("$FV_BIN/fusevold" "$FVN_POOL" "$FVN_MNT" --no-stats)
+    if [ -n "${BENCH_FUSEVOL_THREADS:-}" ]; then FVN_CMD+=(--threads "$BENCH_FUSEVOL_THREADS"); fi
+    if [ -n "${BENCH_FUSEVOL_IO_THREADS:-}" ]; then FVN_CMD+=(--io-threads "$BENCH_FUSEVOL_IO_THREADS"); fi
+    log "starting: ${FVN_CMD[*]}"
+    RUST_LOG=${RUST_LOG:-info} "${FVN_CMD[@]}" > "$W/fusevol-nostats/fusevold.log" 2>&1 &
+    FVN_PID=$!
+    wait_for 60 "fusevold --no-stats to mount $FVN_MNT" fvn_ready
+    "$FV_BIN/fusevol" -p "$FVN_POOL" volume create bench --size "$SIZE_B" > "$W/fusevol-nostats/create.log" 2>&1 ||
+        { cat "$W/fusevol-nostats/create.log" >&2; die "volume create (no stats) failed"; }
+    FILE[fusevol-nostats]="$FVN_MNT/bench"
+    wait_for 30 "$FVN_MNT/bench" fvn_file_ready
+    # the switch is real: the daemon says so
+    if "$FV_BIN/fusevol" -p "$FVN_POOL" stats > "$W/fusevol-nostats/stats.log" 2>&1; then
+        die "fusevold --no-stats still answers 'fusevol stats'"
+    fi
+}
+fvn_ready() {
+    kill -0 "$FVN_PID" 2>/dev/null || { tail -n 30 "$W/fusevol-nostats/fusevold.log" >&2; die "fusevold --no-stats exited"; }
+    is_mounted "$FVN_MNT" && [ -S "$FVN_POOL/control.sock" ]
+}
+fvn_file_ready() { [ -f "$FVN_MNT/bench" ] && [ "$(stat -c %s "$FVN_MNT/bench")" = "$SIZE_B" ]; }
+
 # Before every job: the target is what we think it is (a FUSE file, not the empty file under a dead mount).
 check_target() {
     local t=$1 f=${FILE[$1]}
@@ -278,6 +335,7 @@ check_target() {
     case "$t" in
         qemu) kill -0 "$QSD_PID" 2>/dev/null && is_mounted "$QEMU_FILE" || die "qemu-storage-daemon is gone" ;;
         fusevol) kill -0 "$FVD_PID" 2>/dev/null && is_mounted "$FV_MNT" || die "fusevold is gone" ;;
+        fusevol-nostats) kill -0 "$FVN_PID" 2>/dev/null && is_mounted "$FVN_MNT" || die "fusevold --no-stats is gone" ;;
     esac
 }
 
@@ -369,7 +427,7 @@ machine_info() {
 - fio: $(fio --version); qemu-storage-daemon: $(qemu-storage-daemon --version 2>/dev/null | head -1 | awk '{print $3}' || echo n/a)
 - fusevol: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo "no commit") $( [ -n "$(git -C "$ROOT" status --porcelain 2>/dev/null | head -1)" ] && echo "(work tree has uncommitted changes)")
 - size per target: $SIZE ($SIZE_B bytes); jobs: ${RUNTIME}s + ${RAMP}s ramp, median of $REPEAT run(s); write jobs end_fsync=$END_FSYNC; page cache dropped before every job: $( [ "$CAN_DROP" = 1 ] && echo yes || echo NO)
-- targets: $TARGETS; load average at start: $LOAD_START, at end: $(cut -d' ' -f1-3 /proc/loadavg)
+- targets: $TARGETS; fusevol statistics: $STATS$( [ "$STATS" = both ] && echo " (fusevol: statistics + metrics at $BENCH_FUSEVOL_METRICS scraped every second; fusevol-nostats: --no-stats)" ); load average at start: $LOAD_START, at end: $(cut -d' ' -f1-3 /proc/loadavg)
 EOF
 }
 
@@ -472,11 +530,35 @@ if max(len(v) for v in vals.values()) > 1:
         print("  ".join(str(c).ljust(rw[i]) for i, c in enumerate(r)).rstrip())
 print()
 print(notes)
+# BENCH_STATS=both: statistics + metrics on ("fusevol") against statistics off ("fusevol-nostats")
+stats_md = ""
+if any(t == "fusevol-nostats" for t, _ in vals):
+    sh = ["job", "unit", "stats+metrics on", "stats off", "on/off", "on (every run)", "off (every run)", "run-to-run spread (max/min, worse of the two)"]
+    srows = []
+    for job in jobs:
+        on, off = vals.get(("fusevol", job)), vals.get(("fusevol-nostats", job))
+        if not on or not off:
+            continue
+        spread = max(max(v) / min(v) if min(v) > 0 else 0 for v in (on, off))
+        srows.append([job, "IOPS" if "4K" in job else "MB/s", fmt(statistics.median(on)), fmt(statistics.median(off)),
+                      "%.3f×" % (statistics.median(on) / statistics.median(off)),
+                      " / ".join(fmt(v) for v in on), " / ".join(fmt(v) for v in off), "%.3f×" % spread])
+    sw = [max(len(str(x)) for x in col) for col in zip(sh, *srows)]
+    print()
+    print("Statistics and metrics on (fusevol) vs statistics off (fusevol-nostats), medians:")
+    for r in [sh] + srows:
+        print("  ".join(str(c).ljust(sw[i]) for i, c in enumerate(r)).rstrip())
+    stats_md = ("Statistics and metrics on (`fusevol`: counters, exporter, a scrape every second) vs statistics off "
+                "(`fusevol-nostats`: `fusevold --no-stats`), medians; the spread is the larger max/min of the runs "
+                "of either target:\n\n"
+                + "\n".join(["| " + " | ".join(sh) + " |", "|" + "|".join("---" for _ in sh) + "|"]
+                             + ["| " + " | ".join(r) + " |" for r in srows]) + "\n\n")
 if out:
     with open(out, "w") as fh:
         fh.write("# fusevol benchmark run\n\n" + info + "\n\n" + md + "\n\nMean completion latency of the 4 KiB jobs:\n\n"
                  + lat_md + "\n\n"
                  + ("Every run (the table shows the median):\n\n" + runs_md + "\n\n" if max(len(v) for v in vals.values()) > 1 else "")
+                 + stats_md
                  + notes + "\n")
     print("\nmarkdown written to " + out)
 EOF

@@ -63,6 +63,10 @@ struct Args {
     /// Off by default.
     #[arg(long, env = "FUSEVOLD_METRICS", value_name = "ADDR:PORT", value_parser = parse_metrics_addr)]
     metrics: Option<std::net::SocketAddr>,
+    /// Do not count per-volume I/O statistics (`fusevol stats` then says they are off and
+    /// /metrics has no volume I/O counters). On by default.
+    #[arg(long, env = "FUSEVOLD_NO_STATS")]
+    no_stats: bool,
     /// Join a cluster: etcd endpoints (comma-separated), e.g. http://127.0.0.1:2379. Needs
     /// --node and --nbd; every node's mount then shows every volume of the cluster.
     #[arg(long, value_name = "URL[,URL...]", requires_all = ["node", "nbd"])]
@@ -132,6 +136,7 @@ fn main() -> ExitCode {
         event_ring: a.event_ring.max(1),
         metrics: a.metrics,
         io_threads: a.io_threads,
+        stats: !a.no_stats,
         cluster: a.cluster.map(|urls| fusevol::daemon::ClusterJoin {
             endpoints: urls
                 .split(',')

@@ -80,6 +80,12 @@ pub struct GroupEntry {
     pub remote: Option<PathBuf>,
     #[serde(default)]
     pub secondary_pool: Option<PathBuf>,
+    /// The secondary keeps the volumes as PREFIX<name> (`group attach --rename`).
+    #[serde(default)]
+    pub secondary_rename: Option<String>,
+    /// The secondary keeps these volumes under these names (`group attach --map`).
+    #[serde(default)]
+    pub secondary_map: std::collections::BTreeMap<String, String>,
     #[serde(default)]
     pub absent: bool,
     #[serde(default)]
@@ -159,6 +165,12 @@ pub struct AttachSpec {
     pub primary_in_plan: bool,
     #[serde(default)]
     pub absent: bool,
+    /// The names this pool keeps the group's volumes under (absent: the primary's).
+    #[serde(
+        default,
+        skip_serializing_if = "crate::replication::options::VolumeNames::is_empty"
+    )]
+    pub names: crate::replication::options::VolumeNames,
 }
 
 /// The part of a plan that concerns one pool.
@@ -322,6 +334,10 @@ impl PlanFile {
                         volumes: g.volumes.clone(),
                         primary_in_plan: true,
                         absent: g.absent,
+                        names: crate::replication::options::VolumeNames {
+                            prefix: g.secondary_rename.clone(),
+                            map: g.secondary_map.clone(),
+                        },
                     });
                 secondaries.push(sec);
             }

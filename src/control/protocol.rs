@@ -21,7 +21,7 @@ pub use crate::backup::export::ExportPlan;
 pub use crate::cluster::{ClusterNodeInfo, ClusterStatusInfo, ClusterVolumeInfo};
 pub use crate::events::Event;
 pub use crate::info::InfoView;
-pub use crate::replication::options::{GroupOptions, GroupSetOptions, PitrOptions};
+pub use crate::replication::options::{GroupOptions, GroupSetOptions, PitrOptions, VolumeNames};
 pub use crate::replication::pitr::RestoreReport;
 
 /// A request from the CLI to the daemon.
@@ -191,6 +191,9 @@ pub enum Request {
         /// Retention and apply delay (absent: off).
         #[serde(default, skip_serializing_if = "PitrOptions::is_empty")]
         pitr: PitrOptions,
+        /// The names this pool keeps the group's volumes under (absent: the primary's).
+        #[serde(default, skip_serializing_if = "VolumeNames::is_empty")]
+        names: VolumeNames,
     },
     /// Add a volume to a group; answers `GroupInfo`.
     GroupAddVolume { name: String, volume: String },
@@ -231,6 +234,10 @@ pub enum Request {
         /// Retention and apply delay (the secondary's settings).
         #[serde(default, skip_serializing_if = "PitrOptions::is_empty")]
         pitr: PitrOptions,
+        /// Publish `lag-above` when the lag reaches this many milliseconds and `lag-below`
+        /// when it is under half of it again (0: off). Either site.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lag_alert_ms: Option<u64>,
     },
     /// On a suspended primary: journal again and journal the regions written while
     /// suspended (the secondary is inconsistent until that ends). Answers `GroupInfo`.
@@ -653,6 +660,16 @@ pub struct GroupInfo {
     /// The operation lock on the group, if one is held (`fusevol lock group`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lock: Option<LockInfo>,
+    /// Volumes this pool keeps under other names than the group's (`group attach
+    /// --rename/--map`): local name → the group's (the primary's) name.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub renamed: std::collections::BTreeMap<String, String>,
+    /// The lag alert threshold in seconds (`group set --lag-alert`), when set, and whether
+    /// the lag is above it now (`lag-above` published, `lag-below` not yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_alert_secs: Option<f64>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lag_above: bool,
 }
 
 /// Where a primary's initial copy (base copy) is.
@@ -769,8 +786,21 @@ mod tests {
                     name: "g1".into(),
                     remote: "/r".into(),
                     pitr: PitrOptions::default(),
+                    names: VolumeNames::default(),
                 },
                 json!({"op":"group_attach","name":"g1","remote":"/r"}),
+            ),
+            (
+                Request::GroupAttach {
+                    name: "g1".into(),
+                    remote: "/r".into(),
+                    pitr: PitrOptions::default(),
+                    names: VolumeNames {
+                        prefix: Some("r-".into()),
+                        map: [("vol0".to_string(), "pvol0".to_string())].into(),
+                    },
+                },
+                json!({"op":"group_attach","name":"g1","remote":"/r","names":{"prefix":"r-","map":{"vol0":"pvol0"}}}),
             ),
             (
                 Request::GroupAddVolume {
@@ -846,6 +876,7 @@ mod tests {
                     name: "g1".into(),
                     remote: "/r".into(),
                     pitr: pitr.clone(),
+                    names: VolumeNames::default(),
                 },
                 json!({"op":"group_attach","name":"g1","remote":"/r","pitr":{"retain_secs":60,"apply_delay":5}}),
             ),
@@ -854,6 +885,7 @@ mod tests {
                     name: "g1".into(),
                     options: GroupSetOptions::default(),
                     pitr,
+                    lag_alert_ms: None,
                 },
                 json!({"op":"group_set","name":"g1","pitr":{"retain_secs":60,"apply_delay":5}}),
             ),
@@ -894,6 +926,7 @@ mod tests {
                 block_timeout_ms: Some(500),
             },
             pitr: Default::default(),
+            lag_alert_ms: None,
         };
         let want = json!({"op":"group_set","name":"g","options":{"journal_full":"suspend","block_timeout_ms":500}});
         assert_eq!(serde_json::to_value(&set).unwrap(), want);

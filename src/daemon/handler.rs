@@ -355,12 +355,18 @@ impl Handler {
                 )?;
                 ok(self.one_group(&name)?, vec![])
             }
-            Request::GroupAttach { name, remote, pitr } => {
+            Request::GroupAttach {
+                name,
+                remote,
+                pitr,
+                names,
+            } => {
                 validate_group(&name)?;
                 let remote = remote_dir(&name, &remote)?;
                 naming(
                     &name,
-                    st.replication.group_attach_pitr(&name, &remote, &pitr),
+                    st.replication
+                        .group_attach_named(&name, &remote, &pitr, &names),
                 )?;
                 ok(self.one_group(&name)?, vec![])
             }
@@ -406,9 +412,13 @@ impl Handler {
                 name,
                 options,
                 pitr,
+                lag_alert_ms,
             } => {
                 validate_group(&name)?;
-                if options == crate::control::GroupSetOptions::default() && pitr.is_empty() {
+                if options == crate::control::GroupSetOptions::default()
+                    && pitr.is_empty()
+                    && lag_alert_ms.is_none()
+                {
                     return Err(PoolError::Invalid(format!(
                         "group '{name}': name at least one setting to change"
                     )));
@@ -420,6 +430,9 @@ impl Handler {
                 }
                 if !pitr.is_empty() {
                     naming(&name, st.replication.group_set_pitr(&name, &pitr))?;
+                }
+                if let Some(ms) = lag_alert_ms {
+                    naming(&name, st.replication.group_set_lag_alert(&name, ms))?;
                 }
                 ok(self.one_group(&name)?, vec![])
             }

@@ -159,6 +159,16 @@ fn text_format(open_metrics: &str) -> String {
 }
 
 fn volume_metrics(reg: &mut Registry, st: &Storage) {
+    let size = gauge(reg, "fusevol_volume_size_bytes", "Volume size");
+    let snaps = gauge(reg, "fusevol_volume_snapshots", "Snapshots of the volume");
+    for v in st.volumes.volume_list() {
+        let vl = [("volume", v.name.as_str())];
+        set(&size, &vl, v.size() as f64);
+        set(&snaps, &vl, st.snapshots.snapshots_of(v.id).len() as f64);
+    }
+    if !st.io_stats_on() {
+        return; // `--no-stats`: no volume I/O counters at all (not zeros that look real)
+    }
     let reads = counter(reg, "fusevol_volume_reads", "Host read requests");
     let writes = counter(reg, "fusevol_volume_writes", "Host write requests");
     let rbytes = counter(reg, "fusevol_volume_read_bytes", "Bytes read by hosts");
@@ -175,8 +185,6 @@ fn volume_metrics(reg: &mut Registry, st: &Storage) {
         "fusevol_volume_latency_seconds",
         "Request latency since start by op and stat (p50, p99, max)",
     );
-    let size = gauge(reg, "fusevol_volume_size_bytes", "Volume size");
-    let snaps = gauge(reg, "fusevol_volume_snapshots", "Snapshots of the volume");
     for v in st.volumes.volume_list() {
         let c = v.stats.counts();
         let name = v.name.as_str();
@@ -195,8 +203,6 @@ fn volume_metrics(reg: &mut Registry, st: &Storage) {
                 set(&lat, &[("volume", name), ("op", op), ("stat", q)], us / 1e6);
             }
         }
-        set(&size, &vl, v.size() as f64);
-        set(&snaps, &vl, st.snapshots.snapshots_of(v.id).len() as f64);
     }
 }
 

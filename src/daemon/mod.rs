@@ -49,6 +49,9 @@ pub struct DaemonOptions {
     pub io_threads: usize,
     /// Join a cluster over etcd (`--cluster URL --node NAME`; needs `nbd` with a TCP address).
     pub cluster: Option<ClusterJoin>,
+    /// Count per-volume I/O statistics (`fusevol stats`, the metrics' volume counters);
+    /// `--no-stats` turns them off.
+    pub stats: bool,
 }
 
 /// `--cluster URL[,URL...] --node NAME [--cluster-ttl SECS] [--cluster-address ADDR:PORT]`.
@@ -250,6 +253,10 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
             None => None,
         };
     st.pool.events.set_capacity(opts.event_ring);
+    st.set_io_stats(opts.stats);
+    if !opts.stats {
+        log::info!("per-volume I/O statistics are off (--no-stats)");
+    }
     let cluster = match cluster_opts {
         Some(o) => Some(
             crate::cluster::Cluster::start(st.clone(), o)

@@ -620,11 +620,25 @@ pub fn validate(
                 )),
             }
         }
+        // The names the volumes get here (`--rename`/`--map`, replication/rename.rs).
+        let rename = match crate::replication::rename::rename_rec(&a.name, &a.names) {
+            Ok(r) => r,
+            Err(e) => {
+                problems.push(e.to_string());
+                Default::default()
+            }
+        };
         for v in vols.iter().collect::<BTreeSet<_>>() {
-            touched.push((LockObject::Volume, v.clone()));
-            if st.volumes.volume(v).is_some() || planned_vols.contains_key(v) {
+            let local = rename.local_name(v);
+            touched.push((LockObject::Volume, local.clone()));
+            if st.volumes.volume(&local).is_some() || planned_vols.contains_key(&local) {
+                let theirs = if &local == v {
+                    String::new()
+                } else {
+                    format!(" (its volume '{v}')")
+                };
                 problems.push(format!(
-                    "group '{}': its volume '{v}' already exists in this pool; the secondary would collide with it",
+                    "group '{}': volume '{local}'{theirs} already exists in this pool; the secondary would collide with it",
                     a.name
                 ));
             }
@@ -703,8 +717,12 @@ fn run(st: &Storage, op: &Op) -> Result<Undo, PoolError> {
                 .iter()
                 .map(|v| v.name.clone())
                 .collect();
-            st.replication
-                .group_attach_pitr(&a.name, Path::new(&a.remote), &Default::default())?;
+            st.replication.group_attach_named(
+                &a.name,
+                Path::new(&a.remote),
+                &Default::default(),
+                &a.names,
+            )?;
             Ok(Undo::Detach {
                 name: a.name.clone(),
                 had,

@@ -13,7 +13,6 @@ use crate::control::protocol::{
 };
 use crate::format::group::full::FullState;
 use crate::format::group::PitrRec;
-use crate::journal::now_ns;
 use crate::mirror::{Pair, PairState};
 use crate::pool::PoolError;
 use crate::replication::full::{high_water, need_for};
@@ -263,13 +262,19 @@ pub fn handover_report(
 fn group_base_info(st: &Storage, g: &Group) -> GroupInfo {
     let r = g.rec.lock().clone();
     let rt = g.rt.lock().clone();
-    let now = now_ns();
     let mut volumes: Vec<String> = r
         .volumes
         .iter()
         .filter_map(|(l, _)| st.volumes.volume_by_id(*l).map(|v| v.name.clone()))
         .collect();
     volumes.sort();
+    // Local name → the group's name, for the volumes this pool names otherwise.
+    let renamed: std::collections::BTreeMap<String, String> = volumes
+        .iter()
+        .map(|v| (v.clone(), r.ext.rename.group_name(v)))
+        .filter(|(l, g)| l != g)
+        .collect();
+    let (lag_alert_secs, lag_above) = (g.lag_alert_secs(), g.lag_above());
     if g.is_primary() {
         let js = g.journal().stats();
         let lag_records = js.written.saturating_sub(r.acked);
@@ -281,17 +286,7 @@ fn group_base_info(st: &Storage, g: &Group) -> GroupInfo {
             .filter(|s| s.last <= r.acked)
             .map(|s| s.bytes)
             .sum();
-        let oldest = g
-            .journal()
-            .sealed_after(r.acked)
-            .first()
-            .map(|s| s.first_time)
-            .unwrap_or(js.oldest_time);
-        let lag_seconds = if lag_records == 0 || oldest == 0 {
-            0.0
-        } else {
-            now.saturating_sub(oldest) as f64 / 1e9
-        };
+        let lag_seconds = g.lag_now().0;
         let state = if g.is_stale() {
             "stale"
         } else if rt.last_error.is_some() {
@@ -352,15 +347,14 @@ fn group_base_info(st: &Storage, g: &Group) -> GroupInfo {
                 })
             }),
             lock: None,
+            renamed,
+            lag_alert_secs,
+            lag_above,
         }
     } else {
         let written = rt.remote_written.max(r.synced);
         let lag_records = written - r.synced;
-        let lag_seconds = if lag_records == 0 || r.synced_time == 0 {
-            0.0
-        } else {
-            now.saturating_sub(r.synced_time) as f64 / 1e9
-        };
+        let lag_seconds = g.lag_now().0;
         let consistent = r.consistent_since != 0 && r.base_pending.is_empty();
         let state = if rt.last_error.is_some() {
             "error"
@@ -406,6 +400,9 @@ fn group_base_info(st: &Storage, g: &Group) -> GroupInfo {
             pitr: pitr_info(st, g),
             base_copy: None,
             lock: None,
+            renamed,
+            lag_alert_secs,
+            lag_above,
         }
     }
 }
@@ -516,6 +513,11 @@ pub fn volume_stats(
     volume: Option<&str>,
     started: std::time::Instant,
 ) -> Result<Vec<crate::control::VolumeStats>, PoolError> {
+    if !st.io_stats_on() {
+        return Err(PoolError::Invalid(
+            "per-volume I/O statistics are off in this daemon (started with --no-stats); restart fusevold without it to count them".into(),
+        ));
+    }
     let vols = match volume {
         Some(name) => vec![st.volumes.volume_or_err(name)?],
         None => {

@@ -40,6 +40,7 @@ pub(crate) fn start_applier(r: &Arc<Replication>, g: &Arc<Group>) {
                         true
                     })
                 };
+                super::lag::check_lag(&g2);
                 let pause = match res {
                     Ok(true) => Duration::ZERO,
                     Ok(false) => TICK,
@@ -339,6 +340,8 @@ fn apply_record(r: &Replication, g: &Group, rec: &JournalRecord) -> Result<(), R
             let name = rec
                 .name()
                 .map_err(|source| ReplicationError::BadRecord { seq: h.seq, source })?;
+            // The group's name, as this pool keeps it (`group attach --rename`, rename.rs).
+            let name = g.local_name(&name);
             if let Some(v) = local_volume(g, r, h.volume) {
                 if v.size() != h.length {
                     r.volumes.resize(&v, h.length)?;

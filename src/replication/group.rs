@@ -36,6 +36,8 @@ pub struct Runtime {
     pub apply_upto: Option<u64>,
     /// Retention and apply delay (point-in-time recovery).
     pub pitr: super::pitr::PitrRuntime,
+    /// The lag alert (lag.rs).
+    pub lag: super::lag::LagRuntime,
 }
 
 /// Progress points the base copy keeps in memory, one per `BASE_MARK_EVERY` extents.

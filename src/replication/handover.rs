@@ -117,7 +117,13 @@ fn our_manifest(r: &Replication, g: &Group) -> Manifest {
     let mut volumes: Vec<(u64, String)> = rec
         .volumes
         .iter()
-        .filter_map(|(l, _)| r.volumes.volume_by_id(*l).map(|v| (v.id, v.name.clone())))
+        // The group's names: a renamed site that took over publishes the names its
+        // secondary (the old primary) knows the volumes by (rename.rs).
+        .filter_map(|(l, _)| {
+            r.volumes
+                .volume_by_id(*l)
+                .map(|v| (v.id, rec.ext.rename.group_name(&v.name)))
+        })
         .collect();
     volumes.sort();
     Manifest {
@@ -262,9 +268,10 @@ fn serve_failback(r: &Replication, g: &Group, dir: &Path) -> Result<(), Replicat
     let mut sent = 0u64;
     let mut buf = vec![0u8; es as usize];
     for reg in &req.regions {
+        // A region names the volume by the group's name; this pool's may differ.
         let Some(vol) = r
             .volumes
-            .volume(&reg.volume)
+            .volume(&g.local_name(&reg.volume))
             .filter(|v| r.group_of(v.id).is_some_and(|x| x.uid == g.uid))
         else {
             log::warn!(
@@ -652,11 +659,13 @@ impl Replication {
             created: now_ns(),
             regions: Vec::new(),
         };
+        // The manifest and the request name volumes by the group's names (rename.rs).
         for (vid, off, len) in regions {
             if let Some(v) = ours.iter().find(|v| v.id == vid) {
-                if theirs.contains_key(v.name.as_str()) {
+                let gname = g.group_name(&v.name);
+                if theirs.contains_key(gname.as_str()) {
                     req.regions.push(FailbackRegion {
-                        volume: v.name.clone(),
+                        volume: gname,
                         offset: off,
                         len,
                     });
@@ -689,7 +698,10 @@ impl Replication {
         rec.epoch = m.epoch;
         rec.volumes = ours
             .iter()
-            .filter_map(|v| theirs.get(v.name.as_str()).map(|&p| (v.id, p)))
+            .filter_map(|v| {
+                let gname = rec.ext.rename.group_name(&v.name);
+                theirs.get(gname.as_str()).map(|&p| (v.id, p))
+            })
             .collect();
         rec.synced = m.start_seq;
         rec.acked = m.start_seq;

@@ -288,7 +288,7 @@ impl Replication {
 
     /// Attach this pool as the secondary of the group published in `<remote>/<name>/`.
     pub fn group_attach(self: &Arc<Self>, name: &str, remote_dir: &Path) -> Result<(), PoolError> {
-        self.group_attach_with(name, remote_dir, Default::default())
+        self.group_attach_with(name, remote_dir, Default::default(), Default::default())
     }
 
     /// `group_attach` with the point-in-time settings (retention, apply delay) given.
@@ -297,6 +297,7 @@ impl Replication {
         name: &str,
         remote_dir: &Path,
         pitr: crate::format::group::PitrRec,
+        rename: crate::format::group::RenameRec,
     ) -> Result<(), PoolError> {
         names::validate("group", name).map_err(PoolError::Invalid)?;
         if self.group_by_name(name).is_some() {
@@ -331,24 +332,10 @@ impl Replication {
                 "group '{name}': this pool is the group's primary"
             )));
         }
-        // The group's volumes come from the manifest: one that collides with a local volume
-        // would stop the applier later (state error), so refuse now, naming it.
-        let taken: Vec<&str> = m
-            .volumes
-            .iter()
-            .map(|(_, v)| v.as_str())
-            .filter(|v| self.volumes.volume(v).is_some())
-            .collect();
-        if !taken.is_empty() {
-            return Err(PoolError::Exists(format!(
-                "group '{name}': its volume(s) {} already exist in this pool and are not part of the group; nothing was attached (delete or rename the local volume(s), or attach in another pool)",
-                taken
-                    .iter()
-                    .map(|v| format!("'{v}'"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
-        }
+        // The group's volumes come from the manifest (or the first segment): one whose
+        // local name collides with a local volume would stop the applier later (state
+        // error), so refuse now, naming it (rename.rs).
+        self.check_attach_names(name, &dir, &m, &rename)?;
         // One remote directory feeds one secondary: the first one's acknowledgements let the
         // primary purge, so a second would never see the records it lacks (a gap).
         if let Ok(Some(ack)) = remote::read_ack(&dir) {
@@ -368,6 +355,7 @@ impl Replication {
             remote: remote_dir.to_string_lossy().into_owned(),
             ext: crate::format::group::GroupSections {
                 pitr,
+                rename,
                 ..Default::default()
             },
             ..Default::default()
@@ -420,7 +408,9 @@ impl Replication {
                     v.id,
                     0,
                     v.size(),
-                    &JournalRecord::name_payload(&v.name),
+                    // The group's name (a renamed site that took over publishes the names
+                    // its secondary knows; rename.rs).
+                    &JournalRecord::name_payload(&g.group_name(&v.name)),
                 )
                 .map_err(|e| ReplicationError::journal(name, e).into_pool())?;
             self.set_member(v.id, Some(g.clone()));

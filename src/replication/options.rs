@@ -67,3 +67,20 @@ impl GroupSetOptions {
         self == &GroupSetOptions::default()
     }
 }
+
+/// How a secondary names the group's volumes (`group attach --rename PREFIX`, `--map
+/// GROUPNAME=LOCALNAME,...`; absent: the primary's names). A name in `map` takes its local
+/// name from there; every other one gets `prefix` in front.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeNames {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub map: std::collections::BTreeMap<String, String>,
+}
+
+impl VolumeNames {
+    pub fn is_empty(&self) -> bool {
+        self == &VolumeNames::default()
+    }
+}

@@ -424,7 +424,7 @@ impl Replication {
     ) -> Result<(), PoolError> {
         let mut rec = PitrRec::default();
         set_options(&mut rec, opts).map_err(|e| ReplicationError::in_group(name, e).into_pool())?;
-        self.group_attach_with(name, remote_dir, rec)
+        self.group_attach_with(name, remote_dir, rec, Default::default())
     }
 
     /// `group set`: change retention and apply delay (absent fields unchanged).

@@ -198,6 +198,9 @@ struct Restorer<'a> {
     /// What to remove when the restore fails: volume names or file paths.
     made_vols: Vec<String>,
     made_files: Vec<PathBuf>,
+    /// How this pool names the group's volumes (`group attach --rename`): a volume the
+    /// records add is named after its local name.
+    rename: crate::format::group::RenameRec,
 }
 
 impl Restorer<'_> {
@@ -290,6 +293,7 @@ impl Restorer<'_> {
                 let name = rec
                     .name()
                     .map_err(|source| ReplicationError::BadRecord { seq: h.seq, source })?;
+                let name = self.rename.local_name(&name);
                 let dest = if self.into.is_some() {
                     Dest::File(self.new_file(&name, h.length)?)
                 } else {
@@ -530,6 +534,7 @@ impl Replication {
             dests: HashMap::new(),
             made_vols: Vec::new(),
             made_files: Vec::new(),
+            rename: g.rec.lock().ext.rename.clone(),
         };
         let built = (|| {
             if let Some(m) = &base.marker {

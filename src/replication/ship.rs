@@ -82,6 +82,7 @@ pub(crate) fn start_shipper(r: &Arc<Replication>, g: &Arc<Group>) {
                 if let Err(e) = g2.journal().purge_upto(synced.min(acked)) {
                     g2.set_error(Some(e.to_string()));
                 }
+                super::lag::check_lag(&g2);
                 drop(r);
                 std::thread::sleep(TICK);
             }

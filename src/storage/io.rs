@@ -42,7 +42,8 @@ impl Storage {
     /// reads by its pair's rules (a reverse resync serves regions not yet restored from the
     /// S-VOL; a failed P-VOL read in PAIR is served from the S-VOL).
     pub fn read(&self, vol: &Volume, offset: u64, buf: &mut [u8]) -> Result<usize, IoError> {
-        let t0 = Instant::now();
+        // With statistics off (`--no-stats`) neither the clock nor a counter is touched.
+        let t0 = self.io_stats_on().then(Instant::now);
         // A journaled write acknowledged before its data write: wait for it (destage.rs).
         self.destaging
             .wait(vol.id, offset, offset.saturating_add(buf.len() as u64));
@@ -50,9 +51,11 @@ impl Storage {
             Some(r) => r,
             None => self.volumes.read_plain(vol, offset, buf),
         };
-        match &res {
-            Ok(n) => vol.stats.read(*n as u64, t0.elapsed().as_nanos() as u64),
-            Err(e) => vol.stats.error(error_kind(e)),
+        if let Some(t0) = t0 {
+            match &res {
+                Ok(n) => vol.stats.read(*n as u64, t0.elapsed().as_nanos() as u64),
+                Err(e) => vol.stats.error(error_kind(e)),
+            }
         }
         res
     }
@@ -75,11 +78,13 @@ impl Storage {
     /// Write `data` at `offset`. A write crossing the end of the volume is cut short; one
     /// starting at or after the end fails with `BeyondEnd` (ENOSPC, as on a block device).
     pub fn write(&self, vol: &Volume, offset: u64, data: &[u8]) -> Result<usize, IoError> {
-        let t0 = Instant::now();
+        let t0 = self.io_stats_on().then(Instant::now);
         let res = self.write_counted(vol, offset, data);
-        match &res {
-            Ok(n) => vol.stats.write(*n as u64, t0.elapsed().as_nanos() as u64),
-            Err(e) => vol.stats.error(error_kind(e)),
+        if let Some(t0) = t0 {
+            match &res {
+                Ok(n) => vol.stats.write(*n as u64, t0.elapsed().as_nanos() as u64),
+                Err(e) => vol.stats.error(error_kind(e)),
+            }
         }
         self.note_nospace(&res);
         res
@@ -127,9 +132,11 @@ impl Storage {
             .replication
             .wait_room(vol, 0)
             .and_then(|since| self.submit(vol, offset, DataOp::Discard(len), since));
-        match &res {
-            Ok(_) => vol.stats.discard(len),
-            Err(e) => vol.stats.error(error_kind(e)),
+        if self.io_stats_on() {
+            match &res {
+                Ok(_) => vol.stats.discard(len),
+                Err(e) => vol.stats.error(error_kind(e)),
+            }
         }
         res.map(|_| ())
     }

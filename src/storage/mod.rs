@@ -40,6 +40,9 @@ pub struct Storage {
     pub infos: Arc<crate::info::Infos>,
     /// Journaled writes acknowledged before their data write finished (`destage.rs`).
     pub destaging: Destaging,
+    /// Per-volume I/O statistics are counted (default); `fusevold --no-stats` turns them
+    /// off, and then the I/O path neither reads the clock nor touches a counter (io.rs).
+    io_stats: std::sync::atomic::AtomicBool,
 }
 
 impl Storage {
@@ -82,8 +85,20 @@ impl Storage {
             replication,
             infos,
             destaging: Destaging::default(),
+            io_stats: std::sync::atomic::AtomicBool::new(true),
         });
         Ok(storage)
+    }
+
+    /// Count per-volume I/O statistics (`true`, the default) or not (`fusevold --no-stats`).
+    pub fn set_io_stats(&self, on: bool) {
+        self.io_stats
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether per-volume I/O statistics are counted.
+    pub fn io_stats_on(&self) -> bool {
+        self.io_stats.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Recovery leaves the pool clean (the daemon calls this after `open`, before it

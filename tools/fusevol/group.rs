@@ -58,12 +58,36 @@ pub(crate) fn group(ctx: &Ctx, cmd: GroupCmd) -> Result<(), Failure> {
                 },
             )
         }
-        GroupCmd::Attach { name, remote, pitr } => {
+        GroupCmd::Attach {
+            name,
+            remote,
+            pitr,
+            rename,
+            map,
+        } => {
             check_name("group", &name, &name)?;
             let remote = absolute_remote(&name, &remote)?;
             let pitr = pitr.options();
+            let mut names = fusevol::control::VolumeNames {
+                prefix: rename,
+                map: Default::default(),
+            };
+            for (g, l) in map {
+                check_name("volume", &name, &g)?;
+                check_name("volume", &name, &l)?;
+                if names.map.insert(g.clone(), l).is_some() {
+                    return Err(Failure::Usage(format!(
+                        "group attach {name}: --map names volume '{g}' twice"
+                    )));
+                }
+            }
             ctx.request(
-                Request::GroupAttach { name, remote, pitr },
+                Request::GroupAttach {
+                    name,
+                    remote,
+                    pitr,
+                    names,
+                },
                 |g: GroupInfo| {
                     println!(
                         "attached to group {} as {} from {}: volumes {}, {}",
@@ -72,7 +96,10 @@ pub(crate) fn group(ctx: &Ctx, cmd: GroupCmd) -> Result<(), Failure> {
                         g.remote,
                         volume_list(&g.volumes),
                         g.state
-                    )
+                    );
+                    if let Some(note) = renamed_note(&g) {
+                        println!("{note}");
+                    }
                 },
             )
         }
@@ -158,6 +185,7 @@ pub(crate) fn group(ctx: &Ctx, cmd: GroupCmd) -> Result<(), Failure> {
             journal_full,
             block_timeout,
             pitr,
+            lag_alert,
         } => {
             check_name("group", &name, &name)?;
             let options = GroupSetOptions {
@@ -167,16 +195,18 @@ pub(crate) fn group(ctx: &Ctx, cmd: GroupCmd) -> Result<(), Failure> {
             };
             let pitr = pitr.options();
             let (full_set, pitr_set) = (options != GroupSetOptions::default(), !pitr.is_empty());
-            if !full_set && !pitr_set {
+            if !full_set && !pitr_set && lag_alert.is_none() {
                 return Err(Failure::Usage(format!(
-                    "group set {name}: give at least one of --journal-limit, --journal-full, --block-timeout, --retain-secs, --retain-size, --apply-delay"
+                    "group set {name}: give at least one of --journal-limit, --journal-full, --block-timeout, --retain-secs, --retain-size, --apply-delay, --lag-alert"
                 )));
             }
             let req = Request::GroupSet {
                 name,
                 options,
                 pitr,
+                lag_alert_ms: lag_alert,
             };
+            let alert_set = lag_alert.is_some();
             ctx.request(req, move |g: GroupInfo| {
                 if full_set {
                     println!(
@@ -189,6 +219,15 @@ pub(crate) fn group(ctx: &Ctx, cmd: GroupCmd) -> Result<(), Failure> {
                 }
                 if pitr_set {
                     crate::pitr::print_settings(&g)
+                }
+                if alert_set {
+                    match g.lag_alert_secs {
+                        Some(s) => println!(
+                            "group {}: lag alert at {s} s (lag-above / lag-below events)",
+                            g.name
+                        ),
+                        None => println!("group {}: lag alert off", g.name),
+                    }
                 }
             })
         }
@@ -352,6 +391,22 @@ fn group_block(g: &GroupInfo) -> String {
             format_consistent(g.consistent, g.consistent_since, format_local_time),
         ),
     ];
+    if let Some(note) = renamed_note(g) {
+        fields.push(("local names", note));
+    }
+    if let Some(t) = g.lag_alert_secs {
+        fields.push((
+            "lag alert",
+            format!(
+                "at {t} s{}",
+                if g.lag_above {
+                    " (lag above it now)"
+                } else {
+                    ""
+                }
+            ),
+        ));
+    }
     if let Some(b) = &g.base_copy {
         fields.push(("initial copy", format_base_copy(b)));
     }
@@ -378,6 +433,18 @@ fn group_block(g: &GroupInfo) -> String {
     }
     full_fields(&mut fields, g.role == "primary", &g.full);
     key_values(&fields)
+}
+
+/// "r-data is the group's data, r-vol0 is the group's vol0" for volumes kept under other
+/// names here (`group attach --rename/--map`).
+fn renamed_note(g: &GroupInfo) -> Option<String> {
+    (!g.renamed.is_empty()).then(|| {
+        g.renamed
+            .iter()
+            .map(|(l, n)| format!("{l} is the group's {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    })
 }
 
 /// "volume a: extent 1024 of 4096 (25 %), 1 more volume after it".
@@ -681,6 +748,9 @@ mod tests {
             pitr: None,
             base_copy: None,
             lock: None,
+            renamed: Default::default(),
+            lag_alert_secs: None,
+            lag_above: false,
         }
     }
 

@@ -5,18 +5,21 @@
 //! Tags: 1 = journal-full policy and suspension (`full`), 2 = retention, apply delay and
 //! markers (`pitr`), 3 = epochs, takeover and failback (`handover`), 4 = the progress of the
 //! initial copy (`base`; records written before it existed have no such section and read as
-//! no progress). A section decodes its
+//! no progress), 9 = the local names of the group's volumes (`rename`, ops.rs; only when
+//! set), 10 = the lag alert threshold (`alert`, ops.rs; only when set). A section decodes its
 //! body with its own decoder, so each can grow without touching the others; an unknown tag
 //! is an error (its state would be lost silently otherwise).
 
 pub mod base;
 pub mod full;
 pub mod handover;
+pub mod ops;
 pub mod pitr;
 
 pub use base::BaseRec;
 pub use full::FullRec;
 pub use handover::HandoverRec;
+pub use ops::{AlertRec, RenameRec};
 pub use pitr::PitrRec;
 
 use super::codec::{Dec, Enc};
@@ -26,6 +29,8 @@ const TAG_FULL: u16 = 1;
 const TAG_PITR: u16 = 2;
 const TAG_HANDOVER: u16 = 3;
 const TAG_BASE: u16 = 4;
+const TAG_RENAME: u16 = 9;
+const TAG_ALERT: u16 = 10;
 
 /// The start of a versioned section body: false for an empty body (a record written before
 /// the section had fields: the defaults), true after a version byte equal to `version`.
@@ -54,6 +59,8 @@ pub struct GroupSections {
     pub pitr: PitrRec,
     pub handover: HandoverRec,
     pub base: BaseRec,
+    pub rename: RenameRec,
+    pub alert: AlertRec,
 }
 
 fn section(e: &mut Enc, tag: u16, body: Enc) {
@@ -64,7 +71,8 @@ fn section(e: &mut Enc, tag: u16, body: Enc) {
 
 impl GroupSections {
     pub(crate) fn encode(&self, e: &mut Enc) {
-        e.bytes(&4u16.to_le_bytes());
+        let n = 4 + u16::from(!self.rename.is_empty()) + u16::from(!self.alert.is_empty());
+        e.bytes(&n.to_le_bytes());
         let mut b = Enc::new();
         self.full.encode(&mut b);
         section(e, TAG_FULL, b);
@@ -77,6 +85,16 @@ impl GroupSections {
         let mut b = Enc::new();
         self.base.encode(&mut b);
         section(e, TAG_BASE, b);
+        if !self.rename.is_empty() {
+            let mut b = Enc::new();
+            self.rename.encode(&mut b);
+            section(e, TAG_RENAME, b);
+        }
+        if !self.alert.is_empty() {
+            let mut b = Enc::new();
+            self.alert.encode(&mut b);
+            section(e, TAG_ALERT, b);
+        }
     }
 
     pub(crate) fn decode(d: &mut Dec<'_>) -> Result<GroupSections, FormatError> {
@@ -93,6 +111,8 @@ impl GroupSections {
                 TAG_PITR => s.pitr = PitrRec::decode(&mut bd)?,
                 TAG_HANDOVER => s.handover = HandoverRec::decode(&mut bd)?,
                 TAG_BASE => s.base = BaseRec::decode(&mut bd)?,
+                TAG_RENAME => s.rename = RenameRec::decode(&mut bd)?,
+                TAG_ALERT => s.alert = AlertRec::decode(&mut bd)?,
                 _ => {
                     return Err(FormatError::Invalid {
                         what: WHAT,
@@ -128,5 +148,20 @@ mod tests {
         assert!(GroupSections::decode(&mut Dec::new(&bad, "t")).is_err());
         let short = &e.buf[..e.buf.len() - 1];
         assert!(GroupSections::decode(&mut Dec::new(short, "t")).is_err());
+        // The optional sections round-trip when set.
+        let s = GroupSections {
+            rename: RenameRec {
+                prefix: "r-".into(),
+                map: vec![("a".into(), "b".into())],
+            },
+            alert: AlertRec { lag_alert_ms: 1000 },
+            ..Default::default()
+        };
+        let mut e = Enc::new();
+        s.encode(&mut e);
+        assert_eq!(
+            GroupSections::decode(&mut Dec::new(&e.buf, "t")).unwrap(),
+            s
+        );
     }
 }

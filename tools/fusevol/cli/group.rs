@@ -89,6 +89,14 @@ pub(crate) enum GroupCmd {
         remote: PathBuf,
         #[command(flatten)]
         pitr: PitrArgs,
+        /// Keep the group's volumes here as PREFIX<name> (e.g. r- makes data r-data), as an
+        /// array lets an S-VOL have its own number; also for volumes added later
+        #[arg(long, value_name = "PREFIX")]
+        rename: Option<String>,
+        /// Keep these volumes under these names here (before --rename, which applies to
+        /// the others): NAME=LOCAL, comma-separated
+        #[arg(long, value_name = "NAME=LOCAL,...", value_delimiter = ',', value_parser = parse_mapping)]
+        map: Vec<(String, String)>,
     },
     /// Add a volume to a group
     Add {
@@ -170,6 +178,11 @@ pub(crate) enum GroupCmd {
         block_timeout: Option<u64>,
         #[command(flatten)]
         pitr: PitrArgs,
+        /// Publish a `lag-above` event when the lag this site measures reaches SECS
+        /// (fractions allowed) and `lag-below` when it is under half of it again; 0 turns it
+        /// off (either site; the primary sees a stopped secondary) [default: off]
+        #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+        lag_alert: Option<u64>,
     },
     /// On a suspended primary (journal full, policy suspend): journal again and send the
     /// regions changed while suspended
@@ -253,6 +266,14 @@ pub(crate) fn parse_time_ns(s: &str) -> Result<u64, String> {
         .parse()
         .map_err(|e| format!("time '{s}': neither seconds since the epoch nor RFC 3339 ({e})"))?;
     u64::try_from(ts.as_nanosecond()).map_err(|_| format!("time '{s}' is before 1970"))
+}
+
+/// `--map NAME=LOCAL`: a volume of the group and the name it gets in this pool.
+fn parse_mapping(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((g, l)) if !g.is_empty() && !l.is_empty() => Ok((g.to_string(), l.to_string())),
+        _ => Err(format!("'{s}' is not NAME=LOCAL")),
+    }
 }
 
 /// Seconds (fractions allowed) as milliseconds.
@@ -386,6 +407,37 @@ mod tests {
                 assert_eq!(name, "g1");
                 assert_eq!(remote, Path::new("rel/dir"));
             }
+            _ => panic!("wrong command"),
+        }
+        match parse(&[
+            "fusevol",
+            "group",
+            "attach",
+            "g1",
+            "--remote",
+            "/r",
+            "--rename",
+            "r-",
+            "--map",
+            "vol0=pv0,data=d",
+        ])
+        .command
+        {
+            Command::Group(GroupCmd::Attach { rename, map, .. }) => {
+                assert_eq!(rename.as_deref(), Some("r-"));
+                assert_eq!(
+                    map,
+                    vec![("vol0".into(), "pv0".into()), ("data".into(), "d".into())]
+                );
+            }
+            _ => panic!("wrong command"),
+        }
+        assert!(Cli::try_parse_from([
+            "fusevol", "group", "attach", "g1", "--remote", "/r", "--map", "vol0"
+        ])
+        .is_err());
+        match parse(&["fusevol", "group", "set", "g1", "--lag-alert", "2.5"]).command {
+            Command::Group(GroupCmd::Set { lag_alert, .. }) => assert_eq!(lag_alert, Some(2500)),
             _ => panic!("wrong command"),
         }
         match parse(&["fusevol", "group", "add", "g1", "v3"]).command {
