@@ -49,6 +49,9 @@ pub struct DaemonOptions {
     pub io_threads: usize,
     /// Join a cluster over etcd (`--cluster URL --node NAME`; needs `nbd` with a TCP address).
     pub cluster: Option<ClusterJoin>,
+    /// Serve FUSE through io_uring with this many entries per queue (`--uring`,
+    /// `--uring-depth`; see `fuse::uring`); `None`: `/dev/fuse` only.
+    pub uring: Option<u16>,
 }
 
 /// `--cluster URL[,URL...] --node NAME [--cluster-ttl SECS] [--cluster-address ADDR:PORT]`.
@@ -284,6 +287,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     }
     config.n_threads = Some(opts.threads.max(1));
     config.clone_fd = true;
+    config.uring = opts.uring.and_then(crate::fuse::uring::transport_config);
     let fs = FuseFs::with_io_threads(
         st.clone(),
         cluster.clone(),
