@@ -540,11 +540,19 @@ impl TestPool {
         let out = File::create(&out_path).expect("daemon stdout file");
         let err = File::create(&err_path).expect("daemon stderr file");
         let mut c = Command::new(fusevold_bin());
+        let over_uring =
+            !uring_args().is_empty() && !self.daemon_args.iter().any(|a| a == "--uring");
+        // Over io_uring the daemon's line about its transport is needed whatever the level.
+        let rust_log = if over_uring {
+            format!("{},fuser::session=info", self.rust_log)
+        } else {
+            self.rust_log.clone()
+        };
         c.arg(&self.pool)
             .arg(&self.mnt)
             .args(&self.daemon_args)
-            .args(uring_args())
-            .env("RUST_LOG", &self.rust_log)
+            .args(if over_uring { uring_args() } else { &[] })
+            .env("RUST_LOG", rust_log)
             .env_remove("FUSEVOL_POOL")
             .stdin(Stdio::null())
             .stdout(out)
