@@ -17,7 +17,9 @@
 #   --out FILE    also write the machine info and the table as markdown to FILE
 #   --keep        keep the work dir (images, fio JSON, daemon logs) instead of removing it
 # Environment:
-#   BENCH_TARGETS="raw qemu fusevol"  which targets to run (any subset, any order)
+#   BENCH_TARGETS="raw qemu fusevol fusevol-uring"  which targets to run (any subset, any order);
+#                                     fusevol-uring (fusevold --uring, FUSE over io_uring) is in the
+#                                     default set where the kernel has the fuse enable_uring parameter
 #   BENCH_DIR=/var/tmp                where the work dir is made (must not be tmpfs)
 #   BENCH_SIZE=4G                     size of each target (1G with --quick)
 #   BENCH_RUNTIME=12  BENCH_RAMP=2    seconds per measured job / ramp time excluded from the numbers
@@ -70,6 +72,10 @@ else
     SIZE=${BENCH_SIZE:-4G}; RUNTIME=${BENCH_RUNTIME:-12}; RAMP=${BENCH_RAMP:-2}
 fi
 TARGETS=${BENCH_TARGETS:-raw qemu fusevol}
+# The fourth target: the same daemon serving FUSE over io_uring, where the kernel offers it.
+if [ -z "${BENCH_TARGETS:-}" ] && [ -e /sys/module/fuse/parameters/enable_uring ]; then
+    TARGETS="$TARGETS fusevol-uring"
+fi
 STATS=${BENCH_STATS:-on}
 case "$STATS" in
     on|off) ;;
@@ -103,7 +109,7 @@ SIZE_B=$(size_bytes "$SIZE")
 [ $((SIZE_B % 1048576)) = 0 ] || die "BENCH_SIZE must be a multiple of 1 MiB"
 
 for t in $TARGETS; do
-    case "$t" in raw|qemu|fusevol|fusevol-nostats) ;; *) die "unknown target '$t' in BENCH_TARGETS" ;; esac
+    case "$t" in raw|qemu|fusevol|fusevol-nostats|fusevol-uring) ;; *) die "unknown target '$t' in BENCH_TARGETS" ;; esac
 done
 for j in $JOBS; do
     case " $ALL_JOBS " in *" $j "*) ;; *) die "unknown job '$j' in BENCH_JOBS (known: $ALL_JOBS)" ;; esac
@@ -130,13 +136,13 @@ if [ -n "$missing" ]; then
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fio qemu-utils fuse3 >/dev/null
     fi
 fi
-if { has_target qemu || has_target fusevol || has_target fusevol-nostats; } && [ ! -e /dev/fuse ]; then die "/dev/fuse is missing"; fi
+if { has_target qemu || has_target fusevol || has_target fusevol-nostats || has_target fusevol-uring; } && [ ! -e /dev/fuse ]; then die "/dev/fuse is missing"; fi
 CAN_DROP=1
 if [ "$(id -u)" != 0 ] || ! [ -w /proc/sys/vm/drop_caches ]; then
     CAN_DROP=0
     log "WARNING: cannot write /proc/sys/vm/drop_caches (not root?): page cache is NOT dropped between jobs"
 fi
-if has_target fusevol || has_target fusevol-nostats; then
+if has_target fusevol || has_target fusevol-nostats || has_target fusevol-uring; then
     [ -x "$FV_BIN/fusevol" ] && [ -x "$FV_BIN/fusevold" ] ||
         die "$FV_BIN/fusevol and fusevold not found: run 'cargo build --release' (or drop fusevol from BENCH_TARGETS)"
 fi
@@ -162,6 +168,7 @@ FV_POOL="$W/fusevol/pool"
 FVN_PID=""
 FVN_MNT="$W/fusevol-nostats/mnt"
 FVN_POOL="$W/fusevol-nostats/pool"
+FVU_PID=""
 
 is_mounted() { findmnt -rn --mountpoint "$1" >/dev/null 2>&1; }
 
@@ -194,10 +201,11 @@ cleanup() {
     stop_pid "$QSD_PID" qemu-storage-daemon "$QEMU_FILE"
     stop_pid "$FVD_PID" fusevold "$FV_MNT"
     stop_pid "$FVN_PID" "fusevold --no-stats" "$FVN_MNT"
-    QSD_PID=""; FVD_PID=""; FVN_PID=""
+    stop_pid "$FVU_PID" "fusevold --uring" "$W/fusevol-uring/mnt"
+    QSD_PID=""; FVD_PID=""; FVN_PID=""; FVU_PID=""
     if [ "$KEEP" = 1 ]; then
         log "work dir kept: $W"
-    elif is_mounted "$QEMU_FILE" || is_mounted "$FV_MNT" || is_mounted "$FVN_MNT"; then
+    elif is_mounted "$QEMU_FILE" || is_mounted "$FV_MNT" || is_mounted "$FVN_MNT" || is_mounted "$W/fusevol-uring/mnt"; then
         log "a mount is still there; not removing $W"
     else
         rm -rf "$W"
@@ -328,6 +336,43 @@ fvn_ready() {
 }
 fvn_file_ready() { [ -f "$FVN_MNT/bench" ] && [ "$(stat -c %s "$FVN_MNT/bench")" = "$SIZE_B" ]; }
 
+# fusevol-uring: the same pool layout and daemon as fusevol, with --uring (FUSE over io_uring);
+# it must say that its rings registered, else the row would measure /dev/fuse again.
+setup_fusevol-uring() {
+    local d="$W/fusevol-uring" init_args=()
+    mkdir -p "$d"
+    if [ -n "${BENCH_FUSEVOL_INIT_ARGS:-}" ]; then
+        read -r -a init_args <<< "$BENCH_FUSEVOL_INIT_ARGS"
+    elif [ "$SIZE_B" -gt $((9 << 30)) ]; then
+        local a=$(( (SIZE_B / 2 + (1 << 30) - 1) >> 30 ))G
+        init_args=(--array "a0:$a" --array "a1:$a" --array "a2:$a")
+    fi
+    "$FV_BIN/fusevol" init "$d/pool" "${init_args[@]}" > "$d/init.log" 2>&1 || { cat "$d/init.log" >&2; die "fusevol init failed"; }
+    local cmd=("$FV_BIN/fusevold" "$d/pool" "$d/mnt" --uring)
+    if [ -n "${BENCH_FUSEVOL_THREADS:-}" ]; then cmd+=(--threads "$BENCH_FUSEVOL_THREADS"); fi
+    if [ -n "${BENCH_FUSEVOL_IO_THREADS:-}" ]; then cmd+=(--io-threads "$BENCH_FUSEVOL_IO_THREADS"); fi
+    log "starting: ${cmd[*]}"
+    RUST_LOG=${RUST_LOG:-info} "${cmd[@]}" > "$d/fusevold.log" 2>&1 &
+    FVU_PID=$!
+    wait_for 60 "fusevold --uring to mount $d/mnt" fvu_ready
+    wait_for 30 "fusevold --uring to register its rings" fvu_rings
+    "$FV_BIN/fusevol" -p "$d/pool" volume create bench --size "$SIZE_B" > "$d/create.log" 2>&1 || { cat "$d/create.log" >&2; die "volume create failed"; }
+    FILE[fusevol-uring]="$d/mnt/bench"
+    wait_for 30 "$d/mnt/bench" fvu_file_ready
+}
+fvu_ready() {
+    kill -0 "$FVU_PID" 2>/dev/null || { tail -n 30 "$W/fusevol-uring/fusevold.log" >&2; die "fusevold --uring exited"; }
+    is_mounted "$W/fusevol-uring/mnt" && [ -S "$W/fusevol-uring/pool/control.sock" ]
+}
+fvu_rings() {
+    if grep -q "FUSE over io_uring not used" "$W/fusevol-uring/fusevold.log"; then
+        grep "FUSE over io_uring not used" "$W/fusevol-uring/fusevold.log" >&2
+        die "fusevold --uring fell back to /dev/fuse (drop fusevol-uring from BENCH_TARGETS)"
+    fi
+    grep -q "FUSE over io_uring: " "$W/fusevol-uring/fusevold.log"
+}
+fvu_file_ready() { local f="$W/fusevol-uring/mnt/bench"; [ -f "$f" ] && [ "$(stat -c %s "$f")" = "$SIZE_B" ]; }
+
 # Before every job: the target is what we think it is (a FUSE file, not the empty file under a dead mount).
 check_target() {
     local t=$1 f=${FILE[$1]}
@@ -336,6 +381,7 @@ check_target() {
         qemu) kill -0 "$QSD_PID" 2>/dev/null && is_mounted "$QEMU_FILE" || die "qemu-storage-daemon is gone" ;;
         fusevol) kill -0 "$FVD_PID" 2>/dev/null && is_mounted "$FV_MNT" || die "fusevold is gone" ;;
         fusevol-nostats) kill -0 "$FVN_PID" 2>/dev/null && is_mounted "$FVN_MNT" || die "fusevold --no-stats is gone" ;;
+        fusevol-uring) kill -0 "$FVU_PID" 2>/dev/null && is_mounted "$W/fusevol-uring/mnt" || die "fusevold --uring is gone" ;;
     esac
 }
 
@@ -492,14 +538,36 @@ line = lambda cells: "  ".join(str(c).ljust(w[i]) for i, c in enumerate(cells)).
 table = "\n".join([line(head), line(["-" * n for n in w])] + [line(r) for r in rows])
 md = "\n".join(["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
                + ["| " + " | ".join(r) + " |" for r in rows])
-lat_head = ["job"] + ["%s clat µs" % t for t in ("raw", "qemu", "fusevol")]
+# The fourth target (fusevold --uring): its own table beside the /dev/fuse one.
+uring_rows = []
+for job in ["fill"] + jobs:
+    u = med.get(("fusevol-uring", job))
+    if u is None:
+        continue
+    r, q, f = (med.get((t, job)) for t in ("raw", "qemu", "fusevol"))
+    bq, br = bars[job]
+    verdict = []
+    if bq is not None:
+        fq = ratio(u, q)
+        verdict.append("n/a" if fq is None else ("PASS" if fq >= bq else "FAIL"))
+    if br is not None:
+        fr = ratio(u, r)
+        verdict.append("n/a" if fr is None else ("PASS" if fr >= br else "FAIL"))
+    pct = lambda x: "-" if x is None else "%.2f×" % x
+    uring_rows.append([job, "IOPS" if "4K" in job else "MB/s", fmt(f), fmt(u), pct(ratio(u, f)),
+                       pct(ratio(u, r)), pct(ratio(u, q)),
+                       "-" if not verdict else ("n/a" if set(verdict) == {"n/a"} else "/".join(verdict))])
+uring_head = ["job", "unit", "fusevol", "fusevol-uring", "uring/fusevol", "uring/raw", "uring/qemu", "result"]
+uring_md = "\n".join(["| " + " | ".join(uring_head) + " |", "|" + "|".join("---" for _ in uring_head) + "|"]
+                     + ["| " + " | ".join(r) + " |" for r in uring_rows])
+lat_head = ["job"] + ["%s clat µs" % t for t in ("raw", "qemu", "fusevol", "fusevol-uring")]
 lat_rows = [[job] + [fmt(statistics.median(lat[(t, job)])) if (t, job) in lat else "-"
-                     for t in ("raw", "qemu", "fusevol")] for job in jobs if "4K" in job]
+                     for t in ("raw", "qemu", "fusevol", "fusevol-uring")] for job in jobs if "4K" in job]
 lat_md = "\n".join(["| " + " | ".join(lat_head) + " |", "|" + "|".join("---" for _ in lat_head) + "|"]
                    + ["| " + " | ".join(r) + " |" for r in lat_rows])
-runs_head = ["job"] + ["%s (every run)" % t for t in ("raw", "qemu", "fusevol")]
+runs_head = ["job"] + ["%s (every run)" % t for t in ("raw", "qemu", "fusevol", "fusevol-uring")]
 runs_rows = [[job] + [" / ".join(fmt(v) for v in vals[(t, job)]) if (t, job) in vals else "-"
-                      for t in ("raw", "qemu", "fusevol")] for job in jobs]
+                      for t in ("raw", "qemu", "fusevol", "fusevol-uring")] for job in jobs]
 runs_md = "\n".join(["| " + " | ".join(runs_head) + " |", "|" + "|".join("---" for _ in runs_head) + "|"]
                     + ["| " + " | ".join(r) + " |" for r in runs_rows])
 notes = """Notes:
@@ -518,6 +586,12 @@ print(info)
 print()
 print(table)
 print()
+if uring_rows:
+    print("FUSE over io_uring (fusevold --uring), against the same daemon on /dev/fuse and the bars:")
+    uw = [max(len(str(x)) for x in col) for col in zip(uring_head, *uring_rows)]
+    for r in [uring_head, ["-" * n for n in uw]] + uring_rows:
+        print("  ".join(str(c).ljust(uw[i]) for i, c in enumerate(r)).rstrip())
+    print()
 print("Mean completion latency of the 4 KiB jobs (µs):")
 lw = [max(len(str(x)) for x in col) for col in zip(lat_head, *lat_rows)]
 for r in [lat_head] + lat_rows:
@@ -555,7 +629,9 @@ if any(t == "fusevol-nostats" for t, _ in vals):
                              + ["| " + " | ".join(r) + " |" for r in srows]) + "\n\n")
 if out:
     with open(out, "w") as fh:
-        fh.write("# fusevol benchmark run\n\n" + info + "\n\n" + md + "\n\nMean completion latency of the 4 KiB jobs:\n\n"
+        fh.write("# fusevol benchmark run\n\n" + info + "\n\n" + md
+                 + ("\n\nFUSE over io_uring (fusevold --uring):\n\n" + uring_md if uring_rows else "")
+                 + "\n\nMean completion latency of the 4 KiB jobs:\n\n"
                  + lat_md + "\n\n"
                  + ("Every run (the table shows the median):\n\n" + runs_md + "\n\n" if max(len(v) for v in vals.values()) > 1 else "")
                  + stats_md

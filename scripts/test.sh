@@ -60,6 +60,19 @@ step "module layers" python3 scripts/module-deps.py --why --impls --layers units
 step "build" cargo build --release --all-targets
 step "tests" cargo test --release --no-fail-fast -- --test-threads="$THREADS"
 
+# The integration tests (every mount test) again over FUSE over io_uring where the kernel
+# offers it: tests/common passes --uring to fusevold when FUSEVOL_TEST_URING=1 and fails a
+# test whose daemon fell back to /dev/fuse (fusevold turns the fuse module's enable_uring on,
+# as root).
+if [ -e /sys/module/fuse/parameters/enable_uring ]; then
+    uring_targets=()
+    for f in tests/*.rs; do uring_targets+=(--test "$(basename "$f" .rs)"); done
+    step "tests over io_uring" env FUSEVOL_TEST_URING=1 cargo test --release --no-fail-fast \
+        "${uring_targets[@]}" -- --test-threads="$THREADS"
+else
+    echo "test.sh: this kernel has no FUSE over io_uring (no enable_uring parameter); one transport tested" >&2
+fi
+
 # Failpoint tests: the feature exists in Cargo.toml; run the targets that use it.
 if grep -Eq '^failpoints[[:space:]]*=' Cargo.toml; then
     fp_targets=()

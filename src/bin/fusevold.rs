@@ -27,6 +27,15 @@ struct Args {
     /// the disk. 0 runs every request on the FUSE worker that received it.
     #[arg(long, default_value_t = 16)]
     io_threads: usize,
+    /// Serve FUSE requests through io_uring (FUSE over io_uring, Linux 6.14+): one queue
+    /// per CPU, no read/write system call per request. Turns on the fuse module's
+    /// `enable_uring` parameter when running as root; falls back to /dev/fuse (logging why)
+    /// when the kernel does not offer or refuses it. Experimental, off by default.
+    #[arg(long, env = "FUSEVOL_URING")]
+    uring: bool,
+    /// Requests in flight per io_uring queue (with --uring); each entry holds a 1 MiB buffer.
+    #[arg(long, default_value_t = fusevol::fuse::uring::DEFAULT_DEPTH, value_name = "N")]
+    uring_depth: u16,
     /// Let users other than the daemon's own open the volume files (mount option allow_other).
     #[arg(long)]
     allow_other: bool,
@@ -137,6 +146,7 @@ fn main() -> ExitCode {
         metrics: a.metrics,
         io_threads: a.io_threads,
         stats: !a.no_stats,
+        uring: a.uring.then_some(a.uring_depth),
         cluster: a.cluster.map(|urls| fusevol::daemon::ClusterJoin {
             endpoints: urls
                 .split(',')

@@ -52,6 +52,9 @@ pub struct DaemonOptions {
     /// Count per-volume I/O statistics (`fusevol stats`, the metrics' volume counters);
     /// `--no-stats` turns them off.
     pub stats: bool,
+    /// Serve FUSE through io_uring with this many entries per queue (`--uring`,
+    /// `--uring-depth`; see `fuse::uring`); `None`: `/dev/fuse` only.
+    pub uring: Option<u16>,
 }
 
 /// `--cluster URL[,URL...] --node NAME [--cluster-ttl SECS] [--cluster-address ADDR:PORT]`.
@@ -291,6 +294,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     }
     config.n_threads = Some(opts.threads.max(1));
     config.clone_fd = true;
+    config.uring = opts.uring.and_then(crate::fuse::uring::transport_config);
     let fs = FuseFs::with_io_threads(
         st.clone(),
         cluster.clone(),

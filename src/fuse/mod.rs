@@ -24,6 +24,7 @@ use crate::storage::{CopyFrom, Storage};
 use crate::volume::{IoError, Volume, Writer};
 
 pub mod stage;
+pub mod uring;
 use stage::Dispatch;
 
 pub const ROOT_INO: u64 = 1;

@@ -127,6 +127,13 @@ pub struct Dispatch {
 /// One request in flight; the count drops when this does (after the reply was sent).
 pub struct InFlight(Arc<AtomicUsize>);
 
+/// On an io_uring queue thread (`fusevold --uring`), whether requests of its queue wait
+/// behind this one: that thread is the only one taking its queue's requests, so running one
+/// inline while others wait would serialize them (at QD16 two queues would mean QD2).
+fn ring_backlog() -> bool {
+    matches!(fuser::ring_backlog(), Some(n) if n > 0)
+}
+
 /// A request counted in, and where it should run.
 pub struct Ticket {
     pub token: InFlight,
@@ -160,7 +167,7 @@ impl Dispatch {
         let before = self.inflight.fetch_add(1, Ordering::AcqRel);
         Ticket {
             token: InFlight(self.inflight.clone()),
-            inline: (before == 0 && self.inline_ok) || self.stage.is_none(),
+            inline: (before == 0 && self.inline_ok && !ring_backlog()) || self.stage.is_none(),
         }
     }
 

@@ -46,6 +46,16 @@ pub const CLI_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default budget for one test (the watchdog fires after it).
 pub const DEFAULT_BUDGET: Duration = Duration::from_secs(420);
 
+/// `--uring` when the suite runs over FUSE over io_uring (`FUSEVOL_TEST_URING=1`, set by
+/// scripts/test.sh for its second pass), nothing otherwise.
+pub fn uring_args() -> &'static [&'static str] {
+    if std::env::var("FUSEVOL_TEST_URING").as_deref() == Ok("1") {
+        &["--uring"]
+    } else {
+        &[]
+    }
+}
+
 pub fn fusevold_bin() -> &'static str {
     env!("CARGO_BIN_EXE_fusevold")
 }
@@ -530,10 +540,19 @@ impl TestPool {
         let out = File::create(&out_path).expect("daemon stdout file");
         let err = File::create(&err_path).expect("daemon stderr file");
         let mut c = Command::new(fusevold_bin());
+        let over_uring =
+            !uring_args().is_empty() && !self.daemon_args.iter().any(|a| a == "--uring");
+        // Over io_uring the daemon's line about its transport is needed whatever the level.
+        let rust_log = if over_uring {
+            format!("{},fuser::session=info", self.rust_log)
+        } else {
+            self.rust_log.clone()
+        };
         c.arg(&self.pool)
             .arg(&self.mnt)
             .args(&self.daemon_args)
-            .env("RUST_LOG", &self.rust_log)
+            .args(if over_uring { uring_args() } else { &[] })
+            .env("RUST_LOG", rust_log)
             .env_remove("FUSEVOL_POOL")
             .stdin(Stdio::null())
             .stdout(out)
@@ -560,6 +579,29 @@ impl TestPool {
         out.status.success()
     }
 
+    /// With `FUSEVOL_TEST_URING=1` the suite runs over FUSE over io_uring: the daemon must say
+    /// that its rings are registered (a run that asked for the transport and fell back to
+    /// /dev/fuse would test the wrong thing, so it fails).
+    fn check_uring_active(&self) {
+        if uring_args().is_empty() || self.daemon_args.iter().any(|a| a == "--uring") {
+            return;
+        }
+        let end = Instant::now() + Duration::from_secs(20);
+        loop {
+            let log = self.daemon_log();
+            if log.contains("FUSE over io_uring: ") {
+                return;
+            }
+            if log.contains("FUSE over io_uring not used") || Instant::now() > end {
+                panic!(
+                    "FUSEVOL_TEST_URING=1 but fusevold at {} is not serving through io_uring\nstderr:\n{log}",
+                    self.mnt.display()
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Start the daemon; Ok when the mount is live and the control socket answers, Err when
     /// the daemon exited first. Fails the test when neither happens within START_TIMEOUT.
     pub fn try_start_env(&mut self, env: &[(&str, &str)]) -> Result<(), DaemonExit> {
@@ -577,6 +619,7 @@ impl TestPool {
                 });
             }
             if self.ready() {
+                self.check_uring_active();
                 return Ok(());
             }
             if Instant::now() > end {
