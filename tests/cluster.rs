@@ -637,7 +637,11 @@ fn file_digest(path: &std::path::Path) -> u64 {
         Duration::from_secs(300),
     );
     use std::hash::{Hash, Hasher};
-    assert!(!out.stdout.is_empty(), "nothing read from {}", path.display());
+    assert!(
+        !out.stdout.is_empty(),
+        "nothing read from {}",
+        path.display()
+    );
     let mut h = std::collections::hash_map::DefaultHasher::new();
     out.stdout.hash(&mut h);
     h.finish()
@@ -663,7 +667,11 @@ fn volume_move_under_fio_verify_through_a_third_node_keeps_verifying() {
     // Refusals name what is wrong.
     let out = a.cli(&["volume", "move", "mv", "--node", "zz"]);
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("node 'zz'"), "{}", describe(&out));
+    assert!(
+        text(&out.stderr).contains("node 'zz'"),
+        "{}",
+        describe(&out)
+    );
     let out = b.cli(&["volume", "move", "mv", "--node", "c"]);
     assert!(!out.status.success());
     assert!(
@@ -698,8 +706,7 @@ fn volume_move_under_fio_verify_through_a_third_node_keeps_verifying() {
                 ])
                 .current_dir(&root);
             let out = run(&mut cmd, Duration::from_secs(300));
-            let ok = out.status.success()
-                && !text(&out.stderr).to_lowercase().contains("verify");
+            let ok = out.status.success() && !text(&out.stderr).to_lowercase().contains("verify");
             runs.push((ok, describe(&out)));
             if !ok || stop2.load(std::sync::atomic::Ordering::Acquire) {
                 return runs;
@@ -716,7 +723,11 @@ fn volume_move_under_fio_verify_through_a_third_node_keeps_verifying() {
     stop.store(true, std::sync::atomic::Ordering::Release);
     let runs = fio.join().unwrap();
     for (i, (ok, d)) in runs.iter().enumerate() {
-        assert!(ok, "fio run {i} of {} failed around the move: {d}", runs.len());
+        assert!(
+            ok,
+            "fio run {i} of {} failed around the move: {d}",
+            runs.len()
+        );
     }
     eprintln!("move took {took:?}; {} fio runs", runs.len());
 
@@ -737,8 +748,16 @@ fn volume_move_under_fio_verify_through_a_third_node_keeps_verifying() {
     verify_pattern(&a.vol("mv"), 22, 200 * MIB, 8 * MIB, true);
     verify_pattern(&b.vol("mv"), 21, 0, 48 * MIB, true);
     let d = file_digest(&b.vol("mv"));
-    assert_eq!(file_digest(&c.vol("mv")), d, "c reads other bytes than b holds");
-    assert_eq!(file_digest(&a.vol("mv")), d, "a reads other bytes than b holds");
+    assert_eq!(
+        file_digest(&c.vol("mv")),
+        d,
+        "c reads other bytes than b holds"
+    );
+    assert_eq!(
+        file_digest(&a.vol("mv")),
+        d,
+        "a reads other bytes than b holds"
+    );
     // Progress was published as events on the source.
     let evs = text(&a.cli(&["--json", "events"]).stdout);
     assert!(

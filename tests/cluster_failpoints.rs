@@ -106,7 +106,10 @@ fn target_killed_mid_copy_leaves_the_volume_on_the_source_and_its_copy_dropped()
     assert_eq!(entry(&b, "mv").unwrap()["served"], "forwarded");
     b.kill9();
     let out = mover.join().unwrap();
-    assert!(!out.status.success(), "the move succeeded without its target");
+    assert!(
+        !out.status.success(),
+        "the move succeeded without its target"
+    );
     let err = text(&out.stderr);
     assert!(
         err.contains("move of volume 'mv'") && err.contains("'b'"),

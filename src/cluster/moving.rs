@@ -249,12 +249,15 @@ impl Mover<'_> {
                 let n = (run_end - off).min(CHUNK) as usize;
                 // Not `Storage::read`: its gate is closed during the last pass, and a move
                 // has no pair whose rules would apply.
-                let got = st.volumes.read_plain(&self.vol, off, &mut buf[..n]).map_err(|e| {
-                    busy(format!(
-                        "move of volume '{}': reading it at offset {off}: {e}",
-                        self.vol.name
-                    ))
-                })?;
+                let got = st
+                    .volumes
+                    .read_plain(&self.vol, off, &mut buf[..n])
+                    .map_err(|e| {
+                        busy(format!(
+                            "move of volume '{}': reading it at offset {off}: {e}",
+                            self.vol.name
+                        ))
+                    })?;
                 if got == 0 {
                     break;
                 }
@@ -332,7 +335,10 @@ impl Mover<'_> {
         new.snapshots.clear();
         let mut m = self.rec.clone();
         m.phase = "switched".into();
-        let (vkey, mkey) = (records::volume_key(&entry.name), records::move_key(&entry.name));
+        let (vkey, mkey) = (
+            records::volume_key(&entry.name),
+            records::move_key(&entry.name),
+        );
         let move_rev = self.move_rev;
         let r = self.c.block_on(&op, async {
             let mut cl = inner
@@ -394,7 +400,9 @@ impl Cluster {
     /// `fusevol cluster volumes`: the move of `name`, if one is under way.
     pub(super) fn move_progress(cache: &records::Cache, name: &str) -> Option<String> {
         let m = &cache.moves.get(name)?.rec;
-        let pct = (m.copied.min(m.size) * 100).checked_div(m.size).unwrap_or(100);
+        let pct = (m.copied.min(m.size) * 100)
+            .checked_div(m.size)
+            .unwrap_or(100);
         Some(format!(
             "to {}: {} (pass {}, {} bytes copied, {pct}% of the size)",
             m.to, m.phase, m.pass, m.copied
@@ -535,11 +543,7 @@ impl Cluster {
         let last = vol.moving.take();
         let fin = m
             .copy_ranges(&last)
-            .and_then(|_| {
-                m.c.remotes
-                    .flush(&m.target())
-                    .map_err(|e| m.failed(e))
-            })
+            .and_then(|_| m.c.remotes.flush(&m.target()).map_err(|e| m.failed(e)))
             .and_then(|_| refuse_unmovable(&st, &vol))
             .and_then(|_| m.check_target());
         if let Err(e) = fin {
@@ -556,7 +560,9 @@ impl Cluster {
             drop(guard);
             return Err(self.abort_move(
                 &vol,
-                busy(format!("move of volume '{name}': note it in the pool directory: {e}")),
+                busy(format!(
+                    "move of volume '{name}': note it in the pool directory: {e}"
+                )),
             ));
         }
         // (5) The switch.
@@ -699,7 +705,9 @@ impl Cluster {
             peer: from.to_string(),
         };
         self.inner.markers.put(mark(0)).map_err(|e| {
-            PoolError::Busy(format!("note the move of '{name}' in the pool directory: {e}"))
+            PoolError::Busy(format!(
+                "note the move of '{name}' in the pool directory: {e}"
+            ))
         })?;
         match exec(name, size, tier) {
             Ok((id, size, tier)) => {
@@ -874,7 +882,8 @@ impl Cluster {
             .map(|(k, _)| k.clone())
             .collect();
         for name in stale {
-            if !self.inner.moving.lock().contains(&name) && self.inner.markers.get(&name).is_none() {
+            if !self.inner.moving.lock().contains(&name) && self.inner.markers.get(&name).is_none()
+            {
                 log::info!("cluster: dropping the record of an unfinished move of '{name}'");
                 self.drop_move_record(&name);
             }

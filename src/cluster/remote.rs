@@ -270,9 +270,10 @@ impl Remotes {
             source,
         };
         // Cookies for every piece of a pipelined request (`Conn::request`).
-        let cookie = self
-            .cookie
-            .fetch_add(u64::from(len).div_ceil(PIECE as u64).max(1), Ordering::Relaxed);
+        let cookie = self.cookie.fetch_add(
+            u64::from(len).div_ceil(PIECE as u64).max(1),
+            Ordering::Relaxed,
+        );
         if let Some(mut conn) = self.take(t) {
             match conn.request(kind, offset, len, data, read_into, cookie) {
                 Ok(e) if e != w::ESHUTDOWN => {
