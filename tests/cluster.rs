@@ -626,3 +626,152 @@ fn placement_by_priority_tier_and_free_space_and_create_on_another_node() {
     assert_eq!(prio("c"), 10);
     assert_eq!(prio("a"), 100);
 }
+
+/// A hash of a whole file read with O_DIRECT (a forwarded or local volume file).
+fn file_digest(path: &std::path::Path) -> u64 {
+    let out = run_ok(
+        Command::new(tool("dd"))
+            .arg(format!("if={}", path.display()))
+            .args(["bs=1M", "iflag=direct", "status=none"])
+            .stdout(std::process::Stdio::piped()),
+        Duration::from_secs(300),
+    );
+    use std::hash::{Hash, Hasher};
+    assert!(
+        !out.stdout.is_empty(),
+        "nothing read from {}",
+        path.display()
+    );
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    out.stdout.hash(&mut h);
+    h.finish()
+}
+
+#[test]
+fn volume_move_under_fio_verify_through_a_third_node_keeps_verifying() {
+    let etcd = Etcd::start();
+    let a = node(&etcd, "a");
+    let b = node(&etcd, "b");
+    let c = node(&etcd, "c");
+    a.set_budget(Duration::from_secs(600));
+    wait_nodes_up(&[&a, &b, &c], &["a", "b", "c"]);
+    a.create_volume("mv", "256M");
+    wait_visible(&[&b, &c], "mv");
+    // Data the move must carry (written on the owner), and a hole in between.
+    write_pattern(&a.vol("mv"), 21, 0, 48 * MIB, true);
+    write_pattern(&a.vol("mv"), 22, 200 * MIB, 8 * MIB, true);
+    wait_until("catalog entry ready", Duration::from_secs(10), || {
+        catalog_entry(&a, "mv").is_some_and(|v| v["state"] == "ready" && v["owner"] == "a")
+    });
+
+    // Refusals name what is wrong.
+    let out = a.cli(&["volume", "move", "mv", "--node", "zz"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("node 'zz'"),
+        "{}",
+        describe(&out)
+    );
+    let out = b.cli(&["volume", "move", "mv", "--node", "c"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("owned by node 'a'"),
+        "{}",
+        describe(&out)
+    );
+
+    // fio --verify through C's mount, running before, during and after the move.
+    let fio_file = c.vol("mv");
+    let root = c.root().to_path_buf();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let fio = thread::spawn(move || {
+        let mut runs = Vec::new();
+        loop {
+            let mut cmd = Command::new(tool("fio"));
+            cmd.arg("--name=move")
+                .arg(format!("--filename={}", fio_file.display()))
+                .args([
+                    "--rw=randwrite",
+                    "--bs=4k",
+                    "--size=24M",
+                    "--offset=96M",
+                    "--ioengine=libaio",
+                    "--iodepth=16",
+                    "--direct=1",
+                    "--verify=crc32c",
+                    "--verify_fatal=1",
+                    "--do_verify=1",
+                    "--verify_backlog=256",
+                ])
+                .current_dir(&root);
+            let out = run(&mut cmd, Duration::from_secs(300));
+            let ok = out.status.success() && !text(&out.stderr).to_lowercase().contains("verify");
+            runs.push((ok, describe(&out)));
+            if !ok || stop2.load(std::sync::atomic::Ordering::Acquire) {
+                return runs;
+            }
+        }
+    });
+    thread::sleep(Duration::from_secs(2));
+    let t0 = Instant::now();
+    let out = a.cli_ok(&["volume", "move", "mv", "--node", "b"]);
+    let took = t0.elapsed();
+    assert!(out.contains("moved volume mv to node b"), "{out}");
+    // One more fio run entirely after the switch, then stop.
+    thread::sleep(Duration::from_secs(1));
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    let runs = fio.join().unwrap();
+    for (i, (ok, d)) in runs.iter().enumerate() {
+        assert!(
+            ok,
+            "fio run {i} of {} failed around the move: {d}",
+            runs.len()
+        );
+    }
+    eprintln!("move took {took:?}; {} fio runs", runs.len());
+
+    // Every node names b the owner; a holds no copy any more, b holds it locally.
+    for p in [&a, &b, &c] {
+        wait_until("owner b everywhere", Duration::from_secs(10), || {
+            catalog_entry(p, "mv").is_some_and(|v| v["owner"] == "b" && v.get("moving").is_none())
+        });
+    }
+    assert_eq!(catalog_entry(&b, "mv").unwrap()["served"], "local");
+    assert_eq!(catalog_entry(&a, "mv").unwrap()["served"], "forwarded");
+    wait_until("old copy deleted on a", Duration::from_secs(20), || {
+        !a.cli_ok(&["volume", "list"]).contains("mv")
+    });
+    assert!(b.cli_ok(&["volume", "list"]).contains("mv"));
+    // Data equal after: the pattern written before, and the same bytes through every mount.
+    verify_pattern(&c.vol("mv"), 21, 0, 48 * MIB, true);
+    verify_pattern(&a.vol("mv"), 22, 200 * MIB, 8 * MIB, true);
+    verify_pattern(&b.vol("mv"), 21, 0, 48 * MIB, true);
+    let d = file_digest(&b.vol("mv"));
+    assert_eq!(
+        file_digest(&c.vol("mv")),
+        d,
+        "c reads other bytes than b holds"
+    );
+    assert_eq!(
+        file_digest(&a.vol("mv")),
+        d,
+        "a reads other bytes than b holds"
+    );
+    // Progress was published as events on the source.
+    let evs = text(&a.cli(&["--json", "events"]).stdout);
+    assert!(
+        evs.contains("\"move\"") && evs.contains("\"moved\""),
+        "move events on a: {evs}"
+    );
+    // Written after the move through a's mount: lands on b.
+    write_pattern(&a.vol("mv"), 23, 64 * MIB, 4 * MIB, true);
+    verify_pattern(&b.vol("mv"), 23, 64 * MIB, 4 * MIB, true);
+    // And it moves back.
+    b.cli_ok(&["volume", "move", "mv", "--node", "a"]);
+    wait_until("owner a again", Duration::from_secs(10), || {
+        catalog_entry(&c, "mv").is_some_and(|v| v["owner"] == "a")
+    });
+    verify_pattern(&c.vol("mv"), 23, 64 * MIB, 4 * MIB, true);
+    assert_eq!(file_digest(&a.vol("mv")), file_digest(&c.vol("mv")));
+}

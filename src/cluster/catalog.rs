@@ -53,6 +53,15 @@ async fn read(
         .and_then(|kv| Some((serde_json::from_slice(kv.value()).ok()?, kv.mod_revision()))))
 }
 
+/// The catalog entry of `name` read from etcd itself, with its revision (for `moving`).
+pub(super) async fn read_entry(
+    inner: &Inner,
+    name: &str,
+    op: &str,
+) -> Result<Option<(VolumeRecord, i64)>, ClusterError> {
+    read(inner, name, op).await
+}
+
 /// Refuse unless this node owns `name`; a name the catalog does not know is the local pool's
 /// business (NotFound comes from there).
 async fn owned(
@@ -60,6 +69,11 @@ async fn owned(
     name: &str,
     op: &str,
 ) -> Result<Option<(VolumeRecord, i64)>, ClusterError> {
+    if inner.moving.lock().contains(name) {
+        return Err(ClusterError::Pool(PoolError::Busy(format!(
+            "volume '{name}' is being moved to another node; {op} after the move (on its new owner)"
+        ))));
+    }
     let cur = read(inner, name, op).await?;
     if let Some((rec, _)) = &cur {
         if rec.owner != inner.opts.node {
@@ -264,7 +278,7 @@ impl Cluster {
 }
 
 /// Runs a closure when dropped.
-struct Finally<F: FnMut()>(F);
+pub(super) struct Finally<F: FnMut()>(pub(super) F);
 
 impl<F: FnMut()> Drop for Finally<F> {
     fn drop(&mut self) {

@@ -15,6 +15,8 @@
 //! Without `--cluster` none of this runs and nothing changes.
 
 mod catalog;
+// `fusevol volume move`: data and ownership to another node.
+pub mod moving;
 mod placement;
 pub mod records;
 pub mod remote;
@@ -145,6 +147,9 @@ pub struct ClusterVolumeInfo {
     pub snapshots: Vec<String>,
     /// The etcd revision of the entry.
     pub revision: i64,
+    /// A `volume move` under way: target, phase, pass and bytes copied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moving: Option<String>,
 }
 
 /// `fusevol cluster status`.
@@ -200,6 +205,12 @@ struct Inner {
     requests_tx: Mutex<Option<std::sync::mpsc::Sender<requests::CreateRequest>>>,
     /// Request ids already taken (a re-read of the prefix sees them again until deleted).
     seen_requests: Mutex<HashSet<String>>,
+    /// Volumes this node is moving away now (`moving`).
+    moving: Mutex<HashSet<String>>,
+    /// This node's part in moves not finished (kept in the pool directory).
+    markers: moving::Markers,
+    /// Local volume ids moved away → their names (old handles of this mount are forwarded).
+    moved_ids: Mutex<HashMap<u64, String>>,
 }
 
 /// Makes a volume in this node's pool for a request from another node: (name, size, tier)
@@ -309,6 +320,7 @@ impl Cluster {
             .enable_all()
             .build()?;
         let (stop, _) = tokio::sync::watch::channel(false);
+        let st_dir = st.pool.dir.clone();
         let inner = Arc::new(Inner {
             opts,
             st,
@@ -321,6 +333,9 @@ impl Cluster {
             started: now_secs(),
             requests_tx: Mutex::new(None),
             seen_requests: Mutex::new(HashSet::new()),
+            moving: Mutex::new(HashSet::new()),
+            markers: moving::Markers::load(&st_dir),
+            moved_ids: Mutex::new(HashMap::new()),
         });
         let cluster = Arc::new(Cluster {
             inner: inner.clone(),
@@ -338,6 +353,20 @@ impl Cluster {
                 while let Ok(req) = rx.recv() {
                     let Some(c) = weak.upgrade() else { return };
                     c.serve_request(req);
+                }
+            })?;
+        // Moves: finish or undo this node's part of those that are over.
+        let weak = Arc::downgrade(&cluster);
+        std::thread::Builder::new()
+            .name("cluster-moves".into())
+            .spawn(move || loop {
+                std::thread::sleep(Duration::from_secs(2));
+                let Some(c) = weak.upgrade() else { return };
+                if c.inner.stopping() {
+                    return;
+                }
+                if c.inner.state.lock().synced {
+                    c.cleanup();
                 }
             })?;
         log::info!(
@@ -423,10 +452,17 @@ impl Cluster {
 
     /// Is `rec` a volume this node shows as forwarded (another owner, not shadowed by a
     /// local volume of the same name, created completely)?
-    fn forwarded(&self, rec: &VolumeRecord) -> bool {
+    fn forwarded(&self, cache: &Cache, rec: &VolumeRecord) -> bool {
         rec.owner != self.inner.opts.node
             && rec.state == records::STATE_READY
-            && self.inner.st.volumes.volume(&rec.name).is_none()
+            && (self.inner.st.volumes.volume(&rec.name).is_none()
+                || self.hidden_in(cache, &rec.name))
+    }
+
+    /// The name behind a remote index (a volume moved here keeps its old inode working).
+    pub fn index_name(&self, index: u64) -> Option<String> {
+        let name = self.indexes.lock().names.get(index as usize)?.clone();
+        (!name.contains('\0')).then_some(name)
     }
 
     /// The volume `name` of another node, if the catalog has one (and no local volume has
@@ -434,7 +470,8 @@ impl Cluster {
     pub fn remote_volume(&self, name: &str) -> Option<RemoteVolume> {
         let cache = self.inner.cache.read();
         let rec = &cache.volumes.get(name)?.rec;
-        self.forwarded(rec).then(|| self.remote_from(&cache, rec))
+        self.forwarded(&cache, rec)
+            .then(|| self.remote_from(&cache, rec))
     }
 
     /// The remote volume with this index, if it is still in the catalog.
@@ -473,7 +510,7 @@ impl Cluster {
         cache
             .volumes
             .values()
-            .filter(|v| self.forwarded(&v.rec))
+            .filter(|v| self.forwarded(&cache, &v.rec))
             .map(|v| self.remote_from(&cache, &v.rec))
             .collect()
     }
@@ -594,13 +631,16 @@ impl Cluster {
                     available: local || cache.node_up(&r.owner),
                     served: if local {
                         "local".into()
-                    } else if self.inner.st.volumes.volume(&r.name).is_some() {
+                    } else if self.inner.st.volumes.volume(&r.name).is_some()
+                        && !self.hidden_in(&cache, &r.name)
+                    {
                         "shadowed by a local volume".into()
                     } else {
                         "forwarded".into()
                     },
                     snapshots: r.snapshots.iter().map(|s| s.name.clone()).collect(),
                     revision: v.mod_revision,
+                    moving: Cluster::move_progress(&cache, &r.name),
                 }
             })
             .collect()

@@ -10,6 +10,9 @@
 //!                                         present = up; it vanishes when the lease expires
 //! /fusevol/volumes/<name>   VolumeRecord  the catalog: one key per global volume name, written
 //!                                         only in transactions that compare the revision read
+//! /fusevol/moves/<name>     MoveRecord    a `volume move` under way (written by the source
+//!                                         node; the switch puts it with the new owner's entry
+//!                                         in one transaction)
 //! ```
 
 use std::collections::BTreeMap;
@@ -20,6 +23,7 @@ pub const PREFIX: &str = "/fusevol/";
 pub const MEMBERS: &str = "/fusevol/members/";
 pub const NODES: &str = "/fusevol/nodes/";
 pub const VOLUMES: &str = "/fusevol/volumes/";
+pub const MOVES: &str = "/fusevol/moves/";
 
 pub fn member_key(node: &str) -> String {
     format!("{MEMBERS}{node}")
@@ -29,6 +33,28 @@ pub fn node_key(node: &str) -> String {
 }
 pub fn volume_key(name: &str) -> String {
     format!("{VOLUMES}{name}")
+}
+pub fn move_key(name: &str) -> String {
+    format!("{MOVES}{name}")
+}
+
+/// A volume being moved from one node to another (`fusevol volume move`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MoveRecord {
+    pub volume: String,
+    pub from: String,
+    pub to: String,
+    /// The copy's id in the target's pool (0 until the target made it).
+    pub to_local_id: u64,
+    /// `preparing`, `copying`, `final` (writes held for the last pass), `switched`.
+    pub phase: String,
+    /// Copy passes done (the first copies everything; later ones what was written meanwhile).
+    pub pass: u32,
+    /// Bytes copied so far (all passes) and the volume's size.
+    pub copied: u64,
+    pub size: u64,
+    /// Unix seconds of the start.
+    pub started: u64,
 }
 
 /// A node as it joined: name and NBD address (static between starts).
@@ -115,6 +141,7 @@ pub struct Cache {
     pub members: BTreeMap<String, MemberRecord>,
     pub nodes: BTreeMap<String, Versioned<NodeRecord>>,
     pub volumes: BTreeMap<String, Versioned<VolumeRecord>>,
+    pub moves: BTreeMap<String, Versioned<MoveRecord>>,
     /// The etcd revision the cache reflects.
     pub revision: i64,
 }
@@ -159,6 +186,16 @@ impl Cache {
                 }
                 None => {
                     self.volumes.remove(name);
+                }
+            }
+        } else if let Some(name) = key.strip_prefix(MOVES) {
+            match value.and_then(|v| parse::<MoveRecord>(key, v)) {
+                Some(rec) => {
+                    self.moves
+                        .insert(name.to_string(), Versioned { rec, mod_revision });
+                }
+                None => {
+                    self.moves.remove(name);
                 }
             }
         }

@@ -29,6 +29,8 @@ pub const IO_TIMEOUT: Duration = Duration::from_secs(20);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Idle connections kept per export.
 const MAX_IDLE: usize = 32;
+/// READs and WRITEs larger than this are sent as pipelined pieces of this size (`request`).
+const PIECE: usize = 256 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
@@ -129,8 +131,15 @@ impl Conn {
         })
     }
 
-    /// Send one request (with `data` for a WRITE) and read the reply header; a READ's data
-    /// goes to `read_into`. Ok(error code): 0 is success.
+    /// Send one request (with `data` for a WRITE) and read its reply; a READ's data goes to
+    /// `read_into`. Ok(error code): 0 is success.
+    ///
+    /// A READ or WRITE larger than `PIECE` is sent as pieces, all at once on this connection,
+    /// before the first reply is read (NBD lets a client keep many requests in flight; the
+    /// server runs them on its workers and answers in any order): the owner writes the first
+    /// piece to its pool while the next ones are still on the wire, instead of the whole
+    /// request crossing the socket before any of it is written (and the whole answer being
+    /// read before any of it is sent back). The first error of a piece is the answer.
     fn request(
         &mut self,
         kind: u16,
@@ -140,30 +149,57 @@ impl Conn {
         read_into: &mut [u8],
         cookie: u64,
     ) -> io::Result<u32> {
-        let hdr = w::encode_request(&w::Request {
-            flags: 0,
-            kind,
-            cookie,
-            offset,
-            len,
-        });
+        let split = matches!(kind, w::CMD_READ | w::CMD_WRITE) && len as usize > PIECE;
+        let pieces = if split {
+            (len as usize).div_ceil(PIECE)
+        } else {
+            1
+        };
+        let piece = |i: usize| -> (u64, usize, usize) {
+            if !split {
+                return (offset, 0, len as usize);
+            }
+            let start = i * PIECE;
+            let end = (start + PIECE).min(len as usize);
+            (offset + start as u64, start, end)
+        };
         self.out.clear();
-        self.out.extend_from_slice(&hdr);
-        self.out.extend_from_slice(data);
+        for i in 0..pieces {
+            let (off, start, end) = piece(i);
+            self.out.extend_from_slice(&w::encode_request(&w::Request {
+                flags: 0,
+                kind,
+                cookie: cookie + i as u64,
+                offset: off,
+                len: (end - start) as u32,
+            }));
+            if kind == w::CMD_WRITE {
+                self.out.extend_from_slice(&data[start..end]);
+            }
+        }
         self.sock.write_all(&self.out)?;
-        let mut r = [0u8; w::SIMPLE_REPLY_LEN];
-        self.sock.read_exact(&mut r)?;
-        let rep = c::decode_simple_reply(&r).map_err(|e| proto(e.to_string()))?;
-        if rep.cookie != cookie {
-            return Err(proto(format!(
-                "reply for cookie {} while waiting for {cookie}",
-                rep.cookie
-            )));
+        let mut first_error = 0;
+        for _ in 0..pieces {
+            let mut r = [0u8; w::SIMPLE_REPLY_LEN];
+            self.sock.read_exact(&mut r)?;
+            let rep = c::decode_simple_reply(&r).map_err(|e| proto(e.to_string()))?;
+            let i = rep.cookie.wrapping_sub(cookie);
+            if i >= pieces as u64 {
+                return Err(proto(format!(
+                    "reply for cookie {} while waiting for {cookie}..{}",
+                    rep.cookie,
+                    cookie + pieces as u64
+                )));
+            }
+            if rep.error == 0 && kind == w::CMD_READ {
+                let (_, start, end) = piece(i as usize);
+                self.sock.read_exact(&mut read_into[start..end])?;
+            }
+            if first_error == 0 {
+                first_error = rep.error;
+            }
         }
-        if rep.error == 0 && kind == w::CMD_READ {
-            self.sock.read_exact(read_into)?;
-        }
-        Ok(rep.error)
+        Ok(first_error)
     }
 }
 
@@ -188,6 +224,14 @@ impl Remotes {
     /// Forget the connections to `address` (its node re-registered or went away).
     pub fn drop_node(&self, address: &str) {
         self.idle.lock().retain(|(a, _), _| a != address);
+    }
+
+    /// Forget the idle connections to one export of `address` (its volume moved away: the
+    /// old owner's copy is deleted only when no connection holds it open).
+    pub fn drop_export(&self, address: &str, export: &str) {
+        self.idle
+            .lock()
+            .remove(&(address.to_string(), export.to_string()));
     }
 
     fn take(&self, t: &Target) -> Option<Conn> {
@@ -225,18 +269,31 @@ impl Remotes {
             address: t.address.to_string(),
             source,
         };
-        let cookie = self.cookie.fetch_add(1, Ordering::Relaxed);
+        // Cookies for every piece of a pipelined request (`Conn::request`).
+        let cookie = self.cookie.fetch_add(
+            u64::from(len).div_ceil(PIECE as u64).max(1),
+            Ordering::Relaxed,
+        );
         if let Some(mut conn) = self.take(t) {
-            if let Ok(e) = conn.request(kind, offset, len, data, read_into, cookie) {
-                self.give_back(t, conn);
-                return self.answer(t, what, offset, e);
+            match conn.request(kind, offset, len, data, read_into, cookie) {
+                Ok(e) if e != w::ESHUTDOWN => {
+                    self.give_back(t, conn);
+                    return self.answer(t, what, offset, e);
+                }
+                // ESHUTDOWN: the volume this connection opened was moved away (`volume
+                // move`); the export's name may be a new volume by now (moved back), so the
+                // pooled connections are dropped and a fresh one asks again.
+                Ok(_) => self.drop_export(t.address, t.export),
+                Err(_) => {}
             }
         }
         let mut conn = Conn::open(t.address, t.export).map_err(io_err)?;
         let e = conn
             .request(kind, offset, len, data, read_into, cookie)
             .map_err(io_err)?;
-        self.give_back(t, conn);
+        if e != w::ESHUTDOWN {
+            self.give_back(t, conn);
+        }
         self.answer(t, what, offset, e)
     }
 

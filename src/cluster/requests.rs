@@ -38,6 +38,9 @@ pub struct CreateRequest {
     pub name: String,
     pub size: u64,
     pub tier: Option<String>,
+    /// The copy of a volume moving here from `from` (`moving`): made outside the catalog.
+    #[serde(default)]
+    pub incoming: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,6 +128,9 @@ impl Cluster {
     pub(super) fn serve_request(&self, req: CreateRequest) {
         let exec = self.executor.lock().clone();
         let made = match exec {
+            Some(_) if req.incoming => self
+                .make_incoming(&req.from, &req.name, req.size, req.tier.as_deref())
+                .map_err(ClusterError::Pool),
             Some(f) => {
                 let tier = req.tier.clone();
                 self.create_volume(&req.name, req.size, tier.as_deref().unwrap_or(""), || {
@@ -183,6 +189,22 @@ impl Cluster {
         }
     }
 
+    /// Ask `node` to make the copy of volume `name` (moving there); its local id.
+    pub(super) fn create_remote_incoming(
+        &self,
+        node: &str,
+        name: &str,
+        size: u64,
+        tier: &str,
+    ) -> Result<u64, ClusterError> {
+        let r = self.ask_create(node, name, size, Some(tier), true)?;
+        r.local_id.ok_or_else(|| {
+            ClusterError::Pool(PoolError::Inconsistent(format!(
+                "node '{node}' answered the copy of '{name}' without a local id"
+            )))
+        })
+    }
+
     /// Ask `node` to create volume `name`; waits for its answer.
     pub fn create_remote(
         &self,
@@ -190,6 +212,17 @@ impl Cluster {
         name: &str,
         size: u64,
         tier: Option<&str>,
+    ) -> Result<CreateResult, ClusterError> {
+        self.ask_create(node, name, size, tier, false)
+    }
+
+    fn ask_create(
+        &self,
+        node: &str,
+        name: &str,
+        size: u64,
+        tier: Option<&str>,
+        incoming: bool,
     ) -> Result<CreateResult, ClusterError> {
         if !self.inner.cache.read().node_up(node) {
             return Err(ClusterError::Pool(PoolError::Invalid(format!(
@@ -213,6 +246,7 @@ impl Cluster {
             name: name.to_string(),
             size,
             tier: tier.map(str::to_string),
+            incoming,
         };
         let lease = inner.state.lock().lease;
         self.block_on(&op, async {

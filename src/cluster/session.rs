@@ -154,7 +154,11 @@ async fn reconcile(inner: &Inner, c: &mut etcd_client::Client) -> EResult<()> {
     {
         let cache = inner.cache.read();
         for v in &locals {
-            if creating.contains(&v.name) {
+            // A move's copies and volumes being moved are the move's business (`moving`).
+            if creating.contains(&v.name)
+                || inner.moving.lock().contains(&v.name)
+                || inner.markers.get(&v.name).is_some()
+            {
                 continue;
             }
             let mut snapshots: Vec<SnapshotEntry> = st
@@ -215,6 +219,7 @@ async fn reconcile(inner: &Inner, c: &mut etcd_client::Client) -> EResult<()> {
         for (name, e) in &cache.volumes {
             let gone = &e.rec.owner == me
                 && !creating.contains(name)
+                && inner.markers.get(name).is_none()
                 && !locals.iter().any(|v| &v.name == name);
             if gone {
                 let key = records::volume_key(name);

@@ -69,6 +69,9 @@ pub enum Request {
         #[serde(default)]
         recursive: bool,
     },
+    /// In a cluster, on the volume's owner: move it to node `node` (data, then ownership in
+    /// one catalog transaction); answers `null` when the target owns it.
+    VolumeMove { name: String, node: String },
     /// Export `VOL` or `VOL@SNAP` over NBD again (read-only if asked); answers `NbdExportInfo`.
     /// Refused (invalid) when the daemon runs without `--nbd`.
     ExportNbdAdd {

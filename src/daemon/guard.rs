@@ -80,7 +80,8 @@ pub fn touched(st: &Storage, req: &Request) -> Vec<Key> {
     match req {
         Request::VolumeCreate { name, .. }
         | Request::VolumeResize { name, .. }
-        | Request::VolumeDelete { name, .. } => k.push(vol(name)),
+        | Request::VolumeDelete { name, .. }
+        | Request::VolumeMove { name, .. } => k.push(vol(name)),
         Request::SnapshotCreate { volume, .. }
         | Request::SnapshotDelete { volume, .. }
         | Request::SnapshotRollback { volume, .. } => k.push(vol(volume)),

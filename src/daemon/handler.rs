@@ -257,6 +257,12 @@ impl Handler {
                 }
                 ok(json!(null), vec![])
             }
+            Request::VolumeMove { name, node } => {
+                self.cluster()?
+                    .move_volume(&name, &node)
+                    .map_err(|e| e.into_pool_error())?;
+                ok(json!(null), vec![])
+            }
             Request::SnapshotCreate { volume, name } => {
                 let s = st.snapshot_with_info(&volume, &name, &[])?;
                 ok(

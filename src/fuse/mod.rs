@@ -187,17 +187,41 @@ impl FuseFs {
                     Some(r) => Some(Node::Remote(r)),
                     None => c
                         .remote_snapshot_by_index(i - REMOTE_INO_BASE)
-                        .map(Node::RemoteSnapshot),
+                        .map(Node::RemoteSnapshot)
+                        // A volume moved here (`volume move`): its old inode is the local one.
+                        .or_else(|| {
+                            let name = c.index_name(i - REMOTE_INO_BASE)?;
+                            self.local_volume(&name).map(Node::Volume)
+                        }),
                 }
             }
             i if i >= VOLUME_INO_BASE => {
                 let id = i - VOLUME_INO_BASE;
                 match self.st.volumes.volume_by_id(id) {
                     Some(v) => Some(Node::Volume(v)),
-                    None => self.st.snapshots.snapshot_by_id(id).map(Node::Snapshot),
+                    None => self
+                        .st
+                        .snapshots
+                        .snapshot_by_id(id)
+                        .map(Node::Snapshot)
+                        // A volume moved to another node: its old inode is forwarded.
+                        .or_else(|| {
+                            let c = self.cluster.as_ref()?;
+                            c.remote_volume(&c.moved_away(id)?).map(Node::Remote)
+                        }),
                 }
             }
             _ => None,
+        }
+    }
+
+    /// The local volume `name`, unless the cluster hides it (a move's copy not switched yet,
+    /// or the old copy of a volume moved away).
+    fn local_volume(&self, name: &str) -> Option<Arc<Volume>> {
+        let v = self.st.volumes.volume(name)?;
+        match &self.cluster {
+            Some(c) if c.hides_local(name) => None,
+            _ => Some(v),
         }
     }
 
@@ -262,21 +286,37 @@ impl FuseFs {
     fn forward<T>(
         &self,
         r: &RemoteVolume,
-        f: impl FnOnce(&Cluster, &crate::cluster::Target) -> Result<T, RemoteError>,
+        f: impl FnMut(&Cluster, &crate::cluster::Target) -> Result<T, RemoteError>,
     ) -> Result<T, Errno> {
         self.forward_to(r, &r.name, f)
     }
 
-    /// Forward to export `export` of `r`'s owner (the volume, or `VOL@SNAP`).
+    /// Forward to export `export` of `r`'s owner (the volume, or `VOL@SNAP`). A request the
+    /// owner refuses because the volume moved away (`volume move`) is sent again to the new
+    /// owner once the catalog names it, never answered from the old copy.
     fn forward_to<T>(
         &self,
         r: &RemoteVolume,
         export: &str,
-        f: impl FnOnce(&Cluster, &crate::cluster::Target) -> Result<T, RemoteError>,
+        mut f: impl FnMut(&Cluster, &crate::cluster::Target) -> Result<T, RemoteError>,
     ) -> Result<T, Errno> {
         let c = self.cluster.as_ref().ok_or(Errno::ENOENT)?;
-        let t = c.target(r, export).map_err(remote_fail)?;
-        f(c, &t).map_err(remote_fail)
+        let mut r = r.clone();
+        let mut tries = 0;
+        loop {
+            let t = c.target(&r, export).map_err(remote_fail)?;
+            match f(c, &t) {
+                Err(e) if tries < 3 => match c.reroute(&r, &e) {
+                    Some(next) => {
+                        log::info!("{e}; sending it to node '{}'", next.owner);
+                        r = next;
+                        tries += 1;
+                    }
+                    None => return Err(remote_fail(e)),
+                },
+                res => return res.map_err(remote_fail),
+            }
+        }
     }
 
     fn snapshot_attr(&self, s: &Snapshot) -> FileAttr {
@@ -363,7 +403,7 @@ impl Filesystem for FuseFs {
         };
         let found = match self.node(parent) {
             Some(Node::Root) if name == SNAPROOT_NAME => Some(Node::SnapRoot),
-            Some(Node::Root) => match self.st.volumes.volume(name) {
+            Some(Node::Root) => match self.local_volume(name) {
                 Some(v) => Some(Node::Volume(v)),
                 None => self
                     .cluster
@@ -371,7 +411,7 @@ impl Filesystem for FuseFs {
                     .and_then(|c| c.remote_volume(name))
                     .map(Node::Remote),
             },
-            Some(Node::SnapRoot) => match self.st.volumes.volume(name) {
+            Some(Node::SnapRoot) => match self.local_volume(name) {
                 Some(v) => Some(Node::SnapDir(v)),
                 None => self
                     .cluster
@@ -513,14 +553,15 @@ impl Filesystem for FuseFs {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
         match self.node(ino) {
-            Some(Node::Volume(v)) => {
+            // (A handle opened as a forwarded volume that moved here since was not counted.)
+            Some(Node::Volume(v)) if fh.0 == v.id => {
                 // The kernel passes the flags of the open this handle came from.
                 if flags.0 & libc::O_ACCMODE != libc::O_RDONLY {
                     v.release_writer(Writer::File);
@@ -800,7 +841,11 @@ impl Filesystem for FuseFs {
         match self.node(ino) {
             Some(Node::Root) => {
                 entries.push((SNAPROOT_INO, FileType::Directory, SNAPROOT_NAME.into()));
+                let hidden = |n: &str| self.cluster.as_ref().is_some_and(|c| c.hides_local(n));
                 for v in self.st.volumes.volume_list() {
+                    if hidden(&v.name) {
+                        continue;
+                    }
                     entries.push((volume_ino(v.id), FileType::RegularFile, v.name.clone()));
                 }
                 if let Some(c) = &self.cluster {
@@ -810,7 +855,11 @@ impl Filesystem for FuseFs {
                 }
             }
             Some(Node::SnapRoot) => {
+                let hidden = |n: &str| self.cluster.as_ref().is_some_and(|c| c.hides_local(n));
                 for v in self.st.volumes.volume_list() {
+                    if hidden(&v.name) {
+                        continue;
+                    }
                     entries.push((SNAPDIR_INO_BASE + v.id, FileType::Directory, v.name.clone()));
                 }
                 if let Some(c) = &self.cluster {

@@ -41,9 +41,11 @@ pub fn nbd_error(e: &IoError) -> u32 {
         IoError::Invalid { .. } => libc::EINVAL,
         IoError::ReadOnly { .. } => libc::EPERM,
         IoError::Journal { source, .. } => source.errno(),
+        IoError::Moved { .. } => libc::ESHUTDOWN,
         _ => libc::EIO,
     };
     match errno {
+        libc::ESHUTDOWN => w::ESHUTDOWN,
         libc::ENOSPC | libc::EDQUOT => w::ENOSPC,
         libc::EINVAL => w::EINVAL,
         libc::EPERM | libc::EROFS => w::EPERM,

@@ -58,6 +58,10 @@ pub enum IoError {
     /// the block timeout: nothing of the write was journaled or written (ENOSPC).
     #[error("volume '{volume}': journal full: {detail}")]
     JournalFull { volume: String, detail: String },
+    /// The volume was moved to another node of the cluster (`fusevol volume move`): this
+    /// node's copy is no longer it (NBD ESHUTDOWN: a forwarding node asks the new owner).
+    #[error("volume '{volume}' was moved to node '{node}'")]
+    Moved { volume: String, node: String },
 }
 
 /// Where the new extent of a sub-extent copy-on-write reads the blocks it does not hold.

@@ -269,7 +269,7 @@ impl ReplicationError {
                 } => io_failure(text, op, path, source),
                 IoError::Meta { source, .. } => PoolError::Meta(source),
                 IoError::Sync { source, .. } => source,
-                IoError::ReadOnly { .. } => PoolError::Busy(text),
+                IoError::ReadOnly { .. } | IoError::Moved { .. } => PoolError::Busy(text),
                 IoError::BeyondEnd { .. } | IoError::Invalid { .. } => PoolError::Invalid(text),
             },
             R::Sync { source } => prefixed("sync: ", source),

@@ -75,6 +75,7 @@ impl Storage {
                 why,
             });
         }
+        dst.moving.admit(&dst.name)?;
         let size_out = dst.check_start(off_out)?;
         let size_in = src.size();
         if off_in >= size_in || len == 0 {
@@ -143,9 +144,12 @@ impl Storage {
                 }
                 _ => None,
             };
-            let unshared = self
+            let shared = self
                 .volumes
-                .share_extents(dst, &from, src_l + i, dst_l + i, n)?;
+                .share_extents(dst, &from, src_l + i, dst_l + i, n);
+            // Shared without the pipeline: a move of `dst` copies the range again.
+            dst.moving.note((dst_l + i) * es, n * es);
+            let unshared = shared?;
             drop(quiet);
             for l in unshared {
                 let k = l - src_l;

@@ -44,6 +44,7 @@ impl Storage {
     pub fn read(&self, vol: &Volume, offset: u64, buf: &mut [u8]) -> Result<usize, IoError> {
         // With statistics off (`--no-stats`) neither the clock nor a counter is touched.
         let t0 = self.io_stats_on().then(Instant::now);
+        vol.moving.admit(&vol.name)?;
         // A journaled write acknowledged before its data write: wait for it (destage.rs).
         self.destaging
             .wait(vol.id, offset, offset.saturating_add(buf.len() as u64));
@@ -92,6 +93,7 @@ impl Storage {
 
     fn write_counted(&self, vol: &Volume, offset: u64, data: &[u8]) -> Result<usize, IoError> {
         self.refuse_read_only(vol)?;
+        vol.moving.admit(&vol.name)?;
         let size = vol.check_start(offset)?;
         let since = self.replication.wait_room(vol, data.len() as u64)?;
         let len = (data.len() as u64).min(size - offset) as usize;
@@ -123,6 +125,7 @@ impl Storage {
     /// (`fallocate` punch-hole / zero-range, discard).
     pub fn discard(&self, vol: &Volume, offset: u64, len: u64) -> Result<(), IoError> {
         self.refuse_read_only(vol)?;
+        vol.moving.admit(&vol.name)?;
         let size = vol.size();
         if offset >= size || len == 0 {
             return Ok(());
@@ -145,6 +148,7 @@ impl Storage {
     /// cannot fail for lack of space (unless the extent is shared with a snapshot).
     pub fn allocate(&self, vol: &Volume, offset: u64, len: u64) -> Result<(), IoError> {
         self.refuse_read_only(vol)?;
+        vol.moving.admit(&vol.name)?;
         self.submit(vol, offset, DataOp::Allocate(len), None)
             .map(|_| ())
     }
@@ -152,6 +156,7 @@ impl Storage {
     /// fsync/fdatasync of a volume file: everything acknowledged before it becomes durable
     /// (journals before arrays, arrays before the metadata log).
     pub fn fsync_volume(&self, vol: &Volume) -> Result<(), IoError> {
+        vol.moving.admit(&vol.name)?;
         // Acknowledged writes still being destaged are on the arrays before the sync (their
         // records would be redone anyway; this keeps fsync meaning "on the arrays").
         self.destaging.wait(vol.id, 0, u64::MAX);
@@ -195,6 +200,8 @@ impl Storage {
         mirror: Option<crate::mirror::MirrorAdmission>,
     ) -> Result<usize, IoError> {
         let res = self.volumes.apply(vol, offset, op);
+        // A move's dirty ranges: after the data write, under the io_lock (volume::moving).
+        vol.moving.note(offset, op.len());
         match (mirror, res) {
             (Some(m), Ok(n)) => {
                 let dual = self
@@ -215,7 +222,7 @@ pub(super) fn error_kind(e: &IoError) -> usize {
         IoError::NoSpace { .. } => 1,
         IoError::Array { .. } => 2,
         IoError::Meta { .. } | IoError::Sync { .. } => 3,
-        IoError::ReadOnly { .. } => 4,
+        IoError::ReadOnly { .. } | IoError::Moved { .. } => 4,
         IoError::Journal { .. } => 5,
         IoError::JournalFull { .. } => 6,
         IoError::Invalid { .. } => 7,

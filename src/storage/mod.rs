@@ -212,6 +212,11 @@ impl Storage {
         self.snapshots.snapshot_of(&vol, name)?;
         self.mirror.refuse_paired(&vol, "rolled back")?;
         self.replication.refuse_grouped(&vol, "rolled back")?;
+        if vol.moving.active() {
+            return Err(PoolError::Busy(format!(
+                "volume '{volume}' is being moved to another node; roll it back after the move"
+            )));
+        }
         self.snapshots.rollback_snapshot(volume, name)
     }
 

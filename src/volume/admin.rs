@@ -118,7 +118,16 @@ impl Volumes {
         has_snapshots: &dyn Fn(u64) -> bool,
     ) -> Result<(), PoolError> {
         let name = vol.name.as_str();
-        if Self::wait_released(|| vol.open_handles()) > 0 {
+        // A volume moved to another node refuses every request (`moving`): the handles still
+        // open on it (forwarding nodes' NBD connections) hold nothing of its data.
+        let handles = || {
+            if vol.moving.fenced() {
+                0
+            } else {
+                vol.open_handles()
+            }
+        };
+        if Self::wait_released(handles) > 0 {
             return Err(Self::busy_open(name, vol.open_handles()));
         }
         let mut log = self.pool.meta.lock();
@@ -128,7 +137,7 @@ impl Volumes {
                 "volume '{name}' does not exist"
             )));
         }
-        if vol.open_handles() > 0 {
+        if handles() > 0 {
             return Err(Self::busy_open(name, vol.open_handles()));
         }
         if has_snapshots(vol.id) {

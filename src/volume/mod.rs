@@ -11,6 +11,8 @@
 
 mod admin;
 mod io;
+// `fusevol volume move` (issue 17): dirty ranges and the gate of a volume being moved.
+pub mod moving;
 // Copies that share extents (copy_file_range), issue 18.
 mod share;
 
@@ -148,6 +150,8 @@ pub struct Volume {
     /// Front ends writing the volume: handles of the volume file open for writing, and
     /// network clients that have written (see `claim_writer`).
     writers: Mutex<Writers>,
+    /// A move to another node of the cluster: dirty ranges and the gate (`moving`).
+    pub moving: moving::MoveTrack,
 }
 
 /// Which front end writes a volume.
@@ -184,6 +188,7 @@ impl Volume {
             stats: crate::stats::IoStats::default(),
             streams: crate::pool::ReadStreams::default(),
             writers: Mutex::new(Writers::default()),
+            moving: moving::MoveTrack::default(),
         }
     }
 

@@ -428,6 +428,15 @@ pub(crate) enum VolumeCmd {
         #[arg(short = 'r', long)]
         recursive: bool,
     },
+    /// In a cluster, on the volume's owner: move the volume to another node (the data is
+    /// copied while host I/O goes on, then the catalog names the new owner)
+    Move {
+        /// Volume name
+        name: String,
+        /// The node that will own it
+        #[arg(long, value_name = "NODE")]
+        node: String,
+    },
 }
 
 #[derive(Subcommand)]

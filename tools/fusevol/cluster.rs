@@ -101,6 +101,7 @@ pub(crate) fn cluster(ctx: &Ctx, cmd: ClusterCmd) -> Result<(), Failure> {
                             }
                             .into(),
                             v.served.clone(),
+                            v.moving.clone().unwrap_or_else(|| "-".into()),
                         ]
                     })
                     .collect();
@@ -113,6 +114,7 @@ pub(crate) fn cluster(ctx: &Ctx, cmd: ClusterCmd) -> Result<(), Failure> {
                     ("STATE", L),
                     ("AVAILABLE", L),
                     ("SERVED HERE", L),
+                    ("MOVE", L),
                 ];
                 print!("{}", table(&header, rows));
             })

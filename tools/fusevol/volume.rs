@@ -89,6 +89,12 @@ pub(crate) fn volume(ctx: &Ctx, cmd: VolumeCmd) -> Result<(), Failure> {
                 )
             },
         ),
+        VolumeCmd::Move { name, node } => {
+            let shown = format!("moved volume {name} to node {node}");
+            ctx.request(Request::VolumeMove { name, node }, move |()| {
+                println!("{shown}")
+            })
+        }
         VolumeCmd::Delete { name, recursive } => {
             let shown = name.clone();
             ctx.request(Request::VolumeDelete { name, recursive }, move |()| {
