@@ -483,7 +483,10 @@ impl Handler {
             | Request::Catalog { .. }
             | Request::CatalogRebuild
             | Request::ExportPlan { .. }
-            | Request::ImportCommit { .. } => Err(PoolError::Invalid(
+            | Request::ImportCommit { .. }
+            | Request::ScheduleAdd { .. }
+            | Request::ScheduleList
+            | Request::ScheduleRemove { .. } => Err(PoolError::Invalid(
                 "backup request reached the general dispatcher".into(),
             )),
             Request::Sync => {

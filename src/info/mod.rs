@@ -20,6 +20,8 @@ use crate::pool::{Pool, PoolError, StateSource};
 use crate::snapshot::Snapshots;
 
 /// What the pool holds for one volume or snapshot.
+// Short-lived values (one per lookup); boxing the record would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InfoState {
     /// No record (never set, and not a copy made by the array).

@@ -25,6 +25,7 @@ impl Storage {
             volume_id: vol.id,
             pool_id: self.pool.pool_id,
             time: now_secs(),
+            ..Default::default()
         }
     }
 
