@@ -353,6 +353,7 @@ impl Handler {
                     st.replication
                         .group_create(&name, &volumes, &remote, &options),
                 )?;
+                st.journal_group_infos(&name);
                 ok(self.one_group(&name)?, vec![])
             }
             Request::GroupAttach { name, remote, pitr } => {
@@ -366,6 +367,7 @@ impl Handler {
             }
             Request::GroupAddVolume { name, volume } => {
                 naming(&name, st.replication.group_add_volume(&name, &volume))?;
+                st.journal_group_infos(&name);
                 ok(self.one_group(&name)?, vec![])
             }
             Request::GroupRemoveVolume { name, volume } => {

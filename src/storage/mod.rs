@@ -63,7 +63,7 @@ impl Storage {
         let snapshots = Snapshots::new(volumes.clone(), std::mem::take(&mut st.snapshots));
         let mirror = Mirror::new(snapshots.clone());
         let replication = Replication::new(mirror.clone());
-        let infos = crate::info::Infos::new(snapshots.clone(), std::mem::take(&mut st.infos));
+        let infos = crate::info::Infos::new(replication.clone(), std::mem::take(&mut st.infos));
         let schedules =
             crate::schedule::Schedules::new(pool.clone(), std::mem::take(&mut st.schedules));
         if read_only {
