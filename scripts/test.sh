@@ -56,7 +56,7 @@ leftovers() {
 step "install deps" bash scripts/install-deps.sh
 # The layers only point down (README "Architecture"): no import cycle, no upward use.
 step "module-deps self-test" python3 scripts/module-deps.py --self-test
-step "module layers" python3 scripts/module-deps.py --why --impls --layers units,names,sys,fsio,bitmap,format,events,stats,extent_map,meta,journal,pool,volume,snapshot,mirror,replication,info,storage,backup,nbd,cluster,control,fuse,daemon
+step "module layers" python3 scripts/module-deps.py --why --impls --layers units,names,sys,fsio,bitmap,format,events,stats,extent_map,meta,journal,pool,volume,snapshot,mirror,replication,info,schedule,storage,backup,nbd,cluster,control,fuse,daemon
 step "build" cargo build --release --all-targets
 step "tests" cargo test --release --no-fail-fast -- --test-threads="$THREADS"
 

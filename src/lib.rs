@@ -34,6 +34,7 @@ pub mod names;
 pub mod nbd;
 pub mod pool;
 pub mod replication;
+pub mod schedule;
 pub mod snapshot;
 pub mod stats;
 pub mod storage;

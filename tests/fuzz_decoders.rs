@@ -387,6 +387,7 @@ mod backup_streams {
             volume_id: 1,
             pool_id: 2,
             time: 3,
+            ..Default::default()
         })
     }
 

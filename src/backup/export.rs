@@ -193,6 +193,7 @@ pub fn commit(
         volume_id: 0,
         pool_id: src_pool,
         time: now_secs(),
+        ..Default::default()
     });
     st.sync()?;
     if !snapshot.is_empty() {

@@ -4,8 +4,10 @@
 //! Each runs with `sh -c` in its own process group, with a timeout (the group is killed
 //! when it passes), and with the copy in its environment:
 //! `FUSEVOL_HOOK` (pre or post), `FUSEVOL_OP` (snapshot, pair-split, group-snapshot),
-//! `FUSEVOL_VOLUMES` (space-separated), `FUSEVOL_SNAPSHOT`, `FUSEVOL_GROUP`, and for the post
-//! hook `FUSEVOL_RESULT` (ok or failed).
+//! `FUSEVOL_VOLUMES` (space-separated), `FUSEVOL_SNAPSHOT`, `FUSEVOL_GROUP`,
+//! `FUSEVOL_SCHEDULE` (the schedule's name when a schedule runs it), and for the post hook
+//! `FUSEVOL_RESULT` (ok or failed). The CLI runs the hooks of its commands; the daemon runs
+//! a schedule's (`backup/schedule.rs`).
 
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
@@ -18,6 +20,8 @@ pub struct HookEnv {
     pub volumes: Vec<String>,
     pub snapshot: String,
     pub group: String,
+    /// The schedule that runs the copy (`FUSEVOL_SCHEDULE`; empty: run by hand).
+    pub schedule: String,
 }
 
 /// Run one hook; Err says why it failed (exit status, signal, timeout).
@@ -36,6 +40,7 @@ pub fn run_hook(
         .env("FUSEVOL_VOLUMES", env.volumes.join(" "))
         .env("FUSEVOL_SNAPSHOT", &env.snapshot)
         .env("FUSEVOL_GROUP", &env.group)
+        .env("FUSEVOL_SCHEDULE", &env.schedule)
         .stdin(Stdio::null())
         // The hook's output goes to stderr: stdout is the command's (JSON for scripts).
         .stdout(Stdio::from(

@@ -5,3 +5,4 @@
 pub mod catalog;
 pub mod export;
 pub mod hooks;
+pub mod schedule;

@@ -26,6 +26,7 @@ pub use protocol::{ClusterNodeInfo, ClusterStatusInfo, ClusterVolumeInfo};
 pub use protocol::{Event, EventsEnd, EventsHeader, VolumeStats};
 pub use protocol::{LockInfo, LockObject};
 pub use protocol::{MarkerInfo, PitrInfo, PitrOptions, RestoreReport, VolumeNames};
+pub use protocol::{ScheduleSpec, ScheduleView};
 pub use server::{serve, ControlHandler, ServerHandle, MAX_REQUEST_LINE};
 
 /// File name of the control socket inside a pool directory.

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 // format here.
 pub use crate::backup::catalog::{CatalogEntry, RebuildReport};
 pub use crate::backup::export::ExportPlan;
+pub use crate::backup::schedule::{ScheduleSpec, ScheduleView};
 pub use crate::cluster::{ClusterNodeInfo, ClusterStatusInfo, ClusterVolumeInfo};
 pub use crate::events::Event;
 pub use crate::info::InfoView;
@@ -299,6 +300,14 @@ pub enum Request {
         src_snapshot: String,
         src_pool: u64,
     },
+    // --- Backup schedules (issue 14) ---
+    /// Add a backup schedule; answers `ScheduleView`.
+    ScheduleAdd { spec: ScheduleSpec },
+    /// Every schedule with its next run and last result; answers `Vec<ScheduleView>`.
+    ScheduleList,
+    /// Remove the schedule with this name (or id); its snapshots stay. Answers
+    /// `ScheduleView` (as it was).
+    ScheduleRemove { name: String },
     // --- Locks and two-phase changes (issue 15) ---
     /// Say who is asking on this connection: changing requests on objects locked by this
     /// owner pass; others are refused while locked by someone else. Answers `null`.

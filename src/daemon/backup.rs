@@ -75,6 +75,14 @@ impl Handler {
                 *src_pool,
             )
             .and_then(|()| ok(serde_json::Value::Null, vec![])),
+            Request::ScheduleAdd { spec } => crate::backup::schedule::add(st, spec).and_then(|r| {
+                let views = crate::backup::schedule::views(st)?;
+                ok(views.into_iter().find(|v| v.id == r.id), vec![])
+            }),
+            Request::ScheduleList => crate::backup::schedule::views(st).and_then(|v| ok(v, vec![])),
+            Request::ScheduleRemove { name } => {
+                crate::backup::schedule::remove(st, name).and_then(|v| ok(v, vec![]))
+            }
             _ => return None,
         };
         Some(res)

@@ -125,6 +125,9 @@ pub fn touched(st: &Storage, req: &Request) -> Vec<Key> {
             k.push(vol(name.split('@').next().unwrap_or(name)))
         }
         Request::ImportCommit { volume, .. } => k.push(vol(volume)),
+        // A schedule snapshots and prunes its volume or group: adding one is a change to it.
+        Request::ScheduleAdd { spec } if spec.group => group_keys(st, &spec.target, &mut k),
+        Request::ScheduleAdd { spec } => k.push(vol(&spec.target)),
         _ => {}
     }
     k

@@ -359,6 +359,7 @@ impl Handler {
                     st.replication
                         .group_create(&name, &volumes, &remote, &options),
                 )?;
+                st.journal_group_infos(&name);
                 ok(self.one_group(&name)?, vec![])
             }
             Request::GroupAttach {
@@ -378,6 +379,7 @@ impl Handler {
             }
             Request::GroupAddVolume { name, volume } => {
                 naming(&name, st.replication.group_add_volume(&name, &volume))?;
+                st.journal_group_infos(&name);
                 ok(self.one_group(&name)?, vec![])
             }
             Request::GroupRemoveVolume { name, volume } => {
@@ -502,7 +504,10 @@ impl Handler {
             | Request::Catalog { .. }
             | Request::CatalogRebuild
             | Request::ExportPlan { .. }
-            | Request::ImportCommit { .. } => Err(PoolError::Invalid(
+            | Request::ImportCommit { .. }
+            | Request::ScheduleAdd { .. }
+            | Request::ScheduleList
+            | Request::ScheduleRemove { .. } => Err(PoolError::Invalid(
                 "backup request reached the general dispatcher".into(),
             )),
             Request::Sync => {

@@ -7,6 +7,7 @@ mod handler;
 pub mod locks;
 pub mod metrics;
 pub mod plan;
+mod scheduler;
 pub mod status;
 
 use std::fs::{self, OpenOptions};
@@ -367,6 +368,9 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     if st.pool.read_only().is_none() {
         st.start();
     }
+    // Backup schedules (issue 14): runs the due ones, respecting operation locks.
+    let scheduler = scheduler::Scheduler::start(st.clone(), locks.clone())
+        .map_err(io_err("start the scheduler for", &pool_dir))?;
     st.pool.events.publish(
         "daemon",
         &pool_dir.display().to_string(),
@@ -391,6 +395,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
 
     let served = session.run();
     stop.store(true, Ordering::Release);
+    scheduler.stop();
     // Leave the cluster first: the lease is revoked, peers see this node down at once.
     if let Some(c) = &cluster {
         c.stop();

@@ -168,6 +168,9 @@ pub struct Checkpoint {
     /// Volume information by volume or snapshot id, encoded `volinfo::InfoRecord`s
     /// (version 6; older checkpoints have none).
     pub infos: Vec<(u64, Vec<u8>)>,
+    /// Backup schedules by id, encoded `schedule::ScheduleRec`s (version 7; older
+    /// checkpoints have none).
+    pub schedules: Vec<(u64, Vec<u8>)>,
 }
 
 /// A journal group as this pool knows it (either side).
@@ -283,8 +286,9 @@ impl GroupRec {
 
 // Format: checkpoint file `checkpoint`, written whole (tmp + fsync + rename + fsync dir).
 //   0  magic        8  b"FVCKPT\0\0"
-//   8  version      u32 (6; versions 1 to 5 are read too: they end after the pairs,
-//                   after the partials, have no group sections, have no links, have no infos)
+//   8  version      u32 (7; versions 1 to 6 are read too: they end after the pairs,
+//                   after the partials, have no group sections, have no links, have no
+//                   infos, have no schedules)
 //  12  reserved     u32 (0)
 //  16  pool_id      u64
 //  24  epoch        u64
@@ -314,10 +318,12 @@ impl GroupRec {
 //                   share extents through a copy, `MetaRecord::MapShare`)
 //  ..  infos        (version 6) u64 count, then per record: id u64 (volume or snapshot),
 //                   u32 length (≤ 4096), the encoded volume information (format/volinfo.rs)
+//  ..  schedules    (version 7) u64 count, then per schedule: id u64, u32 length (≤ 16384),
+//                   the encoded schedule (format/schedule.rs)
 //  end crc32c       u32 over every byte before it
 // (str = u16 length + UTF-8 bytes; table = u64 n, then n × (chunk index u64, chunk id u64))
 const MAGIC: &[u8; 8] = b"FVCKPT\0\0";
-const VERSION: u32 = 6;
+const VERSION: u32 = 7;
 const SLOTS: u64 = 512;
 /// From this many mapped slots on, a version-5 chunk is written dense (512 × u64).
 const DENSE: usize = 256;
@@ -444,6 +450,10 @@ impl Checkpoint {
         e.u64(self.infos.len() as u64);
         for (id, info) in &self.infos {
             e.u64(*id).u32(info.len() as u32).bytes(info);
+        }
+        e.u64(self.schedules.len() as u64);
+        for (id, rec) in &self.schedules {
+            e.u64(*id).u32(rec.len() as u32).bytes(rec);
         }
         let crc = crc32c::crc32c(&e.buf);
         e.u32(crc);
@@ -600,6 +610,20 @@ impl Checkpoint {
                 c.infos.push((id, d.bytes(len)?.to_vec()));
             }
         }
+        if version >= 7 {
+            let n = d.count(12)?;
+            for _ in 0..n {
+                let id = d.u64()?;
+                let len = d.u32()? as usize;
+                if len > super::schedule::SCHEDULE_MAX {
+                    return Err(FormatError::Invalid {
+                        what: WHAT,
+                        detail: format!("schedule of {len} bytes for id {id}"),
+                    });
+                }
+                c.schedules.push((id, d.bytes(len)?.to_vec()));
+            }
+        }
         if d.remaining() != 0 {
             return Err(FormatError::Invalid {
                 what: WHAT,
@@ -699,6 +723,7 @@ mod tests {
             }],
             links: vec![(8, 3), (9, 8)],
             infos: vec![(8, vec![1, 2, 3])],
+            schedules: vec![(2, vec![4, 5])],
         }
     }
 
@@ -754,10 +779,12 @@ mod tests {
         c.groups.clear();
         c.links.clear();
         c.infos.clear();
+        c.schedules.clear();
         c.chunks.truncate(2); // a dense chunk needs version 5
         let mut b = c.encode();
-        // A version-1 file is the same without the (empty) partials, groups, links and infos.
-        b.truncate(b.len() - 36);
+        // A version-1 file is the same without the (empty) partials, groups, links, infos
+        // and schedules.
+        b.truncate(b.len() - 44);
         b[8..12].copy_from_slice(&1u32.to_le_bytes());
         let crc = crc32c::crc32c(&b);
         b.extend_from_slice(&crc.to_le_bytes());
@@ -766,11 +793,15 @@ mod tests {
 
     #[test]
     fn versions_4_and_5_still_decode() {
-        // A version-5 file is the same without the (empty) infos section, a version-4 file
-        // also without the (empty) links section.
-        for (version, cut) in [(5u32, 12), (4, 20)] {
+        // A version-6 file is the same without the (empty) schedules section, a version-5
+        // file also without the (empty) infos section, a version-4 file also without the
+        // (empty) links section.
+        for (version, cut) in [(6u32, 12), (5, 20), (4, 28)] {
             let mut c = sample();
-            c.infos.clear();
+            c.schedules.clear();
+            if version < 6 {
+                c.infos.clear();
+            }
             if version < 5 {
                 c.links.clear();
                 c.chunks.truncate(2); // a dense chunk needs version 5

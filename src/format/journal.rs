@@ -125,6 +125,10 @@ pub enum RecordKind {
     /// Every region of the resync that began at `ResyncStart` sequence number `offset` has
     /// been journaled before this record; `length` = bytes sent.
     ResyncDone = 21,
+    /// Volume information (backups, issue 14) of primary volume `volume`, or of its
+    /// snapshot, as the primary holds it now; payload = `InfoPayload`. Kind 40: journal
+    /// records up to 39 are the replication's own.
+    Info = 40,
 }
 
 impl RecordKind {
@@ -143,6 +147,7 @@ impl RecordKind {
             12 => FailbackDone,
             20 => ResyncStart,
             21 => ResyncDone,
+            40 => Info,
             kind => {
                 return Err(FormatError::UnknownType {
                     what: "journal record",
@@ -518,6 +523,11 @@ impl JournalRecord {
     pub fn name(&self) -> Result<String, FormatError> {
         let mut d = Dec::new(&self.payload, "journal record name");
         d.str()
+    }
+
+    /// The payload of an `Info` record.
+    pub fn info_payload(&self) -> Result<InfoPayload, FormatError> {
+        InfoPayload::decode(&self.payload)
     }
 
     /// A name payload for `VolumeAdd` / `Marker`.
@@ -1099,5 +1109,80 @@ mod tests {
         }
         assert!(FailbackRequest::decode(&b[..b.len() - 5]).is_err());
         assert_eq!(FailbackRequest::file_name(3), "failback.e3");
+    }
+}
+
+// Format: payload of an `Info` journal record.
+//   pool_id   u64  the primary pool's id
+//   volume    str  the primary volume's name
+//   snapshot  str  the snapshot's name (empty: the volume's own record)
+//   info      u32 length (≤ 4096), then the encoded volume information (volinfo.rs; empty:
+//             the record was removed)
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct InfoPayload {
+    pub pool_id: u64,
+    pub volume: String,
+    pub snapshot: String,
+    pub info: Vec<u8>,
+}
+
+impl InfoPayload {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut e = Enc::new();
+        e.u64(self.pool_id)
+            .str(&self.volume)
+            .str(&self.snapshot)
+            .u32(self.info.len() as u32)
+            .bytes(&self.info);
+        e.buf
+    }
+
+    pub fn decode(buf: &[u8]) -> Result<InfoPayload, FormatError> {
+        const WHAT: &str = "journal info record";
+        let mut d = Dec::new(buf, WHAT);
+        let pool_id = d.u64()?;
+        let volume = d.str()?;
+        let snapshot = d.str()?;
+        let n = d.u32()? as usize;
+        if n > super::volinfo::INFO_MAX {
+            return Err(FormatError::Invalid {
+                what: WHAT,
+                detail: format!("volume information of {n} bytes"),
+            });
+        }
+        let info = d.bytes(n)?.to_vec();
+        if d.remaining() != 0 {
+            return Err(FormatError::Invalid {
+                what: WHAT,
+                detail: format!("{} trailing bytes", d.remaining()),
+            });
+        }
+        Ok(InfoPayload {
+            pool_id,
+            volume,
+            snapshot,
+            info,
+        })
+    }
+}
+
+#[cfg(test)]
+mod info_payload_tests {
+    use super::*;
+
+    #[test]
+    fn info_payload_round_trip() {
+        let p = InfoPayload {
+            pool_id: 7,
+            volume: "db".into(),
+            snapshot: "s1".into(),
+            info: vec![1, 2, 3],
+        };
+        let b = p.encode();
+        assert_eq!(InfoPayload::decode(&b).unwrap(), p);
+        for n in 0..b.len() {
+            assert!(InfoPayload::decode(&b[..n]).is_err(), "cut at {n}");
+        }
+        assert_eq!(RecordKind::from_u8(40).unwrap(), RecordKind::Info);
     }
 }

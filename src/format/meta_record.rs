@@ -277,6 +277,16 @@ pub enum MetaRecord {
         id: u64,
         info: Vec<u8>,
     },
+    /// Backup schedule `id` is now `rec` (an encoded `schedule::ScheduleRec`): added, or its
+    /// next run and last result changed. Kept as bytes like `InfoPut`.
+    SchedulePut {
+        id: u64,
+        rec: Vec<u8>,
+    },
+    /// Backup schedule `id` was removed (the snapshots it took stay).
+    ScheduleDelete {
+        id: u64,
+    },
 }
 
 impl MetaRecord {
@@ -310,6 +320,9 @@ impl MetaRecord {
             MetaRecord::GroupClean { .. } => 31,
             // Kind 50: volume information (backups, issue 14).
             MetaRecord::InfoPut { .. } => 50,
+            // Kinds 60–61: backup schedules (issue 14).
+            MetaRecord::SchedulePut { .. } => 60,
+            MetaRecord::ScheduleDelete { .. } => 61,
         }
     }
 
@@ -470,6 +483,12 @@ impl MetaRecord {
             }
             MetaRecord::InfoPut { id, info } => {
                 e.u64(*id).u32(info.len() as u32).bytes(info);
+            }
+            MetaRecord::SchedulePut { id, rec } => {
+                e.u64(*id).u32(rec.len() as u32).bytes(rec);
+            }
+            MetaRecord::ScheduleDelete { id } => {
+                e.u64(*id);
             }
         }
         out.extend_from_slice(&e.buf);
@@ -669,6 +688,21 @@ impl MetaRecord {
                     info: d.bytes(n)?.to_vec(),
                 }
             }
+            60 => {
+                let id = d.u64()?;
+                let n = d.u32()? as usize;
+                if n > super::schedule::SCHEDULE_MAX {
+                    return Err(FormatError::Invalid {
+                        what: WHAT,
+                        detail: format!("schedule of {n} bytes"),
+                    });
+                }
+                MetaRecord::SchedulePut {
+                    id,
+                    rec: d.bytes(n)?.to_vec(),
+                }
+            }
+            61 => MetaRecord::ScheduleDelete { id: d.u64()? },
             other => {
                 return Err(FormatError::UnknownType {
                     what: WHAT,
@@ -859,6 +893,11 @@ mod tests {
                 id: 9,
                 info: vec![],
             },
+            MetaRecord::SchedulePut {
+                id: 2,
+                rec: vec![4, 5],
+            },
+            MetaRecord::ScheduleDelete { id: 2 },
         ]
     }
 

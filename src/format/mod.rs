@@ -13,6 +13,7 @@ pub mod meta_record;
 pub mod nbd;
 pub mod nbd_client;
 pub mod pair_state;
+pub mod schedule;
 pub mod stream;
 pub mod volinfo;
 

@@ -21,10 +21,15 @@ use super::{verify_crc, FormatError};
 //  ..  time         u64  backup time, seconds since the Unix epoch (0: not set)
 //  ..  user         u32 count, then per key (sorted): key str (without "user."), value str
 //  ..  origin       u8 present (0/1), then if 1: kind str, volume str, snapshot str,
-//                   volume_id u64, pool_id u64, time u64
+//                   volume_id u64, pool_id u64, time u64, then (version 2 only) schedule
+//                   str, schedule_id u64 (the schedule that made the copy)
 //  end crc32c       u32 over every byte before it
+// A record whose origin names no schedule is written as version 1 (byte for byte what
+// earlier releases wrote); one made by a schedule as version 2. Both are read.
 const MAGIC: &[u8; 4] = b"FVIN";
 pub const INFO_VERSION: u32 = 1;
+/// The version of a record whose origin names the schedule that made it.
+pub const INFO_VERSION_SCHEDULE: u32 = 2;
 /// The largest encoded record (a few labels and user keys; not a place for data).
 pub const INFO_MAX: usize = 4096;
 /// The longest value of one field, in bytes.
@@ -47,6 +52,12 @@ pub struct Origin {
     pub pool_id: u64,
     /// When the copy was made (seconds since the Unix epoch).
     pub time: u64,
+    /// The schedule that made the copy (origin kind `scheduled`); empty otherwise.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub schedule: String,
+    /// That schedule's id (0: none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub schedule_id: u64,
 }
 
 /// The typed fields, the free-form `user.*` keys and the origin.
@@ -83,9 +94,14 @@ impl InfoRecord {
     }
 
     pub fn encode(&self) -> Vec<u8> {
+        let scheduled = self.origin.as_ref().is_some_and(|o| o.schedule_id != 0);
         let mut e = Enc::with_capacity(256);
         e.bytes(MAGIC)
-            .u32(INFO_VERSION)
+            .u32(if scheduled {
+                INFO_VERSION_SCHEDULE
+            } else {
+                INFO_VERSION
+            })
             .str(&self.label)
             .str(&self.host)
             .str(&self.mountpoint)
@@ -107,6 +123,9 @@ impl InfoRecord {
                     .u64(o.volume_id)
                     .u64(o.pool_id)
                     .u64(o.time);
+                if scheduled {
+                    e.str(&o.schedule).u64(o.schedule_id);
+                }
             }
         }
         let crc = crc32c::crc32c(&e.buf);
@@ -137,7 +156,7 @@ impl InfoRecord {
         verify_crc(WHAT, body, stored)?;
         let mut d = Dec::new(&body[4..], WHAT);
         let version = d.u32()?;
-        if version != INFO_VERSION {
+        if version != INFO_VERSION && version != INFO_VERSION_SCHEDULE {
             return Err(FormatError::BadVersion {
                 what: WHAT,
                 version,
@@ -171,14 +190,26 @@ impl InfoRecord {
         match d.u8()? {
             0 => {}
             1 => {
-                r.origin = Some(Origin {
+                let mut o = Origin {
                     kind: d.str()?,
                     volume: d.str()?,
                     snapshot: d.str()?,
                     volume_id: d.u64()?,
                     pool_id: d.u64()?,
                     time: d.u64()?,
-                })
+                    ..Default::default()
+                };
+                if version == INFO_VERSION_SCHEDULE {
+                    o.schedule = d.str()?;
+                    o.schedule_id = d.u64()?;
+                    if o.schedule_id == 0 {
+                        return Err(FormatError::Invalid {
+                            what: WHAT,
+                            detail: "version 2 record with schedule id 0".into(),
+                        });
+                    }
+                }
+                r.origin = Some(o)
             }
             other => {
                 return Err(FormatError::Invalid {
@@ -186,6 +217,12 @@ impl InfoRecord {
                     detail: format!("origin flag {other}"),
                 })
             }
+        }
+        if version == INFO_VERSION_SCHEDULE && r.origin.is_none() {
+            return Err(FormatError::Invalid {
+                what: WHAT,
+                detail: "version 2 record without an origin".into(),
+            });
         }
         if d.remaining() != 0 {
             return Err(FormatError::Invalid {
@@ -272,6 +309,10 @@ impl InfoRecord {
             out.push(("origin.volume_id".into(), o.volume_id.to_string()));
             out.push(("origin.pool".into(), format!("{:016x}", o.pool_id)));
             out.push(("origin.time".into(), o.time.to_string()));
+            if o.schedule_id != 0 {
+                out.push(("origin.schedule".into(), o.schedule.clone()));
+                out.push(("origin.schedule_id".into(), o.schedule_id.to_string()));
+            }
         }
         out
     }
@@ -342,7 +383,31 @@ mod tests {
             volume_id: 3,
             pool_id: 0xabc,
             time: 9,
+            ..Default::default()
         })
+    }
+
+    #[test]
+    fn scheduled_origin_is_version_2_and_plain_stays_version_1() {
+        let plain = sample();
+        let b = plain.encode();
+        assert_eq!(u32::from_le_bytes(b[4..8].try_into().unwrap()), 1);
+        let mut s = plain.clone();
+        let o = s.origin.as_mut().unwrap();
+        o.kind = "scheduled".into();
+        o.schedule = "db-hourly".into();
+        o.schedule_id = 4;
+        let b2 = s.encode();
+        assert_eq!(u32::from_le_bytes(b2[4..8].try_into().unwrap()), 2);
+        assert_eq!(InfoRecord::decode(&b2).unwrap(), s);
+        assert_eq!(s.get("origin.schedule").as_deref(), Some("db-hourly"));
+        assert_eq!(s.get("origin.schedule_id").as_deref(), Some("4"));
+        assert_eq!(plain.get("origin.schedule"), None);
+        for i in 0..b2.len() {
+            let mut c = b2.clone();
+            c[i] ^= 0x10;
+            assert!(InfoRecord::decode(&c).is_err(), "flip at {i}");
+        }
     }
 
     #[test]

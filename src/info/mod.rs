@@ -17,9 +17,13 @@ use crate::format::volinfo::InfoRecord;
 use crate::format::MetaRecord;
 use crate::meta::{MetaLog, State};
 use crate::pool::{Pool, PoolError, StateSource};
+use crate::replication::info::ReplicaInfo;
+use crate::replication::Replication;
 use crate::snapshot::Snapshots;
 
 /// What the pool holds for one volume or snapshot.
+// Short-lived values (one per lookup); boxing the record would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InfoState {
     /// No record (never set, and not a copy made by the array).
@@ -43,6 +47,8 @@ impl InfoState {
 pub struct Infos {
     pub pool: Arc<Pool>,
     pub snapshots: Arc<Snapshots>,
+    /// A grouped volume's record travels to the secondary through the journal.
+    pub replication: Arc<Replication>,
     map: RwLock<BTreeMap<u64, Vec<u8>>>,
 }
 
@@ -63,15 +69,68 @@ impl StateSource for Infos {
 }
 
 impl Infos {
-    pub fn new(snapshots: Arc<Snapshots>, infos: BTreeMap<u64, Vec<u8>>) -> Arc<Infos> {
+    pub fn new(replication: Arc<Replication>, infos: BTreeMap<u64, Vec<u8>>) -> Arc<Infos> {
         let me = Arc::new(Infos {
-            pool: snapshots.pool.clone(),
-            snapshots,
+            pool: replication.pool.clone(),
+            snapshots: replication.snapshots.clone(),
+            replication: replication.clone(),
             map: RwLock::new(infos),
         });
         let weak: std::sync::Weak<dyn StateSource> = Arc::downgrade(&me) as _;
         me.pool.add_state_source(weak);
+        // A secondary stores what the journal brings (`replication/info.rs`).
+        let sink = Arc::downgrade(&me);
+        replication.set_info_sink(Box::new(move |ri| match sink.upgrade() {
+            Some(infos) => infos.put_replica(ri),
+            None => Ok(()),
+        }));
         me
+    }
+
+    /// Journal the current record of `id` when it belongs to a primary group's volume (or
+    /// to one of its snapshots), so the secondary gets it in order with the data. A failure
+    /// is logged: the record itself is stored; the next change sends it again.
+    pub fn replicate(&self, id: u64) {
+        let (vol, snap) = match self.snapshots.snapshot_by_id(id) {
+            Some(s) => (s.volume, s.name.clone()),
+            None => (id, String::new()),
+        };
+        let bytes = self.map.read().get(&id).cloned().unwrap_or_default();
+        if let Err(e) = self.replication.journal_info(vol, &snap, &bytes) {
+            log::warn!("volume information of id {id} was not journaled for the secondary: {e}");
+        }
+    }
+
+    /// Store a record the journal brought to this secondary: the primary's record, with
+    /// origin kind `replica` naming the primary volume (and snapshot) and pool.
+    fn put_replica(&self, ri: ReplicaInfo) -> Result<(), PoolError> {
+        let p = &ri.payload;
+        if p.info.is_empty() {
+            return self.put(ri.local_id, &InfoRecord::default());
+        }
+        let rec = match InfoRecord::decode(&p.info) {
+            Ok(r) => r,
+            Err(e) => {
+                log::warn!(
+                    "volume information of '{}{}{}' from pool {:016x} is invalid ({e}); not stored",
+                    p.volume,
+                    if p.snapshot.is_empty() { "" } else { "@" },
+                    p.snapshot,
+                    p.pool_id
+                );
+                return Ok(());
+            }
+        };
+        let origin = crate::format::volinfo::Origin {
+            kind: "replica".into(),
+            volume: p.volume.clone(),
+            snapshot: p.snapshot.clone(),
+            volume_id: ri.primary_volume,
+            pool_id: p.pool_id,
+            time: crate::pool::create::now_secs(),
+            ..Default::default()
+        };
+        self.put(ri.local_id, &rec.for_copy(origin))
     }
 
     /// The record of volume or snapshot `id`.
@@ -125,7 +184,10 @@ impl Infos {
     /// Replace the record of `id`.
     pub fn put(&self, id: u64, rec: &InfoRecord) -> Result<(), PoolError> {
         let mut log = self.pool.meta.lock();
-        self.put_locked(&mut log, id, rec)
+        self.put_locked(&mut log, id, rec)?;
+        drop(log);
+        self.replicate(id);
+        Ok(())
     }
 
     /// Change the record of `id` with `f` (under the metadata lock, so two changes do not
@@ -145,6 +207,8 @@ impl Infos {
         };
         f(&mut rec).map_err(PoolError::Invalid)?;
         self.put_locked(&mut log, id, &rec)?;
+        drop(log);
+        self.replicate(id);
         Ok(rec)
     }
 }

@@ -430,6 +430,14 @@ pub fn apply(state: &mut State, rec: &MetaRecord) -> Result<(), String> {
                 state.infos.insert(*id, info.clone());
             }
         }
+        MetaRecord::SchedulePut { id, rec } => {
+            state.schedules.insert(*id, rec.clone());
+        }
+        MetaRecord::ScheduleDelete { id } => {
+            if state.schedules.remove(id).is_none() {
+                return Err(format!("schedule {id} does not exist"));
+            }
+        }
         MetaRecord::PairDelete { id } => {
             let before = state.pairs.len();
             state.pairs.retain(|p| p.id != *id);

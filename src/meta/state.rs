@@ -74,6 +74,8 @@ pub struct State {
     /// Volume information by volume or snapshot id (encoded `format::volinfo::InfoRecord`);
     /// an id's entry goes with its volume or snapshot.
     pub infos: BTreeMap<u64, Vec<u8>>,
+    /// Backup schedules by id (encoded `format::schedule::ScheduleRec`).
+    pub schedules: BTreeMap<u64, Vec<u8>>,
 }
 
 /// Writes tables into a checkpoint, each distinct chunk object once.
@@ -183,6 +185,7 @@ impl State {
             groups: c.groups.clone(),
             links: c.links.clone(),
             infos: c.infos.iter().cloned().collect(),
+            schedules: c.schedules.iter().cloned().collect(),
         })
     }
 
@@ -251,6 +254,11 @@ impl State {
             groups: self.groups.clone(),
             links: self.links.clone(),
             infos: self.infos.iter().map(|(id, b)| (*id, b.clone())).collect(),
+            schedules: self
+                .schedules
+                .iter()
+                .map(|(id, b)| (*id, b.clone()))
+                .collect(),
         }
     }
 

@@ -197,6 +197,7 @@ pub fn create_pool(dir: &Path, spec: &PoolSpec) -> Result<(), PoolError> {
         groups: Vec::new(),
         links: Vec::new(),
         infos: Vec::new(),
+        schedules: Vec::new(),
     };
     write_checkpoint(dir, &ckpt)?;
     MetaLog::create(dir, pool_id, 1)?;

@@ -285,6 +285,7 @@ impl Pool {
             pairs: Vec::new(),
             partials: self.partials.entries(),
             infos: Default::default(),
+            schedules: Default::default(),
         };
         for src in self.sources.read().iter().filter_map(|w| w.upgrade()) {
             src.save(&mut state);

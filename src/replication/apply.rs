@@ -407,6 +407,7 @@ fn apply_record(r: &Replication, g: &Group, rec: &JournalRecord) -> Result<(), R
             super::pitr::note_marker(r, g, rec, &name);
             log::info!("group '{}': snapshot '{name}' taken at its marker", g.name);
         }
+        RecordKind::Info => super::info::apply_info(r, g, rec, local_volume(g, r, h.volume))?,
         RecordKind::FailbackDone => super::handover::failback_done(r, g, rec)?,
         RecordKind::ResyncStart => super::full::resync_start_applied(r, g, rec)?,
         RecordKind::ResyncDone => super::full::resync_done_applied(r, g, rec)?,

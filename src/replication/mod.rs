@@ -12,6 +12,7 @@ pub mod error;
 pub mod full;
 pub mod group;
 pub mod handover;
+pub mod info;
 pub mod lag;
 pub mod ops;
 pub mod options;
@@ -49,6 +50,9 @@ pub struct Replication {
     /// Volume id → the journal group it is in (primary: its writes are journaled;
     /// secondary: it is read-only while the group applies).
     pub(crate) members: RwLock<HashMap<u64, Arc<Group>>>,
+    /// Where a secondary puts the volume information an `Info` journal record carries
+    /// (set by the owner of the info service, `info.rs`).
+    pub(crate) info_sink: RwLock<Option<info::InfoSink>>,
 }
 
 impl Replication {
@@ -61,6 +65,7 @@ impl Replication {
             mirror,
             groups: RwLock::new(HashMap::new()),
             members: RwLock::new(HashMap::new()),
+            info_sink: RwLock::new(None),
         });
         let weak: std::sync::Weak<dyn StateSource> = Arc::downgrade(&me) as _;
         me.pool.add_state_source(weak);

@@ -358,6 +358,7 @@ impl Restorer<'_> {
                 None => return Err(unknown(h.volume)),
             },
             RecordKind::Marker
+            | RecordKind::Info
             | RecordKind::BaseDone
             | RecordKind::FailbackDone
             | RecordKind::ResyncStart

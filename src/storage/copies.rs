@@ -25,6 +25,7 @@ impl Storage {
             volume_id: vol.id,
             pool_id: self.pool.pool_id,
             time: now_secs(),
+            ..Default::default()
         }
     }
 
@@ -147,5 +148,21 @@ impl Storage {
             );
         }
         Ok(())
+    }
+}
+
+impl Storage {
+    /// Send the records of group `name`'s volumes to its secondary (after they joined it:
+    /// `group create`, `group add`); each travels as an `Info` journal record.
+    pub fn journal_group_infos(&self, name: &str) {
+        let Ok(gs) = self.replication.group_list(Some(name)) else {
+            return;
+        };
+        let ids: Vec<u64> = gs[0].rec.lock().volumes.iter().map(|(l, _)| *l).collect();
+        for id in ids {
+            if self.infos.get(id) != crate::info::InfoState::Missing {
+                self.infos.replicate(id);
+            }
+        }
     }
 }

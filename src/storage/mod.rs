@@ -38,6 +38,8 @@ pub struct Storage {
     /// Volume information (backups, issue 14): registered last, so its checkpoint part
     /// sees which volumes and snapshots exist.
     pub infos: Arc<crate::info::Infos>,
+    /// Backup schedules (issue 14): the durable registry; the daemon runs them.
+    pub schedules: Arc<crate::schedule::Schedules>,
     /// Journaled writes acknowledged before their data write finished (`destage.rs`).
     pub destaging: Destaging,
     /// Per-volume I/O statistics are counted (default); `fusevold --no-stats` turns them
@@ -64,7 +66,9 @@ impl Storage {
         let snapshots = Snapshots::new(volumes.clone(), std::mem::take(&mut st.snapshots));
         let mirror = Mirror::new(snapshots.clone());
         let replication = Replication::new(mirror.clone());
-        let infos = crate::info::Infos::new(snapshots.clone(), std::mem::take(&mut st.infos));
+        let infos = crate::info::Infos::new(replication.clone(), std::mem::take(&mut st.infos));
+        let schedules =
+            crate::schedule::Schedules::new(pool.clone(), std::mem::take(&mut st.schedules));
         if read_only {
             if !st.pairs.is_empty() || !st.groups.is_empty() {
                 log::warn!(
@@ -84,6 +88,7 @@ impl Storage {
             mirror,
             replication,
             infos,
+            schedules,
             destaging: Destaging::default(),
             io_stats: std::sync::atomic::AtomicBool::new(true),
         });

@@ -212,6 +212,10 @@ pub(crate) enum Command {
     /// oldest first, with its source, time, label, host, kind, size and the space it holds;
     /// `catalog rebuild` rebuilds the index from the volumes' own records
     Catalog(crate::backup::CatalogArgs),
+    /// Backup schedules the daemon runs: snapshots every INTERVAL, labelled, pruned by
+    /// retention rules (keep N, hourly, daily, weekly)
+    #[command(subcommand)]
+    Schedule(crate::schedule::ScheduleCmd),
     /// Several hosts: this node's view of the cluster (needs fusevold --cluster)
     ///
     /// Every node shows the same catalog (from etcd): nodes up or down, each volume's owner

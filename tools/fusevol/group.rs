@@ -135,6 +135,7 @@ pub(crate) fn group(ctx: &Ctx, cmd: GroupCmd) -> Result<(), Failure> {
                 volumes: Vec::new(),
                 snapshot: snapshot.clone(),
                 group: name.clone(),
+                schedule: String::new(),
             };
             crate::backup::with_hooks(&hooks, env, || {
                 ctx.request(Request::GroupSnapshot { name, snapshot }, move |()| {

@@ -20,6 +20,7 @@ mod output;
 mod pair;
 mod pitr;
 mod pool;
+mod schedule;
 mod snapshot;
 mod stats;
 mod volume;
@@ -170,6 +171,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Events { follow, since } => events::events(&ctx, since, follow),
         Command::ExportNbd(cmd) => export::export_nbd(&ctx, cmd),
         Command::Catalog(args) => backup::catalog(&ctx, args),
+        Command::Schedule(cmd) => schedule::schedule(&ctx, cmd),
         Command::Cluster(cmd) => cluster::cluster(&ctx, cmd),
         Command::Lock { target, ttl } => change::lock(&ctx, &target, ttl),
         Command::Unlock { target, force } => change::unlock(&ctx, &target, force),

@@ -67,6 +67,7 @@ pub(crate) fn pair(ctx: &Ctx, cmd: PairCmd) -> Result<(), Failure> {
                 volumes: pvols.clone(),
                 snapshot: String::new(),
                 group: group.clone().unwrap_or_default(),
+                schedule: String::new(),
             };
             let req = Request::PairSplit {
                 pvols,

@@ -21,6 +21,7 @@ pub(crate) fn snapshot(ctx: &Ctx, cmd: SnapshotCmd) -> Result<(), Failure> {
                 volumes: vec![volume.clone()],
                 snapshot: name.clone(),
                 group: String::new(),
+                schedule: String::new(),
             };
             crate::backup::with_hooks(&hooks, env, || {
                 ctx.request(
