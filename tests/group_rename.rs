@@ -43,6 +43,19 @@ fn dd(file: &Path, seek_mib: u64, count_mib: u64) {
     );
 }
 
+/// The file holds no data from `offset` on: SEEK_DATA there finds none (ENXIO).
+fn no_data_from(file: &Path, offset: u64) {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(file).unwrap();
+    let r = nix::unistd::lseek(f.as_raw_fd(), offset as i64, nix::unistd::Whence::SeekData);
+    assert_eq!(
+        r,
+        Err(nix::errno::Errno::ENXIO),
+        "{}: data after offset {offset}",
+        file.display()
+    );
+}
+
 /// `cmp` of two files (the first `limit` bytes when given).
 fn same(a: &Path, b: &Path, limit: Option<u64>) {
     let mut c = Command::new("cmp");
@@ -104,10 +117,10 @@ fn strs(v: &Value) -> Vec<String> {
 fn default_pools_rename_takeover_and_failback() {
     // Two default pools (fusevold creates them): both have vol0 (8 GiB, thin).
     let mut p = TestPool::empty();
-    p.set_budget(Duration::from_secs(900));
+    p.set_budget(Duration::from_secs(400));
     p.start();
     let mut s = TestPool::empty();
-    s.set_budget(Duration::from_secs(900));
+    s.set_budget(Duration::from_secs(400));
     s.start();
     // Each site reaches the shared directory through a path of its own, so the primary can
     // lose it (its symlink removed) while the secondary still sees it.
@@ -165,7 +178,11 @@ fn default_pools_rename_takeover_and_failback() {
         "{out}"
     );
     same(&p.vol("data"), &s.vol("r-data"), None);
-    same(&p.vol("vol0"), &s.vol("r-vol0"), None);
+    // vol0 is 8 GiB (thin) and written only in its first 512 MiB: compare those, and both
+    // files hold no data after them (SEEK_DATA from the volume's extent map).
+    same(&p.vol("vol0"), &s.vol("r-vol0"), Some(512 << 20));
+    no_data_from(&p.vol("vol0"), 512 << 20);
+    no_data_from(&s.vol("r-vol0"), 512 << 20);
     // The secondary's own vol0 is untouched (thin, never written: zeros).
     let out = run(
         Command::new("cmp")
@@ -236,8 +253,9 @@ fn default_pools_rename_takeover_and_failback() {
     );
     same(&s.vol("r-data"), &p.vol("data"), None);
     same(&s.vol("r-extra"), &p.vol("extra"), None);
-    // vol0 is 8 GiB (thin): what was written is in its first 512 MiB; compared whole once above.
+    // vol0 is 8 GiB (thin): what was written is in its first 512 MiB.
     same(&s.vol("r-vol0"), &p.vol("vol0"), Some(512 << 20));
+    no_data_from(&s.vol("r-vol0"), 512 << 20);
     assert_eq!(
         std::fs::metadata(s.vol("r-vol0")).unwrap().len(),
         std::fs::metadata(p.vol("vol0")).unwrap().len()
