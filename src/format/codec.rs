@@ -103,6 +103,18 @@ impl<'a> Dec<'a> {
         let b = self.take(n)?;
         String::from_utf8(b.to_vec()).map_err(|_| FormatError::BadString { what: self.what })
     }
+    /// A flag byte: 0 or 1 (anything else would decode as `true` and be written back as 1,
+    /// so it is refused as damage).
+    pub fn flag(&mut self) -> Result<bool, FormatError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            v => Err(FormatError::Invalid {
+                what: self.what,
+                detail: format!("flag byte at offset {} is {v}, not 0 or 1", self.pos - 1),
+            }),
+        }
+    }
     /// A reserved word: must be zero (writers write zero; anything else is damage or a
     /// format this version does not know, and accepting it would not round-trip).
     pub fn reserved_u32(&mut self) -> Result<(), FormatError> {

@@ -574,7 +574,7 @@ impl MetaRecord {
             }
             13 => MetaRecord::PairResync {
                 id: d.u64()?,
-                restore: d.u8()? != 0,
+                restore: d.flag()?,
                 rate: d.u64()?,
             },
             14 => MetaRecord::PairState {

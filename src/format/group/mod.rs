@@ -63,6 +63,13 @@ pub struct GroupSections {
     pub alert: AlertRec,
 }
 
+fn empty_section(tag: u16) -> FormatError {
+    FormatError::Invalid {
+        what: "group record section",
+        detail: format!("optional section {tag} is present but empty"),
+    }
+}
+
 fn section(e: &mut Enc, tag: u16, body: Enc) {
     e.bytes(&tag.to_le_bytes())
         .u32(body.len() as u32)
@@ -101,8 +108,18 @@ impl GroupSections {
         const WHAT: &str = "group record section";
         let n = u16::from_le_bytes(d.bytes(2)?.try_into().unwrap());
         let mut s = GroupSections::default();
+        let mut last = 0;
         for _ in 0..n {
             let tag = u16::from_le_bytes(d.bytes(2)?.try_into().unwrap());
+            // Sections come in increasing tag order, each once (as written): a duplicate
+            // would silently replace the first, which is damage, not a record.
+            if tag <= last {
+                return Err(FormatError::Invalid {
+                    what: WHAT,
+                    detail: format!("tag {tag} after tag {last}"),
+                });
+            }
+            last = tag;
             let len = d.u32()? as usize;
             let body = d.bytes(len)?;
             let mut bd = Dec::new(body, WHAT);
@@ -111,8 +128,19 @@ impl GroupSections {
                 TAG_PITR => s.pitr = PitrRec::decode(&mut bd)?,
                 TAG_HANDOVER => s.handover = HandoverRec::decode(&mut bd)?,
                 TAG_BASE => s.base = BaseRec::decode(&mut bd)?,
-                TAG_RENAME => s.rename = RenameRec::decode(&mut bd)?,
-                TAG_ALERT => s.alert = AlertRec::decode(&mut bd)?,
+                // The optional sections are written only when they hold something.
+                TAG_RENAME => {
+                    s.rename = RenameRec::decode(&mut bd)?;
+                    if s.rename.is_empty() {
+                        return Err(empty_section(tag));
+                    }
+                }
+                TAG_ALERT => {
+                    s.alert = AlertRec::decode(&mut bd)?;
+                    if s.alert.is_empty() {
+                        return Err(empty_section(tag));
+                    }
+                }
                 _ => {
                     return Err(FormatError::Invalid {
                         what: WHAT,
