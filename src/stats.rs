@@ -1,13 +1,16 @@
-//! Per-volume I/O statistics: counters and latency histograms of relaxed atomics, cheap
-//! enough to stay on always. The write pipeline router (`storage::io`) counts every host
-//! read, write and discard of a volume once, with its latency and, when it fails, its error
-//! kind; `fusevol stats` and the metrics endpoint read them.
+//! Per-volume and per-array I/O statistics: counters and latency histograms of relaxed
+//! atomics, cheap enough to stay on always. The write pipeline router (`storage::io`) counts
+//! every host read, write and discard of a volume once, with its latency and, when it fails,
+//! its error kind; each array counts the reads, writes, in-kernel copies and fdatasyncs the
+//! daemon makes on its file (host I/O, copy-on-write, pair copies, destage, scrubbing: all of
+//! it); `fusevol stats` and the metrics endpoint read them.
 //!
 //! A latency histogram has 4 buckets per power of two of nanoseconds (an upper bound within
 //! 25 % of the true value), so a percentile costs a walk over 256 counters and recording one
 //! costs a `leading_zeros` and one `fetch_add`.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
@@ -200,6 +203,140 @@ impl IoStats {
     }
 }
 
+/// Whether arrays count their I/O (process-wide: one daemon serves one pool; `fusevold
+/// --no-stats` turns it off with the volumes' counters).
+static ARRAY_STATS: AtomicBool = AtomicBool::new(true);
+
+pub fn set_array_stats(on: bool) {
+    ARRAY_STATS.store(on, Relaxed);
+}
+
+pub fn array_stats_on() -> bool {
+    ARRAY_STATS.load(Relaxed)
+}
+
+/// The counters of one array file: what the daemon reads from and writes to it.
+#[derive(Default)]
+pub struct ArrayStats {
+    pub reads: AtomicU64,
+    pub read_bytes: AtomicU64,
+    pub writes: AtomicU64,
+    pub write_bytes: AtomicU64,
+    /// In-kernel copies into this array (copy_file_range: copy-on-write, pair copies).
+    pub copies: AtomicU64,
+    pub copy_bytes: AtomicU64,
+    /// fdatasyncs that had something to flush.
+    pub syncs: AtomicU64,
+    pub errors: AtomicU64,
+    pub read_latency: Histogram,
+    pub write_latency: Histogram,
+    pub sync_latency: Histogram,
+}
+
+/// What `fusevol stats --arrays` shows of one array (totals since the daemon started).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ArrayCounts {
+    pub reads: u64,
+    pub read_bytes: u64,
+    pub writes: u64,
+    pub write_bytes: u64,
+    pub copies: u64,
+    pub copy_bytes: u64,
+    pub syncs: u64,
+    pub errors: u64,
+    pub read_latency: Latency,
+    pub write_latency: Latency,
+    pub sync_latency: Latency,
+}
+
+/// Nanoseconds since `t0` (0 when the clock was not read).
+fn since(t0: Option<Instant>) -> u64 {
+    t0.map_or(0, |t| t.elapsed().as_nanos() as u64)
+}
+
+impl ArrayStats {
+    /// The clock for one I/O, or None when statistics are off (nothing is touched then).
+    pub fn clock() -> Option<Instant> {
+        array_stats_on().then(Instant::now)
+    }
+
+    /// A read of `bytes` started at `t0` ended; `ok` whether it succeeded.
+    pub fn read(&self, t0: Option<Instant>, bytes: u64, ok: bool) {
+        if t0.is_none() {
+            return;
+        }
+        if !ok {
+            self.errors.fetch_add(1, Relaxed);
+            return;
+        }
+        self.reads.fetch_add(1, Relaxed);
+        self.read_bytes.fetch_add(bytes, Relaxed);
+        self.read_latency.record(since(t0));
+    }
+
+    pub fn write(&self, t0: Option<Instant>, bytes: u64, ok: bool) {
+        if t0.is_none() {
+            return;
+        }
+        if !ok {
+            self.errors.fetch_add(1, Relaxed);
+            return;
+        }
+        self.writes.fetch_add(1, Relaxed);
+        self.write_bytes.fetch_add(bytes, Relaxed);
+        self.write_latency.record(since(t0));
+    }
+
+    pub fn copy(&self, t0: Option<Instant>, bytes: u64, ok: bool) {
+        if t0.is_none() {
+            return;
+        }
+        if !ok {
+            self.errors.fetch_add(1, Relaxed);
+            return;
+        }
+        self.copies.fetch_add(1, Relaxed);
+        self.copy_bytes.fetch_add(bytes, Relaxed);
+    }
+
+    pub fn sync(&self, t0: Option<Instant>, ok: bool) {
+        if t0.is_none() {
+            return;
+        }
+        if !ok {
+            self.errors.fetch_add(1, Relaxed);
+            return;
+        }
+        self.syncs.fetch_add(1, Relaxed);
+        self.sync_latency.record(since(t0));
+    }
+
+    #[cfg(test)]
+    fn clock_off_counts_nothing(&self) -> bool {
+        let before = self.counts();
+        self.read(None, 4096, true);
+        self.write(None, 4096, false);
+        self.sync(None, true);
+        before == self.counts()
+    }
+
+    pub fn counts(&self) -> ArrayCounts {
+        ArrayCounts {
+            reads: self.reads.load(Relaxed),
+            read_bytes: self.read_bytes.load(Relaxed),
+            writes: self.writes.load(Relaxed),
+            write_bytes: self.write_bytes.load(Relaxed),
+            copies: self.copies.load(Relaxed),
+            copy_bytes: self.copy_bytes.load(Relaxed),
+            syncs: self.syncs.load(Relaxed),
+            errors: self.errors.load(Relaxed),
+            read_latency: self.read_latency.summary(),
+            write_latency: self.write_latency.summary(),
+            sync_latency: self.sync_latency.summary(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,5 +401,22 @@ mod tests {
         assert_eq!((c.discards, c.discard_bytes), (1, 1 << 20));
         assert_eq!(c.errors.get("no_space"), Some(&1));
         assert_eq!(c.errors.get("other"), Some(&1));
+    }
+
+    #[test]
+    fn array_counts_and_the_switch() {
+        let a = ArrayStats::default();
+        a.read(ArrayStats::clock(), 4096, true);
+        a.write(ArrayStats::clock(), 8192, true);
+        a.write(ArrayStats::clock(), 8192, false);
+        a.copy(ArrayStats::clock(), 1 << 20, true);
+        a.sync(ArrayStats::clock(), true);
+        let c = a.counts();
+        assert_eq!((c.reads, c.read_bytes), (1, 4096));
+        assert_eq!((c.writes, c.write_bytes, c.errors), (1, 8192, 1));
+        assert_eq!((c.copies, c.copy_bytes, c.syncs), (1, 1 << 20, 1));
+        assert_eq!(c.write_latency.count, 1);
+        // Off: no clock, nothing counted.
+        assert!(a.clock_off_counts_nothing());
     }
 }

@@ -105,6 +105,25 @@ fn scrape_under_fio_passes_promtool_and_counts_match_fio() {
     );
     let writes = sample(&after, "fusevol_volume_writes_total{volume=\"data\"}");
     assert!(writes >= fio_bytes / 65536.0 * 0.99, "{writes}");
+    // The arrays wrote at least what fio wrote through the mount (the daemon's own I/O
+    // comes on top), and their latency is there.
+    let arrays: f64 = ["a0", "a1"]
+        .iter()
+        .map(|a| {
+            sample(
+                &after,
+                &format!("fusevol_array_write_bytes_total{{array=\"{a}\",tier=\"fast\"}}"),
+            )
+        })
+        .sum();
+    assert!(
+        arrays >= fio_bytes * 0.99,
+        "arrays wrote {arrays}, fio {fio_bytes}"
+    );
+    assert!(
+        after.contains("fusevol_array_latency_seconds{array=\"a0\",op=\"write\",stat=\"p99\"}"),
+        "{after}"
+    );
     // The rest is there too.
     for series in [
         "fusevol_pool_capacity_bytes",

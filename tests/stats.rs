@@ -89,3 +89,71 @@ fn counters_match_dd_and_errors_are_counted_by_kind() {
     // An unknown volume is not found (exit 1).
     assert_eq!(p.cli(&["stats", "nope"]).status.code(), Some(1));
 }
+
+/// The arrays' counters: what the daemon wrote to and read from each array file, with
+/// fdatasyncs, in `stats --arrays --json`, in the plain table, and per array.
+#[test]
+fn array_counters_see_the_daemons_io() {
+    let p = TestPool::new(&["a0:256M", "a1:256M"], "256K");
+    p.create_volume("data", "32M");
+    let arrays = |p: &TestPool| -> Vec<Value> {
+        let v = p.cli_json(&["stats", "--arrays"]);
+        v.as_array().unwrap_or_else(|| panic!("{v}")).clone()
+    };
+    let sum = |a: &[Value], k: &str| a.iter().map(|x| x[k].as_u64().unwrap()).sum::<u64>();
+    let before = arrays(&p);
+    assert_eq!(
+        before
+            .iter()
+            .map(|a| a["array"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["a0", "a1"],
+        "{before:?}"
+    );
+    let vol = p.vol("data");
+    let path = vol.to_str().unwrap();
+    dd(&[
+        "if=/dev/urandom",
+        &format!("of={path}"),
+        "bs=1M",
+        "count=8",
+        "oflag=direct",
+        "conv=notrunc,fsync",
+    ]);
+    p.cli_ok(&["sync"]);
+    let after = arrays(&p);
+    let written = sum(&after, "write_bytes") - sum(&before, "write_bytes");
+    // 1 MiB writes of whole 256 KiB extents: exactly the data, on both arrays (the
+    // allocator spreads extents).
+    assert_eq!(written, 8 << 20, "{after:?}");
+    assert!(
+        after.iter().all(|a| a["write_bytes"].as_u64().unwrap() > 0),
+        "{after:?}"
+    );
+    assert!(sum(&after, "syncs") > sum(&before, "syncs"), "{after:?}");
+    for a in &after {
+        let wl = &a["write_latency"];
+        assert_eq!(wl["count"], a["writes"], "{a}");
+        assert!(wl["p50_us"].as_f64().unwrap() > 0.0, "{a}");
+        assert_eq!(a["errors"], 0, "{a}");
+    }
+    dd(&[
+        &format!("if={path}"),
+        "of=/dev/null",
+        "bs=1M",
+        "count=4",
+        "iflag=direct",
+    ]);
+    let read = sum(&arrays(&p), "read_bytes") - sum(&after, "read_bytes");
+    assert!(
+        (4 << 20..=5 << 20).contains(&read),
+        "read {read} bytes from the arrays for 4 MiB"
+    );
+    let table = p.cli_ok(&["stats"]);
+    assert!(
+        table.contains("VOLUME") && table.contains("ARRAY") && table.contains("a1"),
+        "{table}"
+    );
+    // With one volume named, only its row.
+    assert!(!p.cli_ok(&["stats", "data"]).contains("ARRAY"));
+}

@@ -55,6 +55,13 @@ fn no_stats_turns_counting_off_and_says_so() {
     );
     let out = p.cli(&["stats", "data", "--json"]);
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let out = p.cli(&["stats", "--arrays"]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(
+        text(&out.stderr).contains("--no-stats"),
+        "{}",
+        describe(&out)
+    );
     let body = scrape(&addr);
     assert!(
         body.contains("fusevol_volume_size_bytes{volume=\"data\"} 16777216"),
@@ -64,6 +71,8 @@ fn no_stats_turns_counting_off_and_says_so() {
         "fusevol_volume_writes_total",
         "fusevol_volume_write_bytes_total",
         "fusevol_volume_latency_seconds",
+        "fusevol_array_write_bytes_total",
+        "fusevol_array_latency_seconds",
     ] {
         assert!(!body.contains(absent), "{absent} with --no-stats:\n{body}");
     }
@@ -77,4 +86,12 @@ fn no_stats_turns_counting_off_and_says_so() {
     assert_eq!(v[0]["volume"], "data", "{v}");
     assert_eq!(v[0]["writes"], 2, "{v}");
     assert_eq!(v[0]["write_bytes"], 2 << 20, "{v}");
+    let a = p.cli_json(&["stats", "--arrays"]);
+    let written: u64 = a
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["write_bytes"].as_u64().unwrap())
+        .sum();
+    assert!(written >= 2 << 20, "{a}");
 }

@@ -20,10 +20,10 @@ pub use protocol::{
     ArrayInfo, ErrorBody, ErrorCode, GroupInfo, GroupOptions, HandoverReport, PairInfo, PoolInfo,
     Request, Response, SnapshotInfo, VolumeInfo,
 };
+pub use protocol::{ArrayStatsInfo, Event, EventsEnd, EventsHeader, VolumeStats};
 pub use protocol::{BaseCopyInfo, FullInfo, GroupSetOptions, NbdExportInfo};
 pub use protocol::{CatalogEntry, ExportPlan, InfoView, RebuildReport};
 pub use protocol::{ClusterNodeInfo, ClusterStatusInfo, ClusterVolumeInfo};
-pub use protocol::{Event, EventsEnd, EventsHeader, VolumeStats};
 pub use protocol::{LockInfo, LockObject};
 pub use protocol::{MarkerInfo, PitrInfo, PitrOptions, RestoreReport, VolumeNames};
 pub use protocol::{ScheduleSpec, ScheduleView};

@@ -172,6 +172,8 @@ pub enum Request {
         #[serde(default)]
         volume: Option<String>,
     },
+    /// I/O of every array file since the daemon started; answers `Vec<ArrayStatsInfo>`.
+    ArrayStats,
     /// Pairs, all or the one of `pvol`; answers `Vec<PairInfo>`.
     PairStatus {
         #[serde(default)]
@@ -408,6 +410,18 @@ pub struct VolumeStats {
     pub seconds: f64,
     #[serde(flatten)]
     pub io: crate::stats::IoCounts,
+}
+
+/// What the daemon read from and wrote to one array file since it started
+/// (`fusevol stats --arrays`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArrayStatsInfo {
+    pub array: String,
+    pub tier: String,
+    /// Seconds the counters have been running (since the daemon started).
+    pub seconds: f64,
+    #[serde(flatten)]
+    pub io: crate::stats::ArrayCounts,
 }
 
 /// The first line of an `events` stream.

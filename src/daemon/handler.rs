@@ -486,6 +486,7 @@ impl Handler {
                 status::volume_stats(st, volume.as_deref(), self.started)?,
                 vec![],
             ),
+            Request::ArrayStats => ok(status::array_stats(st, self.started)?, vec![]),
             Request::Session { .. }
             | Request::Lock { .. }
             | Request::Unlock { .. }

@@ -114,6 +114,7 @@ fn add(f: &Counters, labels: &[(&str, &str)], v: u64) {
 pub fn render(st: &Storage, mountpoint: &str) -> Result<String, std::fmt::Error> {
     let mut reg = Registry::default();
     volume_metrics(&mut reg, st);
+    array_metrics(&mut reg, st);
     pool_metrics(&mut reg, st, mountpoint);
     copy_metrics(&mut reg, st);
     event_metrics(&mut reg, st);
@@ -201,6 +202,61 @@ fn volume_metrics(reg: &mut Registry, st: &Storage) {
         for (op, s) in [("read", &c.read_latency), ("write", &c.write_latency)] {
             for (q, us) in [("p50", s.p50_us), ("p99", s.p99_us), ("max", s.max_us)] {
                 set(&lat, &[("volume", name), ("op", op), ("stat", q)], us / 1e6);
+            }
+        }
+    }
+}
+
+/// What the daemon read from and wrote to each array file (all of its I/O, not only hosts').
+fn array_metrics(reg: &mut Registry, st: &Storage) {
+    if !crate::stats::array_stats_on() {
+        return; // `--no-stats`
+    }
+    let reads = counter(reg, "fusevol_array_reads", "Reads from the array file");
+    let writes = counter(reg, "fusevol_array_writes", "Writes to the array file");
+    let rbytes = counter(
+        reg,
+        "fusevol_array_read_bytes",
+        "Bytes read from the array file",
+    );
+    let wbytes = counter(
+        reg,
+        "fusevol_array_write_bytes",
+        "Bytes written to the array file",
+    );
+    let cbytes = counter(
+        reg,
+        "fusevol_array_copy_bytes",
+        "Bytes copied into the array file inside the kernel (copy_file_range)",
+    );
+    let syncs = counter(reg, "fusevol_array_syncs", "fdatasyncs of the array file");
+    let errors = counter(reg, "fusevol_array_errors", "Failed I/O on the array file");
+    let lat = gauge(
+        reg,
+        "fusevol_array_latency_seconds",
+        "Array I/O latency since start by op (read, write, sync) and stat (p50, p99, max)",
+    );
+    for a in st.pool.arrays() {
+        let c = a.stats.counts();
+        let al = [("array", a.name.as_str()), ("tier", a.tier.as_str())];
+        add(&reads, &al, c.reads);
+        add(&writes, &al, c.writes);
+        add(&rbytes, &al, c.read_bytes);
+        add(&wbytes, &al, c.write_bytes);
+        add(&cbytes, &al, c.copy_bytes);
+        add(&syncs, &al, c.syncs);
+        add(&errors, &al, c.errors);
+        for (op, s) in [
+            ("read", &c.read_latency),
+            ("write", &c.write_latency),
+            ("sync", &c.sync_latency),
+        ] {
+            for (q, us) in [("p50", s.p50_us), ("p99", s.p99_us), ("max", s.max_us)] {
+                set(
+                    &lat,
+                    &[("array", a.name.as_str()), ("op", op), ("stat", q)],
+                    us / 1e6,
+                );
             }
         }
     }

@@ -507,6 +507,30 @@ fn pitr_info(st: &Storage, g: &Group) -> Option<PitrInfo> {
     })
 }
 
+/// I/O of every array file (by name).
+pub fn array_stats(
+    st: &Storage,
+    started: std::time::Instant,
+) -> Result<Vec<crate::control::ArrayStatsInfo>, PoolError> {
+    if !crate::stats::array_stats_on() {
+        return Err(PoolError::Invalid(
+            "array I/O statistics are off in this daemon (started with --no-stats); restart fusevold without it to count them".into(),
+        ));
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let mut arrays = st.pool.arrays();
+    arrays.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(arrays
+        .iter()
+        .map(|a| crate::control::ArrayStatsInfo {
+            array: a.name.clone(),
+            tier: a.tier.clone(),
+            seconds,
+            io: a.stats.counts(),
+        })
+        .collect())
+}
+
 /// Host I/O statistics of `volume`, or of every volume (by name).
 pub fn volume_stats(
     st: &Storage,

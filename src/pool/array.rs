@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use super::streams::Access;
 use super::PoolError;
 use crate::format::array_header::{ArrayHeader, ARRAY_HEADER_SIZE, DATA_OFFSET};
+use crate::stats::ArrayStats;
 use crate::sys;
 
 pub struct Array {
@@ -34,6 +35,8 @@ pub struct Array {
     dirty: AtomicBool,
     /// A failed fdatasync is never retried as if it worked: every later sync reports it.
     sync_failed: AtomicBool,
+    /// What the daemon read from and wrote to this file (`fusevol stats --arrays`).
+    pub stats: crate::stats::ArrayStats,
 }
 
 /// Create a new array file: sparse, header written and synced.
@@ -180,6 +183,7 @@ impl Array {
             refs,
             dirty: AtomicBool::new(false),
             sync_failed: AtomicBool::new(false),
+            stats: Default::default(),
         }
     }
 
@@ -205,6 +209,7 @@ impl Array {
             refs,
             dirty: AtomicBool::new(false),
             sync_failed: AtomicBool::new(false),
+            stats: Default::default(),
         }
     }
 
@@ -247,8 +252,10 @@ impl Array {
             (Access::Random, Some(rf)) => rf,
             _ => self.f()?,
         };
-        let n = read_full(f, buf, self.file_offset(index, offset))?;
-        buf[n..].fill(0);
+        let t0 = ArrayStats::clock();
+        let r = read_full(f, buf, self.file_offset(index, offset));
+        self.stats.read(t0, buf.len() as u64, r.is_ok());
+        buf[r?..].fill(0);
         Ok(())
     }
 
@@ -258,7 +265,10 @@ impl Array {
         )));
         let f = self.f()?;
         self.dirty.store(true, Ordering::Release);
-        crate::fsio::pwrite(f, data, self.file_offset(index, offset))
+        let t0 = ArrayStats::clock();
+        let r = crate::fsio::pwrite(f, data, self.file_offset(index, offset));
+        self.stats.write(t0, data.len() as u64, r.is_ok());
+        r
     }
 
     /// Copy `len` bytes at `offset` of extent `src` (this array) to the same offset of extent
@@ -276,13 +286,16 @@ impl Array {
         }
         let (from, to) = (self.f()?, dst.f()?);
         dst.dirty.store(true, Ordering::Release);
-        crate::fsio::copy_range(
+        let t0 = ArrayStats::clock();
+        let r = crate::fsio::copy_range(
             from,
             self.file_offset(src, offset),
             to,
             dst.file_offset(dst_index, offset),
             len,
-        )
+        );
+        dst.stats.copy(t0, len, r.is_ok());
+        r
     }
 
     /// Deallocate a byte range inside one extent (reads return zeros afterwards).
@@ -311,7 +324,10 @@ impl Array {
             self.sync_failed.store(true, Ordering::Release);
             Err(io::Error::from_raw_os_error(libc::EIO))
         });
-        crate::fsio::fdatasync(self.f()?).inspect_err(|_| {
+        let t0 = ArrayStats::clock();
+        let r = crate::fsio::fdatasync(self.f()?);
+        self.stats.sync(t0, r.is_ok());
+        r.inspect_err(|_| {
             self.sync_failed.store(true, Ordering::Release);
         })
     }

@@ -96,9 +96,11 @@ impl Storage {
     }
 
     /// Count per-volume I/O statistics (`true`, the default) or not (`fusevold --no-stats`).
+    /// The arrays' counters follow the same switch (process-wide).
     pub fn set_io_stats(&self, on: bool) {
         self.io_stats
             .store(on, std::sync::atomic::Ordering::Relaxed);
+        crate::stats::set_array_stats(on);
     }
 
     /// Whether per-volume I/O statistics are counted.

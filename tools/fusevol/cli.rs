@@ -188,15 +188,21 @@ pub(crate) enum Command {
         since: Option<u64>,
     },
     /// Host I/O of volumes: requests and bytes per second, latency p50/p99/max, discards,
-    /// errors by kind
+    /// errors by kind; and the I/O of the array files
     ///
     /// Counted for every read, write and discard through the mount since the daemon started.
     /// Rates are over the run time, or with --watch over each interval (like `iostat -x`);
-    /// latencies (milliseconds) are since the start. --json prints the raw counters.
+    /// latencies (milliseconds) are since the start. Without VOL a second table shows what
+    /// the daemon read from and wrote to each array file (host I/O, copy-on-write, pair
+    /// copies, destage: all of it), in-kernel copies and fdatasyncs. --json prints the raw
+    /// counters of the volumes (with --arrays: of the arrays).
     Stats {
         /// Only this volume [default: all]
-        #[arg(value_name = "VOL")]
+        #[arg(value_name = "VOL", conflicts_with = "arrays")]
         volume: Option<String>,
+        /// Only the arrays' I/O
+        #[arg(long)]
+        arrays: bool,
         /// Print again every SECS seconds, with the rates of that interval
         #[arg(long, value_name = "SECS")]
         watch: Option<u64>,

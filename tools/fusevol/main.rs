@@ -167,7 +167,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Snapshot(cmd) => snapshot::snapshot(&ctx, cmd),
         Command::Pair(cmd) => pair::pair(&ctx, cmd),
         Command::Group(cmd) => group::group(&ctx, cmd),
-        Command::Stats { volume, watch } => stats::stats(&ctx, volume, watch),
+        Command::Stats {
+            volume,
+            arrays,
+            watch,
+        } => stats::stats(&ctx, volume, arrays, watch),
         Command::Events { follow, since } => events::events(&ctx, since, follow),
         Command::ExportNbd(cmd) => export::export_nbd(&ctx, cmd),
         Command::Catalog(args) => backup::catalog(&ctx, args),
