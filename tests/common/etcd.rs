@@ -46,8 +46,19 @@ impl Etcd {
             child: None,
             starts: 0,
         };
-        e.spawn();
-        e
+        // A port found free can be taken by another process before etcd binds it (other
+        // tests run beside this one): then new ports, a few times.
+        for _ in 0..5 {
+            match e.try_spawn() {
+                Ok(()) => return e,
+                Err(log) if log.contains("address already in use") => {
+                    e.client_port = free_port();
+                    e.peer_port = free_port();
+                }
+                Err(log) => panic!("etcd exited during start:\n{log}"),
+            }
+        }
+        panic!("etcd found no free ports in 5 tries:\n{}", e.log());
     }
 
     /// `http://127.0.0.1:PORT`
@@ -65,6 +76,13 @@ impl Etcd {
     }
 
     fn spawn(&mut self) {
+        if let Err(log) = self.try_spawn() {
+            panic!("etcd exited during start:\n{log}");
+        }
+    }
+
+    /// Start etcd and wait until it is healthy; Err(its log) when it exited first.
+    fn try_spawn(&mut self) -> Result<(), String> {
         assert!(self.child.is_none(), "etcd already running");
         self.starts += 1;
         let log = File::create(self.dir.path().join(format!("etcd-{}.log", self.starts)))
@@ -96,7 +114,7 @@ impl Etcd {
         while !self.healthy() {
             if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 self.child = None;
-                panic!("etcd exited with {st} during start:\n{}", self.log());
+                return Err(format!("(exit: {st})\n{}", self.log()));
             }
             assert!(
                 Instant::now() < end,
@@ -105,6 +123,7 @@ impl Etcd {
             );
             thread::sleep(Duration::from_millis(100));
         }
+        Ok(())
     }
 
     /// GET /health answers `"health":"true"`.
