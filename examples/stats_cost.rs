@@ -6,14 +6,16 @@
 //! `fetch_max`) with the elapsed time — against the same loop with statistics off (no clock
 //! read, no counter), on 1 thread and on 2 and 4 threads counting into one volume's
 //! counters at once (the worst case: their cache lines bounce between CPUs, as when several
-//! FUSE threads write one volume). Compare the ns per request with a request's latency
-//! (`fusevol stats`, fio's clat: 100 µs and more through FUSE).
+//! FUSE threads write one volume). With statistics on, each request also counts one array
+//! write as `pool/array.rs` does around its `pwrite` (`ArrayStats::clock()`, then
+//! `ArrayStats::write`): a host request that reaches the disk costs both. Compare the ns per
+//! request with a request's latency (`fusevol stats`, fio's clat: 100 µs and more through FUSE).
 
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Instant;
 
-use fusevol::stats::IoStats;
+use fusevol::stats::{ArrayStats, IoStats};
 
 /// CPU time (user + system) of the calling thread, in ns: on a shared machine the wall time
 /// of a loop mostly measures the other processes.
@@ -28,16 +30,19 @@ fn thread_cpu_ns() -> u64 {
 /// CPU ns per request, summed over the threads.
 fn per_request_ns(threads: usize, n: u64, on: bool) -> f64 {
     let st = Arc::new(IoStats::default());
+    let arr = Arc::new(ArrayStats::default());
     let cpu = std::sync::atomic::AtomicU64::new(0);
     std::thread::scope(|s| {
         for _ in 0..threads {
-            let (st, cpu) = (st.clone(), &cpu);
+            let (st, arr, cpu) = (st.clone(), arr.clone(), &cpu);
             s.spawn(move || {
                 let c0 = thread_cpu_ns();
                 for i in 0..n {
                     if on {
                         let t = Instant::now();
+                        let a = ArrayStats::clock();
                         black_box(i);
+                        arr.write(a, 4096, true);
                         st.write(4096, t.elapsed().as_nanos() as u64);
                     } else {
                         black_box(i);
@@ -53,6 +58,11 @@ fn per_request_ns(threads: usize, n: u64, on: bool) -> f64 {
             st.counts().writes,
             n * threads as u64,
             "every request counted"
+        );
+        assert_eq!(
+            arr.counts().writes,
+            n * threads as u64,
+            "every array write counted"
         );
     }
     ns
