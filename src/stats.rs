@@ -260,8 +260,16 @@ impl ArrayStats {
         array_stats_on().then(Instant::now)
     }
 
-    /// A read of `bytes` started at `t0` ended; `ok` whether it succeeded.
-    pub fn read(&self, t0: Option<Instant>, bytes: u64, ok: bool) {
+    /// One I/O started at `t0` ended: counted in `ops` (and `bytes`, and `latency`) when it
+    /// succeeded, as an error when not; nothing when statistics were off at its start.
+    fn done(
+        &self,
+        t0: Option<Instant>,
+        ok: bool,
+        ops: &AtomicU64,
+        bytes: Option<(&AtomicU64, u64)>,
+        latency: Option<&Histogram>,
+    ) {
         if t0.is_none() {
             return;
         }
@@ -269,46 +277,32 @@ impl ArrayStats {
             self.errors.fetch_add(1, Relaxed);
             return;
         }
-        self.reads.fetch_add(1, Relaxed);
-        self.read_bytes.fetch_add(bytes, Relaxed);
-        self.read_latency.record(since(t0));
+        ops.fetch_add(1, Relaxed);
+        if let Some((b, n)) = bytes {
+            b.fetch_add(n, Relaxed);
+        }
+        if let Some(h) = latency {
+            h.record(since(t0));
+        }
+    }
+
+    /// A read of `bytes` started at `t0` ended; `ok` whether it succeeded.
+    pub fn read(&self, t0: Option<Instant>, bytes: u64, ok: bool) {
+        let b = Some((&self.read_bytes, bytes));
+        self.done(t0, ok, &self.reads, b, Some(&self.read_latency));
     }
 
     pub fn write(&self, t0: Option<Instant>, bytes: u64, ok: bool) {
-        if t0.is_none() {
-            return;
-        }
-        if !ok {
-            self.errors.fetch_add(1, Relaxed);
-            return;
-        }
-        self.writes.fetch_add(1, Relaxed);
-        self.write_bytes.fetch_add(bytes, Relaxed);
-        self.write_latency.record(since(t0));
+        let b = Some((&self.write_bytes, bytes));
+        self.done(t0, ok, &self.writes, b, Some(&self.write_latency));
     }
 
     pub fn copy(&self, t0: Option<Instant>, bytes: u64, ok: bool) {
-        if t0.is_none() {
-            return;
-        }
-        if !ok {
-            self.errors.fetch_add(1, Relaxed);
-            return;
-        }
-        self.copies.fetch_add(1, Relaxed);
-        self.copy_bytes.fetch_add(bytes, Relaxed);
+        self.done(t0, ok, &self.copies, Some((&self.copy_bytes, bytes)), None);
     }
 
     pub fn sync(&self, t0: Option<Instant>, ok: bool) {
-        if t0.is_none() {
-            return;
-        }
-        if !ok {
-            self.errors.fetch_add(1, Relaxed);
-            return;
-        }
-        self.syncs.fetch_add(1, Relaxed);
-        self.sync_latency.record(since(t0));
+        self.done(t0, ok, &self.syncs, None, Some(&self.sync_latency));
     }
 
     #[cfg(test)]

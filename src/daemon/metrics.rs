@@ -199,38 +199,62 @@ fn volume_metrics(reg: &mut Registry, st: &Storage) {
         for (kind, n) in &c.errors {
             add(&errors, &[("volume", name), ("kind", kind)], *n);
         }
-        for (op, s) in [("read", &c.read_latency), ("write", &c.write_latency)] {
-            for (q, us) in [("p50", s.p50_us), ("p99", s.p99_us), ("max", s.max_us)] {
-                set(&lat, &[("volume", name), ("op", op), ("stat", q)], us / 1e6);
-            }
+        let ops = [("read", &c.read_latency), ("write", &c.write_latency)];
+        latencies(&lat, ("volume", name), &ops);
+    }
+}
+
+/// p50, p99 and max (seconds) of each op's latency, labelled `who`, `op` and `stat`.
+fn latencies(lat: &Gauges, who: (&str, &str), ops: &[(&str, &crate::stats::Latency)]) {
+    for (op, s) in ops {
+        for (q, us) in [("p50", s.p50_us), ("p99", s.p99_us), ("max", s.max_us)] {
+            set(lat, &[who, ("op", op), ("stat", q)], us / 1e6);
         }
     }
 }
 
 /// What the daemon read from and wrote to each array file (all of its I/O, not only hosts').
 fn array_metrics(reg: &mut Registry, st: &Storage) {
+    use crate::stats::ArrayCounts;
     if !crate::stats::array_stats_on() {
         return; // `--no-stats`
     }
-    let reads = counter(reg, "fusevol_array_reads", "Reads from the array file");
-    let writes = counter(reg, "fusevol_array_writes", "Writes to the array file");
-    let rbytes = counter(
-        reg,
-        "fusevol_array_read_bytes",
-        "Bytes read from the array file",
-    );
-    let wbytes = counter(
-        reg,
-        "fusevol_array_write_bytes",
-        "Bytes written to the array file",
-    );
-    let cbytes = counter(
-        reg,
-        "fusevol_array_copy_bytes",
-        "Bytes copied into the array file inside the kernel (copy_file_range)",
-    );
-    let syncs = counter(reg, "fusevol_array_syncs", "fdatasyncs of the array file");
-    let errors = counter(reg, "fusevol_array_errors", "Failed I/O on the array file");
+    type Field = fn(&ArrayCounts) -> u64;
+    let families: [(&str, &str, Field); 7] = [
+        ("fusevol_array_reads", "Reads from the array file", |c| {
+            c.reads
+        }),
+        ("fusevol_array_writes", "Writes to the array file", |c| {
+            c.writes
+        }),
+        (
+            "fusevol_array_read_bytes",
+            "Bytes read from the array file",
+            |c| c.read_bytes,
+        ),
+        (
+            "fusevol_array_write_bytes",
+            "Bytes written to the array file",
+            |c| c.write_bytes,
+        ),
+        (
+            "fusevol_array_copy_bytes",
+            "Bytes copied into the array file inside the kernel (copy_file_range)",
+            |c| c.copy_bytes,
+        ),
+        ("fusevol_array_syncs", "fdatasyncs of the array file", |c| {
+            c.syncs
+        }),
+        (
+            "fusevol_array_errors",
+            "Failed I/O on the array file",
+            |c| c.errors,
+        ),
+    ];
+    let families: Vec<(Counters, Field)> = families
+        .iter()
+        .map(|(name, help, f)| (counter(reg, name, help), *f))
+        .collect();
     let lat = gauge(
         reg,
         "fusevol_array_latency_seconds",
@@ -239,26 +263,15 @@ fn array_metrics(reg: &mut Registry, st: &Storage) {
     for a in st.pool.arrays() {
         let c = a.stats.counts();
         let al = [("array", a.name.as_str()), ("tier", a.tier.as_str())];
-        add(&reads, &al, c.reads);
-        add(&writes, &al, c.writes);
-        add(&rbytes, &al, c.read_bytes);
-        add(&wbytes, &al, c.write_bytes);
-        add(&cbytes, &al, c.copy_bytes);
-        add(&syncs, &al, c.syncs);
-        add(&errors, &al, c.errors);
-        for (op, s) in [
+        for (family, field) in &families {
+            add(family, &al, field(&c));
+        }
+        let ops = [
             ("read", &c.read_latency),
             ("write", &c.write_latency),
             ("sync", &c.sync_latency),
-        ] {
-            for (q, us) in [("p50", s.p50_us), ("p99", s.p99_us), ("max", s.max_us)] {
-                set(
-                    &lat,
-                    &[("array", a.name.as_str()), ("op", op), ("stat", q)],
-                    us / 1e6,
-                );
-            }
-        }
+        ];
+        latencies(&lat, ("array", a.name.as_str()), &ops);
     }
 }
 

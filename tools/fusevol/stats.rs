@@ -66,35 +66,63 @@ pub(crate) fn stats(
     }
 }
 
+/// One row's counters over an interval: since the previous sample, or since the start.
+struct Rates<'a, T> {
+    now: &'a T,
+    before: Option<&'a T>,
+    secs: f64,
+}
+
+impl<'a, T> Rates<'a, T> {
+    fn new(now: &'a T, before: Option<&'a T>, secs: f64) -> Self {
+        Rates {
+            now,
+            before,
+            secs: secs.max(1e-3),
+        }
+    }
+
+    /// How much the counter `f` grew (a restarted daemon's counters start again at 0).
+    fn delta(&self, f: fn(&T) -> u64) -> f64 {
+        let now = f(self.now);
+        (now - self.before.map_or(0, f).min(now)) as f64
+    }
+
+    fn per_sec(&self, f: fn(&T) -> u64) -> String {
+        format!("{:.1}", self.delta(f) / self.secs)
+    }
+
+    fn bytes(&self, f: fn(&T) -> u64) -> String {
+        format!("{}/s", format_size((self.delta(f) / self.secs) as u64))
+    }
+}
+
+/// Microseconds as milliseconds.
+fn ms(us: f64) -> String {
+    format!("{:.3}", us / 1000.0)
+}
+
 /// Rates over the interval since `prev` (or since the daemon started), latency since start.
 fn stats_table(now: &[VolumeStats], prev: Option<&[VolumeStats]>) -> String {
     let rows = now
         .iter()
         .map(|s| {
             let before = prev.and_then(|p| p.iter().find(|x| x.volume == s.volume));
-            let secs = match before {
-                Some(b) => s.seconds - b.seconds,
-                None => s.seconds,
-            }
-            .max(1e-3);
-            let d = |f: fn(&VolumeStats) -> u64| f(s) - before.map_or(0, f).min(f(s));
-            let rate = |n: u64| format!("{:.1}", n as f64 / secs);
-            let bytes = |n: u64| format!("{}/s", format_size((n as f64 / secs) as u64));
-            let ms = |us: f64| format!("{:.3}", us / 1000.0);
+            let r = Rates::new(s, before, s.seconds - before.map_or(0.0, |b| b.seconds));
             let errors: u64 = s.io.errors.values().sum();
             vec![
                 s.volume.clone(),
-                rate(d(|x| x.io.reads)),
-                rate(d(|x| x.io.writes)),
-                bytes(d(|x| x.io.read_bytes)),
-                bytes(d(|x| x.io.write_bytes)),
+                r.per_sec(|x| x.io.reads),
+                r.per_sec(|x| x.io.writes),
+                r.bytes(|x| x.io.read_bytes),
+                r.bytes(|x| x.io.write_bytes),
                 ms(s.io.read_latency.p50_us),
                 ms(s.io.read_latency.p99_us),
                 ms(s.io.read_latency.max_us),
                 ms(s.io.write_latency.p50_us),
                 ms(s.io.write_latency.p99_us),
                 ms(s.io.write_latency.max_us),
-                rate(d(|x| x.io.discards)),
+                r.per_sec(|x| x.io.discards),
                 if errors == 0 {
                     "0".into()
                 } else {
@@ -134,28 +162,20 @@ fn array_table(now: &[ArrayStatsInfo], prev: Option<&[ArrayStatsInfo]>) -> Strin
         .iter()
         .map(|s| {
             let before = prev.and_then(|p| p.iter().find(|x| x.array == s.array));
-            let secs = match before {
-                Some(b) => s.seconds - b.seconds,
-                None => s.seconds,
-            }
-            .max(1e-3);
-            let d = |f: fn(&ArrayStatsInfo) -> u64| f(s) - before.map_or(0, f).min(f(s));
-            let rate = |n: u64| format!("{:.1}", n as f64 / secs);
-            let bytes = |n: u64| format!("{}/s", format_size((n as f64 / secs) as u64));
-            let ms = |us: f64| format!("{:.3}", us / 1000.0);
+            let r = Rates::new(s, before, s.seconds - before.map_or(0.0, |b| b.seconds));
             vec![
                 s.array.clone(),
                 s.tier.clone(),
-                rate(d(|x| x.io.reads)),
-                rate(d(|x| x.io.writes)),
-                bytes(d(|x| x.io.read_bytes)),
-                bytes(d(|x| x.io.write_bytes)),
-                bytes(d(|x| x.io.copy_bytes)),
+                r.per_sec(|x| x.io.reads),
+                r.per_sec(|x| x.io.writes),
+                r.bytes(|x| x.io.read_bytes),
+                r.bytes(|x| x.io.write_bytes),
+                r.bytes(|x| x.io.copy_bytes),
                 ms(s.io.read_latency.p50_us),
                 ms(s.io.read_latency.p99_us),
                 ms(s.io.write_latency.p50_us),
                 ms(s.io.write_latency.p99_us),
-                rate(d(|x| x.io.syncs)),
+                r.per_sec(|x| x.io.syncs),
                 ms(s.io.sync_latency.p99_us),
                 s.io.errors.to_string(),
             ]
