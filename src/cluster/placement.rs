@@ -113,6 +113,17 @@ pub fn spread(
     if nodes.is_empty() {
         return Err("no node of the cluster is up".into());
     }
+    if !nodes.iter().any(|n| space(n, tier).is_some()) {
+        return Err(format!(
+            "no node that is up has tier '{}' (nodes up: {})",
+            tier.unwrap_or(""),
+            nodes
+                .iter()
+                .map(|n| n.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
     let cands: Vec<(&NodeRecord, u64)> = ranked(nodes, me, tier)
         .into_iter()
         .filter(|(_, f)| *f > 0)
@@ -283,5 +294,7 @@ mod tests {
         );
         let e = spread(&[&a, &b], "a", 5 * M, Some("slow"), true).unwrap_err();
         assert!(e.contains("at least two nodes") && e.contains("'b'"), "{e}");
+        let e = spread(&[&a, &b], "a", 5 * M, Some("tape"), false).unwrap_err();
+        assert!(e.contains("no node that is up has tier 'tape'"), "{e}");
     }
 }

@@ -4,7 +4,7 @@
 //! one file of size S and splits each request by range, serving a piece from its own pool
 //! when the part is here and forwarding it over NBD to the part's node otherwise.
 //!
-//! A part is an ordinary local volume named `NAME~partI` in its node's pool, kept out of the
+//! A part is an ordinary local volume named `NAME~partI.TAG` in its node's pool, kept out of the
 //! catalog and hidden from the mount, and noted in `POOL/cluster-parts.json` before it is
 //! made. Create: (1) a transaction takes the name with the whole plan (`creating`, parts
 //! without local ids); (2) each part is made on its node (here directly, elsewhere through
@@ -28,9 +28,10 @@ pub const PARTS_FILE: &str = "cluster-parts.json";
 /// Parts start on multiples of this (the last one ends at the volume's size).
 pub const PART_ALIGN: u64 = 1 << 20;
 
-/// The local name of part `i` of spread volume `name`.
-pub fn part_name(name: &str, i: usize) -> String {
-    format!("{name}~part{i}")
+/// The local name of part `i` of spread volume `name` made at `tag` (a per-create stamp, so
+/// a volume renamed away and a new one of its old name never want the same local name).
+pub fn part_name(name: &str, i: usize, tag: u64) -> String {
+    format!("{name}~part{i}.{tag:x}")
 }
 
 /// A part of a spread volume held here (noted before it is made).
@@ -175,12 +176,16 @@ impl Cluster {
         let key = records::volume_key(name);
         let mut parts = Vec::new();
         let mut offset = 0;
+        let tag = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0);
         for (i, (node, bytes)) in plan.iter().enumerate() {
             parts.push(PartEntry {
                 offset,
                 size: *bytes,
                 node: node.clone(),
-                local_name: part_name(name, i),
+                local_name: part_name(name, i, tag),
                 local_id: 0,
             });
             offset += bytes;
