@@ -967,9 +967,25 @@ fn spread_volume_across_two_nodes_passes_fio_verify_through_a_third_node_and_an_
     verify_pattern(&c.vol("sp"), 41, 120 * MIB, 16 * MIB, true);
     verify_pattern(&b.vol("auto"), 42, (3 << 30) - 4 * MIB, 4 * MIB, true);
 
+    // A spread volume renamed: every mount follows, the parts stay where they are.
+    a.cli_ok(&["volume", "rename", "sp", "sp2"]);
+    for p in [&a, &b, &c] {
+        wait_until("renamed spread volume", Duration::from_secs(20), || {
+            p.vol("sp2").exists() && !p.vol("sp").exists()
+        });
+    }
+    verify_pattern(&c.vol("sp2"), 41, 120 * MIB, 16 * MIB, true);
+    assert_eq!(
+        catalog_entry(&c, "sp2").unwrap()["parts"]
+            .as_array()
+            .unwrap(),
+        parts,
+        "the parts of a renamed spread volume"
+    );
+
     // Delete (from any node) removes the entry and every part.
-    let out = b.cli_ok(&["volume", "delete", "sp"]);
-    assert!(out.contains("deleted volume sp"), "{out}");
+    let out = b.cli_ok(&["volume", "delete", "sp2"]);
+    assert!(out.contains("deleted volume sp2"), "{out}");
     a.cli_ok(&["volume", "delete", "auto"]);
     for p in [&a, &b] {
         wait_until("parts deleted", Duration::from_secs(20), || {
@@ -978,7 +994,7 @@ fn spread_volume_across_two_nodes_passes_fio_verify_through_a_third_node_and_an_
     }
     for p in [&a, &b, &c] {
         wait_until("spread volumes gone", Duration::from_secs(20), || {
-            !p.vol("sp").exists() && !p.vol("auto").exists()
+            !p.vol("sp2").exists() && !p.vol("auto").exists()
         });
     }
     assert!(!a.pool().join("cluster-parts.json").exists());

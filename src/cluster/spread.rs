@@ -431,31 +431,35 @@ impl Cluster {
     pub(super) fn cleanup_parts(&self) {
         let me = self.inner.opts.node.clone();
         let st = self.inner.st.clone();
-        for m in self.inner.parts.all() {
+        let markers = self.inner.parts.all();
+        if markers.is_empty() {
+            return;
+        }
+        let op = "check the parts of spread volumes held here".to_string();
+        let inner = self.inner.clone();
+        let Ok(entries) = self.block_on(&op, async {
+            let mut c = inner
+                .client()
+                .await
+                .map_err(|e| unreachable(&inner, &op, e))?;
+            let r = c
+                .get(
+                    records::VOLUMES,
+                    Some(etcd_client::GetOptions::new().with_prefix()),
+                )
+                .await
+                .map_err(|e| unreachable(&inner, &op, e))?;
+            Ok(r.kvs()
+                .iter()
+                .filter_map(|kv| serde_json::from_slice::<VolumeRecord>(kv.value()).ok())
+                .collect::<Vec<_>>())
+        }) else {
+            return;
+        };
+        for m in markers {
             if m.local_id == 0 && self.inner.creating.lock().contains(&m.spread) {
                 continue;
             }
-            let op = format!("check part '{}'", m.local_name);
-            let inner = self.inner.clone();
-            let Ok(entries) = self.block_on(&op, async {
-                let mut c = inner
-                    .client()
-                    .await
-                    .map_err(|e| unreachable(&inner, &op, e))?;
-                let r = c
-                    .get(
-                        records::VOLUMES,
-                        Some(etcd_client::GetOptions::new().with_prefix()),
-                    )
-                    .await
-                    .map_err(|e| unreachable(&inner, &op, e))?;
-                Ok(r.kvs()
-                    .iter()
-                    .filter_map(|kv| serde_json::from_slice::<VolumeRecord>(kv.value()).ok())
-                    .collect::<Vec<_>>())
-            }) else {
-                return;
-            };
             let listed = entries.iter().any(|e| {
                 e.parts.iter().any(|p| {
                     p.node == me
