@@ -1127,4 +1127,11 @@ fn rename_is_one_transaction_every_mount_follows_and_concurrent_renames_have_one
         "{}",
         describe(&out)
     );
+    let out = single.cli(&["volume", "create", "s", "--size", "8M", "--spread"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("--spread needs fusevold --cluster"),
+        "{}",
+        describe(&out)
+    );
 }

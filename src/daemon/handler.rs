@@ -250,6 +250,11 @@ impl Handler {
                         };
                         return ok(info, vec![]);
                     }
+                } else if spread {
+                    return Err(PoolError::Invalid(format!(
+                        "cannot create volume '{name}' spread over several nodes: this fusevold \
+                         is not in a cluster (--spread needs fusevold --cluster)"
+                    )));
                 } else if let Some(n) = node {
                     return Err(PoolError::Invalid(format!(
                         "cannot create volume '{name}' on node '{n}': this fusevold is not in a \
