@@ -775,3 +775,363 @@ fn volume_move_under_fio_verify_through_a_third_node_keeps_verifying() {
     verify_pattern(&c.vol("mv"), 23, 64 * MIB, 4 * MIB, true);
     assert_eq!(file_digest(&a.vol("mv")), file_digest(&c.vol("mv")));
 }
+
+fn locals_of(p: &TestPool) -> Vec<String> {
+    p.cli_json(&["volume", "list"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn fio_verify(p: &TestPool, file: &std::path::Path, extra: &[&str]) {
+    let mut cmd = Command::new(tool("fio"));
+    cmd.arg("--name=spread")
+        .arg(format!("--filename={}", file.display()))
+        .args(["--verify=crc32c", "--verify_fatal=1", "--do_verify=1"])
+        .args(extra)
+        .current_dir(p.root());
+    let out = run(&mut cmd, Duration::from_secs(300));
+    assert!(out.status.success(), "fio --verify: {}", describe(&out));
+    let err = text(&out.stderr).to_lowercase();
+    assert!(!err.contains("verify"), "fio verify problems: {err}");
+}
+
+#[test]
+fn spread_volume_across_two_nodes_passes_fio_verify_through_a_third_node_and_an_owner() {
+    let etcd = Etcd::start();
+    let a = node(&etcd, "a");
+    let mut b = node(&etcd, "b");
+    // c has no "fast" tier: the parts go to a and b, c only reaches them.
+    let c = node_with(&etcd, "c", &["s0:1G:slow"], &[]);
+    a.set_budget(Duration::from_secs(900));
+    wait_nodes_up(&[&a, &b, &c], &["a", "b", "c"]);
+
+    // Refusals name what is short.
+    let out = c.cli(&["volume", "create", "huge", "--size", "9G", "--tier", "fast"]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("cannot place the volume")
+            && err.contains("together")
+            && err.contains("short by")
+            && err.contains("'a'")
+            && err.contains("'b'"),
+        "{err}"
+    );
+    let out = a.cli(&[
+        "volume", "create", "s1", "--size", "64M", "--tier", "slow", "--spread",
+    ]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("at least two nodes") && err.contains("'c'"),
+        "{err}"
+    );
+    assert!(catalog_entry(&a, "huge").is_none() && catalog_entry(&a, "s1").is_none());
+
+    // --spread from the third node: halves on a and b.
+    let out = c.cli_ok(&[
+        "volume", "create", "sp", "--size", "256M", "--tier", "fast", "--spread",
+    ]);
+    assert!(out.contains("spread over 2 parts"), "{out}");
+    wait_visible(&[&a, &b, &c], "sp");
+    for p in [&a, &b, &c] {
+        assert_eq!(std::fs::metadata(p.vol("sp")).unwrap().len(), 256 * MIB);
+    }
+    let e = catalog_entry(&b, "sp").unwrap();
+    let parts = e["parts"].as_array().unwrap();
+    assert_eq!(parts.len(), 2, "{e}");
+    let mut nodes: Vec<&str> = parts.iter().map(|p| p["node"].as_str().unwrap()).collect();
+    nodes.sort();
+    assert_eq!(nodes, ["a", "b"]);
+    assert_eq!(parts[0]["offset"], 0);
+    assert_eq!(parts[0]["size"], 128 * MIB);
+    assert_eq!(parts[1]["offset"], 128 * MIB);
+    let first = parts[0]["node"].as_str().unwrap().to_string();
+    assert!(e["served"].as_str().unwrap().starts_with("spread:"), "{e}");
+    assert_eq!(e["available"], true);
+    // The parts are local volumes of a and b, shown in no mount and not in the catalog.
+    for p in [&a, &b] {
+        assert!(
+            locals_of(p).iter().any(|n| n.starts_with("sp~part")),
+            "{:?}",
+            locals_of(p)
+        );
+        let listed: Vec<String> = std::fs::read_dir(p.mnt())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert!(!listed.iter().any(|n| n.contains("~part")), "{listed:?}");
+    }
+    assert!(cluster_json(&a, "volumes")
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|v| !v["name"].as_str().unwrap().contains("~part")));
+
+    // fio --verify through the third node (QD16, across the parts' boundary) and through a
+    // part's owner (1 MiB writes over both parts).
+    fio_verify(
+        &c,
+        &c.vol("sp"),
+        &[
+            "--rw=randwrite",
+            "--bs=4k",
+            "--size=64M",
+            "--offset=96M",
+            "--ioengine=libaio",
+            "--iodepth=16",
+            "--direct=1",
+        ],
+    );
+    let owner = if first == "a" { &a } else { &b };
+    fio_verify(
+        owner,
+        &owner.vol("sp"),
+        &[
+            "--rw=write",
+            "--bs=1M",
+            "--size=160M",
+            "--offset=32M",
+            "--ioengine=psync",
+            "--direct=1",
+        ],
+    );
+    // A pattern crossing the boundary written through c, read through a and b; the whole
+    // volume reads the same through two different nodes' mounts.
+    write_pattern(&c.vol("sp"), 41, 120 * MIB, 16 * MIB, true);
+    verify_pattern(&a.vol("sp"), 41, 120 * MIB, 16 * MIB, true);
+    verify_pattern(&b.vol("sp"), 41, 120 * MIB, 16 * MIB, false);
+    let out = run(
+        Command::new(tool("cmp")).arg(a.vol("sp")).arg(c.vol("sp")),
+        Duration::from_secs(300),
+    );
+    assert!(out.status.success(), "cmp via a and c: {}", describe(&out));
+    let out = run(
+        Command::new(tool("cmp")).arg(b.vol("sp")).arg(c.vol("sp")),
+        Duration::from_secs(300),
+    );
+    assert!(out.status.success(), "cmp via b and c: {}", describe(&out));
+
+    // Resize is refused, naming why.
+    let out = c.cli(&["volume", "resize", "sp", "--size", "512M"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("spread over nodes"),
+        "{}",
+        describe(&out)
+    );
+
+    // Without --spread, a volume larger than any node's free space is spread too.
+    let out = a.cli_ok(&["volume", "create", "auto", "--size", "3G", "--tier", "fast"]);
+    assert!(out.contains("spread over 2 parts"), "{out}");
+    wait_visible(&[&c], "auto");
+    assert_eq!(std::fs::metadata(c.vol("auto")).unwrap().len(), 3 << 30);
+    write_pattern(&c.vol("auto"), 42, (3 << 30) - 4 * MIB, 4 * MIB, true);
+    verify_pattern(&b.vol("auto"), 42, (3 << 30) - 4 * MIB, 4 * MIB, true);
+
+    // b down: only the ranges of b's part fail (EIO, the log naming the node and part).
+    let b_part = parts
+        .iter()
+        .find(|p| p["node"] == "b")
+        .map(|p| p["offset"].as_u64().unwrap())
+        .unwrap();
+    let a_part = if b_part == 0 { 128 * MIB } else { 0 };
+    b.kill9();
+    wait_until("b down as seen from c", DOWN_WITHIN, || {
+        node_state(&c, "b").as_deref() == Some("down")
+            && catalog_entry(&c, "sp").is_some_and(|v| v["available"] == false)
+    });
+    let f = open_ro(&c.vol("sp"), true).unwrap();
+    let mut buf = aligned(4096);
+    let e = std::os::unix::fs::FileExt::read_at(&f, &mut buf[..], b_part + 4096).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EIO));
+    std::os::unix::fs::FileExt::read_at(&f, &mut buf[..], a_part + 4096).unwrap();
+    drop(f);
+    let got = read_range(&c.vol("sp"), a_part, MIB, true);
+    assert!(got == read_range(&a.vol("sp"), a_part, MIB, true));
+    let log = c.daemon_log();
+    assert!(
+        log.contains("owner node 'b' is unavailable") && log.contains("sp (part "),
+        "c's log does not name the node and the part:\n{log}"
+    );
+    // b back: everything written before is there.
+    b.clear_dead_mount();
+    b.start();
+    wait_until("b up again", Duration::from_secs(20), || {
+        catalog_entry(&c, "sp").is_some_and(|v| v["available"] == true)
+    });
+    wait_visible(&[&b], "sp");
+    verify_pattern(&c.vol("sp"), 41, 120 * MIB, 16 * MIB, true);
+    verify_pattern(&b.vol("auto"), 42, (3 << 30) - 4 * MIB, 4 * MIB, true);
+
+    // A spread volume renamed: every mount follows, the parts stay where they are.
+    a.cli_ok(&["volume", "rename", "sp", "sp2"]);
+    for p in [&a, &b, &c] {
+        wait_until("renamed spread volume", Duration::from_secs(20), || {
+            p.vol("sp2").exists() && !p.vol("sp").exists()
+        });
+    }
+    verify_pattern(&c.vol("sp2"), 41, 120 * MIB, 16 * MIB, true);
+    assert_eq!(
+        catalog_entry(&c, "sp2").unwrap()["parts"]
+            .as_array()
+            .unwrap(),
+        parts,
+        "the parts of a renamed spread volume"
+    );
+
+    // Delete (from any node) removes the entry and every part.
+    let out = b.cli_ok(&["volume", "delete", "sp2"]);
+    assert!(out.contains("deleted volume sp2"), "{out}");
+    a.cli_ok(&["volume", "delete", "auto"]);
+    for p in [&a, &b] {
+        wait_until("parts deleted", Duration::from_secs(20), || {
+            !locals_of(p).iter().any(|n| n.contains("~part"))
+        });
+    }
+    for p in [&a, &b, &c] {
+        wait_until("spread volumes gone", Duration::from_secs(20), || {
+            !p.vol("sp2").exists() && !p.vol("auto").exists()
+        });
+    }
+    assert!(!a.pool().join("cluster-parts.json").exists());
+    b.stop();
+}
+
+#[test]
+fn rename_is_one_transaction_every_mount_follows_and_concurrent_renames_have_one_winner() {
+    let etcd = Etcd::start();
+    let a = node(&etcd, "a");
+    let b = node(&etcd, "b");
+    let c = node(&etcd, "c");
+    wait_nodes_up(&[&a, &b, &c], &["a", "b", "c"]);
+    a.create_volume("r1", "64M");
+    wait_visible(&[&b, &c], "r1");
+    write_pattern(&b.vol("r1"), 31, 0, 4 * MIB, true);
+    // A handle open on c across the rename keeps reading the volume.
+    let f = open_ro(&c.vol("r1"), true).unwrap();
+
+    // Renamed from a node that is not the owner.
+    let out = c.cli_ok(&["volume", "rename", "r1", "r2"]);
+    assert!(out.contains("renamed volume r1 to r2"), "{out}");
+    for p in [&a, &b, &c] {
+        wait_until(
+            "every mount shows the new name",
+            Duration::from_secs(20),
+            || p.vol("r2").exists() && !p.vol("r1").exists(),
+        );
+    }
+    let e = catalog_entry(&b, "r2").unwrap();
+    assert_eq!(e["owner"], "a");
+    assert_eq!(e["local_name"], "r1");
+    verify_pattern(&a.vol("r2"), 31, 0, 4 * MIB, true);
+    verify_pattern(&b.vol("r2"), 31, 0, 4 * MIB, true);
+    let mut buf = aligned(4096);
+    std::os::unix::fs::FileExt::read_at(&f, &mut buf[..], 0).unwrap();
+    assert_eq!(check_pattern(31, 0, &buf[..]), None);
+    drop(f);
+    // The owner's reconcile keeps the new name (no entry under the local name again).
+    thread::sleep(Duration::from_secs(5));
+    assert!(catalog_entry(&c, "r1").is_none());
+    assert!(catalog_entry(&c, "r2").is_some());
+    // The owner's commands take the new name.
+    a.cli_ok(&["volume", "resize", "r2", "--size", "96M"]);
+    wait_until("new size seen on c", Duration::from_secs(20), || {
+        std::fs::metadata(c.vol("r2")).is_ok_and(|m| m.len() == 96 * MIB)
+    });
+    // Refused: an existing name, a name that is not there.
+    a.create_volume("other", "8M");
+    let out = b.cli(&["volume", "rename", "r2", "other"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("volume 'other' already exists in the cluster"),
+        "{}",
+        describe(&out)
+    );
+    let out = b.cli(&["volume", "rename", "nope", "x"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("'nope'"), "{}", describe(&out));
+
+    // Two renames to one name at once from two nodes: exactly one wins.
+    for round in 0..4 {
+        let (x, y, z) = (
+            format!("x{round}"),
+            format!("y{round}"),
+            format!("z{round}"),
+        );
+        a.create_volume(&x, "8M");
+        b.create_volume(&y, "8M");
+        for p in [&a, &b] {
+            wait_until("both entries seen", Duration::from_secs(20), || {
+                catalog_entry(p, &x).is_some_and(|v| v["state"] == "ready")
+                    && catalog_entry(p, &y).is_some_and(|v| v["state"] == "ready")
+            });
+        }
+        let (ha, hb) = (a.handle(), b.handle());
+        let (x1, y1, z1, z2) = (x.clone(), y.clone(), z.clone(), z.clone());
+        let ta = thread::spawn(move || ha.cli(&["volume", "rename", &x1, &z1]));
+        let tb = thread::spawn(move || hb.cli(&["volume", "rename", &y1, &z2]));
+        let (ra, rb) = (ta.join().unwrap(), tb.join().unwrap());
+        let wins = [&ra, &rb].iter().filter(|o| o.status.success()).count();
+        assert_eq!(
+            wins,
+            1,
+            "round {round}: exactly one rename must win\nA: {}\nB: {}",
+            describe(&ra),
+            describe(&rb)
+        );
+        let (loser, kept) = if ra.status.success() {
+            (&rb, &y)
+        } else {
+            (&ra, &x)
+        };
+        let err = text(&loser.stderr);
+        assert!(
+            err.contains(&format!("volume '{z}' already exists in the cluster")),
+            "round {round}: {err}"
+        );
+        for p in [&a, &b, &c] {
+            wait_until("the loser keeps its name", Duration::from_secs(20), || {
+                p.vol(&z).exists() && p.vol(kept).exists()
+            });
+        }
+    }
+
+    // Renamed back: the entry has no local name of its own any more; delete on the owner.
+    b.cli_ok(&["volume", "rename", "r2", "r1"]);
+    wait_until("r1 back on a", Duration::from_secs(20), || {
+        a.vol("r1").exists() && !a.vol("r2").exists()
+    });
+    assert!(catalog_entry(&b, "r1").unwrap().get("local_name").is_none());
+    a.cli_ok(&["volume", "rename", "r1", "r3"]);
+    wait_until("r3 on a", Duration::from_secs(20), || a.vol("r3").exists());
+    // (Forwarding connections of b and c close when idle, so the owner may delete it.)
+    let out = a
+        .handle()
+        .delete_volume_retry("r3", Duration::from_secs(10));
+    assert!(out.status.success(), "{}", describe(&out));
+    for p in [&a, &b, &c] {
+        wait_until("r3 gone", Duration::from_secs(20), || !p.vol("r3").exists());
+    }
+    assert!(!locals_of(&a).contains(&"r1".to_string()));
+    // Without a cluster renaming is refused, naming why.
+    let single = TestPool::new(ARRAYS, "256K");
+    single.create_volume("v", "8M");
+    let out = single.cli(&["volume", "rename", "v", "w"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("in a cluster only"),
+        "{}",
+        describe(&out)
+    );
+    let out = single.cli(&["volume", "create", "s", "--size", "8M", "--spread"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("--spread needs fusevold --cluster"),
+        "{}",
+        describe(&out)
+    );
+}

@@ -87,7 +87,7 @@ async fn owned(
 }
 
 /// Put `rec` if the key is still at `rev`; Conflict (with the revision now) otherwise.
-async fn put_if(
+pub(super) async fn put_if(
     inner: &Inner,
     rec: &VolumeRecord,
     rev: i64,
@@ -143,6 +143,8 @@ impl Cluster {
             tier: tier.to_string(),
             state: STATE_CREATING.into(),
             snapshots: vec![],
+            local_name: None,
+            parts: vec![],
         };
         inner.creating.lock().insert(name.to_string());
         let _done = Finally(|| {
@@ -226,6 +228,16 @@ impl Cluster {
     ) -> Result<T, ClusterError> {
         let inner = self.inner.clone();
         let op = format!("resize volume '{name}'");
+        if let Some(v) = self.inner.cache.read().volumes.get(name) {
+            if v.rec.spread() {
+                let nodes: Vec<&str> = v.rec.parts.iter().map(|p| p.node.as_str()).collect();
+                return Err(ClusterError::Pool(PoolError::Invalid(format!(
+                    "volume '{name}' is spread over nodes {}: resizing a spread volume is not \
+                     supported (create a new volume of the size wanted and copy the data)",
+                    nodes.join(", ")
+                ))));
+            }
+        }
         let cur = self.block_on(&op, owned(&inner, name, &op))?;
         let (out, size) = resize()?;
         if let Some((mut rec, rev)) = cur {
@@ -274,6 +286,87 @@ impl Cluster {
             }
         }
         Ok(())
+    }
+}
+
+impl Cluster {
+    /// Give volume `name` the global name `new_name`: one transaction that compares the
+    /// revision of the entry read and takes the new name only if nobody has it (two renames
+    /// to one name → exactly one wins). The volume keeps its name in its owner's pool (the
+    /// entry's `local_name`), so it can run on any node; every mount shows the new name as
+    /// soon as its watch delivers the change.
+    pub fn rename_volume(&self, name: &str, new_name: &str) -> Result<(), ClusterError> {
+        crate::names::validate("volume", new_name)
+            .map_err(|m| ClusterError::Pool(PoolError::Invalid(m)))?;
+        let inner = self.inner.clone();
+        let op = format!("rename volume '{name}' to '{new_name}'");
+        if name == new_name {
+            return Err(ClusterError::Pool(PoolError::Invalid(format!(
+                "volume '{name}' already has that name"
+            ))));
+        }
+        if self.inner.cache.read().moves.contains_key(name) {
+            return Err(ClusterError::Pool(PoolError::Busy(format!(
+                "volume '{name}' is being moved to another node; rename it after the move"
+            ))));
+        }
+        let Some((mut rec, rev)) = self.block_on(&op, read(&inner, name, &op))? else {
+            return Err(ClusterError::Pool(PoolError::NotFound(format!(
+                "volume '{name}' is not in the cluster catalog"
+            ))));
+        };
+        if rec.state != STATE_READY {
+            return Err(ClusterError::Pool(PoolError::Busy(format!(
+                "volume '{name}' is still being created; rename it once it is ready"
+            ))));
+        }
+        let local = rec.local().to_string();
+        rec.name = new_name.to_string();
+        rec.local_name = (!rec.spread() && local != new_name).then_some(local);
+        let (old_key, new_key) = (records::volume_key(name), records::volume_key(new_name));
+        let resp = self.block_on(&op, async {
+            let mut c = inner
+                .client()
+                .await
+                .map_err(|e| unreachable(&inner, &op, e))?;
+            c.txn(
+                Txn::new()
+                    .when([
+                        Compare::mod_revision(old_key.clone(), CompareOp::Equal, rev),
+                        Compare::create_revision(new_key.clone(), CompareOp::Equal, 0),
+                    ])
+                    .and_then([
+                        TxnOp::delete(old_key.clone(), None),
+                        TxnOp::put(
+                            new_key.clone(),
+                            serde_json::to_vec(&rec).expect("serialize"),
+                            None,
+                        ),
+                    ])
+                    .or_else([TxnOp::get(new_key.clone(), None)]),
+            )
+            .await
+            .map_err(|e| unreachable(&inner, &op, e))
+        })?;
+        if resp.succeeded() {
+            log::info!("cluster: volume '{name}' renamed to '{new_name}'");
+            return Ok(());
+        }
+        if let Some((other, _)) = current(&resp) {
+            return Err(ClusterError::Exists {
+                name: new_name.to_string(),
+                owner: other.owner,
+            });
+        }
+        let now = self
+            .block_on(&op, read(&inner, name, &op))?
+            .map(|(_, r)| r)
+            .unwrap_or(0);
+        Err(ClusterError::Conflict {
+            name: name.to_string(),
+            read: rev,
+            now,
+        })
     }
 }
 

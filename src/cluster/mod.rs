@@ -22,6 +22,8 @@ pub mod records;
 pub mod remote;
 pub mod requests;
 mod session;
+// Spread volumes: one global volume from parts on several nodes.
+pub mod spread;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -97,6 +99,33 @@ pub struct RemoteVolume {
     /// The owner's NBD address while it is registered; None when it is down.
     pub address: Option<String>,
     pub snapshots: Vec<SnapshotEntry>,
+    /// The owner's NBD export: the volume's name in the owner's pool (differs from `name`
+    /// after a `volume rename`).
+    pub export: String,
+    /// A spread volume's parts (empty for an ordinary volume): I/O is split by range.
+    pub parts: Vec<RemotePart>,
+}
+
+impl RemoteVolume {
+    pub fn spread(&self) -> bool {
+        !self.parts.is_empty()
+    }
+}
+
+/// A part of a spread volume as this node reaches it.
+#[derive(Debug, Clone)]
+pub struct RemotePart {
+    pub offset: u64,
+    pub size: u64,
+    pub node: String,
+    /// The part's local volume on `node` (its NBD export there).
+    pub local_name: String,
+    /// The part is in this node's pool: served locally.
+    pub local: bool,
+    /// `node`'s NBD address while it is registered.
+    pub address: Option<String>,
+    /// "VOL (part I, bytes A..B)" for messages.
+    pub label: String,
 }
 
 /// A snapshot of another node's volume (read-only, forwarded to the owner's NBD export
@@ -150,6 +179,12 @@ pub struct ClusterVolumeInfo {
     /// A `volume move` under way: target, phase, pass and bytes copied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub moving: Option<String>,
+    /// The volume's name in the owner's pool, when a rename made it differ.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_name: Option<String>,
+    /// A spread volume's parts (range → node, local volume).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<records::PartEntry>,
 }
 
 /// `fusevol cluster status`.
@@ -187,6 +222,17 @@ struct SessionState {
 struct Indexes {
     by_name: HashMap<String, u64>,
     names: Vec<String>,
+    /// index → what the volume is behind its name (owner node, local name; for a spread
+    /// volume its first part's): a handle open across a `volume rename` keeps working.
+    ident: HashMap<u64, (String, String)>,
+}
+
+/// What a catalog entry is, whatever its global name.
+fn identity(rec: &VolumeRecord) -> (String, String) {
+    match rec.parts.first() {
+        Some(p) => (p.node.clone(), p.local_name.clone()),
+        None => (rec.owner.clone(), rec.local().to_string()),
+    }
 }
 
 struct Inner {
@@ -211,6 +257,8 @@ struct Inner {
     markers: moving::Markers,
     /// Local volume ids moved away → their names (old handles of this mount are forwarded).
     moved_ids: Mutex<HashMap<u64, String>>,
+    /// Parts of spread volumes held here (kept in the pool directory).
+    parts: spread::PartMarkers,
 }
 
 /// Makes a volume in this node's pool for a request from another node: (name, size, tier)
@@ -336,6 +384,7 @@ impl Cluster {
             moving: Mutex::new(HashSet::new()),
             markers: moving::Markers::load(&st_dir),
             moved_ids: Mutex::new(HashMap::new()),
+            parts: spread::PartMarkers::load(&st_dir),
         });
         let cluster = Arc::new(Cluster {
             inner: inner.clone(),
@@ -355,6 +404,18 @@ impl Cluster {
                     c.serve_request(req);
                 }
             })?;
+        // Forwarding connections left idle are closed (the owner counts them as open handles).
+        let weak = Arc::downgrade(&cluster);
+        std::thread::Builder::new()
+            .name("cluster-idle".into())
+            .spawn(move || loop {
+                std::thread::sleep(remote::IDLE_CLOSE / 2);
+                let Some(c) = weak.upgrade() else { return };
+                if c.inner.stopping() {
+                    return;
+                }
+                c.remotes.reap(remote::IDLE_CLOSE);
+            })?;
         // Moves: finish or undo this node's part of those that are over.
         let weak = Arc::downgrade(&cluster);
         std::thread::Builder::new()
@@ -367,6 +428,7 @@ impl Cluster {
                 }
                 if c.inner.state.lock().synced {
                     c.cleanup();
+                    c.cleanup_parts();
                 }
             })?;
         log::info!(
@@ -440,23 +502,83 @@ impl Cluster {
     }
 
     fn remote_from(&self, cache: &Cache, rec: &VolumeRecord) -> RemoteVolume {
+        let me = &self.inner.opts.node;
+        let index = self.index_of(&rec.name);
+        self.indexes.lock().ident.insert(index, identity(rec));
         RemoteVolume {
-            index: self.index_of(&rec.name),
+            index,
             name: rec.name.clone(),
             owner: rec.owner.clone(),
             size: rec.size,
-            address: cache.nodes.get(&rec.owner).map(|n| n.rec.address.clone()),
+            address: if &rec.owner == me {
+                Some(self.inner.opts.address.clone())
+            } else {
+                cache.nodes.get(&rec.owner).map(|n| n.rec.address.clone())
+            },
             snapshots: rec.snapshots.clone(),
+            export: rec.local().to_string(),
+            parts: rec
+                .parts
+                .iter()
+                .enumerate()
+                .map(|(i, p)| RemotePart {
+                    offset: p.offset,
+                    size: p.size,
+                    node: p.node.clone(),
+                    local_name: p.local_name.clone(),
+                    local: &p.node == me,
+                    address: cache.nodes.get(&p.node).map(|n| n.rec.address.clone()),
+                    label: format!(
+                        "{} (part {i}, bytes {}..{})",
+                        rec.name,
+                        p.offset,
+                        p.offset + p.size
+                    ),
+                })
+                .collect(),
         }
     }
 
-    /// Is `rec` a volume this node shows as forwarded (another owner, not shadowed by a
-    /// local volume of the same name, created completely)?
+    /// Is `rec` a volume this node shows as forwarded (another owner, or a spread volume;
+    /// not shadowed by a local volume of the same name, created completely)?
     fn forwarded(&self, cache: &Cache, rec: &VolumeRecord) -> bool {
-        rec.owner != self.inner.opts.node
+        (rec.owner != self.inner.opts.node || rec.spread())
             && rec.state == records::STATE_READY
             && (self.inner.st.volumes.volume(&rec.name).is_none()
                 || self.hidden_in(cache, &rec.name))
+    }
+
+    /// Is local volume `name` one that a rename gave another global name?
+    pub(super) fn renamed_from(&self, cache: &Cache, name: &str) -> bool {
+        let me = &self.inner.opts.node;
+        cache
+            .volumes
+            .values()
+            .any(|e| &e.rec.owner == me && e.rec.local_name.as_deref() == Some(name))
+    }
+
+    /// The local name of volume `name` when it is this node's and was renamed in the cluster.
+    pub fn local_alias(&self, name: &str) -> Option<String> {
+        let cache = self.inner.cache.read();
+        let r = &cache.volumes.get(name)?.rec;
+        (r.owner == self.inner.opts.node && !r.spread())
+            .then(|| r.local_name.clone())
+            .flatten()
+    }
+
+    /// This node's volumes renamed in the cluster: (global name, local id).
+    pub fn renamed_locals(&self) -> Vec<(String, u64)> {
+        let cache = self.inner.cache.read();
+        let me = &self.inner.opts.node;
+        cache
+            .volumes
+            .values()
+            .filter(|e| &e.rec.owner == me && e.rec.local_name.is_some() && !e.rec.spread())
+            .filter_map(|e| {
+                let v = self.inner.st.volumes.volume(e.rec.local())?;
+                (v.id == e.rec.local_id).then(|| (e.rec.name.clone(), v.id))
+            })
+            .collect()
     }
 
     /// The name behind a remote index (a volume moved here keeps its old inode working).
@@ -480,7 +602,20 @@ impl Cluster {
         if name.contains('\0') {
             return None;
         }
-        self.remote_volume(&name)
+        if let Some(r) = self.remote_volume(&name) {
+            return Some(r);
+        }
+        // Renamed since this index was given out: the entry that is the same volume.
+        let ident = self.indexes.lock().ident.get(&index).cloned()?;
+        let cache = self.inner.cache.read();
+        let rec = cache
+            .volumes
+            .values()
+            .map(|v| &v.rec)
+            .find(|r| identity(r) == ident && self.forwarded(&cache, r))?;
+        let mut r = self.remote_from(&cache, rec);
+        r.index = index;
+        Some(r)
     }
 
     /// Snapshot `snap` of remote volume `volume`, if the catalog lists it.
@@ -490,7 +625,7 @@ impl Cluster {
         Some(RemoteSnapshot {
             // Names cannot hold NUL, so "VOL\0SNAP" never collides with a volume's entry.
             index: self.index_of(&format!("{volume}\0{snap}")),
-            export: format!("{volume}@{snap}"),
+            export: format!("{}@{snap}", v.export),
             name: e.name,
             size: e.size,
             volume: v,
@@ -535,6 +670,34 @@ impl Cluster {
         }
     }
 
+    /// Where to send I/O for part `p` of spread volume `v`, or Unavailable naming the node.
+    pub fn part_target<'a>(&self, p: &'a RemotePart) -> Result<Target<'a>, RemoteError> {
+        match p.address.as_deref() {
+            Some(address) => Ok(Target {
+                volume: &p.label,
+                node: &p.node,
+                address,
+                export: &p.local_name,
+            }),
+            None => Err(RemoteError::Unavailable {
+                volume: p.label.clone(),
+                node: p.node.clone(),
+            }),
+        }
+    }
+
+    /// Can every part of `rec` be reached (its owner, or each part's node, is up)?
+    fn reachable(&self, cache: &Cache, rec: &VolumeRecord) -> bool {
+        let me = &self.inner.opts.node;
+        if rec.spread() {
+            rec.parts
+                .iter()
+                .all(|p| &p.node == me || cache.node_up(&p.node))
+        } else {
+            &rec.owner == me || cache.node_up(&rec.owner)
+        }
+    }
+
     // ---- status ------------------------------------------------------------------------------
 
     pub fn status(&self) -> ClusterStatusInfo {
@@ -559,7 +722,7 @@ impl Cluster {
             volumes_unavailable: cache
                 .volumes
                 .values()
-                .filter(|v| !cache.node_up(&v.rec.owner))
+                .filter(|v| !self.reachable(&cache, &v.rec))
                 .count() as u64,
             last_error: s.last_error.clone(),
         }
@@ -628,8 +791,23 @@ impl Cluster {
                     size: r.size,
                     tier: r.tier.clone(),
                     state: r.state.clone(),
-                    available: local || cache.node_up(&r.owner),
-                    served: if local {
+                    available: self.reachable(&cache, r),
+                    served: if r.spread() {
+                        format!(
+                            "spread: {}",
+                            r.parts
+                                .iter()
+                                .map(|p| format!(
+                                    "{}..{} {} ({})",
+                                    p.offset,
+                                    p.offset + p.size,
+                                    p.node,
+                                    if &p.node == me { "local" } else { "forwarded" }
+                                ))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    } else if local {
                         "local".into()
                     } else if self.inner.st.volumes.volume(&r.name).is_some()
                         && !self.hidden_in(&cache, &r.name)
@@ -641,6 +819,8 @@ impl Cluster {
                     snapshots: r.snapshots.iter().map(|s| s.name.clone()).collect(),
                     revision: v.mod_revision,
                     moving: Cluster::move_progress(&cache, &r.name),
+                    local_name: r.local_name.clone(),
+                    parts: r.parts.clone(),
                 }
             })
             .collect()

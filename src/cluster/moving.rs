@@ -379,6 +379,11 @@ impl Cluster {
 
     /// `hides_local` with the cache already read.
     pub(super) fn hidden_in(&self, cache: &records::Cache, name: &str) -> bool {
+        // A part of a spread volume, or a local volume renamed in the cluster (shown under
+        // its global name).
+        if self.inner.parts.contains(name) || self.renamed_from(cache, name) {
+            return true;
+        }
         if self.inner.markers.get(name).is_none() {
             return false;
         }
@@ -414,6 +419,19 @@ impl Cluster {
         let inner = self.inner.clone();
         let me = inner.opts.node.clone();
         let op = format!("move volume '{name}' to node '{to}'");
+        if let Some(v) = inner.cache.read().volumes.get(name) {
+            if v.rec.spread() {
+                return Err(invalid(format!(
+                    "volume '{name}' is spread over several nodes: moving a spread volume is not supported"
+                )));
+            }
+            if let Some(l) = &v.rec.local_name {
+                return Err(invalid(format!(
+                    "volume '{name}' was renamed in the cluster (its name in this pool is '{l}'): \
+                     moving a renamed volume is not supported; rename it back to '{l}' first"
+                )));
+            }
+        }
         if to == me {
             return Err(invalid(format!(
                 "volume '{name}': node '{to}' is this node; run `volume move` on the owner and name the target"

@@ -116,6 +116,37 @@ pub struct VolumeRecord {
     /// The volume's snapshots on the owner (served read-only as NBD exports `VOL@SNAP`).
     #[serde(default)]
     pub snapshots: Vec<SnapshotEntry>,
+    /// The volume's name in the owner's pool when it differs from the global name (after
+    /// `volume rename`); None: the same. Forwarding nodes open this NBD export.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_name: Option<String>,
+    /// A spread volume (`volume create --spread`): its ranges and the local volumes holding
+    /// them, in offset order, covering `0..size`. Empty for an ordinary volume. `owner` is
+    /// then the node that made it, and `local_id` 0.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<PartEntry>,
+}
+
+impl VolumeRecord {
+    /// The volume's name in its owner's pool (its NBD export there).
+    pub fn local(&self) -> &str {
+        self.local_name.as_deref().unwrap_or(&self.name)
+    }
+
+    pub fn spread(&self) -> bool {
+        !self.parts.is_empty()
+    }
+}
+
+/// One range of a spread volume: bytes `offset..offset+size` are bytes `0..size` of local
+/// volume `local_name` (id `local_id`, 0 while being made) on node `node`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartEntry {
+    pub offset: u64,
+    pub size: u64,
+    pub node: String,
+    pub local_name: String,
+    pub local_id: u64,
 }
 
 /// A snapshot in a catalog entry.
@@ -219,6 +250,8 @@ mod tests {
             tier: "fast".into(),
             state: STATE_READY.into(),
             snapshots: vec![],
+            local_name: None,
+            parts: vec![],
         }
     }
 

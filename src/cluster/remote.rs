@@ -29,6 +29,10 @@ pub const IO_TIMEOUT: Duration = Duration::from_secs(20);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Idle connections kept per export.
 const MAX_IDLE: usize = 32;
+/// An idle connection unused this long is closed (`Remotes::reap`): the owner counts every
+/// connection as an open handle of the volume, and a volume with open handles cannot be
+/// deleted, so forwarding must not keep them open once the I/O stopped.
+pub const IDLE_CLOSE: Duration = Duration::from_millis(1000);
 /// READs and WRITEs larger than this are sent as pipelined pieces of this size (`request`).
 const PIECE: usize = 256 * 1024;
 
@@ -70,6 +74,8 @@ struct Conn {
     flags: u16,
     /// Header + data of a WRITE, sent with one write (reused).
     out: Vec<u8>,
+    /// When it went back to the pool.
+    idle_since: std::time::Instant,
 }
 
 fn proto(msg: String) -> io::Error {
@@ -128,6 +134,7 @@ impl Conn {
             size,
             flags,
             out: Vec::new(),
+            idle_since: std::time::Instant::now(),
         })
     }
 
@@ -241,7 +248,17 @@ impl Remotes {
             .and_then(|v| v.pop())
     }
 
-    fn give_back(&self, t: &Target, conn: Conn) {
+    /// Close the connections idle for longer than `max_idle`.
+    pub fn reap(&self, max_idle: Duration) {
+        let mut g = self.idle.lock();
+        for v in g.values_mut() {
+            v.retain(|c| c.idle_since.elapsed() < max_idle);
+        }
+        g.retain(|_, v| !v.is_empty());
+    }
+
+    fn give_back(&self, t: &Target, mut conn: Conn) {
+        conn.idle_since = std::time::Instant::now();
         let mut g = self.idle.lock();
         let v = g
             .entry((t.address.to_string(), t.export.to_string()))

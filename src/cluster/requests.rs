@@ -41,6 +41,9 @@ pub struct CreateRequest {
     /// The copy of a volume moving here from `from` (`moving`): made outside the catalog.
     #[serde(default)]
     pub incoming: bool,
+    /// A part of this spread volume (`spread`): made outside the catalog under `name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part_of: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,6 +131,15 @@ impl Cluster {
     pub(super) fn serve_request(&self, req: CreateRequest) {
         let exec = self.executor.lock().clone();
         let made = match exec {
+            Some(_) if req.part_of.is_some() => self
+                .make_part(
+                    &req.from,
+                    req.part_of.as_deref().unwrap_or(""),
+                    &req.name,
+                    req.size,
+                    req.tier.as_deref(),
+                )
+                .map_err(ClusterError::Pool),
             Some(_) if req.incoming => self
                 .make_incoming(&req.from, &req.name, req.size, req.tier.as_deref())
                 .map_err(ClusterError::Pool),
@@ -197,7 +209,7 @@ impl Cluster {
         size: u64,
         tier: &str,
     ) -> Result<u64, ClusterError> {
-        let r = self.ask_create(node, name, size, Some(tier), true)?;
+        let r = self.ask_create(node, name, size, Some(tier), true, None)?;
         r.local_id.ok_or_else(|| {
             ClusterError::Pool(PoolError::Inconsistent(format!(
                 "node '{node}' answered the copy of '{name}' without a local id"
@@ -213,16 +225,17 @@ impl Cluster {
         size: u64,
         tier: Option<&str>,
     ) -> Result<CreateResult, ClusterError> {
-        self.ask_create(node, name, size, tier, false)
+        self.ask_create(node, name, size, tier, false, None)
     }
 
-    fn ask_create(
+    pub(super) fn ask_create(
         &self,
         node: &str,
         name: &str,
         size: u64,
         tier: Option<&str>,
         incoming: bool,
+        part_of: Option<&str>,
     ) -> Result<CreateResult, ClusterError> {
         if !self.inner.cache.read().node_up(node) {
             return Err(ClusterError::Pool(PoolError::Invalid(format!(
@@ -247,6 +260,7 @@ impl Cluster {
             size,
             tier: tier.map(str::to_string),
             incoming,
+            part_of: part_of.map(str::to_string),
         };
         let lease = inner.state.lock().lease;
         self.block_on(&op, async {

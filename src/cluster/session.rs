@@ -158,6 +158,7 @@ async fn reconcile(inner: &Inner, c: &mut etcd_client::Client) -> EResult<()> {
             if creating.contains(&v.name)
                 || inner.moving.lock().contains(&v.name)
                 || inner.markers.get(&v.name).is_some()
+                || inner.parts.contains(&v.name)
             {
                 continue;
             }
@@ -172,24 +173,49 @@ async fn reconcile(inner: &Inner, c: &mut etcd_client::Client) -> EResult<()> {
                 })
                 .collect();
             snapshots.sort_by(|a, b| a.name.cmp(&b.name));
+            // A volume renamed in the cluster keeps its local name: its entry is the one of
+            // this node that names it as its local volume.
+            let renamed = cache.volumes.values().find(|e| {
+                &e.rec.owner == me
+                    && e.rec.local_name.as_deref() == Some(v.name.as_str())
+                    && e.rec.local_id == v.id
+            });
             let want = VolumeRecord {
-                name: v.name.clone(),
+                name: renamed
+                    .map(|e| e.rec.name.clone())
+                    .unwrap_or_else(|| v.name.clone()),
                 owner: me.clone(),
                 local_id: v.id,
                 size: v.size(),
                 tier: v.tier.clone(),
                 state: STATE_READY.into(),
                 snapshots,
+                local_name: renamed.and_then(|e| e.rec.local_name.clone()),
+                parts: vec![],
             };
-            let key = records::volume_key(&v.name);
+            let key = records::volume_key(&want.name);
             let value = serde_json::to_vec(&want).expect("serialize");
+            if let Some(e) = renamed {
+                if e.rec != want {
+                    ops.push(
+                        Txn::new()
+                            .when([Compare::mod_revision(
+                                key.clone(),
+                                CompareOp::Equal,
+                                e.mod_revision,
+                            )])
+                            .and_then([TxnOp::put(key, value, None)]),
+                    );
+                }
+                continue;
+            }
             match cache.volumes.get(&v.name) {
                 None => ops.push(
                     Txn::new()
                         .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
                         .and_then([TxnOp::put(key, value, None)]),
                 ),
-                Some(e) if &e.rec.owner == me => {
+                Some(e) if &e.rec.owner == me && !e.rec.spread() && e.rec.local_name.is_none() => {
                     if e.rec != want {
                         ops.push(
                             Txn::new()
@@ -217,10 +243,16 @@ async fn reconcile(inner: &Inner, c: &mut etcd_client::Client) -> EResult<()> {
             }
         }
         for (name, e) in &cache.volumes {
+            // A spread volume's entry stays while it is ready (its parts are checked by
+            // their nodes); one left `creating` by a create that died is dropped.
             let gone = &e.rec.owner == me
                 && !creating.contains(name)
                 && inner.markers.get(name).is_none()
-                && !locals.iter().any(|v| &v.name == name);
+                && if e.rec.spread() {
+                    e.rec.state == STATE_CREATING
+                } else {
+                    !locals.iter().any(|v| v.name == e.rec.local())
+                };
             if gone {
                 let key = records::volume_key(name);
                 ops.push(

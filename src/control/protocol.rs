@@ -50,6 +50,9 @@ pub enum Request {
         /// In a cluster: the node to make it on (without it the cluster places it).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         node: Option<String>,
+        /// In a cluster: build it from parts on several nodes (`--spread`).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        spread: bool,
     },
     /// All volumes; answers `Vec<VolumeInfo>`.
     VolumeList,
@@ -73,6 +76,8 @@ pub enum Request {
     /// In a cluster, on the volume's owner: move it to node `node` (data, then ownership in
     /// one catalog transaction); answers `null` when the target owns it.
     VolumeMove { name: String, node: String },
+    /// In a cluster: give a volume another global name (one catalog transaction).
+    VolumeRename { name: String, new_name: String },
     /// Export `VOL` or `VOL@SNAP` over NBD again (read-only if asked); answers `NbdExportInfo`.
     /// Refused (invalid) when the daemon runs without `--nbd`.
     ExportNbdAdd {

@@ -82,6 +82,10 @@ pub fn touched(st: &Storage, req: &Request) -> Vec<Key> {
         | Request::VolumeResize { name, .. }
         | Request::VolumeDelete { name, .. }
         | Request::VolumeMove { name, .. } => k.push(vol(name)),
+        Request::VolumeRename { name, new_name } => {
+            k.push(vol(name));
+            k.push(vol(new_name));
+        }
         Request::SnapshotCreate { volume, .. }
         | Request::SnapshotDelete { volume, .. }
         | Request::SnapshotRollback { volume, .. } => k.push(vol(volume)),

@@ -167,14 +167,66 @@ impl Handler {
                 size,
                 tier,
                 node,
+                spread,
             } => {
                 if let Some(c) = &self.cluster {
                     names::validate("volume", &name).map_err(PoolError::Invalid)?;
-                    let target = match node {
-                        Some(n) => n,
-                        None => c
-                            .place(size, tier.as_deref())
-                            .map_err(|e| e.into_pool_error())?,
+                    crate::volume::check_size(&name, size)?;
+                    if spread && node.is_some() {
+                        return Err(PoolError::Invalid(format!(
+                            "volume '{name}': --spread and --node exclude each other (the \
+                             cluster places a spread volume's parts)"
+                        )));
+                    }
+                    // --spread, or no single node has the space: parts on several nodes.
+                    let placed = match (&node, spread) {
+                        (Some(n), _) => Ok(n.clone()),
+                        (None, true) => Err(None),
+                        (None, false) => c.place(size, tier.as_deref()).map_err(Some),
+                    };
+                    let target = match placed {
+                        Ok(n) => n,
+                        Err(single) => {
+                            let plan = match c.plan_spread(size, tier.as_deref(), spread) {
+                                Ok(p) if spread || p.len() > 1 => p,
+                                Ok(_) => {
+                                    return Err(single.map(|e| e.into_pool_error()).unwrap_or_else(
+                                        || {
+                                            PoolError::NoSpace(format!(
+                                                "cannot place volume '{name}'"
+                                            ))
+                                        },
+                                    ))
+                                }
+                                Err(e) => return Err(e.into_pool_error()),
+                            };
+                            let rec = c
+                                .create_spread(&name, size, tier.as_deref(), &plan)
+                                .map_err(|e| e.into_pool_error())?;
+                            let nodes: Vec<&str> =
+                                rec.parts.iter().map(|p| p.node.as_str()).collect();
+                            let info = crate::control::protocol::VolumeInfo {
+                                id: 0,
+                                name,
+                                size: rec.size,
+                                tier: rec.tier.clone(),
+                                allocated: 0,
+                                created: std::time::SystemTime::now()
+                                    .duration_since(std::time::UNIX_EPOCH)
+                                    .map(|d| d.as_secs())
+                                    .unwrap_or(0),
+                                open_handles: 0,
+                                extents_per_array: vec![],
+                                info: Default::default(),
+                                node: Some(format!(
+                                    "{} (spread over {} parts)",
+                                    nodes.join(" and "),
+                                    nodes.len()
+                                )),
+                                lock: None,
+                            };
+                            return ok(info, vec![]);
+                        }
                     };
                     if target != c.node() {
                         let r = c
@@ -198,6 +250,11 @@ impl Handler {
                         };
                         return ok(info, vec![]);
                     }
+                } else if spread {
+                    return Err(PoolError::Invalid(format!(
+                        "cannot create volume '{name}' spread over several nodes: this fusevold \
+                         is not in a cluster (--spread needs fusevold --cluster)"
+                    )));
                 } else if let Some(n) = node {
                     return Err(PoolError::Invalid(format!(
                         "cannot create volume '{name}' on node '{n}': this fusevold is not in a \
@@ -234,8 +291,13 @@ impl Handler {
                 size,
                 allow_shrink,
             } => {
+                let local = self
+                    .cluster
+                    .as_ref()
+                    .and_then(|c| c.local_alias(&name))
+                    .unwrap_or_else(|| name.clone());
                 let resize = || {
-                    let v = st.resize_volume(&name, size, allow_shrink)?;
+                    let v = st.resize_volume(&local, size, allow_shrink)?;
                     let size = v.size();
                     Ok((v, size))
                 };
@@ -248,13 +310,35 @@ impl Handler {
                 ok(status::volume_info(st, &v), vec![])
             }
             Request::VolumeDelete { name, recursive } => {
-                let delete = || st.delete_volume(&name, recursive);
+                if let Some(c) = self.cluster.as_ref().filter(|c| c.is_spread(&name)) {
+                    let warnings = c.delete_spread(&name).map_err(|e| e.into_pool_error())?;
+                    return ok(json!(null), warnings);
+                }
+                // A volume renamed in the cluster is deleted under its local name.
+                let local = self
+                    .cluster
+                    .as_ref()
+                    .and_then(|c| c.local_alias(&name))
+                    .unwrap_or_else(|| name.clone());
+                let delete = || st.delete_volume(&local, recursive);
                 match &self.cluster {
                     Some(c) => c
                         .delete_volume(&name, delete)
                         .map_err(|e| e.into_pool_error())?,
                     None => delete()?,
                 }
+                ok(json!(null), vec![])
+            }
+            Request::VolumeRename { name, new_name } => {
+                self.cluster()
+                    .map_err(|_| {
+                        PoolError::Invalid(format!(
+                            "cannot rename volume '{name}': renaming is offered in a cluster \
+                             only (fusevold --cluster), where it changes the global name"
+                        ))
+                    })?
+                    .rename_volume(&name, &new_name)
+                    .map_err(|e| e.into_pool_error())?;
                 ok(json!(null), vec![])
             }
             Request::VolumeMove { name, node } => {

@@ -4,6 +4,7 @@
 //! own beyond what the kernel protocol needs; every operation goes to the `Storage` (its
 //! write pipeline for volume I/O, its services for lookups).
 
+mod spread;
 mod xattr;
 
 use std::cell::RefCell;
@@ -218,6 +219,10 @@ impl FuseFs {
     /// The local volume `name`, unless the cluster hides it (a move's copy not switched yet,
     /// or the old copy of a volume moved away).
     fn local_volume(&self, name: &str) -> Option<Arc<Volume>> {
+        // A volume renamed in the cluster: its global name leads to its local volume.
+        if let Some(local) = self.cluster.as_ref().and_then(|c| c.local_alias(name)) {
+            return self.st.volumes.volume(&local);
+        }
         let v = self.st.volumes.volume(name)?;
         match &self.cluster {
             Some(c) if c.hides_local(name) => None,
@@ -288,7 +293,7 @@ impl FuseFs {
         r: &RemoteVolume,
         f: impl FnMut(&Cluster, &crate::cluster::Target) -> Result<T, RemoteError>,
     ) -> Result<T, Errno> {
-        self.forward_to(r, &r.name, f)
+        self.forward_to(r, &r.export, f)
     }
 
     /// Forward to export `export` of `r`'s owner (the volume, or `VOL@SNAP`). A request the
@@ -359,7 +364,12 @@ impl FuseFs {
         let end = offset.saturating_add(length);
         if mode & (libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_ZERO_RANGE) != 0 {
             let len = end.min(r.size).saturating_sub(offset);
-            match self.forward(r, |c, t| c.remotes.trim(t, offset, len)) {
+            let res = if r.spread() {
+                self.spread_trim(r, offset, len)
+            } else {
+                self.forward(r, |c, t| c.remotes.trim(t, offset, len))
+            };
+            match res {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(e),
             }
@@ -587,6 +597,13 @@ impl Filesystem for FuseFs {
     ) {
         let node = match self.node(ino) {
             // A volume of another node: forwarded to its owner from this worker.
+            Some(Node::Remote(r)) if r.spread() => {
+                let mut buf = vec![0u8; size as usize];
+                return match self.spread_read(&r, offset, &mut buf) {
+                    Ok(n) => reply.data(&buf[..n]),
+                    Err(e) => reply.error(e),
+                };
+            }
             Some(Node::Remote(r)) => {
                 let mut buf = vec![0u8; size as usize];
                 return match self.forward(&r, |c, t| c.remotes.read(t, r.size, offset, &mut buf)) {
@@ -628,6 +645,12 @@ impl Filesystem for FuseFs {
         let v = match self.node(ino) {
             Some(Node::Volume(v)) => v,
             Some(Node::Snapshot(_) | Node::RemoteSnapshot(_)) => return reply.error(Errno::EROFS),
+            Some(Node::Remote(r)) if r.spread() => {
+                return match self.spread_write(&r, offset, data) {
+                    Ok(n) => reply.written(n as u32),
+                    Err(e) => reply.error(e),
+                }
+            }
             Some(Node::Remote(r)) => {
                 return match self.forward(&r, |c, t| c.remotes.write(t, r.size, offset, data)) {
                     Ok(n) => reply.written(n as u32),
@@ -671,6 +694,12 @@ impl Filesystem for FuseFs {
     ) {
         let v = match self.node(ino) {
             Some(Node::Volume(v)) => v,
+            Some(Node::Remote(r)) if r.spread() => {
+                return match self.spread_flush(&r) {
+                    Ok(()) => reply.ok(),
+                    Err(e) => reply.error(e),
+                }
+            }
             Some(Node::Remote(r)) => {
                 return match self.forward(&r, |c, t| c.remotes.flush(t)) {
                     Ok(()) => reply.ok(),
@@ -849,6 +878,9 @@ impl Filesystem for FuseFs {
                     entries.push((volume_ino(v.id), FileType::RegularFile, v.name.clone()));
                 }
                 if let Some(c) = &self.cluster {
+                    for (name, id) in c.renamed_locals() {
+                        entries.push((volume_ino(id), FileType::RegularFile, name));
+                    }
                     for r in c.remote_volumes() {
                         entries.push((REMOTE_INO_BASE + r.index, FileType::RegularFile, r.name));
                     }
@@ -863,6 +895,9 @@ impl Filesystem for FuseFs {
                     entries.push((SNAPDIR_INO_BASE + v.id, FileType::Directory, v.name.clone()));
                 }
                 if let Some(c) = &self.cluster {
+                    for (name, id) in c.renamed_locals() {
+                        entries.push((SNAPDIR_INO_BASE + id, FileType::Directory, name));
+                    }
                     for r in c.remote_volumes() {
                         entries.push((REMOTE_SNAPDIR_BASE + r.index, FileType::Directory, r.name));
                     }

@@ -387,6 +387,18 @@ pub(crate) enum VolumeCmd {
         /// space in the tier, then load; this node first at equal priority]
         #[arg(long, value_name = "NODE")]
         node: Option<String>,
+        /// In a cluster: build the volume from parts on several nodes (also done without
+        /// it when no single node has the space)
+        #[arg(long, conflicts_with = "node")]
+        spread: bool,
+    },
+    /// In a cluster: give a volume a new global name (every node's mount shows it under
+    /// the new name; its name in the owner's pool stays)
+    Rename {
+        /// Volume name now
+        name: String,
+        /// The new name
+        new_name: String,
     },
     /// List all volumes with size, allocation and tier
     List,
@@ -609,11 +621,13 @@ mod tests {
                 size,
                 tier,
                 node,
+                spread,
             }) => {
                 assert_eq!(name, "v0");
                 assert_eq!(size, 4 << 30);
                 assert_eq!(tier.as_deref(), Some("slow"));
                 assert_eq!(node, None);
+                assert!(!spread);
             }
             _ => panic!("wrong command"),
         }

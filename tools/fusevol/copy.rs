@@ -518,6 +518,7 @@ fn prepare(client: &mut Client, h: &StreamHeader, name: &str) -> Result<Undo, Fa
             size: h.size,
             tier: None,
             node: None,
+            spread: false,
         })?;
         return Ok(Undo::Delete);
     }

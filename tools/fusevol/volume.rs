@@ -15,12 +15,14 @@ pub(crate) fn volume(ctx: &Ctx, cmd: VolumeCmd) -> Result<(), Failure> {
             size,
             tier,
             node,
+            spread,
         } => ctx.request(
             Request::VolumeCreate {
                 name,
                 size,
                 tier,
                 node,
+                spread,
             },
             |v: VolumeInfo| {
                 println!(
@@ -89,6 +91,12 @@ pub(crate) fn volume(ctx: &Ctx, cmd: VolumeCmd) -> Result<(), Failure> {
                 )
             },
         ),
+        VolumeCmd::Rename { name, new_name } => {
+            let shown = format!("renamed volume {name} to {new_name}");
+            ctx.request(Request::VolumeRename { name, new_name }, move |()| {
+                println!("{shown}")
+            })
+        }
         VolumeCmd::Move { name, node } => {
             let shown = format!("moved volume {name} to node {node}");
             ctx.request(Request::VolumeMove { name, node }, move |()| {

@@ -1,0 +1,539 @@
+//! Spread volumes (`fusevol volume create NAME --size S --spread`, or automatically when no
+//! single node has S free): one global volume made of parts on several nodes. The catalog
+//! entry lists its ranges (offset, size → node, local volume); every node's mount shows it as
+//! one file of size S and splits each request by range, serving a piece from its own pool
+//! when the part is here and forwarding it over NBD to the part's node otherwise.
+//!
+//! A part is an ordinary local volume named `NAME~partI.TAG` in its node's pool, kept out of the
+//! catalog and hidden from the mount, and noted in `POOL/cluster-parts.json` before it is
+//! made. Create: (1) a transaction takes the name with the whole plan (`creating`, parts
+//! without local ids); (2) each part is made on its node (here directly, elsewhere through
+//! a request, as a placed create); (3) the entry is published `ready` with the local ids,
+//! comparing the revision of step 1. Anything failing gives the name back. A part whose entry
+//! no longer lists it (the volume was deleted, or its create failed) is deleted by its node's
+//! cleanup, from what etcd itself says — also when that node was down at the time.
+
+use std::path::PathBuf;
+
+use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+use super::catalog::Finally;
+use super::records::{self, PartEntry, VolumeRecord, STATE_CREATING, STATE_READY};
+use super::{placement, Cluster, ClusterError, Inner};
+use crate::pool::PoolError;
+
+pub const PARTS_FILE: &str = "cluster-parts.json";
+/// Parts start on multiples of this (the last one ends at the volume's size).
+pub const PART_ALIGN: u64 = 1 << 20;
+
+/// The local name of part `i` of spread volume `name` made at `tag` (a per-create stamp, so
+/// a volume renamed away and a new one of its old name never want the same local name).
+pub fn part_name(name: &str, i: usize, tag: u64) -> String {
+    format!("{name}~part{i}.{tag:x}")
+}
+
+/// A part of a spread volume held here (noted before it is made).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalPart {
+    /// The spread volume's global name (at the time the part was made).
+    pub spread: String,
+    pub local_name: String,
+    /// 0 until made.
+    pub local_id: u64,
+}
+
+pub(super) struct PartMarkers {
+    path: PathBuf,
+    list: Mutex<Vec<LocalPart>>,
+}
+
+impl PartMarkers {
+    pub(super) fn load(pool_dir: &std::path::Path) -> PartMarkers {
+        let path = pool_dir.join(PARTS_FILE);
+        let list = match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
+                log::warn!("cluster: ignoring {}: {e}", path.display());
+                Vec::new()
+            }),
+            Err(_) => Vec::new(),
+        };
+        PartMarkers {
+            path,
+            list: Mutex::new(list),
+        }
+    }
+
+    fn save(&self, list: &[LocalPart]) -> std::io::Result<()> {
+        if list.is_empty() {
+            return match std::fs::remove_file(&self.path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            };
+        }
+        let tmp = self.path.with_extension("json.tmp");
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&serde_json::to_vec_pretty(list).expect("serialize"))?;
+            f.sync_all()?;
+        }
+        crate::fsio::rename(&tmp, &self.path)
+    }
+
+    fn put(&self, m: LocalPart) -> std::io::Result<()> {
+        let mut g = self.list.lock();
+        g.retain(|x| x.local_name != m.local_name);
+        g.push(m);
+        self.save(&g)
+    }
+
+    fn remove(&self, local_name: &str) {
+        let mut g = self.list.lock();
+        let before = g.len();
+        g.retain(|x| x.local_name != local_name);
+        if g.len() != before {
+            if let Err(e) = self.save(&g) {
+                log::warn!("cluster: update {}: {e}", self.path.display());
+            }
+        }
+    }
+
+    pub(super) fn contains(&self, local_name: &str) -> bool {
+        self.list.lock().iter().any(|m| m.local_name == local_name)
+    }
+
+    fn all(&self) -> Vec<LocalPart> {
+        self.list.lock().clone()
+    }
+}
+
+/// The pieces of request `[offset, offset+len)` of a spread volume: (part index, offset in
+/// the part, offset in the request, length). The range must lie inside the volume.
+/// `parts`: (offset, size) of each part.
+pub fn pieces(
+    parts: impl IntoIterator<Item = (u64, u64)>,
+    offset: u64,
+    len: u64,
+) -> Vec<(usize, u64, u64, u64)> {
+    let end = offset + len;
+    let mut out = Vec::new();
+    for (i, (po, ps)) in parts.into_iter().enumerate() {
+        let (s, e) = (po.max(offset), (po + ps).min(end));
+        if s < e {
+            out.push((i, s - po, s - offset, e - s));
+        }
+    }
+    out
+}
+
+fn unreachable(inner: &Inner, op: &str, e: etcd_client::Error) -> ClusterError {
+    ClusterError::Unreachable {
+        endpoints: inner.endpoints(),
+        op: op.to_string(),
+        detail: e.to_string(),
+    }
+}
+
+impl Cluster {
+    /// Is `name` a spread volume in the catalog?
+    pub fn is_spread(&self, name: &str) -> bool {
+        self.inner
+            .cache
+            .read()
+            .volumes
+            .get(name)
+            .is_some_and(|v| v.rec.spread())
+    }
+
+    /// Plan a spread volume over the nodes up (`placement::spread`).
+    pub fn plan_spread(
+        &self,
+        size: u64,
+        tier: Option<&str>,
+        explicit: bool,
+    ) -> Result<Vec<(String, u64)>, ClusterError> {
+        let cache = self.inner.cache.read();
+        let nodes: Vec<_> = cache.nodes.values().map(|v| &v.rec).collect();
+        placement::spread(&nodes, &self.inner.opts.node, size, tier, explicit).map_err(|m| {
+            ClusterError::Pool(PoolError::NoSpace(format!("cannot place the volume: {m}")))
+        })
+    }
+
+    /// Create spread volume `name` of `size` bytes from `plan` ((node, bytes) in offset
+    /// order). Returns its catalog entry.
+    pub fn create_spread(
+        &self,
+        name: &str,
+        size: u64,
+        tier: Option<&str>,
+        plan: &[(String, u64)],
+    ) -> Result<VolumeRecord, ClusterError> {
+        let inner = self.inner.clone();
+        let me = inner.opts.node.clone();
+        let op = format!("create spread volume '{name}'");
+        let key = records::volume_key(name);
+        let mut parts = Vec::new();
+        let mut offset = 0;
+        let tag = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0);
+        for (i, (node, bytes)) in plan.iter().enumerate() {
+            parts.push(PartEntry {
+                offset,
+                size: *bytes,
+                node: node.clone(),
+                local_name: part_name(name, i, tag),
+                local_id: 0,
+            });
+            offset += bytes;
+        }
+        if offset != size {
+            return Err(ClusterError::Pool(PoolError::Invalid(format!(
+                "volume '{name}': the parts cover {offset} bytes of {size}"
+            ))));
+        }
+        let mut rec = VolumeRecord {
+            name: name.to_string(),
+            owner: me.clone(),
+            local_id: 0,
+            size,
+            tier: tier.unwrap_or("").to_string(),
+            state: STATE_CREATING.into(),
+            snapshots: vec![],
+            local_name: None,
+            parts,
+        };
+        inner.creating.lock().insert(name.to_string());
+        let _done = Finally(|| {
+            inner.creating.lock().remove(name);
+        });
+        // (1) Take the name with the plan.
+        let taken = self.block_on(&op, async {
+            let mut c = inner
+                .client()
+                .await
+                .map_err(|e| unreachable(&inner, &op, e))?;
+            let resp = c
+                .txn(
+                    Txn::new()
+                        .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                        .and_then([TxnOp::put(
+                            key.clone(),
+                            serde_json::to_vec(&rec).expect("serialize"),
+                            None,
+                        )])
+                        .or_else([TxnOp::get(key.clone(), None)]),
+                )
+                .await
+                .map_err(|e| unreachable(&inner, &op, e))?;
+            if !resp.succeeded() {
+                let owner = self
+                    .inner
+                    .cache
+                    .read()
+                    .volumes
+                    .get(name)
+                    .map(|v| v.rec.owner.clone())
+                    .unwrap_or_else(|| "?".into());
+                return Err(ClusterError::Exists {
+                    name: name.to_string(),
+                    owner,
+                });
+            }
+            Ok(resp.header().map(|h| h.revision()).unwrap_or(0))
+        })?;
+        // (2) Make each part on its node.
+        let mut tiers = Vec::new();
+        let mut failed = None;
+        for p in rec.parts.iter_mut() {
+            let made = if p.node == me {
+                self.make_part(&me, name, &p.local_name, p.size, tier)
+                    .map_err(ClusterError::Pool)
+            } else {
+                self.ask_create(&p.node, &p.local_name, p.size, tier, false, Some(name))
+                    .and_then(|r| {
+                        r.local_id.map(|id| (id, r.size, r.tier)).ok_or_else(|| {
+                            ClusterError::Pool(PoolError::Inconsistent(format!(
+                                "node '{}' answered without a local id",
+                                p.node
+                            )))
+                        })
+                    })
+            };
+            match made {
+                Ok((id, _, t)) => {
+                    p.local_id = id;
+                    tiers.push(t);
+                }
+                Err(e) => {
+                    let e = e.into_pool_error();
+                    failed = Some(ClusterError::Pool(match e {
+                        PoolError::NoSpace(m) => PoolError::NoSpace(format!(
+                            "volume '{name}': part {} on node '{}': {m}",
+                            p.local_name, p.node
+                        )),
+                        PoolError::Exists(m) => PoolError::Exists(format!(
+                            "volume '{name}': part {} on node '{}': {m}",
+                            p.local_name, p.node
+                        )),
+                        PoolError::Invalid(m) => PoolError::Invalid(format!(
+                            "volume '{name}': part {} on node '{}': {m}",
+                            p.local_name, p.node
+                        )),
+                        other => PoolError::Inconsistent(format!(
+                            "volume '{name}': part {} on node '{}': {other}",
+                            p.local_name, p.node
+                        )),
+                    }));
+                    break;
+                }
+            }
+        }
+        if let Some(e) = failed {
+            // Give the name back; the parts made are deleted by their nodes' cleanup (the
+            // entry no longer lists them), this node's at once.
+            let r = self.block_on(&op, async {
+                let mut c = inner
+                    .client()
+                    .await
+                    .map_err(|e| unreachable(&inner, &op, e))?;
+                c.txn(
+                    Txn::new()
+                        .when([Compare::mod_revision(key.clone(), CompareOp::Equal, taken)])
+                        .and_then([TxnOp::delete(key.clone(), None)]),
+                )
+                .await
+                .map_err(|e| unreachable(&inner, &op, e))
+                .map(|_| ())
+            });
+            if let Err(g) = r {
+                log::warn!("cluster: {op} failed and the name could not be given back yet ({g}); the next reconcile drops it");
+            }
+            self.cleanup_parts();
+            return Err(e);
+        }
+        // (3) Publish it ready.
+        if rec.tier.is_empty() {
+            rec.tier = tiers.first().cloned().unwrap_or_default();
+        }
+        rec.state = STATE_READY.into();
+        self.block_on(&op, super::catalog::put_if(&inner, &rec, taken, &op))?;
+        log::info!(
+            "cluster: spread volume '{name}' created: {}",
+            describe_parts(&rec.parts)
+        );
+        Ok(rec)
+    }
+
+    /// Make part `local_name` of spread volume `spread` in this pool (noted first).
+    pub(super) fn make_part(
+        &self,
+        from: &str,
+        spread: &str,
+        local_name: &str,
+        size: u64,
+        tier: Option<&str>,
+    ) -> Result<(u64, u64, String), PoolError> {
+        if self.inner.st.volumes.volume(local_name).is_some() {
+            return Err(PoolError::Exists(format!(
+                "node '{}' has a volume '{local_name}' already",
+                self.inner.opts.node
+            )));
+        }
+        let exec = self.executor.lock().clone().ok_or_else(|| {
+            PoolError::Busy(format!("node '{}' is stopping", self.inner.opts.node))
+        })?;
+        let mark = |id| LocalPart {
+            spread: spread.to_string(),
+            local_name: local_name.to_string(),
+            local_id: id,
+        };
+        self.inner.parts.put(mark(0)).map_err(|e| {
+            PoolError::Busy(format!(
+                "note part '{local_name}' in the pool directory: {e}"
+            ))
+        })?;
+        match exec(local_name, size, tier) {
+            Ok((id, size, tier)) => {
+                if let Err(e) = self.inner.parts.put(mark(id)) {
+                    log::warn!("cluster: note part '{local_name}': {e}");
+                }
+                log::info!(
+                    "cluster: made part '{local_name}' of spread volume '{spread}' for node '{from}' ({size} bytes, local id {id})"
+                );
+                Ok((id, size, tier))
+            }
+            Err(e) => {
+                self.inner.parts.remove(local_name);
+                Err(e)
+            }
+        }
+    }
+
+    /// Delete spread volume `name` (from any node): its entry goes in one transaction
+    /// comparing the revision read, then each node deletes its parts (this one at once, the
+    /// others within seconds, a node that is down when it comes back).
+    pub fn delete_spread(&self, name: &str) -> Result<Vec<String>, ClusterError> {
+        let inner = self.inner.clone();
+        let op = format!("delete spread volume '{name}'");
+        let Some((rec, rev)) = self.block_on(&op, super::catalog::read_entry(&inner, name, &op))?
+        else {
+            return Err(ClusterError::Pool(PoolError::NotFound(format!(
+                "volume '{name}' does not exist"
+            ))));
+        };
+        if !rec.spread() {
+            return Err(ClusterError::Pool(PoolError::Invalid(format!(
+                "volume '{name}' is not a spread volume"
+            ))));
+        }
+        let key = records::volume_key(name);
+        let resp = self.block_on(&op, async {
+            let mut c = inner
+                .client()
+                .await
+                .map_err(|e| unreachable(&inner, &op, e))?;
+            c.txn(
+                Txn::new()
+                    .when([Compare::mod_revision(key.clone(), CompareOp::Equal, rev)])
+                    .and_then([TxnOp::delete(key.clone(), None)]),
+            )
+            .await
+            .map_err(|e| unreachable(&inner, &op, e))
+        })?;
+        if !resp.succeeded() {
+            return Err(ClusterError::Conflict {
+                name: name.to_string(),
+                read: rev,
+                now: 0,
+            });
+        }
+        self.cleanup_parts();
+        let cache = self.inner.cache.read();
+        let mut warnings = Vec::new();
+        for p in &rec.parts {
+            if p.node != inner.opts.node && !cache.node_up(&p.node) {
+                warnings.push(format!(
+                    "node '{}' is down: it deletes part '{}' when it comes back",
+                    p.node, p.local_name
+                ));
+            }
+        }
+        log::info!("cluster: spread volume '{name}' deleted");
+        Ok(warnings)
+    }
+
+    /// Delete the parts held here that no catalog entry lists any more (decided from etcd
+    /// itself, never from a cache that may lag); parts of creates under way are left alone.
+    pub(super) fn cleanup_parts(&self) {
+        let me = self.inner.opts.node.clone();
+        let st = self.inner.st.clone();
+        let markers = self.inner.parts.all();
+        if markers.is_empty() {
+            return;
+        }
+        let op = "check the parts of spread volumes held here".to_string();
+        let inner = self.inner.clone();
+        let Ok(entries) = self.block_on(&op, async {
+            let mut c = inner
+                .client()
+                .await
+                .map_err(|e| unreachable(&inner, &op, e))?;
+            let r = c
+                .get(
+                    records::VOLUMES,
+                    Some(etcd_client::GetOptions::new().with_prefix()),
+                )
+                .await
+                .map_err(|e| unreachable(&inner, &op, e))?;
+            Ok(r.kvs()
+                .iter()
+                .filter_map(|kv| serde_json::from_slice::<VolumeRecord>(kv.value()).ok())
+                .collect::<Vec<_>>())
+        }) else {
+            return;
+        };
+        for m in markers {
+            if m.local_id == 0 && self.inner.creating.lock().contains(&m.spread) {
+                continue;
+            }
+            let listed = entries.iter().any(|e| {
+                e.parts.iter().any(|p| {
+                    p.node == me
+                        && p.local_name == m.local_name
+                        && (p.local_id == 0 || m.local_id == 0 || p.local_id == m.local_id)
+                })
+            });
+            if listed {
+                continue;
+            }
+            if let Some(vol) = st.volumes.volume(&m.local_name) {
+                if m.local_id != 0 && vol.id != m.local_id {
+                    // Not the part: a volume made under that name since.
+                    self.inner.parts.remove(&m.local_name);
+                    continue;
+                }
+                // Peers may hold NBD connections to it: refuse their requests and delete.
+                vol.moving.start();
+                vol.moving.fence("(deleted)");
+                match st.delete_volume(&m.local_name, true) {
+                    Ok(()) | Err(PoolError::NotFound(_)) => {}
+                    Err(e) => {
+                        vol.moving.abort();
+                        log::warn!(
+                            "cluster: deleting part '{}' of spread volume '{}': {e}; retrying",
+                            m.local_name,
+                            m.spread
+                        );
+                        continue;
+                    }
+                }
+                log::info!(
+                    "cluster: deleted part '{}' of spread volume '{}' (no longer in the catalog)",
+                    m.local_name,
+                    m.spread
+                );
+            }
+            self.inner.parts.remove(&m.local_name);
+        }
+    }
+}
+
+/// "a 0..64 MiB, b 64..128 MiB" for logs and `cluster volumes`.
+pub fn describe_parts(parts: &[PartEntry]) -> String {
+    parts
+        .iter()
+        .map(|p| {
+            format!(
+                "{} bytes {}..{} on node '{}' ({})",
+                p.size,
+                p.offset,
+                p.offset + p.size,
+                p.node,
+                p.local_name
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pieces_split_a_request_at_part_boundaries() {
+        let parts = [(0, 100), (100, 50), (150, 10)];
+        assert_eq!(pieces(parts, 0, 10), vec![(0, 0, 0, 10)]);
+        assert_eq!(pieces(parts, 90, 20), vec![(0, 90, 0, 10), (1, 0, 10, 10)]);
+        assert_eq!(
+            pieces(parts, 95, 65),
+            vec![(0, 95, 0, 5), (1, 0, 5, 50), (2, 0, 55, 10)]
+        );
+        assert_eq!(pieces(parts, 150, 10), vec![(2, 0, 0, 10)]);
+        assert!(pieces(parts, 160, 0).is_empty());
+    }
+}
