@@ -7,9 +7,9 @@
 //! back to the stream's base snapshot.
 
 use std::fs::{File, OpenOptions};
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IoSlice, IsTerminal, Read};
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -19,6 +19,7 @@ use fusevol::format::stream::{Parsed, StreamHeader, StreamRecord};
 use fusevol::units::format_size;
 
 use crate::exit::Failure;
+use crate::export_io::{extent_len, pieces, read_in_order, record_head, Sink, Source, BLOCK};
 use crate::Ctx;
 
 /// `--format` of `volume export`.
@@ -56,11 +57,6 @@ fn runs(r: &[(u64, u64)]) -> impl Iterator<Item = u64> + '_ {
     r.iter().flat_map(|&(a, n)| a..a + n)
 }
 
-/// Bytes of extent `i` in a volume of `size`.
-fn extent_len(i: u64, es: u64, size: u64) -> u64 {
-    es.min(size - i * es)
-}
-
 pub(crate) fn export(
     ctx: &Ctx,
     name: String,
@@ -78,8 +74,7 @@ pub(crate) fn export(
             "--from makes an incremental stream; --format raw|qcow2 write whole images".into(),
         ));
     }
-    let src =
-        File::open(&plan.path).map_err(|e| local(format!("cannot open {}: {e}", plan.path)))?;
+    let src = Source::open(&plan.path)?;
     let data_bytes: u64 = runs(&plan.extents)
         .map(|i| extent_len(i, plan.extent_size, plan.size))
         .sum();
@@ -133,67 +128,15 @@ pub(crate) fn export(
     Ok(())
 }
 
-/// Where a stream or image goes: FILE (written as FILE.part, renamed when complete) or stdout.
-struct Sink {
-    out: Box<dyn Write>,
-    part: Option<(PathBuf, PathBuf)>,
-}
-
-impl Sink {
-    fn open(file: &str) -> Result<Sink, Failure> {
-        if file == "-" {
-            return Ok(Sink {
-                out: Box::new(std::io::BufWriter::with_capacity(
-                    1 << 20,
-                    std::io::stdout(),
-                )),
-                part: None,
-            });
-        }
-        let path = PathBuf::from(file);
-        let part = PathBuf::from(format!("{file}.part"));
-        let f = File::create(&part)
-            .map_err(|e| local(format!("cannot create {}: {e}", part.display())))?;
-        Ok(Sink {
-            out: Box::new(std::io::BufWriter::with_capacity(1 << 20, f)),
-            part: Some((part, path)),
-        })
-    }
-
-    fn write(&mut self, b: &[u8]) -> Result<(), Failure> {
-        self.out
-            .write_all(b)
-            .map_err(|e| local(format!("cannot write the export: {e}")))
-    }
-
-    fn finish(mut self) -> Result<(), Failure> {
-        self.out
-            .flush()
-            .map_err(|e| local(format!("cannot write the export: {e}")))?;
-        self.out = Box::new(std::io::sink()); // closes the file
-        if let Some((part, path)) = self.part.take() {
-            File::open(&part)
-                .and_then(|f| f.sync_all())
-                .and_then(|_| std::fs::rename(&part, &path))
-                .map_err(|e| local(format!("cannot finish {}: {e}", path.display())))?;
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Sink {
-    fn drop(&mut self) {
-        if let Some((part, _)) = &self.part {
-            let _ = std::fs::remove_file(part);
-        }
-    }
-}
-
 // Format: see fusevol::format::stream (header with the volume information, size and extent
 // size; allocated extents only, each with a CRC32C; trailer with a whole-stream CRC32C).
+// The extents are read in blocks by several threads, which also checksum each record
+// (export_io.rs); here they are written in order: per block one writev of the record heads,
+// the data and the record checksums, and the whole-stream checksum is combined from the
+// records' (crc32c_combine) rather than computed over the data a second time.
 fn write_stream(
     plan: &ExportPlan,
-    src: &File,
+    src: &Source,
     file: &str,
     pb: Option<&ProgressBar>,
 ) -> Result<(u64, u64), Failure> {
@@ -207,68 +150,66 @@ fn write_stream(
         base: plan.base.clone(),
         info: plan.info.clone(),
     };
+    let (es, size) = (plan.extent_size, plan.size);
     let mut sink = Sink::open(file)?;
     let head = h.encode();
     let mut crc = crc32c::crc32c(&head);
     sink.write(&head)?;
     let (mut n, mut bytes) = (0u64, 0u64);
-    let mut rec = Vec::with_capacity(64);
-    // A reader thread keeps a few extents read ahead of the checksumming and writing.
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<(u64, Vec<u8>), Failure>>(4);
-    std::thread::scope(|scope| -> Result<(), Failure> {
-        scope.spawn(move || {
-            for i in runs(&plan.extents) {
-                let len = extent_len(i, plan.extent_size, plan.size) as usize;
-                let mut data = vec![0u8; len];
-                let r = src
-                    .read_exact_at(&mut data, i * plan.extent_size)
-                    .map(|()| (i, data))
-                    .map_err(|e| {
-                        local(format!(
-                            "cannot read {} at offset {}: {e}",
-                            plan.path,
-                            i * plan.extent_size
-                        ))
-                    });
-                let stop = r.is_err();
-                if tx.send(r).is_err() || stop {
-                    return;
-                }
+    // The checksum of the extent record being written (an extent may span blocks).
+    let mut rcrc = 0u32;
+    read_in_order(src, plan, true, |f| {
+        let ps = pieces(f.block, es, size);
+        let (mut heads, mut tails) = (Vec::new(), Vec::new());
+        for (p, &c) in ps.iter().zip(&f.crcs) {
+            // `c` covers the record head too when the piece starts its extent.
+            let covered = p.len + if p.first { 13 } else { 0 };
+            crc = crc32c::crc32c_combine(crc, c, covered);
+            if p.first {
+                heads.push(record_head(p.index, extent_len(p.index, es, size)));
+                rcrc = c;
+            } else {
+                rcrc = crc32c::crc32c_combine(rcrc, c, p.len);
             }
-        });
-        for r in rx {
-            let (i, data) = r?;
-            let len = data.len();
-            // The extent record (format::stream), written without copying the data: tag,
-            // index, len, data, crc32c over all of them; the stream crc takes the record's.
-            let mut head = [0u8; 13];
-            head[0] = 1;
-            head[1..9].copy_from_slice(&i.to_le_bytes());
-            head[9..13].copy_from_slice(&(len as u32).to_le_bytes());
-            let rcrc = crc32c::crc32c_append(crc32c::crc32c(&head), &data);
-            crc = crc32c::crc32c_combine(crc, rcrc, 13 + len);
-            crc = crc32c::crc32c_append(crc, &rcrc.to_le_bytes());
-            sink.write(&head)?;
-            sink.write(&data)?;
-            sink.write(&rcrc.to_le_bytes())?;
-            n += 1;
-            bytes += len as u64;
-            if let Some(b) = pb {
-                b.inc(len as u64);
+            if p.last {
+                let t = rcrc.to_le_bytes();
+                crc = crc32c::crc32c_append(crc, &t);
+                tails.push(t);
+                n += 1;
+                bytes += extent_len(p.index, es, size);
             }
+        }
+        let data = f.buf.data();
+        let mut iov = Vec::with_capacity(ps.len() * 3);
+        let (mut hi, mut ti) = (heads.iter(), tails.iter());
+        for p in &ps {
+            if p.first {
+                iov.extend(hi.next().map(|h| IoSlice::new(h)));
+            }
+            iov.push(IoSlice::new(&data[p.start..p.start + p.len]));
+            if p.last {
+                iov.extend(ti.next().map(|t| IoSlice::new(t)));
+            }
+        }
+        sink.write_vectored(&mut iov)?;
+        if let Some(b) = pb {
+            b.inc(f.block.len);
         }
         Ok(())
     })?;
+    let mut rec = Vec::with_capacity(64);
     let mut holes = 0;
     for i in runs(&plan.holes) {
-        rec.clear();
         StreamRecord::Hole { index: i }.encode(&mut rec);
-        crc = crc32c::crc32c_append(crc, &rec);
-        sink.write(&rec)?;
         n += 1;
         holes += 1;
+        if rec.len() >= 1 << 20 {
+            crc = crc32c::crc32c_append(crc, &rec);
+            sink.write(&rec)?;
+            rec.clear();
+        }
     }
-    rec.clear();
+    crc = crc32c::crc32c_append(crc, &rec);
     StreamRecord::encode_end(n, bytes, crc, &mut rec);
     sink.write(&rec)?;
     sink.finish()?;
@@ -277,57 +218,47 @@ fn write_stream(
 
 fn write_raw(
     plan: &ExportPlan,
-    src: &File,
+    src: &Source,
     file: &str,
     pb: Option<&ProgressBar>,
 ) -> Result<(u64, u64), Failure> {
-    let mut data = vec![0u8; plan.extent_size as usize];
+    let mut sink = Sink::open(file)?;
+    let zeros = vec![0u8; BLOCK as usize];
     let mut n = 0;
-    if file == "-" {
-        // Sequential: zeros for holes.
-        let mut sink = Sink::open(file)?;
-        let mapped: std::collections::HashSet<u64> = runs(&plan.extents).collect();
-        for i in 0..plan.size.div_ceil(plan.extent_size) {
-            let len = extent_len(i, plan.extent_size, plan.size) as usize;
-            if mapped.contains(&i) {
-                src.read_exact_at(&mut data[..len], i * plan.extent_size)
-                    .map_err(|e| local(format!("cannot read {}: {e}", plan.path)))?;
-                n += 1;
-                if let Some(b) = pb {
-                    b.inc(len as u64);
-                }
-            } else {
-                data[..len].fill(0);
-            }
-            sink.write(&data[..len])?;
-        }
-        sink.finish()?;
-        return Ok((n, 0));
+    // A file is sized first and written where the data is (holes stay holes); stdout gets
+    // zeros for the holes.
+    if sink.is_file() {
+        sink.set_len(plan.size)?;
     }
-    let part = format!("{file}.part");
-    let out = File::create(&part).map_err(|e| local(format!("cannot create {part}: {e}")))?;
-    let r = (|| {
-        out.set_len(plan.size)
-            .map_err(|e| local(format!("cannot size {part}: {e}")))?;
-        for i in runs(&plan.extents) {
-            let len = extent_len(i, plan.extent_size, plan.size) as usize;
-            src.read_exact_at(&mut data[..len], i * plan.extent_size)
-                .map_err(|e| local(format!("cannot read {}: {e}", plan.path)))?;
-            out.write_all_at(&data[..len], i * plan.extent_size)
-                .map_err(|e| local(format!("cannot write {part}: {e}")))?;
-            n += 1;
-            if let Some(b) = pb {
-                b.inc(len as u64);
-            }
+    let zero_to = |sink: &mut Sink, end: u64| -> Result<(), Failure> {
+        while sink.written < end {
+            let k = (end - sink.written).min(BLOCK) as usize;
+            sink.write(&zeros[..k])?;
         }
-        out.sync_all()
-            .and_then(|_| std::fs::rename(&part, file))
-            .map_err(|e| local(format!("cannot finish {file}: {e}")))
-    })();
-    if r.is_err() {
-        let _ = std::fs::remove_file(&part);
+        Ok(())
+    };
+    let es = plan.extent_size;
+    read_in_order(src, plan, false, |f| {
+        if sink.is_file() {
+            sink.write_at(f.buf.data(), f.block.off)?;
+        } else {
+            zero_to(&mut sink, f.block.off)?;
+            sink.write(f.buf.data())?;
+        }
+        n += pieces(f.block, es, plan.size)
+            .iter()
+            .filter(|p| p.last)
+            .count() as u64;
+        if let Some(b) = pb {
+            b.inc(f.block.len);
+        }
+        Ok(())
+    })?;
+    if !sink.is_file() {
+        zero_to(&mut sink, plan.size)?;
     }
-    r.map(|()| (n, 0))
+    sink.finish()?;
+    Ok((n, 0))
 }
 
 /// Reads a stream incrementally, keeping the offset and the running CRC32C.
@@ -648,4 +579,122 @@ fn apply(s: &mut StreamIn, h: &StreamHeader, path: &Path) -> Result<(u64, u64), 
         b.finish_and_clear();
     }
     Ok((extents, bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Parse a whole stream: the header, the records (each checked against its CRC32C by
+    /// the parser) and the trailer against the running CRC32C of everything before it.
+    fn parse_all(s: &[u8]) -> (StreamHeader, Vec<StreamRecord>) {
+        let Ok(Parsed::Done(h, mut at)) = StreamHeader::parse(s) else {
+            panic!("header")
+        };
+        let mut recs = Vec::new();
+        loop {
+            let r = StreamRecord::parse(&s[at..], &h);
+            let Ok(Parsed::Done(rec, n)) = r else {
+                panic!("record at {at}: {r:?}")
+            };
+            if let StreamRecord::End { stream_crc, .. } = rec {
+                assert_eq!(crc32c::crc32c(&s[..at + 17]), stream_crc, "stream crc");
+                assert_eq!(at + n, s.len(), "bytes after the trailer");
+                recs.push(rec);
+                return (h, recs);
+            }
+            recs.push(rec);
+            at += n;
+        }
+    }
+
+    fn roundtrip(es: u64, size: u64, extents: Vec<(u64, u64)>, holes: Vec<(u64, u64)>) {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("vol");
+        let data: Vec<u8> = (0..size)
+            .map(|i| (i % 251) as u8 ^ (i >> 16) as u8)
+            .collect();
+        std::fs::write(&src, &data).unwrap();
+        let plan = ExportPlan {
+            size,
+            extent_size: es,
+            pool_id: 7,
+            volume: "v".into(),
+            snapshot: "s".into(),
+            base: if holes.is_empty() {
+                String::new()
+            } else {
+                "b".into()
+            },
+            info: Vec::new(),
+            path: src.to_str().unwrap().into(),
+            extents: extents.clone(),
+            holes: holes.clone(),
+        };
+        let out = dir.path().join("out.fvs");
+        let Ok(source) = Source::open(&plan.path) else {
+            panic!("open")
+        };
+        let Ok((n, nh)) = write_stream(&plan, &source, out.to_str().unwrap(), None) else {
+            panic!("write_stream")
+        };
+        assert_eq!(
+            (n, nh),
+            (runs(&extents).count() as u64, runs(&holes).count() as u64)
+        );
+        let (h, recs) = parse_all(&std::fs::read(&out).unwrap());
+        assert_eq!(
+            (h.size, h.extent_size, h.incremental),
+            (size, es, !holes.is_empty())
+        );
+        let want: Vec<u64> = runs(&extents).collect();
+        let got: Vec<u64> = recs
+            .iter()
+            .filter_map(|r| match r {
+                StreamRecord::Extent { index, data: d } => {
+                    let at = (index * es) as usize;
+                    assert_eq!(d[..], data[at..at + extent_len(*index, es, size) as usize]);
+                    Some(*index)
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(got, want);
+        let got_holes: Vec<u64> = recs
+            .iter()
+            .filter_map(|r| match r {
+                StreamRecord::Hole { index } => Some(*index),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(got_holes, runs(&holes).collect::<Vec<_>>());
+        assert!(
+            matches!(recs.last(), Some(StreamRecord::End { records, data_bytes, .. })
+                if *records == n + nh && *data_bytes == want.iter().map(|&i| extent_len(i, es, size)).sum::<u64>())
+        );
+    }
+
+    #[test]
+    fn stream_of_small_extents_coalesced_in_blocks_parses_back() {
+        // 64 KiB extents: many per block; runs of several lengths; a short last extent.
+        let es = 64 << 10;
+        roundtrip(
+            es,
+            200 * es + 4096,
+            vec![(0, 1), (3, 90), (100, 101)],
+            vec![],
+        );
+    }
+
+    #[test]
+    fn stream_of_extents_larger_than_a_block_parses_back() {
+        // 16 MiB extents, read in 4 MiB pieces; a short last extent; holes of an incremental.
+        let es = 16 << 20;
+        roundtrip(
+            es,
+            2 * es + (5 << 20) + 512,
+            vec![(0, 1), (2, 1)],
+            vec![(1, 1)],
+        );
+    }
 }

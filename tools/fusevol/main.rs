@@ -15,6 +15,7 @@ mod copy;
 mod events;
 mod exit;
 mod export;
+mod export_io;
 mod group;
 mod output;
 mod pair;
