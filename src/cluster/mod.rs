@@ -16,6 +16,7 @@
 
 mod catalog;
 // `fusevol volume move`: data and ownership to another node.
+mod markers;
 pub mod moving;
 mod placement;
 pub mod records;
@@ -382,9 +383,9 @@ impl Cluster {
             requests_tx: Mutex::new(None),
             seen_requests: Mutex::new(HashSet::new()),
             moving: Mutex::new(HashSet::new()),
-            markers: moving::Markers::load(&st_dir),
+            markers: moving::Markers::load(&st_dir, moving::MARKERS_FILE),
             moved_ids: Mutex::new(HashMap::new()),
-            parts: spread::PartMarkers::load(&st_dir),
+            parts: spread::PartMarkers::load(&st_dir, spread::PARTS_FILE),
         });
         let cluster = Arc::new(Cluster {
             inner: inner.clone(),

@@ -24,12 +24,10 @@
 //! went. Both sides note their part in `cluster-moves.json` before acting, so a daemon killed
 //! half-way finishes or undoes its part when it comes back (`cleanup`).
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use etcd_client::{Compare, CompareOp, Txn, TxnOp};
-use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use super::records::{self, MoveRecord, VolumeRecord, STATE_READY};
@@ -70,72 +68,14 @@ pub struct LocalMove {
 const INCOMING: &str = "incoming";
 const OUTGOING: &str = "outgoing";
 
+impl super::markers::Marker for LocalMove {
+    fn key(&self) -> &str {
+        &self.name
+    }
+}
+
 /// The markers file and its contents.
-pub(super) struct Markers {
-    path: PathBuf,
-    list: Mutex<Vec<LocalMove>>,
-}
-
-impl Markers {
-    pub(super) fn load(pool_dir: &std::path::Path) -> Markers {
-        let path = pool_dir.join(MARKERS_FILE);
-        let list = match std::fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
-                log::warn!("cluster: ignoring {}: {e}", path.display());
-                Vec::new()
-            }),
-            Err(_) => Vec::new(),
-        };
-        Markers {
-            path,
-            list: Mutex::new(list),
-        }
-    }
-
-    fn save(&self, list: &[LocalMove]) -> std::io::Result<()> {
-        if list.is_empty() {
-            return match std::fs::remove_file(&self.path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-                _ => Ok(()),
-            };
-        }
-        let tmp = self.path.with_extension("json.tmp");
-        {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&serde_json::to_vec_pretty(list).expect("serialize"))?;
-            f.sync_all()?;
-        }
-        crate::fsio::rename(&tmp, &self.path)
-    }
-
-    /// Add or replace the marker of `m.name` (durable when it returns Ok).
-    fn put(&self, m: LocalMove) -> std::io::Result<()> {
-        let mut g = self.list.lock();
-        g.retain(|x| x.name != m.name);
-        g.push(m);
-        self.save(&g)
-    }
-
-    fn remove(&self, name: &str) {
-        let mut g = self.list.lock();
-        let before = g.len();
-        g.retain(|x| x.name != name);
-        if g.len() != before {
-            if let Err(e) = self.save(&g) {
-                log::warn!("cluster: update {}: {e}", self.path.display());
-            }
-        }
-    }
-
-    pub(super) fn get(&self, name: &str) -> Option<LocalMove> {
-        self.list.lock().iter().find(|m| m.name == name).cloned()
-    }
-
-    fn all(&self) -> Vec<LocalMove> {
-        self.list.lock().clone()
-    }
-}
+pub(super) type Markers = super::markers::MarkerFile<LocalMove>;
 
 fn unreachable(inner: &Inner, op: &str, e: etcd_client::Error) -> ClusterError {
     ClusterError::Unreachable {
@@ -381,7 +321,7 @@ impl Cluster {
     pub(super) fn hidden_in(&self, cache: &records::Cache, name: &str) -> bool {
         // A part of a spread volume, or a local volume renamed in the cluster (shown under
         // its global name).
-        if self.inner.parts.contains(name) || self.renamed_from(cache, name) {
+        if self.inner.parts.get(name).is_some() || self.renamed_from(cache, name) {
             return true;
         }
         if self.inner.markers.get(name).is_none() {

@@ -158,7 +158,7 @@ async fn reconcile(inner: &Inner, c: &mut etcd_client::Client) -> EResult<()> {
             if creating.contains(&v.name)
                 || inner.moving.lock().contains(&v.name)
                 || inner.markers.get(&v.name).is_some()
-                || inner.parts.contains(&v.name)
+                || inner.parts.get(&v.name).is_some()
             {
                 continue;
             }

@@ -13,10 +13,7 @@
 //! no longer lists it (the volume was deleted, or its create failed) is deleted by its node's
 //! cleanup, from what etcd itself says — also when that node was down at the time.
 
-use std::path::PathBuf;
-
 use etcd_client::{Compare, CompareOp, Txn, TxnOp};
-use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use super::catalog::Finally;
@@ -44,70 +41,13 @@ pub struct LocalPart {
     pub local_id: u64,
 }
 
-pub(super) struct PartMarkers {
-    path: PathBuf,
-    list: Mutex<Vec<LocalPart>>,
-}
-
-impl PartMarkers {
-    pub(super) fn load(pool_dir: &std::path::Path) -> PartMarkers {
-        let path = pool_dir.join(PARTS_FILE);
-        let list = match std::fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
-                log::warn!("cluster: ignoring {}: {e}", path.display());
-                Vec::new()
-            }),
-            Err(_) => Vec::new(),
-        };
-        PartMarkers {
-            path,
-            list: Mutex::new(list),
-        }
-    }
-
-    fn save(&self, list: &[LocalPart]) -> std::io::Result<()> {
-        if list.is_empty() {
-            return match std::fs::remove_file(&self.path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-                _ => Ok(()),
-            };
-        }
-        let tmp = self.path.with_extension("json.tmp");
-        {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&serde_json::to_vec_pretty(list).expect("serialize"))?;
-            f.sync_all()?;
-        }
-        crate::fsio::rename(&tmp, &self.path)
-    }
-
-    fn put(&self, m: LocalPart) -> std::io::Result<()> {
-        let mut g = self.list.lock();
-        g.retain(|x| x.local_name != m.local_name);
-        g.push(m);
-        self.save(&g)
-    }
-
-    fn remove(&self, local_name: &str) {
-        let mut g = self.list.lock();
-        let before = g.len();
-        g.retain(|x| x.local_name != local_name);
-        if g.len() != before {
-            if let Err(e) = self.save(&g) {
-                log::warn!("cluster: update {}: {e}", self.path.display());
-            }
-        }
-    }
-
-    pub(super) fn contains(&self, local_name: &str) -> bool {
-        self.list.lock().iter().any(|m| m.local_name == local_name)
-    }
-
-    fn all(&self) -> Vec<LocalPart> {
-        self.list.lock().clone()
+impl super::markers::Marker for LocalPart {
+    fn key(&self) -> &str {
+        &self.local_name
     }
 }
+
+pub(super) type PartMarkers = super::markers::MarkerFile<LocalPart>;
 
 /// The pieces of request `[offset, offset+len)` of a spread volume: (part index, offset in
 /// the part, offset in the request, length). The range must lie inside the volume.
