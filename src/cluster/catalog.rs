@@ -123,6 +123,42 @@ pub(super) async fn put_if(
 }
 
 impl Cluster {
+    /// Put `rec` under its name only if nobody has the name (create revision 0 = no such key):
+    /// the revision it was written at, or `Exists` naming the owner.
+    pub(super) fn take_name(&self, op: &str, rec: &VolumeRecord) -> Result<i64, ClusterError> {
+        let inner = self.inner.clone();
+        let key = records::volume_key(&rec.name);
+        self.block_on(op, async {
+            let mut c = inner
+                .client()
+                .await
+                .map_err(|e| unreachable(&inner, op, e))?;
+            let resp = c
+                .txn(
+                    Txn::new()
+                        .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                        .and_then([TxnOp::put(
+                            key.clone(),
+                            serde_json::to_vec(rec).expect("serialize"),
+                            None,
+                        )])
+                        .or_else([TxnOp::get(key.clone(), None)]),
+                )
+                .await
+                .map_err(|e| unreachable(&inner, op, e))?;
+            if !resp.succeeded() {
+                let owner = current(&resp)
+                    .map(|(r, _)| r.owner)
+                    .unwrap_or_else(|| "?".into());
+                return Err(ClusterError::Exists {
+                    name: rec.name.clone(),
+                    owner,
+                });
+            }
+            Ok(resp.header().map(|h| h.revision()).unwrap_or(0))
+        })
+    }
+
     /// Create volume `name` cluster-wide on this node: `make` creates it in the local pool
     /// and returns (its result, local id, size, tier).
     pub fn create_volume<T>(
@@ -150,36 +186,8 @@ impl Cluster {
         let _done = Finally(|| {
             inner.creating.lock().remove(name);
         });
-        // (1) Take the name: only if nobody has it (create revision 0 = no such key).
-        let taken = self.block_on(&op, async {
-            let mut c = inner
-                .client()
-                .await
-                .map_err(|e| unreachable(&inner, &op, e))?;
-            let resp = c
-                .txn(
-                    Txn::new()
-                        .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-                        .and_then([TxnOp::put(
-                            key.clone(),
-                            serde_json::to_vec(&rec).expect("serialize"),
-                            None,
-                        )])
-                        .or_else([TxnOp::get(key.clone(), None)]),
-                )
-                .await
-                .map_err(|e| unreachable(&inner, &op, e))?;
-            if !resp.succeeded() {
-                let owner = current(&resp)
-                    .map(|(r, _)| r.owner)
-                    .unwrap_or_else(|| "?".into());
-                return Err(ClusterError::Exists {
-                    name: name.to_string(),
-                    owner,
-                });
-            }
-            Ok(resp.header().map(|h| h.revision()).unwrap_or(0))
-        })?;
+        // (1) Take the name: only if nobody has it.
+        let taken = self.take_name(&op, &rec)?;
         // (2) Make it here; give the name back if that fails.
         let (out, id, real_size, real_tier) = match make() {
             Ok(r) => r,

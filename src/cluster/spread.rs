@@ -151,40 +151,7 @@ impl Cluster {
             inner.creating.lock().remove(name);
         });
         // (1) Take the name with the plan.
-        let taken = self.block_on(&op, async {
-            let mut c = inner
-                .client()
-                .await
-                .map_err(|e| unreachable(&inner, &op, e))?;
-            let resp = c
-                .txn(
-                    Txn::new()
-                        .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-                        .and_then([TxnOp::put(
-                            key.clone(),
-                            serde_json::to_vec(&rec).expect("serialize"),
-                            None,
-                        )])
-                        .or_else([TxnOp::get(key.clone(), None)]),
-                )
-                .await
-                .map_err(|e| unreachable(&inner, &op, e))?;
-            if !resp.succeeded() {
-                let owner = self
-                    .inner
-                    .cache
-                    .read()
-                    .volumes
-                    .get(name)
-                    .map(|v| v.rec.owner.clone())
-                    .unwrap_or_else(|| "?".into());
-                return Err(ClusterError::Exists {
-                    name: name.to_string(),
-                    owner,
-                });
-            }
-            Ok(resp.header().map(|h| h.revision()).unwrap_or(0))
-        })?;
+        let taken = self.take_name(&op, &rec)?;
         // (2) Make each part on its node.
         let mut tiers = Vec::new();
         let mut failed = None;
