@@ -159,6 +159,37 @@ impl Cluster {
         })
     }
 
+    /// Delete the entry at `key` only if it is still at revision `rev`.
+    pub(super) fn delete_if_at(
+        &self,
+        op: &str,
+        key: &str,
+        rev: i64,
+    ) -> Result<etcd_client::TxnResponse, ClusterError> {
+        let inner = self.inner.clone();
+        self.block_on(op, async {
+            let mut c = inner
+                .client()
+                .await
+                .map_err(|e| unreachable(&inner, op, e))?;
+            c.txn(
+                Txn::new()
+                    .when([Compare::mod_revision(key, CompareOp::Equal, rev)])
+                    .and_then([TxnOp::delete(key, None)]),
+            )
+            .await
+            .map_err(|e| unreachable(&inner, op, e))
+        })
+    }
+
+    /// A create that failed after `take_name` gives the name back (best effort: the next
+    /// reconcile drops an entry left behind).
+    pub(super) fn give_back_name(&self, op: &str, name: &str, taken: i64) {
+        if let Err(g) = self.delete_if_at(op, &records::volume_key(name), taken) {
+            log::warn!("cluster: {op} failed and the name could not be given back yet ({g}); the next reconcile drops it");
+        }
+    }
+
     /// Create volume `name` cluster-wide on this node: `make` creates it in the local pool
     /// and returns (its result, local id, size, tier).
     pub fn create_volume<T>(
@@ -170,7 +201,6 @@ impl Cluster {
     ) -> Result<T, ClusterError> {
         let inner = self.inner.clone();
         let op = format!("create volume '{name}'");
-        let key = records::volume_key(name);
         let mut rec = VolumeRecord {
             name: name.to_string(),
             owner: inner.opts.node.clone(),
@@ -192,23 +222,7 @@ impl Cluster {
         let (out, id, real_size, real_tier) = match make() {
             Ok(r) => r,
             Err(e) => {
-                let give_back = self.block_on(&op, async {
-                    let mut c = inner
-                        .client()
-                        .await
-                        .map_err(|e| unreachable(&inner, &op, e))?;
-                    c.txn(
-                        Txn::new()
-                            .when([Compare::mod_revision(key.clone(), CompareOp::Equal, taken)])
-                            .and_then([TxnOp::delete(key.clone(), None)]),
-                    )
-                    .await
-                    .map_err(|e| unreachable(&inner, &op, e))
-                    .map(|_| ())
-                });
-                if let Err(g) = give_back {
-                    log::warn!("cluster: {op} failed and the name could not be given back yet ({g}); the next reconcile drops it");
-                }
+                self.give_back_name(&op, name, taken);
                 return Err(ClusterError::Pool(e));
             }
         };

@@ -13,7 +13,6 @@
 //! no longer lists it (the volume was deleted, or its create failed) is deleted by its node's
 //! cleanup, from what etcd itself says — also when that node was down at the time.
 
-use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 use serde::{Deserialize, Serialize};
 
 use super::catalog::Finally;
@@ -113,7 +112,6 @@ impl Cluster {
         let inner = self.inner.clone();
         let me = inner.opts.node.clone();
         let op = format!("create spread volume '{name}'");
-        let key = records::volume_key(name);
         let mut parts = Vec::new();
         let mut offset = 0;
         let tag = std::time::SystemTime::now()
@@ -202,23 +200,7 @@ impl Cluster {
         if let Some(e) = failed {
             // Give the name back; the parts made are deleted by their nodes' cleanup (the
             // entry no longer lists them), this node's at once.
-            let r = self.block_on(&op, async {
-                let mut c = inner
-                    .client()
-                    .await
-                    .map_err(|e| unreachable(&inner, &op, e))?;
-                c.txn(
-                    Txn::new()
-                        .when([Compare::mod_revision(key.clone(), CompareOp::Equal, taken)])
-                        .and_then([TxnOp::delete(key.clone(), None)]),
-                )
-                .await
-                .map_err(|e| unreachable(&inner, &op, e))
-                .map(|_| ())
-            });
-            if let Err(g) = r {
-                log::warn!("cluster: {op} failed and the name could not be given back yet ({g}); the next reconcile drops it");
-            }
+            self.give_back_name(&op, name, taken);
             self.cleanup_parts();
             return Err(e);
         }
@@ -298,19 +280,7 @@ impl Cluster {
             ))));
         }
         let key = records::volume_key(name);
-        let resp = self.block_on(&op, async {
-            let mut c = inner
-                .client()
-                .await
-                .map_err(|e| unreachable(&inner, &op, e))?;
-            c.txn(
-                Txn::new()
-                    .when([Compare::mod_revision(key.clone(), CompareOp::Equal, rev)])
-                    .and_then([TxnOp::delete(key.clone(), None)]),
-            )
-            .await
-            .map_err(|e| unreachable(&inner, &op, e))
-        })?;
+        let resp = self.delete_if_at(&op, &key, rev)?;
         if !resp.succeeded() {
             return Err(ClusterError::Conflict {
                 name: name.to_string(),
