@@ -9,7 +9,7 @@
 //! 25 % of the true value), so a percentile costs a walk over 256 counters and recording one
 //! costs a `leading_zeros` and one `fetch_add`.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -213,6 +213,32 @@ pub fn set_array_stats(on: bool) {
 
 pub fn array_stats_on() -> bool {
     ARRAY_STATS.load(Relaxed)
+}
+
+/// Requests in progress on one array file now. Always counted (two atomic operations per
+/// request, whatever `--no-stats` says): sampled, it is a cluster node's I/O load, the
+/// figure that says a node is busy (`cluster::load`).
+#[derive(Debug, Default)]
+pub struct InFlight(AtomicU32);
+
+impl InFlight {
+    /// Count a request until the guard is dropped.
+    pub fn enter(&self) -> InFlightGuard<'_> {
+        self.0.fetch_add(1, Relaxed);
+        InFlightGuard(&self.0)
+    }
+
+    pub fn now(&self) -> u32 {
+        self.0.load(Relaxed)
+    }
+}
+
+pub struct InFlightGuard<'a>(&'a AtomicU32);
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
 }
 
 /// The counters of one array file: what the daemon reads from and writes to it.

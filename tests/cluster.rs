@@ -11,14 +11,14 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::etcd::{free_port, Etcd};
+use common::etcd::Etcd;
 use common::*;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
 
 const ARRAYS: &[&str] = &["a0:1G", "a1:1G"];
-const TTL: u64 = 3;
+use common::cluster::{catalog_entry, TTL};
 /// Lease TTL plus the watch's delivery and the keep-alive period: a dead node must show down
 /// within this.
 const DOWN_WITHIN: Duration = Duration::from_secs(TTL + 4);
@@ -30,33 +30,11 @@ fn node(etcd: &Etcd, name: &str) -> TestPool {
 
 /// A pool with `arrays`, served as cluster node `name` with `extra` daemon arguments.
 fn node_with(etcd: &Etcd, name: &str, arrays: &[&str], extra: &[&str]) -> TestPool {
-    let mut p = TestPool::init(arrays, "256K");
-    p.daemon_args = vec![
-        "--nbd".into(),
-        format!("127.0.0.1:{}", free_port()),
-        "--cluster".into(),
-        etcd.url(),
-        "--node".into(),
-        name.into(),
-        "--cluster-ttl".into(),
-        TTL.to_string(),
-    ];
-    p.daemon_args.extend(extra.iter().map(|s| s.to_string()));
-    p.start();
-    p
+    common::cluster::start_node(etcd, name, arrays, extra, None)
 }
 
 fn cluster_json(p: &TestPool, what: &str) -> Value {
     p.cli_json(&["cluster", what])
-}
-
-fn catalog_entry(p: &TestPool, name: &str) -> Option<Value> {
-    cluster_json(p, "volumes")
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["name"] == name)
-        .cloned()
 }
 
 fn node_state(p: &TestPool, node: &str) -> Option<String> {

@@ -10,46 +10,13 @@ mod common;
 use std::thread;
 use std::time::Duration;
 
-use common::etcd::{free_port, Etcd};
+use common::cluster::{catalog_entry, node_entry, node_up, start_node, TTL};
+use common::etcd::Etcd;
 use common::*;
 use serde_json::Value;
 
-const TTL: u64 = 3;
-
 fn node(etcd: &Etcd, name: &str, failpoints: Option<&str>) -> TestPool {
-    let mut p = TestPool::init(&["a0:1G", "a1:1G"], "256K");
-    p.daemon_args = vec![
-        "--nbd".into(),
-        format!("127.0.0.1:{}", free_port()),
-        "--cluster".into(),
-        etcd.url(),
-        "--node".into(),
-        name.into(),
-        "--cluster-ttl".into(),
-        TTL.to_string(),
-    ];
-    match failpoints {
-        Some(f) => p.start_env(&[("FAILPOINTS", f)]),
-        None => p.start(),
-    }
-    p
-}
-
-fn entry(p: &TestPool, name: &str) -> Option<Value> {
-    p.cli_json(&["cluster", "volumes"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["name"] == name)
-        .cloned()
-}
-
-fn up(p: &TestPool, node: &str) -> bool {
-    p.cli_json(&["cluster", "nodes"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|n| n["name"] == node && n["state"] == "up")
+    start_node(etcd, name, &["a0:1G", "a1:1G"], &[], failpoints)
 }
 
 fn local_names(p: &TestPool) -> Vec<String> {
@@ -66,7 +33,7 @@ fn start_move(a: &TestPool, c: &TestPool) -> thread::JoinHandle<std::process::Ou
     let h = a.handle();
     let t = thread::spawn(move || h.cli(&["volume", "move", "mv", "--node", "b"]));
     wait_until("the move copying", Duration::from_secs(20), || {
-        entry(c, "mv").is_some_and(|v| {
+        catalog_entry(c, "mv").is_some_and(|v| {
             v["moving"]
                 .as_str()
                 .is_some_and(|m| m.contains("copying") && !m.contains(" 0 bytes"))
@@ -82,13 +49,13 @@ fn setup(etcd: &Etcd) -> (TestPool, TestPool, TestPool) {
     let c = node(etcd, "c", None);
     for p in [&a, &b, &c] {
         for n in ["a", "b", "c"] {
-            wait_until("nodes up", Duration::from_secs(20), || up(p, n));
+            wait_until("nodes up", Duration::from_secs(20), || node_up(p, n));
         }
     }
     a.create_volume("mv", "128M");
     write_pattern(&a.vol("mv"), 31, 0, 40 * MIB, true);
     wait_until("mv visible on c", Duration::from_secs(20), || {
-        c.vol("mv").exists() && entry(&a, "mv").is_some_and(|v| v["state"] == "ready")
+        c.vol("mv").exists() && catalog_entry(&a, "mv").is_some_and(|v| v["state"] == "ready")
     });
     (a, b, c)
 }
@@ -103,7 +70,7 @@ fn target_killed_mid_copy_leaves_the_volume_on_the_source_and_its_copy_dropped()
         "the target holds the copy while copying"
     );
     // The copy is hidden on the target: its mount shows the source's volume (forwarded).
-    assert_eq!(entry(&b, "mv").unwrap()["served"], "forwarded");
+    assert_eq!(catalog_entry(&b, "mv").unwrap()["served"], "forwarded");
     b.kill9();
     let out = mover.join().unwrap();
     assert!(
@@ -119,7 +86,7 @@ fn target_killed_mid_copy_leaves_the_volume_on_the_source_and_its_copy_dropped()
     // Owned and intact on the source; no move record left; I/O through c goes on.
     for p in [&a, &c] {
         wait_until("no move left", Duration::from_secs(10), || {
-            entry(p, "mv").is_some_and(|v| v["owner"] == "a" && v.get("moving").is_none())
+            catalog_entry(p, "mv").is_some_and(|v| v["owner"] == "a" && v.get("moving").is_none())
         });
     }
     verify_pattern(&a.vol("mv"), 31, 0, 40 * MIB, true);
@@ -136,7 +103,8 @@ fn target_killed_mid_copy_leaves_the_volume_on_the_source_and_its_copy_dropped()
     });
     assert!(!b.pool().join("cluster-moves.json").exists());
     wait_until("b forwards mv", Duration::from_secs(20), || {
-        entry(&b, "mv").is_some_and(|v| v["served"] == "forwarded" && v["available"] == true)
+        catalog_entry(&b, "mv")
+            .is_some_and(|v| v["served"] == "forwarded" && v["available"] == true)
     });
     verify_pattern(&b.vol("mv"), 32, 64 * MIB, 4 * MIB, true);
     // A second move, left to finish, works.
@@ -164,7 +132,7 @@ fn etcd_lost_until_the_switch_leaves_the_volume_on_the_source() {
     // drops its copy.
     for p in [&a, &c] {
         wait_until("no move left", Duration::from_secs(30), || {
-            entry(p, "mv").is_some_and(|v| v["owner"] == "a" && v.get("moving").is_none())
+            catalog_entry(p, "mv").is_some_and(|v| v["owner"] == "a" && v.get("moving").is_none())
         });
     }
     wait_until("b dropped its copy", Duration::from_secs(30), || {
@@ -173,4 +141,109 @@ fn etcd_lost_until_the_switch_leaves_the_volume_on_the_source() {
     verify_pattern(&c.vol("mv"), 31, 0, 40 * MIB, true);
     write_pattern(&c.vol("mv"), 33, 80 * MIB, 2 * MIB, true);
     verify_pattern(&a.vol("mv"), 33, 80 * MIB, 2 * MIB, true);
+}
+
+/// Replica redirection by the owner's real load (issue 17 item 5): array reads on `a` are made
+/// slow (`array::read::slow`, 20 ms each), so fio reading `a`'s volume keeps requests in
+/// flight at its arrays; `a`'s I/O load rises above its threshold (`--busy-above 1.5`), it
+/// reports itself busy, and `c`'s reads of group snapshot `s1` go to `b`. When fio stops the
+/// load falls and reads go back to `a`.
+#[test]
+fn a_loaded_owner_reports_itself_busy_and_snapshot_readers_go_to_the_other_site() {
+    let etcd = Etcd::start();
+    let arrays = &["a0:512M", "a1:512M"];
+    let a = start_node(
+        &etcd,
+        "a",
+        arrays,
+        &["--busy-above", "1.5"],
+        Some("array::read::slow=sleep(20)"),
+    );
+    let b = start_node(&etcd, "b", arrays, &[], None);
+    let c = start_node(&etcd, "c", arrays, &[], None);
+    a.set_budget(Duration::from_secs(600));
+    for p in [&a, &b, &c] {
+        for n in ["a", "b", "c"] {
+            wait_until("nodes up", Duration::from_secs(20), || node_up(p, n));
+        }
+    }
+    let remote = tempfile::tempdir().unwrap();
+    a.create_volume("data", "64M");
+    write_pattern(&a.vol("data"), 1, 0, 8 * MIB, true);
+    a.create_group("db", &["data"], remote.path());
+    b.cli_ok(&[
+        "group",
+        "attach",
+        "db",
+        "--remote",
+        remote.path().to_str().unwrap(),
+        "--rename",
+        "r-",
+    ]);
+    b.cli_ok(&["group", "wait", "db", "--consistent", "--timeout", "120"]);
+    a.cli_ok(&["group", "snapshot", "db", "s1"]);
+    wait_until(
+        "s1 on b, listed with both sites on c",
+        Duration::from_secs(30),
+        || {
+            catalog_entry(&c, "data").is_some_and(|e| {
+                e["replicas"]
+                    .as_array()
+                    .is_some_and(|r| r.iter().any(|r| r["snapshot"] == "s1"))
+            })
+        },
+    );
+    let busy = |p: &TestPool| node_entry(p, "a").is_some_and(|n| n["busy"] == true);
+    wait_until("a idle", Duration::from_secs(20), || !busy(&c));
+    let snap_c = c.mnt().join(".snapshots/data/s1");
+    let served = |p: &TestPool| -> String {
+        catalog_entry(p, "data").unwrap()["replicas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["snapshot"] == "s1")
+            .map(|r| format!("{} {}", r["served_by"], r["reason"]))
+            .unwrap()
+    };
+    verify_pattern(&snap_c, 1, 0, 4 * MIB, false);
+    assert!(served(&c).starts_with("\"a\""), "{}", served(&c));
+
+    // Load on a: 8 readers of a's volume, each read waiting 20 ms at the array.
+    let vol = a.vol("data");
+    let fio = thread::spawn(move || {
+        run(
+            std::process::Command::new(tool("fio")).args([
+                "--name=load",
+                &format!("--filename={}", vol.display()),
+                "--rw=randread",
+                "--bs=4k",
+                "--size=8M",
+                "--direct=1",
+                "--ioengine=libaio",
+                "--iodepth=16",
+                "--numjobs=2",
+                "--time_based",
+                "--runtime=15",
+            ]),
+            Duration::from_secs(60),
+        )
+    });
+    wait_until("a busy as c sees it", Duration::from_secs(14), || busy(&c));
+    let a_node = node_entry(&c, "a").unwrap();
+    assert!(
+        a_node["io_load"].as_f64().unwrap() > 1.5,
+        "busy with an I/O load of {}",
+        a_node["io_load"]
+    );
+    verify_pattern(&snap_c, 1, 0, 4 * MIB, false);
+    let s = served(&c);
+    assert!(
+        s.starts_with("\"b\"") && s.contains("is busy (I/O load"),
+        "{s}"
+    );
+    let out = fio.join().unwrap();
+    assert!(out.status.success(), "fio: {}", describe(&out));
+    wait_until("a idle again", Duration::from_secs(15), || !busy(&c));
+    verify_pattern(&snap_c, 1, 0, 4 * MIB, false);
+    assert!(served(&c).starts_with("\"a\""), "{}", served(&c));
 }

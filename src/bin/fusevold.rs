@@ -93,6 +93,11 @@ struct Args {
     /// lowest number first (then free space in the tier, then load).
     #[arg(long, value_name = "N", default_value_t = fusevol::cluster::records::DEFAULT_PRIORITY, requires = "cluster")]
     cluster_priority: u32,
+    /// This node reports itself busy while the requests in flight at its arrays, averaged
+    /// over 2 s, are above N: readers of group snapshots go to the group's other site
+    /// (`fusevol cluster set --busy-above N | --busy on|off|auto` changes it at run time).
+    #[arg(long, value_name = "N", default_value_t = fusevol::cluster::load::DEFAULT_BUSY_ABOVE, requires = "cluster")]
+    busy_above: f64,
 }
 
 /// `9187`, `:9187` → 127.0.0.1:9187; `0.0.0.0:9187`, `localhost:9187`, `[::1]:9187` as given.
@@ -157,6 +162,7 @@ fn main() -> ExitCode {
             ttl: a.cluster_ttl,
             address: a.cluster_address.clone(),
             priority: a.cluster_priority,
+            busy_above: a.busy_above,
         }),
     };
     match fusevol::daemon::run(opts) {

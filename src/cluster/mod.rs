@@ -15,12 +15,16 @@
 //! Without `--cluster` none of this runs and nothing changes.
 
 mod catalog;
+// Replica redirection: the node's I/O load, its busy flag, and which site serves a read of a
+// group snapshot.
+pub mod load;
 // `fusevol volume move`: data and ownership to another node.
 mod markers;
 pub mod moving;
 mod placement;
 pub mod records;
 pub mod remote;
+mod replicas;
 pub mod requests;
 mod session;
 // Spread volumes: one global volume from parts on several nodes.
@@ -55,6 +59,8 @@ pub struct ClusterOptions {
     pub ttl: u64,
     /// Placement priority of this node's pool (lower first; `--cluster-priority`).
     pub priority: u32,
+    /// Busy above this I/O load (`--busy-above`; `load`).
+    pub busy_above: f64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -158,6 +164,14 @@ pub struct ClusterNodeInfo {
     pub priority: u32,
     /// Volumes the catalog lists with this owner.
     pub volumes: u64,
+    /// The node's own I/O load (requests in flight at its arrays, 2 s average).
+    #[serde(default)]
+    pub io_load: f64,
+    /// The node reports itself busy: readers of group snapshots go to another site.
+    #[serde(default)]
+    pub busy: bool,
+    #[serde(default)]
+    pub busy_above: f64,
 }
 
 /// `fusevol cluster volumes`: one catalog entry.
@@ -186,6 +200,56 @@ pub struct ClusterVolumeInfo {
     /// A spread volume's parts (range → node, local volume).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub parts: Vec<records::PartEntry>,
+    /// Group snapshots of this volume held at another site too, and which site served this
+    /// node's reads of them (replica redirection).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<SnapshotReplicaInfo>,
+}
+
+/// A group snapshot held identically at several sites, as one node reads it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotReplicaInfo {
+    pub snapshot: String,
+    pub group: String,
+    /// Every site holding the image (the owner first).
+    pub sites: Vec<ReplicaSiteInfo>,
+    /// The site that served this node's last read of it, and why.
+    pub served_by: Option<String>,
+    pub reason: Option<String>,
+    /// Reads of it this node sent to each site (since the daemon started).
+    pub reads: std::collections::BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaSiteInfo {
+    pub node: String,
+    /// The snapshot there (`VOL@SNAP` in that node's pool).
+    pub export: String,
+    pub up: bool,
+    pub busy: bool,
+}
+
+/// Where one read of a snapshot goes (`Cluster::snapshot_route`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// The owner of the volume the reader opened (the usual way: no redirection).
+    Owner,
+    /// This node's own copy: snapshot `snapshot` of local volume `volume`.
+    Local { volume: String, snapshot: String },
+    /// Another node's copy, read over NBD.
+    Remote {
+        node: String,
+        address: String,
+        export: String,
+    },
+}
+
+/// What a node's reads of one group snapshot were served by.
+#[derive(Default)]
+struct Served {
+    reads: std::collections::BTreeMap<String, u64>,
+    last: String,
+    reason: String,
 }
 
 /// `fusevol cluster status`.
@@ -260,6 +324,12 @@ struct Inner {
     moved_ids: Mutex<HashMap<u64, String>>,
     /// Parts of spread volumes held here (kept in the pool directory).
     parts: spread::PartMarkers,
+    /// This node's I/O load and busy flag.
+    load: load::LoadGauge,
+    /// Woken when the busy flag changes: the registration is refreshed at once.
+    refresh: tokio::sync::Notify,
+    /// (global volume, snapshot) → which sites served this node's reads of it.
+    served: Mutex<HashMap<(String, String), Served>>,
 }
 
 /// Makes a volume in this node's pool for a request from another node: (name, size, tier)
@@ -354,6 +424,10 @@ impl Inner {
             started: self.started,
             pid: std::process::id(),
             priority: self.opts.priority,
+            // (Rounded: the registration is rewritten when the figure moves, not its noise.)
+            io_load: (self.load.io_load() * 10.0).round() / 10.0,
+            busy: self.load.busy(),
+            busy_above: self.load.busy_above(),
         }
     }
 }
@@ -370,6 +444,7 @@ impl Cluster {
             .build()?;
         let (stop, _) = tokio::sync::watch::channel(false);
         let st_dir = st.pool.dir.clone();
+        let opts_busy_above = opts.busy_above;
         let inner = Arc::new(Inner {
             opts,
             st,
@@ -386,6 +461,9 @@ impl Cluster {
             markers: moving::Markers::load(&st_dir, moving::MARKERS_FILE),
             moved_ids: Mutex::new(HashMap::new()),
             parts: spread::PartMarkers::load(&st_dir, spread::PARTS_FILE),
+            load: load::LoadGauge::new(opts_busy_above),
+            refresh: tokio::sync::Notify::new(),
+            served: Mutex::new(HashMap::new()),
         });
         let cluster = Arc::new(Cluster {
             inner: inner.clone(),
@@ -416,6 +494,28 @@ impl Cluster {
                     return;
                 }
                 c.remotes.reap(remote::IDLE_CLOSE);
+            })?;
+        // The I/O load: requests in flight at the arrays, sampled.
+        let weak = Arc::downgrade(&cluster);
+        std::thread::Builder::new()
+            .name("cluster-load".into())
+            .spawn(move || loop {
+                std::thread::sleep(load::SAMPLE_EVERY);
+                let Some(c) = weak.upgrade() else { return };
+                if c.inner.stopping() {
+                    return;
+                }
+                let now: u32 = c
+                    .inner
+                    .st
+                    .pool
+                    .arrays()
+                    .iter()
+                    .map(|a| a.in_flight.now())
+                    .sum();
+                if c.inner.load.sample(now) {
+                    c.announce_busy();
+                }
             })?;
         // Moves: finish or undo this node's part of those that are over.
         let weak = Arc::downgrade(&cluster);
@@ -743,18 +843,7 @@ impl Cluster {
                     .filter(|v| &v.rec.owner == name)
                     .count() as u64;
                 match cache.nodes.get(name) {
-                    Some(n) => ClusterNodeInfo {
-                        name: name.clone(),
-                        address: n.rec.address.clone(),
-                        state: "up".into(),
-                        pools: n.rec.pools.clone(),
-                        tiers: n.rec.tiers.clone(),
-                        capacity: n.rec.capacity,
-                        free: n.rec.free,
-                        load: n.rec.load,
-                        priority: n.rec.priority,
-                        volumes,
-                    },
+                    Some(n) => node_info(&n.rec, volumes),
                     None => ClusterNodeInfo {
                         name: name.clone(),
                         address: cache
@@ -770,10 +859,21 @@ impl Cluster {
                         load: 0.0,
                         priority: records::DEFAULT_PRIORITY,
                         volumes,
+                        io_load: 0.0,
+                        busy: false,
+                        busy_above: 0.0,
                     },
                 }
             })
             .collect()
+    }
+
+    /// This node as it registers now (its load and busy flag as of this moment).
+    pub fn this_node(&self) -> ClusterNodeInfo {
+        let cache = self.inner.cache.read();
+        let me = self.node();
+        let volumes = cache.volumes.values().filter(|v| v.rec.owner == me).count() as u64;
+        node_info(&self.inner.node_record(), volumes)
     }
 
     pub fn volumes(&self) -> Vec<ClusterVolumeInfo> {
@@ -822,8 +922,28 @@ impl Cluster {
                     moving: Cluster::move_progress(&cache, &r.name),
                     local_name: r.local_name.clone(),
                     parts: r.parts.clone(),
+                    replicas: self.replica_infos(&cache, r),
                 }
             })
             .collect()
+    }
+}
+
+/// `cluster nodes`: a node that is up, from its registration.
+fn node_info(n: &NodeRecord, volumes: u64) -> ClusterNodeInfo {
+    ClusterNodeInfo {
+        name: n.name.clone(),
+        address: n.address.clone(),
+        state: "up".into(),
+        pools: n.pools.clone(),
+        tiers: n.tiers.clone(),
+        capacity: n.capacity,
+        free: n.free,
+        load: n.load,
+        priority: n.priority,
+        volumes,
+        io_load: n.io_load,
+        busy: n.busy,
+        busy_above: n.busy_above,
     }
 }

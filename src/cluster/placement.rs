@@ -215,6 +215,9 @@ mod tests {
             started: 0,
             pid: 0,
             priority,
+            io_load: 0.0,
+            busy: false,
+            busy_above: 8.0,
         }
     }
 

@@ -15,7 +15,7 @@
 //!                                         in one transaction)
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -94,6 +94,16 @@ pub struct NodeRecord {
     /// The admin's priority of this node's pool for placement (lower first).
     #[serde(default = "default_priority")]
     pub priority: u32,
+    /// The node's own I/O load: requests in flight at its arrays, averaged over 2 s
+    /// (`cluster::load`).
+    #[serde(default)]
+    pub io_load: f64,
+    /// The node reports itself busy (load above `busy_above`, or set by the operator):
+    /// readers of group snapshots go to another site holding the same image.
+    #[serde(default)]
+    pub busy: bool,
+    #[serde(default)]
+    pub busy_above: f64,
 }
 
 pub const DEFAULT_PRIORITY: u32 = 100;
@@ -154,6 +164,37 @@ pub struct PartEntry {
 pub struct SnapshotEntry {
     pub name: String,
     pub size: u64,
+    /// A group snapshot: what makes it the same image as its copy at the other site of its
+    /// journal group (readers may be sent there: replica redirection).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<GroupTag>,
+}
+
+/// A group snapshot's identity at both sites: the group (its id, shared by both sites), the
+/// marker (epoch, sequence number) and the group's volume (its id at that epoch's primary).
+/// Two snapshots with the same tag and name hold the same image.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct GroupTag {
+    pub uid: u64,
+    /// The group's name (for people; not compared).
+    pub group: String,
+    pub epoch: u64,
+    pub seq: u64,
+    pub volume: u64,
+}
+
+/// What finds the copies of one group snapshot: its tag without the group's name, and the
+/// snapshot's name.
+pub type ReplicaKey = (u64, u64, u64, u64, String);
+
+pub fn replica_key(tag: &GroupTag, snapshot: &str) -> ReplicaKey {
+    (
+        tag.uid,
+        tag.epoch,
+        tag.seq,
+        tag.volume,
+        snapshot.to_string(),
+    )
 }
 
 pub const STATE_CREATING: &str = "creating";
@@ -175,6 +216,8 @@ pub struct Cache {
     pub moves: BTreeMap<String, Versioned<MoveRecord>>,
     /// The etcd revision the cache reflects.
     pub revision: i64,
+    /// Group snapshots → the catalog entries (volume names) listing one with that tag.
+    pub replicas: HashMap<ReplicaKey, BTreeSet<String>>,
 }
 
 impl Cache {
@@ -210,14 +253,14 @@ impl Cache {
                 }
             }
         } else if let Some(name) = key.strip_prefix(VOLUMES) {
-            match value.and_then(|v| parse::<VolumeRecord>(key, v)) {
-                Some(rec) => {
-                    self.volumes
-                        .insert(name.to_string(), Versioned { rec, mod_revision });
-                }
-                None => {
-                    self.volumes.remove(name);
-                }
+            let new = value.and_then(|v| parse::<VolumeRecord>(key, v));
+            if let Some(old) = self.volumes.remove(name) {
+                self.index_replicas(&old.rec, false);
+            }
+            if let Some(rec) = new {
+                self.index_replicas(&rec, true);
+                self.volumes
+                    .insert(name.to_string(), Versioned { rec, mod_revision });
             }
         } else if let Some(name) = key.strip_prefix(MOVES) {
             match value.and_then(|v| parse::<MoveRecord>(key, v)) {
@@ -234,6 +277,49 @@ impl Cache {
 
     pub fn node_up(&self, node: &str) -> bool {
         self.nodes.contains_key(node)
+    }
+
+    /// Add (or remove) the group snapshots of `rec` to the replica index.
+    fn index_replicas(&mut self, rec: &VolumeRecord, add: bool) {
+        for s in &rec.snapshots {
+            let Some(tag) = &s.group else { continue };
+            let key = replica_key(tag, &s.name);
+            if add {
+                self.replicas
+                    .entry(key)
+                    .or_default()
+                    .insert(rec.name.clone());
+            } else if let Some(set) = self.replicas.get_mut(&key) {
+                set.remove(&rec.name);
+                if set.is_empty() {
+                    self.replicas.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// The catalog entries other than `volume` holding snapshot `snap` of `volume`'s image
+    /// (the same group snapshot at another site).
+    pub fn replicas_of(&self, volume: &str, snap: &str) -> Vec<&VolumeRecord> {
+        let Some(rec) = self.volumes.get(volume).map(|v| &v.rec) else {
+            return vec![];
+        };
+        let Some(tag) = rec
+            .snapshots
+            .iter()
+            .find(|s| s.name == snap)
+            .and_then(|s| s.group.as_ref())
+        else {
+            return vec![];
+        };
+        self.replicas
+            .get(&replica_key(tag, snap))
+            .into_iter()
+            .flatten()
+            .filter(|n| n.as_str() != volume)
+            .filter_map(|n| self.volumes.get(n).map(|v| &v.rec))
+            .filter(|r| !r.spread() && r.state == STATE_READY && r.owner != rec.owner)
+            .collect()
     }
 }
 
@@ -256,6 +342,54 @@ mod tests {
     }
 
     #[test]
+    fn replicas_are_found_by_tag_and_name_and_forgotten_with_their_entry() {
+        let tag = GroupTag {
+            uid: 7,
+            group: "db".into(),
+            epoch: 1,
+            seq: 42,
+            volume: 3,
+        };
+        let snap = |name: &str, tag: Option<GroupTag>| SnapshotEntry {
+            name: name.into(),
+            size: 1 << 20,
+            group: tag,
+        };
+        let mut c = Cache::default();
+        let mut a = vol("data", "a");
+        a.snapshots = vec![snap("s1", Some(tag.clone())), snap("hand", None)];
+        let mut b = vol("r-data", "b");
+        b.snapshots = vec![snap("s1", Some(tag.clone()))];
+        // Same tag, another name: another image.
+        let mut c2 = vol("other", "c");
+        c2.snapshots = vec![snap("s2", Some(tag.clone()))];
+        for (i, r) in [&a, &b, &c2].into_iter().enumerate() {
+            let v = serde_json::to_vec(r).unwrap();
+            c.apply(&volume_key(&r.name), Some(&v), i as i64 + 1);
+        }
+        let names = |c: &Cache, v: &str, s: &str| {
+            c.replicas_of(v, s)
+                .iter()
+                .map(|r| r.name.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(&c, "data", "s1"), ["r-data"]);
+        assert_eq!(names(&c, "r-data", "s1"), ["data"]);
+        assert!(names(&c, "data", "hand").is_empty());
+        assert!(names(&c, "other", "s2").is_empty());
+        // The secondary's snapshot deleted: its entry is rewritten without it.
+        b.snapshots.clear();
+        c.apply(
+            &volume_key("r-data"),
+            Some(&serde_json::to_vec(&b).unwrap()),
+            9,
+        );
+        assert!(names(&c, "data", "s1").is_empty());
+        c.apply(&volume_key("data"), None, 10);
+        assert!(c.replicas.is_empty() || !c.replicas.values().any(|s| s.contains("data")));
+    }
+
+    #[test]
     fn cache_applies_puts_and_deletes_by_key() {
         let mut c = Cache::default();
         let v = serde_json::to_vec(&vol("v1", "a")).unwrap();
@@ -273,6 +407,9 @@ mod tests {
             started: 0,
             pid: 1,
             priority: DEFAULT_PRIORITY,
+            io_load: 0.0,
+            busy: false,
+            busy_above: 8.0,
         };
         c.apply(&node_key("a"), Some(&serde_json::to_vec(&n).unwrap()), 6);
         assert!(c.node_up("a"));

@@ -8,7 +8,7 @@ use std::time::Duration;
 use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, WatchOptions};
 
 use super::records::{
-    self, MemberRecord, SnapshotEntry, VolumeRecord, STATE_CREATING, STATE_READY,
+    self, GroupTag, MemberRecord, SnapshotEntry, VolumeRecord, STATE_CREATING, STATE_READY,
 };
 use super::{now_secs, Inner};
 use crate::snapshot::SPLIT_SNAPSHOT_PREFIX;
@@ -103,7 +103,12 @@ async fn session(inner: &Inner) -> EResult<()> {
             reconcile(inner, &mut c).await?;
             last_reconcile = tokio::time::Instant::now();
         }
-        if pause(inner, every).await {
+        // (A change of the busy flag wakes this early: readers elsewhere react to it.)
+        let woken = tokio::select! {
+            stop = pause(inner, every) => stop,
+            _ = inner.refresh.notified() => inner.stopping(),
+        };
+        if woken {
             return Ok(());
         }
         keeper.keep_alive().await?;
@@ -128,6 +133,9 @@ async fn session(inner: &Inner) -> EResult<()> {
             || now.capacity != node.capacity
             || (now.load - node.load).abs() >= 0.1
             || now.tiers != node.tiers
+            || now.busy != node.busy
+            || now.busy_above != node.busy_above
+            || (now.io_load - node.io_load).abs() >= 0.5
         {
             c.put(
                 records::node_key(&inner.opts.node),
@@ -151,6 +159,23 @@ async fn reconcile(inner: &Inner, c: &mut etcd_client::Client) -> EResult<()> {
     let locals = st.volumes.volume_list();
     let creating = inner.creating.lock().clone();
     let mut ops: Vec<Txn> = Vec::new();
+    // Group snapshots held here, by (local volume id, snapshot name): published with their
+    // tags so readers find the copy at the group's other site.
+    let tags: std::collections::HashMap<(u64, String), GroupTag> = st
+        .replication
+        .group_snapshots_here()
+        .into_iter()
+        .map(|g| {
+            let tag = GroupTag {
+                uid: g.uid,
+                group: g.group,
+                epoch: g.epoch,
+                seq: g.seq,
+                volume: g.primary_volume,
+            };
+            ((g.local_volume, g.snapshot), tag)
+        })
+        .collect();
     {
         let cache = inner.cache.read();
         for v in &locals {
@@ -170,6 +195,7 @@ async fn reconcile(inner: &Inner, c: &mut etcd_client::Client) -> EResult<()> {
                 .map(|s| SnapshotEntry {
                     name: s.name.clone(),
                     size: s.size,
+                    group: tags.get(&(v.id, s.name.clone())).cloned(),
                 })
                 .collect();
             snapshots.sort_by(|a, b| a.name.cmp(&b.name));

@@ -96,6 +96,14 @@ pub enum Request {
     ClusterNodes,
     /// The cluster's catalog of volumes; answers `Vec<ClusterVolumeInfo>`.
     ClusterVolumes,
+    /// This node's busy threshold and/or the operator's override of its busy flag (replica
+    /// redirection); answers this node's `ClusterNodeInfo` as it registers now.
+    ClusterSet {
+        #[serde(default)]
+        busy_above: Option<crate::cluster::load::Threshold>,
+        #[serde(default)]
+        busy: Option<crate::cluster::load::BusyMode>,
+    },
     /// Take a snapshot of a volume; answers `SnapshotInfo`.
     SnapshotCreate { volume: String, name: String },
     /// Snapshots of one volume, or of all volumes; answers `Vec<SnapshotInfo>` (oldest first).

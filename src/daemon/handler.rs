@@ -150,6 +150,12 @@ impl Handler {
             Request::ClusterStatus => ok(self.cluster()?.status(), vec![]),
             Request::ClusterNodes => ok(self.cluster()?.nodes(), vec![]),
             Request::ClusterVolumes => ok(self.cluster()?.volumes(), vec![]),
+            Request::ClusterSet { busy_above, busy } => {
+                let c = self.cluster()?;
+                c.set_busy(busy_above.map(|t| t.0), busy)
+                    .map_err(PoolError::Invalid)?;
+                ok(c.this_node(), vec![])
+            }
             Request::Ping | Request::PoolInfo => {
                 ok(status::pool_info(st, &self.mountpoint), vec![])
             }

@@ -68,6 +68,8 @@ pub struct ClusterJoin {
     pub address: Option<String>,
     /// Placement priority of this node's pool (lower first).
     pub priority: u32,
+    /// Busy threshold: requests in flight at the arrays (`cluster::load`).
+    pub busy_above: f64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -199,6 +201,7 @@ fn cluster_options(
         address,
         ttl: j.ttl,
         priority: j.priority,
+        busy_above: j.busy_above,
     })
 }
 

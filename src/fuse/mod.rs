@@ -18,7 +18,7 @@ use fuser::{
     ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, Request, WriteFlags,
 };
 
-use crate::cluster::{Cluster, RemoteError, RemoteSnapshot, RemoteVolume};
+use crate::cluster::{Cluster, RemoteError, RemoteSnapshot, RemoteVolume, Route};
 use crate::pool::PoolError;
 use crate::snapshot::Snapshot;
 use crate::storage::{CopyFrom, Storage};
@@ -324,6 +324,70 @@ impl FuseFs {
         }
     }
 
+    /// This node's own copy of a group snapshot when `route` says to read it here.
+    fn local_replica(&self, route: Option<&Route>) -> Option<Node> {
+        let Some(Route::Local { volume, snapshot }) = route else {
+            return None;
+        };
+        let v = self.st.volumes.volume(volume)?;
+        let s = self.st.snapshots.reg.read().get(v.id, snapshot).cloned()?;
+        Some(Node::Snapshot(s))
+    }
+
+    /// Read snapshot `s` of another node's volume from the site `snapshot_route` picks: its
+    /// owner, or another node holding the same group snapshot while the owner is busy or down
+    /// (replica redirection). A replica that fails is not the last word: the owner is asked.
+    fn read_remote_snapshot(
+        &self,
+        s: &RemoteSnapshot,
+        route: Option<Route>,
+        offset: u64,
+        size: u32,
+    ) -> Result<Vec<u8>, Errno> {
+        let mut buf = vec![0u8; size as usize];
+        if let Some(Route::Remote {
+            node,
+            address,
+            export,
+        }) = route
+        {
+            if let Ok(n) = self.read_replica(&node, &address, &export, s.size, offset, &mut buf) {
+                buf.truncate(n);
+                return Ok(buf);
+            }
+        }
+        let read =
+            |c: &Cluster, t: &crate::cluster::Target| c.remotes.read(t, s.size, offset, &mut buf);
+        let n = self.forward_to(&s.volume, &s.export, read)?;
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    /// One read of `export` on `node` (a copy of a group snapshot at another site).
+    fn read_replica(
+        &self,
+        node: &str,
+        address: &str,
+        export: &str,
+        size: u64,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<usize, RemoteError> {
+        let c = self.cluster.as_ref().ok_or(RemoteError::Unavailable {
+            volume: export.to_string(),
+            node: node.to_string(),
+        })?;
+        let t = crate::cluster::Target {
+            volume: export,
+            node,
+            address,
+            export,
+        };
+        c.remotes.read(&t, size, offset, buf).inspect_err(|e| {
+            log::warn!("{e}; reading the snapshot from its owner instead");
+        })
+    }
+
     fn snapshot_attr(&self, s: &Snapshot) -> FileAttr {
         let created = UNIX_EPOCH + Duration::from_secs(s.created);
         let blocks = s.mapped_extents() * self.st.pool.extent_size / 512;
@@ -612,16 +676,49 @@ impl Filesystem for FuseFs {
                 };
             }
             Some(Node::RemoteSnapshot(s)) => {
-                let mut buf = vec![0u8; size as usize];
-                let read = |c: &Cluster, t: &crate::cluster::Target| {
-                    c.remotes.read(t, s.size, offset, &mut buf)
-                };
-                return match self.forward_to(&s.volume, &s.export, read) {
-                    Ok(n) => reply.data(&buf[..n]),
-                    Err(e) => reply.error(e),
-                };
+                let route = self
+                    .cluster
+                    .as_ref()
+                    .and_then(|c| c.snapshot_route(&s.volume.name, &s.name));
+                match self.local_replica(route.as_ref()) {
+                    // This node holds the same group snapshot: read it here.
+                    Some(local) => local,
+                    None => {
+                        return match self.read_remote_snapshot(&s, route, offset, size) {
+                            Ok(buf) => reply.data(&buf),
+                            Err(e) => reply.error(e),
+                        }
+                    }
+                }
             }
-            Some(n @ (Node::Volume(_) | Node::Snapshot(_))) => n,
+            Some(Node::Snapshot(s)) => {
+                match self.cluster.as_ref().and_then(|c| c.redirect_local(&s)) {
+                    // This node is busy and another site holds the same group snapshot.
+                    Some(Route::Remote {
+                        node,
+                        address,
+                        export,
+                    }) => {
+                        let mut buf = vec![0u8; size as usize];
+                        return match self
+                            .read_replica(&node, &address, &export, s.size, offset, &mut buf)
+                        {
+                            Ok(n) => reply.data(&buf[..n]),
+                            Err(_) => {
+                                // The other site failed: this node still has the image.
+                                let st = self.st.clone();
+                                let node = Node::Snapshot(s);
+                                self.dispatch.run(move |_inflight| {
+                                    serve_read(&st, &node, offset, size, reply)
+                                });
+                                return;
+                            }
+                        };
+                    }
+                    _ => Node::Snapshot(s),
+                }
+            }
+            Some(n @ Node::Volume(_)) => n,
             Some(_) => return reply.error(Errno::EISDIR),
             None => return reply.error(Errno::ENOENT),
         };

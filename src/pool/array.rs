@@ -37,6 +37,8 @@ pub struct Array {
     sync_failed: AtomicBool,
     /// What the daemon read from and wrote to this file (`fusevol stats --arrays`).
     pub stats: crate::stats::ArrayStats,
+    /// Requests on this file in progress now (always counted: a cluster node's I/O load).
+    pub in_flight: crate::stats::InFlight,
 }
 
 /// Create a new array file: sparse, header written and synced.
@@ -184,6 +186,7 @@ impl Array {
             dirty: AtomicBool::new(false),
             sync_failed: AtomicBool::new(false),
             stats: Default::default(),
+            in_flight: Default::default(),
         }
     }
 
@@ -210,6 +213,7 @@ impl Array {
             dirty: AtomicBool::new(false),
             sync_failed: AtomicBool::new(false),
             stats: Default::default(),
+            in_flight: Default::default(),
         }
     }
 
@@ -252,6 +256,9 @@ impl Array {
             (Access::Random, Some(rf)) => rf,
             _ => self.f()?,
         };
+        let _busy = self.in_flight.enter();
+        // Tests make the disk slow here (`sleep(MS)`): the node's I/O load rises.
+        fail::fail_point!("array::read::slow");
         let t0 = ArrayStats::clock();
         let r = read_full(f, buf, self.file_offset(index, offset));
         self.stats.read(t0, buf.len() as u64, r.is_ok());
@@ -265,6 +272,7 @@ impl Array {
         )));
         let f = self.f()?;
         self.dirty.store(true, Ordering::Release);
+        let _busy = self.in_flight.enter();
         let t0 = ArrayStats::clock();
         let r = crate::fsio::pwrite(f, data, self.file_offset(index, offset));
         self.stats.write(t0, data.len() as u64, r.is_ok());
@@ -286,6 +294,7 @@ impl Array {
         }
         let (from, to) = (self.f()?, dst.f()?);
         dst.dirty.store(true, Ordering::Release);
+        let _busy = dst.in_flight.enter();
         let t0 = ArrayStats::clock();
         let r = crate::fsio::copy_range(
             from,
@@ -324,6 +333,7 @@ impl Array {
             self.sync_failed.store(true, Ordering::Release);
             Err(io::Error::from_raw_os_error(libc::EIO))
         });
+        let _busy = self.in_flight.enter();
         let t0 = ArrayStats::clock();
         let r = crate::fsio::fdatasync(self.f()?);
         self.stats.sync(t0, r.is_ok());

@@ -472,7 +472,8 @@ impl Replication {
             }
         }
         let guards = self.wait_initial_copy(&g, &vols)?;
-        g.journal()
+        let seq = g
+            .journal()
             .append(
                 RecordKind::Marker,
                 0,
@@ -481,12 +482,21 @@ impl Replication {
                 &JournalRecord::name_payload(snap),
             )
             .map_err(|e| ReplicationError::journal(name, e).into_pool())?;
+        // (At or after the record's own time: a restore by time never takes it too early.)
+        let time = crate::journal::now_ns();
         let mut log = self.pool.meta.lock();
+        let mut taken = Vec::with_capacity(vols.len());
         for v in &vols {
-            self.snapshots.snapshot_locked(&mut log, v, snap)?;
+            let s = self.snapshots.snapshot_locked(&mut log, v, snap)?;
+            taken.push((v.id, v.id, s.id));
         }
         drop(log);
         drop(guards);
+        // The primary remembers its group snapshots as the secondary does (name, sequence
+        // number, epoch, snapshot ids): the same image at both sites, which a cluster lets
+        // readers take from either site (`cluster::replicas`).
+        super::pitr::note_own_marker(self, &g, snap, seq, time, taken);
+        self.put_group(&g)?;
         log::info!(
             "group '{name}': snapshot '{snap}' of {} volumes",
             vols.len()

@@ -385,6 +385,77 @@ pub(crate) fn note_marker(r: &Replication, g: &Group, rec: &JournalRecord, name:
     });
 }
 
+/// Primary: group snapshot `name` was taken at marker `seq` (its snapshots `volumes`:
+/// (volume id, volume id, snapshot id)); remember it like an applied marker.
+pub(crate) fn note_own_marker(
+    r: &Replication,
+    g: &Group,
+    name: &str,
+    seq: u64,
+    time: u64,
+    volumes: Vec<(u64, u64, u64)>,
+) {
+    let mut gr = g.rec.lock();
+    gr.ext.pitr.markers.retain(|m| marker_usable(r, m));
+    let epoch = gr.epoch;
+    gr.ext.pitr.note_marker(MarkerSeen {
+        name: name.to_string(),
+        seq,
+        time,
+        epoch,
+        // `group snapshot` waits for the initial copy: the secondary's image is whole.
+        consistent: true,
+        volumes,
+    });
+}
+
+/// A group snapshot held here, by what makes it the same image at both sites of its group:
+/// the group, the marker's epoch and sequence number, and the group's volume (its id at the
+/// primary of that epoch).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupSnapshotHere {
+    pub uid: u64,
+    pub group: String,
+    pub epoch: u64,
+    pub seq: u64,
+    pub primary_volume: u64,
+    /// The volume here and the snapshot's name.
+    pub local_volume: u64,
+    pub snapshot: String,
+}
+
+impl Replication {
+    /// Every group snapshot of this pool that is a whole group image (taken here as the
+    /// primary, or applied here from a marker after the initial copy) and still exists.
+    pub fn group_snapshots_here(&self) -> Vec<GroupSnapshotHere> {
+        let groups: Vec<Arc<Group>> = self.groups.read().values().cloned().collect();
+        let mut out = Vec::new();
+        for g in groups {
+            let markers = g.rec.lock().ext.pitr.markers.clone();
+            for m in markers.iter().filter(|m| m.consistent) {
+                for &(pid, lid, sid) in &m.volumes {
+                    let ok = self
+                        .snapshots
+                        .snapshot_by_id(sid)
+                        .is_some_and(|s| s.volume == lid && s.name == m.name);
+                    if ok {
+                        out.push(GroupSnapshotHere {
+                            uid: g.uid,
+                            group: g.name.clone(),
+                            epoch: m.epoch,
+                            seq: m.seq,
+                            primary_volume: pid,
+                            local_volume: lid,
+                            snapshot: m.name.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
 /// Apply `opts` to a group's settings (absent fields unchanged).
 pub(crate) fn set_options(rec: &mut PitrRec, opts: &PitrOptions) -> Result<(), ReplicationError> {
     if let Some(d) = opts.apply_delay {

@@ -31,6 +31,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
 
+pub mod cluster;
 pub mod etcd;
 pub mod images;
 pub mod sites;

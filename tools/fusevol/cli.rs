@@ -348,8 +348,26 @@ pub(crate) enum ClusterCmd {
     Status,
     /// Every node that joined: up or down, address, capacity, free space, load
     Nodes,
-    /// The catalog: every volume of the cluster, its owner, and whether it is available
+    /// The catalog: every volume of the cluster, its owner, and whether it is available;
+    /// group snapshots held at two sites, and which site served this node's reads of them
     Volumes,
+    /// This node's busy threshold or flag (readers of group snapshots go to the group's other
+    /// site while the owner is busy)
+    Set {
+        /// Busy while the requests in flight at this node's arrays, averaged over 2 s, are
+        /// above N
+        #[arg(long, value_name = "N")]
+        busy_above: Option<f64>,
+        /// `on`: busy now (send readers elsewhere, e.g. for maintenance); `off`: never busy;
+        /// `auto`: by the threshold
+        #[arg(long, value_name = "on|off|auto", value_parser = parse_busy)]
+        busy: Option<fusevol::cluster::load::BusyMode>,
+    },
+}
+
+fn parse_busy(s: &str) -> Result<fusevol::cluster::load::BusyMode, String> {
+    fusevol::cluster::load::BusyMode::parse(s)
+        .ok_or_else(|| format!("'{s}': expected on, off or auto"))
 }
 
 #[derive(Subcommand)]

@@ -47,44 +47,28 @@ pub(crate) fn cluster(ctx: &Ctx, cmd: ClusterCmd) -> Result<(), Failure> {
             )
         }),
         ClusterCmd::Nodes => ctx.request(Request::ClusterNodes, |rows: Vec<ClusterNodeInfo>| {
-            let rows = rows
-                .iter()
-                .map(|n| {
-                    vec![
-                        n.name.clone(),
-                        n.state.clone(),
-                        n.address.clone(),
-                        n.tiers
-                            .iter()
-                            .map(|t| t.tier.clone())
-                            .collect::<Vec<_>>()
-                            .join(","),
-                        format_size(n.capacity),
-                        format_size(n.free),
-                        format!("{:.2}", n.load),
-                        n.volumes.to_string(),
-                    ]
-                })
-                .collect();
-            let header = [
-                ("NODE", L),
-                ("STATE", L),
-                ("ADDRESS", L),
-                ("TIERS", L),
-                ("CAPACITY", R),
-                ("FREE", R),
-                ("LOAD", R),
-                ("VOLUMES", R),
-            ];
-            print!("{}", table(&header, rows));
+            print_nodes(&rows)
         }),
-        ClusterCmd::Volumes => {
-            ctx.request(Request::ClusterVolumes, |rows: Vec<ClusterVolumeInfo>| {
-                if rows.is_empty() {
+        ClusterCmd::Set { busy_above, busy } => {
+            if busy_above.is_none() && busy.is_none() {
+                return Err(Failure::Usage(
+                    "cluster set: give --busy-above N and/or --busy on|off|auto".into(),
+                ));
+            }
+            let req = Request::ClusterSet {
+                busy_above: busy_above.map(fusevol::cluster::load::Threshold),
+                busy,
+            };
+            ctx.request(req, |n: ClusterNodeInfo| print_nodes(&[n]))
+        }
+        ClusterCmd::Volumes => ctx.request(
+            Request::ClusterVolumes,
+            |rows_in: Vec<ClusterVolumeInfo>| {
+                if rows_in.is_empty() {
                     println!("no volumes in the cluster catalog");
                     return;
                 }
-                let rows = rows
+                let rows = rows_in
                     .iter()
                     .map(|v| {
                         vec![
@@ -117,7 +101,104 @@ pub(crate) fn cluster(ctx: &Ctx, cmd: ClusterCmd) -> Result<(), Failure> {
                     ("MOVE", L),
                 ];
                 print!("{}", table(&header, rows));
-            })
-        }
+                print_replicas(&rows_in);
+            },
+        ),
     }
+}
+
+fn print_nodes(rows: &[ClusterNodeInfo]) {
+    let rows = rows
+        .iter()
+        .map(|n| {
+            vec![
+                n.name.clone(),
+                n.state.clone(),
+                n.address.clone(),
+                n.tiers
+                    .iter()
+                    .map(|t| t.tier.clone())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                format_size(n.capacity),
+                format_size(n.free),
+                format!("{:.2}", n.load),
+                format!("{:.1}", n.io_load),
+                if n.state != "up" {
+                    "-".into()
+                } else if n.busy {
+                    format!("yes (> {:.1})", n.busy_above)
+                } else {
+                    format!("no (<= {:.1})", n.busy_above)
+                },
+                n.volumes.to_string(),
+            ]
+        })
+        .collect();
+    let header = [
+        ("NODE", L),
+        ("STATE", L),
+        ("ADDRESS", L),
+        ("TIERS", L),
+        ("CAPACITY", R),
+        ("FREE", R),
+        ("LOAD", R),
+        ("IO-LOAD", R),
+        ("BUSY", L),
+        ("VOLUMES", R),
+    ];
+    print!("{}", table(&header, rows));
+}
+
+/// Group snapshots held at several sites, and which site served this node's reads.
+fn print_replicas(rows: &[ClusterVolumeInfo]) {
+    let lines: Vec<Vec<String>> = rows
+        .iter()
+        .flat_map(|v| {
+            v.replicas.iter().map(move |r| {
+                vec![
+                    format!("{}@{}", v.name, r.snapshot),
+                    r.group.clone(),
+                    r.sites
+                        .iter()
+                        .map(|s| {
+                            let state = if !s.up {
+                                " down"
+                            } else if s.busy {
+                                " busy"
+                            } else {
+                                ""
+                            };
+                            format!("{}:{}{state}", s.node, s.export)
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    match (&r.served_by, &r.reason) {
+                        (Some(n), Some(why)) => format!("{n} ({why})"),
+                        _ => "- (not read here yet)".into(),
+                    },
+                    r.reads
+                        .iter()
+                        .map(|(n, c)| format!("{n}={c}"))
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                ]
+            })
+        })
+        .collect();
+    if lines.is_empty() {
+        return;
+    }
+    println!();
+    println!(
+        "Group snapshots held at several sites (reads go to another site while the owner is busy):"
+    );
+    let header = [
+        ("SNAPSHOT", L),
+        ("GROUP", L),
+        ("SITES", L),
+        ("LAST SERVED BY", L),
+        ("READS HERE", L),
+    ];
+    print!("{}", table(&header, lines));
 }
