@@ -893,14 +893,34 @@ fn spread_volume_across_two_nodes_passes_fio_verify_through_a_third_node_and_an_
     );
     assert!(out.status.success(), "cmp via b and c: {}", describe(&out));
 
-    // Resize is refused, naming why.
-    let out = c.cli(&["volume", "resize", "sp", "--size", "512M"]);
+    // Shrinking is refused, naming why; growing (from a node other than the one that made
+    // it) adds a part after the end, every mount shows the new size, the data stays.
+    let out = c.cli(&["volume", "resize", "sp", "--size", "128M"]);
     assert!(!out.status.success());
     assert!(
-        text(&out.stderr).contains("spread over nodes"),
+        text(&out.stderr).contains("shrinking a spread volume is not supported"),
         "{}",
         describe(&out)
     );
+    let out = a.cli_ok(&["volume", "resize", "sp", "--size", "320M"]);
+    assert!(out.contains("335544320"), "{out}");
+    for p in [&a, &b, &c] {
+        wait_until("grown spread volume", Duration::from_secs(20), || {
+            std::fs::metadata(p.vol("sp")).unwrap().len() == 320 * MIB
+        });
+    }
+    let e = catalog_entry(&b, "sp").unwrap();
+    let grown = e["parts"].as_array().unwrap();
+    assert_eq!(grown.len(), 3, "{e}");
+    assert_eq!(&grown[..2], &parts[..], "the old parts stay as they were");
+    assert_eq!(grown[2]["offset"], 256 * MIB);
+    assert_eq!(grown[2]["size"], 64 * MIB);
+    assert!(grown.iter().all(|p| p["local_id"].as_u64().unwrap() > 0));
+    verify_pattern(&c.vol("sp"), 41, 120 * MIB, 16 * MIB, true);
+    write_pattern(&b.vol("sp"), 43, 250 * MIB, 70 * MIB, true);
+    verify_pattern(&c.vol("sp"), 43, 250 * MIB, 70 * MIB, true);
+    verify_pattern(&a.vol("sp"), 43, 250 * MIB, 70 * MIB, true);
+    let parts = &grown.clone();
 
     // Without --spread, a volume larger than any node's free space is spread too.
     let out = a.cli_ok(&["volume", "create", "auto", "--size", "3G", "--tier", "fast"]);

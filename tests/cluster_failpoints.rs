@@ -10,10 +10,9 @@ mod common;
 use std::thread;
 use std::time::Duration;
 
-use common::cluster::{catalog_entry, node_entry, node_up, start_node, TTL};
+use common::cluster::{catalog_entry, node_entry, node_up, start_node};
 use common::etcd::Etcd;
 use common::*;
-use serde_json::Value;
 
 fn node(etcd: &Etcd, name: &str, failpoints: Option<&str>) -> TestPool {
     start_node(etcd, name, &["a0:1G", "a1:1G"], &[], failpoints)

@@ -250,16 +250,6 @@ impl Cluster {
     ) -> Result<T, ClusterError> {
         let inner = self.inner.clone();
         let op = format!("resize volume '{name}'");
-        if let Some(v) = self.inner.cache.read().volumes.get(name) {
-            if v.rec.spread() {
-                let nodes: Vec<&str> = v.rec.parts.iter().map(|p| p.node.as_str()).collect();
-                return Err(ClusterError::Pool(PoolError::Invalid(format!(
-                    "volume '{name}' is spread over nodes {}: resizing a spread volume is not \
-                     supported (create a new volume of the size wanted and copy the data)",
-                    nodes.join(", ")
-                ))));
-            }
-        }
         let cur = self.block_on(&op, owned(&inner, name, &op))?;
         let (out, size) = resize()?;
         if let Some((mut rec, rev)) = cur {

@@ -330,6 +330,9 @@ struct Inner {
     refresh: tokio::sync::Notify,
     /// (global volume, snapshot) → which sites served this node's reads of it.
     served: Mutex<HashMap<(String, String), Served>>,
+    /// Spread volumes this node made whose entry lists parts past their size (a grow under
+    /// way on some node, or one that died): since when (the reconcile drops them when old).
+    grow_seen: Mutex<HashMap<String, std::time::Instant>>,
 }
 
 /// Makes a volume in this node's pool for a request from another node: (name, size, tier)
@@ -464,6 +467,7 @@ impl Cluster {
             load: load::LoadGauge::new(opts_busy_above),
             refresh: tokio::sync::Notify::new(),
             served: Mutex::new(HashMap::new()),
+            grow_seen: Mutex::new(HashMap::new()),
         });
         let cluster = Arc::new(Cluster {
             inner: inner.clone(),

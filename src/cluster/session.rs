@@ -17,6 +17,9 @@ use crate::snapshot::SPLIT_SNAPSHOT_PREFIX;
 const RETRY: Duration = Duration::from_secs(1);
 /// The catalog is reconciled with the local pool this often.
 const RECONCILE_EVERY: Duration = Duration::from_secs(3);
+/// Parts a grow of a spread volume listed past its size for this long belong to a grow that
+/// died (a live one makes its parts within the request timeouts, well under this).
+const GROW_ABANDONED: Duration = Duration::from_secs(120);
 
 type EResult<T> = Result<T, etcd_client::Error>;
 
@@ -266,6 +269,54 @@ async fn reconcile(inner: &Inner, c: &mut etcd_client::Client) -> EResult<()> {
                         );
                     }
                 }
+            }
+        }
+        // A grow of a spread volume made here that died half-way: its parts past the size are
+        // unlisted (their nodes then delete them) once they have been listed for long.
+        {
+            let mut seen = inner.grow_seen.lock();
+            seen.retain(|n, _| {
+                cache
+                    .volumes
+                    .get(n)
+                    .is_some_and(|e| e.rec.parts.iter().any(|p| p.offset >= e.rec.size))
+            });
+            for (name, e) in &cache.volumes {
+                let r = &e.rec;
+                if &r.owner != me
+                    || !r.spread()
+                    || r.state != STATE_READY
+                    || creating.contains(name)
+                    || !r.parts.iter().any(|p| p.offset >= r.size)
+                {
+                    continue;
+                }
+                let since = *seen
+                    .entry(name.clone())
+                    .or_insert_with(std::time::Instant::now);
+                if since.elapsed() < GROW_ABANDONED {
+                    continue;
+                }
+                let mut kept = r.clone();
+                kept.parts.retain(|p| p.offset < r.size);
+                let key = records::volume_key(name);
+                log::warn!(
+                    "cluster: spread volume '{name}': a grow left parts past its size for {} s; unlisting them",
+                    GROW_ABANDONED.as_secs()
+                );
+                ops.push(
+                    Txn::new()
+                        .when([Compare::mod_revision(
+                            key.clone(),
+                            CompareOp::Equal,
+                            e.mod_revision,
+                        )])
+                        .and_then([TxnOp::put(
+                            key,
+                            serde_json::to_vec(&kept).expect("serialize"),
+                            None,
+                        )]),
+                );
             }
         }
         for (name, e) in &cache.volumes {

@@ -151,9 +151,126 @@ impl Cluster {
         // (1) Take the name with the plan.
         let taken = self.take_name(&op, &rec)?;
         // (2) Make each part on its node.
+        let made = self.make_parts(name, tier, &mut rec.parts);
+        let tiers = match made {
+            Ok(t) => t,
+            Err(e) => {
+                // Give the name back; the parts made are deleted by their nodes' cleanup (the
+                // entry no longer lists them), this node's at once.
+                self.give_back_name(&op, name, taken);
+                self.cleanup_parts();
+                return Err(e);
+            }
+        };
+        // (3) Publish it ready.
+        if rec.tier.is_empty() {
+            rec.tier = tiers.first().cloned().unwrap_or_default();
+        }
+        rec.state = STATE_READY.into();
+        self.block_on(&op, super::catalog::put_if(&inner, &rec, taken, &op))?;
+        log::info!(
+            "cluster: spread volume '{name}' created: {}",
+            describe_parts(&rec.parts)
+        );
+        Ok(rec)
+    }
+
+    /// Grow spread volume `name` (from any node) to `new_size` bytes with new parts, placed as
+    /// a create places them, after its end: (1) a transaction comparing the revision read
+    /// lists them (local ids 0, past the volume's size: no I/O reaches them yet, and every
+    /// node's cleanup leaves them alone); (2) each node makes its part; (3) a transaction
+    /// comparing the revision of (1) sets their ids and the new size. A grow that fails puts
+    /// the entry back as it was (and if even that fails, the reconcile of the node that made
+    /// the entry drops parts past the size). Shrinking is refused: the last parts hold data.
+    pub fn grow_spread(&self, name: &str, new_size: u64) -> Result<VolumeRecord, ClusterError> {
+        let inner = self.inner.clone();
+        let op = format!("resize spread volume '{name}'");
+        let Some((rec, rev)) = self.block_on(&op, super::catalog::read_entry(&inner, name, &op))?
+        else {
+            return Err(ClusterError::Pool(PoolError::NotFound(format!(
+                "volume '{name}' does not exist"
+            ))));
+        };
+        let nodes = || {
+            let mut n: Vec<&str> = rec.parts.iter().map(|p| p.node.as_str()).collect();
+            n.dedup();
+            n.join(", ")
+        };
+        if !rec.spread() {
+            return Err(ClusterError::Pool(PoolError::Invalid(format!(
+                "volume '{name}' is not a spread volume"
+            ))));
+        }
+        if rec.state != STATE_READY || rec.parts.iter().any(|p| p.local_id == 0) {
+            return Err(ClusterError::Pool(PoolError::Busy(format!(
+                "volume '{name}' is being created or resized; try again"
+            ))));
+        }
+        if new_size < rec.size {
+            return Err(ClusterError::Pool(PoolError::Invalid(format!(
+                "volume '{name}' is spread over nodes {}: shrinking a spread volume is not \
+                 supported (its last parts hold data); grow it, or create a smaller volume and \
+                 copy the data",
+                nodes()
+            ))));
+        }
+        if new_size == rec.size {
+            return Ok(rec);
+        }
+        let tier = (!rec.tier.is_empty()).then_some(rec.tier.as_str());
+        let plan = self.plan_spread(new_size - rec.size, tier, false)?;
+        let tag = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0);
+        let first = rec.parts.len();
+        let mut grown = rec.clone();
+        let mut offset = rec.size;
+        for (i, (node, bytes)) in plan.iter().enumerate() {
+            grown.parts.push(PartEntry {
+                offset,
+                size: *bytes,
+                node: node.clone(),
+                local_name: part_name(name, first + i, tag),
+                local_id: 0,
+            });
+            offset += bytes;
+        }
+        inner.creating.lock().insert(name.to_string());
+        let _done = Finally(|| {
+            inner.creating.lock().remove(name);
+        });
+        // (1) List the new parts.
+        let listed = self.block_on(&op, super::catalog::put_if(&inner, &grown, rev, &op))?;
+        // (2) Make them.
+        if let Err(e) = self.make_parts(name, tier, &mut grown.parts[first..]) {
+            if let Err(g) = self.block_on(&op, super::catalog::put_if(&inner, &rec, listed, &op)) {
+                log::warn!("cluster: {op} failed and its parts could not be unlisted yet ({g}); the next reconcile drops them");
+            }
+            self.cleanup_parts();
+            return Err(e);
+        }
+        // (3) The new size.
+        grown.size = new_size;
+        self.block_on(&op, super::catalog::put_if(&inner, &grown, listed, &op))?;
+        log::info!(
+            "cluster: spread volume '{name}' grown to {new_size} bytes: {}",
+            describe_parts(&grown.parts)
+        );
+        Ok(grown)
+    }
+
+    /// Make each of `parts` (local ids 0) of spread volume `name` on its node, filling in
+    /// their local ids; returns their tiers. The first failure stops it, naming the part.
+    fn make_parts(
+        &self,
+        name: &str,
+        tier: Option<&str>,
+        parts: &mut [PartEntry],
+    ) -> Result<Vec<String>, ClusterError> {
+        let me = self.inner.opts.node.clone();
         let mut tiers = Vec::new();
-        let mut failed = None;
-        for p in rec.parts.iter_mut() {
+        for p in parts.iter_mut() {
             let made = if p.node == me {
                 self.make_part(&me, name, &p.local_name, p.size, tier)
                     .map_err(ClusterError::Pool)
@@ -175,7 +292,7 @@ impl Cluster {
                 }
                 Err(e) => {
                     let e = e.into_pool_error();
-                    failed = Some(ClusterError::Pool(match e {
+                    return Err(ClusterError::Pool(match e {
                         PoolError::NoSpace(m) => PoolError::NoSpace(format!(
                             "volume '{name}': part {} on node '{}': {m}",
                             p.local_name, p.node
@@ -193,28 +310,10 @@ impl Cluster {
                             p.local_name, p.node
                         )),
                     }));
-                    break;
                 }
             }
         }
-        if let Some(e) = failed {
-            // Give the name back; the parts made are deleted by their nodes' cleanup (the
-            // entry no longer lists them), this node's at once.
-            self.give_back_name(&op, name, taken);
-            self.cleanup_parts();
-            return Err(e);
-        }
-        // (3) Publish it ready.
-        if rec.tier.is_empty() {
-            rec.tier = tiers.first().cloned().unwrap_or_default();
-        }
-        rec.state = STATE_READY.into();
-        self.block_on(&op, super::catalog::put_if(&inner, &rec, taken, &op))?;
-        log::info!(
-            "cluster: spread volume '{name}' created: {}",
-            describe_parts(&rec.parts)
-        );
-        Ok(rec)
+        Ok(tiers)
     }
 
     /// Make part `local_name` of spread volume `spread` in this pool (noted first).

@@ -209,29 +209,7 @@ impl Handler {
                             let rec = c
                                 .create_spread(&name, size, tier.as_deref(), &plan)
                                 .map_err(|e| e.into_pool_error())?;
-                            let nodes: Vec<&str> =
-                                rec.parts.iter().map(|p| p.node.as_str()).collect();
-                            let info = crate::control::protocol::VolumeInfo {
-                                id: 0,
-                                name,
-                                size: rec.size,
-                                tier: rec.tier.clone(),
-                                allocated: 0,
-                                created: std::time::SystemTime::now()
-                                    .duration_since(std::time::UNIX_EPOCH)
-                                    .map(|d| d.as_secs())
-                                    .unwrap_or(0),
-                                open_handles: 0,
-                                extents_per_array: vec![],
-                                info: Default::default(),
-                                node: Some(format!(
-                                    "{} (spread over {} parts)",
-                                    nodes.join(" and "),
-                                    nodes.len()
-                                )),
-                                lock: None,
-                            };
-                            return ok(info, vec![]);
+                            return ok(spread_info(&rec), vec![]);
                         }
                     };
                     if target != c.node() {
@@ -297,6 +275,13 @@ impl Handler {
                 size,
                 allow_shrink,
             } => {
+                if let Some(c) = self.cluster.as_ref().filter(|c| c.is_spread(&name)) {
+                    crate::volume::check_size(&name, size)?;
+                    let rec = c
+                        .grow_spread(&name, size)
+                        .map_err(|e| e.into_pool_error())?;
+                    return ok(spread_info(&rec), vec![]);
+                }
                 let local = self
                     .cluster
                     .as_ref()
@@ -732,5 +717,32 @@ impl ControlHandler for Handler {
                 Response::failure(code_of(&e), e.to_string())
             }
         }
+    }
+}
+
+/// What `volume create`/`volume resize` answer for a spread volume (it has no local id).
+fn spread_info(
+    rec: &crate::cluster::records::VolumeRecord,
+) -> crate::control::protocol::VolumeInfo {
+    let nodes: Vec<&str> = rec.parts.iter().map(|p| p.node.as_str()).collect();
+    crate::control::protocol::VolumeInfo {
+        id: 0,
+        name: rec.name.clone(),
+        size: rec.size,
+        tier: rec.tier.clone(),
+        allocated: 0,
+        created: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        open_handles: 0,
+        extents_per_array: vec![],
+        info: Default::default(),
+        node: Some(format!(
+            "{} (spread over {} parts)",
+            nodes.join(" and "),
+            nodes.len()
+        )),
+        lock: None,
     }
 }
