@@ -10,7 +10,7 @@ mod common;
 use std::thread;
 use std::time::Duration;
 
-use common::cluster::{catalog_entry, node_entry, node_up, start_node};
+use common::cluster::{catalog_entry, node_entry, replicate_renamed, start_node, wait_all_up};
 use common::etcd::Etcd;
 use common::*;
 
@@ -46,11 +46,7 @@ fn setup(etcd: &Etcd) -> (TestPool, TestPool, TestPool) {
     let a = node(etcd, "a", Some("cluster::move::chunk=sleep(100)"));
     let b = node(etcd, "b", None);
     let c = node(etcd, "c", None);
-    for p in [&a, &b, &c] {
-        for n in ["a", "b", "c"] {
-            wait_until("nodes up", Duration::from_secs(20), || node_up(p, n));
-        }
-    }
+    wait_all_up(&[&a, &b, &c], &["a", "b", "c"]);
     a.create_volume("mv", "128M");
     write_pattern(&a.vol("mv"), 31, 0, 40 * MIB, true);
     wait_until("mv visible on c", Duration::from_secs(20), || {
@@ -161,25 +157,11 @@ fn a_loaded_owner_reports_itself_busy_and_snapshot_readers_go_to_the_other_site(
     let b = start_node(&etcd, "b", arrays, &[], None);
     let c = start_node(&etcd, "c", arrays, &[], None);
     a.set_budget(Duration::from_secs(600));
-    for p in [&a, &b, &c] {
-        for n in ["a", "b", "c"] {
-            wait_until("nodes up", Duration::from_secs(20), || node_up(p, n));
-        }
-    }
+    wait_all_up(&[&a, &b, &c], &["a", "b", "c"]);
     let remote = tempfile::tempdir().unwrap();
     a.create_volume("data", "64M");
     write_pattern(&a.vol("data"), 1, 0, 8 * MIB, true);
-    a.create_group("db", &["data"], remote.path());
-    b.cli_ok(&[
-        "group",
-        "attach",
-        "db",
-        "--remote",
-        remote.path().to_str().unwrap(),
-        "--rename",
-        "r-",
-    ]);
-    b.cli_ok(&["group", "wait", "db", "--consistent", "--timeout", "120"]);
+    replicate_renamed(&a, &b, "db", &["data"], remote.path());
     a.cli_ok(&["group", "snapshot", "db", "s1"]);
     wait_until(
         "s1 on b, listed with both sites on c",

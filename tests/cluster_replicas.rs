@@ -10,7 +10,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::cluster::{catalog_entry, node_entry, node_up, start_node, TTL};
+use common::cluster::{
+    catalog_entry, node_entry, node_up, replicate_renamed, start_node, wait_all_up, TTL,
+};
 use common::etcd::Etcd;
 use common::*;
 use serde_json::Value;
@@ -57,27 +59,13 @@ fn group_snapshot_reads_go_to_the_other_site_while_the_owner_is_busy_or_down() {
     let b = start_node(&etcd, "b", ARRAYS, &[], None);
     let c = start_node(&etcd, "c", ARRAYS, &[], None);
     a.set_budget(Duration::from_secs(600));
-    for p in [&a, &b, &c] {
-        for n in ["a", "b", "c"] {
-            wait_until("nodes up", Duration::from_secs(20), || node_up(p, n));
-        }
-    }
+    wait_all_up(&[&a, &b, &c], &["a", "b", "c"]);
     let remote = tempfile::tempdir().unwrap();
 
     // The group: data on a, replicated to b as r-data; snapshot s1 of seed 1.
     a.create_volume("data", "64M");
     write_pattern(&a.vol("data"), 1, 0, LEN, true);
-    a.create_group("db", &["data"], remote.path());
-    b.cli_ok(&[
-        "group",
-        "attach",
-        "db",
-        "--remote",
-        remote.path().to_str().unwrap(),
-        "--rename",
-        "r-",
-    ]);
-    b.cli_ok(&["group", "wait", "db", "--consistent", "--timeout", "60"]);
+    replicate_renamed(&a, &b, "db", &["data"], remote.path());
     a.cli_ok(&["group", "snapshot", "db", "s1"]);
     // The live volume moves on: s1 must read as seed 1 wherever it is served.
     write_pattern(&a.vol("data"), 2, 0, LEN, true);

@@ -226,15 +226,11 @@ async fn reconcile(inner: &Inner, c: &mut etcd_client::Client) -> EResult<()> {
             let value = serde_json::to_vec(&want).expect("serialize");
             if let Some(e) = renamed {
                 if e.rec != want {
-                    ops.push(
-                        Txn::new()
-                            .when([Compare::mod_revision(
-                                key.clone(),
-                                CompareOp::Equal,
-                                e.mod_revision,
-                            )])
-                            .and_then([TxnOp::put(key, value, None)]),
-                    );
+                    ops.push(at_revision(
+                        &key,
+                        e.mod_revision,
+                        TxnOp::put(key.clone(), value, None),
+                    ));
                 }
                 continue;
             }
@@ -246,15 +242,11 @@ async fn reconcile(inner: &Inner, c: &mut etcd_client::Client) -> EResult<()> {
                 ),
                 Some(e) if &e.rec.owner == me && !e.rec.spread() && e.rec.local_name.is_none() => {
                     if e.rec != want {
-                        ops.push(
-                            Txn::new()
-                                .when([Compare::mod_revision(
-                                    key.clone(),
-                                    CompareOp::Equal,
-                                    e.mod_revision,
-                                )])
-                                .and_then([TxnOp::put(key, value, None)]),
-                        );
+                        ops.push(at_revision(
+                            &key,
+                            e.mod_revision,
+                            TxnOp::put(key.clone(), value, None),
+                        ));
                     }
                 }
                 Some(e) => {
@@ -304,19 +296,15 @@ async fn reconcile(inner: &Inner, c: &mut etcd_client::Client) -> EResult<()> {
                     "cluster: spread volume '{name}': a grow left parts past its size for {} s; unlisting them",
                     GROW_ABANDONED.as_secs()
                 );
-                ops.push(
-                    Txn::new()
-                        .when([Compare::mod_revision(
-                            key.clone(),
-                            CompareOp::Equal,
-                            e.mod_revision,
-                        )])
-                        .and_then([TxnOp::put(
-                            key,
-                            serde_json::to_vec(&kept).expect("serialize"),
-                            None,
-                        )]),
-                );
+                ops.push(at_revision(
+                    &key,
+                    e.mod_revision,
+                    TxnOp::put(
+                        key.clone(),
+                        serde_json::to_vec(&kept).expect("serialize"),
+                        None,
+                    ),
+                ));
             }
         }
         for (name, e) in &cache.volumes {
@@ -332,15 +320,11 @@ async fn reconcile(inner: &Inner, c: &mut etcd_client::Client) -> EResult<()> {
                 };
             if gone {
                 let key = records::volume_key(name);
-                ops.push(
-                    Txn::new()
-                        .when([Compare::mod_revision(
-                            key.clone(),
-                            CompareOp::Equal,
-                            e.mod_revision,
-                        )])
-                        .and_then([TxnOp::delete(key, None)]),
-                );
+                ops.push(at_revision(
+                    &key,
+                    e.mod_revision,
+                    TxnOp::delete(key.clone(), None),
+                ));
                 if e.rec.state == STATE_CREATING {
                     log::info!("cluster: dropping unfinished catalog entry '{name}'");
                 } else {
@@ -455,4 +439,12 @@ async fn watch_once(inner: &Inner) -> EResult<()> {
             cache.revision = cache.revision.max(h.revision());
         }
     }
+}
+
+/// A transaction doing `op` on `key` only if the key is still at revision `rev` (a lost race
+/// is simply seen again at the next reconcile).
+fn at_revision(key: &str, rev: i64, op: TxnOp) -> Txn {
+    Txn::new()
+        .when([Compare::mod_revision(key, CompareOp::Equal, rev)])
+        .and_then([op])
 }

@@ -216,22 +216,8 @@ impl Handler {
                         let r = c
                             .create_remote(&target, &name, size, tier.as_deref())
                             .map_err(|e| e.into_pool_error())?;
-                        let info = crate::control::protocol::VolumeInfo {
-                            id: r.local_id.unwrap_or(0),
-                            name,
-                            size: r.size,
-                            tier: r.tier,
-                            allocated: 0,
-                            created: std::time::SystemTime::now()
-                                .duration_since(std::time::UNIX_EPOCH)
-                                .map(|d| d.as_secs())
-                                .unwrap_or(0),
-                            open_handles: 0,
-                            extents_per_array: vec![],
-                            info: Default::default(),
-                            node: Some(target),
-                            lock: None,
-                        };
+                        let info =
+                            made_elsewhere(name, r.local_id.unwrap_or(0), r.size, r.tier, target);
                         return ok(info, vec![]);
                     }
                 } else if spread {
@@ -725,11 +711,27 @@ fn spread_info(
     rec: &crate::cluster::records::VolumeRecord,
 ) -> crate::control::protocol::VolumeInfo {
     let nodes: Vec<&str> = rec.parts.iter().map(|p| p.node.as_str()).collect();
+    let node = format!(
+        "{} (spread over {} parts)",
+        nodes.join(" and "),
+        nodes.len()
+    );
+    made_elsewhere(rec.name.clone(), 0, rec.size, rec.tier.clone(), node)
+}
+
+/// What `volume create` answers for a volume made on other nodes (nothing of it is here).
+fn made_elsewhere(
+    name: String,
+    id: u64,
+    size: u64,
+    tier: String,
+    node: String,
+) -> crate::control::protocol::VolumeInfo {
     crate::control::protocol::VolumeInfo {
-        id: 0,
-        name: rec.name.clone(),
-        size: rec.size,
-        tier: rec.tier.clone(),
+        id,
+        name,
+        size,
+        tier,
         allocated: 0,
         created: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -738,11 +740,7 @@ fn spread_info(
         open_handles: 0,
         extents_per_array: vec![],
         info: Default::default(),
-        node: Some(format!(
-            "{} (spread over {} parts)",
-            nodes.join(" and "),
-            nodes.len()
-        )),
+        node: Some(node),
         lock: None,
     }
 }

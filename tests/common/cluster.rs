@@ -60,3 +60,39 @@ pub fn node_entry(p: &TestPool, node: &str) -> Option<Value> {
 pub fn node_up(p: &TestPool, node: &str) -> bool {
     node_entry(p, node).is_some_and(|n| n["state"] == "up")
 }
+
+/// Journal group `group` of `volumes` from primary `a` to secondary `b` through `remote`, the
+/// secondary keeping them as `r-<volume>` (global names are unique in a cluster); returns
+/// once the secondary is consistent.
+pub fn replicate_renamed(
+    a: &TestPool,
+    b: &TestPool,
+    group: &str,
+    volumes: &[&str],
+    remote: &std::path::Path,
+) {
+    a.create_group(group, volumes, remote);
+    b.cli_ok(&[
+        "group",
+        "attach",
+        group,
+        "--remote",
+        remote.to_str().unwrap(),
+        "--rename",
+        "r-",
+    ]);
+    b.cli_ok(&["group", "wait", group, "--consistent", "--timeout", "120"]);
+}
+
+/// Wait until every node in `nodes` sees every node named in `names` up.
+pub fn wait_all_up(nodes: &[&TestPool], names: &[&str]) {
+    for p in nodes {
+        for n in names {
+            super::wait_until(
+                &format!("node '{n}' up as {} sees it", p.pool().display()),
+                std::time::Duration::from_secs(20),
+                || node_up(p, n),
+            );
+        }
+    }
+}
