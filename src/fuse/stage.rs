@@ -162,12 +162,16 @@ impl Dispatch {
     }
 
     /// Count a request in; it runs on this thread when no other data request is in flight
-    /// (a hand-off would only add a wake-up), else on the stage (`Ticket::inline`).
+    /// (a hand-off would only add a wake-up), else on the stage (`Ticket::inline`). A
+    /// journaled write already answered whose data write still runs (`storage::destage`)
+    /// does not count: the host is not waiting for it, and at QD1 the next write would
+    /// otherwise always be handed off, with a copy of its data.
     pub fn begin(&self) -> Ticket {
         let before = self.inflight.fetch_add(1, Ordering::AcqRel);
+        let waiting = before.saturating_sub(crate::storage::destaging_after_reply());
         Ticket {
             token: InFlight(self.inflight.clone()),
-            inline: (before == 0 && self.inline_ok && !ring_backlog()) || self.stage.is_none(),
+            inline: (waiting == 0 && self.inline_ok && !ring_backlog()) || self.stage.is_none(),
         }
     }
 
