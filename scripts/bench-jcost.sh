@@ -229,7 +229,8 @@ status=$(fp group status g --json)
     echo "### Journal CPU cost per MiB ($(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, $(lscpu | sed -n 's/^Model name: *//p'), volume $VOL, ${RT} s runs, median of $REPEAT, commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'))"
     echo
     python3 - "$WORK/runs.jsonl" <<'EOF'
-import json, statistics, sys
+import json, os, statistics, sys
+ncpu = os.cpu_count()
 runs = [json.loads(l) for l in open(sys.argv[1])]
 cases = ["1M unjournaled", "1M journaled", "4k QD1 unjournaled", "4k QD1 journaled"]
 by = {c: [r for r in runs if r["case"] == c] for c in cases}
@@ -265,7 +266,9 @@ for bs, bar in (("1M", 0.8), ("4k QD1", 0.9)):
     tu = statistics.median(r["mbps"] for r in by[u]); tj = statistics.median(r["mbps"] for r in by[j])
     print(f"- {bs}: measured journaled/unjournaled {tj / tu:.2f}x (bar {bar}x); "
           f"CPU-bound ceiling on this machine = daemon {daemon(u):.3f} / {daemon(j):.3f} = {daemon(u) / daemon(j):.2f}x, "
-          f"daemon + fio + kernel threads {primary(u):.3f} / {primary(j):.3f} = {primary(u) / primary(j):.2f}x")
+          f"daemon + fio + kernel threads {primary(u):.3f} / {primary(j):.3f} = {primary(u) / primary(j):.2f}x; "
+          f"with every CPU ({ncpu}) busy on it, journaled <= {ncpu * 1000 / primary(j) * 1.048576:.0f} MB/s "
+          f"= {ncpu * 1000 / primary(j) * 1.048576 / tu:.2f}x the unjournaled median")
 EOF
     echo
     echo "group status after the runs: $(echo "$status" | python3 -c 'import json,sys; g=json.load(sys.stdin)[0]; print("state %s, written %d, acknowledged %d, lag %.2f s" % (g["state"], g["written"], g["acknowledged"], g["lag_seconds"]))')"
