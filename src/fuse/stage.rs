@@ -118,10 +118,10 @@ fn run(sh: &Shared) {
 pub struct Dispatch {
     stage: Option<IoStage>,
     inflight: Arc<AtomicUsize>,
-    /// More than one FUSE worker: while one runs a request itself, another takes the next
-    /// from the kernel. With one worker nothing runs inline (the next request would wait in
-    /// the kernel, where the in-flight count cannot see it).
-    inline_ok: bool,
+    /// FUSE worker threads. More than one: while one runs a request itself, another takes
+    /// the next from the kernel. With one worker nothing runs inline (the next request would
+    /// wait in the kernel, where the in-flight count cannot see it); see `runs_inline`.
+    workers: usize,
 }
 
 /// One request in flight; the count drops when this does (after the reply was sent).
@@ -147,12 +147,22 @@ impl Drop for InFlight {
     }
 }
 
+/// Whether a request arriving with `before` others in flight, `answered` of them already
+/// answered (destaging on their workers, `storage::destage`), runs on the FUSE worker that
+/// received it, with `workers` FUSE workers: only when none of the others is still waiting
+/// for its answer, and at least one worker stays free to take the next request from the
+/// kernel (so at most `workers - 2` destaging ones are passed over). The answered count is
+/// process-wide (one daemon per process).
+fn runs_inline(before: usize, answered: usize, workers: usize) -> bool {
+    workers > 1 && before <= answered.min(workers.saturating_sub(2))
+}
+
 impl Dispatch {
     /// `io_threads == 0`: every request runs on the FUSE worker that received it.
     /// `workers`: the FUSE worker threads that take requests from the kernel.
     pub fn new(io_threads: usize, workers: usize) -> std::io::Result<Dispatch> {
         Ok(Dispatch {
-            inline_ok: workers > 1,
+            workers,
             stage: match io_threads {
                 0 => None,
                 n => Some(IoStage::start(n)?),
@@ -162,12 +172,17 @@ impl Dispatch {
     }
 
     /// Count a request in; it runs on this thread when no other data request is in flight
-    /// (a hand-off would only add a wake-up), else on the stage (`Ticket::inline`).
+    /// (a hand-off would only add a wake-up), else on the stage (`Ticket::inline`). A
+    /// journaled write already answered whose data write still runs (`storage::destage`)
+    /// does not count: the host is not waiting for it, and at QD1 the next write would
+    /// otherwise always be handed off, with a copy of its data.
     pub fn begin(&self) -> Ticket {
         let before = self.inflight.fetch_add(1, Ordering::AcqRel);
+        let answered = crate::storage::destaging_after_reply();
         Ticket {
             token: InFlight(self.inflight.clone()),
-            inline: (before == 0 && self.inline_ok && !ring_backlog()) || self.stage.is_none(),
+            inline: self.stage.is_none()
+                || (runs_inline(before, answered, self.workers) && !ring_backlog()),
         }
     }
 
@@ -214,6 +229,24 @@ mod tests {
     use super::*;
     use std::sync::mpsc;
     use std::time::Duration;
+
+    #[test]
+    fn an_answered_write_still_destaging_does_not_send_the_next_to_the_stage() {
+        // QD1 without a journal: nothing else in flight, inline.
+        assert!(runs_inline(0, 0, 4));
+        // QD1 journaled: the previous write is answered and destages on its worker.
+        assert!(runs_inline(1, 1, 4));
+        assert!(runs_inline(2, 2, 4));
+        // One waiting for its answer besides the destaging one: the stage.
+        assert!(!runs_inline(2, 1, 4));
+        assert!(!runs_inline(1, 0, 4));
+        // A worker stays free for the kernel: three destaging of four workers, the stage.
+        assert!(!runs_inline(3, 3, 4));
+        assert!(!runs_inline(1, 1, 2));
+        assert!(runs_inline(0, 0, 2));
+        // One FUSE worker: never inline (the next request would wait in the kernel).
+        assert!(!runs_inline(0, 0, 1));
+    }
 
     #[test]
     fn a_blocked_job_does_not_hold_up_the_next() {

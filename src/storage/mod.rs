@@ -16,7 +16,7 @@ mod holes;
 mod copy;
 pub use copy::CopyFrom;
 
-pub use destage::Destaging;
+pub use destage::{destaging_after_reply, Destaging};
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
